@@ -1,0 +1,1 @@
+"""ambient-lab's harness: a Kubernetes-like cluster built from network namespaces."""

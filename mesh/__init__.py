@@ -1,0 +1,1 @@
+"""ambient-lab's mesh: istiod, istio-cni, ztunnel, waypoints and sidecars."""
