@@ -1,0 +1,76 @@
+"""What a new lab starts with: nodes, system namespaces, the cluster DNS, the topology's manifests.
+
+System add-ons are applied as ordinary manifests through the same API path users take.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from lab.apiserver import ApiError
+from lab.controllers.workloads import is_ready
+from lab.topology import CONTROL_PLANE_TAINT
+
+if TYPE_CHECKING:
+    from lab.daemon import Lab
+
+log = logging.getLogger("labd.bootstrap")
+MANIFESTS = os.path.join(os.path.dirname(__file__), "manifests")
+KUBELET_VERSION = "v1.30.0-lab"
+
+
+def admission_hooks() -> dict:
+    """Validators and mutators other packages add to the API (the mesh's, once installed)."""
+    return {}
+
+
+def seed(lab: "Lab") -> None:
+    t, store = lab.topo, lab.store
+    for node in t.nodes:
+        labels = {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
+                  "lab.ambient/index": str(node.index), **dict(node.labels)}
+        spec: dict = {"podCIDR": str(t.node_pod_cidr(node))}
+        if node.role == "control-plane":
+            labels["node-role.kubernetes.io/control-plane"] = ""
+            spec["taints"] = [dict(CONTROL_PLANE_TAINT)]
+        store.create({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": labels},
+            "spec": spec,
+            "status": {"addresses": [{"type": "InternalIP", "address": str(t.node_ip(node))},
+                                     {"type": "Hostname", "address": node.name}],
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                       "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "operatingSystem": "linux"}},
+        })
+    for ns in ("default", "kube-system", "kube-public"):
+        store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
+                      "labels": {"kubernetes.io/metadata.name": ns}}})
+    store.create({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": str(t.kubernetes_service_ip()),
+                 "clusterIPs": [str(t.kubernetes_service_ip())],
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
+    })
+    if "dns" in t.install:
+        with open(os.path.join(MANIFESTS, "coredns.yaml")) as f:
+            text = f.read().replace("__CLUSTER_DNS_IP__", str(t.cluster_dns_ip()))
+        lab.api.apply(text, "coredns.yaml")
+
+
+def system_ready(lab: "Lab") -> bool:
+    pods = lab.store.list("Pod", "kube-system")
+    for d in lab.store.list("Deployment", "kube-system"):
+        if d.get("status", {}).get("readyReplicas", 0) < d["spec"].get("replicas", 1):
+            return False
+    return all(is_ready(p) for p in pods)
+
+
+async def apply_topology_manifests(lab: "Lab") -> None:
+    for path in lab.topo.manifests:
+        try:
+            with open(path) as f:
+                lab.api.apply(f.read(), os.path.basename(path))
+        except (OSError, ApiError) as e:
+            log.error("topology manifest %s not applied: %s", path, e)

@@ -1,0 +1,335 @@
+"""labd: one lab's control plane and node agents in one trio process.
+
+`python -m lab.daemon --topology FILE --name NAME` (started by `lab up` under lab/init.py, which
+makes it PID 2 of a PID namespace whose init dies with it). It builds the network, serves the API
+socket, runs the controllers, the scheduler, the kubelet and kube-proxy, and on `shutdown` or
+SIGTERM tears down everything it made before exiting.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+import trio
+
+from lab import kubeproxy
+from lab.api import server as api_server
+from lab.api.protocol import error, ok
+from lab.apiserver import ApiError, ApiServer
+from lab.controllers import endpoints, namespaces, scheduler, workloads
+from lab.journal import Journal
+from lab.paths import api_socket_path, journal_path, lab_dir
+from lab.runtime import network, netns, sandbox
+from lab.runtime.kubelet import Kubelet
+from lab.selectors import from_label_selector
+from lab.store import Store, now_rfc3339
+from lab.topology import Topology, load_file
+from lab import bootstrap
+
+log = logging.getLogger("labd")
+MAX_EVENTS = 1000
+
+
+class Lab:
+    def __init__(self, topo: Topology):
+        self.topo = topo
+        self.dir = lab_dir(topo.name)
+        self.socket_path = api_socket_path(topo.name)
+        self.store = Store()
+        self.journal = Journal(journal_path(topo.name))
+        self.rng = random.Random()
+        self.api = ApiServer(self.store, topo, self.dir, **bootstrap.admission_hooks())
+        self.kubelet = Kubelet(topo, self.store, self.journal, self.dir, self.socket_path, self.record_event)
+        self.phase = "starting"
+        self.ready = False
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self._dirty = trio.Event()
+        self._proxy_dirty = trio.Event()
+        self._shutdown = trio.Event()
+        self._event_seq = 0
+        self.store.subscribe(self._on_change)
+
+    # Change notification -> controller wake-ups ----------------------------------------------
+    def _on_change(self, type_: str, obj: dict) -> None:
+        if obj["kind"] == "Event":
+            return
+        self._dirty.set()
+        if obj["kind"] in ("Service", "Endpoints"):
+            self._proxy_dirty.set()
+
+    def record_event(self, obj: dict, reason: str, message: str, type_: str = "Normal") -> None:
+        md = obj["metadata"]
+        self._event_seq += 1
+        t = now_rfc3339()
+        ns = md.get("namespace") or "default"
+        self.store.create({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f'{md["name"]}.{self._event_seq:016x}', "namespace": ns},
+            "involvedObject": {"kind": obj["kind"], "namespace": md.get("namespace"), "name": md["name"],
+                               "uid": md.get("uid")},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": t, "lastTimestamp": t, "source": {"component": "labd"},
+        })
+        events = self.store.list("Event")
+        if len(events) > MAX_EVENTS:
+            events.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
+            for e in events[: len(events) - MAX_EVENTS]:
+                self.store.delete("Event", e["metadata"]["namespace"], e["metadata"]["name"])
+
+    # Network ---------------------------------------------------------------------------------
+    def build_network(self) -> None:
+        """Fabric bridge, one netns per node, routes between pod CIDRs. Runs in a worker thread."""
+        t = self.topo
+        fabric = sandbox.fabric_netns_name(t.name)
+        self.journal.added("netns", fabric)
+        netns.create(fabric)
+        network.build_fabric(fabric)
+        for node in t.nodes:
+            node_ns = sandbox.node_netns_name(t.name, node.name)
+            self.journal.added("netns", node_ns)
+            netns.create(node_ns)
+            network.attach_node(fabric, node_ns, node.name, f"{t.node_ip(node)}/{t.node_cidr.prefixlen}",
+                                str(t.pod_gateway(node)))
+            sandbox.write_resolver_files(self.journal, node_ns, sandbox.resolv_conf("", str(t.cluster_dns_ip())),
+                                         sandbox.hosts_file(str(t.node_ip(node)), node.name))
+        for node in t.nodes:
+            routes = [(str(t.node_pod_cidr(peer)), str(t.node_ip(peer))) for peer in t.nodes if peer != node]
+            network.route_node_to_peers(sandbox.node_netns_name(t.name, node.name), routes)
+            network.route_node_to_services(sandbox.node_netns_name(t.name, node.name), str(t.service_cidr))
+
+    def teardown_network(self) -> None:
+        t = self.topo
+        for node in t.nodes:
+            node_ns = sandbox.node_netns_name(t.name, node.name)
+            netns.remove(node_ns)
+            self.journal.removed("netns", node_ns)
+            sandbox.remove_dir(self.journal, os.path.join(sandbox.ETC_NETNS, node_ns))
+        fabric = sandbox.fabric_netns_name(t.name)
+        netns.remove(fabric)
+        self.journal.removed("netns", fabric)
+
+    # Loops -------------------------------------------------------------------------------------
+    async def controller_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            try:
+                namespaces.reconcile(self.store)
+                workloads.reconcile_deployments(self.store)
+                workloads.reconcile_replicasets(self.store, self.rng)
+                workloads.reconcile_daemonsets(self.store, self.rng)
+                workloads.collect_garbage(self.store)
+                for ns, pod, node in scheduler.schedule_pending(self.store):
+                    p = self.store.get("Pod", ns, pod)
+                    if p is not None:
+                        self.record_event(p, "Scheduled", f"Successfully assigned {ns}/{pod} to {node}")
+                endpoints.reconcile_endpoints(self.store, from_label_selector_map)
+                self.kubelet.sync()
+            except Exception:
+                log.exception("controller pass failed")
+            await trio.sleep(0.005)  # coalesce bursts of changes into one pass
+
+    async def kube_proxy_loop(self) -> None:
+        last = None
+        nodes = [sandbox.node_netns_name(self.topo.name, n.name) for n in self.topo.nodes]
+        while True:
+            await self._proxy_dirty.wait()
+            self._proxy_dirty = trio.Event()
+            script = kubeproxy.render(self.store.list("Service"), self.store.list("Endpoints"))
+            if script != last:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        for ns in nodes:
+                            nursery.start_soon(trio.to_thread.run_sync, network.apply_nft, ns, script)
+                    last = script
+                except* Exception as eg:
+                    log.error("kube-proxy: applying rules failed: %s", eg.exceptions[0])
+                    self._proxy_dirty.set()
+                    await trio.sleep(1)
+            await trio.sleep(0.01)
+
+    # API dispatch ------------------------------------------------------------------------------
+    async def handle(self, req: dict, send) -> Any:
+        op = req.get("op")
+        try:
+            if op == "watch":
+                await self._watch(req, send)
+                return api_server.STREAMING
+            if op == "logs" and req.get("follow"):
+                await self._follow_logs(req, send)
+                return api_server.STREAMING
+            fn = self._ops().get(op)
+            if fn is None:
+                return error(f"unknown op {op!r}")
+            params = {k: v for k, v in req.items() if k != "op"}
+            return ok(copy.deepcopy(fn(**params)))
+        except ApiError as e:
+            return error(str(e))
+        except TypeError as e:
+            return error(f"bad request for {op}: {e}")
+
+    def _ops(self) -> dict:
+        a = self.api
+        return {
+            "apply": a.apply, "get": a.get, "delete": a.delete, "label": a.label,
+            "annotate": lambda **kw: a.label(field="annotations", **kw),
+            "scale": a.scale, "rollout_restart": a.rollout_restart,
+            "exec": lambda namespace, pod, container=None: a.exec_target(
+                namespace, pod, container, lambda p, c: self.kubelet.container_env(
+                    p, c, p.get("status", {}).get("podIP"))),
+            "logs": self._logs, "status": self.status, "shutdown": self._request_shutdown,
+            "ping": lambda: "pong",
+        }
+
+    def _request_shutdown(self) -> str:
+        self._shutdown.set()
+        return "shutting down"
+
+    def status(self) -> dict:
+        pods = self.store.list("Pod")
+        return {
+            "name": self.topo.name, "phase": self.phase, "ready": self.ready, "pid": self.kubelet.host_pid,
+            "topology": self.topo.source, "dir": self.dir,
+            "nodes": [{"name": n.name, "role": n.role, "ip": str(self.topo.node_ip(n)),
+                       "podCIDR": str(self.topo.node_pod_cidr(n)),
+                       "netns": sandbox.node_netns_name(self.topo.name, n.name),
+                       "pods": sum(1 for p in pods if p["spec"].get("nodeName") == n.name)}
+                      for n in self.topo.nodes],
+            "pods": len(pods), "running": sum(1 for p in pods if p.get("status", {}).get("phase") == "Running"),
+            "ready_pods": sum(1 for p in pods if workloads.is_ready(p)),
+            "services": len(self.store.list("Service")), "uptime": round(time.monotonic() - self.started, 3),
+            "timings": self.timings,
+        }
+
+    def _logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False,
+              tail: int | None = None, follow: bool = False) -> str:
+        path = self.api.log_path(namespace, pod, container, previous)
+        try:
+            with open(path, "rb") as f:
+                data = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            data = ""
+        if tail is not None and tail >= 0:
+            lines = data.splitlines(keepends=True)
+            data = "".join(lines[-tail:]) if tail else ""
+        return data
+
+    async def _follow_logs(self, req: dict, send) -> None:
+        path = self.api.log_path(req["namespace"], req["pod"], req.get("container"))
+        text = self._logs(req["namespace"], req["pod"], req.get("container"), tail=req.get("tail"))
+        await send({"data": text})
+        pos = os.path.getsize(path) if os.path.exists(path) else 0
+        while self.store.get("Pod", req["namespace"], req["pod"]) is not None:
+            await trio.sleep(0.2)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+            except FileNotFoundError:
+                continue
+            if chunk:
+                pos += len(chunk)
+                await send({"data": chunk.decode(errors="replace")})
+
+    async def _watch(self, req: dict, send) -> None:
+        kinds_ = set(req.get("kinds") or [])
+        ns = req.get("namespace")
+        tx, rx = trio.open_memory_channel(50000)
+
+        def on_change(type_: str, obj: dict) -> None:
+            if obj["kind"] in kinds_ and (ns is None or obj["metadata"].get("namespace") == ns):
+                try:
+                    tx.send_nowait({"type": type_, "object": obj})
+                except trio.WouldBlock:
+                    tx.close()  # a watcher this far behind must re-list
+
+        unsubscribe = self.store.subscribe(on_change)
+        try:
+            for obj in self.store.all(kinds_):
+                if ns is None or obj["metadata"].get("namespace") == ns:
+                    await send({"type": "ADDED", "object": obj})
+            await send({"type": "SYNCED", "resourceVersion": str(self.store.resource_version)})
+            async with rx:
+                async for ev in rx:
+                    await send(ev)
+        finally:
+            unsubscribe()
+
+    # Main --------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        t0 = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signals, nursery)
+            self.phase = "building network"
+            await trio.to_thread.run_sync(self.build_network)
+            self.timings["network"] = round(time.monotonic() - t0, 3)
+            await nursery.start(self.kubelet.run)
+            await nursery.start(api_server.serve, self.socket_path, self.handle)
+            controllers = trio.CancelScope()
+
+            async def run_controllers() -> None:
+                with controllers:
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(self.controller_loop)
+                        inner.start_soon(self.kube_proxy_loop)
+            nursery.start_soon(run_controllers)
+            self.phase = "starting system pods"
+            bootstrap.seed(self)
+            nursery.start_soon(self._wait_ready, t0)
+            await self._shutdown.wait()
+            self.phase = "shutting down"
+            controllers.cancel()  # nothing may replace the pods we are about to stop
+            with trio.CancelScope(shield=True):
+                await self.kubelet.shutdown()
+                await trio.to_thread.run_sync(self.teardown_network)
+            nursery.cancel_scope.cancel()
+
+    async def _wait_ready(self, t0: float) -> None:
+        while not bootstrap.system_ready(self):
+            await trio.sleep(0.02)
+        self.timings["ready"] = round(time.monotonic() - t0, 3)
+        await bootstrap.apply_topology_manifests(self)
+        self.phase = "ready"
+        self.ready = True
+        log.info("lab %s ready in %.2fs", self.topo.name, time.monotonic() - t0)
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+            async for _ in sigs:
+                self._shutdown.set()
+
+
+def from_label_selector_map(match_labels: dict):
+    return from_label_selector({"matchLabels": match_labels})
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="labd")
+    p.add_argument("--topology", required=True)
+    p.add_argument("--name")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    topo = load_file(args.topology)
+    if args.name:
+        topo = topo.with_name(args.name)
+    lab = Lab(topo)
+    try:
+        trio.run(lab.run)
+    finally:
+        lab.journal.close()
+        with open(os.path.join(lab.dir, "labd.exit"), "w") as f:
+            json.dump({"clean": lab.phase == "shutting down"}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""The kubelet: runs the pods bound to nodes, keeps their status, restarts their containers.
+
+One `PodWorker` task per pod lives in the kubelet's nursery under its own cancel scope. Deleting a
+pod cancels that scope; the worker's shielded cleanup stops the containers, removes the sandbox
+and only then removes the pod object, so an object never outlives or predates what it stands for.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import trio
+
+from lab import images
+from lab.journal import Journal
+from lab.paths import pod_dir
+from lab.runtime import netns, processes, sandbox
+from lab.store import Store, now_rfc3339
+from lab.topology import Topology
+
+MAX_GRACE = 5.0          # the lab caps terminationGracePeriodSeconds: labs are for fast loops
+BACKOFF_MAX = 20.0
+NETNS_ANNOTATION = "lab.ambient/netns"
+
+
+@dataclass
+class ContainerState:
+    name: str
+    image: str
+    restarts: int = 0
+    running_since: str | None = None
+    pid: int | None = None
+    ready: bool = False
+    waiting_reason: str | None = "ContainerCreating"
+    waiting_message: str | None = None
+    terminated: dict | None = None
+    last_terminated: dict | None = None
+
+    def status(self) -> dict:
+        st: dict = {"name": self.name, "image": self.image, "imageID": "", "ready": self.ready,
+                    "restartCount": self.restarts, "started": self.running_since is not None}
+        if self.running_since is not None:
+            st["state"] = {"running": {"startedAt": self.running_since}}
+        elif self.terminated is not None and self.waiting_reason is None:
+            st["state"] = {"terminated": self.terminated}
+        else:
+            w = {"reason": self.waiting_reason or "ContainerCreating"}
+            if self.waiting_message:
+                w["message"] = self.waiting_message
+            st["state"] = {"waiting": w}
+        st["lastState"] = {"terminated": self.last_terminated} if self.last_terminated else {}
+        if self.pid is not None:
+            st["pid"] = self.pid
+        return st
+
+
+@dataclass
+class NodeIPAM:
+    cidr: ipaddress.IPv4Network
+    used: set = field(default_factory=set)
+
+    def allocate(self) -> ipaddress.IPv4Address:
+        for host in list(self.cidr.hosts())[1:]:  # .1 is the node's gateway address
+            if host not in self.used:
+                self.used.add(host)
+                return host
+        raise RuntimeError(f"pod CIDR {self.cidr} is exhausted")
+
+    def release(self, ip: ipaddress.IPv4Address) -> None:
+        self.used.discard(ip)
+
+
+class Kubelet:
+    def __init__(self, topo: Topology, store: Store, journal: Journal, lab_dir: str, api_socket: str,
+                 record_event: Callable[..., None]):
+        self.topo = topo
+        self.store = store
+        self.journal = journal
+        self.lab_dir = lab_dir
+        self.api_socket = api_socket
+        self.record_event = record_event
+        self.ipam = {n.name: NodeIPAM(topo.node_pod_cidr(n)) for n in topo.nodes}
+        self.nodes = {n.name: n for n in topo.nodes}
+        self.workers: dict[str, "PodWorker"] = {}   # by pod uid
+        self.host_pid = processes.own_host_pid()
+        self.limiter = trio.CapacityLimiter(8)       # concurrent netlink/netns work
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def sync(self) -> None:
+        """Start workers for newly bound pods; tell workers of deleted pods to stop."""
+        assert self._nursery is not None
+        seen = set()
+        for pod in self.store.list("Pod"):
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            node = pod["spec"].get("nodeName")
+            terminating = bool(pod["metadata"].get("deletionTimestamp"))
+            w = self.workers.get(uid)
+            if w is None and node and not terminating:
+                w = PodWorker(self, pod)
+                self.workers[uid] = w
+                self._nursery.start_soon(w.run, name=f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}")
+            elif w is None and terminating:
+                self.store.delete("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
+            elif w is not None and terminating:
+                w.terminate(pod)
+        for uid, w in list(self.workers.items()):
+            if uid not in seen:
+                w.terminate(None)
+
+    async def shutdown(self) -> None:
+        """Stop every pod (in parallel) and wait until their sandboxes are gone."""
+        for w in list(self.workers.values()):
+            w.terminate(None, grace=0.5)
+        while self.workers:
+            await trio.sleep(0.02)
+
+    def container_env(self, pod: dict, container: dict, pod_ip: str | None) -> dict[str, str]:
+        md, spec = pod["metadata"], pod["spec"]
+        node = spec.get("nodeName", "")
+        node_ip = str(self.topo.node_ip(self.nodes[node])) if node in self.nodes else ""
+        fields = {"metadata.name": md["name"], "metadata.namespace": md["namespace"],
+                  "metadata.uid": md["uid"], "spec.nodeName": node,
+                  "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+                  "status.podIP": pod_ip or "", "status.hostIP": node_ip}
+        image = images.lookup(container["image"])
+        env = {"PATH": os.path.dirname(sys.executable) + ":" + processes.BASE_PATH,
+               "HOME": "/root", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+               "HOSTNAME": node if spec.get("hostNetwork") else md["name"],
+               "AMBIENT_LAB": self.topo.name, "LAB_NAME": self.topo.name, "LAB_API_SOCKET": self.api_socket,
+               "LAB_POD_NAME": md["name"], "LAB_POD_NAMESPACE": md["namespace"], "LAB_NODE_NAME": node,
+               "LAB_POD_IP": pod_ip or "", "LAB_POD_UID": md["uid"],
+               "LAB_SERVICE_ACCOUNT": fields["spec.serviceAccountName"]}
+        env.update(dict(image.env))
+        for e in container.get("env", []) or []:
+            if "value" in e:
+                env[e["name"]] = str(e["value"])
+            elif (ref := (e.get("valueFrom") or {}).get("fieldRef")) is not None:
+                env[e["name"]] = fields.get(ref.get("fieldPath"), "")
+        return env
+
+
+class PodWorker:
+    def __init__(self, kubelet: Kubelet, pod: dict):
+        self.k = kubelet
+        self.ns = pod["metadata"]["namespace"]
+        self.name = pod["metadata"]["name"]
+        self.uid = pod["metadata"]["uid"]
+        self.pod = pod
+        self.cancel = trio.CancelScope()
+        self.grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        specs = pod["spec"].get("containers", [])
+        self.states = {c["name"]: ContainerState(c["name"], c["image"]) for c in specs}
+        self.init_states = {c["name"]: ContainerState(c["name"], c["image"])
+                            for c in pod["spec"].get("initContainers", []) or []}
+        self.sandbox: sandbox.Sandbox | None = None
+        self.dir = pod_dir(kubelet.topo.name, self.ns, self.name, self.uid)
+        self.started_at = now_rfc3339()
+        self.initialized = False
+        self.procs: dict[str, trio.Process] = {}
+
+    def terminate(self, pod: dict | None, grace: float | None = None) -> None:
+        if grace is not None:
+            self.grace = grace
+        elif pod is not None:
+            self.grace = float(pod["metadata"].get("deletionGracePeriodSeconds", self.grace))
+        self.cancel.cancel()
+
+    # Status -------------------------------------------------------------------------------
+    def publish(self) -> None:
+        pod = self.k.store.get("Pod", self.ns, self.name)
+        if pod is None or pod["metadata"]["uid"] != self.uid:
+            return
+        states = list(self.states.values())
+        all_ready = bool(states) and all(s.ready for s in states)
+        running = any(s.running_since for s in states)
+        restart_policy = pod["spec"].get("restartPolicy", "Always")
+        done = states and all(s.terminated is not None and s.running_since is None and
+                              s.waiting_reason is None for s in states)
+        if done and restart_policy != "Always":
+            phase = "Succeeded" if all(s.terminated.get("exitCode") == 0 for s in states) else "Failed"
+        elif running or (self.initialized and any(s.restarts for s in states)):
+            phase = "Running"
+        else:
+            phase = "Pending"
+        t = now_rfc3339()
+        old = pod.get("status", {})
+        old_conds = {c["type"]: c for c in old.get("conditions", []) or []}
+
+        def cond(type_: str, ok: bool) -> dict:
+            prev = old_conds.get(type_)
+            status = "True" if ok else "False"
+            if prev and prev.get("status") == status:
+                return prev
+            return {"type": type_, "status": status, "lastTransitionTime": t}
+
+        status = {
+            "phase": phase,
+            "conditions": [cond("PodScheduled", True), cond("Initialized", self.initialized),
+                           cond("ContainersReady", all_ready), cond("Ready", all_ready)],
+            "hostIP": str(self.k.topo.node_ip(self.k.nodes[pod["spec"]["nodeName"]])),
+            "startTime": self.started_at,
+            "containerStatuses": [s.status() for s in states],
+        }
+        if self.init_states:
+            status["initContainerStatuses"] = [s.status() for s in self.init_states.values()]
+        if self.sandbox is not None:
+            status["podIP"] = self.sandbox.ip
+            status["podIPs"] = [{"ip": self.sandbox.ip}]
+        self.k.store.patch_status("Pod", self.ns, self.name, status)
+
+    def _annotate_netns(self) -> None:
+        """Tell the API (exec, the CNI agent) which network namespace the pod lives in."""
+        pod = self.k.store.get("Pod", self.ns, self.name)
+        if pod is None or pod["metadata"]["uid"] != self.uid or self.sandbox is None:
+            return
+        upd = dict(pod, metadata=dict(pod["metadata"]))
+        upd["metadata"]["annotations"] = dict(pod["metadata"].get("annotations") or {},
+                                              **{NETNS_ANNOTATION: self.sandbox.netns})
+        self.k.store.update(upd, spec_changed=False)
+
+    def event(self, reason: str, message: str, type_: str = "Normal") -> None:
+        self.k.record_event(self.pod, reason, message, type_)
+
+    # Lifecycle ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        node_name = self.pod["spec"]["nodeName"]
+        node = self.k.nodes.get(node_name)
+        ip = None
+        try:
+            with self.cancel:
+                if node is None:
+                    self.event("FailedScheduling", f'node "{node_name}" does not exist', "Warning")
+                    await trio.sleep_forever()
+                os.makedirs(self.dir, exist_ok=True)
+                node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
+                if self.pod["spec"].get("hostNetwork"):
+                    self.sandbox = sandbox.Sandbox(node_ns, str(self.k.topo.node_ip(node)), None)
+                else:
+                    ip = self.k.ipam[node_name].allocate()
+                    self.sandbox = await trio.to_thread.run_sync(
+                        sandbox.create_pod_sandbox, self.k.journal, self.k.topo.name, node_ns, self.ns,
+                        self.name, self.uid, ip, self.k.topo.pod_gateway(node), str(self.k.topo.cluster_dns_ip()),
+                        limiter=self.k.limiter)
+                self._annotate_netns()
+                self.publish()
+                await self._run_init_containers()
+                self.initialized = True
+                self.publish()
+                async with trio.open_nursery() as nursery:
+                    for spec in self.pod["spec"]["containers"]:
+                        nursery.start_soon(self._supervise, spec)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._cleanup(node_name, ip)
+
+    async def _cleanup(self, node_name: str, ip) -> None:
+        if self.procs:
+            self.event("Killing", "Stopping containers")
+        async with trio.open_nursery() as nursery:
+            for proc in list(self.procs.values()):
+                nursery.start_soon(processes.stop, proc, min(self.grace, MAX_GRACE))
+        if self.sandbox is not None and self.sandbox.host_ifname is not None:
+            node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
+            await trio.to_thread.run_sync(sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox,
+                                          limiter=self.k.limiter)
+        if ip is not None:
+            self.k.ipam[node_name].release(ip)
+        self.k.workers.pop(self.uid, None)
+        pod = self.k.store.get("Pod", self.ns, self.name)
+        if pod is not None and pod["metadata"]["uid"] == self.uid:
+            self.k.store.delete("Pod", self.ns, self.name)
+
+    async def _run_init_containers(self) -> None:
+        for spec in self.pod["spec"].get("initContainers", []) or []:
+            st = self.init_states[spec["name"]]
+            while True:
+                code = await self._run_once(spec, st)
+                if code == 0:
+                    st.waiting_reason = None
+                    self.publish()
+                    break
+                st.restarts += 1
+                st.waiting_reason = "Init:CrashLoopBackOff"
+                self.publish()
+                await trio.sleep(min(BACKOFF_MAX, 0.5 * 2 ** min(st.restarts, 6)))
+
+    async def _run_once(self, spec: dict, st: ContainerState) -> int:
+        image = images.lookup(spec["image"])
+        argv = images.container_argv(image, spec.get("command"), spec.get("args"))
+        env = self.k.container_env(self.pod, spec, self.sandbox.ip if self.sandbox else None)
+        log_path = os.path.join(self.dir, f"{spec['name']}.{st.restarts}.log")
+        try:
+            proc = await processes.start(self.sandbox.netns, argv, env, log_path)
+        except OSError as e:
+            st.waiting_reason, st.waiting_message = "RunContainerError", str(e)
+            self.publish()
+            return 128
+        self.procs[spec["name"]] = proc
+        st.pid = processes.host_pid_of_child(proc.pid, self.k.host_pid) or proc.pid
+        st.running_since, st.waiting_reason, st.waiting_message = now_rfc3339(), None, None
+        st.terminated = None
+        if st.restarts == 0:
+            self.event("Started", f"Started container {spec['name']}")
+        self.publish()
+        code = await proc.wait()  # on cancellation the process stays in self.procs for _cleanup
+        self.procs.pop(spec["name"], None)
+        finished = now_rfc3339()
+        st.ready = False
+        term = {"exitCode": code if code >= 0 else 128 - code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": st.running_since, "finishedAt": finished}
+        if code < 0:
+            term["signal"] = -code
+        st.terminated = term
+        st.running_since, st.pid = None, None
+        return code
+
+    async def _supervise(self, spec: dict) -> None:
+        st = self.states[spec["name"]]
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        while True:
+            began = time.monotonic()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._probe_readiness, spec, st)
+                code = await self._run_once(spec, st)
+                nursery.cancel_scope.cancel()
+            restart = policy == "Always" or (policy == "OnFailure" and code != 0)
+            if not restart:
+                st.waiting_reason = None
+                self.publish()
+                return
+            st.last_terminated = st.terminated
+            st.restarts += 1
+            ran = time.monotonic() - began
+            delay = 0.0 if ran > 60 else min(BACKOFF_MAX, 0.5 * 2 ** min(st.restarts - 1, 6))
+            st.waiting_reason = "CrashLoopBackOff" if st.restarts > 1 and ran < 10 else "ContainerCreating"
+            st.waiting_message = f"back-off {delay:g}s restarting failed container={spec['name']}" \
+                if st.waiting_reason == "CrashLoopBackOff" else None
+            self.event("BackOff" if delay else "Pulled",
+                       f"Back-off restarting container {spec['name']}" if delay else
+                       f"Container {spec['name']} exited with {st.terminated['exitCode']}, restarting",
+                       "Warning" if delay else "Normal")
+            self.publish()
+            await trio.sleep(delay)
+
+    async def _probe_readiness(self, spec: dict, st: ContainerState) -> None:
+        """Readiness: the probe if one is given, else every declared TCP port accepts connections."""
+        probe = spec.get("readinessProbe") or {}
+        targets: list[tuple[str, int, str | None]] = []  # (kind, port, http path)
+        if "tcpSocket" in probe:
+            targets.append(("tcp", self._port(spec, probe["tcpSocket"].get("port")), None))
+        elif "httpGet" in probe:
+            targets.append(("http", self._port(spec, probe["httpGet"].get("port")), probe["httpGet"].get("path", "/")))
+        elif "exec" in probe:
+            targets.append(("exec", 0, None))
+        else:
+            targets = [("tcp", p["containerPort"], None) for p in spec.get("ports", []) or []
+                       if p.get("protocol", "TCP") == "TCP"]
+        await trio.sleep(float(probe.get("initialDelaySeconds", 0)))
+        period_ready = float(probe.get("periodSeconds", 2))
+        while st.running_since is None:
+            await trio.sleep(0.02)
+        while True:
+            ok = True
+            for kind, port, path in targets:
+                ok = ok and await self._check(kind, port, path, probe)
+            if ok != st.ready:
+                st.ready = ok
+                self.publish()
+            await trio.sleep(period_ready if ok else 0.05)
+
+    def _port(self, spec: dict, port) -> int:
+        if isinstance(port, int):
+            return port
+        for p in spec.get("ports", []) or []:
+            if p.get("name") == port:
+                return p["containerPort"]
+        return int(port)
+
+    async def _check(self, kind: str, port: int, path: str | None, probe: dict) -> bool:
+        assert self.sandbox is not None
+        if kind == "exec":
+            cmd = processes.container_command(self.sandbox.netns, probe["exec"]["command"])
+            try:
+                with trio.fail_after(float(probe.get("timeoutSeconds", 1))):
+                    res = await trio.run_process(cmd, check=False, capture_stdout=True, capture_stderr=True)
+            except trio.TooSlowError:
+                return False
+            return res.returncode == 0
+        try:
+            raw = netns.socket_in(self.sandbox.netns, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            return False
+        sock = trio.socket.from_stdlib_socket(raw)
+        try:
+            with trio.move_on_after(float(probe.get("timeoutSeconds", 1))):
+                await sock.connect((self.sandbox.ip, port))
+                if kind == "tcp":
+                    return True
+                await sock.send(f"GET {path} HTTP/1.1\r\nHost: {self.sandbox.ip}:{port}\r\n"
+                                f"User-Agent: lab-probe\r\nConnection: close\r\n\r\n".encode())
+                head = await sock.recv(64)
+                parts = head.split(b" ", 2)
+                return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
+            return False  # timed out
+        except OSError:
+            return False
+        finally:
+            sock.close()
+

@@ -1,0 +1,358 @@
+"""The trio shell around one h2 connection, shared by the HBONE client and server.
+
+`Connection.run` owns the transport: a reader task feeds received bytes to h2 and turns
+h2's events into stream state; a writer task sends whatever h2 has queued (DATA, window
+updates, SETTINGS/PING acks). Two tasks, so that a peer which stops reading can never
+stop us from reading (and acknowledging) what it sends. Streams never touch the
+transport: they call h2 synchronously and wake the writer.
+
+Send-side backpressure: h2 only takes DATA within the peer's windows, and a stream's
+`send_all` also waits while more than `max_send_buffer` bytes are queued but not yet
+taken by the writer, so memory stays bounded and streams interleave.
+
+A connection ends on the peer's EOF or GOAWAY, a transport error, an h2 protocol error
+(h2 queues our GOAWAY, which is flushed for up to `CLOSE_GRACE` seconds), a missed
+keepalive PONG, or `aclose()`. `run` then returns normally (the reason is in `error`):
+one bad peer must not raise through a listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+from h2.errors import ErrorCodes
+from trio.lowlevel import ParkingLot
+
+from .headers import Header, decode_headers, response_headers, response_status
+from .settings import Http2Settings, new_h2_connection, start_connection
+from .stream import HboneStream
+
+log = logging.getLogger("mesh.hbone")
+
+#: Bytes asked of the transport per read: large reads keep per-call overhead low.
+READ_SIZE = 1024 * 1024
+#: How long a closing connection may spend flushing its last frames (GOAWAY, RST).
+CLOSE_GRACE = 1.0
+
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class ConnectionLost(trio.BrokenResourceError):
+    """Why an HBONE connection ended, when it was not our own `aclose()`."""
+
+
+class Connection:
+    """One HTTP/2 connection over an established trio stream (TLS in production)."""
+
+    def __init__(self, transport: trio.abc.Stream, settings: Http2Settings, *, client_side: bool) -> None:
+        self._transport = transport
+        self._settings = settings
+        self._h2 = new_h2_connection(settings, client_side=client_side)
+        self._streams: dict[int, HboneStream] = {}
+        self._queued = 0  # bytes given to h2 since the writer last took its output
+        self._write_wanted = ParkingLot()  # the writer waits here for output
+        self._send_capacity = ParkingLot()  # senders wait here for window or buffer space
+        self._streams_changed = ParkingLot()
+        self._pong = ParkingLot()
+        self._cancel_scope = trio.CancelScope()
+        self._read_scope = trio.CancelScope()
+        self._keepalive_scope = trio.CancelScope()
+        self._done = trio.Event()
+        self._started = False
+        self.closing = False
+        self.closed = False
+        #: Why the connection ended (None while open or after a clean local close).
+        self.error: BaseException | None = None
+
+    # --- public state ----------------------------------------------------------------
+
+    @property
+    def active_streams(self) -> int:
+        """Streams not yet ended both ways, reset or closed."""
+        return len(self._streams)
+
+    @property
+    def local_settings(self) -> h2.settings.Settings:
+        return self._h2.local_settings
+
+    @property
+    def remote_settings(self) -> h2.settings.Settings:
+        """The settings the peer sent (h2 defaults until its SETTINGS frame arrived)."""
+        return self._h2.remote_settings
+
+    async def wait_streams_changed(self) -> None:
+        """Sleep until a stream opens or ends, or the connection closes."""
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._streams_changed.park()
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the connection until it ends; `nursery.start(conn.run)` returns `conn`."""
+        if self._started:
+            raise RuntimeError("Connection.run() called twice")
+        self._started = True
+        start_connection(self._h2, self._settings)
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop)
+                    if self._settings.keepalive_interval:
+                        nursery.start_soon(self._keepalive)
+                    task_status.started(self)
+                    await self._read_loop()
+        finally:
+            self._finish()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._transport)
+            self._done.set()
+
+    async def aclose(self) -> None:
+        """Send GOAWAY, reset what is still open, and wait until the connection is down."""
+        if not self._started:
+            self._started = True
+            self._finish()
+            await trio.aclose_forcefully(self._transport)
+            self._done.set()
+            return
+        if not self.closing:
+            try:
+                self._h2.close_connection()
+            except h2.exceptions.ProtocolError:
+                pass
+            self._begin_close(None)
+        await self._done.wait()
+
+    def _begin_close(self, error: BaseException | None) -> None:
+        """Stop reading and keepalives, wake everyone, let the writer flush briefly."""
+        if error is not None and self.error is None:
+            self.error = error
+        if self.closing:
+            return
+        self.closing = True
+        self._read_scope.cancel()
+        self._keepalive_scope.cancel()
+        self._cancel_scope.deadline = min(self._cancel_scope.deadline, trio.current_time() + CLOSE_GRACE)
+        self._write_wanted.unpark_all()
+        self._wake_everyone()
+
+    def _abort(self, error: BaseException) -> None:
+        """The transport is unusable: stop at once."""
+        self._begin_close(error)
+        self._cancel_scope.cancel()
+
+    def _finish(self) -> None:
+        self.closing = self.closed = True
+        self._wake_everyone()
+
+    def _wake_everyone(self) -> None:
+        for stream in list(self._streams.values()):
+            stream._wake()
+        self._send_capacity.unpark_all()
+        self._streams_changed.unpark_all()
+        self._pong.unpark_all()
+
+    # --- the two tasks ---------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        dispatch = {
+            h2.events.DataReceived: self._on_data,
+            h2.events.StreamEnded: self._on_stream_ended,
+            h2.events.StreamReset: self._on_stream_reset,
+            h2.events.WindowUpdated: self._on_window_updated,
+            h2.events.RemoteSettingsChanged: self._on_settings_changed,
+            h2.events.ResponseReceived: self._on_response,
+            h2.events.RequestReceived: self._on_request,
+            h2.events.ConnectionTerminated: self._on_goaway,
+            h2.events.PingAckReceived: self._on_pong,
+        }
+        receive_some = self._transport.receive_some
+        receive_data = self._h2.receive_data
+        with self._read_scope:
+            while True:
+                try:
+                    data = await receive_some(READ_SIZE)
+                except _TRANSPORT_ERRORS as exc:
+                    self._abort(exc)
+                    return
+                if not data:
+                    self._begin_close(ConnectionLost("peer closed the connection"))
+                    return
+                try:
+                    events = receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    # h2 has queued a GOAWAY naming the error; the writer flushes it.
+                    log.debug("HBONE protocol error from peer: %s", exc)
+                    self._begin_close(exc)
+                    return
+                for event in events:
+                    handler = dispatch.get(type(event))
+                    if handler is not None:
+                        handler(event)
+                self._write_wanted.unpark_all()
+                if self.closing:
+                    return
+
+    async def _write_loop(self) -> None:
+        send_all = self._transport.send_all
+        data_to_send = self._h2.data_to_send
+        while True:
+            data = data_to_send()
+            if data:
+                self._queued = 0
+                self._send_capacity.unpark_all()
+                try:
+                    await send_all(data)
+                except _TRANSPORT_ERRORS as exc:
+                    self._abort(exc)
+                    return
+            elif self.closing:
+                return
+            else:
+                await self._write_wanted.park()
+
+    async def _keepalive(self) -> None:
+        """PING after `keepalive_interval` of life and then every interval; no PONG in
+        `keepalive_timeout` means the peer is gone (ztunnel `do_ping_pong`)."""
+        interval = self._settings.keepalive_interval
+        with self._keepalive_scope:
+            while True:
+                await trio.sleep(interval)
+                self._h2.ping(os.urandom(8))
+                self._write_wanted.unpark_all()
+                with trio.move_on_after(self._settings.keepalive_timeout):
+                    await self._pong.park()
+                    continue
+                self._abort(ConnectionLost("HBONE ping timeout"))
+                return
+
+    # --- h2 events -------------------------------------------------------------------
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        data = event.data
+        padding = event.flow_controlled_length - len(data)
+        if stream is None or stream._closed:
+            # Nobody will read it: give the window back at once.
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        if padding:
+            self._h2.acknowledge_received_data(padding, event.stream_id)
+        if data:
+            stream._on_data(data)
+
+    def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._on_end()
+            self._release_if_finished(stream)
+
+    def _on_stream_reset(self, event: h2.events.StreamReset) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            stream._on_reset(event.error_code, remote=event.remote_reset)
+            self._release(stream)
+            self._send_capacity.unpark_all()
+
+    def _on_window_updated(self, event: h2.events.WindowUpdated) -> None:
+        self._send_capacity.unpark_all()
+
+    def _on_settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self._send_capacity.unpark_all()  # the initial window or frame size may have grown
+        self._streams_changed.unpark_all()  # max concurrent streams may have changed
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        # h2 refuses to send anything after a GOAWAY, so the connection is over for us too.
+        try:
+            reason = ErrorCodes(event.error_code).name
+        except ValueError:
+            reason = str(event.error_code)
+        self._begin_close(ConnectionLost(f"peer sent GOAWAY ({reason})"))
+
+    def _on_pong(self, event: h2.events.PingAckReceived) -> None:
+        self._pong.unpark_all()
+
+    def _on_response(self, event: h2.events.ResponseReceived) -> None:
+        stream = self._streams.get(event.stream_id)
+        if stream is not None:
+            headers = decode_headers(event.headers)
+            stream._on_response(response_status(headers), headers)
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        # Only a server accepts streams (h2 already refuses pushes to a client).
+        self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+
+    # --- called by streams -----------------------------------------------------------
+
+    def _register(self, stream: HboneStream) -> None:
+        self._streams[stream.stream_id] = stream
+        self._streams_changed.unpark_all()
+
+    def _release(self, stream: HboneStream) -> None:
+        if self._streams.pop(stream.stream_id, None) is not None:
+            self._streams_changed.unpark_all()
+
+    def _release_if_finished(self, stream: HboneStream) -> None:
+        if stream._finished:
+            self._release(stream)
+
+    def _sendable(self, stream: HboneStream) -> int:
+        """How many bytes `stream` may hand to h2 now (0: wait for window or buffer)."""
+        if self.closing or self._queued >= self._settings.max_send_buffer:
+            return 0
+        try:
+            window = self._h2.local_flow_control_window(stream.stream_id)
+        except h2.exceptions.ProtocolError as exc:
+            raise trio.BrokenResourceError(f"stream {stream.stream_id} is closed in h2") from exc
+        # A peer that shrinks SETTINGS_INITIAL_WINDOW_SIZE can leave a window negative.
+        return max(0, min(window, self._h2.max_outbound_frame_size))
+
+    async def _wait_send_capacity(self) -> None:
+        await self._send_capacity.park()
+
+    def _send_data(self, stream: HboneStream, chunk) -> None:
+        self._h2.send_data(stream.stream_id, chunk)
+        self._queued += len(chunk)
+        self._write_wanted.unpark_all()
+
+    def _end_stream(self, stream: HboneStream) -> None:
+        self._h2.end_stream(stream.stream_id)
+        self._write_wanted.unpark_all()
+        self._release_if_finished(stream)
+
+    def _respond(self, stream: HboneStream, status: int, headers: tuple[Header, ...]) -> None:
+        end = status != 200
+        self._h2.send_headers(stream.stream_id, response_headers(status, headers), end_stream=end)
+        if end:
+            stream._sent_eof = True
+        self._write_wanted.unpark_all()
+        self._release_if_finished(stream)
+
+    def _consumed(self, stream: HboneStream, size: int) -> None:
+        """The app took `size` bytes: return them to the peer's windows."""
+        if size and not self.closing:
+            self._h2.acknowledge_received_data(size, stream.stream_id)
+            self._write_wanted.unpark_all()
+
+    def _close_stream(self, stream: HboneStream, unread: int, error_code: int) -> None:
+        if not self.closing:
+            if stream.stream_id in self._streams and not stream._finished:
+                try:
+                    self._h2.reset_stream(stream.stream_id, error_code)
+                except h2.exceptions.ProtocolError:
+                    pass  # h2 already considers it closed
+            if unread:
+                self._h2.acknowledge_received_data(unread, stream.stream_id)
+            self._write_wanted.unpark_all()
+        self._release(stream)
+        self._send_capacity.unpark_all()

@@ -1,0 +1,280 @@
+"""One HBONE tunnel: an HTTP/2 CONNECT stream seen as a trio byte stream.
+
+`HboneStream` is what the client gets from `open_stream` and what a server handler is
+given, so either side can be spliced to an app socket. The mapping onto HTTP/2:
+
+- `send_all` → DATA frames (within the peer's flow-control windows);
+- `send_eof` → END_STREAM (TCP's FIN);
+- `receive_some` returning b"" ← the peer's END_STREAM;
+- `aclose` before both sides ended → RST_STREAM(CANCEL) (TCP's RST on close with the
+  peer still talking); a received RST_STREAM makes sends raise `StreamReset`, and
+  reads too unless its code is NO_ERROR or CANCEL, which read as EOF (as ztunnel does).
+
+Received data is handed out as the frames arrived (no copy unless `max_bytes` splits a
+frame), and is acknowledged to the peer's flow control only once the app took it, so a
+slow reader slows its sender and nothing else.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import trio
+from h2.errors import ErrorCodes
+from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+
+from .headers import CONNECTED, Header, status_text
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+
+class HboneError(Exception):
+    """The peer answered the CONNECT with a non-200 status (ztunnel `Error::HttpStatus`).
+
+    Only this stream failed: its connection stays usable for other streams.
+    """
+
+    def __init__(self, status: int, headers: Iterable[Header] = ()) -> None:
+        super().__init__(f"http status: {status_text(status)}")
+        self.status = status
+        self.headers = tuple(headers)
+
+
+class StreamReset(trio.BrokenResourceError):
+    """The stream was reset (RST_STREAM) by the peer or by our own h2 on a stream error."""
+
+    def __init__(self, error_code: int, *, remote: bool) -> None:
+        try:
+            name = ErrorCodes(error_code).name
+        except ValueError:
+            name = str(error_code)
+        super().__init__(f"stream reset by {'peer' if remote else 'us'}: {name}")
+        self.error_code = error_code
+        self.remote = remote
+
+
+# A reset with these codes means "the peer is done", which a reader sees as EOF.
+_QUIET_RESETS = frozenset({ErrorCodes.NO_ERROR, ErrorCodes.CANCEL})
+
+
+class HboneStream(trio.abc.HalfCloseableStream):
+    """A CONNECT stream on an HBONE connection; created by the connection, not by users."""
+
+    def __init__(self, conn: Connection, stream_id: int, *, server_side: bool) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self._server_side = server_side
+        #: The response status: awaited by the client, set by `respond` on the server.
+        self.status: int | None = None
+        self.response_headers: tuple[Header, ...] = ()
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of _chunks[0] already handed out
+        self._received_eof = False
+        self._sent_eof = False
+        self._reset_code: int | None = None
+        self._reset_remote = False
+        self._closed = False
+        self._receiving = False
+        self._sending = False
+        self._readable = ParkingLot()  # data, EOF, reset, response or connection loss
+
+    def __repr__(self) -> str:
+        return f"<HboneStream {self.stream_id} status={self.status}>"
+
+    # --- trio.abc.HalfCloseableStream ------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            await checkpoint_if_cancelled()
+            parked = False
+            while not self._chunks:
+                if self._closed:
+                    raise trio.ClosedResourceError("stream was closed")
+                if self._received_eof:
+                    break
+                if self._reset_code is not None:
+                    if self._reset_remote and self._reset_code in _QUIET_RESETS:
+                        break
+                    raise StreamReset(self._reset_code, remote=self._reset_remote)
+                if self._conn.closing:
+                    raise trio.BrokenResourceError("HBONE connection lost") from self._conn.error
+                parked = True
+                await self._readable.park()
+            data = self._take(max_bytes)
+            if not parked:
+                await cancel_shielded_checkpoint()
+            return data
+        finally:
+            self._receiving = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            await checkpoint_if_cancelled()
+            total = len(data)
+            view = memoryview(data)
+            sent = 0
+            parked = False
+            while True:
+                self._check_sendable()
+                if sent >= total:
+                    break
+                room = self._conn._sendable(self)
+                if not room:
+                    parked = True
+                    await self._conn._wait_send_capacity()
+                    continue
+                # A whole chunk goes to h2 as is; only a window smaller than it costs a slice copy.
+                chunk = data if sent == 0 and room >= total else view[sent : sent + room]
+                self._conn._send_data(self, chunk)
+                sent += len(chunk)
+            if not parked:
+                await cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await checkpoint_if_cancelled()
+        self._check_sendable()
+        if self._conn._sendable(self):
+            await cancel_shielded_checkpoint()
+            return
+        while not self._conn._sendable(self):
+            await self._conn._wait_send_capacity()
+            self._check_sendable()
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        await checkpoint()
+        if self._sent_eof and not self._closed:
+            return
+        self._check_sendable()
+        self._sent_eof = True
+        self._conn._end_stream(self)
+
+    async def aclose(self) -> None:
+        self.close()
+        await checkpoint()
+
+    # --- server side -----------------------------------------------------------------
+
+    async def respond(self, status: int, headers: Iterable[Header] = ()) -> None:
+        """Answer the CONNECT. 200 opens the tunnel; any other status ends the stream."""
+        self.respond_nowait(status, headers)
+        await checkpoint()
+
+    def respond_nowait(self, status: int, headers: Iterable[Header] = ()) -> None:
+        """`respond` without the checkpoint, for code that must not be cancelled midway."""
+        if not self._server_side:
+            raise RuntimeError("only the server side responds")
+        if self.status is not None:
+            raise RuntimeError(f"already responded {self.status}")
+        if self._closed or self._reset_code is not None or self._conn.closing:
+            return  # nobody left to tell
+        self.status = int(status)
+        self.response_headers = tuple(headers)
+        self._conn._respond(self, self.status, self.response_headers)
+
+    # --- synchronous teardown --------------------------------------------------------
+
+    def close(self) -> None:
+        """Close now: a stream that has not ended both ways is reset with CANCEL."""
+        self.reset(ErrorCodes.CANCEL)
+
+    def reset(self, error_code: int = ErrorCodes.CANCEL) -> None:
+        """Close now, resetting the stream with `error_code` unless it already ended both ways."""
+        if self._closed:
+            return
+        self._closed = True
+        unread = sum(map(len, self._chunks)) - self._offset
+        self._chunks.clear()
+        self._offset = 0
+        self._conn._close_stream(self, unread, error_code)
+        self._readable.unpark_all()
+
+    # --- called by the connection (its reader task) -----------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        if self._closed:
+            self._conn._consumed(self, len(data))
+            return
+        self._chunks.append(data)
+        self._readable.unpark_all()
+
+    def _on_end(self) -> None:
+        self._received_eof = True
+        self._readable.unpark_all()
+
+    def _on_reset(self, error_code: int, *, remote: bool) -> None:
+        if self._reset_code is None:
+            self._reset_code = error_code
+            self._reset_remote = remote
+        self._readable.unpark_all()
+
+    def _on_response(self, status: int, headers: tuple[Header, ...]) -> None:
+        self.status = status
+        self.response_headers = headers
+        self._readable.unpark_all()
+
+    def _wake(self) -> None:
+        self._readable.unpark_all()
+
+    @property
+    def _finished(self) -> bool:
+        """Ended both ways or reset: h2 has closed the stream."""
+        return self._reset_code is not None or (self._sent_eof and self._received_eof)
+
+    # --- client side -----------------------------------------------------------------
+
+    async def _wait_response(self) -> int:
+        while self.status is None:
+            if self._reset_code is not None:
+                raise StreamReset(self._reset_code, remote=self._reset_remote)
+            if self._conn.closing:
+                raise trio.BrokenResourceError("HBONE connection lost") from self._conn.error
+            await self._readable.park()
+        return self.status
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        if not self._chunks:
+            return b""
+        head = self._chunks[0]
+        start = self._offset
+        if max_bytes is None or max_bytes >= len(head) - start:
+            self._chunks.popleft()
+            self._offset = 0
+            data = head[start:] if start else head
+        else:
+            data = head[start : start + max_bytes]
+            self._offset = start + max_bytes
+        self._conn._consumed(self, len(data))
+        return data
+
+    def _check_sendable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream was closed")
+        if self._sent_eof:
+            raise trio.ClosedResourceError("send_eof() was called")
+        if self._reset_code is not None:
+            raise StreamReset(self._reset_code, remote=self._reset_remote)
+        if self._conn.closing:
+            raise trio.BrokenResourceError("HBONE connection lost") from self._conn.error
+        if self.status != CONNECTED:
+            raise RuntimeError("the tunnel is not open: respond(200) first")
+

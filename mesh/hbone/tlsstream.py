@@ -1,0 +1,230 @@
+"""TLS over a trio stream, read in bulk: the transport under HBONE.
+
+trio's `SSLStream` returns one TLS record (at most 16 KiB) per `receive_some`, so an
+HBONE reader pays trio's and h2's per-call costs every 16 KiB, which caps one tunnel near
+300 MB/s. `TlsStream` reads up to `read_size` bytes from the socket and decrypts every
+complete record in them in one call, so a 1 MiB read yields up to 1 MiB of plaintext.
+
+It speaks ordinary TLS (any peer works, trio's `SSLStream` included) through
+`ssl.SSLObject` and two memory BIOs. The contexts come from the caller (ztunnel's are TLS
+1.3 only, ALPN "h2", client certificates required; reference facts §1.2). Like
+`SSLStream` it handshakes on first use (or `do_handshake()`), allows one `receive_some`
+and one `send_all` at a time concurrently, is not half-closeable (TLS has no half close),
+and sends close_notify on `aclose`. A peer's close_notify reads as EOF; a TCP EOF
+without it, or any TLS error, raises `trio.BrokenResourceError`.
+"""
+
+from __future__ import annotations
+
+import operator
+import ssl
+
+import trio
+from trio.lowlevel import checkpoint
+
+#: Bytes read from the transport at a time; every whole record in them is decrypted at once.
+READ_SIZE = 1024 * 1024
+#: How long `aclose` waits to get its close_notify out.
+CLOSE_GRACE = 1.0
+
+
+class TlsStream(trio.abc.Stream):
+    """A TLS connection over `transport`, decrypting whole socket reads at a time."""
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        read_size: int = READ_SIZE,
+    ) -> None:
+        self.transport_stream = transport
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self._read_size = read_size
+        self._send_lock = trio.Lock()  # the transport's send side: app data and TLS's own records
+        self._handshake_lock = trio.Lock()
+        self._handshook = False
+        self._receiving = False
+        self._sending = False
+        self._eof = False
+        self._closed = False
+        self._broken: BaseException | None = None
+
+    # --- what the handshake established ----------------------------------------------
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self._ssl.selected_alpn_protocol()
+
+    def getpeercert(self, binary_form: bool = False):
+        return self._ssl.getpeercert(binary_form)
+
+    def version(self) -> str | None:
+        return self._ssl.version()
+
+    def cipher(self):
+        return self._ssl.cipher()
+
+    # --- handshake ---------------------------------------------------------------------
+
+    async def do_handshake(self) -> None:
+        """Run the handshake unless it already ran; errors raise `trio.BrokenResourceError`."""
+        self._check_open()
+        async with self._handshake_lock:
+            if self._handshook:
+                await checkpoint()
+                return
+            while True:
+                try:
+                    self._ssl.do_handshake()
+                    done = True
+                except ssl.SSLWantReadError:
+                    done = False
+                except ssl.SSLError as exc:
+                    await self._flush_now()  # the alert tells the peer why
+                    raise self._break(exc) from exc
+                await self._flush_now()
+                if done:
+                    break
+                await self._refill()
+            self._handshook = True
+
+    # --- trio.abc.Stream ---------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            self._check_open()
+            if not self._handshook:
+                await self.do_handshake()
+            limit = max_bytes or self._read_size
+            while True:
+                if self._eof:
+                    await checkpoint()
+                    return b""
+                data = self._decrypt(limit)
+                if self._outgoing.pending:  # TLS 1.3 post-handshake messages may need an answer
+                    await self._flush_now()
+                if data:
+                    await checkpoint()
+                    return data
+                if not self._eof:
+                    await self._refill()
+        finally:
+            self._receiving = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            self._check_open()
+            if not self._handshook:
+                await self.do_handshake()
+            if not data:
+                await checkpoint()
+                return
+            try:
+                self._ssl.write(data)
+            except ssl.SSLError as exc:
+                raise self._break(exc) from exc
+            await self._flush_now()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            self._check_open()
+            async with self._send_lock:
+                await self.transport_stream.wait_send_all_might_not_block()
+        finally:
+            self._sending = False
+
+    async def aclose(self) -> None:
+        """Send close_notify (briefly, if nothing else is sending), then close the transport."""
+        if self._closed:
+            await checkpoint()
+            return
+        self._closed = True
+        try:
+            if self._handshook and self._broken is None:
+                try:
+                    self._ssl.unwrap()
+                except (ssl.SSLWantReadError, ssl.SSLError):
+                    pass  # we do not wait for the peer's close_notify
+                if not self._send_lock.locked():
+                    with trio.move_on_after(CLOSE_GRACE):
+                        await self._flush_now()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self.transport_stream)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _decrypt(self, limit: int) -> bytes:
+        """Every plaintext byte the buffered records hold, up to `limit`; b"" if none yet."""
+        chunks = []
+        size = 0
+        while size < limit:
+            try:
+                chunk = self._ssl.read(limit - size)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # the peer's close_notify
+                self._eof = True
+                break
+            except ssl.SSLError as exc:
+                raise self._break(exc) from exc
+            if not chunk:
+                self._eof = True
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _refill(self) -> None:
+        try:
+            data = await self.transport_stream.receive_some(self._read_size)
+        except trio.BrokenResourceError as exc:
+            raise self._break(exc) from exc
+        if not data:
+            self._incoming.write_eof()
+            raise self._break(trio.BrokenResourceError("TCP connection closed without TLS close_notify"))
+        self._incoming.write(data)
+
+    async def _flush_now(self) -> None:
+        async with self._send_lock:
+            # Someone may have queued more records while we waited or sent: send them too.
+            while self._outgoing.pending:
+                try:
+                    await self.transport_stream.send_all(self._outgoing.read())
+                except trio.BrokenResourceError as exc:
+                    raise self._break(exc) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("TLS stream was closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError("TLS stream is broken") from self._broken
+
+    def _break(self, exc: BaseException) -> trio.BrokenResourceError:
+        if self._broken is None:
+            self._broken = exc
+        if isinstance(exc, trio.BrokenResourceError):
+            return exc
+        return trio.BrokenResourceError(f"TLS failed: {exc}")

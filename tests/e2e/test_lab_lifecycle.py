@@ -1,0 +1,71 @@
+"""Pod lifecycle: restarts of killed containers, replacement of deleted pods, scale, rollout restart."""
+from __future__ import annotations
+
+import os
+import signal
+
+from lab.testing import eventually
+
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: echo
+        image: ambient-lab/echo
+        ports: [{{containerPort: 8080}}]
+"""
+
+
+def _status(lab, ns, pod):
+    return lab.get("Pod", pod, ns)["status"]["containerStatuses"][0]
+
+
+def test_killed_container_restarts_and_counts(lab, namespace):
+    lab.apply(APP.format(ns=namespace))
+    pod = lab.wait_ready(namespace, "app=web")[0]
+    name = pod["metadata"]["name"]
+    first = _status(lab, namespace, name)
+    assert first["restartCount"] == 0
+    os.kill(first["pid"], signal.SIGKILL)
+    st = eventually(lambda: (s := _status(lab, namespace, name))["restartCount"] == 1 and s["ready"] and s,
+                    timeout=30, what="container restarted and ready")
+    assert st["pid"] != first["pid"]
+    assert st["lastState"]["terminated"]["exitCode"] == 137
+    r = lab.lab("get", "pod", name, "-n", namespace)
+    assert r.stdout.splitlines()[1].split()[3] in ("1", "1 (0s ago)") or r.stdout.splitlines()[1].split()[3] == "1"
+    # The pod object is the same one: same name, same uid.
+    assert lab.get("Pod", name, namespace)["metadata"]["uid"] == pod["metadata"]["uid"]
+
+
+def test_deleted_pod_is_replaced(lab, namespace):
+    lab.apply(APP.format(ns=namespace))
+    old = lab.wait_ready(namespace, "app=web")[0]["metadata"]["name"]
+    r = lab.lab("delete", "pod", old, "-n", namespace)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f'pod "{old}" deleted'
+    new = eventually(lambda: [p for p in lab.wait_ready(namespace, "app=web") if p["metadata"]["name"] != old],
+                     timeout=30)
+    assert new[0]["metadata"]["name"].startswith("web-")
+
+
+def test_scale_and_rollout_restart(lab, namespace):
+    lab.apply(APP.format(ns=namespace))
+    lab.wait_ready(namespace, "app=web")
+    r = lab.lab("scale", "deploy/web", "--replicas=3", "-n", namespace)
+    assert r.returncode == 0 and r.stdout.strip() == "deployment.apps/web scaled"
+    pods = lab.wait_ready(namespace, "app=web", count=3)
+    before = {p["metadata"]["name"] for p in pods}
+    r = lab.lab("rollout", "restart", "deploy/web", "-n", namespace)
+    assert r.returncode == 0 and r.stdout.strip() == "deployment.apps/web restarted"
+    r = lab.lab("rollout", "status", "deploy/web", "-n", namespace, "--timeout=60s")
+    assert r.returncode == 0, r.stderr
+    after = eventually(lambda: (ps := {p["metadata"]["name"] for p in lab.wait_ready(namespace, "app=web", count=3)})
+                       and not (ps & before) and ps, timeout=60)
+    assert len(after) == 3

@@ -1,0 +1,177 @@
+"""HBONE over mutual TLS 1.3 with ALPN h2, and the bulk-reading TlsStream, with throwaway certificates."""
+
+import datetime
+import hashlib
+import os
+import ssl
+
+import pytest
+import trio
+import trio.testing
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mesh.hbone import hbone_headers, open_hbone_connection, serve_hbone
+from mesh.hbone.tlsstream import TlsStream
+
+HEADERS = hbone_headers(source="10.244.0.5:40312")
+MiB = 1024 * 1024
+
+
+def self_signed(directory, name: str) -> tuple[str, str]:
+    """A throwaway self-signed EC certificate with a SPIFFE URI SAN: (cert, key) PEM paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    san = x509.UniformResourceIdentifier(f"spiffe://cluster.local/ns/ns1/sa/{name}")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def hbone_context(side: str, own: tuple[str, str], trusted: str) -> ssl.SSLContext:
+    """ztunnel-like: TLS 1.3 only, ALPN h2, certificates required both ways, no hostname check."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if side == "server" else ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["h2"])
+    context.load_cert_chain(*own)
+    context.load_verify_locations(trusted)
+    context.check_hostname = False  # HBONE checks SPIFFE URI SANs, not names
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+@pytest.fixture(scope="module")
+def contexts(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("certs")
+    server, client, rogue = (self_signed(directory, n) for n in ("httpbin", "sleep", "rogue"))
+    return {
+        "client": hbone_context("client", client, server[0]),
+        "server": hbone_context("server", server, client[0]),
+        "rogue": hbone_context("client", rogue, server[0]),
+    }
+
+
+def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+async def tls_pair(contexts, client_cls=TlsStream, server_cls=TlsStream):
+    client_sock, server_sock = socket_pair()
+    client = client_cls(client_sock, contexts["client"], server_hostname=None)
+    server = server_cls(server_sock, contexts["server"], server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    return client, server
+
+
+async def echo(request, respond, stream):
+    await respond(200)
+    while data := await stream.receive_some():
+        await stream.send_all(data)
+    await stream.send_eof()
+
+
+async def hbone_round_trip(client_tls, server_tls, payload: bytes) -> bytes:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_hbone, server_tls, echo)
+        async with open_hbone_connection(client_tls) as client:
+            stream = await client.open_stream("10.0.0.1:80", HEADERS)
+
+            async def send():
+                await stream.send_all(payload)
+                await stream.send_eof()
+
+            nursery.start_soon(send)
+            chunks = []
+            while data := await stream.receive_some():
+                chunks.append(data)
+    return b"".join(chunks)
+
+
+async def test_tls_stream_passes_trios_stream_checks(contexts):
+    async def stream_maker():
+        return await tls_pair(contexts)
+
+    await trio.testing.check_two_way_stream(stream_maker, None)
+
+
+@pytest.mark.parametrize(
+    "client_cls, server_cls",
+    [(TlsStream, trio.SSLStream), (trio.SSLStream, TlsStream)],
+    ids=["TlsStream client, SSLStream server", "SSLStream client, TlsStream server"],
+)
+async def test_tls_stream_interoperates_with_trios_sslstream(contexts, client_cls, server_cls):
+    client, server = await tls_pair(contexts, client_cls, server_cls)
+    assert client.selected_alpn_protocol() == server.selected_alpn_protocol() == "h2"
+    assert client.version() == "TLSv1.3"
+    peer = x509.load_der_x509_certificate(server.getpeercert(binary_form=True))
+    uris = peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.UniformResourceIdentifier
+    )
+    assert uris == ["spiffe://cluster.local/ns/ns1/sa/sleep"]
+    payload = os.urandom(3 * MiB)
+    echoed = await hbone_round_trip(client, server, payload)
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+
+
+async def test_tls_stream_decrypts_many_records_per_read(contexts):
+    client, server = await tls_pair(contexts)
+    sizes = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.send_all, b"r" * (4 * MiB))
+        while sum(sizes) < 4 * MiB:
+            await trio.sleep(0.001)  # let several records pile up
+            sizes.append(len(await server.receive_some()))
+    assert max(sizes) > 16 * 1024  # more than one TLS record in one receive_some
+    await client.aclose()
+    await server.aclose()
+
+
+async def test_hbone_over_tls_stream(contexts):
+    client, server = await tls_pair(contexts)
+    payload = os.urandom(20 * MiB)
+    echoed = await hbone_round_trip(client, server, payload)
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+
+
+async def test_hbone_over_trios_sslstream(contexts):
+    client, server = await tls_pair(contexts, trio.SSLStream, trio.SSLStream)
+    assert await hbone_round_trip(client, server, b"hello over SSLStream") == b"hello over SSLStream"
+
+
+async def test_untrusted_client_certificate_is_refused(contexts):
+    client_sock, server_sock = socket_pair()
+    client = TlsStream(client_sock, contexts["rogue"])
+    server = TlsStream(server_sock, contexts["server"], server_side=True)
+
+    async def server_side():
+        with pytest.raises(trio.BrokenResourceError):
+            await server.do_handshake()
+        await server.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server_side)
+        with pytest.raises(trio.BrokenResourceError):
+            await client.do_handshake()  # TLS 1.3: the client may finish first...
+            await client.receive_some()  # ...and hear the alert on its first read
+    await client.aclose()
