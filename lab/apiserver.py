@@ -73,8 +73,7 @@ class ApiServer:
     # apply ------------------------------------------------------------------------------------
     def apply(self, manifests: str, source: str = "-") -> list[dict]:
         try:
-            objs = validation.validate(validation.parse_manifests(manifests, source), source,
-                                       extra=self.extra_validators)
+            objs = validation.load(manifests, source, extra=self.extra_validators)
         except validation.ManifestError as e:
             raise ApiError(str(e)) from None
         if not objs:
@@ -204,8 +203,7 @@ class ApiServer:
         targets: list[tuple[str, str | None, str]] = []
         if manifests is not None:
             try:
-                objs = validation.validate(validation.parse_manifests(manifests, source), source,
-                                           extra=self.extra_validators)
+                objs = validation.load(manifests, source, extra=self.extra_validators)
             except validation.ManifestError as e:
                 raise ApiError(str(e)) from None
             targets = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs]

@@ -21,8 +21,10 @@ KUBELET_VERSION = "v1.30.0-lab"
 
 
 def admission_hooks() -> dict:
-    """Validators and mutators other packages add to the API (the mesh's, once installed)."""
-    return {}
+    """Validators other packages add to the API: the mesh's policy checks (istiod's webhook)."""
+    from mesh.policy import model as policy_model
+    return {"extra_validators": {kind: policy_model.validate for kind in
+                                 ("AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication")}}
 
 
 def seed(lab: "Lab") -> None:

@@ -492,6 +492,20 @@ def _condition(obj: dict, ctype: str) -> str:
     return "unknown"
 
 
+def cmd_istioctl(args, client) -> int:
+    from lab import istioctl
+    try:
+        if args.istio_verb == "install":
+            if not args.yes:
+                raise CliError("error: this lab installs without asking only with -y (as `istioctl install -y`)")
+            istioctl.install(client, args.set or [])
+        else:
+            raise CliError(f"error: unknown istioctl command {args.istio_verb!r}")
+    except istioctl.IstioctlError as e:
+        raise CliError(str(e))
+    return 0
+
+
 def cmd_events(args, client) -> int:
     args.args = ["events"]
     args.output = None
@@ -593,6 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", default="30s")
     ns_flags(sp)
     sp.set_defaults(fn=cmd_wait)
+    sp = sub.add_parser("istioctl", help="istioctl verbs: install, ztunnel-config, x describe, waypoint")
+    isub = sp.add_subparsers(dest="istio_verb", metavar="COMMAND")
+    ip = isub.add_parser("install", help="install the ambient profile")
+    ip.add_argument("--set", action="append")
+    ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
+    sp.set_defaults(fn=cmd_istioctl)
+
     sp = sub.add_parser("events")
     sp.add_argument("-l", "--selector")
     sp.add_argument("-w", "--watch", action="store_true")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime as dt
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from lab.selectors import from_label_selector
 from lab.store import Store, now_rfc3339
 from lab.topology import Topology, load_file
 from lab import bootstrap
+from mesh.identity.tokens import InvalidToken, TokenIssuer
 
 log = logging.getLogger("labd")
 MAX_EVENTS = 1000
@@ -47,7 +49,9 @@ class Lab:
         self.journal = Journal(journal_path(topo.name))
         self.rng = random.Random()
         self.api = ApiServer(self.store, topo, self.dir, **bootstrap.admission_hooks())
-        self.kubelet = Kubelet(topo, self.store, self.journal, self.dir, self.socket_path, self.record_event)
+        self.tokens = TokenIssuer.generate()  # the ServiceAccount token signer (kube-apiserver's)
+        self.kubelet = Kubelet(topo, self.store, self.journal, self.dir, self.socket_path, self.record_event,
+                               self.issue_token)
         self.phase = "starting"
         self.ready = False
         self.started = time.monotonic()
@@ -65,6 +69,35 @@ class Lab:
         self._dirty.set()
         if obj["kind"] in ("Service", "Endpoints"):
             self._proxy_dirty.set()
+
+    def issue_token(self, pod: dict) -> str:
+        md = pod["metadata"]
+        return self.tokens.issue(md["namespace"], pod["spec"].get("serviceAccountName", "default"),
+                                 md["name"], md["uid"], audience="istio-ca",
+                                 ttl=dt.timedelta(hours=24))
+
+    def token_review(self, token: str, audience: str = "istio-ca") -> dict:
+        """Kubernetes' TokenReview: who a ServiceAccount token belongs to, if its pod still exists."""
+        try:
+            caller = self.tokens.verifier().review(token, audience)
+        except InvalidToken as e:
+            raise ApiError(f"token review failed: {e}") from None
+        pod = self.store.get("Pod", caller.namespace, caller.pod_name)
+        if pod is None or pod["metadata"]["uid"] != caller.pod_uid:
+            raise ApiError(f'token review failed: pod "{caller.namespace}/{caller.pod_name}" '
+                           f"with uid {caller.pod_uid} no longer exists")
+        return {"authenticated": True,
+                "user": {"namespace": caller.namespace, "serviceAccount": caller.service_account,
+                         "podName": caller.pod_name, "podUID": caller.pod_uid,
+                         "nodeName": pod["spec"].get("nodeName")}}
+
+    def update_status(self, kind: str, namespace: str | None, name: str, status: dict) -> dict:
+        from lab import kinds as kinds_
+        k = kinds_.resolve(kind)
+        obj = self.store.patch_status(k.kind, namespace if k.namespaced else None, name, status)
+        if obj is None:
+            raise ApiError(f'Error from server (NotFound): {k.plural} "{name}" not found')
+        return obj
 
     def record_event(self, obj: dict, reason: str, message: str, type_: str = "Normal") -> None:
         md = obj["metadata"]
@@ -188,6 +221,7 @@ class Lab:
                     p, c, p.get("status", {}).get("podIP"))),
             "logs": self._logs, "status": self.status, "shutdown": self._request_shutdown,
             "ping": lambda: "pong",
+            "token_review": self.token_review, "update_status": self.update_status,
         }
 
     def _request_shutdown(self) -> str:

@@ -61,6 +61,21 @@ CATALOG: tuple[Image, ...] = (
         aliases=("busybox", "alpine"),
     ),
     Image(
+        "istio/pilot",
+        entrypoint=_py("-m", "mesh.istiod"),
+        description="istiod: the mesh CA and config push",
+    ),
+    Image(
+        "istio/install-cni",
+        entrypoint=_py("-m", "mesh.cni"),
+        description="the istio-cni node agent: in-pod traffic redirection for ambient pods",
+    ),
+    Image(
+        "istio/ztunnel",
+        entrypoint=_py("-m", "mesh.ztunnel"),
+        description="ztunnel: the per-node L4 proxy (HBONE, mTLS, L4 policy)",
+    ),
+    Image(
         "registry.k8s.io/coredns/coredns",
         entrypoint=_py("-m", "lab.dns.server"),
         description="the cluster DNS (kube-dns): Kubernetes names from the lab API",

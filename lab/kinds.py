@@ -21,6 +21,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("Endpoints", "endpoints", ("ep",), True, ""),
     Kind("Pod", "pods", ("po",), True, ""),
     Kind("ConfigMap", "configmaps", ("cm",), True, ""),
+    Kind("Secret", "secrets", (), True, ""),
     Kind("Event", "events", ("ev",), True, ""),
     Kind("Deployment", "deployments", ("deploy",), True, "apps"),
     Kind("ReplicaSet", "replicasets", ("rs",), True, "apps"),

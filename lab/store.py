@@ -18,7 +18,7 @@ from lab import kinds
 if TYPE_CHECKING:
     from lab.selectors import Selector
 
-_NO_STATUS = ("ServiceAccount", "Endpoints", "Event", "ConfigMap")
+_NO_STATUS = ("ServiceAccount", "Endpoints", "Event", "ConfigMap", "Secret")
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
 Event = tuple[str, dict]    # ("ADDED"|"MODIFIED"|"DELETED", object)
 

@@ -542,6 +542,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Pod", ("v1",), check=_check_pod),
     KindInfo("Endpoints", ("v1",), check=_check_endpoints),
     KindInfo("ConfigMap", ("v1",), check=_check_configmap),
+    KindInfo("Secret", ("v1",), check=_check_configmap),  # the lab keeps `data` as plain strings
     KindInfo("Deployment", ("apps/v1",), check=_check_workload),
     KindInfo("ReplicaSet", ("apps/v1",), check=_check_workload),
     KindInfo("DaemonSet", ("apps/v1",), check=_check_workload),

@@ -26,6 +26,7 @@ from lab.topology import Topology
 MAX_GRACE = 5.0          # the lab caps terminationGracePeriodSeconds: labs are for fast loops
 BACKOFF_MAX = 20.0
 NETNS_ANNOTATION = "lab.ambient/netns"
+TOKEN_FILE = "serviceaccount-token"  # the projected token (audience istio-ca), as /var/run/secrets/tokens
 
 
 @dataclass
@@ -77,13 +78,14 @@ class NodeIPAM:
 
 class Kubelet:
     def __init__(self, topo: Topology, store: Store, journal: Journal, lab_dir: str, api_socket: str,
-                 record_event: Callable[..., None]):
+                 record_event: Callable[..., None], issue_token: Callable[[dict], str]):
         self.topo = topo
         self.store = store
         self.journal = journal
         self.lab_dir = lab_dir
         self.api_socket = api_socket
         self.record_event = record_event
+        self.issue_token = issue_token
         self.ipam = {n.name: NodeIPAM(topo.node_pod_cidr(n)) for n in topo.nodes}
         self.nodes = {n.name: n for n in topo.nodes}
         self.workers: dict[str, "PodWorker"] = {}   # by pod uid
@@ -141,7 +143,9 @@ class Kubelet:
                "AMBIENT_LAB": self.topo.name, "LAB_NAME": self.topo.name, "LAB_API_SOCKET": self.api_socket,
                "LAB_POD_NAME": md["name"], "LAB_POD_NAMESPACE": md["namespace"], "LAB_NODE_NAME": node,
                "LAB_POD_IP": pod_ip or "", "LAB_POD_UID": md["uid"],
-               "LAB_SERVICE_ACCOUNT": fields["spec.serviceAccountName"]}
+               "LAB_SERVICE_ACCOUNT": fields["spec.serviceAccountName"],
+               "LAB_SA_TOKEN_FILE": os.path.join(pod_dir(self.topo.name, md["namespace"], md["name"], md["uid"]),
+                                                 TOKEN_FILE)}
         env.update(dict(image.env))
         for e in container.get("env", []) or []:
             if "value" in e:
@@ -220,6 +224,12 @@ class PodWorker:
             status["podIPs"] = [{"ip": self.sandbox.ip}]
         self.k.store.patch_status("Pod", self.ns, self.name, status)
 
+    def _write_token(self) -> None:
+        path = os.path.join(self.dir, TOKEN_FILE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.k.issue_token(self.pod))
+
     def _annotate_netns(self) -> None:
         """Tell the API (exec, the CNI agent) which network namespace the pod lives in."""
         pod = self.k.store.get("Pod", self.ns, self.name)
@@ -244,6 +254,7 @@ class PodWorker:
                     self.event("FailedScheduling", f'node "{node_name}" does not exist', "Warning")
                     await trio.sleep_forever()
                 os.makedirs(self.dir, exist_ok=True)
+                self._write_token()
                 node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
                 if self.pod["spec"].get("hostNetwork"):
                     self.sandbox = sandbox.Sandbox(node_ns, str(self.k.topo.node_ip(node)), None)

@@ -113,6 +113,21 @@ def entered(name: str) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def entered_fd(fd: int) -> Iterator[None]:
+    """Like `entered`, for a namespace known by an open fd (e.g. one received over ZDS)."""
+    with _restoring_thread_netns():
+        _check(_LIBC.setns(fd, CLONE_NEWNET), f"setns into netns fd {fd}")
+        yield
+
+
+def socket_in_fd(fd: int, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
+                 proto: int = 0) -> socket.socket:
+    """A socket that lives in the namespace behind FD."""
+    with entered_fd(fd):
+        return socket.socket(family, type, proto)
+
+
 def socket_in(name: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
               proto: int = 0) -> socket.socket:
     """A socket that lives in namespace NAME (a socket keeps the netns it was created in)."""
