@@ -120,8 +120,8 @@ spec:
 
 def _curl_times(t: TestLab, client: str, url: str, n: int) -> list[float]:
     # One curl process, N transfers, each on a new connection: per-transfer time_total.
-    args = ["curl", "-s", "-o", "/dev/null", "-H", "Connection: close", "-w", "%{time_total}\\n"]
-    r = t.exec(client, "default", args + [url] * n, timeout=120, check=True)
+    args = ["curl", "-s", "-H", "Connection: close", "-w", "%{time_total}\\n"]
+    r = t.exec(client, "default", args + ["-o", "/dev/null", url] * n, timeout=120, check=True)
     return [float(x) * 1e6 for x in r.stdout.split()]
 
 

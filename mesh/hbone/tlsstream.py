@@ -47,7 +47,8 @@ class TlsStream(trio.abc.Stream):
             self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
         )
         self._read_size = read_size
-        self._send_lock = trio.Lock()  # the transport's send side: app data and TLS's own records
+        self._send_lock = trio.Lock()  # held while sending on the transport
+        self._unsent: list[bytes] = []  # records taken from the outgoing BIO, in order
         self._handshake_lock = trio.Lock()
         self._handshook = False
         self._receiving = False
@@ -86,9 +87,11 @@ class TlsStream(trio.abc.Stream):
                 except ssl.SSLWantReadError:
                     done = False
                 except ssl.SSLError as exc:
-                    await self._flush_now()  # the alert tells the peer why
+                    self._take_outgoing()
+                    await self._send_unsent()  # the alert tells the peer why
                     raise self._break(exc) from exc
-                await self._flush_now()
+                self._take_outgoing()
+                await self._send_unsent()
                 if done:
                     break
                 await self._refill()
@@ -114,8 +117,11 @@ class TlsStream(trio.abc.Stream):
                     await checkpoint()
                     return b""
                 data = self._decrypt(limit)
-                if self._outgoing.pending:  # TLS 1.3 post-handshake messages may need an answer
-                    await self._flush_now()
+                if self._unsent and not self._send_lock.locked():
+                    # Reading made TLS records of its own (a KeyUpdate answer, an alert) and
+                    # no send_all is under way to carry them: send them here. While one is,
+                    # it sends them after its data; the reader never waits behind bulk data.
+                    await self._send_unsent()
                 if data:
                     await checkpoint()
                     return data
@@ -139,7 +145,8 @@ class TlsStream(trio.abc.Stream):
                 self._ssl.write(data)
             except ssl.SSLError as exc:
                 raise self._break(exc) from exc
-            await self._flush_now()
+            self._take_outgoing()
+            await self._send_unsent()
         finally:
             self._sending = False
 
@@ -166,9 +173,10 @@ class TlsStream(trio.abc.Stream):
                     self._ssl.unwrap()
                 except (ssl.SSLWantReadError, ssl.SSLError):
                     pass  # we do not wait for the peer's close_notify
+                self._take_outgoing()
                 if not self._send_lock.locked():
                     with trio.move_on_after(CLOSE_GRACE):
-                        await self._flush_now()
+                        await self._send_unsent()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -195,6 +203,7 @@ class TlsStream(trio.abc.Stream):
                 break
             chunks.append(chunk)
             size += len(chunk)
+        self._take_outgoing()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _refill(self) -> None:
@@ -207,12 +216,19 @@ class TlsStream(trio.abc.Stream):
             raise self._break(trio.BrokenResourceError("TCP connection closed without TLS close_notify"))
         self._incoming.write(data)
 
-    async def _flush_now(self) -> None:
+    def _take_outgoing(self) -> None:
+        """Move what the TLS engine wrote out of its BIO at once, so send order is take order."""
+        if self._outgoing.pending:
+            self._unsent.append(self._outgoing.read())
+
+    async def _send_unsent(self) -> None:
         async with self._send_lock:
-            # Someone may have queued more records while we waited or sent: send them too.
-            while self._outgoing.pending:
+            # Records queued while we sent (by the reader) go out after ours.
+            while self._unsent:
+                data = self._unsent[0] if len(self._unsent) == 1 else b"".join(self._unsent)
+                self._unsent.clear()
                 try:
-                    await self.transport_stream.send_all(self._outgoing.read())
+                    await self.transport_stream.send_all(data)
                 except trio.BrokenResourceError as exc:
                     raise self._break(exc) from exc
 
