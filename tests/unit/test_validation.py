@@ -368,9 +368,9 @@ def test_mapping_keys_must_be_strings():
 # --- kinds and metadata -------------------------------------------------------------------------
 
 def test_unknown_kind_names_it_and_the_known_kinds():
-    text = "apiVersion: v1\nkind: Secret\nmetadata: {name: token, namespace: apps}\n"
+    text = "apiVersion: v1\nkind: Sandwich\nmetadata: {name: token, namespace: apps}\n"
     assert one_line(text) == (
-        'error: test.yaml: document 1 (Secret apps/token): no matches for kind "Secret" in '
+        'error: test.yaml: document 1 (Sandwich apps/token): no matches for kind "Sandwich" in '
         f'version "v1"; known kinds: {known_kinds()}')
     assert known_kinds().startswith(
         "AuthorizationPolicy (security.istio.io/v1, security.istio.io/v1beta1), ConfigMap (v1), "
@@ -753,12 +753,12 @@ def test_configmap_values_must_be_strings():
 
 def test_every_problem_is_collected_and_the_first_is_the_message():
     text = HTTPBIN_AMBIENT.replace("docker.io/kennethreitz/httpbin", "foo/bar") + (
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n")
+        "---\napiVersion: v1\nkind: Sandwich\nmetadata: {name: s}\n")
     error = refused(text, "httpbin.yaml")
     assert len(error.problems) == 2
     assert [p.document for p in error.problems] == ["document 3", "document 4"]
     assert str(error).endswith("(and 1 more problem)")
-    assert error.problems[1].subject == "Secret s"
+    assert error.problems[1].subject == "Sandwich s"
 
 
 def test_extra_checks_see_normalized_objects_of_their_kind():
