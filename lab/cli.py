@@ -492,6 +492,46 @@ def _condition(obj: dict, ctype: str) -> str:
     return "unknown"
 
 
+def cmd_capture(args, client) -> int:
+    """tcpdump on a pod's eth0 (or a node's, with node/NAME): the wire as the kernel sees it."""
+    if args.target.startswith(("node/", "no/")):
+        node = args.target.split("/", 1)[1]
+        netns = f"al-{args.lab}-node-{node}"
+        client.call("get", kind="Node", name=node, namespace=None)
+    else:
+        pod = client.call("get", kind="Pod", name=args.target, namespace=args.namespace)
+        netns = pod["metadata"].get("annotations", {}).get("lab.ambient/netns")
+        if not netns:
+            raise CliError(f"error: pod {args.target} has no network namespace yet")
+    argv = ["ip", "netns", "exec", netns, "tcpdump", "-U", "-n", "-i", args.interface]
+    if args.write:
+        argv += ["-w", args.write]
+    if args.count:
+        argv += ["-c", str(args.count)]
+    argv += args.filter
+    sys.stdout.flush()
+    os.execvp("ip", argv)
+    return 126  # not reached
+
+
+def cmd_graph(args, client) -> int:
+    """The lab as a Mermaid graph (renders on GitHub): nodes, their pods, Services."""
+    st = client.call("status")
+    pods = client.call("get", kind="Pod", namespace=None)["items"]
+    lines = ["graph LR", '  fabric(("fabric br0"))']
+    for n in st["nodes"]:
+        nid = "n_" + re.sub(r"\W", "_", n["name"])
+        lines.append(f'  {nid}["{n["name"]}<br/>{n["ip"]}<br/>{n["podCIDR"]}"] --- fabric')
+        for p in pods:
+            if p["spec"].get("nodeName") != n["name"] or p["spec"].get("hostNetwork"):
+                continue
+            pid = "p_" + re.sub(r"\W", "_", p["metadata"]["namespace"] + "_" + p["metadata"]["name"])
+            ip = p.get("status", {}).get("podIP", "")
+            lines.append(f'  {pid}("{p["metadata"]["namespace"]}/{p["metadata"]["name"]}<br/>{ip}") --- {nid}')
+    print("\n".join(lines))
+    return 0
+
+
 def cmd_istioctl(args, client) -> int:
     from lab import istioctl
     try:
@@ -614,6 +654,17 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
     sp.set_defaults(fn=cmd_istioctl)
 
+    sp = sub.add_parser("capture", help="tcpdump in a pod's (or node/NAME's) network namespace")
+    sp.add_argument("target")
+    sp.add_argument("-i", "--interface", default="eth0")
+    sp.add_argument("-w", "--write")
+    sp.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    sp.add_argument("filter", nargs="*")
+    ns_flags(sp, False)
+    sp.set_defaults(fn=cmd_capture)
+    sp = sub.add_parser("graph", help="the lab as a Mermaid graph")
+    sp.set_defaults(fn=cmd_graph)
+
     sp = sub.add_parser("events")
     sp.add_argument("-l", "--selector")
     sp.add_argument("-w", "--watch", action="store_true")
@@ -626,13 +677,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # `exec POD [flags] -- CMD...`: everything after `--` is the command, flags included.
-    command = None
-    if "exec" in argv and "--" in argv[argv.index("exec"):]:
-        cut = argv.index("--", argv.index("exec"))
-        argv, command = argv[:cut], argv[cut + 1:]
+    # `capture POD [flags] -- FILTER...` likewise passes the tcpdump filter through.
+    rest = None
+    for verb in ("exec", "capture"):
+        if verb in argv and "--" in argv[argv.index(verb):]:
+            cut = argv.index("--", argv.index(verb))
+            argv, rest = argv[:cut], argv[cut + 1:]
+            break
     args = parser.parse_args(argv)
-    if command is not None:
-        args.command = list(args.command) + command
+    if rest is not None:
+        if args.verb == "exec":
+            args.command = list(args.command) + rest
+        else:
+            args.filter = list(args.filter) + rest
     if not getattr(args, "verb", None):
         parser.print_help()
         return 2

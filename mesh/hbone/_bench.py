@@ -1,21 +1,27 @@
-"""Throughput of one HBONE stream over loopback TCP, without TLS.
+"""Throughput of one HBONE stream over loopback TCP, with or without mutual TLS.
 
-    python -m mesh.hbone._bench [--mb 500] [--chunk 262144] [--rounds 3] [--download] [--split]
+    python -m mesh.hbone._bench [--mb 500] [--chunk 262144] [--rounds 3] [--download]
+                                [--split] [--tls bulk|trio]
 
 Each round opens a connection and moves `--mb` MB through one CONNECT stream: from the
 client to the server (which answers with the count it saw), or with `--download` from
 the server to the client. The time covers delivery of the last byte. By default both
 ends share this process (one core: the worst case for Python); `--split` puts the server
-in a child process, as two ztunnels on two cores would be.
+in a child process, as two ztunnels on two cores would be. `--tls` adds mutual TLS 1.3
+with throwaway certificates, over `TlsStream` (bulk) or trio's `SSLStream` (trio).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
+import pathlib
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import trio
@@ -23,6 +29,7 @@ import trio
 from .client import open_hbone_connection
 from .headers import hbone_headers
 from .server import serve_hbone
+from .tlsstream import TlsStream
 
 DOWNLOAD = "x-bench-download"  # "<total bytes>/<chunk bytes>" asks the server to send
 
@@ -44,17 +51,62 @@ async def _bench_handler(request, respond, stream) -> None:
     await stream.send_eof()
 
 
-async def _serve(listener: trio.SocketListener, rounds: int) -> None:
+def _write_certificates(directory: pathlib.Path) -> None:
+    """A self-signed certificate per side, each trusting the other's."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for side in ("client", "server"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench {side}")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        (directory / f"{side}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{side}.key").write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+
+
+def _wrap(transport: trio.SocketStream, args: argparse.Namespace, *, server_side: bool) -> trio.abc.Stream:
+    """`transport` as is, or inside mutual TLS 1.3 with ALPN h2 as ztunnel sets it up."""
+    if not args.tls:
+        return transport
+    own, peer = ("server", "client") if server_side else ("client", "server")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["h2"])
+    context.load_cert_chain(f"{args.certs}/{own}.pem", f"{args.certs}/{own}.key")
+    context.load_verify_locations(f"{args.certs}/{peer}.pem")
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    stream_type = TlsStream if args.tls == "bulk" else trio.SSLStream
+    return stream_type(transport, context, server_side=server_side)
+
+
+async def _serve(listener: trio.SocketListener, args: argparse.Namespace) -> None:
     async with listener:
-        for _ in range(rounds):
-            await serve_hbone(await listener.accept(), _bench_handler)
+        for _ in range(args.rounds):
+            await serve_hbone(_wrap(await listener.accept(), args, server_side=True), _bench_handler)
 
 
-async def _round(port: int, total: int, chunk_size: int, download: bool) -> float:
+async def _round(port: int, total: int, args: argparse.Namespace) -> float:
+    chunk_size, download = args.chunk, args.download
     headers = hbone_headers(source="127.0.0.1:1")
     if download:
         headers.append((DOWNLOAD, f"{total}/{chunk_size}"))
-    transport = await trio.open_tcp_stream("127.0.0.1", port)
+    transport = _wrap(await trio.open_tcp_stream("127.0.0.1", port), args, server_side=False)
     async with open_hbone_connection(transport) as conn:
         started = time.perf_counter()
         stream = await conn.open_stream("127.0.0.1:9", headers)
@@ -85,7 +137,7 @@ async def _main(args: argparse.Namespace) -> None:
     port = listener.socket.getsockname()[1]
     if args.serve:
         print(port, flush=True)
-        await _serve(listener, args.rounds)
+        await _serve(listener, args)
         return
     total = args.mb * 1_000_000 // args.chunk * args.chunk
     rates = []
@@ -93,21 +145,24 @@ async def _main(args: argparse.Namespace) -> None:
         if args.split:
             await listener.aclose()
             command = [sys.executable, "-m", "mesh.hbone._bench", "--serve", "--rounds", str(args.rounds)]
+            if args.tls:
+                command += ["--tls", args.tls, "--certs", args.certs]
             child = await nursery.start(functools.partial(trio.run_process, command, stdout=subprocess.PIPE))
             line = b""
             while not line.endswith(b"\n"):
                 line += await child.stdout.receive_some()
             port = int(line)
         else:
-            nursery.start_soon(_serve, listener, args.rounds)
+            nursery.start_soon(_serve, listener, args)
         for _ in range(args.rounds):
-            rates.append(total / await _round(port, total, args.chunk, args.download) / 1e6)
+            rates.append(total / await _round(port, total, args) / 1e6)
     direction = "server → client" if args.download else "client → server"
     where = "server in a child process" if args.split else "client and server in one process"
+    tls = {None: "no TLS", "bulk": "mTLS 1.3 over TlsStream", "trio": "mTLS 1.3 over trio.SSLStream"}[args.tls]
     print(
         f"{statistics.median(rates):.0f} MB/s median, {max(rates):.0f} best "
         f"({', '.join(f'{r:.0f}' for r in rates)}): {total / 1e6:.0f} MB {direction} through one HBONE stream, "
-        f"{where}, loopback TCP, no TLS"
+        f"{where}, loopback TCP, {tls}"
     )
 
 
@@ -118,8 +173,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="connections to time (default 3)")
     parser.add_argument("--download", action="store_true", help="send from the server to the client")
     parser.add_argument("--split", action="store_true", help="run the server in a child process")
+    parser.add_argument("--tls", choices=("bulk", "trio"), help="add mutual TLS over TlsStream or trio.SSLStream")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    trio.run(_main, parser.parse_args())
+    parser.add_argument("--certs", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tls and not args.certs:
+        with tempfile.TemporaryDirectory() as directory:
+            _write_certificates(pathlib.Path(directory))
+            args.certs = directory
+            trio.run(_main, args)
+    else:
+        trio.run(_main, args)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,27 @@ def test_logs_of_a_deployment(article):
     r = eventually(lambda: (res := article.lab("logs", "deploy/httpbin-ambient", "-n", "ambient-apps"))
                    and "/status/418" in res.stdout and res, timeout=10)
     assert r.returncode == 0
+
+
+def test_capture_and_graph(article):
+    import subprocess
+    import sys
+    from lab.testing import REPO
+    httpbin = article.pods("ambient-apps", "app=httpbin-ambient")[0]
+    sleep_pod = article.pods("ambient-apps", "app=sleep-ambient")[0]["metadata"]["name"]
+    cap = subprocess.Popen([sys.executable, "-m", "lab.cli", "--lab", article.name, "capture",
+                            httpbin["metadata"]["name"], "-n", "ambient-apps", "-c", "1", "--", "tcp", "port", "80"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        def captured():
+            article.exec(sleep_pod, "ambient-apps", ["curl", "-s", "http://httpbin-ambient.ambient-apps:8000/ip"])
+            return cap.poll() is not None
+        eventually(captured, timeout=15, interval=0.3)
+        out = cap.stdout.read()
+        assert f"{httpbin['status']['podIP']}.80" in out
+    finally:
+        cap.kill()
+        cap.wait()
+    r = article.lab("graph")
+    assert r.returncode == 0 and r.stdout.startswith("graph LR")
+    assert httpbin["metadata"]["name"] in r.stdout

@@ -1,0 +1,340 @@
+"""istiod's translation: the lab's objects in, ztunnel's `Address` and `Authorization` resources out.
+
+Pure and deterministic: the same objects always give the same resources and versions (a hash of the
+resource's JSON), so a reconnecting ztunnel that sends its known versions gets exactly what changed.
+Shapes are the contract's (docs/mesh-internals.md), semantics istiod's ambient index (facts §4, §5):
+
+- every Service is an Address `<ns>/<hostname>`; every running pod with an IP is an Address
+  `<cluster>//Pod/<ns>/<name>`, HBONE only when enrolled (`is_enrolled`);
+- a workload lists the Services whose selector selects it (service port → its target port, named
+  target ports resolved through the pod's container ports) and the selector policies attached to it;
+- every AuthorizationPolicy ztunnel can use is an Authorization `<ns>/<name>`, plus the policies
+  PeerAuthentications derive; each policy's outcome is a `ZtunnelAccepted` condition for its status.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, NamedTuple
+
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
+from mesh.policy.model import AuthorizationPolicy, PeerAuthentication, parse_as
+from mesh.policy.peerauth import derived_authorizations
+from mesh.policy.ztunnel import ZtunnelTranslation, to_ztunnel, workload_policy_keys
+
+ADDRESS = "Address"
+AUTHORIZATION = "Authorization"
+TYPES = (AUTHORIZATION, ADDRESS)  # push order: a policy arrives before the workloads that name it
+
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+REDIRECTION = "ambient.istio.io/redirection"  # istio-cni sets it once the pod's rules are in place
+CONDITION = "ZtunnelAccepted"
+ACCEPTED_MESSAGE = "attached to ztunnel"  # istiod's message for a policy ztunnel takes as written
+
+_NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
+_REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
+_TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+class Versioned(NamedTuple):
+    """One resource as the config stream carries it. `resource` is None for versions a client
+    reported as known (only the version is compared)."""
+
+    version: str
+    resource: dict | None
+
+
+Resources = dict[str, dict[str, Versioned]]  # type (ADDRESS, AUTHORIZATION) → name → resource
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The mesh-wide values istiod's translation depends on (its defaults are Istio's)."""
+
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    domain_suffix: str = "cluster.local"
+    root_namespace: str = "istio-system"
+    cluster_id: str = "Kubernetes"
+    dry_run_enabled: bool = False  # AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY
+
+
+@dataclass(frozen=True)
+class Translation:
+    resources: Resources
+    conditions: dict[tuple[str, str], dict] = field(default_factory=dict)  # policy (ns, name) → condition
+    problems: tuple[str, ...] = ()  # objects left out, with why (for istiod's log)
+
+
+# ---- versions and deltas -----------------------------------------------------------------------
+
+def version_of(resource: dict) -> str:
+    """A stable version: the hash of the canonical JSON (same content, same version, any process)."""
+    data = json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def versioned(resource: dict) -> Versioned:
+    return Versioned(version_of(resource), resource)
+
+
+def diff(old: Mapping[str, Versioned], new: Mapping[str, Versioned]) -> tuple[dict[str, Versioned], list[str]]:
+    """(the resources of `new` that `old` lacks or has at another version, the names gone), sorted."""
+    changed = {name: res for name, res in sorted(new.items())
+               if name not in old or old[name].version != res.version}
+    removed = sorted(name for name in old if name not in new)
+    return changed, removed
+
+
+# ---- pods: enrollment, identity, ownership -------------------------------------------------------
+
+def _meta(obj: Mapping) -> Mapping:
+    return obj.get("metadata") or {}
+
+
+def _namespace(obj: Mapping) -> str:
+    return _meta(obj).get("namespace") or "default"
+
+
+def _labels(obj: Mapping) -> dict[str, str]:
+    return dict(_meta(obj).get("labels") or {})
+
+
+def is_enrolled(pod: Mapping, namespace_labels: Mapping[str, str]) -> bool:
+    """HBONE for this pod: ambient by its namespace or itself, not opted out, not hostNetwork, and
+    istio-cni has finished redirecting it (until then ztunnel must not send it HBONE)."""
+    labels = _labels(pod)
+    if labels.get(DATAPLANE_MODE) == "none" or (pod.get("spec") or {}).get("hostNetwork"):
+        return False
+    if "ambient" not in (labels.get(DATAPLANE_MODE), namespace_labels.get(DATAPLANE_MODE)):
+        return False
+    return (_meta(pod).get("annotations") or {}).get(REDIRECTION) == "enabled"
+
+
+def workload_owner(pod: Mapping) -> tuple[str, str]:
+    """(workloadType, workloadName): a ReplicaSet made by a Deployment names the Deployment (its
+    pod-template-hash suffix removed), a DaemonSet itself, anything else is the pod's own."""
+    labels = _labels(pod)
+    for ref in _meta(pod).get("ownerReferences") or []:
+        if not ref.get("controller"):
+            continue  # only the controller owns the pod, as metav1.GetControllerOf
+        kind, name = ref.get("kind"), ref.get("name") or ""
+        if kind == "DaemonSet":
+            return "daemonset", name
+        if kind == "ReplicaSet":
+            suffix = "-" + labels.get("pod-template-hash", "")
+            if suffix != "-" and name.endswith(suffix):
+                return "deployment", name[:-len(suffix)]
+            return "pod", name
+        if name:
+            return "pod", name
+    return "pod", _meta(pod).get("name", "")
+
+
+def canonical_name(labels: Mapping[str, str], workload_name: str) -> str:
+    return next((labels[key] for key in _NAME_LABELS if key in labels), workload_name)
+
+
+def canonical_revision(labels: Mapping[str, str]) -> str:
+    return next((labels[key] for key in _REVISION_LABELS if key in labels), "latest")
+
+
+def is_ready(pod: Mapping) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def is_listed(pod: Mapping) -> bool:
+    """Pods istiod serves: with an IP, not terminating, not finished."""
+    status = pod.get("status") or {}
+    return bool(status.get("podIP")) and not _meta(pod).get("deletionTimestamp") \
+        and status.get("phase") not in _TERMINAL_PHASES
+
+
+def pod_addresses(pod: Mapping) -> list[str]:
+    status = pod.get("status") or {}
+    ips = [entry.get("ip") for entry in status.get("podIPs") or [] if entry.get("ip")]
+    return ips or [status["podIP"]]
+
+
+# ---- services -----------------------------------------------------------------------------------
+
+def hostname(service: Mapping, settings: Settings = Settings()) -> str:
+    return f"{_meta(service).get('name')}.{_namespace(service)}.svc.{settings.domain_suffix}"
+
+
+def service_key(service: Mapping, settings: Settings = Settings()) -> str:
+    """`<ns>/<hostname>`: the Address name and the key of workloads' `services` maps."""
+    return f"{_namespace(service)}/{hostname(service, settings)}"
+
+
+def service_resource(service: Mapping, settings: Settings = Settings()) -> dict:
+    """The Service Address. A named targetPort is resolved per workload, so here it is 0."""
+    spec = service.get("spec") or {}
+    cluster_ip = spec.get("clusterIP")
+    ports = []
+    for port in spec.get("ports") or []:
+        target = port.get("targetPort", port.get("port"))
+        ports.append({"servicePort": port.get("port"), "targetPort": target if isinstance(target, int) else 0})
+    return {"service": {
+        "name": _meta(service).get("name"), "namespace": _namespace(service),
+        "hostname": hostname(service, settings),
+        "addresses": [cluster_ip] if cluster_ip and cluster_ip != "None" else [],
+        "ports": ports, "subjectAltNames": [], "waypoint": None,
+    }}
+
+
+def selects_pod(service: Mapping, pod: Mapping) -> bool:
+    """Kubernetes' rule: same namespace and a non-empty selector whose labels the pod carries."""
+    selector = (service.get("spec") or {}).get("selector") or {}
+    if not selector or _namespace(service) != _namespace(pod):
+        return False
+    labels = _labels(pod)
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def container_ports(pod: Mapping) -> dict[str, int]:
+    """The pod's named container ports: what `targetPort: <name>` refers to."""
+    ports = {}
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") and port.get("containerPort") is not None:
+                ports.setdefault(port["name"], port["containerPort"])
+    return ports
+
+
+def pod_services(pod: Mapping, services: Iterable[Mapping], settings: Settings = Settings()) -> dict[str, dict[str, int]]:
+    """Workload.services: for each selecting Service, service port → the pod's target port. A named
+    targetPort the pod does not declare leaves that port out (nothing listens under that name)."""
+    named = container_ports(pod)
+    result: dict[str, dict[str, int]] = {}
+    for service in services:
+        if not selects_pod(service, pod):
+            continue
+        ports: dict[str, int] = {}
+        for port in (service.get("spec") or {}).get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            if isinstance(target, str):
+                target = named.get(target)
+            if target is not None:
+                ports[str(port.get("port"))] = target
+        result[service_key(service, settings)] = ports
+    return dict(sorted(result.items()))
+
+
+# ---- workloads ----------------------------------------------------------------------------------
+
+def workload_name(pod: Mapping, settings: Settings = Settings()) -> str:
+    return f"{settings.cluster_id}//Pod/{_namespace(pod)}/{_meta(pod).get('name')}"
+
+
+def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], services: Iterable[Mapping],
+                      policies: Iterable[AuthorizationPolicy], peer_authns: Iterable[PeerAuthentication],
+                      settings: Settings = Settings()) -> dict:
+    """The Workload Address of a listed pod (see `is_listed`)."""
+    spec = pod.get("spec") or {}
+    labels = _labels(pod)
+    namespace = _namespace(pod)
+    kind, owner = workload_owner(pod)
+    host_network = bool(spec.get("hostNetwork"))
+    name = workload_name(pod, settings)
+    return {"workload": {
+        "uid": name, "name": _meta(pod).get("name"), "namespace": namespace,
+        "addresses": pod_addresses(pod),
+        "protocol": "HBONE" if is_enrolled(pod, namespace_labels) else "TCP",
+        "trustDomain": settings.trust_domain,
+        "serviceAccount": spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
+        "node": spec.get("nodeName") or "",
+        "canonicalName": canonical_name(labels, owner), "canonicalRevision": canonical_revision(labels),
+        "workloadType": kind, "workloadName": owner,
+        "waypoint": None,
+        "services": pod_services(pod, services, settings),
+        "authorizationPolicies": workload_policy_keys(policies, peer_authns, labels, namespace,
+                                                      settings.root_namespace,
+                                                      dry_run_enabled=settings.dry_run_enabled),
+        "status": "Healthy" if is_ready(pod) else "Unhealthy",
+        "clusterId": settings.cluster_id,
+        "networkMode": "HOST_NETWORK" if host_network else "STANDARD",
+    }}
+
+
+# ---- policies -----------------------------------------------------------------------------------
+
+def ztunnel_condition(outcome: ZtunnelTranslation, generation: int | None = None) -> dict | None:
+    """The `ZtunnelAccepted` condition istiod reports, or None for a policy that is not ztunnel's
+    (targetRefs: a waypoint's). Sent with a caveat: True/UnsupportedValue; not sent: False."""
+    if outcome.authorization is None and outcome.status_message is None:
+        return None
+    condition = {"type": CONDITION, "status": "True" if outcome.authorization is not None else "False",
+                 "reason": "UnsupportedValue" if outcome.status_message else "Accepted",
+                 "message": outcome.status_message or ACCEPTED_MESSAGE}
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def status_update(current: Mapping | None, condition: Mapping, now: str) -> dict | None:
+    """The status to write so that it carries `condition` (other conditions kept), or None when it
+    already does. lastTransitionTime moves only when the condition's status flips."""
+    current = dict(current or {})
+    conditions = list(current.get("conditions") or [])
+    old = next((c for c in conditions if c.get("type") == condition["type"]), None)
+    if old is not None and {k: v for k, v in old.items() if k != "lastTransitionTime"} == dict(condition):
+        return None
+    since = old.get("lastTransitionTime") if old and old.get("status") == condition["status"] else None
+    new = {**condition, "lastTransitionTime": since or now}
+    current["conditions"] = [new if c is old else c for c in conditions] if old else [*conditions, new]
+    return current
+
+
+def _parse_all(cls: type, objects: Iterable[dict], problems: list[str]) -> list:
+    parsed = []
+    for obj in objects:
+        try:
+            parsed.append(parse_as(cls, obj))
+        except (ValueError, TypeError) as e:
+            problems.append(f"{obj.get('kind')} {_namespace(obj)}/{_meta(obj).get('name')} left out: {e}")
+    return parsed
+
+
+# ---- the whole translation ------------------------------------------------------------------------
+
+def translate(objects: Mapping[str, Iterable[dict]], settings: Settings = Settings()) -> Translation:
+    """Everything ztunnel is sent, from the objects by kind: Namespace, Pod, Service,
+    AuthorizationPolicy, PeerAuthentication (missing kinds count as none)."""
+    problems: list[str] = []
+    policy_objects = list(objects.get("AuthorizationPolicy", ()))
+    policies = _parse_all(AuthorizationPolicy, policy_objects, problems)
+    peer_authns = _parse_all(PeerAuthentication, objects.get("PeerAuthentication", ()), problems)
+
+    authorizations: dict[str, Versioned] = {}
+    conditions: dict[tuple[str, str], dict] = {}
+    generations = {(_namespace(o), _meta(o).get("name")): _meta(o).get("generation") for o in policy_objects}
+    for policy in policies:
+        outcome = to_ztunnel(policy, settings.root_namespace, dry_run_enabled=settings.dry_run_enabled)
+        if outcome.authorization is not None:
+            authorizations[policy.key] = versioned(outcome.authorization)
+        condition = ztunnel_condition(outcome, generations.get((policy.namespace, policy.name)))
+        if condition is not None:
+            conditions[policy.namespace, policy.name] = condition
+    for derived in derived_authorizations(peer_authns, settings.root_namespace):
+        authorizations[f"{derived['namespace']}/{derived['name']}"] = versioned(derived)
+
+    namespace_labels = {_meta(ns).get("name"): _labels(ns) for ns in objects.get("Namespace", ())}
+    services_by_namespace: dict[str, list[dict]] = defaultdict(list)
+    addresses: dict[str, Versioned] = {}
+    for service in objects.get("Service", ()):
+        services_by_namespace[_namespace(service)].append(service)
+        if (service.get("spec") or {}).get("type") != "ExternalName":
+            addresses[service_key(service, settings)] = versioned(service_resource(service, settings))
+    for pod in objects.get("Pod", ()):
+        if not is_listed(pod):
+            continue
+        namespace = _namespace(pod)
+        resource = workload_resource(pod, namespace_labels.get(namespace, {}), services_by_namespace[namespace],
+                                     policies, peer_authns, settings)
+        addresses[workload_name(pod, settings)] = versioned(resource)
+
+    resources = {AUTHORIZATION: dict(sorted(authorizations.items())), ADDRESS: dict(sorted(addresses.items()))}
+    return Translation(resources, conditions, tuple(problems))

@@ -1,0 +1,455 @@
+"""ztunnel's view of the mesh: Workloads, Services and Authorizations (ztunnel `src/state.rs`).
+
+`ProxyState` is pure: istiod's resources go in (`apply`, in the contract's JSON shape, see
+docs/mesh-internals.md "Address resources"), lookups come out. It holds what ztunnel's proxies ask
+on every connection:
+
+- `find_upstream`: where a connection to ip:port really goes (facts §4.3): a Service by VIP first,
+  load-balanced over its Healthy endpoints, else a Workload by IP, else nothing (passthrough);
+- `find_workload_by_ip` / `find_workload_by_info`: who a peer is, who a pod is;
+- `policies_for`: the L4 policies that apply to a workload (facts §5.5);
+- `known`: the resource versions to send istiod when the config stream reconnects.
+
+Endpoints are not sent by istiod: like ztunnel, the state derives them from every Workload's
+`services` map. The state is never cleared when istiod goes away (facts §9).
+
+`StateHandle` is the thin trio shell the proxies share: the state plus a way to wait for a change
+(a pod's own Workload may arrive after its first connection).
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
+from mesh.policy import rbac
+
+HBONE = "HBONE"
+TCP = "TCP"
+HEALTHY = "Healthy"
+HOST_NETWORK = "HOST_NETWORK"
+DEFAULT_HBONE_PORT = 15008
+
+ADDRESS = "Address"
+AUTHORIZATION = "Authorization"
+
+
+class InvalidResource(ValueError):
+    """A resource from istiod that cannot be understood; it is skipped, the stream goes on."""
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    """A waypoint reference: a Service hostname ("ns/hostname") and/or an IP, and its HBONE port."""
+
+    destination: str | None = None
+    address: str | None = None
+    hbone_mtls_port: int = DEFAULT_HBONE_PORT
+
+    @classmethod
+    def parse(cls, raw: Any) -> GatewayAddress | None:
+        if not raw:
+            return None
+        if not isinstance(raw, Mapping):
+            raise InvalidResource(f"waypoint must be an object, got {raw!r}")
+        return cls(raw.get("destination") or None, raw.get("address") or None,
+                   int(raw.get("hboneMtlsPort") or DEFAULT_HBONE_PORT))
+
+
+def _port_map(raw: Any) -> dict[int, int]:
+    """{"8000": 80} → {8000: 80} (JSON object keys are strings)."""
+    if not isinstance(raw, Mapping):
+        raise InvalidResource(f"port map must be an object, got {raw!r}")
+    return {int(k): int(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """A pod as ztunnel knows it (WDS `Workload`); `raw` is the resource as istiod sent it."""
+
+    uid: str
+    name: str
+    namespace: str
+    addresses: tuple[str, ...]
+    protocol: str = TCP
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    service_account: str = "default"
+    node: str = ""
+    canonical_name: str = ""
+    canonical_revision: str = ""
+    workload_type: str = "pod"
+    workload_name: str = ""
+    waypoint: GatewayAddress | None = None
+    #: "ns/hostname" → {service port: target port}: the services this pod is an endpoint of.
+    services: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    authorization_policies: tuple[str, ...] = ()
+    status: str = HEALTHY
+    cluster_id: str = "Kubernetes"
+    network_mode: str = "STANDARD"
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_resource(cls, raw: Mapping[str, Any]) -> Workload:
+        try:
+            return cls(
+                uid=raw["uid"],
+                name=raw["name"],
+                namespace=raw["namespace"],
+                addresses=tuple(raw.get("addresses") or ()),
+                protocol=raw.get("protocol") or TCP,
+                # Empty trust domain / service account default as in ztunnel (facts §2).
+                trust_domain=raw.get("trustDomain") or DEFAULT_TRUST_DOMAIN,
+                service_account=raw.get("serviceAccount") or "default",
+                node=raw.get("node") or "",
+                canonical_name=raw.get("canonicalName") or "",
+                canonical_revision=raw.get("canonicalRevision") or "",
+                workload_type=raw.get("workloadType") or "pod",
+                workload_name=raw.get("workloadName") or "",
+                waypoint=GatewayAddress.parse(raw.get("waypoint")),
+                services={k: _port_map(v) for k, v in (raw.get("services") or {}).items()},
+                authorization_policies=tuple(raw.get("authorizationPolicies") or ()),
+                status=raw.get("status") or HEALTHY,
+                cluster_id=raw.get("clusterId") or "Kubernetes",
+                network_mode=raw.get("networkMode") or "STANDARD",
+                raw=raw,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidResource(f"bad workload {raw.get('uid', '?')!r}: {exc!r}") from None
+
+    @property
+    def identity(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == HEALTHY
+
+    def pick_ip(self, preferred: str | None = None) -> str | None:
+        """The address to dial: the one the client used if it is ours, else the first."""
+        if preferred in self.addresses:
+            return preferred
+        return self.addresses[0] if self.addresses else None
+
+
+@dataclass(frozen=True, eq=False)
+class Service:
+    """A Service (WDS `Service`); `key` is "ns/hostname", the name workloads refer to it by."""
+
+    name: str
+    namespace: str
+    hostname: str
+    addresses: tuple[str, ...] = ()
+    #: service port → target port (0: only the endpoints know, e.g. a named port).
+    ports: Mapping[int, int] = field(default_factory=dict)
+    subject_alt_names: tuple[str, ...] = ()
+    waypoint: GatewayAddress | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_resource(cls, raw: Mapping[str, Any]) -> Service:
+        try:
+            return cls(
+                name=raw["name"],
+                namespace=raw["namespace"],
+                hostname=raw["hostname"],
+                addresses=tuple(raw.get("addresses") or ()),
+                ports={int(p["servicePort"]): int(p.get("targetPort") or 0) for p in raw.get("ports") or ()},
+                subject_alt_names=tuple(raw.get("subjectAltNames") or ()),
+                waypoint=GatewayAddress.parse(raw.get("waypoint")),
+                raw=raw,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidResource(f"bad service {raw.get('hostname', '?')!r}: {exc!r}") from None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.hostname}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where a connection goes: a workload, the IP and port to dial, and the service it was for."""
+
+    workload: Workload
+    ip: str
+    port: int
+    service: Service | None = None
+
+    @property
+    def sans(self) -> tuple[str, ...]:
+        """Identities the peer may present: the workload's plus the service's SANs
+        (ztunnel `workload_and_services_san`)."""
+        extra = self.service.subject_alt_names if self.service else ()
+        return (*extra, self.workload.identity)
+
+
+Rng = Callable[[list], Any]  # random.choice-like
+
+
+class ProxyState:
+    """Workloads, Services and Authorizations, indexed for the proxies' lookups. Pure."""
+
+    def __init__(self) -> None:
+        self.workloads: dict[str, Workload] = {}  # by uid
+        self.services: dict[str, Service] = {}  # by "ns/hostname"
+        self.policies: dict[str, Mapping[str, Any]] = {}  # by "ns/name"
+        self._by_ip: dict[str, str] = {}  # workload IP → uid
+        self._by_vip: dict[str, list[str]] = {}  # service VIP → keys
+        self._endpoints: dict[str, set[str]] = {}  # service key → workload uids
+        self._address_names: dict[str, tuple[str, str]] = {}  # resource name → ("workload"|"service", key)
+        self.versions: dict[str, dict[str, str]] = {ADDRESS: {}, AUTHORIZATION: {}}
+        #: Bumped on every change; the shell wakes waiters when it moves.
+        self.generation = 0
+
+    # --- updates (istiod's pushes) --------------------------------------------------------
+
+    def apply(self, message: Mapping[str, Any]) -> list[str]:
+        """Apply one pushed message ({"type", "resources", "removed"}); returns problems found.
+
+        Removals go first, so a resource that is removed and re-added in one push survives. A bad
+        resource is reported and skipped (the rest of the push still applies), as xDS NACKs one
+        resource without dropping the others.
+        """
+        kind = message.get("type")
+        if kind not in (ADDRESS, AUTHORIZATION):
+            return [f"unknown resource type {kind!r}"]
+        problems = []
+        for name in message.get("removed") or ():
+            self.remove(kind, name)
+        for item in message.get("resources") or ():
+            try:
+                self.insert(kind, item["name"], item.get("version", ""), item["resource"])
+            except (InvalidResource, KeyError, TypeError) as exc:
+                problems.append(f"{kind} {item.get('name', '?') if isinstance(item, Mapping) else item!r}: {exc}")
+        return problems
+
+    def insert(self, kind: str, name: str, version: str, resource: Mapping[str, Any]) -> None:
+        if kind == ADDRESS:
+            if "workload" in resource:
+                self._remove_address(name)
+                self._insert_workload(name, Workload.from_resource(resource["workload"]))
+            elif "service" in resource:
+                self._remove_address(name)
+                self._insert_service(name, Service.from_resource(resource["service"]))
+            else:
+                raise InvalidResource("an Address holds neither a workload nor a service")
+        else:
+            policy = resource.get("authorization", resource)
+            for required in ("name", "namespace", "action", "scope"):
+                if required not in policy:
+                    raise InvalidResource(f"authorization without {required!r}")
+            self.policies[name] = policy
+        self.versions[kind][name] = version
+        self.generation += 1
+
+    def remove(self, kind: str, name: str) -> None:
+        if kind == ADDRESS:
+            self._remove_address(name)
+        else:
+            self.policies.pop(name, None)
+        self.versions[kind].pop(name, None)
+        self.generation += 1
+
+    def known(self) -> dict[str, dict[str, str]]:
+        """{"Address": {name: version}, "Authorization": {...}}: what a reconnect tells istiod."""
+        return {kind: dict(names) for kind, names in self.versions.items()}
+
+    def _insert_workload(self, name: str, wl: Workload) -> None:
+        self.workloads[wl.uid] = wl
+        self._address_names[name] = ("workload", wl.uid)
+        # Host-network pods share the node's IP: it cannot name one of them (as ztunnel).
+        if wl.network_mode != HOST_NETWORK:
+            for ip in wl.addresses:
+                self._by_ip[ip] = wl.uid
+        for key in wl.services:
+            self._endpoints.setdefault(key, set()).add(wl.uid)
+
+    def _insert_service(self, name: str, svc: Service) -> None:
+        self.services[svc.key] = svc
+        self._address_names[name] = ("service", svc.key)
+        for vip in svc.addresses:
+            keys = self._by_vip.setdefault(vip, [])
+            if svc.key not in keys:
+                keys.append(svc.key)
+                keys.sort()
+
+    def _remove_address(self, name: str) -> None:
+        kind, key = self._address_names.pop(name, (None, None))
+        if kind == "workload":
+            wl = self.workloads.pop(key)
+            for ip in wl.addresses:
+                if self._by_ip.get(ip) == wl.uid:
+                    del self._by_ip[ip]
+            for svc_key in wl.services:
+                members = self._endpoints.get(svc_key)
+                if members is not None:
+                    members.discard(wl.uid)
+                    if not members:
+                        del self._endpoints[svc_key]
+        elif kind == "service":
+            svc = self.services.pop(key)
+            for vip in svc.addresses:
+                keys = self._by_vip.get(vip, [])
+                if key in keys:
+                    keys.remove(key)
+                if not keys:
+                    self._by_vip.pop(vip, None)
+
+    # --- lookups --------------------------------------------------------------------------
+
+    def find_workload_by_ip(self, ip: str) -> Workload | None:
+        uid = self._by_ip.get(ip)
+        return self.workloads.get(uid) if uid else None
+
+    def find_workload_by_info(self, name: str, namespace: str, service_account: str) -> Workload | None:
+        """The pod a ZDS `add` named (ztunnel `find_by_info`): same name, namespace and SA."""
+        for wl in self.workloads.values():
+            if (wl.name, wl.namespace, wl.service_account) == (name, namespace, service_account or "default"):
+                return wl
+        return None
+
+    def find_service_by_vip(self, ip: str, namespace: str | None = None) -> Service | None:
+        """The Service owning VIP `ip`; when several share it, the one in `namespace` wins."""
+        keys = self._by_vip.get(ip)
+        if not keys:
+            return None
+        if namespace is not None:
+            for key in keys:
+                if self.services[key].namespace == namespace:
+                    return self.services[key]
+        return self.services[keys[0]]
+
+    def find_service(self, key: str) -> Service | None:
+        """A Service by "ns/hostname"."""
+        return self.services.get(key)
+
+    def endpoints(self, svc: Service) -> list[tuple[Workload, Mapping[int, int]]]:
+        """Every workload that names `svc` in its `services` map, with its port map."""
+        uids = sorted(self._endpoints.get(svc.key, ()))
+        return [(self.workloads[uid], self.workloads[uid].services[svc.key]) for uid in uids]
+
+    def services_of(self, wl: Workload) -> list[Service]:
+        """The known Services `wl` is an endpoint of."""
+        return [self.services[key] for key in sorted(wl.services) if key in self.services]
+
+    def find_upstream(self, source: Workload, ip: str, port: int, rng: Rng = random.choice, *,
+                      waypoint_mode: bool = False) -> Upstream | None:
+        """Where a connection from `source` to ip:port goes (ztunnel `find_upstream`).
+
+        A Service VIP is load-balanced over its endpoints (None when none is usable); a workload IP
+        is that workload; anything else is None (the caller passes it through). `waypoint_mode`
+        looks up a waypoint's own Service, whose HBONE port need not be a declared service port.
+        """
+        svc = self.find_service_by_vip(ip, source.namespace)
+        if svc is not None:
+            return self.upstream_from_service(svc, port, rng, waypoint_mode=waypoint_mode)
+        wl = self.find_workload_by_ip(ip)
+        if wl is not None:
+            return Upstream(wl, ip, port)
+        return None
+
+    def upstream_from_service(self, svc: Service, port: int, rng: Rng = random.choice, *,
+                              waypoint_mode: bool = False) -> Upstream | None:
+        """A random Healthy endpoint of `svc` that serves `port`, and the port to dial on it.
+
+        The target port is the endpoint's own mapping, else the service's targetPort (ztunnel
+        `find_upstream_from_service`). ztunnel weights the choice by `capacity`, which the lab's
+        workloads do not carry, so every endpoint weighs the same.
+        """
+        svc_target = svc.ports.get(port)
+        if svc_target is None and not waypoint_mode:
+            return None  # the service has no such port
+        options = []
+        for wl, port_map in self.endpoints(svc):
+            if not wl.healthy or not wl.addresses:
+                continue
+            target = port_map.get(port) or svc_target or (port if waypoint_mode else 0)
+            if target:
+                options.append((wl, target))
+        if not options:
+            return None
+        wl, target = rng(options)
+        return Upstream(wl, wl.pick_ip(), target, svc)
+
+    def resolve_waypoint(self, gateway: GatewayAddress, source: Workload,
+                         rng: Rng = random.choice) -> Upstream | None:
+        """The waypoint instance to send to, dialled on its HBONE port (ztunnel `fetch_waypoint`)."""
+        port = gateway.hbone_mtls_port
+        if gateway.destination:
+            svc = self.find_service(gateway.destination)
+            if svc is None:
+                return None
+            return self.upstream_from_service(svc, port, rng, waypoint_mode=True)
+        if gateway.address:
+            return self.find_upstream(source, gateway.address, port, rng, waypoint_mode=True)
+        return None
+
+    def waypoint_members(self, gateway: GatewayAddress) -> set[str]:
+        """The uids of the workloads that are this waypoint."""
+        if gateway.destination:
+            svc = self.find_service(gateway.destination)
+            return {wl.uid for wl, _ in self.endpoints(svc)} if svc else set()
+        if gateway.address:
+            svc = self.find_service_by_vip(gateway.address)
+            if svc is not None:
+                return {wl.uid for wl, _ in self.endpoints(svc)}
+            wl = self.find_workload_by_ip(gateway.address)
+            return {wl.uid} if wl else set()
+        return set()
+
+    def policies_for(self, wl: Workload) -> list[Mapping[str, Any]]:
+        """The L4 policies checked for connections to `wl`: its namespace's, the global ones, and
+        its selector policies."""
+        return rbac.policies_for(wl.namespace, wl.authorization_policies, self.policies.values())
+
+    # --- config_dump ----------------------------------------------------------------------
+
+    def dump(self) -> dict[str, Any]:
+        """The state as ztunnel's config_dump shows it (camelCase resources as received)."""
+        services = []
+        for svc in sorted(self.services.values(), key=lambda s: s.key):
+            eps = self.endpoints(svc)
+            services.append({**svc.raw, "endpoints": {
+                wl.uid: {"workloadUid": wl.uid, "status": wl.status, "port": {str(k): v for k, v in pm.items()}}
+                for wl, pm in eps}})
+        return {
+            "workloads": [dict(wl.raw) for wl in sorted(self.workloads.values(), key=lambda w: w.uid)],
+            "services": services,
+            "policies": [dict(self.policies[k]) for k in sorted(self.policies)],
+        }
+
+
+class StateHandle:
+    """The shared `ProxyState` plus change notification: the trio shell the proxies use."""
+
+    def __init__(self, state: ProxyState | None = None) -> None:
+        self.state = state if state is not None else ProxyState()
+        self._changed = trio.lowlevel.ParkingLot()
+
+    def apply(self, message: Mapping[str, Any]) -> list[str]:
+        problems = self.state.apply(message)
+        self.notify()
+        return problems
+
+    def notify(self) -> None:
+        """Wake everyone waiting for a change (call after changing `state` directly)."""
+        self._changed.unpark_all()
+
+    async def wait_for(self, lookup: Callable[[ProxyState], Any], timeout: float) -> Any:
+        """`lookup(state)` once it is not None, or None after `timeout` seconds."""
+        with trio.move_on_after(timeout if timeout is not None else math.inf):
+            while True:
+                found = lookup(self.state)
+                if found is not None:
+                    return found
+                await self._changed.park()
+        return None
+
+
+def all_names(items: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [item["name"] for item in items]
