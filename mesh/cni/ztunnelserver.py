@@ -67,22 +67,25 @@ class ZtunnelLink:
         self._scope.cancel()
 
     async def run(self) -> None:
-        """Read acks until the connection ends; then close it."""
-        with self._scope:
-            try:
+        """Read acks until the connection ends (or the agent stops); then close it."""
+        try:
+            with self._scope:
                 while True:
                     ack = await self._conn.receive_response()
                     if not self._outstanding:
                         raise ZdsError("ack without a request")
                     await self._acks_in.send(ack)
-            except (ZdsClosed, OSError) as e:
-                self.close(f"{e}" if isinstance(e, ZdsClosed) else f"socket error: {e}")
-            except ZdsError as e:
-                self.close(f"protocol error: {e}")
-        self.reason = self.reason or "closed"
-        self.closed.set()
-        self._acks_in.close()
-        self._conn.close()
+        except ZdsClosed as e:
+            self.close(str(e))
+        except ZdsError as e:
+            self.close(f"protocol error: {e}")
+        except OSError as e:
+            self.close(f"socket error: {e}")
+        finally:
+            self.reason = self.reason or "agent stopping"
+            self.closed.set()
+            self._acks_in.close()
+            self._conn.close()
 
 
 class ZtunnelServer:

@@ -1,0 +1,131 @@
+"""Talking to istiod on 15012: what ztunnel's `identity/caclient` and `xds/client` do.
+
+- `create_certificate`: one CreateCertificate call → the chain (leaf first, root last).
+- `subscribe`: one Subscribe connection → the decoded stream lines. It ends when the connection
+  does; the caller keeps a `ConfigCache`, reconnects with backoff (ztunnel: 10 ms doubling to
+  15 s) and passes `cache.known()` so istiod sends only what changed.
+
+Every connection checks istiod's chain against the mesh root and that its certificate carries
+istiod's SPIFFE identity. Failures raise `IstiodRefused` (istiod said no; retrying the same
+request will not help until something changes) or `IstiodUnavailable` (no answer; retry).
+"""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Mapping
+
+import trio
+
+from lab.api.protocol import ProtocolError, encode
+from mesh import tls
+from mesh.identity.spiffe import Identity
+from mesh.istiod.channel import HANDSHAKE_TIMEOUT, MessageReader, client_context, istiod_identity
+from mesh.istiod.translate import ADDRESS, AUTHORIZATION
+
+Address = tuple[str, int]
+
+
+class IstiodError(Exception):
+    """A request to istiod failed."""
+
+
+class IstiodRefused(IstiodError):
+    """istiod answered with an error (its message, e.g. "request impersonation authentication failure")."""
+
+
+class IstiodUnavailable(IstiodError):
+    """istiod could not be reached, failed TLS verification, or broke the connection."""
+
+
+_TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError,
+                     tls.PeerRejected, trio.TooSlowError)
+
+
+@asynccontextmanager
+async def _connect(address: Address, root_pem: str | bytes, server_identity: Identity) -> AsyncIterator[trio.SSLStream]:
+    host, port = address
+    tcp = await trio.open_tcp_stream(host, port)
+    conn = trio.SSLStream(tcp, client_context(root_pem), server_hostname=None, https_compatible=True)
+    async with conn:
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await conn.do_handshake()
+        tls.check_peer(conn, [server_identity])
+        yield conn
+
+
+def _check(reply: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if reply is None:
+        raise IstiodUnavailable("istiod closed the connection without answering")
+    if reply.get("ok") is False:
+        raise IstiodRefused(reply.get("error") or "istiod refused the request")
+    return reply
+
+
+async def create_certificate(address: Address, root_pem: str | bytes, token: str, csr_pem: str,
+                             impersonated: str | None = None, validity: int = 86400, *,
+                             timeout: float = 10.0, server_identity: Identity | None = None) -> list[str]:
+    """A certificate for the CSR: the caller's own identity, or `impersonated`
+    ("spiffe://td/ns/NS/sa/SA") if the caller is a node proxy with a pod of that SA on its node."""
+    request: dict[str, Any] = {"op": "CreateCertificate", "token": token, "csr": csr_pem,
+                               "validitySeconds": validity}
+    if impersonated:
+        request["impersonatedIdentity"] = str(impersonated)
+    try:
+        with trio.fail_after(timeout):
+            async with _connect(address, root_pem, server_identity or istiod_identity()) as conn:
+                await conn.send_all(encode(request))
+                reply = _check(await MessageReader(conn).receive())
+    except _TRANSPORT_ERRORS as e:
+        raise IstiodUnavailable(f"CreateCertificate at {address[0]}:{address[1]}: {e}") from e
+    chain = reply.get("certChain")
+    if not isinstance(chain, list) or not chain or not all(isinstance(c, str) for c in chain):
+        raise IstiodUnavailable(f"istiod answered without a certificate chain: {reply!r}")
+    return chain
+
+
+async def subscribe(address: Address, root_pem: str | bytes, token: str, node: str,
+                    known: Mapping[str, Mapping[str, str]] | None = None, *,
+                    server_identity: Identity | None = None) -> AsyncIterator[dict[str, Any]]:
+    """The config stream's lines ({"type": "Address"|"Authorization", ...}, {"type": "SYNCED"}) for
+    one connection; use it with `contextlib.aclosing`. Returns when istiod closes the stream."""
+    request = {"op": "Subscribe", "token": token, "node": node, "known": dict(known or {})}
+    try:
+        async with _connect(address, root_pem, server_identity or istiod_identity()) as conn:
+            await conn.send_all(encode(request))
+            reader = MessageReader(conn)
+            while (message := await reader.receive()) is not None:
+                yield dict(_check(message))
+    except _TRANSPORT_ERRORS as e:
+        raise IstiodUnavailable(f"Subscribe at {address[0]}:{address[1]}: {e}") from e
+
+
+class ConfigCache:
+    """A subscriber's copy of the resources, kept across reconnects (sans-IO).
+
+    `apply` takes each stream line; `known()` is what to send on reconnect.
+    """
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, dict]] = {AUTHORIZATION: {}, ADDRESS: {}}
+        self.versions: dict[str, dict[str, str]] = {AUTHORIZATION: {}, ADDRESS: {}}
+        self.synced = False  # a complete state has arrived at least once
+
+    def apply(self, message: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """(names updated, names removed) by one stream line."""
+        type_ = message.get("type")
+        if type_ == "SYNCED":
+            self.synced = True
+            return [], []
+        resources, versions = self.resources.setdefault(type_, {}), self.versions.setdefault(type_, {})
+        updated = []
+        for entry in message.get("resources") or []:
+            resources[entry["name"]] = entry["resource"]
+            versions[entry["name"]] = entry["version"]
+            updated.append(entry["name"])
+        removed = [name for name in message.get("removed") or [] if resources.pop(name, None) is not None]
+        for name in removed:
+            versions.pop(name, None)
+        return updated, removed
+
+    def known(self) -> dict[str, dict[str, str]]:
+        return {type_: dict(versions) for type_, versions in self.versions.items()}

@@ -1,0 +1,199 @@
+"""What istiod knows of the cluster, kept current from the lab API's watch stream.
+
+Three tasks share one `MeshState`:
+- `follow_cluster` keeps the objects. After a disconnect it reconnects with backoff and fills a
+  fresh store from the new initial list, swapped in whole at SYNCED, so deletions missed while away
+  do not linger and a half-listed cluster is never translated.
+- `keep_translated` recomputes the translation shortly after changes (debounced: a burst of events
+  gives one push) and publishes it when the resources differ; `ready` is set after the first one.
+- `write_statuses` writes each AuthorizationPolicy's `ZtunnelAccepted` condition when it changes.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import trio
+
+from lab.api.protocol import ProtocolError
+from lab.client import AsyncLabClient, LabError
+from mesh.istiod.translate import TYPES, Settings, Translation, diff, status_update, translate
+from mesh.istiod.xds import ConfigPublisher
+
+log = logging.getLogger("istiod.kube")
+
+KINDS = ("Namespace", "Pod", "Service", "AuthorizationPolicy", "PeerAuthentication")
+DEBOUNCE = 0.01  # seconds between the first change of a burst and the recompute
+
+
+class Backoff:
+    """Reconnect delays: `initial` doubling up to `maximum`; `reset` after a success."""
+
+    def __init__(self, initial: float = 0.01, maximum: float = 2.0):
+        self.initial, self.maximum = initial, maximum
+        self._next = initial
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class Flag:
+    """A wake-up that many `set` calls raise once: the waiter `clear`s it when it starts its work,
+    so changes made during that work raise it again."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = trio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class ClusterObjects:
+    """The watched objects by kind and (namespace, name); fed watch events (sans-IO)."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, dict[tuple[str, str], dict]] = {kind: {} for kind in KINDS}
+
+    def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        kind, meta = obj.get("kind"), obj.get("metadata") or {}
+        if kind not in self._objects:
+            return
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        if event_type == "DELETED":
+            self._objects[kind].pop(key, None)
+        else:
+            self._objects[kind][key] = dict(obj)
+
+    def by_kind(self) -> dict[str, list[dict]]:
+        return {kind: list(objects.values()) for kind, objects in self._objects.items()}
+
+    def list(self, kind: str) -> list[dict]:
+        return list(self._objects.get(kind, {}).values())
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        return self._objects.get(kind, {}).get((namespace, name))
+
+    def counts(self) -> str:
+        return ", ".join(f"{len(objects)} {kind}" for kind, objects in self._objects.items())
+
+
+class MeshState:
+    """The objects, their latest translation, and the signals between the three tasks."""
+
+    def __init__(self, settings: Settings = Settings(), publisher: ConfigPublisher | None = None):
+        self.settings = settings
+        self.objects = ClusterObjects()
+        self.publisher = publisher or ConfigPublisher()
+        self.translation: Translation | None = None
+        self.synced = trio.Event()  # the objects hold a complete list
+        self.ready = trio.Event()  # the first translation is published
+        self.dirty = Flag()  # the objects changed since the last translation
+        self.translated = Flag()  # a translation is waiting for its statuses to be written
+
+    def pods(self) -> list[dict]:
+        return self.objects.list("Pod")
+
+
+async def follow_cluster(client: AsyncLabClient, state: MeshState, backoff: Backoff | None = None) -> None:
+    """Keeps `state.objects` equal to the lab's, forever. A repeated failure is logged once."""
+    backoff = backoff or Backoff()
+    last_reason = None
+    while True:
+        fresh = ClusterObjects()
+        try:
+            async with aclosing(client.watch(list(KINDS))) as events:
+                async for event in events:
+                    if event.get("type") == "SYNCED":
+                        if state.objects is not fresh:
+                            state.objects = fresh
+                            log.info("%s: %s", "re-synced" if state.synced.is_set() else "synced", fresh.counts())
+                            state.synced.set()
+                            backoff.reset()
+                            last_reason = None
+                            state.dirty.set()
+                    elif event.get("object"):
+                        fresh.apply(event.get("type", ""), event["object"])
+                        if state.objects is fresh:
+                            state.dirty.set()
+            reason = "the lab API closed the watch"
+        except (OSError, LabError, ProtocolError, trio.BrokenResourceError) as e:
+            reason = f"watch failed: {e}"
+        if reason != last_reason:
+            log.warning("%s; reconnecting (backoff up to %.0fs)", reason, backoff.maximum)
+            last_reason = reason
+        await trio.sleep(backoff.next())
+
+
+async def keep_translated(state: MeshState, debounce: float = DEBOUNCE) -> None:
+    """Translates after every burst of changes; publishes only when a resource changed."""
+    reported: set[str] = set()
+    while True:
+        await state.dirty.wait()
+        await trio.sleep(debounce)
+        state.dirty.clear()
+        translation = translate(state.objects.by_kind(), state.settings)
+        for problem in set(translation.problems) - reported:
+            log.warning("%s", problem)
+        reported = set(translation.problems)
+        state.translation = translation
+        previous = state.publisher.current
+        if previous is None or any(diff(previous.get(t, {}), translation.resources[t]) != ({}, [])
+                                   for t in TYPES):
+            state.publisher.publish(translation.resources)
+            log.info("translated: %s", ", ".join(f"{len(translation.resources[t])} {t}" for t in TYPES))
+        state.translated.set()
+        state.ready.set()
+
+
+async def write_statuses(client: AsyncLabClient, state: MeshState, retry_delay: float = 1.0) -> None:
+    """Brings every AuthorizationPolicy's status in line with the latest translation.
+
+    A written object's resourceVersion is remembered, so until the watch shows that version the
+    (stale) stored copy is not compared, and nothing is written twice.
+    """
+    written: dict[tuple[str, str], int] = {}
+    while True:
+        await state.translated.wait()
+        state.translated.clear()
+        if state.translation is None:
+            continue
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for (namespace, name), condition in sorted(state.translation.conditions.items()):
+            policy = state.objects.get("AuthorizationPolicy", namespace, name)
+            if policy is None or _version(policy) < written.get((namespace, name), 0):
+                continue
+            status = status_update(policy.get("status"), condition, now)
+            if status is None:
+                continue
+            try:
+                updated = await client.call("update_status", kind="AuthorizationPolicy", namespace=namespace,
+                                            name=name, status=status)
+            except (OSError, LabError, ProtocolError) as e:
+                log.warning("writing the status of AuthorizationPolicy %s/%s failed, retrying: %s",
+                            namespace, name, e)
+                await trio.sleep(retry_delay)
+                state.translated.set()
+                break
+            written[namespace, name] = _version(updated)
+            log.info("AuthorizationPolicy %s/%s: %s=%s (%s)", namespace, name, condition["type"],
+                     condition["status"], condition["message"])
+
+
+def _version(obj: Mapping[str, Any]) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
