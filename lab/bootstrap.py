@@ -58,15 +58,30 @@ def seed(lab: "Lab") -> None:
     if "dns" in t.install:
         with open(os.path.join(MANIFESTS, "coredns.yaml")) as f:
             text = f.read().replace("__CLUSTER_DNS_IP__", str(t.cluster_dns_ip()))
+        if not any(n.role == "control-plane" for n in t.nodes):
+            text = text.replace('      nodeSelector:\n        node-role.kubernetes.io/control-plane: ""\n', "")
         lab.api.apply(text, "coredns.yaml")
+    if "ambient" in t.install:
+        from lab.istioctl import ambient_manifest
+        lab.api.apply(ambient_manifest(), "profile=ambient")
+
+
+SYSTEM_NAMESPACES = ("kube-system", "istio-system")
 
 
 def system_ready(lab: "Lab") -> bool:
-    pods = lab.store.list("Pod", "kube-system")
-    for d in lab.store.list("Deployment", "kube-system"):
-        if d.get("status", {}).get("readyReplicas", 0) < d["spec"].get("replicas", 1):
+    """Every system Deployment and DaemonSet is fully ready."""
+    for ns in SYSTEM_NAMESPACES:
+        for d in lab.store.list("Deployment", ns):
+            if d.get("status", {}).get("readyReplicas", 0) < d["spec"].get("replicas", 1):
+                return False
+        for ds in lab.store.list("DaemonSet", ns):
+            st = ds.get("status", {})
+            if not st.get("desiredNumberScheduled") or st.get("numberReady", 0) < st["desiredNumberScheduled"]:
+                return False
+        if not all(is_ready(p) for p in lab.store.list("Pod", ns)):
             return False
-    return all(is_ready(p) for p in pods)
+    return True
 
 
 async def apply_topology_manifests(lab: "Lab") -> None:

@@ -111,9 +111,9 @@ class Agent:
                     async for event in events:
                         if event.get("type") == "SYNCED":
                             if self.view is not fresh:
-                                log.info("%s with the lab API: %d pods to capture on %s",
+                                log.info("%s with the lab API: %s to capture on %s",
                                          "re-synced" if self.synced.is_set() else "synced",
-                                         len(fresh.wanted()), self.node)
+                                         _pods(len(fresh.wanted())), self.node)
                                 self.view = fresh
                                 self.synced.set()
                                 backoff.reset()
@@ -137,7 +137,7 @@ class Agent:
         retry = Backoff(0.1, 5.0)
         while True:
             self._dirty = trio.Event()
-            if await self.reconcile_once():
+            if await self._reconcile_once():
                 retry.reset()
                 delay = math.inf
             else:
@@ -145,7 +145,7 @@ class Agent:
             with trio.move_on_after(delay):
                 await self._dirty.wait()
 
-    async def reconcile_once(self) -> bool:
+    async def _reconcile_once(self) -> bool:
         """One pass; False if something failed and the pass should be retried."""
         view = self.view
         todo = plan(view.wanted(), self.enrolled, view.marked())
@@ -170,8 +170,9 @@ class Agent:
         self.enrolled[workload.uid] = workload
         link = self._live_link()
         if link is None:
-            log.info("enrolled pod %s (netns %s); no ztunnel connected yet: it gets the pod when "
-                     "it connects", workload, workload.netns)
+            log.info("enrolled pod %s (netns %s); %s", workload, workload.netns,
+                     "no ztunnel connected yet: it gets the pod when it connects"
+                     if self.ztunnels.current is None else "ztunnel gets it with its snapshot")
             return True
         problem = await self._add(link, workload)
         if problem is None:
@@ -231,8 +232,8 @@ class Agent:
                 await link.request(SnapshotSent())
             except ZdsClosed:
                 return False
-            log.info("ztunnel connected (ZDS %s): sent a snapshot of %d pods", link.version,
-                     len(self._acked))
+            log.info("ztunnel connected (ZDS %s): sent a snapshot of %s", link.version,
+                     _pods(len(self._acked)))
         for workload, problem in problems.items():
             log.warning("ztunnel does not have pod %s: %s", workload, problem)
         return not problems
@@ -264,6 +265,10 @@ class Agent:
             log.warning("cannot %s pod %s: %s", "annotate" if value else "un-annotate", workload, e)
             return False
         return True
+
+
+def _pods(count: int) -> str:
+    return f"{count} pod" if count == 1 else f"{count} pods"
 
 
 # --- the process ---------------------------------------------------------------------------------

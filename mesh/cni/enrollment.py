@@ -105,7 +105,7 @@ class ClusterView:
         After an agent restart this is how it finds pods it captured before and must now release."""
         return {uid: workload_of(pod) for uid, pod in self._pods.items()
                 if (pod.get("spec") or {}).get("nodeName") == self.node
-                and not pod["spec"].get("hostNetwork") and is_marked(pod)}
+                and not (pod.get("spec") or {}).get("hostNetwork") and is_marked(pod)}
 
     def _labels_of(self, pod: Mapping[str, Any]) -> dict[str, str]:
         return self._namespace_labels.get(pod["metadata"].get("namespace", "default"), {})

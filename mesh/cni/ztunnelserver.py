@@ -109,26 +109,28 @@ class ZtunnelServer:
                 nursery.start_soon(self._handle, conn)
 
     async def _handle(self, conn: ZdsSocket) -> None:
-        with trio.move_on_after(HELLO_TIMEOUT) as hello_wait:
-            try:
-                hello = await conn.receive_hello()
-            except (ZdsError, ZdsClosed, OSError) as e:
-                log.warning("ztunnel connection dropped before hello: %s", e)
-                conn.close()
-                return
-        if hello_wait.cancelled_caught:
-            log.warning("ztunnel connection dropped: no hello within %gs", HELLO_TIMEOUT)
-            conn.close()
-            return
-        link = ZtunnelLink(conn, hello.version)
-        previous, self.current = self.current, link
-        if previous is not None:
-            previous.close("replaced by a new ztunnel connection")
-        self._on_change()
+        link: ZtunnelLink | None = None
         try:
-            await link.run()
+            with trio.move_on_after(HELLO_TIMEOUT):
+                try:
+                    hello = await conn.receive_hello()
+                except (ZdsError, OSError) as e:
+                    log.warning("ztunnel connection dropped before hello: %s", e)
+                    return
+                link = ZtunnelLink(conn, hello.version)
+            if link is None:
+                log.warning("ztunnel connection dropped: no hello within %gs", HELLO_TIMEOUT)
+                return
+            previous, self.current = self.current, link
+            if previous is not None:
+                previous.close("replaced by a new ztunnel connection")
+            self._on_change()
+            try:
+                await link.run()
+            finally:
+                if self.current is link:
+                    self.current = None
+                    self._on_change()
+                log.info("ztunnel disconnected: %s", link.reason)
         finally:
-            if self.current is link:
-                self.current = None
-                self._on_change()
-            log.info("ztunnel disconnected: %s", link.reason)
+            conn.close()

@@ -28,7 +28,7 @@ class ScopedFormatter(logging.Formatter):
     logger's last name component (istiod.ca → ca)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs * 1000):06d}Z"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.created % 1 * 1e6):06d}Z"
         scope = record.name.rsplit(".", 1)[-1]
         line = f"{stamp} {_LEVELS.get(record.levelno, record.levelname.lower())} {scope}: {record.getMessage()}"
         if record.exc_info:

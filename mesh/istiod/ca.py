@@ -25,6 +25,7 @@ from mesh.istiod.auth import TokenReviewer, Unauthenticated
 log = logging.getLogger("istiod.ca")
 
 OP = "CreateCertificate"
+_LONGER_THAN_ANY_TTL = 100 * 365 * 86400  # seconds; refused by sign_csr, and timedelta still holds it
 
 
 class Refused(Exception):
@@ -38,7 +39,8 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class CertificateRequest:
-    token: str
+    """What is asked for; the token was reviewed before this is parsed."""
+
     csr: str
     validity: timedelta
     impersonated: str | None
@@ -53,13 +55,10 @@ class CertificateRequest:
         if isinstance(validity, bool) or not isinstance(validity, (int, float)) or not math.isfinite(validity):
             raise Refused("invalid request: validitySeconds must be a number",
                           f"validitySeconds {validity!r} is not a number")
-        validity = min(validity, _LONGER_THAN_ANY_TTL)  # beyond it timedelta overflows; sign_csr refuses it
+        validity = min(validity, _LONGER_THAN_ANY_TTL)
         if impersonated is not None and not isinstance(impersonated, str):
             raise Refused(CLIENT_MESSAGE, f"impersonatedIdentity {impersonated!r} is not a string")
-        return cls(str(message.get("token") or ""), csr, timedelta(seconds=validity), impersonated)
-
-
-_LONGER_THAN_ANY_TTL = 100 * 365 * 86400
+        return cls(csr, timedelta(seconds=validity), impersonated)
 
 
 def issue(request: CertificateRequest, caller: Caller, pods: Iterable[Mapping], root: RootCA,
@@ -93,28 +92,27 @@ class CertificateAuthority:
         self._trusted = frozenset(trusted_node_accounts)
 
     async def handle(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        wanted = message.get("impersonatedIdentity") or "its own identity"
+        wanted = message.get("impersonatedIdentity") or "the caller's own identity"
         try:
             caller = await self._reviewer.review(message.get("token"))
         except Unauthenticated as e:
             log.warning("refused a certificate for %s: authentication failed: %s", wanted, e.reason)
             return {"ok": False, "error": e.client_message}
         pods = list(self._pods())
-        who = _describe(caller, pods)
+        who, pod = f"{caller.service_account} on {_node_of(caller, pods)}", f"{caller.namespace}/{caller.pod_name}"
         try:
             identity, chain = issue(CertificateRequest.parse(message), caller, pods, self._root, self._trusted)
         except Refused as e:
-            log.warning("refused %s for %s: %s", wanted, who, e.reason)
+            log.warning("refused %s for %s (pod %s): %s", wanted, who, pod, e.reason)
             return {"ok": False, "error": e.client_message}
         info = cert_info(chain[0])
-        log.info("issued %s for %s (serial %s, expires %s)", identity, who, info.serial_hex,
+        log.info("issued %s for %s (pod %s, serial %s, expires %s)", identity, who, pod, info.serial_hex,
                  info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"))
         return {"ok": True, "certChain": chain}
 
 
-def _describe(caller: Caller, pods: list[Mapping]) -> str:
-    """`ztunnel on worker1 (pod istio-system/ztunnel-x)`: who asked, from where."""
+def _node_of(caller: Caller, pods: list[Mapping]) -> str:
+    """The caller pod's node, as istiod's pod index has it (for the log)."""
     pod = next((p for p in pods if (p.get("metadata") or {}).get("name") == caller.pod_name
                 and (p.get("metadata") or {}).get("namespace") == caller.namespace), None)
-    node = ((pod or {}).get("spec") or {}).get("nodeName") or caller.node or "an unknown node"
-    return f"{caller.service_account} on {node} (pod {caller.namespace}/{caller.pod_name})"
+    return ((pod or {}).get("spec") or {}).get("nodeName") or caller.node or "an unknown node"

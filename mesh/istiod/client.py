@@ -88,7 +88,8 @@ async def subscribe(address: Address, root_pem: str | bytes, token: str, node: s
                     server_identity: Identity | None = None) -> AsyncIterator[dict[str, Any]]:
     """The config stream's lines ({"type": "Address"|"Authorization", ...}, {"type": "SYNCED"}) for
     one connection; use it with `contextlib.aclosing`. Returns when istiod closes the stream."""
-    request = {"op": "Subscribe", "token": token, "node": node, "known": dict(known or {})}
+    request = {"op": "Subscribe", "token": token, "node": node,
+               "known": {type_: dict(versions) for type_, versions in (known or {}).items()}}
     try:
         async with _connect(address, root_pem, server_identity or istiod_identity()) as conn:
             await conn.send_all(encode(request))

@@ -63,8 +63,7 @@ class Istiod:
         except* Exception as group:  # a bug must cost one connection, not the listener
             log.error("serving %s failed", peer, exc_info=group)
         finally:
-            with trio.move_on_after(1) as cleanup:
-                cleanup.shield = True
+            with trio.move_on_after(1, shield=True):
                 await conn.aclose()
 
 

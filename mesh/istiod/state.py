@@ -23,6 +23,7 @@ from mesh.istiod.translate import TYPES, Settings, Translation, diff, status_upd
 from mesh.istiod.xds import ConfigPublisher
 
 log = logging.getLogger("istiod.kube")
+status_log = logging.getLogger("istiod.status")
 
 KINDS = ("Namespace", "Pod", "Service", "AuthorizationPolicy", "PeerAuthentication")
 DEBOUNCE = 0.01  # seconds between the first change of a burst and the recompute
@@ -149,11 +150,13 @@ async def keep_translated(state: MeshState, debounce: float = DEBOUNCE) -> None:
             log.warning("%s", problem)
         reported = set(translation.problems)
         state.translation = translation
-        previous = state.publisher.current
-        if previous is None or any(diff(previous.get(t, {}), translation.resources[t]) != ({}, [])
-                                   for t in TYPES):
+        previous = state.publisher.current or {}
+        deltas = {t: diff(previous.get(t, {}), translation.resources[t]) for t in TYPES}
+        if state.publisher.current is None or any(changed or removed for changed, removed in deltas.values()):
             state.publisher.publish(translation.resources)
-            log.info("translated: %s", ", ".join(f"{len(translation.resources[t])} {t}" for t in TYPES))
+            log.info("config: %s", "; ".join(
+                f"{len(translation.resources[t])} {t} ({len(changed)} changed, {len(removed)} removed)"
+                for t, (changed, removed) in deltas.items()))
         state.translated.set()
         state.ready.set()
 
@@ -165,12 +168,14 @@ async def write_statuses(client: AsyncLabClient, state: MeshState, retry_delay: 
     (stale) stored copy is not compared, and nothing is written twice.
     """
     written: dict[tuple[str, str], int] = {}
+    last_failure = None
     while True:
         await state.translated.wait()
         state.translated.clear()
         if state.translation is None:
             continue
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        written = {key: version for key, version in written.items() if key in state.translation.conditions}
         for (namespace, name), condition in sorted(state.translation.conditions.items()):
             policy = state.objects.get("AuthorizationPolicy", namespace, name)
             if policy is None or _version(policy) < written.get((namespace, name), 0):
@@ -182,13 +187,16 @@ async def write_statuses(client: AsyncLabClient, state: MeshState, retry_delay: 
                 updated = await client.call("update_status", kind="AuthorizationPolicy", namespace=namespace,
                                             name=name, status=status)
             except (OSError, LabError, ProtocolError) as e:
-                log.warning("writing the status of AuthorizationPolicy %s/%s failed, retrying: %s",
-                            namespace, name, e)
+                if str(e) != last_failure:  # a lasting failure costs one line, not one per retry
+                    status_log.warning("writing the status of AuthorizationPolicy %s/%s failed, retrying: %s",
+                                namespace, name, e)
+                    last_failure = str(e)
                 await trio.sleep(retry_delay)
                 state.translated.set()
                 break
+            last_failure = None
             written[namespace, name] = _version(updated)
-            log.info("AuthorizationPolicy %s/%s: %s=%s (%s)", namespace, name, condition["type"],
+            status_log.info("AuthorizationPolicy %s/%s: %s=%s (%s)", namespace, name, condition["type"],
                      condition["status"], condition["message"])
 
 

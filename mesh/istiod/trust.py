@@ -18,7 +18,7 @@ import trio
 
 from lab.api.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
-from mesh.identity.ca import RootCA, make_csr, refresh_at
+from mesh.identity.ca import CAError, RootCA, make_csr, refresh_at
 from mesh.identity.spiffe import Identity
 from mesh.istiod.channel import istiod_identity, server_context
 
@@ -80,12 +80,13 @@ async def bootstrap(client: AsyncLabClient, retry_delay: float = 0.5) -> RootCA:
 
 
 async def _retrying(step: Callable[[], Awaitable[T]], what: str, delay: float) -> T:
-    """Runs `step` until it succeeds; logs each new kind of failure once."""
+    """Runs `step` until it succeeds; logs each new kind of failure once. A broken Secret is
+    retried too: fixing it by hand must not need an istiod restart."""
     last = None
     while True:
         try:
             return await step()
-        except (OSError, LabError, ProtocolError, KeyError, ValueError) as e:
+        except (OSError, LabError, ProtocolError, KeyError, ValueError, CAError) as e:
             reason = f"{type(e).__name__}: {e}"
             if reason != last:
                 log.warning("%s failed, retrying: %s", what, reason)

@@ -117,6 +117,10 @@ def outcome_of(error: BaseException | None) -> metrics.Outcome:
     return metrics.Outcome(str(error) or type(error).__name__, metrics.CONNECT)
 
 
+#: How a connection that was cancelled (its pod removed, ztunnel stopping) is logged.
+DRAINED = metrics.Outcome("connection closed due to connection drain", metrics.CONNECT)
+
+
 @dataclass(frozen=True)
 class WorkloadInfo:
     """Who a pod is, as the CNI agent names it over ZDS."""

@@ -88,6 +88,10 @@ class InpodNetns:
         st = os.fstat(fd)
         self.id = (st.st_dev, st.st_ino)
 
+    def dup(self) -> InpodNetns:
+        """Another handle on the same netns (its own fd, closed independently)."""
+        return InpodNetns(os.dup(self.fd), mark=self.mark)
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

@@ -1,0 +1,94 @@
+"""The inbound plaintext proxy, port 15006 in every enrolled pod (ztunnel `src/proxy/inbound_passthrough.rs`).
+
+TCP arriving at an enrolled pod from outside the mesh (a client without ztunnel, a node) is
+redirected here. ztunnel still enforces L4 policy on it, with no identity (facts §1.8): a policy
+that needs a principal denies it, and so does STRICT PeerAuthentication's static policy. Denied
+connections are simply closed. Allowed ones are dialled to their original destination from inside
+the pod with the client's IP as source, and spliced.
+"""
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from mesh.hbone import splice
+from mesh.ztunnel import metrics
+from mesh.ztunnel.inbound import guess_inbound_service
+from mesh.ztunnel.proxy import DRAINED, ConnectionFailed, ProxyError, ProxyInputs, SelfCall, outcome_of
+from mesh.ztunnel.rbac import assert_rbac
+from mesh.ztunnel.sockets import abort, format_addr, original_dst
+
+log = logging.getLogger("mesh.ztunnel.inbound_passthrough")
+
+
+class InboundPassthrough:
+    """One pod's 15006 listener."""
+
+    def __init__(self, pi: ProxyInputs, listener: trio.SocketListener) -> None:
+        self.pi = pi
+        self.listener = listener
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            await trio.serve_listeners(self._serve, [self.listener], handler_nursery=nursery)
+
+    async def _serve(self, client: trio.SocketStream) -> None:
+        try:
+            await self.proxy(client)
+        except Exception:
+            log.exception("inbound plaintext connection failed unexpectedly")
+            abort(client)
+
+    async def proxy(self, client: trio.SocketStream) -> None:
+        pi = self.pi
+        src_ip, src_port = client.socket.getpeername()[:2]
+        src = format_addr((src_ip, src_port))
+        target = original_dst(client.socket)
+        try:
+            if target[1] in pi.config.illegal_ports:
+                raise SelfCall()
+            local = await pi.local.get_workload()
+        except ProxyError as exc:
+            pi.early_deny(src, format_addr(target), "inbound", exc)
+            abort(client)
+            return
+
+        state = pi.state.state
+        source = state.find_workload_by_ip(src_ip)
+        service = guess_inbound_service(state, local, target[1], None)
+        result = metrics.ConnectionResult(
+            pi.metrics, pi.log,
+            labels=metrics.TrafficLabels.build(metrics.DESTINATION, source=source, destination=local,
+                                               service=service, mtls=False),
+            src=src, dst=format_addr(target), original_dst=service.hostname if service else None,
+            src_workload=source.name if source else None, dst_workload=local.name, pod=pi.pod, protocol="TCP")
+        outcome = DRAINED
+        try:
+            try:
+                assert_rbac(state, local, src_ip=src_ip, src_identity=None, dst_ip=target[0], dst_port=target[1])
+                upstream = await self._connect_app(target, src_ip)
+            except ProxyError as exc:
+                outcome = outcome_of(exc)
+                abort(client)
+                return
+            try:
+                await splice(client, upstream, result.stats)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                abort(client)
+                abort(upstream)
+            finally:
+                await trio.aclose_forcefully(upstream)
+            outcome = metrics.Outcome()
+        finally:
+            await trio.aclose_forcefully(client)
+            result.record(outcome)
+
+    async def _connect_app(self, target: tuple[str, int], client_ip: str) -> trio.SocketStream:
+        try:
+            return await self.pi.netns.connect(target, source_ip=client_ip, timeout=self.pi.config.connect_timeout)
+        except trio.TooSlowError as exc:
+            raise ConnectionFailed("deadline has elapsed") from exc
+        except OSError as exc:
+            raise ConnectionFailed(exc) from exc

@@ -1,0 +1,179 @@
+"""In-pod redirection in real network namespaces: what enroll writes, that it is idempotent, that
+unenroll removes it, and that real connections are redirected the way ztunnel expects."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from lab.runtime import netns
+from mesh.cni import inpod, rules
+
+SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
+IP_TRANSPARENT = 19  # <linux/in.h>
+POD_IP, PEER_IP = "10.99.0.2", "10.99.0.3"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+
+
+@contextlib.contextmanager
+def scratch_netns(suffix: str) -> Iterator[str]:
+    name = f"al-c{os.getpid()}-{suffix}"
+    netns.create(name)
+    try:
+        yield name
+    finally:
+        netns.remove(name)
+
+
+def ip(ns: str, *args: str) -> str:
+    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True,
+                          timeout=10).stdout
+
+
+def nft_list(ns: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "istio_inpod"],
+                          capture_output=True, text=True, timeout=10)
+
+
+@pytest.fixture
+def pod() -> Iterator[str]:
+    with scratch_netns("pod") as name:
+        yield name
+
+
+@pytest.fixture
+def pod_and_peer() -> Iterator[tuple[str, str]]:
+    """A pod and a peer joined by a veth: pod eth0 10.99.0.2/24 <-> peer eth0 10.99.0.3/24."""
+    with scratch_netns("pod") as pod_ns, scratch_netns("peer") as peer_ns:
+        ip(pod_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", peer_ns)
+        for ns, addr in ((pod_ns, POD_IP), (peer_ns, PEER_IP)):
+            ip(ns, "link", "set", "lo", "up")
+            ip(ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            ip(ns, "link", "set", "eth0", "up")
+        yield pod_ns, peer_ns
+
+
+def test_enroll_writes_table_rule_and_route_idempotently(pod: str) -> None:
+    assert not inpod.is_enrolled(pod)
+    inpod.enroll(pod)
+    listed = nft_list(pod)
+    assert listed.returncode == 0, listed.stderr
+    for chain in rules.CHAINS:
+        assert f"chain {chain.name} {{" in listed.stdout
+    for rule in rules.RULES:
+        assert f'comment "{rule.iptables}"' in listed.stdout
+    assert "redirect to :15001" in listed.stdout and "redirect to :15006" in listed.stdout
+    assert "32764:\tfrom all fwmark 0x111/0xfff lookup 100" in ip(pod, "rule", "show")
+    assert ip(pod, "route", "show", "table", "100").split() == \
+        "local default dev lo proto static scope host".split()
+    assert inpod.is_enrolled(pod)
+
+    inpod.enroll(pod)  # again: the same, not doubled
+    assert nft_list(pod).stdout == listed.stdout
+    assert ip(pod, "rule", "show").count("fwmark 0x111/0xfff") == 1
+    assert len(ip(pod, "route", "show", "table", "100").splitlines()) == 1
+
+    inpod.unenroll(pod)
+    assert nft_list(pod).returncode != 0
+    assert "fwmark" not in ip(pod, "rule", "show")
+    assert ip(pod, "route", "show", "table", "100") == ""
+    assert not inpod.is_enrolled(pod)
+    inpod.unenroll(pod)  # again: nothing left to remove, no error
+
+
+def test_unenroll_of_a_vanished_netns_is_a_no_op() -> None:
+    name = f"al-c{os.getpid()}-gone"
+    assert not netns.exists(name)
+    inpod.unenroll(name)
+    assert not inpod.is_enrolled(name)
+    with pytest.raises(inpod.InpodError, match=name):
+        inpod.enroll(name)
+
+
+def listener(ns: str, port: int) -> socket.socket:
+    sock = netns.socket_in(ns)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.listen()
+    sock.settimeout(2)
+    return sock
+
+
+def original_dst(conn: socket.socket) -> tuple[str, int]:
+    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port, addr = struct.unpack_from("!2xH4s", raw)
+    return socket.inet_ntoa(addr), port
+
+
+def connect_from(ns: str, address: tuple[str, int], mark: int | None = None) -> socket.socket:
+    sock = netns.socket_in(ns)
+    if mark is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    sock.settimeout(2)
+    sock.connect(address)
+    return sock
+
+
+def test_real_connections_are_redirected_like_ztunnel_expects(pod_and_peer: tuple[str, str]) -> None:
+    pod_ns, peer_ns = pod_and_peer
+    inpod.enroll(pod_ns)
+    with (listener(pod_ns, rules.ZTUNNEL_OUTBOUND_PORT) as outbound,
+          listener(pod_ns, rules.ZTUNNEL_INBOUND_PLAINTEXT_PORT) as inbound,
+          listener(pod_ns, rules.ZTUNNEL_INBOUND_HBONE_PORT) as hbone,
+          listener(peer_ns, 8080) as peer_app):
+        # The app's outbound connection lands on ztunnel's 15001, which can read where it was going.
+        with connect_from(pod_ns, (PEER_IP, 8080)):
+            conn, _ = outbound.accept()
+            with conn:
+                assert original_dst(conn) == (PEER_IP, 8080)
+        # ztunnel's own sockets (mark 0x539) go where they connect.
+        with connect_from(pod_ns, (PEER_IP, 8080), mark=rules.INPOD_MARK):
+            conn, (source, _) = peer_app.accept()
+            conn.close()
+            assert source == POD_IP
+        # Inbound plaintext lands on 15006 with the original destination ...
+        with connect_from(peer_ns, (POD_IP, 80)):
+            conn, (source, _) = inbound.accept()
+            with conn:
+                assert source == PEER_IP
+                assert original_dst(conn) == (POD_IP, 80)
+        # ... and HBONE reaches 15008 untouched.
+        with connect_from(peer_ns, (POD_IP, rules.ZTUNNEL_INBOUND_HBONE_PORT)):
+            conn, _ = hbone.accept()
+            conn.close()
+    inpod.unenroll(pod_ns)
+    with listener(peer_ns, 8080) as peer_app, connect_from(pod_ns, (PEER_IP, 8080)):
+        conn, _ = peer_app.accept()  # released: straight to the peer again
+        conn.close()
+
+
+def test_replies_to_ztunnels_spoofed_inbound_connections_come_back_to_it(
+        pod_and_peer: tuple[str, str]) -> None:
+    """ztunnel connects to the app from the client's address (IP_TRANSPARENT); the app's replies
+    must reach ztunnel, not the real client: connmark 0x111 + the table-100 local route."""
+    pod_ns, _ = pod_and_peer
+
+    def spoofed_connect() -> None:
+        with netns.socket_in(pod_ns) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, rules.INPOD_MARK)
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            sock.bind((PEER_IP, 0))
+            sock.settimeout(0.3)
+            sock.connect((POD_IP, 80))
+            conn, (source, _) = app.accept()
+            conn.sendall(b"reply")
+            assert sock.recv(5) == b"reply" and source == PEER_IP
+            conn.close()
+
+    with listener(pod_ns, 80) as app:
+        inpod.enroll(pod_ns)
+        spoofed_connect()
+        inpod.unenroll(pod_ns)
+        with pytest.raises(TimeoutError):  # the app's SYN-ACK goes out to the real peer instead
+            spoofed_connect()
