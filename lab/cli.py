@@ -539,10 +539,34 @@ def cmd_istioctl(args, client) -> int:
             if not args.yes:
                 raise CliError("error: this lab installs without asking only with -y (as `istioctl install -y`)")
             istioctl.install(client, args.set or [])
+        elif args.istio_verb in ("ztunnel-config", "zc"):
+            return _ztunnel_config(args, client, istioctl)
         else:
             raise CliError(f"error: unknown istioctl command {args.istio_verb!r}")
     except istioctl.IstioctlError as e:
         raise CliError(str(e))
+    return 0
+
+
+def _ztunnel_config(args, client, istioctl) -> int:
+    view = istioctl.ZTUNNEL_CONFIG_VIEWS.get(args.view)
+    if view is None and args.view != "all":
+        raise CliError(f'error: unknown ztunnel-config view "{args.view}"; one of workloads, services, '
+                       f"policies, certificates, connections, all")
+    zts = client.call("get", kind="Pod", namespace="istio-system", selector="app=ztunnel")["items"]
+    if args.pod:
+        zts = [p for p in zts if p["metadata"]["name"] == args.pod.split(".")[0]]
+    elif args.node:
+        zts = [p for p in zts if p["spec"].get("nodeName") == args.node]
+    if not zts:
+        raise CliError("error: no ztunnel pod found" + (f" for {args.pod or args.node}" if args.pod or args.node else ""))
+    dump = istioctl.fetch_config_dump(args.lab, zts[0]["spec"]["nodeName"])
+    if args.output == "json" or args.view == "all":
+        print(json.dumps(dump, indent=2))
+    elif args.view in ("certificate", "certificates", "certs", "cert", "connections", "cons"):
+        print(view(dump))
+    else:
+        print(view(dump, None if args.all_namespaces else args.namespace_filter))
     return 0
 
 
@@ -652,6 +676,14 @@ def build_parser() -> argparse.ArgumentParser:
     ip = isub.add_parser("install", help="install the ambient profile")
     ip.add_argument("--set", action="append")
     ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
+    for verb in ("ztunnel-config", "zc"):
+        zp = isub.add_parser(verb, help="what a ztunnel knows: workloads, services, policies, certificates, connections")
+        zp.add_argument("view")
+        zp.add_argument("pod", nargs="?", help="a ztunnel pod (default: the first)")
+        zp.add_argument("--node", help="the ztunnel of this node")
+        zp.add_argument("-o", "--output")
+        zp.add_argument("-n", "--namespace", dest="namespace_filter", help="only this namespace")
+        zp.add_argument("-A", "--all-namespaces", action="store_true")
     sp.set_defaults(fn=cmd_istioctl)
 
     sp = sub.add_parser("capture", help="tcpdump in a pod's (or node/NAME's) network namespace")
