@@ -5,13 +5,14 @@ The layout follows ztunnel's `src/`, so a reader who knows it finds each part:
 - `app`: the process (`python -m mesh.ztunnel`) and the in-process core `Ztunnel`;
 - `config`: settings from the pod's environment;
 - `state`: Workloads, Services, Authorizations from istiod, and the lookups on them (pure);
-- `xds`: the config stream from istiod into the state; `istiod`: the TLS + JSON-lines calls;
+- `xds`: the config stream from istiod into the state (the wire calls are `mesh.istiod.client`);
 - `identity`: workload certificates per identity, rotated at half-life;
 - `inpod`: ZDS with the CNI agent, and each enrolled pod's proxy set (`PodProxy`);
 - `outbound` (15001), `inbound` (15008, HBONE), `inbound_passthrough` (15006): the proxies;
 - `proxy`: what they share (inputs, errors); `rbac`: L4 policy at the destination;
 - `sockets`: sockets inside a pod's netns, SO_MARK, SO_ORIGINAL_DST, source spoofing;
-- `metrics`: Istio's TCP metrics and the access log; `admin`: config_dump, metrics, readiness.
+- `metrics`: Istio's TCP metrics and the access log; `admin`: config_dump, metrics, readiness;
+- `testing`: resources in the contract's shape and a fake control plane, for tests.
 
 HBONE itself (HTTP/2 CONNECT over mTLS, the connection pool, splicing) is `mesh.hbone`.
 """

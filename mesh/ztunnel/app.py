@@ -11,8 +11,9 @@ the config stream) and runs, in one nursery,
 
 In production the control plane is `IstiodControlPlane`: the root from the ConfigMap
 `istio-system/istio-ca-root-cert` through the lab API (retried until it exists), and istiod's
-CreateCertificate and Subscribe, authenticated by the ServiceAccount token in LAB_SA_TOKEN_FILE
-(re-read for every call: projected tokens rotate). Tests plug in a fake with a local CA.
+CreateCertificate and Subscribe (`mesh.istiod.client`: TLS + JSON lines on 15012, istiod's chain and
+identity checked), authenticated by the ServiceAccount token in LAB_SA_TOKEN_FILE (re-read for every
+call: projected tokens rotate). Tests plug in a fake with a local CA (`mesh.ztunnel.testing`).
 
 SIGTERM or SIGINT cancel everything: the pods' listeners close at once and the process exits.
 """
@@ -28,9 +29,10 @@ from typing import Any, Protocol
 import trio
 
 from lab.client import AsyncLabClient, LabError
-from mesh.ztunnel import istiod
+from mesh.istiod import client as istiod
+from mesh.istiod.channel import istiod_identity
 from mesh.ztunnel.admin import Readiness, json_response, serve_http, text_response
-from mesh.ztunnel.config import ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY, Config
+from mesh.ztunnel.config import ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY, Config, split_host_port
 from mesh.ztunnel.identity import SecretManager
 from mesh.ztunnel.inpod import ProxyFactory, WorkloadProxyManager
 from mesh.ztunnel.metrics import CONTENT_TYPE, Metrics
@@ -63,6 +65,8 @@ class IstiodControlPlane:
         self.config = config
         self.api = api
         self.token_file = token_file
+        self.address = split_host_port(config.istiod_address)
+        self.istiod = istiod_identity(config.trust_domain)  # istiod's certificate must carry it
 
     def token(self) -> str:
         with open(self.token_file) as f:
@@ -82,11 +86,12 @@ class IstiodControlPlane:
             await trio.sleep(ROOT_RETRY)
 
     async def create_certificate(self, root_pem: str, csr_pem: str, identity: str) -> list[str]:
-        return await istiod.create_certificate(self.config.istiod_address, root_pem, self.token(), csr_pem,
-                                               impersonated=identity, validity=self.config.cert_validity)
+        return await istiod.create_certificate(self.address, root_pem, self.token(), csr_pem, impersonated=identity,
+                                               validity=self.config.cert_validity, server_identity=self.istiod)
 
     def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
-        return istiod.subscribe(self.config.istiod_address, root_pem, self.token(), self.config.node_name, known)
+        return istiod.subscribe(self.address, root_pem, self.token(), self.config.node_name, known,
+                                server_identity=self.istiod)
 
 
 def print_line(line: str) -> None:

@@ -116,8 +116,12 @@ class Inbound:
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
         """mTLS, then HBONE until the peer closes the connection."""
         pi = self.pi
-        src_ip, src_port = tcp.socket.getpeername()[:2]
-        dst_ip, dst_port = tcp.socket.getsockname()[:2]
+        try:
+            src_ip, src_port = tcp.socket.getpeername()[:2]
+            dst_ip, dst_port = tcp.socket.getsockname()[:2]
+        except OSError:  # the peer already gave up
+            abort(tcp)
+            return
         src, dst = format_addr((src_ip, src_port)), format_addr((dst_ip, dst_port))
         try:
             cert = await pi.local.fetch_certificate()  # ztunnel picks it per accepted connection, too

@@ -43,7 +43,11 @@ class InboundPassthrough:
 
     async def proxy(self, client: trio.SocketStream) -> None:
         pi = self.pi
-        src_ip, src_port = client.socket.getpeername()[:2]
+        try:
+            src_ip, src_port = client.socket.getpeername()[:2]
+        except OSError:  # the client already gave up
+            abort(client)
+            return
         src = format_addr((src_ip, src_port))
         target = original_dst(client.socket)
         try:

@@ -24,12 +24,12 @@ import trio
 
 from mesh import zds
 from mesh.ztunnel.config import Config
+from mesh.ztunnel.identity import SecretManager
 from mesh.ztunnel.inbound import Inbound
 from mesh.ztunnel.inbound_passthrough import InboundPassthrough
 from mesh.ztunnel.metrics import Metrics
 from mesh.ztunnel.outbound import Outbound
 from mesh.ztunnel.proxy import LocalWorkload, Log, ProxyInputs, WorkloadInfo
-from mesh.ztunnel.identity import SecretManager
 from mesh.ztunnel.sockets import InpodNetns
 from mesh.ztunnel.state import StateHandle
 

@@ -148,6 +148,10 @@ class Metrics:
         self.received_bytes: Counter[TrafficLabels] = Counter()
         self.sent_bytes: Counter[TrafficLabels] = Counter()
         self.live: dict[int, ConnectionResult] = {}
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> int:
+        return next(self._ids)
 
     def render(self) -> str:
         """The OpenMetrics exposition (# HELP, # TYPE, samples, # EOF)."""
@@ -208,9 +212,6 @@ class Outcome:
     denied_by_policy: bool = False
 
 
-_ids = itertools.count(1)
-
-
 class ConnectionResult:
     """One connection's telemetry from open to close (ztunnel `ConnectionResult`).
 
@@ -223,7 +224,7 @@ class ConnectionResult:
                  src_workload: str | None = None, dst_workload: str | None = None, pod: str = "",
                  protocol: str = "TCP", clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-        self.id = next(_ids)
+        self.id = metrics.next_id()
         self.metrics = metrics
         self.log = log
         self.labels = labels

@@ -148,7 +148,11 @@ class Outbound:
 
     async def proxy(self, app: trio.SocketStream) -> None:
         pi = self.pi
-        client = app.socket.getpeername()[:2]
+        try:
+            client = app.socket.getpeername()[:2]
+        except OSError:  # the app already gave up
+            abort(app)
+            return
         target = original_dst(app.socket)
         try:
             if target[1] in pi.config.illegal_ports and target[0].startswith("127."):

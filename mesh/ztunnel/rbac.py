@@ -21,9 +21,13 @@ def assert_rbac(state: ProxyState, destination: Workload, *, src_ip: str, src_id
     """The decision for one connection to `destination`; raises PolicyRejection when denied."""
     conn = rbac.Connection(src_ip=src_ip, src_identity=src_identity, dst_ip=dst_ip, dst_port=dst_port,
                            dst_namespace=destination.namespace)
-    decision = rbac.evaluate(conn, state.policies_for(destination))
+    policies = state.policies_for(destination)
+    decision = rbac.evaluate(conn, policies)
     for name in decision.dry_run_matches:
         log.info("dry-run policy %s matched %s -> %s:%d", name, src_identity or src_ip, dst_ip, dst_port)
     if not decision.allowed:
-        raise PolicyRejection(decision.reason, decision.policy)
+        # A DENY names itself; "none allowed" names the ALLOW policies that were not satisfied.
+        deciding = decision.policy or ",".join(
+            rbac.key(p) for p in policies if p["action"] == "ALLOW" and not p.get("dryRun"))
+        raise PolicyRejection(decision.reason, deciding or None)
     return decision

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +199,7 @@ class ProxyState:
         self.services: dict[str, Service] = {}  # by "ns/hostname"
         self.policies: dict[str, Mapping[str, Any]] = {}  # by "ns/name"
         self._by_ip: dict[str, str] = {}  # workload IP → uid
+        self._by_info: dict[tuple[str, str, str], str] = {}  # (name, namespace, service account) → uid
         self._by_vip: dict[str, list[str]] = {}  # service VIP → keys
         self._endpoints: dict[str, set[str]] = {}  # service key → workload uids
         self._address_names: dict[str, tuple[str, str]] = {}  # resource name → ("workload"|"service", key)
@@ -262,6 +263,7 @@ class ProxyState:
     def _insert_workload(self, name: str, wl: Workload) -> None:
         self.workloads[wl.uid] = wl
         self._address_names[name] = ("workload", wl.uid)
+        self._by_info[(wl.name, wl.namespace, wl.service_account)] = wl.uid
         # Host-network pods share the node's IP: it cannot name one of them (as ztunnel).
         if wl.network_mode != HOST_NETWORK:
             for ip in wl.addresses:
@@ -282,6 +284,8 @@ class ProxyState:
         kind, key = self._address_names.pop(name, (None, None))
         if kind == "workload":
             wl = self.workloads.pop(key)
+            if self._by_info.get((wl.name, wl.namespace, wl.service_account)) == wl.uid:
+                del self._by_info[(wl.name, wl.namespace, wl.service_account)]
             for ip in wl.addresses:
                 if self._by_ip.get(ip) == wl.uid:
                     del self._by_ip[ip]
@@ -308,10 +312,8 @@ class ProxyState:
 
     def find_workload_by_info(self, name: str, namespace: str, service_account: str) -> Workload | None:
         """The pod a ZDS `add` named (ztunnel `find_by_info`): same name, namespace and SA."""
-        for wl in self.workloads.values():
-            if (wl.name, wl.namespace, wl.service_account) == (name, namespace, service_account or "default"):
-                return wl
-        return None
+        uid = self._by_info.get((name, namespace, service_account or "default"))
+        return self.workloads.get(uid) if uid else None
 
     def find_service_by_vip(self, ip: str, namespace: str | None = None) -> Service | None:
         """The Service owning VIP `ip`; when several share it, the one in `namespace` wins."""
@@ -450,6 +452,3 @@ class StateHandle:
                 await self._changed.park()
         return None
 
-
-def all_names(items: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [item["name"] for item in items]

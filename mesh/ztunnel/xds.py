@@ -1,6 +1,6 @@
 """The config stream from istiod (ztunnel `src/xds/client.rs`).
 
-`XdsClient` keeps one Subscribe stream open (`mesh.ztunnel.istiod.subscribe`, or any function with
+`XdsClient` keeps one Subscribe stream open (`mesh.istiod.client.subscribe`, or any function with
 its shape) and applies every push to the shared state. When the stream breaks it reconnects after
 10 ms, doubling to 15 s, and sends the versions it knows, so istiod answers with what changed and
 what was removed meanwhile. The state is kept while istiod is away: proxies go on using the last
@@ -60,6 +60,10 @@ class XdsClient:
             async for message in messages:
                 self.connected = True
                 if message.get("type") == "SYNCED":
+                    if not synced:
+                        st = self.state.state
+                        log.info("config synced from istiod: %d workloads, %d services, %d policies",
+                                 len(st.workloads), len(st.services), len(st.policies))
                     synced = True
                     if not self.synced:
                         self.synced = True
