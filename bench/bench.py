@@ -19,6 +19,7 @@ from lab.client import LabClient  # noqa: E402
 from lab.testing import DEFAULT_TOPOLOGY, REPO, TestLab, eventually, unique_lab_name  # noqa: E402
 
 BENCH_TOPOLOGY = os.path.join(REPO, "bench", "two-workers.yaml")
+MESH_TOPOLOGY = os.path.join(REPO, "bench", "two-workers-ambient.yaml")
 ROWS: list[tuple[str, str, str]] = []
 
 
@@ -36,19 +37,21 @@ def mem_available_kib() -> int:
 
 
 def bench_up_down(runs: int) -> None:
-    ups, downs = [], []
-    for _ in range(runs):
-        name = unique_lab_name("b")
-        t0 = time.monotonic()
-        launcher.up(DEFAULT_TOPOLOGY, name)
-        ups.append(time.monotonic() - t0)
-        t0 = time.monotonic()
-        launcher.down(name)
-        downs.append(time.monotonic() - t0)
-    row("lab up (default topology, to ready)", f"{statistics.median(ups):.2f} s",
-        f"median of {runs}; min {min(ups):.2f} max {max(ups):.2f}; target <= 3 s")
-    row("lab down", f"{statistics.median(downs):.2f} s",
-        f"median of {runs}; min {min(downs):.2f} max {max(downs):.2f}; target <= 2 s")
+    for label, topology in (("lab only: 3 nodes + DNS", BENCH_TOPOLOGY),
+                            ("default: 4 nodes + DNS + ambient mesh", DEFAULT_TOPOLOGY)):
+        ups, downs = [], []
+        for _ in range(runs):
+            name = unique_lab_name("b")
+            t0 = time.monotonic()
+            launcher.up(topology, name)
+            ups.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            launcher.down(name)
+            downs.append(time.monotonic() - t0)
+        row(f"lab up ({label}), to ready", f"{statistics.median(ups):.2f} s",
+            f"median of {runs}; min {min(ups):.2f} max {max(ups):.2f}; target <= 3 s")
+        row(f"lab down ({label})", f"{statistics.median(downs):.2f} s",
+            f"median of {runs}; min {min(downs):.2f} max {max(downs):.2f}; target <= 2 s")
 
 
 PODS = """
@@ -159,6 +162,8 @@ def main() -> None:
     bench_up_down(2 if args.quick else 5)
     bench_pods([50] if args.quick else [50, 200])
     bench_vip_rtt(100 if args.quick else 500)
+    from bench import mesh
+    mesh.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
     width = max(len(r[0]) for r in ROWS)
     vwidth = max(len(r[1]) for r in ROWS)
     print(f"\n{'measure'.ljust(width)}   {'value'.ljust(vwidth)}   notes")

@@ -55,6 +55,11 @@ CATALOG: tuple[Image, ...] = (
         aliases=("gcr.io/istio-testing/app",),
     ),
     Image(
+        "networkstatic/iperf3",
+        entrypoint=("iperf3",),
+        description="the machine's iperf3 (the pod's args, e.g. [-s])",
+    ),
+    Image(
         "registry.k8s.io/pause",
         entrypoint=("/bin/sleep", "infinity"),
         description="does nothing, cheaply",

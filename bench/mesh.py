@@ -1,0 +1,181 @@
+"""The mesh's benchmarks (part of `make bench`): the ambient L4 path against the direct path, measured
+in the same run between the same two nodes, and ztunnel's memory.
+
+Clients are sockets made inside the client pod's network namespace, so the pod's in-pod redirection
+captures them exactly as it captures the app's own connections.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import time
+from typing import Callable
+
+from lab.runtime import netns
+from lab.testing import TestLab, eventually
+
+NS_DIRECT, NS_AMBIENT = "bench-direct", "bench-ambient"
+APPS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: echo}}}}
+  template:
+    metadata: {{labels: {{app: echo}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: worker1}}
+      containers:
+      - {{name: echo, image: ambient-lab/echo, ports: [{{containerPort: 8080}}]}}
+      - {{name: iperf, image: networkstatic/iperf3, args: ["-s"], ports: [{{containerPort: 5201}}]}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: worker2}}
+      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
+"""
+REQUEST = b"GET / HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\n\r\n"
+
+
+def _read_response(sock: socket.socket, buf: bytearray) -> None:
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    head, _, _ = bytes(buf).partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    need = len(head) + 4 + length
+    while len(buf) < need:
+        buf += sock.recv(65536)
+    del buf[:need]
+
+
+def request_rtts(client_netns: str, ip: str, n: int) -> list[float]:
+    """Round trips of N requests on one keep-alive connection, in microseconds."""
+    sock = netns.socket_in(client_netns)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.connect((ip, 8080))
+    buf = bytearray()
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            sock.sendall(REQUEST)
+            _read_response(sock, buf)
+            out.append((time.perf_counter() - t0) * 1e6)
+    finally:
+        sock.close()
+    return out
+
+
+def connections_per_second(client_netns: str, ip: str, seconds: float) -> float:
+    """New connections, one request each, back to back for SECONDS."""
+    end = time.monotonic() + seconds
+    count = 0
+    while time.monotonic() < end:
+        sock = netns.socket_in(client_netns)
+        try:
+            sock.connect((ip, 8080))
+            sock.sendall(REQUEST)
+            _read_response(sock, bytearray())
+        finally:
+            sock.close()
+        count += 1
+    return count / seconds
+
+
+def iperf3_gbits(t: TestLab, client_pod: str, ns: str, ip: str, seconds: int = 4) -> float:
+    r = t.exec(client_pod, ns, ["iperf3", "-c", ip, "-t", str(seconds), "-J"], timeout=seconds + 30, check=True)
+    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def q(xs: list[float], p: float) -> float:
+    return sorted(xs)[int(p * (len(xs) - 1))]
+
+
+def run(topology: str, row: Callable[[str, str, str], None], requests: int = 2000) -> None:
+    from lab.testing import unique_lab_name
+    t = TestLab(unique_lab_name("m"), topology).up()
+    try:
+        t.create_namespace(NS_DIRECT)
+        t.create_namespace(NS_AMBIENT, {"istio.io/dataplane-mode": "ambient"})
+        paths = {}
+        for ns in (NS_DIRECT, NS_AMBIENT):
+            t.apply(APPS.format(ns=ns))
+            server = t.wait_ready(ns, "app=echo")[0]
+            client = t.wait_ready(ns, "app=client")[0]
+            paths[ns] = (client["metadata"]["name"], client["metadata"]["annotations"]["lab.ambient/netns"],
+                         server["status"]["podIP"])
+        eventually(lambda: all(p["metadata"].get("annotations", {}).get("ambient.istio.io/redirection") == "enabled"
+                               for p in t.pods(NS_AMBIENT)), timeout=30)
+        for ns in (NS_DIRECT, NS_AMBIENT):  # warm up (and the ambient path's certificates and pool)
+            eventually(lambda: request_rtts(paths[ns][1], paths[ns][2], 50), timeout=20)
+
+        rtts = {ns: [] for ns in paths}
+        for _ in range(5):  # interleaved, so machine drift hits both paths alike
+            for ns, (_, client_ns, ip) in paths.items():
+                rtts[ns] += request_rtts(client_ns, ip, requests // 5)
+        d, a = rtts[NS_DIRECT], rtts[NS_AMBIENT]
+        row("request round trip, direct (keep-alive, echo app)", f"p50 {q(d, .5):.0f} us",
+            f"p99 {q(d, .99):.0f} us; {len(d)} requests, client on worker2, server on worker1")
+        row("request round trip, ambient L4 (2 ztunnels, HBONE mTLS)", f"p50 {q(a, .5):.0f} us",
+            f"p99 {q(a, .99):.0f} us; added p50 {q(a, .5) - q(d, .5):.0f} us (target <= 300 us); "
+            f"ratio {q(a, .5) / q(d, .5):.2f}x")
+
+        gb = {}
+        for ns, (pod, _, ip) in paths.items():
+            gb[ns] = iperf3_gbits(t, pod, ns, ip)
+        row("single-stream throughput, direct (iperf3)", f"{gb[NS_DIRECT]:.2f} Gbit/s", "")
+        row("single-stream throughput, ambient L4 (iperf3 through HBONE)", f"{gb[NS_AMBIENT]:.2f} Gbit/s",
+            f"{gb[NS_AMBIENT] / gb[NS_DIRECT] * 100:.0f}% of direct (target >= 25%)")
+
+        cps = {ns: connections_per_second(c_ns, ip, 3.0) for ns, (_, c_ns, ip) in paths.items()}
+        row("new app connections/s, direct", f"{cps[NS_DIRECT]:.0f}/s", "one request each, sequential")
+        row("new app connections/s, ambient (warm HBONE pool)", f"{cps[NS_AMBIENT]:.0f}/s",
+            f"{cps[NS_AMBIENT] / cps[NS_DIRECT] * 100:.0f}% of direct (target >= 1000/s)")
+
+        zt = [p for p in t.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == "worker1"][0]
+        pid = zt["status"]["containerStatuses"][0]["pid"]
+        idle = rss_mib(pid)
+        t.apply("""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: many, namespace: bench-ambient}
+spec:
+  replicas: 100
+  selector: {matchLabels: {app: many}}
+  template:
+    metadata: {labels: {app: many}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: worker1}
+      containers: [{name: pause, image: registry.k8s.io/pause}]
+""")
+        t0 = time.monotonic()
+        eventually(lambda: sum(1 for p in t.pods(NS_AMBIENT, "app=many")
+                               if p["metadata"].get("annotations", {}).get("ambient.istio.io/redirection") == "enabled")
+                   == 100, timeout=300, interval=0.2)
+        enrolled_in = time.monotonic() - t0
+        time.sleep(2)  # let certificate fetches settle
+        loaded = rss_mib(pid)
+        row("ztunnel RSS, idle (1 pod enrolled on its node)", f"{idle:.1f} MiB", "")
+        row("ztunnel RSS, 100 more pods enrolled on its node", f"{loaded:.1f} MiB",
+            f"{(loaded - idle) / 100 * 1024:.0f} KiB/pod; 100 pods created+enrolled in {enrolled_in:.1f} s "
+            "(target <= 80 MB)")
+    finally:
+        t.down()
