@@ -27,6 +27,7 @@ from dnslib import RCODE
 from lab.api.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
 from lab.dns.records import KINDS, ClusterZone, error_reply
+from lab.backoff import Backoff
 
 log = logging.getLogger("lab.dns")
 
@@ -54,21 +55,6 @@ class TcpFramer:
 
 def frame(message: bytes) -> bytes:
     return len(message).to_bytes(2, "big") + message
-
-
-class Backoff:
-    """Reconnect delays: `initial` doubling up to `maximum`, back to `initial` after `reset`."""
-
-    def __init__(self, initial: float = 0.01, maximum: float = 2.0):
-        self.initial, self.maximum = initial, maximum
-        self._next = initial
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
 
 
 class ZoneRef:

@@ -48,26 +48,12 @@ from mesh.cni.enrollment import (
 )
 from mesh.cni.ztunnelserver import ZtunnelLink, ZtunnelServer
 from mesh.zds import AddWorkload, DelWorkload, SnapshotSent, WorkloadInfo, ZdsClosed
+from lab.backoff import Backoff
 
 log = logging.getLogger("mesh.cni")
 
 WATCH_KINDS = ["Pod", "Namespace"]
 _API_ERRORS = (OSError, LabError, ProtocolError, trio.BrokenResourceError)
-
-
-class Backoff:
-    """Delays that start at `initial` and double up to `maximum`; `reset` after a success."""
-
-    def __init__(self, initial: float, maximum: float):
-        self.initial, self.maximum = initial, maximum
-        self._next = initial
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
 
 
 class Agent:

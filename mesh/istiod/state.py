@@ -21,27 +21,13 @@ from lab.api.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
 from mesh.istiod.translate import TYPES, Settings, Translation, diff, status_update, translate
 from mesh.istiod.xds import ConfigPublisher
+from lab.backoff import Backoff
 
 log = logging.getLogger("istiod.kube")
 status_log = logging.getLogger("istiod.status")
 
 KINDS = ("Namespace", "Pod", "Service", "AuthorizationPolicy", "PeerAuthentication")
 DEBOUNCE = 0.01  # seconds between the first change of a burst and the recompute
-
-
-class Backoff:
-    """Reconnect delays: `initial` doubling up to `maximum`; `reset` after a success."""
-
-    def __init__(self, initial: float = 0.01, maximum: float = 2.0):
-        self.initial, self.maximum = initial, maximum
-        self._next = initial
-
-    def next(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial
 
 
 class Flag:

@@ -16,7 +16,8 @@ import trio
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from lab.api.protocol import LineDecoder, encode
-from lab.dns.server import Backoff, TcpFramer, frame, serve
+from lab.backoff import Backoff
+from lab.dns.server import TcpFramer, frame, serve
 
 HOST = "127.0.0.1"
 
