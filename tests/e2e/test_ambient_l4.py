@@ -132,3 +132,37 @@ def test_unlabel_returns_pods_to_plain_traffic(apps):
     # Back to plain traffic: no ztunnel listener in the pod any more.
     r = lab.exec(httpbin["metadata"]["name"], "ambient-apps", ["ss", "-Htln", "sport = :15008"])
     assert r.stdout.strip() == ""
+
+
+def test_observability_ztunnel_config_metrics_and_logs(apps):
+    lab, sleep, httpbin = apps
+    lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}=ambient", "--overwrite")
+    eventually(lambda: enrolled(lab, "ambient-apps", "app in (sleep-ambient,httpbin-ambient)"), timeout=20)
+    sleep_pod = sleep["metadata"]["name"]
+    eventually(lambda: curl(lab, sleep_pod, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/ip")
+               .returncode == 0, timeout=20)
+    node = httpbin["spec"]["nodeName"]
+
+    def workloads():
+        r = lab.lab("istioctl", "ztunnel-config", "workloads", "--node", node, "-n", "ambient-apps")
+        rows = {line.split()[1]: line.split() for line in r.stdout.splitlines()[1:]}
+        return r.stdout.splitlines()[0].split() == ["NAMESPACE", "POD", "NAME", "ADDRESS", "NODE", "WAYPOINT",
+                                                    "PROTOCOL"] and rows.get(httpbin["metadata"]["name"]) and rows
+    rows = eventually(workloads, timeout=20)
+    assert rows[httpbin["metadata"]["name"]][-1] == "HBONE"
+    r = lab.lab("istioctl", "zc", "certificates", "--node", node)
+    assert "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient" in r.stdout and "Leaf" in r.stdout
+    r = lab.lab("istioctl", "zc", "services", "--node", node, "-n", "ambient-apps")
+    assert any(line.split()[1] == "httpbin-ambient" and line.split()[-1] == "1/1" for line in r.stdout.splitlines()[1:])
+
+    zt = [p for p in lab.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == node][0]
+    r = lab.exec(zt["metadata"]["name"], "istio-system", ["curl", "-s", "http://127.0.0.1:15020/metrics"])
+    assert r.returncode == 0
+    opened = [line for line in r.stdout.splitlines() if line.startswith("istio_tcp_connections_opened_total{")]
+    assert any('reporter="destination"' in line and 'destination_workload="httpbin-ambient"' in line
+               and 'source_principal="spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"' in line
+               and 'connection_security_policy="mutual_tls"' in line for line in opened), opened
+    logs = lab.lab("logs", zt["metadata"]["name"], "-n", "istio-system").stdout
+    inbound = [line for line in logs.splitlines() if "access connection complete" in line
+               and 'direction="inbound"' in line and "sa/sleep-ambient" in line]
+    assert inbound and "bytes_sent=" in inbound[-1] and 'dst.workload="httpbin-ambient-' in inbound[-1]
