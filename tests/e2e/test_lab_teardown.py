@@ -36,12 +36,18 @@ def lab_cmd(*args, input=None):
 
 
 def host_snapshot() -> dict:
-    """What the host shows that a lab could leave behind."""
+    """What the host network namespace shows that a lab could leave behind (labs attach nothing
+    here, so this must not change whatever other labs on the machine do meanwhile)."""
     return {
         "links": subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.count("\n"),
         "nft": subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout,
-        "mounts": open("/proc/self/mountinfo").read().count("\n"),
     }
+
+
+def mounts_of(name: str) -> list[str]:
+    """The lab's namespace bind mounts (and any other mount naming it) still on the host."""
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if netns_prefix(name) in line]
 
 
 def processes_of(name: str) -> list[int]:
@@ -67,10 +73,11 @@ def traces_of(name: str) -> dict:
         "etc": [d for d in os.listdir(ETC_NETNS) if d.startswith(netns_prefix(name))] if os.path.isdir(ETC_NETNS) else [],
         "dir": os.path.exists(lab_dir(name)),
         "processes": processes_of(name),
+        "mounts": mounts_of(name),
     }
 
 
-NOTHING = {"netns": [], "etc": [], "dir": False, "processes": []}
+NOTHING = {"netns": [], "etc": [], "dir": False, "processes": [], "mounts": []}
 
 
 @pytest.fixture
