@@ -118,26 +118,33 @@ class ApiServer:
                 raise ApiError(f"error: {where}: {path}: field is immutable")
         merged = copy.deepcopy(cur)
         for key, value in obj.items():
-            if key in ("metadata", "status"):
-                continue
-            merged[key] = value
-        if obj["kind"] == "Service":
-            merged["spec"].setdefault("clusterIP", cur["spec"].get("clusterIP"))
-            merged["spec"]["clusterIPs"] = cur["spec"].get("clusterIPs", [cur["spec"].get("clusterIP")])
-            merged["spec"].setdefault("type", "ClusterIP")
+            if key not in ("metadata", "status"):
+                merged[key] = copy.deepcopy(value)
+        spec, live = merged.get("spec"), cur.get("spec") or {}
+        if isinstance(spec, dict):
+            # What the server filled in stays unless the file says otherwise (kubectl apply's merge).
+            if obj["kind"] == "Service":
+                spec["clusterIP"] = live.get("clusterIP")
+                spec["clusterIPs"] = live.get("clusterIPs", [live.get("clusterIP")])
+            if obj["kind"] in ("Deployment", "ReplicaSet") and "replicas" not in obj.get("spec", {}):
+                spec["replicas"] = live.get("replicas", 1)
+            if obj["kind"] == "Pod" and live.get("nodeName"):
+                spec.setdefault("nodeName", live["nodeName"])
+            self._defaults(merged)
         for field in ("labels", "annotations"):
             if field in md:
-                merged["metadata"][field] = md[field]
+                merged["metadata"][field] = {**(cur["metadata"].get(field) or {}), **(md[field] or {})}
+        if obj["kind"] == "Pod" and merged.get("spec") != cur.get("spec"):
+            raise ApiError(f"error: {where}: spec: Forbidden: pod updates may not change fields other than "
+                           f"labels and annotations (delete and re-create the pod)")
         if merged == cur:
             return "unchanged", cur
         return "configured", merged
 
     def _default_new(self, obj: dict, taken: set[str]) -> dict:
         obj = copy.deepcopy(obj)
-        kind = obj["kind"]
-        if kind == "Service":
+        if obj["kind"] == "Service":
             spec = obj.setdefault("spec", {})
-            spec.setdefault("type", "ClusterIP")
             if spec.get("clusterIP") in (None, ""):
                 ip = self.service_ips.allocate(taken)
                 spec["clusterIP"] = ip
@@ -153,17 +160,27 @@ class ApiServer:
                                    f'{ip} is not a free address of {self.topo.service_cidr}')
                 taken.add(ip)
             spec["clusterIPs"] = [spec["clusterIP"]]
+        elif obj["kind"] == "Pod":
+            obj.setdefault("status", {"phase": "Pending"})
+        self._defaults(obj)
+        return obj
+
+    @staticmethod
+    def _defaults(obj: dict) -> None:
+        """The API server's defaulting, the same on create and on apply to an existing object."""
+        kind, spec = obj["kind"], obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if kind == "Service":
+            spec.setdefault("type", "ClusterIP")
             for p in spec.get("ports", []) or []:
                 p.setdefault("protocol", "TCP")
                 p.setdefault("targetPort", p.get("port"))
         elif kind == "Pod":
-            spec = obj["spec"]
             spec.setdefault("serviceAccountName", "default")
             spec.setdefault("restartPolicy", "Always")
-            obj.setdefault("status", {"phase": "Pending"})
         elif kind in ("Deployment", "ReplicaSet"):
-            obj["spec"].setdefault("replicas", 1)
-        return obj
+            spec.setdefault("replicas", 1)
 
     # get ------------------------------------------------------------------------------------
     def get(self, kind: str, name: str | None = None, namespace: str | None = "default",
@@ -214,19 +231,18 @@ class ApiServer:
             else:
                 items = self.get(kind, None, namespace, selector)["items"]
                 targets = [(k.kind, o["metadata"].get("namespace"), o["metadata"]["name"]) for o in items]
-        if not ignore_not_found:
-            for k_, ns, n in targets:
-                if self.store.get(k_, ns, n) is None:
-                    raise ApiError(f'Error from server (NotFound): {kinds.by_kind(k_).plural} "{n}" not found')
+        for k_, ns, n in targets:  # refuse before deleting anything
+            if k_ == "Namespace" and n in PROTECTED_NAMESPACES:
+                raise ApiError(f'Error from server (Forbidden): namespaces "{n}" is forbidden: '
+                               f"this namespace may not be deleted")
+            if not ignore_not_found and self.store.get(k_, ns, n) is None:
+                raise ApiError(f'Error from server (NotFound): {kinds.by_kind(k_).plural} "{n}" not found')
         done = []
         # Delete in reverse order of creation, as kubectl does for a file.
         for k_, ns, n in reversed(targets):
             obj = self.store.get(k_, ns, n)
             if obj is None:
                 continue
-            if k_ == "Namespace" and n in PROTECTED_NAMESPACES:
-                raise ApiError(f'Error from server (Forbidden): namespaces "{n}" is forbidden: '
-                               f"this namespace may not be deleted")
             self._delete_one(obj)
             done.append({"kind": k_, "group": kinds.by_kind(k_).group, "namespace": ns, "name": n})
         done.reverse()

@@ -74,7 +74,10 @@ def cmd_down(args, client) -> int:
     from lab import launcher
     name = args.name or args.lab
     t0 = time.monotonic()
-    removed = launcher.down(name, progress=lambda p: print(f"  {p}", file=sys.stderr))
+    try:
+        removed = launcher.down(name, progress=lambda p: print(f"  {p}", file=sys.stderr))
+    except launcher.LaunchError as e:
+        raise CliError(f"error: {e}")
     what = "stopped" if removed["graceful"] else ("killed" if removed["killed"] else "was not running")
     leftovers = ""
     if removed["netns"] or removed["dirs"]:
@@ -121,7 +124,10 @@ def cmd_apply(args, client) -> int:
 def _force_namespace(text: str, ns: str) -> str:
     """`apply -n NS`: objects without a namespace go to NS (kubectl's behaviour)."""
     import yaml
-    docs = [d for d in yaml.safe_load_all(text) if d]
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as e:
+        raise CliError(f"error: invalid YAML: {str(e).splitlines()[0]}") from None
     for d in docs:
         if isinstance(d, dict):
             md = d.setdefault("metadata", {})
@@ -162,6 +168,7 @@ def _wait_gone(client, kind, ns, name, timeout) -> None:
         except LabError:
             return
         time.sleep(0.05)
+    raise CliError(f'error: timed out waiting for {kind.lower()} "{name}" to be deleted')
 
 
 def _kind_and_names(words: list[str]) -> tuple[str, list[str]]:
@@ -441,6 +448,9 @@ def cmd_wait(args, client) -> int:
     timeout = _duration(args.timeout)
     deadline = time.monotonic() + timeout
     if cond == "delete":
+        if not names:
+            names = [o["metadata"]["name"] for o in
+                     client.call("get", kind=k.kind, namespace=ns, selector=args.selector)["items"]]
         pending = list(names)
         while pending:
             pending = [n for n in pending if _exists(client, k.kind, n, ns)]
@@ -729,8 +739,8 @@ def main(argv: list[str] | None = None) -> int:
         args.namespace_set = args.namespace is not None
         if args.namespace is None:
             args.namespace = "default"
-    client = LabClient(args.lab)
     try:
+        client = LabClient(args.lab)
         code = args.fn(args, client)
     except CliError as e:
         print(str(e), file=sys.stderr)
@@ -738,6 +748,12 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as e:
         msg = str(e)
         print(msg if msg.startswith(("error", "Error")) else f"error: {msg}", file=sys.stderr)
+        return 1
+    except (kinds.UnknownKind, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (TimeoutError, ConnectionError) as e:
+        print(f"error: the lab API did not answer: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

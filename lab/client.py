@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Iterator
 import trio
 
 from lab.api.protocol import LineDecoder, encode
-from lab.paths import api_socket_path
+from lab.paths import LAB_NAME_RE, api_socket_path
 
 
 class LabError(Exception):
@@ -31,6 +31,8 @@ class LabClient:
     """Blocking client: one connection per call (requests are short; watch has its own)."""
 
     def __init__(self, name: str = "default", socket_path: str | None = None, timeout: float = 120.0):
+        if socket_path is None and not LAB_NAME_RE.match(name):
+            raise LabError(f"invalid lab name {name!r}: 1-12 lowercase letters or digits, starting with a letter")
         self.name = name
         self.socket_path = socket_path or api_socket_path(name)
         self.timeout = timeout

@@ -155,21 +155,33 @@ class Lab:
         while True:
             await self._dirty.wait()
             self._dirty = trio.Event()
-            try:
-                namespaces.reconcile(self.store)
-                workloads.reconcile_deployments(self.store)
-                workloads.reconcile_replicasets(self.store, self.rng)
-                workloads.reconcile_daemonsets(self.store, self.rng)
-                workloads.collect_garbage(self.store)
-                for ns, pod, node in scheduler.schedule_pending(self.store):
-                    p = self.store.get("Pod", ns, pod)
-                    if p is not None:
-                        self.record_event(p, "Scheduled", f"Successfully assigned {ns}/{pod} to {node}")
-                endpoints.reconcile_endpoints(self.store, from_label_selector_map)
-                self.kubelet.sync()
-            except Exception:
-                log.exception("controller pass failed")
+            failed = False
+            # Each controller on its own: one failing (a bad object, a conflict) must not stop the
+            # others, and a failed pass is retried.
+            for name, step in (
+                    ("namespaces", lambda: namespaces.reconcile(self.store)),
+                    ("deployments", lambda: workloads.reconcile_deployments(self.store)),
+                    ("replicasets", lambda: workloads.reconcile_replicasets(self.store, self.rng)),
+                    ("daemonsets", lambda: workloads.reconcile_daemonsets(self.store, self.rng)),
+                    ("garbage collector", lambda: workloads.collect_garbage(self.store)),
+                    ("scheduler", self._schedule),
+                    ("endpoints", lambda: endpoints.reconcile_endpoints(self.store, from_label_selector_map)),
+                    ("kubelet", self.kubelet.sync)):
+                try:
+                    step()
+                except Exception:
+                    log.exception("%s controller failed; retrying", name)
+                    failed = True
+            if failed:
+                self._dirty.set()
+                await trio.sleep(0.5)
             await trio.sleep(0.005)  # coalesce bursts of changes into one pass
+
+    def _schedule(self) -> None:
+        for ns, pod, node in scheduler.schedule_pending(self.store):
+            p = self.store.get("Pod", ns, pod)
+            if p is not None:
+                self.record_event(p, "Scheduled", f"Successfully assigned {ns}/{pod} to {node}")
 
     async def kube_proxy_loop(self) -> None:
         last = None
@@ -195,10 +207,10 @@ class Lab:
         op = req.get("op")
         try:
             if op == "watch":
-                await self._watch(req, send)
+                await self._watch(req, send, send.client_gone)
                 return api_server.STREAMING
             if op == "logs" and req.get("follow"):
-                await self._follow_logs(req, send)
+                await self._follow_logs(req, send, send.client_gone)
                 return api_server.STREAMING
             fn = self._ops().get(op)
             if fn is None:
@@ -257,13 +269,22 @@ class Lab:
             data = "".join(lines[-tail:]) if tail else ""
         return data
 
-    async def _follow_logs(self, req: dict, send) -> None:
-        path = self.api.log_path(req["namespace"], req["pod"], req.get("container"))
-        text = self._logs(req["namespace"], req["pod"], req.get("container"), tail=req.get("tail"))
-        await send({"data": text})
+    async def _follow_logs(self, req: dict, send, client_gone: trio.Event) -> None:
+        """`logs -f`: what is there, then what is appended, following the container across
+        restarts, until the pod is gone or the client hangs up."""
+        ns, pod, container = req["namespace"], req["pod"], req.get("container")
+        path = self.api.log_path(ns, pod, container)
+        await send({"data": self._logs(ns, pod, container, tail=req.get("tail"))})
         pos = os.path.getsize(path) if os.path.exists(path) else 0
-        while self.store.get("Pod", req["namespace"], req["pod"]) is not None:
-            await trio.sleep(0.2)
+        while self.store.get("Pod", ns, pod) is not None and not client_gone.is_set():
+            with trio.move_on_after(0.2):
+                await client_gone.wait()
+            try:
+                current = self.api.log_path(ns, pod, container)
+            except ApiError:
+                return
+            if current != path:  # the container restarted: a new log file
+                path, pos = current, 0
             try:
                 with open(path, "rb") as f:
                     f.seek(pos)
@@ -274,7 +295,7 @@ class Lab:
                 pos += len(chunk)
                 await send({"data": chunk.decode(errors="replace")})
 
-    async def _watch(self, req: dict, send) -> None:
+    async def _watch(self, req: dict, send, client_gone: trio.Event) -> None:
         kinds_ = set(req.get("kinds") or [])
         ns = req.get("namespace")
         tx, rx = trio.open_memory_channel(50000)
@@ -284,17 +305,26 @@ class Lab:
                 try:
                     tx.send_nowait({"type": type_, "object": obj})
                 except trio.WouldBlock:
-                    tx.close()  # a watcher this far behind must re-list
+                    unsubscribe()  # a watcher this far behind must re-list: end its stream
+                    tx.close()
+                except trio.ClosedResourceError:
+                    pass
 
         unsubscribe = self.store.subscribe(on_change)
         try:
-            for obj in self.store.all(kinds_):
-                if ns is None or obj["metadata"].get("namespace") == ns:
-                    await send({"type": "ADDED", "object": obj})
-            await send({"type": "SYNCED", "resourceVersion": str(self.store.resource_version)})
-            async with rx:
-                async for ev in rx:
-                    await send(ev)
+            async with trio.open_nursery() as nursery:
+                async def stop_when_client_gone() -> None:
+                    await client_gone.wait()
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(stop_when_client_gone)
+                for obj in self.store.all(kinds_):
+                    if ns is None or obj["metadata"].get("namespace") == ns:
+                        await send({"type": "ADDED", "object": obj})
+                await send({"type": "SYNCED", "resourceVersion": str(self.store.resource_version)})
+                async with rx:
+                    async for ev in rx:
+                        await send(ev)
+                nursery.cancel_scope.cancel()
         finally:
             unsubscribe()
 

@@ -23,7 +23,7 @@ from lab.client import LabClient, LabError, LabUnavailable
 from lab.paths import journal_path, lab_dir
 from lab.runtime import netns
 from lab.runtime.sandbox import fabric_netns_name, node_netns_name
-from lab.topology import Topology, load_file
+from lab.topology import Topology, TopologyError, check_lab_name, load_file
 
 
 class LaunchError(Exception):
@@ -138,6 +138,10 @@ def _tail(path: str, n: int = 20) -> str:
 
 def down(name: str, progress: Callable[[str], None] = lambda s: None, grace: float = 15.0) -> dict:
     """Tear lab NAME down; idempotent. Returns what was removed."""
+    try:
+        check_lab_name(name, "--name")
+    except TopologyError as e:
+        raise LaunchError(str(e)) from None
     d = lab_dir(name)
     removed = {"graceful": False, "killed": False, "netns": [], "dirs": []}
     rec = _read_record(name)

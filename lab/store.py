@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -18,6 +19,7 @@ from lab import kinds
 if TYPE_CHECKING:
     from lab.selectors import Selector
 
+log = logging.getLogger("labd.store")
 _NO_STATUS = ("ServiceAccount", "Endpoints", "Event", "ConfigMap", "Secret")
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
 Event = tuple[str, dict]    # ("ADDED"|"MODIFIED"|"DELETED", object)
@@ -52,11 +54,19 @@ class Store:
 
     def subscribe(self, callback: Callable[[str, dict], None]) -> Callable[[], None]:
         self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
+
+        def unsubscribe() -> None:  # idempotent
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+        return unsubscribe
 
     def _emit(self, type_: str, obj: dict) -> None:
+        # A write has happened by now: one failing subscriber must not fail it, nor starve the others.
         for cb in list(self._subscribers):
-            cb(type_, obj)
+            try:
+                cb(type_, obj)
+            except Exception:
+                log.exception("store subscriber failed on %s %s", type_, obj.get("kind"))
 
     def _bump(self, obj: dict) -> None:
         self._rv += 1

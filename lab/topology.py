@@ -67,12 +67,12 @@ class Topology:
         return self.service_cidr.network_address + 1
 
     def with_name(self, name: str) -> "Topology":
-        _check_lab_name(name, "name")
+        check_lab_name(name, "name")
         return Topology(name, self.nodes, self.node_cidr, self.pod_cidr, self.service_cidr,
                         self.install, self.manifests, self.source)
 
 
-def _check_lab_name(name: object, where: str) -> str:
+def check_lab_name(name: object, where: str) -> str:
     if not isinstance(name, str) or not LAB_NAME_RE.match(name):
         raise TopologyError(
             f"{where}: lab name {name!r} must be 1-12 lowercase letters or digits, starting with a letter")
@@ -96,7 +96,7 @@ def load(text: str, source: str = "<topology>") -> Topology:
     unknown = set(doc) - {"name", "nodes", "network", "install", "manifests"}
     if unknown:
         raise TopologyError(f"{source}: unknown field {sorted(unknown)[0]!r}")
-    name = _check_lab_name(doc.get("name", "default"), f"{source}: name")
+    name = check_lab_name(doc.get("name", "default"), f"{source}: name")
 
     raw_nodes = doc.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:

@@ -340,7 +340,40 @@ def _check_container(container: Any, field: str, errs: _Errors) -> str | None:
     _check_string_list(container.get("args"), f"{field}.args", errs)
     _check_container_ports(container.get("ports"), f"{field}.ports", errs)
     _check_env(container.get("env"), f"{field}.env", errs)
+    _check_probe(container, f"{field}.readinessProbe", errs)
     return name if isinstance(name, str) else None
+
+
+_PROBE_NUMBERS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold",
+                  "successThreshold")
+
+
+def _check_probe(container: Mapping, field: str, errs: _Errors) -> None:
+    """A readinessProbe: one handler whose port names a container port; whole-number timings."""
+    probe = container.get("readinessProbe")
+    if probe is None:
+        return
+    probe = _mapping(probe, field, errs)
+    handlers = [h for h in ("tcpSocket", "httpGet", "exec") if h in probe]
+    if len(handlers) != 1:
+        errs.add(field, "must have exactly one of tcpSocket, httpGet, exec")
+        return
+    for key in _PROBE_NUMBERS:
+        value = probe.get(key)
+        if value is not None and (not _is_int(value) or value < 0):
+            errs.invalid(f"{field}.{key}", value, "must be a non-negative integer")
+    handler = _mapping(probe[handlers[0]], f"{field}.{handlers[0]}", errs)
+    if handlers[0] == "exec":
+        _check_string_list(handler.get("command"), f"{field}.exec.command", errs)
+        if not handler.get("command"):
+            errs.required(f"{field}.exec.command")
+        return
+    port = handler.get("port")
+    names = {p.get("name") for p in container.get("ports") or [] if isinstance(p, Mapping)}
+    if _is_int(port):
+        _port_number(port, f"{field}.{handlers[0]}.port", errs)
+    elif not isinstance(port, str) or port not in names:
+        errs.invalid(f"{field}.{handlers[0]}.port", port, "must be a port number or the name of a container port")
 
 
 def _check_pod_spec(spec: Any, field: str, errs: _Errors, *, template: bool) -> None:
@@ -369,6 +402,9 @@ def _check_pod_spec(spec: Any, field: str, errs: _Errors, *, template: bool) -> 
     if spec.get("hostNetwork") is not None and not isinstance(spec["hostNetwork"], bool):
         errs.invalid(f"{field}.hostNetwork", spec["hostNetwork"], "must be true or false")
     _check_labels(spec.get("nodeSelector"), f"{field}.nodeSelector", errs)
+    grace = spec.get("terminationGracePeriodSeconds")
+    if grace is not None and (not _is_int(grace) or grace < 0):
+        errs.invalid(f"{field}.terminationGracePeriodSeconds", grace, "must be a non-negative integer")
 
 
 def _check_pod(obj: Mapping, errs: _Errors) -> None:

@@ -21,6 +21,19 @@ Handler = Callable[[dict, Send], Awaitable[Any]]
 STREAMING = "__streaming__"  # a handler returns this when it has already answered through `send`
 
 
+class Reply:
+    """What a handler answers through: `await send(message)` writes one line; `client_gone` is set
+    when the client hangs up, so streaming handlers (watch, logs -f) stop without waiting to fail
+    on a write."""
+
+    def __init__(self, stream: trio.SocketStream):
+        self._stream = stream
+        self.client_gone = trio.Event()
+
+    async def __call__(self, message: dict) -> None:
+        await self._stream.send_all(encode(message))
+
+
 async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:
     dec = LineDecoder()
     request = None
@@ -34,19 +47,29 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
                     request = msg
                     break
 
-            async def send(message: dict) -> None:
-                await stream.send_all(encode(message))
+            send = Reply(stream)
 
-            try:
-                result = await handler(request, send)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return  # the client went away mid-stream
-            except Exception as e:  # a handler bug must not take the socket down
-                log.exception("handler for %s failed", request.get("op"))
-                await send(error(f"internal error in labd: {type(e).__name__}: {e}"))
-                return
-            if result is not STREAMING:
-                await send(result)
+            async def watch_client() -> None:
+                # A client sends one request and then only reads: EOF from it means it is gone.
+                try:
+                    while await stream.receive_some(4096):
+                        pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                send.client_gone.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_client)
+                try:
+                    result = await handler(request, send)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    result = None  # the client went away mid-stream
+                except Exception as e:  # a handler bug must not take the socket down
+                    log.exception("handler for %s failed", request.get("op"))
+                    result = error(f"internal error in labd: {type(e).__name__}: {e}")
+                if result is not None and result is not STREAMING:
+                    await send(result)
+                nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass  # the client went away
         except* ProtocolError as eg:

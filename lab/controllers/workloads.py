@@ -198,18 +198,22 @@ def reconcile_daemonsets(store: Store, rng: random.Random) -> None:
     for ds in store.list("DaemonSet"):
         ns = ds["metadata"]["namespace"]
         h = template_hash(ds["spec"]["template"])
-        pods = [p for p in _owned_pods(store, ds) if not is_terminating(p)]
+        owned = _owned_pods(store, ds)
+        pods = [p for p in owned if not is_terminating(p)]
         by_node: dict[str, list[dict]] = {}
         for p in pods:
             by_node.setdefault(p["spec"].get("nodeName", ""), []).append(p)
+        leaving = {p["spec"].get("nodeName") for p in owned if is_terminating(p)}
         eligible = [n for n in nodes if node_admits(n, ds["spec"]["template"].get("spec") or {})]
         for n in eligible:
             nname = n["metadata"]["name"]
             current = by_node.get(nname, [])
             stale = [p for p in current if p["metadata"]["labels"].get("controller-revision-hash") != h]
-            for p in stale:  # rollout restart / template change: replace, one node at a time is not needed here
+            for p in stale:  # rollout restart / template change: replace
                 _delete_pod(store, p)
-            if len(current) - len(stale) == 0:
+            # maxSurge 0, as Kubernetes' default: the replacement starts once the old pod is gone,
+            # so two host-network pods never hold the node's ports and sockets at once.
+            if len(current) - len(stale) == 0 and not stale and nname not in leaving:
                 name = f'{ds["metadata"]["name"]}-{random_suffix(rng)}'
                 store.create(pod_from_template(ds["spec"]["template"], ns, name, ds,
                                                {"controller-revision-hash": h}, node=nname))

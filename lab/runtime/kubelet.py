@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import logging
+
 import trio
 
 from lab import images
@@ -23,6 +25,7 @@ from lab.runtime import netns, processes, sandbox
 from lab.store import Store, now_rfc3339
 from lab.topology import Topology
 
+log = logging.getLogger("labd.kubelet")
 MAX_GRACE = 5.0          # the lab caps terminationGracePeriodSeconds: labs are for fast loops
 BACKOFF_MAX = 20.0
 NETNS_ANNOTATION = "lab.ambient/netns"
@@ -76,6 +79,13 @@ class NodeIPAM:
         self.used.discard(ip)
 
 
+def _seconds(value, default: float) -> float:
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return default
+
+
 class Kubelet:
     def __init__(self, topo: Topology, store: Store, journal: Journal, lab_dir: str, api_socket: str,
                  record_event: Callable[..., None], issue_token: Callable[[dict], str]):
@@ -110,7 +120,11 @@ class Kubelet:
             terminating = bool(pod["metadata"].get("deletionTimestamp"))
             w = self.workers.get(uid)
             if w is None and node and not terminating:
-                w = PodWorker(self, pod)
+                try:
+                    w = PodWorker(self, pod)
+                except Exception:
+                    log.exception("cannot run pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                    continue
                 self.workers[uid] = w
                 self._nursery.start_soon(w.run, name=f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}")
             elif w is None and terminating:
@@ -163,7 +177,8 @@ class PodWorker:
         self.uid = pod["metadata"]["uid"]
         self.pod = pod
         self.cancel = trio.CancelScope()
-        self.grace = float(pod["spec"].get("terminationGracePeriodSeconds", 30))
+        self.stopped = trio.Event()
+        self.grace = _seconds(pod["spec"].get("terminationGracePeriodSeconds"), 30.0)
         specs = pod["spec"].get("containers", [])
         self.states = {c["name"]: ContainerState(c["name"], c["image"]) for c in specs}
         self.init_states = {c["name"]: ContainerState(c["name"], c["image"])
@@ -178,7 +193,8 @@ class PodWorker:
         if grace is not None:
             self.grace = grace
         elif pod is not None:
-            self.grace = float(pod["metadata"].get("deletionGracePeriodSeconds", self.grace))
+            self.grace = _seconds(pod["metadata"].get("deletionGracePeriodSeconds"), self.grace)
+        self.stopped.set()
         self.cancel.cancel()
 
     # Status -------------------------------------------------------------------------------
@@ -272,26 +288,43 @@ class PodWorker:
                 async with trio.open_nursery() as nursery:
                     for spec in self.pod["spec"]["containers"]:
                         nursery.start_soon(self._supervise, spec)
+                # Every container finished for good (restartPolicy Never/OnFailure): the pod stays,
+                # Succeeded or Failed, with its logs, until it is deleted.
+                self.publish()
+                await trio.sleep_forever()
+        except Exception as e:  # one pod's failure must never take labd down
+            log.exception("pod %s/%s failed", self.ns, self.name)
+            self.event("FailedCreatePodSandBox" if self.sandbox is None else "Failed",
+                       f"{type(e).__name__}: {e}", "Warning")
+            for st in self.states.values():
+                st.waiting_reason, st.waiting_message = "RunContainerError", f"{type(e).__name__}: {e}"
+            self.publish()
+            await self.stopped.wait()  # stays visible (and deletable) in its failed state
         finally:
             with trio.CancelScope(shield=True):
                 await self._cleanup(node_name, ip)
 
     async def _cleanup(self, node_name: str, ip) -> None:
-        if self.procs:
-            self.event("Killing", "Stopping containers")
-        async with trio.open_nursery() as nursery:
-            for proc in list(self.procs.values()):
-                nursery.start_soon(processes.stop, proc, min(self.grace, MAX_GRACE))
-        if self.sandbox is not None and self.sandbox.host_ifname is not None:
-            node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
-            await trio.to_thread.run_sync(sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox,
-                                          limiter=self.k.limiter)
-        if ip is not None:
-            self.k.ipam[node_name].release(ip)
-        self.k.workers.pop(self.uid, None)
-        pod = self.k.store.get("Pod", self.ns, self.name)
-        if pod is not None and pod["metadata"]["uid"] == self.uid:
-            self.k.store.delete("Pod", self.ns, self.name)
+        try:
+            if self.procs:
+                self.event("Killing", "Stopping containers")
+            async with trio.open_nursery() as nursery:
+                for proc in list(self.procs.values()):
+                    nursery.start_soon(processes.stop, proc, min(self.grace, MAX_GRACE))
+            if self.sandbox is not None and self.sandbox.host_ifname is not None:
+                node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
+                await trio.to_thread.run_sync(sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox,
+                                              limiter=self.k.limiter)
+        except Exception:
+            # What could not be removed stays in the journal; `lab down` removes it by name.
+            log.exception("cleaning up pod %s/%s failed", self.ns, self.name)
+        finally:
+            if ip is not None:
+                self.k.ipam[node_name].release(ip)
+            self.k.workers.pop(self.uid, None)
+            pod = self.k.store.get("Pod", self.ns, self.name)
+            if pod is not None and pod["metadata"]["uid"] == self.uid:
+                self.k.store.delete("Pod", self.ns, self.name)
 
     async def _run_init_containers(self) -> None:
         for spec in self.pod["spec"].get("initContainers", []) or []:
@@ -379,33 +412,39 @@ class PodWorker:
         else:
             targets = [("tcp", p["containerPort"], None) for p in spec.get("ports", []) or []
                        if p.get("protocol", "TCP") == "TCP"]
-        await trio.sleep(float(probe.get("initialDelaySeconds", 0)))
-        period_ready = float(probe.get("periodSeconds", 2))
+        await trio.sleep(_seconds(probe.get("initialDelaySeconds"), 0.0))
+        period = _seconds(probe.get("periodSeconds"), 2.0) or 2.0
+        failure_threshold = int(_seconds(probe.get("failureThreshold"), 3)) or 1
         while st.running_since is None:
             await trio.sleep(0.02)
+        failures = 0
         while True:
             ok = True
             for kind, port, path in targets:
-                ok = ok and await self._check(kind, port, path, probe)
-            if ok != st.ready:
+                ok = ok and port is not None and await self._check(kind, port, path, probe)
+            failures = 0 if ok else failures + 1
+            # Not yet ready: probe every 50 ms so pods become Ready fast (a lab's loops are short).
+            # Ready: drop out only after failureThreshold failures in a row, one period apart.
+            if ok and not st.ready or st.ready and failures >= failure_threshold:
                 st.ready = ok
                 self.publish()
-            await trio.sleep(period_ready if ok else 0.05)
+            await trio.sleep(period if st.ready else 0.05)
 
-    def _port(self, spec: dict, port) -> int:
+    def _port(self, spec: dict, port) -> int | None:
+        """A probe's port: a number or the name of a container port (None if there is no such)."""
         if isinstance(port, int):
             return port
         for p in spec.get("ports", []) or []:
             if p.get("name") == port:
                 return p["containerPort"]
-        return int(port)
+        return int(port) if isinstance(port, str) and port.isdigit() else None
 
     async def _check(self, kind: str, port: int, path: str | None, probe: dict) -> bool:
         assert self.sandbox is not None
         if kind == "exec":
-            cmd = processes.container_command(self.sandbox.netns, probe["exec"]["command"])
+            cmd = processes.container_command(self.sandbox.netns, list((probe.get("exec") or {}).get("command") or ["false"]))
             try:
-                with trio.fail_after(float(probe.get("timeoutSeconds", 1))):
+                with trio.fail_after(_seconds(probe.get("timeoutSeconds"), 1.0) or 1.0):
                     res = await trio.run_process(cmd, check=False, capture_stdout=True, capture_stderr=True)
             except trio.TooSlowError:
                 return False
@@ -416,7 +455,7 @@ class PodWorker:
             return False
         sock = trio.socket.from_stdlib_socket(raw)
         try:
-            with trio.move_on_after(float(probe.get("timeoutSeconds", 1))):
+            with trio.move_on_after(_seconds(probe.get("timeoutSeconds"), 1.0) or 1.0):
                 await sock.connect((self.sandbox.ip, port))
                 if kind == "tcp":
                     return True

@@ -23,8 +23,13 @@ class Sandbox:
     host_ifname: str | None  # None for hostNetwork pods (they use the node's namespace)
 
 
-def pod_netns_name(lab: str, namespace: str, pod: str) -> str:
-    return f"{netns_prefix(lab)}pod-{namespace}-{pod}"
+def pod_netns_name(lab: str, namespace: str, pod: str, uid: str) -> str:
+    """`al-<lab>-pod-<namespace>_<pod>`: `_` cannot occur in Kubernetes names, so two pods never
+    share a name; very long names are cut and made unique with the pod's uid."""
+    name = f"{netns_prefix(lab)}pod-{namespace}_{pod}"
+    if len(name) > 200:
+        name = f"{name[:180]}-{uid.replace('-', '')[:12]}"
+    return name
 
 
 def node_netns_name(lab: str, node: str) -> str:
@@ -70,11 +75,11 @@ def remove_dir(journal: Journal, path: str) -> None:
 
 def create_pod_sandbox(journal: Journal, lab: str, node_ns: str, namespace: str, pod: str, uid: str,
                        ip: ipaddress.IPv4Address, gateway: ipaddress.IPv4Address, dns_ip: str) -> Sandbox:
-    ns_name = pod_netns_name(lab, namespace, pod)
+    ns_name = pod_netns_name(lab, namespace, pod, uid)
     ifname = host_ifname(uid)
     journal.added("netns", ns_name)
+    netns.create(ns_name)  # refuses an existing name: never clean up what we did not make
     try:
-        netns.create(ns_name)
         network.add_pod(node_ns, ns_name, ifname, str(ip), str(gateway), owner=f"{lab}:{uid}")
         write_resolver_files(journal, ns_name, resolv_conf(namespace, dns_ip), hosts_file(str(ip), pod))
     except BaseException:

@@ -76,3 +76,28 @@ def test_unknown_resource_type(lab):
     r = lab.lab("get", "sandwiches")
     assert r.returncode == 1
     assert r.stderr.strip() == 'error: the server doesn\'t have a resource type "sandwiches"'
+
+
+@pytest.mark.parametrize("name", ["..", "/", "Bad-Name", "a" * 20])
+def test_lab_names_are_checked_before_anything_is_touched(name):
+    import subprocess
+    import sys
+    from lab.testing import REPO
+    r = subprocess.run([sys.executable, "-m", "lab.cli", "down", "--name", name], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 1 and "must be 1-12 lowercase letters or digits" in r.stderr, r.stderr
+
+
+def test_a_probe_naming_a_missing_port_is_refused(lab, namespace):
+    r = lab.lab("apply", "-f", "-", input=f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: probe, namespace: {namespace}}}
+spec:
+  containers:
+  - name: web
+    image: ambient-lab/echo
+    readinessProbe: {{httpGet: {{port: web}}}}
+""")
+    assert r.returncode == 1
+    assert "containers[0].readinessProbe.httpGet.port" in r.stderr

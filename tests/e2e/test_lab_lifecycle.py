@@ -53,6 +53,51 @@ def test_deleted_pod_is_replaced(lab, namespace):
     new = eventually(lambda: [p for p in lab.wait_ready(namespace, "app=web") if p["metadata"]["name"] != old],
                      timeout=30)
     assert new[0]["metadata"]["name"].startswith("web-")
+    # The old pod and its network namespace are gone, not just hidden.
+    r = lab.lab("get", "pod", old, "-n", namespace)
+    assert r.returncode == 1 and "not found" in r.stderr
+    from lab.runtime import netns
+    assert not any(netns.exists(n) for n in os.listdir("/run/netns") if n.endswith(f"_{old}"))
+
+
+def test_completed_pod_stays_with_its_status_and_logs(lab, namespace):
+    lab.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: once, namespace: {namespace}}}
+spec:
+  restartPolicy: Never
+  containers: [{{name: job, image: curlimages/curl, command: [/bin/sh, -c, "echo done; exit 3"]}}]
+""")
+    pod = eventually(lambda: (p := lab.get("Pod", "once", namespace))["status"].get("phase") == "Failed" and p,
+                     timeout=20)
+    term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 3 and pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    r = lab.lab("logs", "once", "-n", namespace)
+    assert r.returncode == 0 and r.stdout == "done\n"
+    r = lab.lab("get", "pod", "once", "-n", namespace)
+    assert r.stdout.splitlines()[1].split()[2] == "Error"
+
+
+def test_reapplying_the_same_file_changes_nothing(lab, namespace):
+    text = APP.format(ns=namespace).replace("  replicas: 1\n", "") + f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"""
+    lab.apply(text)
+    lab.wait_ready(namespace, "app=web")
+    lab.lab("scale", "deploy/web", "--replicas=2", "-n", namespace)
+    lab.lab("label", "deploy", "web", "team=blue", "-n", namespace)
+    r = lab.lab("apply", "-f", "-", input=text)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["deployment.apps/web unchanged", "service/web unchanged"]
+    dep = lab.get("Deployment", "web", namespace)
+    assert dep["spec"]["replicas"] == 2 and dep["metadata"]["labels"]["team"] == "blue"
+    assert lab.get("Service", "web", namespace)["spec"]["ports"][0]["protocol"] == "TCP"
 
 
 def test_scale_and_rollout_restart(lab, namespace):
