@@ -10,7 +10,7 @@ import copy
 import datetime as dt
 import logging
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from typing import TYPE_CHECKING
 
