@@ -61,7 +61,7 @@ class HboneConnection(Connection):
         self._h2.send_headers(stream_id, block)
         stream = HboneStream(self, stream_id, server_side=False)
         self._register(stream)
-        self._write_wanted.unpark_all()
+        self._flush()
         try:
             status = await stream._wait_response()
         except BaseException:

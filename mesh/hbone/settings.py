@@ -13,6 +13,11 @@ h2 needs three nudges to really run with these numbers:
 - h2 builds `repr(frame)` for every received frame even with logging off, and a DATA
   frame's repr hex-dumps its whole payload. With 1 MiB frames that is most of h2's CPU
   time, so `HboneH2Connection` hands h2 DATA frames with a cheap repr.
+
+`HboneH2Connection` also writes header values without Huffman coding: a CONNECT's values
+are mostly new every time (a random traceparent, the client's port), and pure-Python
+Huffman coding (and the peer's decoding) costs more per connection than the few bytes it
+saves on a local link. Any HPACK decoder reads both forms (RFC 7541 §5.2).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import h2.config
 import h2.connection
 import h2.frame_buffer
 import h2.settings
+import hpack
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame
 
@@ -84,6 +90,13 @@ class _QuietFrameBuffer(h2.frame_buffer.FrameBuffer):
         return frame
 
 
+class _PlainEncoder(hpack.Encoder):
+    """HPACK with indexing as usual, but string literals never Huffman-coded."""
+
+    def encode(self, headers, huffman: bool = True) -> bytes:
+        return super().encode(headers, huffman=False)
+
+
 class HboneH2Connection(h2.connection.H2Connection):
     """An `H2Connection` that does not pay for `repr` of every received DATA frame.
 
@@ -94,6 +107,7 @@ class HboneH2Connection(h2.connection.H2Connection):
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config)
+        self.encoder = _PlainEncoder()
         dispatch = getattr(self, "_frame_dispatch_table", None)
         if isinstance(dispatch, dict) and DataFrame in dispatch:
             dispatch[_QuietDataFrame] = dispatch[DataFrame]

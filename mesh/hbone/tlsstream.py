@@ -12,11 +12,17 @@ It speaks ordinary TLS (any peer works, trio's `SSLStream` included) through
 and one `send_all` at a time concurrently, is not half-closeable (TLS has no half close),
 and sends close_notify on `aclose`. A peer's close_notify reads as EOF; a TCP EOF
 without it, or any TLS error, raises `trio.BrokenResourceError`.
+
+Over a `trio.SocketStream` it also offers `send_nowait`: encrypt and write to the
+(non-blocking) socket synchronously, for a sender that wants to skip a task switch when
+the socket has room (the HBONE connection's small frames). What the socket does not take
+stays queued and goes out first with the next `send_all`.
 """
 
 from __future__ import annotations
 
 import operator
+import os
 import ssl
 
 import trio
@@ -47,6 +53,8 @@ class TlsStream(trio.abc.Stream):
             self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
         )
         self._read_size = read_size
+        # send_nowait writes to the socket's fd itself; only a plain socket transport allows that.
+        self._socket = transport.socket if isinstance(transport, trio.SocketStream) else None
         self._send_lock = trio.Lock()  # held while sending on the transport
         self._unsent: list[bytes] = []  # records taken from the outgoing BIO, in order
         self._handshake_lock = trio.Lock()
@@ -112,6 +120,7 @@ class TlsStream(trio.abc.Stream):
             if not self._handshook:
                 await self.do_handshake()
             limit = max_bytes or self._read_size
+            waited = False  # a refill is a checkpoint: no need for another one
             while True:
                 if self._eof:
                     await checkpoint()
@@ -122,11 +131,14 @@ class TlsStream(trio.abc.Stream):
                     # no send_all is under way to carry them: send them here. While one is,
                     # it sends them after its data; the reader never waits behind bulk data.
                     await self._send_unsent()
+                    waited = True
                 if data:
-                    await checkpoint()
+                    if not waited:
+                        await checkpoint()
                     return data
                 if not self._eof:
                     await self._refill()
+                    waited = True
         finally:
             self._receiving = False
 
@@ -139,7 +151,11 @@ class TlsStream(trio.abc.Stream):
             if not self._handshook:
                 await self.do_handshake()
             if not data:
-                await checkpoint()
+                # Nothing new, but records send_nowait could not write go out now.
+                if self._unsent:
+                    await self._send_unsent()
+                else:
+                    await checkpoint()
                 return
             try:
                 self._ssl.write(data)
@@ -149,6 +165,38 @@ class TlsStream(trio.abc.Stream):
             await self._send_unsent()
         finally:
             self._sending = False
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Encrypt `data` and write what the socket takes now, without waiting or yielding.
+
+        True: all of it went out. False: the socket took only part; the rest is kept and
+        goes out first with the next `send_all` (`send_all(b"")` sends just that). Raises
+        `trio.WouldBlock`, without taking `data`, when this cannot be done now: before the
+        handshake, while a `send_all` (or a reader's flush) is sending, after a failure or
+        `aclose`, or over a transport that is not a socket. Like `send_all`, only one task
+        may send at a time; this one never switches tasks, so it cannot overlap another.
+        """
+        if (self._socket is None or self._sending or self._send_lock.locked() or not self._handshook
+                or self._closed or self._broken is not None):
+            raise trio.WouldBlock
+        try:
+            self._ssl.write(data)
+        except ssl.SSLError as exc:
+            self._break(exc)
+            raise trio.WouldBlock from exc  # send_all reports the failure
+        self._take_outgoing()
+        pending = self._unsent[0] if len(self._unsent) == 1 else b"".join(self._unsent)
+        try:
+            sent = os.write(self._socket.fileno(), pending)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # a reset or a closed socket: send_all meets it again and reports it
+        if sent == len(pending):
+            self._unsent.clear()
+            return True
+        self._unsent[:] = [memoryview(pending)[sent:]]
+        return False
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

@@ -29,7 +29,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, IpMismatch, PolicyRejection, ProxyError, ProxyInputs,
                                 SelfCall, TlsFailed, outcome_of)
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr
+from mesh.ztunnel.sockets import abort, format_addr, proxy_stream
 from mesh.ztunnel.state import ProxyState, Service, Workload
 
 log = logging.getLogger("mesh.ztunnel.inbound")
@@ -108,7 +108,7 @@ class Inbound:
 
     async def _serve(self, tcp: trio.SocketStream) -> None:
         try:
-            await self.serve_connection(tcp)
+            await self.serve_connection(proxy_stream(tcp))
         except Exception:
             log.exception("inbound connection failed unexpectedly")
             abort(tcp)

@@ -17,7 +17,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.inbound import guess_inbound_service
 from mesh.ztunnel.proxy import DRAINED, ConnectionFailed, ProxyError, ProxyInputs, SelfCall, outcome_of
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr, original_dst
+from mesh.ztunnel.sockets import abort, format_addr, original_dst, proxy_stream
 
 log = logging.getLogger("mesh.ztunnel.inbound_passthrough")
 
@@ -36,7 +36,7 @@ class InboundPassthrough:
 
     async def _serve(self, client: trio.SocketStream) -> None:
         try:
-            await self.proxy(client)
+            await self.proxy(proxy_stream(client))
         except Exception:
             log.exception("inbound plaintext connection failed unexpectedly")
             abort(client)

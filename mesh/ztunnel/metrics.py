@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -177,10 +178,16 @@ class Bare(str):
     """A field value written as is (addresses, as ztunnel's `%` Display fields), not quoted."""
 
 
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f]*')  # what json.dumps leaves as it is (ensure_ascii=False)
+
+
 def _value(value: object) -> str:
     if isinstance(value, Bare) or isinstance(value, int):
         return str(value)
-    return json.dumps(str(value), ensure_ascii=False)
+    text = str(value)
+    if _PLAIN.fullmatch(text):  # the usual case: quoting is all json.dumps would do
+        return f'"{text}"'
+    return json.dumps(text, ensure_ascii=False)
 
 
 def format_timestamp(at: datetime) -> str:
@@ -266,7 +273,9 @@ class ConnectionResult:
         self.recorded = True
         self.metrics.live.pop(self.id, None)
         # As in ztunnel, the open was counted without flags and the close carries the outcome's.
-        labels = replace(self.labels, response_flags=outcome.flag)
+        labels = self.labels
+        if labels.response_flags != outcome.flag:
+            labels = replace(labels, response_flags=outcome.flag)
         self.metrics.closed[labels] += 1
         if self.stats_received:
             self.metrics.received_bytes[labels] += self.stats_received

@@ -32,7 +32,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, HbonePortUnreachable, HttpStatus,
                                 NoHealthyUpstream, NoValidDestination, ProxyError, ProxyInputs, SelfCall, TlsFailed,
                                 UnknownWaypoint, outcome_of)
-from mesh.ztunnel.sockets import Address, abort, format_addr, original_dst
+from mesh.ztunnel.sockets import Address, abort, format_addr, original_dst, proxy_stream
 from mesh.ztunnel.state import HBONE, TCP, ProxyState, Rng, Service, Upstream, Workload
 
 log = logging.getLogger("mesh.ztunnel.outbound")
@@ -141,7 +141,7 @@ class Outbound:
 
     async def _serve(self, app: trio.SocketStream) -> None:
         try:
-            await self.proxy(app)
+            await self.proxy(proxy_stream(app))
         except Exception:
             log.exception("outbound connection failed unexpectedly")
             abort(app)

@@ -444,6 +444,10 @@ class StateHandle:
 
     async def wait_for(self, lookup: Callable[[ProxyState], Any], timeout: float) -> Any:
         """`lookup(state)` once it is not None, or None after `timeout` seconds."""
+        found = lookup(self.state)
+        if found is not None:  # the usual case: no need for a cancel scope
+            await trio.lowlevel.checkpoint()
+            return found
         with trio.move_on_after(timeout if timeout is not None else math.inf):
             while True:
                 found = lookup(self.state)

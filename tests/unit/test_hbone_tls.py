@@ -175,3 +175,34 @@ async def test_untrusted_client_certificate_is_refused(contexts):
             await client.do_handshake()  # TLS 1.3: the client may finish first...
             await client.receive_some()  # ...and hear the alert on its first read
     await client.aclose()
+
+
+async def test_send_nowait_writes_without_yielding_and_keeps_order(contexts):
+    client, server = await tls_pair(contexts)
+    assert client.send_nowait(b"first ") is True
+    await client.send_all(b"second")
+    got = b""
+    while len(got) < len(b"first second"):
+        got += await server.receive_some()
+    assert got == b"first second"
+    # More than the socket buffer takes at once: the rest goes out, in order, with the next send_all.
+    big = bytes(range(256)) * 40000
+    client.send_nowait(big)  # True or False: either way nothing is lost or reordered
+    async with trio.open_nursery() as nursery:
+        async def drain():
+            buf = bytearray()
+            while len(buf) < len(big) + 4:
+                buf += await server.receive_some()
+            assert bytes(buf) == big + b"tail"
+        nursery.start_soon(drain)
+        await client.send_all(b"tail")
+    await client.aclose()
+    with pytest.raises(trio.WouldBlock):
+        client.send_nowait(b"after close")
+
+
+async def test_send_nowait_before_the_handshake_would_block(contexts):
+    a, _ = socket_pair()
+    stream = TlsStream(a, contexts["client"], server_hostname=None)
+    with pytest.raises(trio.WouldBlock):
+        stream.send_nowait(b"x")
