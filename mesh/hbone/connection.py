@@ -70,6 +70,8 @@ class Connection:
         self._backlog = False  # send_nowait kept bytes the socket could not take: the writer flushes them
         self._send_capacity = ParkingLot()  # senders wait here for window or buffer space
         self._streams_changed = ParkingLot()
+        #: When the connection last became idle (no streams); set when it starts running.
+        self.idle_since = 0.0
         self._pong = ParkingLot()
         self._cancel_scope = trio.CancelScope()
         self._read_scope = trio.CancelScope()
@@ -114,6 +116,7 @@ class Connection:
         if self._started:
             raise RuntimeError("Connection.run() called twice")
         self._started = True
+        self.idle_since = trio.current_time()
         start_connection(self._h2, self._settings)
         try:
             with self._cancel_scope:
@@ -319,6 +322,8 @@ class Connection:
     def _release(self, stream: HboneStream) -> None:
         if self._streams.pop(stream.stream_id, None) is not None:
             self._streams_changed.unpark_all()
+            if not self._streams:
+                self.idle_since = trio.current_time()
 
     def _release_if_finished(self, stream: HboneStream) -> None:
         if stream._finished:

@@ -131,14 +131,16 @@ class HbonePool:
             self._forget(key, conn)
 
     async def _close_when_idle(self, conn: HboneConnection) -> None:
+        # Not woken per stream: it sleeps until the earliest moment the connection could have
+        # been idle for `idle_timeout` (or until it ends), then looks again.
         while not conn.closing:
-            if conn.active_streams:
-                await conn.wait_streams_changed()
+            now = trio.current_time()
+            deadline = (now if conn.active_streams else conn.idle_since) + self._idle_timeout
+            if deadline <= now:
+                await conn.aclose()
                 continue
-            with trio.move_on_after(self._idle_timeout):
-                await conn.wait_streams_changed()
-                continue
-            await conn.aclose()
+            with trio.move_on_at(deadline):
+                await conn.wait_closed()
 
     def _forget(self, key: WorkloadKey, conn: HboneConnection) -> None:
         conns = self._conns.get(key, [])

@@ -57,9 +57,11 @@ async def splice(
             failure.append(exc)
             nursery.cancel_scope.cancel()
 
+    # The response direction runs in the caller's task (the nursery's body): one task spawn
+    # fewer per connection. A failure on either side cancels the nursery, body included.
     async with trio.open_nursery() as nursery:
         nursery.start_soon(copy, downstream, upstream, True)
-        nursery.start_soon(copy, upstream, downstream, False)
+        await copy(upstream, downstream, False)
     if failure:
         raise failure[0]
     return stats

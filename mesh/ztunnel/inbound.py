@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from dataclasses import dataclass
 
 import trio
@@ -29,7 +30,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, IpMismatch, PolicyRejection, ProxyError, ProxyInputs,
                                 SelfCall, TlsFailed, outcome_of)
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr, proxy_stream
+from mesh.ztunnel.sockets import abort, close_now, format_addr, proxy_stream
 from mesh.ztunnel.state import ProxyState, Service, Workload
 
 log = logging.getLogger("mesh.ztunnel.inbound")
@@ -84,6 +85,17 @@ def response_baggage(local: Workload) -> list[tuple[str, str]]:
         cluster=local.cluster_id, namespace=local.namespace, workload_type=local.workload_type,
         workload_name=local.workload_name or local.name, service_name=local.canonical_name,
         service_version=local.canonical_revision))]
+
+
+#: A Workload is immutable, so its response baggage is computed once (per Workload object).
+_BAGGAGE: weakref.WeakKeyDictionary[Workload, tuple[tuple[str, str], ...]] = weakref.WeakKeyDictionary()
+
+
+def _response_baggage(local: Workload) -> tuple[tuple[str, str], ...]:
+    headers = _BAGGAGE.get(local)
+    if headers is None:
+        headers = _BAGGAGE[local] = tuple(response_baggage(local))
+    return headers
 
 
 def _status_of(error: ProxyError) -> int:
@@ -177,12 +189,12 @@ class Inbound:
                 return
             try:
                 # 200 only now that the app accepted the connection (facts §1.4).
-                await respond(CONNECTED, response_baggage(local))
+                await respond(CONNECTED, _response_baggage(local))
                 await splice(stream, upstream, result.stats)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 abort(upstream)  # the client side broke off: reset the app's connection too
             finally:
-                await trio.aclose_forcefully(upstream)
+                await close_now(upstream)
             outcome = metrics.Outcome()
         finally:
             result.record(outcome)

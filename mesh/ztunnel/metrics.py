@@ -84,7 +84,22 @@ class TrafficLabels:
 
         The source principal is only ever the identity proven in the TLS handshake (or our own,
         on the outbound side of an mTLS connection), never guessed from the source workload.
+
+        Memoized: Workloads and Services are immutable and compared by identity, so the same
+        inputs always give the same (frozen) labels; a new connection of a known pair reuses them.
         """
+        key = (cls, reporter, source, source_identity, destination, service, mtls)
+        labels = _LABELS_CACHE.get(key)
+        if labels is None:
+            if len(_LABELS_CACHE) >= _LABELS_CACHE_SIZE:
+                _LABELS_CACHE.clear()  # state churned: forget old Workload/Service objects
+            labels = _LABELS_CACHE[key] = cls._build(reporter, source=source, source_identity=source_identity,
+                                                     destination=destination, service=service, mtls=mtls)
+        return labels
+
+    @classmethod
+    def _build(cls, reporter: str, *, source: Workload | None, source_identity: str | None,
+               destination: Workload | None, service: Service | None, mtls: bool) -> TrafficLabels:
         labels: dict[str, str] = {"reporter": reporter,
                                   "connection_security_policy": MUTUAL_TLS if mtls else NO_TLS}
         if source_identity:
@@ -114,6 +129,9 @@ class TrafficLabels:
 
 
 LABEL_NAMES = tuple(f.name for f in fields(TrafficLabels))
+
+_LABELS_CACHE: dict[tuple, TrafficLabels] = {}
+_LABELS_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import weakref
 from dataclasses import dataclass, field
 
 import trio
@@ -32,7 +33,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, HbonePortUnreachable, HttpStatus,
                                 NoHealthyUpstream, NoValidDestination, ProxyError, ProxyInputs, SelfCall, TlsFailed,
                                 UnknownWaypoint, outcome_of)
-from mesh.ztunnel.sockets import Address, abort, format_addr, original_dst, proxy_stream
+from mesh.ztunnel.sockets import Address, abort, close_now, format_addr, original_dst, proxy_stream
 from mesh.ztunnel.state import HBONE, TCP, ProxyState, Rng, Service, Upstream, Workload
 
 log = logging.getLogger("mesh.ztunnel.outbound")
@@ -110,14 +111,25 @@ def request_labels(req: Request) -> metrics.TrafficLabels:
 
 def connect_headers(req: Request, client: Address) -> list[tuple[str, str]]:
     """baggage, forwarded and traceparent, as ztunnel's `create_hbone_request`."""
-    src = req.source
     return hbone_headers(
         source=format_addr(client),
         service_host=req.destination_service.hostname if req.destination_service else None,
-        baggage=workload_baggage(cluster=src.cluster_id, namespace=src.namespace, workload_type=src.workload_type,
-                                 workload_name=src.workload_name or src.name, service_name=src.canonical_name,
-                                 service_version=src.canonical_revision),
+        baggage=source_baggage(req.source),
     )
+
+
+#: A Workload is immutable, so its baggage is computed once (per Workload object).
+_BAGGAGE: weakref.WeakKeyDictionary[Workload, str] = weakref.WeakKeyDictionary()
+
+
+def source_baggage(src: Workload) -> str:
+    baggage = _BAGGAGE.get(src)
+    if baggage is None:
+        baggage = _BAGGAGE[src] = workload_baggage(
+            cluster=src.cluster_id, namespace=src.namespace, workload_type=src.workload_type,
+            workload_name=src.workload_name or src.name, service_name=src.canonical_name,
+            service_version=src.canonical_revision)
+    return baggage
 
 
 class Outbound:
@@ -183,10 +195,10 @@ class Outbound:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 abort(app)  # a reset on either side: pass it on; as in ztunnel, not an error
             finally:
-                await trio.aclose_forcefully(upstream)
+                await close_now(upstream)
             outcome = metrics.Outcome()
         finally:
-            await trio.aclose_forcefully(app)
+            await close_now(app)
             result.record(outcome)
 
     async def _open_hbone(self, req: Request, client: Address) -> trio.abc.HalfCloseableStream:

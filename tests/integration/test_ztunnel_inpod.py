@@ -408,7 +408,9 @@ async def test_telemetry_and_pod_removal(zt):
         await open_from("c")
     start = trio.current_time()
     res = await curl("a", f"http://{IP['b']}:8080/")
-    assert res.returncode == 56 and trio.current_time() - start < 2
+    # Reset before any data: curl says 56, or 7 when the reset lands while its connect is still
+    # being confirmed (the app's connection to 15001 is local, the reset follows in microseconds).
+    assert res.returncode in (7, 56) and trio.current_time() - start < 2
     assert await zt.wait_log(r'direction="outbound".*error="connection failed')
     status, body = await http_get(ports["admin"], "/config_dump")
     assert [w["name"] for w in json.loads(body)["workloadState"]] == ["sleep-a"]

@@ -94,3 +94,19 @@ async def test_tcp_app_through_hbone_to_tcp_app():
     assert echoed == payload
     assert (client_stats.bytes_sent, client_stats.bytes_recv) == (len(payload), len(payload))
     assert (server_stats.bytes_sent, server_stats.bytes_recv) == (len(payload), len(payload))
+
+
+async def test_a_failing_request_direction_cancels_the_response_direction():
+    """The response direction runs in splice's own task: when the other direction fails it
+    is cancelled all the same, and the error is raised plainly."""
+    app_client, downstream = trio.testing.memory_stream_pair()
+    upstream, app_server = trio.testing.memory_stream_pair()
+
+    async def break_downstream():
+        await trio.sleep(0.01)
+        await downstream.aclose()  # the request direction's receive fails; the response one waits
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(break_downstream)
+        with pytest.raises(trio.ClosedResourceError), trio.fail_after(1):
+            await splice(downstream, upstream, SpliceStats())

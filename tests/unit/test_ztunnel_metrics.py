@@ -138,3 +138,14 @@ def test_label_values_are_escaped():
     m = Metrics()
     m.opened[TrafficLabels(source_workload='we"ird\\name')] += 1
     assert 'source_workload="we\\"ird\\\\name"' in m.render()
+
+
+def test_labels_are_memoized_per_workload_and_service_objects():
+    src = Workload.from_resource(workload("client-1", "10.244.0.5")["workload"])
+    first = TrafficLabels.build(metrics.SOURCE, source=src, source_identity="spiffe://x", mtls=True)
+    again = TrafficLabels.build(metrics.SOURCE, source=src, source_identity="spiffe://x", mtls=True)
+    assert first is again
+    assert first == TrafficLabels._build(metrics.SOURCE, source=src, source_identity="spiffe://x",
+                                         destination=None, service=None, mtls=True)
+    other = TrafficLabels.build(metrics.SOURCE, source=src, source_identity=None, mtls=False)
+    assert other != first

@@ -40,3 +40,23 @@ async def test_original_dst_falls_back_to_the_local_address():
         accepted, _ = await listener.accept()
         with accepted:  # no REDIRECT happened: no conntrack original destination
             assert original_dst(accepted) == listener.getsockname()
+
+
+async def test_close_now_closes_sockets_and_streams_without_waiting():
+    import trio.testing
+
+    from mesh.ztunnel.sockets import close_now
+
+    a, b = trio.socket.socketpair()
+    stream = trio.SocketStream(a)
+    await close_now(stream)
+    assert stream.socket.fileno() == -1
+    b.close()
+    send, receive = trio.testing.memory_stream_pair()
+    await close_now(send)
+    with pytest.raises(trio.ClosedResourceError):
+        await send.send_all(b"x")
+    stapled = trio.StapledStream(*trio.testing.memory_stream_one_way_pair())  # no close(): aclose_forcefully
+    await close_now(stapled)
+    with pytest.raises(trio.ClosedResourceError):
+        await stapled.send_all(b"x")
