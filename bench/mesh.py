@@ -120,8 +120,7 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
             client = t.wait_ready(ns, "app=client")[0]
             paths[ns] = (client["metadata"]["name"], client["metadata"]["annotations"]["lab.ambient/netns"],
                          server["status"]["podIP"])
-        eventually(lambda: all(p["metadata"].get("annotations", {}).get("ambient.istio.io/redirection") == "enabled"
-                               for p in t.pods(NS_AMBIENT)), timeout=30)
+        eventually(lambda: t.all_enrolled(NS_AMBIENT), timeout=30)
         for ns in (NS_DIRECT, NS_AMBIENT):  # warm up (and the ambient path's certificates and pool)
             eventually(lambda: request_rtts(paths[ns][1], paths[ns][2], 50), timeout=20)
 
@@ -166,9 +165,7 @@ spec:
       containers: [{name: pause, image: registry.k8s.io/pause}]
 """)
         t0 = time.monotonic()
-        eventually(lambda: sum(1 for p in t.pods(NS_AMBIENT, "app=many")
-                               if p["metadata"].get("annotations", {}).get("ambient.istio.io/redirection") == "enabled")
-                   == 100, timeout=300, interval=0.2)
+        eventually(lambda: len(t.enrolled(NS_AMBIENT, "app=many")) == 100, timeout=300, interval=0.2)
         enrolled_in = time.monotonic() - t0
         time.sleep(2)  # let certificate fetches settle
         loaded = rss_mib(pid)

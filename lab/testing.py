@@ -19,6 +19,7 @@ T = TypeVar("T")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TOPOLOGY = os.path.join(REPO, "topologies", "default.yaml")
 ARTICLE = os.path.join(REPO, "topologies", "article")
+REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
 
 
 class NotYet(AssertionError):
@@ -107,6 +108,20 @@ class TestLab:
                                          for c in p.get("status", {}).get("conditions", []))]
             return ok if len(ok) >= count and len(pods) == len(ok) else None
         return eventually(ready, timeout=timeout, what=f"{count} ready pods {selector} in {namespace}")
+
+    def install_ambient(self) -> None:
+        """`lab istioctl install --set profile=ambient -y` (a no-op when the mesh is already there)."""
+        r = self.lab("istioctl", "install", "--set", "profile=ambient", "-y", timeout=180)
+        assert r.returncode == 0, r.stderr
+
+    def enrolled(self, namespace: str, selector: str | None = None) -> list[dict]:
+        """The pods istio-cni has enrolled (annotated `ambient.istio.io/redirection: enabled`)."""
+        return [p for p in self.pods(namespace, selector)
+                if p["metadata"].get("annotations", {}).get(REDIRECTION_ANNOTATION) == "enabled"]
+
+    def all_enrolled(self, namespace: str, selector: str | None = None) -> bool:
+        pods = self.pods(namespace, selector)
+        return bool(pods) and len(self.enrolled(namespace, selector)) == len(pods)
 
     def exec(self, pod: str, namespace: str, command: list[str], container: str | None = None,
              timeout: float = 30.0, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:

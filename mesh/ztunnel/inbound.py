@@ -30,7 +30,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, IpMismatch, PolicyRejection, ProxyError, ProxyInputs,
                                 SelfCall, TlsFailed, outcome_of)
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, close_now, format_addr, proxy_stream
+from mesh.ztunnel.sockets import abort, close_now, format_addr, guarded
 from mesh.ztunnel.state import ProxyState, Service, Workload
 
 log = logging.getLogger("mesh.ztunnel.inbound")
@@ -116,14 +116,8 @@ class Inbound:
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()
-            await trio.serve_listeners(self._serve, [self.listener], handler_nursery=nursery)
-
-    async def _serve(self, tcp: trio.SocketStream) -> None:
-        try:
-            await self.serve_connection(proxy_stream(tcp))
-        except Exception:
-            log.exception("inbound connection failed unexpectedly")
-            abort(tcp)
+            handler = guarded(self.serve_connection, "inbound", log)
+            await trio.serve_listeners(handler, [self.listener], handler_nursery=nursery)
 
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
         """mTLS, then HBONE until the peer closes the connection."""

@@ -17,7 +17,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.inbound import guess_inbound_service
 from mesh.ztunnel.proxy import DRAINED, ConnectionFailed, ProxyError, ProxyInputs, SelfCall, outcome_of
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr, original_dst, proxy_stream
+from mesh.ztunnel.sockets import abort, format_addr, guarded, original_dst
 
 log = logging.getLogger("mesh.ztunnel.inbound_passthrough")
 
@@ -32,14 +32,8 @@ class InboundPassthrough:
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()
-            await trio.serve_listeners(self._serve, [self.listener], handler_nursery=nursery)
-
-    async def _serve(self, client: trio.SocketStream) -> None:
-        try:
-            await self.proxy(proxy_stream(client))
-        except Exception:
-            log.exception("inbound plaintext connection failed unexpectedly")
-            abort(client)
+            handler = guarded(self.proxy, "inbound plaintext", log)
+            await trio.serve_listeners(handler, [self.listener], handler_nursery=nursery)
 
     async def proxy(self, client: trio.SocketStream) -> None:
         pi = self.pi

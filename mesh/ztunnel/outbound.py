@@ -33,7 +33,7 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, HbonePortUnreachable, HttpStatus,
                                 NoHealthyUpstream, NoValidDestination, ProxyError, ProxyInputs, SelfCall, TlsFailed,
                                 UnknownWaypoint, outcome_of)
-from mesh.ztunnel.sockets import Address, abort, close_now, format_addr, original_dst, proxy_stream
+from mesh.ztunnel.sockets import Address, abort, close_now, format_addr, guarded, original_dst
 from mesh.ztunnel.state import HBONE, TCP, ProxyState, Rng, Service, Upstream, Workload
 
 log = logging.getLogger("mesh.ztunnel.outbound")
@@ -146,17 +146,11 @@ class Outbound:
             self.pool = HbonePool(nursery, self._connect, connect_timeout=self.pi.config.connect_timeout)
             try:
                 task_status.started()
-                await trio.serve_listeners(self._serve, [self.listener], handler_nursery=nursery)
+                handler = guarded(self.proxy, "outbound", log)
+                await trio.serve_listeners(handler, [self.listener], handler_nursery=nursery)
             finally:
                 with trio.CancelScope(shield=True):
                     await self.pool.aclose()
-
-    async def _serve(self, app: trio.SocketStream) -> None:
-        try:
-            await self.proxy(proxy_stream(app))
-        except Exception:
-            log.exception("outbound connection failed unexpectedly")
-            abort(app)
 
     async def proxy(self, app: trio.SocketStream) -> None:
         pi = self.pi

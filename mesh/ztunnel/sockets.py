@@ -11,9 +11,12 @@ how ztunnel's own connections escape its own capture (facts §3.3).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import struct
+
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -181,3 +184,16 @@ class InpodNetns:
             tsock.close()
             raise
         return proxy_stream(trio.SocketStream(tsock))
+
+
+def guarded(handle: Callable[[trio.SocketStream], Awaitable[None]], what: str,
+            logger: logging.Logger) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    """A listener's per-connection handler: tunes the accepted socket for proxying, and turns a bug
+    in HANDLE into a reset of that one connection (logged), never into the listener's death."""
+    async def serve(stream: trio.SocketStream) -> None:
+        try:
+            await handle(proxy_stream(stream))
+        except Exception:
+            logger.exception("%s connection failed unexpectedly", what)
+            abort(stream)
+    return serve

@@ -22,7 +22,7 @@ def curl(lab, pod, ns, url, *extra, timeout=10):
 def mesh(lab):
     r = lab.lab("istioctl", "install", "--set", "profile=ambient", "-y", timeout=180)
     assert r.returncode == 0, r.stderr
-    assert "Installation complete" in r.stdout
+    assert "Installation complete" in r.stdout  # the CLI's own output is part of this test
     r = lab.lab("get", "pods", "-n", "istio-system")
     assert r.returncode == 0
     rows = [line.split() for line in r.stdout.splitlines()[1:]]
@@ -44,19 +44,13 @@ def apps(mesh):
     lab.delete_namespace("ambient-apps")
 
 
-def enrolled(lab, ns, selector):
-    pods = lab.pods(ns, selector)
-    return pods and all(p["metadata"].get("annotations", {}).get("ambient.istio.io/redirection") == "enabled"
-                        for p in pods)
-
-
 def test_enrollment_without_restart_and_hbone_on_the_wire(apps):
     lab, sleep, httpbin = apps
     before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["pid"]
               for p in (sleep, httpbin)}
     r = lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}=ambient")
     assert r.returncode == 0 and r.stdout.strip() == "namespace/ambient-apps labeled"
-    eventually(lambda: enrolled(lab, "ambient-apps", "app in (sleep-ambient,httpbin-ambient)"), timeout=20)
+    eventually(lambda: lab.all_enrolled("ambient-apps", "app in (sleep-ambient,httpbin-ambient)"), timeout=20)
     for p in lab.pods("ambient-apps"):
         cs = p["status"]["containerStatuses"][0]
         assert before[p["metadata"]["uid"]] == cs["pid"] and cs["restartCount"] == 0
@@ -87,7 +81,7 @@ def test_enrollment_without_restart_and_hbone_on_the_wire(apps):
 
 def test_article_l4_policy_denies_the_rogue_client_fast(apps):
     lab, sleep, httpbin = apps
-    eventually(lambda: enrolled(lab, "ambient-apps", "app=sleep-ambient"), timeout=20)
+    eventually(lambda: lab.all_enrolled("ambient-apps", "app=sleep-ambient"), timeout=20)
     r = lab.lab("apply", "-f", os.path.join(ARTICLE, "l4-policy.yaml"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "authorizationpolicy.security.istio.io/require-sleep-identity created"
@@ -96,7 +90,7 @@ def test_article_l4_policy_denies_the_rogue_client_fast(apps):
                .returncode == 0, timeout=20)
     lab.apply(os.path.join(ARTICLE, "rogue-client.yaml"))
     rogue = lab.wait_ready("ambient-apps", "app=rogue-client")[0]["metadata"]["name"]
-    eventually(lambda: enrolled(lab, "ambient-apps", "app=rogue-client"), timeout=20)
+    eventually(lambda: lab.all_enrolled("ambient-apps", "app=rogue-client"), timeout=20)
     t0 = time.monotonic()
     r = curl(lab, rogue, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/headers")
     took = time.monotonic() - t0
@@ -122,7 +116,7 @@ def test_article_l4_policy_denies_the_rogue_client_fast(apps):
 def test_unlabel_returns_pods_to_plain_traffic(apps):
     lab, sleep, httpbin = apps
     lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}=ambient", "--overwrite")
-    eventually(lambda: enrolled(lab, "ambient-apps", "app=httpbin-ambient"), timeout=20)
+    eventually(lambda: lab.all_enrolled("ambient-apps", "app=httpbin-ambient"), timeout=20)
     r = lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}-")
     assert r.returncode == 0 and r.stdout.strip() == "namespace/ambient-apps unlabeled"
     eventually(lambda: all("ambient.istio.io/redirection" not in p["metadata"].get("annotations", {})
@@ -137,7 +131,7 @@ def test_unlabel_returns_pods_to_plain_traffic(apps):
 def test_observability_ztunnel_config_metrics_and_logs(apps):
     lab, sleep, httpbin = apps
     lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}=ambient", "--overwrite")
-    eventually(lambda: enrolled(lab, "ambient-apps", "app in (sleep-ambient,httpbin-ambient)"), timeout=20)
+    eventually(lambda: lab.all_enrolled("ambient-apps", "app in (sleep-ambient,httpbin-ambient)"), timeout=20)
     sleep_pod = sleep["metadata"]["name"]
     eventually(lambda: curl(lab, sleep_pod, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/ip")
                .returncode == 0, timeout=20)

@@ -85,8 +85,7 @@ def principal(sa):
 
 @pytest.fixture(scope="module")
 def world(lab):
-    r = lab.lab("istioctl", "install", "--set", "profile=ambient", "-y", timeout=180)
-    assert r.returncode == 0, r.stderr
+    lab.install_ambient()
     lab.create_namespace(NS, {"istio.io/dataplane-mode": "ambient"})
     lab.create_namespace(OUTSIDE)
     lab.apply(APPS)
@@ -94,8 +93,7 @@ def world(lab):
     for app, ns in (("client-a", NS), ("client-b", NS), ("outsider", OUTSIDE)):
         clients[app] = (lab.wait_ready(ns, f"app={app}")[0]["metadata"]["name"], ns)
     lab.wait_ready(NS, "app=server")
-    eventually(lambda: all(p["metadata"].get("annotations", {}).get("ambient.istio.io/redirection") == "enabled"
-                           for p in lab.pods(NS)), timeout=30)
+    eventually(lambda: lab.all_enrolled(NS), timeout=30)
     yield lab, clients
     for ns in (NS, OUTSIDE):
         lab.delete_namespace(ns)

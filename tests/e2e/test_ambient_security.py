@@ -60,16 +60,14 @@ spec:
 
 @pytest.fixture(scope="module")
 def world(lab):
-    r = lab.lab("istioctl", "install", "--set", "profile=ambient", "-y", timeout=180)
-    assert r.returncode == 0, r.stderr
+    lab.install_ambient()
     lab.create_namespace(NS, {"istio.io/dataplane-mode": "ambient"})
     lab.create_namespace(OUTSIDE)
     lab.apply(APPS)
     server = lab.wait_ready(NS, "app=server")[0]
     client = lab.wait_ready(NS, "app=client")[0]
     outsider = lab.wait_ready(OUTSIDE, "app=outsider")[0]
-    eventually(lambda: all(p["metadata"].get("annotations", {}).get("ambient.istio.io/redirection") == "enabled"
-                           for p in lab.pods(NS)), timeout=30)
+    eventually(lambda: lab.all_enrolled(NS), timeout=30)
     yield lab, server, client, outsider
     for ns in (NS, OUTSIDE):
         lab.delete_namespace(ns)
