@@ -383,6 +383,11 @@ class Connection:
         self._flush()
         self._release_if_finished(stream)
 
+    def _acknowledge(self, stream: HboneStream, size: int) -> None:
+        """`_consumed` for the reader's own direct delivery: the read loop flushes after it."""
+        if not self.closing:
+            self._h2.acknowledge_received_data(size, stream.stream_id)
+
     def _consumed(self, stream: HboneStream, size: int) -> None:
         """The app took `size` bytes: return them to the peer's windows."""
         if size and not self.closing:

@@ -4,20 +4,14 @@ ztunnel sizes HTTP/2 for bulk tunnels rather than for web pages: 1 MiB frames, a
 stream window and a 16 MiB connection window, so one tunnel can fill a fast link
 (reference facts §1.6; ztunnel `src/config.rs`, `src/proxy/h2/{client,server}.rs`).
 
-h2 needs three nudges to really run with these numbers:
+h2 needs two nudges to really run with these numbers:
 
 - the initial *connection* window is not a SETTINGS value (RFC 9113 §6.9.2): it is opened
   with a WINDOW_UPDATE on stream 0 right after the preface (`start_connection`);
 - a larger MAX_FRAME_SIZE in `local_settings` does not raise the limit h2 enforces on
-  inbound frames, so `max_inbound_frame_size` is set as well;
-- h2 builds `repr(frame)` for every received frame even with logging off, and a DATA
-  frame's repr hex-dumps its whole payload. With 1 MiB frames that is most of h2's CPU
-  time, so `HboneH2Connection` hands h2 DATA frames with a cheap repr.
+  inbound frames, so `max_inbound_frame_size` is set as well.
 
-`HboneH2Connection` also writes header values without Huffman coding: a CONNECT's values
-are mostly new every time (a random traceparent, the client's port), and pure-Python
-Huffman coding (and the peer's decoding) costs more per connection than the few bytes it
-saves on a local link. Any HPACK decoder reads both forms (RFC 7541 §5.2).
+The connection itself is `tuned_h2.HboneH2Connection`: h2 without its per-byte copies.
 """
 
 from __future__ import annotations
@@ -26,11 +20,10 @@ from dataclasses import dataclass
 
 import h2.config
 import h2.connection
-import h2.frame_buffer
 import h2.settings
-import hpack
 from h2.settings import SettingCodes
-from hyperframe.frame import DataFrame
+
+from .tuned_h2 import HboneH2Connection
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -71,47 +64,6 @@ SERVER_SETTINGS = Http2Settings(
 
 # The window every connection starts with before any WINDOW_UPDATE (RFC 9113 §6.9.2).
 _DEFAULT_CONNECTION_WINDOW = 65_535
-
-
-class _QuietDataFrame(DataFrame):
-    """A DATA frame whose repr names its size instead of hex-dumping its payload."""
-
-    def __repr__(self) -> str:
-        return f"DataFrame(stream_id={self.stream_id}, flags={self.flags!r}, len={len(self.data)})"
-
-
-class _QuietFrameBuffer(h2.frame_buffer.FrameBuffer):
-    """h2's frame buffer, yielding DATA frames as `_QuietDataFrame`."""
-
-    def __next__(self):
-        frame = super().__next__()
-        if frame.__class__ is DataFrame:
-            frame.__class__ = _QuietDataFrame
-        return frame
-
-
-class _PlainEncoder(hpack.Encoder):
-    """HPACK with indexing as usual, but string literals never Huffman-coded."""
-
-    def encode(self, headers, huffman: bool = True) -> bytes:
-        return super().encode(headers, huffman=False)
-
-
-class HboneH2Connection(h2.connection.H2Connection):
-    """An `H2Connection` that does not pay for `repr` of every received DATA frame.
-
-    h2 dispatches received frames on their exact class, so the quiet subclass is
-    registered next to DataFrame. If a future h2 drops that table, this falls back to
-    plain h2 (correct, only slower).
-    """
-
-    def __init__(self, config: h2.config.H2Configuration) -> None:
-        super().__init__(config)
-        self.encoder = _PlainEncoder()
-        dispatch = getattr(self, "_frame_dispatch_table", None)
-        if isinstance(dispatch, dict) and DataFrame in dispatch:
-            dispatch[_QuietDataFrame] = dispatch[DataFrame]
-            self.incoming_buffer = _QuietFrameBuffer(server=not config.client_side)
 
 
 def new_h2_connection(settings: Http2Settings, *, client_side: bool) -> HboneH2Connection:

@@ -7,7 +7,9 @@ first error is raised as itself, not wrapped in an ExceptionGroup. The byte coun
 kept in a `SpliceStats` the caller can pass in, so an access log has them even when the
 splice failed: `bytes_sent` went from `downstream` to `upstream`, `bytes_recv` back.
 
-A chunk for a socket is first written synchronously (`send_to_socket`): trio's
+A stream that can write into a socket itself (`HboneStream.deliver_to`) does so for the
+direction that ends at a socket: its data then reaches the app without a task switch.
+Otherwise a chunk for a socket is first written synchronously (`send_to_socket`): trio's
 `SocketStream.send_all` passes through the scheduler even when the socket took everything,
 and for a small request that trip costs more than the write. Each direction still yields
 once per chunk, in its receive, so a busy splice does not starve other tasks.
@@ -43,9 +45,20 @@ async def splice(
     stats = stats if stats is not None else SpliceStats()
     failure: list[BaseException] = []
 
+    def count_sent(n: int) -> None:
+        stats.bytes_sent += n
+
+    def count_recv(n: int) -> None:
+        stats.bytes_recv += n
+
     async def copy(src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, sent: bool) -> None:
-        send_all = functools.partial(send_to_socket, dst) if isinstance(dst, trio.SocketStream) else dst.send_all
+        to_socket = isinstance(dst, trio.SocketStream)
+        send_all = functools.partial(send_to_socket, dst) if to_socket else dst.send_all
+        deliver_to = getattr(src, "deliver_to", None) if to_socket else None
         try:
+            if deliver_to is not None:  # an HBONE stream writes into the socket itself
+                await deliver_to(dst, count_sent if sent else count_recv)
+                return
             while data := await src.receive_some(chunk):
                 await send_all(data)
                 if sent:

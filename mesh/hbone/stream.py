@@ -10,16 +10,21 @@ given, so either side can be spliced to an app socket. The mapping onto HTTP/2:
   peer still talking); a received RST_STREAM makes sends raise `StreamReset`, and
   reads too unless its code is NO_ERROR or CANCEL, which read as EOF (as ztunnel does).
 
-Received data is handed out as the frames arrived (no copy unless `max_bytes` splits a
-frame), and is acknowledged to the peer's flow control only once the app took it, so a
+Received data is handed out as the frames arrived, and is acknowledged to the peer's flow control only once the app took it, so a
 slow reader slows its sender and nothing else.
+
+`deliver_to(socket_stream)` is the proxy's fast path for the tunnel-to-app direction: while
+it runs, the connection's reader writes each DATA frame straight into the app's socket as it
+arrives, instead of waking a copying task per frame. Only what the socket cannot take at
+once is queued for the delivering task, which sends it and then returns to direct mode.
 """
 
 from __future__ import annotations
 
 import operator
+import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,6 +32,7 @@ from h2.errors import ErrorCodes
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from .headers import CONNECTED, Header, status_text
+from .splice import send_to_socket
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -81,6 +87,11 @@ class HboneStream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._sending = False
         self._readable = ParkingLot()  # data, EOF, reset, response or connection loss
+        # Direct delivery (`deliver_to`): the app socket the reader writes into, who is told
+        # the bytes, and the write error that stopped it.
+        self._sink: trio.SocketStream | None = None
+        self._sink_count: Callable[[int], None] | None = None
+        self._sink_error: OSError | None = None
 
     def __repr__(self) -> str:
         return f"<HboneStream {self.stream_id} status={self.status}>"
@@ -98,23 +109,47 @@ class HboneStream(trio.abc.HalfCloseableStream):
         try:
             await checkpoint_if_cancelled()
             parked = False
-            while not self._chunks:
-                if self._closed:
-                    raise trio.ClosedResourceError("stream was closed")
-                if self._received_eof:
-                    break
-                if self._reset_code is not None:
-                    if self._reset_remote and self._reset_code in _QUIET_RESETS:
-                        break
-                    raise StreamReset(self._reset_code, remote=self._reset_remote)
-                if self._conn.closing:
-                    raise trio.BrokenResourceError("HBONE connection lost") from self._conn.error
+            while not self._chunks and not self._at_end():
                 parked = True
                 await self._readable.park()
             data = self._take(max_bytes)
+            if data.__class__ is memoryview:  # a view of what the connection received
+                data = data.tobytes()
             if not parked:
                 await cancel_shielded_checkpoint()
             return data
+        finally:
+            self._receiving = False
+
+    async def deliver_to(self, sink: trio.SocketStream, count: Callable[[int], None]) -> None:
+        """Copy everything this stream receives into `sink` until EOF, then half-close `sink`.
+
+        The tunnel-to-app half of a splice, without a task switch per chunk: while this task
+        is parked, the connection's reader writes arriving data into `sink` itself (`_on_data`)
+        and returns the flow-control window at once. `count(n)` is told every byte delivered.
+        Ends like `receive_some` would (a reset or a lost connection raises), and a failed
+        write to `sink` raises that `OSError`. Only for a sink nobody else sends on.
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            await checkpoint_if_cancelled()
+            while True:
+                while self._chunks:  # arrived before delivery began, or the socket was full
+                    data = self._take(None)
+                    await send_to_socket(sink, data)
+                    count(len(data))
+                if self._sink_error is not None:
+                    raise self._sink_error
+                if self._at_end():
+                    break
+                self._sink, self._sink_count = sink, count
+                try:
+                    await self._readable.park()
+                finally:
+                    self._sink = self._sink_count = None
+            await sink.send_eof()
         finally:
             self._receiving = False
 
@@ -212,6 +247,24 @@ class HboneStream(trio.abc.HalfCloseableStream):
         if self._closed:
             self._conn._consumed(self, len(data))
             return
+        sink = self._sink
+        if sink is not None and not self._chunks:
+            # Direct delivery: write it now, in the reader's task; queue only what is left.
+            try:
+                sent = os.write(sink.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._sink_error = exc
+                self._sink = None
+                self._readable.unpark_all()
+                return  # never acknowledged: the stream is about to be reset
+            if sent:
+                self._conn._acknowledge(self, sent)
+                self._sink_count(sent)
+                if sent == len(data):
+                    return
+                data = data[sent:]
         self._chunks.append(data)
         self._readable.unpark_all()
 
@@ -250,6 +303,21 @@ class HboneStream(trio.abc.HalfCloseableStream):
         return self.status
 
     # --- helpers ---------------------------------------------------------------------
+
+    def _at_end(self) -> bool:
+        """Nothing more will arrive: True at EOF (or a quiet reset), raises if the stream
+        broke, False while data may still come. Called with no data queued."""
+        if self._closed:
+            raise trio.ClosedResourceError("stream was closed")
+        if self._received_eof:
+            return True
+        if self._reset_code is not None:
+            if self._reset_remote and self._reset_code in _QUIET_RESETS:
+                return True
+            raise StreamReset(self._reset_code, remote=self._reset_remote)
+        if self._conn.closing:
+            raise trio.BrokenResourceError("HBONE connection lost") from self._conn.error
+        return False
 
     def _take(self, max_bytes: int | None) -> bytes:
         if not self._chunks:

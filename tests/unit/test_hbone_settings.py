@@ -1,14 +1,12 @@
 """ztunnel's HTTP/2 settings, applied to two h2 connections talking in memory. Pure."""
 
 import h2.events
-from hyperframe.frame import DataFrame
 
 from mesh.hbone.settings import (
     CLIENT_SETTINGS,
     SERVER_SETTINGS,
     KiB,
     MiB,
-    _QuietFrameBuffer,
     new_h2_connection,
     start_connection,
 )
@@ -58,14 +56,3 @@ def test_one_mib_frames_are_accepted_and_cheap_to_repr():
     events = server.receive_data(client.data_to_send())
     data = [e for e in events if isinstance(e, h2.events.DataReceived)]
     assert sum(len(e.data) for e in data) == MiB
-
-
-def test_received_data_frames_repr_cheaply():
-    # h2 builds repr(frame) for every received frame; a DATA frame's default repr hex-dumps it.
-    buffer = _QuietFrameBuffer()
-    buffer.max_frame_size = MiB
-    buffer.add_data(DataFrame(1, data=b"z" * MiB).serialize())
-    frame = next(buffer)
-    assert isinstance(frame, DataFrame) and len(frame.data) == MiB
-    assert len(repr(frame)) < 100
-    assert isinstance(new_h2_connection(SERVER_SETTINGS, client_side=False).incoming_buffer, _QuietFrameBuffer)
