@@ -3,12 +3,21 @@ in the same run between the same two nodes, and ztunnel's memory.
 
 Clients are sockets made inside the client pod's network namespace, so the pod's in-pod redirection
 captures them exactly as it captures the app's own connections.
+
+Two reference relay pairs (`bench.relay`: trio, and plain threads) sit in the ztunnels' places on
+the direct path and are measured in the same rounds: they show what two extra userspace hops cost
+on this machine before any TLS, HTTP/2 or policy, which is the floor the ambient figures stand on.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Callable
 
 from lab.runtime import netns
@@ -57,11 +66,11 @@ def _read_response(sock: socket.socket, buf: bytearray) -> None:
     del buf[:need]
 
 
-def request_rtts(client_netns: str, ip: str, n: int) -> list[float]:
+def request_rtts(client_netns: str, ip: str, n: int, port: int = 8080) -> list[float]:
     """Round trips of N requests on one keep-alive connection, in microseconds."""
     sock = netns.socket_in(client_netns)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.connect((ip, 8080))
+    sock.connect((ip, port))
     buf = bytearray()
     out = []
     try:
@@ -76,13 +85,13 @@ def request_rtts(client_netns: str, ip: str, n: int) -> list[float]:
 
 
 def connections_per_second(t: TestLab, client_pod: str, ns: str, ip: str, n: int = 2000,
-                           parallel: int = 8) -> float:
+                           parallel: int = 8, port: int = 8080) -> float:
     """curl in the client pod opening N new connections (one request each, `Connection: close`),
     PARALLEL at a time: how many new app connections per second the path carries."""
     args = ["curl", "-s", "-H", "Connection: close", "--parallel", "--parallel-max", str(parallel),
             "-w", "%{http_code}\\n"]
     t0 = time.monotonic()
-    r = t.exec(client_pod, ns, args + ["-o", "/dev/null", f"http://{ip}:8080/"] * n, timeout=300)
+    r = t.exec(client_pod, ns, args + ["-o", "/dev/null", f"http://{ip}:{port}/"] * n, timeout=300)
     took = time.monotonic() - t0
     ok = r.stdout.split().count("200")
     if ok != n:
@@ -107,6 +116,29 @@ def q(xs: list[float], p: float) -> float:
     return sorted(xs)[int(p * (len(xs) - 1))]
 
 
+RELAYS = {"trio": 9001, "threads": 9003}  # the client-side relay's port; the server side listens on +1
+
+
+@contextlib.contextmanager
+def reference_relays(client_netns: str, server_netns: str, server_ip: str) -> Iterator[None]:
+    """Both reference relay pairs, running until the block ends (killed by their own PIDs)."""
+    procs: list[subprocess.Popen] = []
+    relay = [sys.executable, "-m", "bench.relay", "--mode"]
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        for mode, port in RELAYS.items():
+            for where, listen, dest in ((server_netns, f"{server_ip}:{port + 1}", "127.0.0.1:8080"),
+                                        (client_netns, f"127.0.0.1:{port}", f"{server_ip}:{port + 1}")):
+                procs.append(subprocess.Popen(["ip", "netns", "exec", where, *relay, mode, listen, dest], cwd=cwd))
+        for port in RELAYS.values():
+            eventually(lambda: request_rtts(client_netns, "127.0.0.1", 5, port), timeout=20)
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def run(topology: str, row: Callable[[str, str, str], None], requests: int = 2000) -> None:
     from lab.testing import unique_lab_name
     t = TestLab(unique_lab_name("m"), topology).up()
@@ -120,20 +152,37 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
             client = t.wait_ready(ns, "app=client")[0]
             paths[ns] = (client["metadata"]["name"], client["metadata"]["annotations"]["lab.ambient/netns"],
                          server["status"]["podIP"])
+            if ns == NS_DIRECT:
+                server_netns = server["metadata"]["annotations"]["lab.ambient/netns"]
         eventually(lambda: t.all_enrolled(NS_AMBIENT), timeout=30)
         for ns in (NS_DIRECT, NS_AMBIENT):  # warm up (and the ambient path's certificates and pool)
             eventually(lambda: request_rtts(paths[ns][1], paths[ns][2], 50), timeout=20)
+        direct_pod, client_netns, server_ip = paths[NS_DIRECT]
+        with reference_relays(client_netns, server_netns, server_ip):
+            targets = {NS_DIRECT: (client_netns, server_ip, 8080),
+                       NS_AMBIENT: (paths[NS_AMBIENT][1], paths[NS_AMBIENT][2], 8080)}
+            targets.update({mode: (client_netns, "127.0.0.1", port) for mode, port in RELAYS.items()})
+            rtts = {name: [] for name in targets}
+            for _ in range(5):  # interleaved, so machine drift hits every path alike
+                for name, (where, ip, port) in targets.items():
+                    rtts[name] += request_rtts(where, ip, requests // 5, port)
+            cps = {ns: connections_per_second(t, pod, ns, ip) for ns, (pod, _, ip) in paths.items()}
+            cps.update({mode: connections_per_second(t, direct_pod, NS_DIRECT, "127.0.0.1", port=port)
+                        for mode, port in RELAYS.items()})
+        d = rtts[NS_DIRECT]
 
-        rtts = {ns: [] for ns in paths}
-        for _ in range(5):  # interleaved, so machine drift hits both paths alike
-            for ns, (_, client_ns, ip) in paths.items():
-                rtts[ns] += request_rtts(client_ns, ip, requests // 5)
-        d, a = rtts[NS_DIRECT], rtts[NS_AMBIENT]
+        def added(name: str) -> str:
+            a = rtts[name]
+            return f"p99 {q(a, .99):.0f} us; added p50 {q(a, .5) - q(d, .5):.0f} us; ratio {q(a, .5) / q(d, .5):.2f}x"
+
         row("request round trip, direct (keep-alive, echo app)", f"p50 {q(d, .5):.0f} us",
             f"p99 {q(d, .99):.0f} us; {len(d)} requests, client on worker2, server on worker1")
-        row("request round trip, ambient L4 (2 ztunnels, HBONE mTLS)", f"p50 {q(a, .5):.0f} us",
-            f"p99 {q(a, .99):.0f} us; added p50 {q(a, .5) - q(d, .5):.0f} us (target <= 300 us); "
-            f"ratio {q(a, .5) / q(d, .5):.2f}x")
+        row("request round trip, ambient L4 (2 ztunnels, HBONE mTLS)", f"p50 {q(rtts[NS_AMBIENT], .5):.0f} us",
+            added(NS_AMBIENT) + " (target: added <= 300 us)")
+        row("request round trip, reference: bare trio relay pair", f"p50 {q(rtts['trio'], .5):.0f} us",
+            added("trio") + " (no TLS, no HTTP/2: the floor of a trio proxy pair)")
+        row("request round trip, reference: bare threads relay pair", f"p50 {q(rtts['threads'], .5):.0f} us",
+            added("threads") + " (no TLS, no HTTP/2, no event loop)")
 
         gb = {}
         for ns, (pod, _, ip) in paths.items():
@@ -142,11 +191,13 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
         row("single-stream throughput, ambient L4 (iperf3 through HBONE)", f"{gb[NS_AMBIENT]:.2f} Gbit/s",
             f"{gb[NS_AMBIENT] / gb[NS_DIRECT] * 100:.0f}% of direct (target >= 25%)")
 
-        cps = {ns: connections_per_second(t, pod, ns, ip) for ns, (pod, _, ip) in paths.items()}
         row("new app connections/s, direct", f"{cps[NS_DIRECT]:.0f}/s",
             "curl, 2000 connections, 8 at a time, one request each")
         row("new app connections/s, ambient (warm HBONE pool)", f"{cps[NS_AMBIENT]:.0f}/s",
             f"{cps[NS_AMBIENT] / cps[NS_DIRECT] * 100:.0f}% of direct (target >= 1000/s)")
+        for mode in RELAYS:
+            row(f"new app connections/s, reference: bare {mode} relay pair", f"{cps[mode]:.0f}/s",
+                f"{cps[mode] / cps[NS_DIRECT] * 100:.0f}% of direct")
 
         zt = [p for p in t.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == "worker1"][0]
         pid = zt["status"]["containerStatuses"][0]["pid"]

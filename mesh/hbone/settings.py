@@ -72,7 +72,14 @@ def new_h2_connection(settings: Http2Settings, *, client_side: bool) -> HboneH2C
     Headers stay bytes (`header_encoding=None`): a peer cannot make decoding fail inside
     h2, and `mesh.hbone.headers` decides how to read them.
     """
-    config = h2.config.H2Configuration(client_side=client_side, header_encoding=None)
+    config = h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        # What we send is built by `mesh.hbone.headers` (lowercase names, no connection-specific
+        # fields), so h2's re-checking of it is skipped; what the peer sends is still validated.
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
     conn = HboneH2Connection(config)
     apply_settings(conn, settings)
     return conn

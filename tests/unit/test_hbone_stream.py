@@ -377,3 +377,96 @@ async def test_garbage_from_a_peer_ends_only_that_connection():
             while await client_tcp.receive_some():
                 pass
 
+
+
+# --- deliver_to: the reader writes straight into the app's socket -----------------------------
+
+
+def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = trio.socket.socketpair()
+    return trio.SocketStream(a), trio.SocketStream(b)
+
+
+async def test_deliver_to_writes_into_the_socket_in_order_and_half_closes_it():
+    payload = os.urandom(3 * MiB)
+
+    async def send(request, respond, stream):
+        await respond(200)
+        for i in range(0, len(payload), 100_000):
+            await stream.send_all(payload[i : i + 100_000])
+        await stream.send_eof()
+        assert await read_all(stream) == b""
+
+    counted = []
+    async with hbone_pair(send) as (client, _):
+        stream = await client.open_stream("10.0.0.1:80", HEADERS)
+        sink, app = socket_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.deliver_to, sink, counted.append)
+            got = await read_all(app)  # ends with the FIN deliver_to sent on EOF
+        await stream.send_eof()
+        await stream.aclose()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert sum(counted) == len(payload)
+
+
+async def test_deliver_to_a_full_socket_holds_back_the_sender():
+    """A sink that takes nothing: its socket buffers fill, then the stream window stops the
+    sender; once the app reads, everything arrives in order."""
+    sent = 0
+    release = trio.Event()
+
+    async def flood(request, respond, stream):
+        nonlocal sent
+        await respond(200)
+        with trio.move_on_after(0.3):
+            while True:
+                await stream.send_all(b"y" * (256 * KiB))
+                sent += 256 * KiB
+        release.set()
+        await stream.send_eof()
+
+    async with hbone_pair(flood) as (client, _):
+        stream = await client.open_stream("10.0.0.1:80", HEADERS)
+        sink, app = socket_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.deliver_to, sink, lambda n: None)
+            await release.wait()
+            # Socket buffers plus the 4 MiB stream window bound what the sender got rid of.
+            assert 4 * MiB <= sent <= 4 * MiB + 2 * SERVER_SETTINGS.max_send_buffer + 8 * MiB
+            got = await read_all(app)
+        await stream.aclose()
+    assert len(got) == sent and got == b"y" * sent
+
+
+async def test_deliver_to_a_closed_socket_raises_and_the_stream_is_not_acknowledged():
+    async def talk(request, respond, stream):
+        await respond(200)
+        with trio.move_on_after(2):
+            while True:
+                await stream.send_all(b"z" * 1000)
+                await trio.sleep(0.001)
+
+    async with hbone_pair(talk) as (client, _):
+        stream = await client.open_stream("10.0.0.1:80", HEADERS)
+        sink, app = socket_pair()
+        await app.aclose()  # the app is gone: the next write fails (EPIPE / ECONNRESET)
+        with trio.fail_after(2), pytest.raises(OSError):
+            await stream.deliver_to(sink, lambda n: None)
+        stream.close()
+
+
+async def test_deliver_to_raises_on_a_reset():
+    async def reset(request, respond, stream):
+        await respond(200)
+        await stream.send_all(b"before the reset")
+        await trio.sleep(0.05)
+        stream.reset(ErrorCodes.INTERNAL_ERROR)
+
+    async with hbone_pair(reset) as (client, _):
+        stream = await client.open_stream("10.0.0.1:80", HEADERS)
+        sink, app = socket_pair()
+        with trio.fail_after(2), pytest.raises(StreamReset):
+            await stream.deliver_to(sink, lambda n: None)
+        assert await app.receive_some() == b"before the reset"
+        stream.close()
