@@ -7,6 +7,8 @@ first error is raised as itself, not wrapped in an ExceptionGroup. The byte coun
 kept in a `SpliceStats` the caller can pass in, so an access log has them even when the
 splice failed: `bytes_sent` went from `downstream` to `upstream`, `bytes_recv` back.
 
+Sockets are read by `receive_from_socket`, which waits for readability before reading (trio's
+own receive tries first, which costs a failed read or a scheduler trip per call).
 A stream that can write into a socket itself (`HboneStream.deliver_to`) does so for the
 direction that ends at a socket: its data then reaches the app without a task switch.
 Otherwise a chunk for a socket is first written synchronously (`send_to_socket`): trio's
@@ -22,7 +24,7 @@ import os
 from dataclasses import dataclass
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import checkpoint_if_cancelled, wait_readable
 
 #: Bytes asked per read: big enough that per-call costs vanish at GB/s.
 CHUNK = 256 * 1024
@@ -53,13 +55,19 @@ async def splice(
 
     async def copy(src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, sent: bool) -> None:
         to_socket = isinstance(dst, trio.SocketStream)
-        send_all = functools.partial(send_to_socket, dst) if to_socket else dst.send_all
+        if to_socket:
+            send_all = functools.partial(send_to_socket, dst)
+        elif hasattr(dst, "send_within_window"):
+            send_all = functools.partial(send_to_stream, dst)
+        else:
+            send_all = dst.send_all
+        receive = functools.partial(receive_from_socket, src) if isinstance(src, trio.SocketStream) else src.receive_some
         deliver_to = getattr(src, "deliver_to", None) if to_socket else None
         try:
             if deliver_to is not None:  # an HBONE stream writes into the socket itself
                 await deliver_to(dst, count_sent if sent else count_recv)
                 return
-            while data := await src.receive_some(chunk):
+            while data := await receive(chunk):
                 await send_all(data)
                 if sent:
                     stats.bytes_sent += len(data)
@@ -78,6 +86,39 @@ async def splice(
     if failure:
         raise failure[0]
     return stats
+
+
+async def receive_from_socket(stream: trio.SocketStream, max_bytes: int) -> bytes:
+    """`stream.receive_some(max_bytes)`, waiting for readability first.
+
+    trio's socket receive tries the read first: data that is already there still costs a full
+    trip through the scheduler (its cancel-shielded checkpoint), and data that is not costs a
+    failed read, an exception and the wait. A proxy reads a socket right after draining it, so
+    the data is usually not there yet: waiting first saves the failed read, and is never worse
+    (the wait is the checkpoint). Errors are trio's stream errors, as `receive_some` raises them.
+    Only for a stream nobody else receives on.
+    """
+    sock = stream.socket
+    while True:
+        try:
+            await wait_readable(sock)
+            return os.read(sock.fileno(), max_bytes)
+        except BlockingIOError:
+            continue  # woken without data (another reader of the same socket is a bug)
+        except trio.ClosedResourceError:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        except OSError as exc:
+            if sock.fileno() == -1:
+                raise trio.ClosedResourceError("this socket was already closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+async def send_to_stream(stream, data: bytes | bytearray | memoryview) -> None:
+    """`stream.send_all(data)` for an HBONE stream, handing over synchronously what its windows
+    allow (`send_within_window`): no extra trip through the scheduler when they have room."""
+    taken = stream.send_within_window(data)
+    if taken < len(data):
+        await stream.send_all(memoryview(data)[taken:])
 
 
 async def send_to_socket(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> None:

@@ -128,7 +128,8 @@ class HboneStream(trio.abc.HalfCloseableStream):
         is parked, the connection's reader writes arriving data into `sink` itself (`_on_data`)
         and returns the flow-control window at once. `count(n)` is told every byte delivered.
         Ends like `receive_some` would (a reset or a lost connection raises), and a failed
-        write to `sink` raises that `OSError`. Only for a sink nobody else sends on.
+        write to `sink` raises `trio.BrokenResourceError`, as its `send_all` would. Only for a
+        sink nobody else sends on.
         """
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
@@ -141,7 +142,8 @@ class HboneStream(trio.abc.HalfCloseableStream):
                     await send_to_socket(sink, data)
                     count(len(data))
                 if self._sink_error is not None:
-                    raise self._sink_error
+                    exc = self._sink_error
+                    raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
                 if self._at_end():
                     break
                 self._sink, self._sink_count = sink, count
@@ -160,26 +162,41 @@ class HboneStream(trio.abc.HalfCloseableStream):
         try:
             await checkpoint_if_cancelled()
             total = len(data)
-            view = memoryview(data)
             sent = 0
             parked = False
             while True:
                 self._check_sendable()
+                sent = self._hand_over(data, sent)
                 if sent >= total:
                     break
-                room = self._conn._sendable(self)
-                if not room:
-                    parked = True
-                    await self._conn._wait_send_capacity()
-                    continue
-                # A whole chunk goes to h2 as is; only a window smaller than it costs a slice copy.
-                chunk = data if sent == 0 and room >= total else view[sent : sent + room]
-                self._conn._send_data(self, chunk)
-                sent += len(chunk)
+                parked = True
+                await self._conn._wait_send_capacity()
             if not parked:
                 await cancel_shielded_checkpoint()
         finally:
             self._sending = False
+
+    def send_within_window(self, data: bytes | bytearray | memoryview) -> int:
+        """Hand h2 as much of `data` as the flow-control windows and send buffer allow now,
+        without yielding; returns how much it took (`send_all` the rest). For a copier whose
+        every chunk already passed a checkpoint (splice's receive), so one more is not needed."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._check_sendable()
+        return self._hand_over(data, 0)
+
+    def _hand_over(self, data: bytes | bytearray | memoryview, sent: int) -> int:
+        """Give h2 `data[sent:]` in window-sized pieces while there is room; the new `sent`."""
+        total = len(data)
+        while sent < total:
+            room = self._conn._sendable(self)
+            if not room:
+                break
+            # A whole chunk goes to h2 as is; only a window smaller than it costs a slice copy.
+            chunk = data if sent == 0 and room >= total else memoryview(data)[sent : sent + room]
+            self._conn._send_data(self, chunk)
+            sent += len(chunk)
+        return sent
 
     async def wait_send_all_might_not_block(self) -> None:
         await checkpoint_if_cancelled()

@@ -28,6 +28,8 @@ import ssl
 import trio
 from trio.lowlevel import checkpoint
 
+from .splice import receive_from_socket
+
 #: Bytes read from the transport at a time; every whole record in them is decrypted at once.
 READ_SIZE = 1024 * 1024
 #: How long `aclose` waits to get its close_notify out.
@@ -256,7 +258,10 @@ class TlsStream(trio.abc.Stream):
 
     async def _refill(self) -> None:
         try:
-            data = await self.transport_stream.receive_some(self._read_size)
+            if self._socket is not None:
+                data = await receive_from_socket(self.transport_stream, self._read_size)
+            else:
+                data = await self.transport_stream.receive_some(self._read_size)
         except trio.BrokenResourceError as exc:
             raise self._break(exc) from exc
         if not data:
