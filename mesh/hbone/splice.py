@@ -98,11 +98,27 @@ async def receive_from_socket(stream: trio.SocketStream, max_bytes: int) -> byte
     (the wait is the checkpoint). Errors are trio's stream errors, as `receive_some` raises them.
     Only for a stream nobody else receives on.
     """
+    return await _wait_and_read(stream, os.read, max_bytes)
+
+
+async def receive_into_from_socket(stream: trio.SocketStream, buffer: memoryview) -> int:
+    """`receive_from_socket` into a caller's buffer: how many bytes were read (0 at EOF).
+
+    For a reader that copies what it read anyway (TLS into its engine): no buffer is allocated
+    per read, which for large reads of small messages costs more than the read itself."""
+    return await _wait_and_read(stream, _readv_one, buffer)
+
+
+def _readv_one(fd: int, buffer: memoryview) -> int:
+    return os.readv(fd, (buffer,))
+
+
+async def _wait_and_read(stream: trio.SocketStream, read, arg):
     sock = stream.socket
     while True:
         try:
             await wait_readable(sock)
-            return os.read(sock.fileno(), max_bytes)
+            return read(sock.fileno(), arg)
         except BlockingIOError:
             continue  # woken without data (another reader of the same socket is a bug)
         except trio.ClosedResourceError:

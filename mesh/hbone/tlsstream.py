@@ -21,6 +21,7 @@ stays queued and goes out first with the next `send_all`.
 
 from __future__ import annotations
 
+import mmap
 import operator
 import os
 import ssl
@@ -28,7 +29,7 @@ import ssl
 import trio
 from trio.lowlevel import checkpoint
 
-from .splice import receive_from_socket
+from .splice import receive_into_from_socket
 
 #: Bytes read from the transport at a time; every whole record in them is decrypted at once.
 READ_SIZE = 1024 * 1024
@@ -55,6 +56,7 @@ class TlsStream(trio.abc.Stream):
             self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
         )
         self._read_size = read_size
+        self._read_buffer: memoryview | None = None  # for socket reads, made on first use
         # send_nowait writes to the socket's fd itself; only a plain socket transport allows that.
         self._socket = transport.socket if isinstance(transport, trio.SocketStream) else None
         self._send_lock = trio.Lock()  # held while sending on the transport
@@ -269,7 +271,13 @@ class TlsStream(trio.abc.Stream):
     async def _refill(self) -> None:
         try:
             if self._socket is not None:
-                data = await receive_from_socket(self.transport_stream, self._read_size)
+                # Read into one buffer kept for the connection: the engine's BIO copies it anyway.
+                # Anonymous memory: a page costs RAM only once a read reached it, so a connection
+                # of small messages keeps a few KiB resident, not `read_size`.
+                if self._read_buffer is None:
+                    self._read_buffer = memoryview(mmap.mmap(-1, self._read_size))
+                n = await receive_into_from_socket(self.transport_stream, self._read_buffer)
+                data = self._read_buffer[:n]
             else:
                 data = await self.transport_stream.receive_some(self._read_size)
         except trio.BrokenResourceError as exc:
