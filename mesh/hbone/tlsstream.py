@@ -240,18 +240,20 @@ class TlsStream(trio.abc.Stream):
         """Every plaintext byte the buffered records hold, up to `limit`; b"" if none yet.
 
         The records are decrypted into one buffer sized by what is buffered (plaintext is never
-        longer than its records), so a 1 MiB read costs no join. The buffer is handed out and
-        never touched again."""
-        room = min(limit, self._incoming.pending + self._ssl.pending())
-        if not room:
-            room = 1  # nothing buffered: still let the engine report EOF, an alert or WantRead
+        longer than its records), so a 1 MiB read costs no join; it stops once nothing is left
+        rather than on the engine's WantRead exception. The buffer is handed out and never
+        touched again."""
+        buffered = self._incoming.pending + self._ssl.pending()
+        if not buffered:
+            return b""
+        room = min(limit, buffered)
         buf = bytearray(room)
         view = memoryview(buf)
         size = 0
         while size < room:
             try:
                 n = self._ssl.read(room - size, view[size:])
-            except ssl.SSLWantReadError:
+            except ssl.SSLWantReadError:  # a record is still incomplete
                 break
             except ssl.SSLZeroReturnError:  # the peer's close_notify
                 self._eof = True
@@ -262,6 +264,8 @@ class TlsStream(trio.abc.Stream):
                 self._eof = True
                 break
             size += n
+            if not self._incoming.pending and not self._ssl.pending():
+                break
         view.release()
         self._take_outgoing()
         if size < room:
