@@ -95,7 +95,8 @@ def test_article_l4_policy_denies_the_rogue_client_fast(apps):
     r = curl(lab, rogue, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/headers")
     took = time.monotonic() - t0
     assert r.returncode != 0 and r.stdout == "", r.stdout
-    assert r.returncode in (52, 56), r.stderr  # reset / empty reply: no HTTP response
+    # No HTTP response: a reset (56; 7 when it beats curl's own connect check) or an empty reply (52).
+    assert r.returncode in (7, 52, 56), r.stderr
     assert took < 2.0
     # The destination ztunnel says who was denied and by which policy.
     node = httpbin["spec"]["nodeName"]

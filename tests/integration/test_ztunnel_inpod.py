@@ -253,7 +253,9 @@ async def test_l4_policy_by_principal(zt):
     data, took = await raw_exchange()
     assert data == b"" and took < 1  # closed at once, nothing from the app
     res = await curl("a", f"http://{IP['b']}:8080/")
-    assert res.returncode == 56, (res.returncode, res.stderr)  # reset, as with real ztunnel
+    # A reset, as with real ztunnel: 56 once curl saw its connect complete, 7 when the reset came
+    # first (a denial is quick, and a busy machine may delay curl between SYN and its check).
+    assert res.returncode in (7, 56), (res.returncode, res.stderr)
     denied = await zt.wait_log(r'direction="inbound".*policy rejection')
     assert denied.endswith('error="connection closed due to policy rejection: explicitly denied by: '
                            'default/deny-sleep" decided_by="ztunnel" policy="default/deny-sleep"')
@@ -294,7 +296,7 @@ async def test_plaintext_inbound_is_proxied_and_strict_refuses_it(zt):
 
 async def test_app_not_listening_is_a_503_and_a_reset(zt):
     res = await curl("a", f"http://{IP['b']}:8081/")
-    assert res.returncode == 56, (res.returncode, res.stderr)
+    assert res.returncode in (7, 56), (res.returncode, res.stderr)  # a reset (see the policy test)
     assert await zt.wait_log(r'direction="inbound".*error="connection failed: ')
     assert await zt.wait_log(r'direction="outbound".*error="http status: 503 Service Unavailable"')
 
