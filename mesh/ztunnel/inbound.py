@@ -27,10 +27,10 @@ from mesh.hbone import (BAD_REQUEST, CONNECTED, POLICY_DENIED, UPSTREAM_FAILED, 
                         serve_hbone, splice, workload_baggage)
 from mesh.hbone.tlsstream import TlsStream
 from mesh.ztunnel import metrics
-from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, IpMismatch, PolicyRejection, ProxyError, ProxyInputs,
+from mesh.ztunnel.proxy import (DRAINED, IpMismatch, PolicyRejection, ProxyError, ProxyInputs,
                                 SelfCall, TlsFailed, outcome_of)
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, close_now, format_addr, guarded
+from mesh.ztunnel.sockets import abort, close_now, format_addr, serve_guarded
 from mesh.ztunnel.state import ProxyState, Service, Workload
 
 log = logging.getLogger("mesh.ztunnel.inbound")
@@ -114,10 +114,7 @@ class Inbound:
         self.listener = listener
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            handler = guarded(self.serve_connection, "inbound", log)
-            await trio.serve_listeners(handler, [self.listener], handler_nursery=nursery)
+        await serve_guarded(self.listener, self.serve_connection, "inbound", log, task_status=task_status)
 
     async def serve_connection(self, tcp: trio.SocketStream) -> None:
         """mTLS, then HBONE until the peer closes the connection."""
@@ -176,7 +173,7 @@ class Inbound:
             try:
                 assert_rbac(state, local, src_ip=conn.src_ip, src_identity=conn.identity, dst_ip=target[0],
                             dst_port=target[1])
-                upstream = await self._connect_app(target, conn.src_ip)
+                upstream = await pi.connect_app(target, conn.src_ip)
             except ProxyError as exc:
                 outcome = outcome_of(exc)
                 await respond(_status_of(exc))
@@ -192,11 +189,3 @@ class Inbound:
             outcome = metrics.Outcome()
         finally:
             result.record(outcome)
-
-    async def _connect_app(self, target: tuple[str, int], client_ip: str) -> trio.SocketStream:
-        try:
-            return await self.pi.netns.connect(target, source_ip=client_ip, timeout=self.pi.config.connect_timeout)
-        except trio.TooSlowError as exc:
-            raise ConnectionFailed("deadline has elapsed") from exc
-        except OSError as exc:
-            raise ConnectionFailed(exc) from exc

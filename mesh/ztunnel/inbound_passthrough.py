@@ -15,9 +15,9 @@ import trio
 from mesh.hbone import splice
 from mesh.ztunnel import metrics
 from mesh.ztunnel.inbound import guess_inbound_service
-from mesh.ztunnel.proxy import DRAINED, ConnectionFailed, ProxyError, ProxyInputs, SelfCall, outcome_of
+from mesh.ztunnel.proxy import DRAINED, ProxyError, ProxyInputs, SelfCall, outcome_of
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr, guarded, original_dst
+from mesh.ztunnel.sockets import abort, format_addr, original_dst, serve_guarded
 
 log = logging.getLogger("mesh.ztunnel.inbound_passthrough")
 
@@ -30,10 +30,7 @@ class InboundPassthrough:
         self.listener = listener
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            handler = guarded(self.proxy, "inbound plaintext", log)
-            await trio.serve_listeners(handler, [self.listener], handler_nursery=nursery)
+        await serve_guarded(self.listener, self.proxy, "inbound plaintext", log, task_status=task_status)
 
     async def proxy(self, client: trio.SocketStream) -> None:
         pi = self.pi
@@ -66,7 +63,7 @@ class InboundPassthrough:
         try:
             try:
                 assert_rbac(state, local, src_ip=src_ip, src_identity=None, dst_ip=target[0], dst_port=target[1])
-                upstream = await self._connect_app(target, src_ip)
+                upstream = await pi.connect_app(target, src_ip)
             except ProxyError as exc:
                 outcome = outcome_of(exc)
                 abort(client)
@@ -82,11 +79,3 @@ class InboundPassthrough:
         finally:
             await trio.aclose_forcefully(client)
             result.record(outcome)
-
-    async def _connect_app(self, target: tuple[str, int], client_ip: str) -> trio.SocketStream:
-        try:
-            return await self.pi.netns.connect(target, source_ip=client_ip, timeout=self.pi.config.connect_timeout)
-        except trio.TooSlowError as exc:
-            raise ConnectionFailed("deadline has elapsed") from exc
-        except OSError as exc:
-            raise ConnectionFailed(exc) from exc

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import trio
+
 from mesh.hbone.headers import status_text
 from mesh.ztunnel import metrics
 from mesh.ztunnel.config import Config
@@ -183,3 +185,13 @@ class ProxyInputs:
 
     def early_deny(self, src: str, dst: str, direction: str, error: BaseException) -> None:
         self.log(metrics.early_deny_line(datetime.now(timezone.utc), src, dst, direction, str(error)))
+
+    async def connect_app(self, target: tuple[str, int], client_ip: str) -> trio.SocketStream:
+        """Dial the pod's app at `target` from inside the pod, with the client's IP as source
+        (both inbound paths); a timeout or refusal is `ConnectionFailed`."""
+        try:
+            return await self.netns.connect(target, source_ip=client_ip, timeout=self.config.connect_timeout)
+        except trio.TooSlowError as exc:
+            raise ConnectionFailed("deadline has elapsed") from exc
+        except OSError as exc:
+            raise ConnectionFailed(exc) from exc

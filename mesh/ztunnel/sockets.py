@@ -197,3 +197,12 @@ def guarded(handle: Callable[[trio.SocketStream], Awaitable[None]], what: str,
             logger.exception("%s connection failed unexpectedly", what)
             abort(stream)
     return serve
+
+
+async def serve_guarded(listener: trio.SocketListener, handle: Callable[[trio.SocketStream], Awaitable[None]],
+                        what: str, logger: logging.Logger, *,
+                        task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve LISTENER until cancelled: each connection in its own task, through `guarded`."""
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        await trio.serve_listeners(guarded(handle, what, logger), [listener], handler_nursery=nursery)
