@@ -116,6 +116,9 @@ def _readv_one(fd: int, buffer: memoryview) -> int:
 async def _wait_and_read(stream: trio.SocketStream, read, arg):
     sock = stream.socket
     while True:
+        if sock.fileno() == -1:
+            await checkpoint_if_cancelled()
+            raise trio.ClosedResourceError("this socket was already closed")
         try:
             await wait_readable(sock)
             return read(sock.fileno(), arg)
