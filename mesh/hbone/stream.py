@@ -275,13 +275,19 @@ class HboneStream(trio.abc.HalfCloseableStream):
                 self._sink_error = exc
                 self._sink = None
                 self._readable.unpark_all()
-                return  # never acknowledged: the stream is about to be reset
+                # Nobody will take it: give the connection's window back, as a closed stream does.
+                self._conn._acknowledge(self, len(data))
+                return
             if sent:
                 self._conn._acknowledge(self, sent)
                 self._sink_count(sent)
                 if sent == len(data):
                     return
                 data = data[sent:]
+        if data.__class__ is memoryview and len(data) * 2 < len(data.obj):
+            # A view of a bigger read: queued, it would keep that whole read alive for a few
+            # bytes. Only data written at once stays a view.
+            data = data.tobytes()
         self._chunks.append(data)
         self._readable.unpark_all()
 

@@ -277,7 +277,8 @@ class TlsStream(trio.abc.Stream):
             if self._socket is not None:
                 # Read into one buffer kept for the connection: the engine's BIO copies it anyway.
                 # Anonymous memory: a page costs RAM only once a read reached it, so a connection
-                # of small messages keeps a few KiB resident, not `read_size`.
+                # of small messages keeps a few KiB resident; one that carried bulk keeps up to
+                # `read_size` until it closes.
                 if self._read_buffer is None:
                     self._read_buffer = memoryview(mmap.mmap(-1, self._read_size))
                 n = await receive_into_from_socket(self.transport_stream, self._read_buffer)

@@ -9,7 +9,8 @@ megabytes through 1 MiB DATA frames, and there four things cost more than all of
   bytes: no copy at all when a frame lies within one read, one join when it spans reads.
 - Sending, h2 joins each frame's header to its body, appends that to a bytearray, and copies
   the bytearray out again. `HboneH2Connection` queues a DATA frame's header and body as they
-  are and joins everything once in `data_to_send`.
+  are (a body in a mutable buffer is copied first: its owner may reuse it) and joins everything
+  once in `data_to_send`.
 - h2 builds `repr(frame)` for every received frame even with logging off, and a DATA frame's
   repr hex-dumps its whole payload: `QuietDataFrame` names its size instead.
 - HPACK's Huffman coding is pure Python: `PlainEncoder` writes header values as plain
@@ -58,7 +59,9 @@ class TunnelFrameBuffer(h2.frame_buffer.FrameBuffer):
     """h2's frame buffer, holding received data as views instead of copying it into a bytearray.
 
     A caller must not change a buffer after passing it to `add_data` (bytes and the bytearrays
-    nobody keeps, as `TlsStream` hands out, are safe): DATA payloads are views of it.
+    nobody keeps, as `TlsStream` hands out, are safe): DATA payloads are views of it. Whoever
+    keeps a payload for long should copy a small one (`HboneStream` does), or it keeps the whole
+    read alive.
     """
 
     def __init__(self, server: bool = False) -> None:
@@ -108,7 +111,12 @@ class TunnelFrameBuffer(h2.frame_buffer.FrameBuffer):
         head = self._chunks[0]
         if len(head) >= 9:
             return head[:9]
-        return memoryview(b"".join(self._chunks)[:9])
+        header = bytearray()
+        for chunk in self._chunks:  # a header split over reads: join just its 9 bytes
+            header += chunk[: 9 - len(header)]
+            if len(header) == 9:
+                break
+        return memoryview(bytes(header))
 
     def __next__(self) -> Frame:
         while True:
@@ -168,6 +176,8 @@ class HboneH2Connection(h2.connection.H2Connection):
         for frame in frames:
             if frame.__class__ is DataFrame and "PADDED" not in frame.flags:
                 body = frame.data
+                if not (body.__class__ is bytes or (body.__class__ is memoryview and body.obj.__class__ is bytes)):
+                    body = bytes(body)  # the caller may reuse a mutable buffer once send_all returned
                 frame.body_len = len(body)
                 flags = _END_STREAM if "END_STREAM" in frame.flags else 0
                 out.append(_HEADER.pack(len(body) >> 8, len(body) & 0xFF, 0, flags, frame.stream_id))

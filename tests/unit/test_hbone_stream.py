@@ -439,21 +439,79 @@ async def test_deliver_to_a_full_socket_holds_back_the_sender():
     assert len(got) == sent and got == b"y" * sent
 
 
-async def test_deliver_to_a_closed_socket_raises_and_the_stream_is_not_acknowledged():
-    async def talk(request, respond, stream):
-        await respond(200)
-        with trio.move_on_after(2):
-            while True:
-                await stream.send_all(b"z" * 1000)
-                await trio.sleep(0.001)
+async def test_deliver_to_a_closed_socket_raises_and_gives_the_window_back():
+    """An app that went away mid-download: the write fails, and the data it would have taken
+    is returned to the connection's window, so twenty of them (20 MiB against a 16 MiB
+    connection window) leave the pooled connection as usable as before."""
 
-    async with hbone_pair(talk) as (client, _):
-        stream = await client.open_stream("10.0.0.1:80", HEADERS)
-        sink, app = socket_pair()
-        await app.aclose()  # the app is gone: the next write fails (EPIPE / ECONNRESET)
-        with trio.fail_after(2), pytest.raises(trio.BrokenResourceError):
-            await stream.deliver_to(sink, lambda n: None)
-        stream.close()
+    async def download(request, respond, stream):
+        await respond(200)
+        try:
+            await stream.send_all(b"z" * MiB)
+            await stream.send_eof()
+        except trio.BrokenResourceError:
+            pass
+
+    async with hbone_pair(download) as (client, _):
+        for i in range(20):
+            stream = await client.open_stream(f"10.0.0.{i}:80", HEADERS)
+            sink, app = socket_pair()
+            await app.aclose()  # the app is gone: the next write fails (EPIPE / ECONNRESET)
+            with trio.fail_after(2), pytest.raises(trio.BrokenResourceError):
+                await stream.deliver_to(sink, lambda n: None)
+            stream.close()
+        stream = await client.open_stream("10.0.0.99:80", HEADERS)
+        with trio.fail_after(5):
+            assert len(await read_all(stream)) == MiB
+
+
+async def test_small_queued_data_does_not_keep_whole_reads_alive():
+    """A stream nobody reads queues its data; a few bytes of it must not pin the big reads
+    they arrived in while another stream moves megabytes on the same connection."""
+
+    async def handler(request, respond, stream):
+        await respond(200)
+        if request.authority.port == 1:  # a trickle nobody reads
+            with trio.move_on_after(3):
+                while True:
+                    await stream.send_all(b"a" * 10)
+                    await trio.sleep(0)
+        else:
+            for _ in range(64):
+                await stream.send_all(b"b" * MiB)
+            await stream.send_eof()
+
+    async with hbone_pair(handler) as (client, _):
+        slow = await client.open_stream("10.0.0.1:1", HEADERS)
+        bulk = await client.open_stream("10.0.0.1:2", HEADERS)
+        assert len(await read_all(bulk)) == 64 * MiB
+        queued = sum(map(len, slow._chunks))
+        pinned = sum(len(c.obj) for c in {id(c.obj): c for c in slow._chunks if isinstance(c, memoryview)}.values())
+        assert queued > 0
+        assert pinned <= 2 * queued + MiB
+        slow.close()
+        bulk.close()
+
+
+@pytest.mark.parametrize("how", ["send_all", "send_within_window"])
+async def test_a_sender_may_reuse_its_buffer_once_the_send_returned(how):
+    async def echo_all(request, respond, stream):
+        await respond(200)
+        await stream.send_all(await read_all(stream))
+        await stream.send_eof()
+
+    async with hbone_pair(echo_all) as (client, _):
+        for i in range(10):
+            stream = await client.open_stream("10.0.0.1:80", HEADERS)
+            buffer = bytearray(b"A" * 1000)
+            if how == "send_all":
+                await stream.send_all(buffer)
+            else:
+                assert stream.send_within_window(buffer) == 1000
+            buffer[:] = b"B" * 1000  # trio's contract: the buffer is the caller's again
+            await stream.send_eof()
+            assert await read_all(stream) == b"A" * 1000
+            await stream.aclose()
 
 
 async def test_deliver_to_raises_on_a_reset():
