@@ -61,7 +61,10 @@ async def splice(
             send_all = functools.partial(send_to_stream, dst)
         else:
             send_all = dst.send_all
-        receive = functools.partial(receive_from_socket, src) if isinstance(src, trio.SocketStream) else src.receive_some
+        if isinstance(src, trio.SocketStream):
+            receive = functools.partial(receive_from_socket, src)
+        else:
+            receive = src.receive_some
         deliver_to = getattr(src, "deliver_to", None) if to_socket else None
         try:
             if deliver_to is not None:  # an HBONE stream writes into the socket itself

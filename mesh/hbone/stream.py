@@ -10,8 +10,8 @@ given, so either side can be spliced to an app socket. The mapping onto HTTP/2:
   peer still talking); a received RST_STREAM makes sends raise `StreamReset`, and
   reads too unless its code is NO_ERROR or CANCEL, which read as EOF (as ztunnel does).
 
-Received data is handed out as the frames arrived, and is acknowledged to the peer's flow control only once the app took it, so a
-slow reader slows its sender and nothing else.
+Received data is handed out as the frames arrived, and is acknowledged to the peer's
+flow control only once the app took it, so a slow reader slows its sender and nothing else.
 
 `deliver_to(socket_stream)` is the proxy's fast path for the tunnel-to-app direction: while
 it runs, the connection's reader writes each DATA frame straight into the app's socket as it
