@@ -14,16 +14,12 @@ extra hops and their event loop, and how much is ztunnel's own work.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
-import sys
 import threading
 
 import trio
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mesh.hbone.splice import splice  # noqa: E402
+from mesh.hbone.splice import splice
 
 
 def _address(text: str) -> tuple[str, int]:

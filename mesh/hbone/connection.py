@@ -391,7 +391,7 @@ class Connection:
     def _consumed(self, stream: HboneStream, size: int) -> None:
         """The app took `size` bytes: return them to the peer's windows."""
         if size and not self.closing:
-            self._h2.acknowledge_received_data(size, stream.stream_id)
+            self._acknowledge(stream, size)
             self._flush()  # h2 only writes a WINDOW_UPDATE once half a window was taken
 
     def _close_stream(self, stream: HboneStream, unread: int, error_code: int) -> None:
