@@ -81,6 +81,11 @@ CATALOG: tuple[Image, ...] = (
         description="ztunnel: the per-node L4 proxy (HBONE, mTLS, L4 policy)",
     ),
     Image(
+        "istio/proxyv2",
+        entrypoint=_py("-m", "mesh.proxy"),
+        description="the L7 proxy (Envoy's role): `proxy waypoint` runs a waypoint",
+    ),
+    Image(
         "registry.k8s.io/coredns/coredns",
         entrypoint=_py("-m", "lab.dns.server"),
         description="the cluster DNS (kube-dns): Kubernetes names from the lab API",

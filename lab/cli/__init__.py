@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 import sys
 
 from lab import kinds
@@ -19,32 +20,47 @@ from lab.cli.lifecycle import cmd_capture, cmd_down, cmd_graph, cmd_status, cmd_
 from lab.client import LabClient, LabError
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Verb lists with room for `ztunnel-config (zc)` on one line."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=36, width=110)
+
+
+def _sub(sub, name: str, help: str, **kw):
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                          formatter_class=_Formatter, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lab", description="ambient-lab: an Istio ambient mesh lab in network namespaces")
+    p = argparse.ArgumentParser(prog="lab", description="ambient-lab: an Istio ambient mesh lab in network namespaces",
+                                formatter_class=_Formatter,
+                                epilog="`lab VERB --help` describes a verb. The lab is chosen with --lab NAME or "
+                                       "AMBIENT_LAB (default: default).")
     p.add_argument("--lab", default=os.environ.get("AMBIENT_LAB", "default"), help="which lab to talk to")
-    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", title="verbs")
 
     def ns_flags(sp, all_ns=True):
         sp.add_argument("-n", "--namespace", default=None)
         if all_ns:
             sp.add_argument("-A", "--all-namespaces", action="store_true")
 
-    sp = sub.add_parser("up", help="start a lab and wait until it is ready")
+    sp = _sub(sub, "up", "start a lab and wait until it is ready")
     sp.add_argument("topology", nargs="?")
     sp.add_argument("--name")
     sp.set_defaults(fn=cmd_up, needs_lab=False)
-    sp = sub.add_parser("down", help="tear a lab down (also after a crash)")
+    sp = _sub(sub, "down", "tear a lab down (also after a crash)")
     sp.add_argument("--name")
     sp.set_defaults(fn=cmd_down, needs_lab=False)
-    sp = sub.add_parser("status", help="the lab's nodes and state")
+    sp = _sub(sub, "status", "the lab's nodes and state")
     sp.add_argument("-o", "--output")
     sp.set_defaults(fn=cmd_status)
 
-    sp = sub.add_parser("apply", help="apply Kubernetes/Istio YAML (all-or-nothing)")
+    sp = _sub(sub, "apply", "apply Kubernetes/Istio YAML (all-or-nothing)")
     sp.add_argument("-f", "--filename", action="append", default=[])
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_apply)
-    sp = sub.add_parser("delete")
+    sp = _sub(sub, "delete", "delete objects by file, by kind and name, or by label selector")
     sp.add_argument("args", nargs="*")
     sp.add_argument("-f", "--filename", action="append", default=[])
     sp.add_argument("-l", "--selector")
@@ -53,31 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", default=True, type=lambda s: s.lower() != "false")
     ns_flags(sp)
     sp.set_defaults(fn=cmd_delete)
-    sp = sub.add_parser("create")
+    sp = _sub(sub, "create", "create a namespace (create ns NAME) or objects from files (-f)")
     sp.add_argument("what")
     sp.add_argument("name", nargs="?")
     sp.add_argument("-f", "--filename", action="append", default=[])
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_create)
-    for verb, field in (("label", "labels"), ("annotate", "annotations")):
-        sp = sub.add_parser(verb)
+    for verb, field, what in (("label", "labels", "set or remove (key-) labels of an object"),
+                              ("annotate", "annotations", "set or remove (key-) annotations of an object")):
+        sp = _sub(sub, verb, what)
         sp.add_argument("args", nargs="+")
         sp.add_argument("--overwrite", action="store_true")
         ns_flags(sp, False)
         sp.set_defaults(fn=(lambda f: lambda a, c: cmd_label(a, c, f))(field))
-    sp = sub.add_parser("get")
+    sp = _sub(sub, "get", "list objects as kubectl's tables, or -o wide|yaml|json|name|jsonpath=...")
     sp.add_argument("args", nargs="*")
     sp.add_argument("-l", "--selector")
     sp.add_argument("-o", "--output")
     sp.add_argument("-w", "--watch", action="store_true")
     ns_flags(sp)
     sp.set_defaults(fn=cmd_get)
-    sp = sub.add_parser("describe")
+    sp = _sub(sub, "describe", "show an object in detail, with its events")
     sp.add_argument("args", nargs="+")
     sp.add_argument("-l", "--selector")
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_describe)
-    sp = sub.add_parser("exec")
+    sp = _sub(sub, "exec", "run a command in a pod's container: exec POD [-c C] -- CMD")
     sp.add_argument("-i", "--stdin", action="store_true")
     sp.add_argument("-t", "--tty", action="store_true")
     sp.add_argument("-c", "--container")
@@ -85,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("pod")
     sp.add_argument("command", nargs="*")
     sp.set_defaults(fn=cmd_exec)
-    sp = sub.add_parser("logs")
+    sp = _sub(sub, "logs", "a container's log (POD, deploy/NAME, ds/NAME or -l SELECTOR; -f follows)")
     sp.add_argument("target", nargs="?")
     sp.add_argument("-c", "--container")
     sp.add_argument("-l", "--selector")
@@ -95,40 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prefix", action="store_true")
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_logs)
-    sp = sub.add_parser("scale")
+    sp = _sub(sub, "scale", "set the replicas of a Deployment or ReplicaSet")
     sp.add_argument("args", nargs="+")
     sp.add_argument("--replicas", type=int)
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_scale)
-    sp = sub.add_parser("rollout")
+    sp = _sub(sub, "rollout", "restart a Deployment/DaemonSet, or wait for its rollout (status)")
     sp.add_argument("action", choices=["restart", "status"])
     sp.add_argument("args", nargs="+")
     sp.add_argument("--timeout", default="120s")
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_rollout)
-    sp = sub.add_parser("wait")
+    sp = _sub(sub, "wait", "wait for a condition (--for=condition=Ready) or deletion (--for=delete)")
     sp.add_argument("args", nargs="*")
     sp.add_argument("--for", dest="for_")
     sp.add_argument("-l", "--selector")
     sp.add_argument("--timeout", default="30s")
     ns_flags(sp)
     sp.set_defaults(fn=cmd_wait)
-    sp = sub.add_parser("istioctl", help="istioctl verbs: install, ztunnel-config, x describe, waypoint")
-    isub = sp.add_subparsers(dest="istio_verb", metavar="COMMAND")
-    ip = isub.add_parser("install", help="install the ambient profile")
-    ip.add_argument("--set", action="append")
-    ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
-    for verb in ("ztunnel-config", "zc"):
-        zp = isub.add_parser(verb, help="what a ztunnel knows: workloads, services, policies, certificates, connections")
-        zp.add_argument("view")
-        zp.add_argument("pod", nargs="?", help="a ztunnel pod (default: the first)")
-        zp.add_argument("--node", help="the ztunnel of this node")
-        zp.add_argument("-o", "--output")
-        zp.add_argument("-n", "--namespace", dest="namespace_filter", help="only this namespace")
-        zp.add_argument("-A", "--all-namespaces", action="store_true")
+    sp = _sub(sub, "events", "list events, as `get events`")
+    sp.add_argument("-l", "--selector")
+    sp.add_argument("-w", "--watch", action="store_true")
+    ns_flags(sp)
+    sp.set_defaults(fn=cmd_events)
+
+    sp = _sub(sub, "istioctl", "the istioctl verbs: install, ztunnel-config, proxy-config, waypoint, x describe")
+    _istioctl_parser(sp)
     sp.set_defaults(fn=cmd_istioctl)
 
-    sp = sub.add_parser("capture", help="tcpdump in a pod's (or node/NAME's) network namespace")
+    sp = _sub(sub, "capture", "tcpdump in a pod's (or node/NAME's) network namespace")
     sp.add_argument("target")
     sp.add_argument("-i", "--interface", default="eth0")
     sp.add_argument("-w", "--write")
@@ -136,15 +148,78 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("filter", nargs="*")
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_capture)
-    sp = sub.add_parser("graph", help="the lab as a Mermaid graph")
+    sp = _sub(sub, "graph", "the lab as a Mermaid graph")
     sp.set_defaults(fn=cmd_graph)
-
-    sp = sub.add_parser("events")
-    sp.add_argument("-l", "--selector")
-    sp.add_argument("-w", "--watch", action="store_true")
-    ns_flags(sp)
-    sp.set_defaults(fn=cmd_events)
     return p
+
+
+def _istioctl_parser(sp) -> None:
+    from lab.istioctl import TRAFFIC_TYPES, WAYPOINT_TYPE_HELP
+    isub = sp.add_subparsers(dest="istio_verb", metavar="COMMAND", title="commands")
+    ip = _sub(isub, "install", "install the ambient profile (--set profile=ambient -y)")
+    ip.add_argument("--set", action="append")
+    ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
+
+    zp = _sub(isub, "ztunnel-config", "what a ztunnel knows: workloads, services, policies, certificates, "
+                                      "connections, all", aliases=["zc"])
+    zp.add_argument("view")
+    zp.add_argument("pod", nargs="?", help="a ztunnel pod (default: the first)")
+    zp.add_argument("--node", help="the ztunnel of this node")
+    zp.add_argument("-o", "--output")
+    zp.add_argument("-n", "--namespace", dest="namespace_filter", help="only this namespace")
+    zp.add_argument("-A", "--all-namespaces", action="store_true")
+
+    pp = _sub(isub, "proxy-config", "what a pod's L7 proxy (a waypoint) holds: listeners, clusters, routes, "
+                                    "secret, all", aliases=["pc"])
+    pp.add_argument("view", metavar="TYPE", help="listeners, clusters, routes, secret or all")
+    pp.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
+    pp.add_argument("-n", "--namespace", default=None)
+    pp.add_argument("-o", "--output", help="short (tables, the default) or json")
+
+    wp = _sub(isub, "waypoint", "list, inspect, generate, apply and delete waypoints")
+    wsub = wp.add_subparsers(dest="waypoint_verb", metavar="ACTION", title="actions")
+    w = _sub(wsub, "list", "the waypoints: NAME REVISION TRAFFIC TYPE PROGRAMMED")
+    w.epilog = textwrap.fill(WAYPOINT_TYPE_HELP + ".", 100)
+    w.add_argument("-n", "--namespace", default=None)
+    w.add_argument("-A", "--all-namespaces", action="store_true")
+    w = _sub(wsub, "status", "the status conditions istiod wrote on the waypoints' Gateways")
+    w.add_argument("--name", help="only this waypoint")
+    w.add_argument("-n", "--namespace", default=None)
+    w.add_argument("-A", "--all-namespaces", action="store_true")
+    for action, what in (("generate", "print the waypoint Gateway's YAML"),
+                         ("apply", "apply a waypoint Gateway; istiod deploys the waypoint")):
+        w = _sub(wsub, action, what)
+        w.add_argument("--name", default="waypoint", help="the waypoint's name (default: waypoint)")
+        w.add_argument("--for", dest="traffic_type", choices=TRAFFIC_TYPES,
+                       help="the traffic it serves (label istio.io/waypoint-for; unset: service)")
+        w.add_argument("-n", "--namespace", default=None)
+        if action == "apply":
+            w.add_argument("--enroll-namespace", action="store_true",
+                           help="label the namespace istio.io/use-waypoint=NAME")
+            w.add_argument("--overwrite", action="store_true",
+                           help="with --enroll-namespace: replace another waypoint the namespace uses")
+            w.add_argument("-w", "--wait", action="store_true",
+                           help="wait until the waypoint is Programmed and its Deployment ready")
+            w.add_argument("--timeout", default="90s", help="how long --wait waits (default: 90s)")
+    w = _sub(wsub, "delete", "delete waypoints (default: the one named waypoint)")
+    w.add_argument("names", nargs="*", metavar="NAME")
+    w.add_argument("--all", action="store_true", help="every waypoint of the namespace")
+    w.add_argument("-n", "--namespace", default=None)
+
+    xp = _sub(isub, "x", "experimental commands: describe pod", aliases=["experimental"])
+    xsub = xp.add_subparsers(dest="x_verb", metavar="COMMAND", title="commands")
+    dp = _sub(xsub, "describe", "what the mesh does with a pod: describe pod POD")
+    dsub = dp.add_subparsers(dest="describe_kind", metavar="KIND", title="kinds")
+    d = _sub(dsub, "pod", "mode, identity, ztunnel, waypoint, Services and the policies that apply, with "
+                          "where each is enforced", aliases=["po"])
+    d.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
+    d.add_argument("-n", "--namespace", default=None)
+
+
+def verbs(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """{verb: one-line help} of a parser's subcommands, aliases folded into their verb."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {choice.dest: choice.help for choice in action._choices_actions}
 
 
 def main(argv: list[str] | None = None) -> int:

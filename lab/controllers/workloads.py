@@ -10,6 +10,7 @@ import hashlib
 import json
 import random
 
+from lab import kinds
 from lab.selectors import from_label_selector
 from lab.store import Store, now_rfc3339
 
@@ -232,16 +233,30 @@ def reconcile_daemonsets(store: Store, rng: random.Random) -> None:
 
 
 def collect_garbage(store: Store) -> None:
-    """Objects whose controlling owner is gone are deleted (pods gracefully)."""
-    uids = {o["metadata"]["uid"] for o in store.all(("Deployment", "ReplicaSet", "DaemonSet"))}
-    for kind in ("ReplicaSet", "Pod"):
-        for obj in store.list(kind):
-            ref = controller_of(obj)
-            if ref is not None and ref.get("uid") not in uids:
-                if kind == "Pod":
-                    _delete_pod(store, obj)
-                else:
-                    store.delete(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+    """Objects whose controlling owner is gone are deleted (pods gracefully), whatever their kinds:
+    a ReplicaSet of a deleted Deployment, a waypoint's objects of a deleted Gateway.
+
+    Owners are matched by uid, as Kubernetes' collector does (a re-created owner of the same name
+    does not adopt the old dependents). A reference to a kind the lab does not serve is left alone.
+    One pass finds the dependents, then one uid set is made over the kinds they name.
+    """
+    dependents = [(obj, ref) for obj in store.all() if (ref := controller_of(obj)) is not None]
+    if not dependents:
+        return
+    owner_kinds = set()
+    for _, ref in dependents:
+        try:
+            owner_kinds.add(kinds.by_kind(ref.get("kind") or "").kind)
+        except kinds.UnknownKind:
+            pass
+    uids = {o["metadata"]["uid"] for o in store.all(owner_kinds)}
+    for obj, ref in dependents:
+        if ref.get("kind") not in owner_kinds or ref.get("uid") in uids:
+            continue
+        if obj["kind"] == "Pod":
+            _delete_pod(store, obj)
+        elif store.get(obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]) is not None:
+            store.delete(obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
 
 
 def selector_of(obj: dict):

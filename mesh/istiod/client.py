@@ -85,11 +85,17 @@ async def create_certificate(address: Address, root_pem: str | bytes, token: str
 
 async def subscribe(address: Address, root_pem: str | bytes, token: str, node: str,
                     known: Mapping[str, Mapping[str, str]] | None = None, *,
-                    server_identity: Identity | None = None) -> AsyncIterator[dict[str, Any]]:
+                    server_identity: Identity | None = None, types: list[str] | None = None,
+                    proxy: str | None = None) -> AsyncIterator[dict[str, Any]]:
     """The config stream's lines ({"type": "Address"|"Authorization", ...}, {"type": "SYNCED"}) for
-    one connection; use it with `contextlib.aclosing`. Returns when istiod closes the stream."""
-    request = {"op": "Subscribe", "token": token, "node": node,
-               "known": {type_: dict(versions) for type_, versions in (known or {}).items()}}
+    one connection; use it with `contextlib.aclosing`. Returns when istiod closes the stream.
+    A waypoint passes Envoy's `types` and its `proxy` name ("ns/name")."""
+    request: dict[str, Any] = {"op": "Subscribe", "token": token, "node": node,
+                               "known": {type_: dict(versions) for type_, versions in (known or {}).items()}}
+    if types is not None:
+        request["types"] = list(types)
+    if proxy is not None:
+        request["proxy"] = proxy
     try:
         async with _connect(address, root_pem, server_identity or istiod_identity()) as conn:
             await conn.send_all(encode(request))

@@ -19,9 +19,10 @@ from mesh.identity.node_authz import TRUSTED_NODE_ACCOUNTS
 from mesh.istiod import ca, xds
 from mesh.istiod.auth import TokenReviewer
 from mesh.istiod.channel import DEFAULT_PORT, HANDSHAKE_TIMEOUT, MessageReader
-from mesh.istiod.state import MeshState, follow_cluster, keep_translated, write_statuses
+from mesh.istiod.state import MeshState, follow_cluster, keep_translated, resolve_jwks, write_statuses
 from mesh.istiod.translate import Settings
 from mesh.istiod.trust import ServingCertificate, bootstrap
+from mesh.istiod.waypoints import reconcile_waypoints
 
 log = logging.getLogger("istiod.server")
 
@@ -93,6 +94,8 @@ async def serve(api_socket: str, host: str = "0.0.0.0", port: int = DEFAULT_PORT
         nursery.start_soon(follow_cluster, client, state)
         nursery.start_soon(keep_translated, state)
         nursery.start_soon(write_statuses, client, state)
+        nursery.start_soon(reconcile_waypoints, client, state)
+        nursery.start_soon(resolve_jwks, state)
         nursery.start_soon(serving.keep_fresh)
         await state.ready.wait()
         listeners = await trio.open_tcp_listeners(port, host=host)

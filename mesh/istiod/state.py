@@ -7,6 +7,9 @@ Three tasks share one `MeshState`:
 - `keep_translated` recomputes the translation shortly after changes (debounced: a burst of events
   gives one push) and publishes it when the resources differ; `ready` is set after the first one.
 - `write_statuses` writes each AuthorizationPolicy's `ZtunnelAccepted` condition when it changes.
+A fourth, `mesh.istiod.waypoints.reconcile_waypoints`, is woken by `waypoints_due` after each
+translation and keeps the waypoints' objects and Gateway statuses (it reads the Gateways, and the
+ServiceAccounts and Deployments it owns, from the same objects).
 """
 from __future__ import annotations
 
@@ -19,14 +22,19 @@ import trio
 
 from lab.api.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
-from mesh.istiod.translate import TYPES, Settings, Translation, diff, status_update, translate
+from mesh.istiod.jwks import JwksResolver
+from mesh.istiod.jwt import jwks_sources
+from mesh.istiod.translate import ALL_TYPES, Settings, Translation, diff, status_update, translate
+from mesh.policy.model import RequestAuthentication, parse_as
 from mesh.istiod.xds import ConfigPublisher
 from lab.backoff import Backoff
 
 log = logging.getLogger("istiod.kube")
 status_log = logging.getLogger("istiod.status")
 
-KINDS = ("Namespace", "Pod", "Service", "AuthorizationPolicy", "PeerAuthentication")
+KINDS = ("Namespace", "Pod", "Service", "AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication",
+         "Gateway", "ServiceAccount", "Deployment")
+JWKS_REFRESH = 300.0  # seconds between re-fetches of in-lab jwksUri (Envoy's remote JWKS cache time)
 DEBOUNCE = 0.01  # seconds between the first change of a burst and the recompute
 
 
@@ -89,6 +97,9 @@ class MeshState:
         self.ready = trio.Event()  # the first translation is published
         self.dirty = Flag()  # the objects changed since the last translation
         self.translated = Flag()  # a translation is waiting for its statuses to be written
+        self.waypoints_due = Flag()  # the objects changed: waypoints' objects and statuses to check
+        self.jwks = JwksResolver()  # the RequestAuthentications' jwksUri, as far as fetched
+        self.jwks_due = Flag()  # a translation happened: jwksUri to resolve
 
     def pods(self) -> list[dict]:
         return self.objects.list("Pod")
@@ -131,20 +142,43 @@ async def keep_translated(state: MeshState, debounce: float = DEBOUNCE) -> None:
         await state.dirty.wait()
         await trio.sleep(debounce)
         state.dirty.clear()
-        translation = translate(state.objects.by_kind(), state.settings)
+        translation = translate(state.objects.by_kind(), state.settings, state.jwks.lookup)
         for problem in set(translation.problems) - reported:
             log.warning("%s", problem)
         reported = set(translation.problems)
         state.translation = translation
         previous = state.publisher.current or {}
-        deltas = {t: diff(previous.get(t, {}), translation.resources[t]) for t in TYPES}
+        deltas = {t: diff(previous.get(t, {}), translation.resources[t]) for t in ALL_TYPES}
         if state.publisher.current is None or any(changed or removed for changed, removed in deltas.values()):
             state.publisher.publish(translation.resources)
             log.info("config: %s", "; ".join(
                 f"{len(translation.resources[t])} {t} ({len(changed)} changed, {len(removed)} removed)"
                 for t, (changed, removed) in deltas.items()))
         state.translated.set()
+        state.waypoints_due.set()
+        state.jwks_due.set()
         state.ready.set()
+
+
+async def resolve_jwks(state: MeshState, refresh: float = JWKS_REFRESH) -> None:
+    """Fetches the jwksUri the RequestAuthentications name (in-lab URLs; the rest come from the
+    offline mirror or fail closed) and retranslates when keys changed; re-fetches periodically."""
+    last_refetch = trio.current_time()
+    while True:
+        with trio.move_on_after(refresh):
+            await state.jwks_due.wait()
+        state.jwks_due.clear()
+        authns = []
+        for obj in state.objects.list("RequestAuthentication"):
+            try:
+                authns.append(parse_as(RequestAuthentication, obj))
+            except (ValueError, TypeError):
+                continue  # the translation reports it
+        refetch = trio.current_time() - last_refetch >= refresh
+        if refetch:
+            last_refetch = trio.current_time()
+        if await state.jwks.refresh(jwks_sources(authns), refetch=refetch):
+            state.dirty.set()
 
 
 async def write_statuses(client: AsyncLabClient, state: MeshState, retry_delay: float = 1.0) -> None:

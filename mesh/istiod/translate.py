@@ -8,8 +8,13 @@ Shapes are the contract's (docs/mesh-internals.md), semantics istiod's ambient i
   `<cluster>//Pod/<ns>/<name>`, HBONE only when enrolled (`is_enrolled`);
 - a workload lists the Services whose selector selects it (service port → its target port, named
   target ports resolved through the pod's container ports) and the selector policies attached to it;
+- a workload or Service a waypoint serves carries its `waypoint` reference (`mesh.istiod.waypoints`,
+  docs/waypoints.md);
 - every AuthorizationPolicy ztunnel can use is an Authorization `<ns>/<name>`, plus the policies
-  PeerAuthentications derive; each policy's outcome is a `ZtunnelAccepted` condition for its status.
+  PeerAuthentications derive; each policy's outcome is a `ZtunnelAccepted` condition for its status;
+- every waypoint gets its Envoy-shaped Listeners, Clusters and RouteConfigurations
+  (`mesh.istiod.proxyconfig`), named `<waypoint ns>/<waypoint name>/<envoy name>`; `jwks_for`
+  answers the RequestAuthentications' `jwksUri` from what istiod has fetched so far.
 """
 from __future__ import annotations
 
@@ -17,16 +22,19 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, NamedTuple
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.policy.model import AuthorizationPolicy, PeerAuthentication, parse_as
 from mesh.policy.peerauth import derived_authorizations
 from mesh.policy.ztunnel import ZtunnelTranslation, to_ztunnel, workload_policy_keys
+from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id, waypoint_resources
+from mesh.istiod.waypoints import Attachments, is_waypoint
 
 ADDRESS = "Address"
 AUTHORIZATION = "Authorization"
 TYPES = (AUTHORIZATION, ADDRESS)  # push order: a policy arrives before the workloads that name it
+ALL_TYPES = TYPES + PROXY_TYPES
 
 DATAPLANE_MODE = "istio.io/dataplane-mode"
 REDIRECTION = "ambient.istio.io/redirection"  # istio-cni sets it once the pod's rules are in place
@@ -169,7 +177,7 @@ def service_key(service: Mapping, settings: Settings = Settings()) -> str:
     return f"{_namespace(service)}/{hostname(service, settings)}"
 
 
-def service_resource(service: Mapping, settings: Settings = Settings()) -> dict:
+def service_resource(service: Mapping, settings: Settings = Settings(), waypoint: dict | None = None) -> dict:
     """The Service Address. A named targetPort is resolved per workload, so here it is 0."""
     spec = service.get("spec") or {}
     cluster_ip = spec.get("clusterIP")
@@ -181,7 +189,7 @@ def service_resource(service: Mapping, settings: Settings = Settings()) -> dict:
         "name": _meta(service).get("name"), "namespace": _namespace(service),
         "hostname": hostname(service, settings),
         "addresses": [cluster_ip] if cluster_ip and cluster_ip != "None" else [],
-        "ports": ports, "subjectAltNames": [], "waypoint": None,
+        "ports": ports, "subjectAltNames": [], "waypoint": waypoint,
     }}
 
 
@@ -231,7 +239,7 @@ def workload_name(pod: Mapping, settings: Settings = Settings()) -> str:
 
 def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], services: Iterable[Mapping],
                       policies: Iterable[AuthorizationPolicy], peer_authns: Iterable[PeerAuthentication],
-                      settings: Settings = Settings()) -> dict:
+                      settings: Settings = Settings(), waypoint: dict | None = None) -> dict:
     """The Workload Address of a listed pod (see `is_listed`)."""
     spec = pod.get("spec") or {}
     labels = _labels(pod)
@@ -248,7 +256,7 @@ def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], service
         "node": spec.get("nodeName") or "",
         "canonicalName": canonical_name(labels, owner), "canonicalRevision": canonical_revision(labels),
         "workloadType": kind, "workloadName": owner,
-        "waypoint": None,
+        "waypoint": waypoint,
         "services": pod_services(pod, services, settings),
         "authorizationPolicies": workload_policy_keys(policies, peer_authns, labels, namespace,
                                                       settings.root_namespace,
@@ -298,11 +306,43 @@ def _parse_all(cls: type, objects: Iterable[dict], problems: list[str]) -> list:
     return parsed
 
 
+# ---- waypoints ----------------------------------------------------------------------------------
+
+def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
+                    namespace_labels: Mapping[str, Mapping[str, str]], settings: Settings,
+                    jwks_for: Callable[[str], str | None], problems: list[str]) -> Resources:
+    """Every waypoint's Envoy resources, keyed `<ns>/<name>/<envoy name>` per type."""
+    out: Resources = {t: {} for t in PROXY_TYPES}
+    pods = [p for p in objects.get("Pod", ()) if is_listed(p)]
+    for gateway in objects.get("Gateway", ()):
+        if not is_waypoint(gateway):
+            continue
+        services, served_pods = attachments.served_by(gateway, objects)
+        try:
+            resources = waypoint_resources(
+                gateway, services, served_pods, pods, objects.get("AuthorizationPolicy", ()),
+                objects.get("RequestAuthentication", ()), jwks_for=jwks_for,
+                enrolled=lambda pod: is_enrolled(pod, namespace_labels.get(_namespace(pod), {})),
+                trust_domain=settings.trust_domain, domain_suffix=settings.domain_suffix,
+                root_namespace=settings.root_namespace)
+        except (ValueError, TypeError) as e:
+            problems.append(f"waypoint {_namespace(gateway)}/{_meta(gateway).get('name')} left out: {e}")
+            continue
+        prefix = proxy_id(_namespace(gateway), _meta(gateway).get("name"))
+        for type_, items in resources.items():
+            for name, resource in items.items():
+                out[type_][prefix + name] = versioned(resource)
+    return {t: dict(sorted(items.items())) for t, items in out.items()}
+
+
 # ---- the whole translation ------------------------------------------------------------------------
 
-def translate(objects: Mapping[str, Iterable[dict]], settings: Settings = Settings()) -> Translation:
-    """Everything ztunnel is sent, from the objects by kind: Namespace, Pod, Service,
-    AuthorizationPolicy, PeerAuthentication (missing kinds count as none)."""
+def translate(objects: Mapping[str, Iterable[dict]], settings: Settings = Settings(),
+              jwks_for: Callable[[str], str | None] = lambda uri: None) -> Translation:
+    """Everything ztunnels and waypoints are sent, from the objects by kind: Namespace, Pod, Service,
+    AuthorizationPolicy, PeerAuthentication, RequestAuthentication, Gateway (missing kinds count as
+    none)."""
+    objects = {kind: list(items) for kind, items in objects.items()}  # some are read twice
     problems: list[str] = []
     policy_objects = list(objects.get("AuthorizationPolicy", ()))
     policies = _parse_all(AuthorizationPolicy, policy_objects, problems)
@@ -322,19 +362,23 @@ def translate(objects: Mapping[str, Iterable[dict]], settings: Settings = Settin
         authorizations[f"{derived['namespace']}/{derived['name']}"] = versioned(derived)
 
     namespace_labels = {_meta(ns).get("name"): _labels(ns) for ns in objects.get("Namespace", ())}
+    attachments = Attachments(objects, settings.domain_suffix)
     services_by_namespace: dict[str, list[dict]] = defaultdict(list)
     addresses: dict[str, Versioned] = {}
     for service in objects.get("Service", ()):
         services_by_namespace[_namespace(service)].append(service)
         if (service.get("spec") or {}).get("type") != "ExternalName":
-            addresses[service_key(service, settings)] = versioned(service_resource(service, settings))
+            waypoint = attachments.reference(attachments.for_service(service))
+            addresses[service_key(service, settings)] = versioned(service_resource(service, settings, waypoint))
     for pod in objects.get("Pod", ()):
         if not is_listed(pod):
             continue
         namespace = _namespace(pod)
         resource = workload_resource(pod, namespace_labels.get(namespace, {}), services_by_namespace[namespace],
-                                     policies, peer_authns, settings)
+                                     policies, peer_authns, settings,
+                                     attachments.reference(attachments.for_pod(pod)))
         addresses[workload_name(pod, settings)] = versioned(resource)
 
     resources = {AUTHORIZATION: dict(sorted(authorizations.items())), ADDRESS: dict(sorted(addresses.items()))}
+    resources.update(proxy_resources(objects, attachments, namespace_labels, settings, jwks_for, problems))
     return Translation(resources, conditions, tuple(problems))

@@ -5,9 +5,14 @@ A subscriber says which versions it already holds (`known`); istiod sends what d
 latest published resources with what it last sent, so there is no queue per subscriber: a slow one
 skips intermediate states and catches up with the newest, and never holds back the others.
 
-Request: {"op": "Subscribe", "token", "node", "known": {"Address": {name: version}, "Authorization": {...}}}
+Request: {"op": "Subscribe", "token", "node", "known": {"Address": {name: version}, "Authorization": {...}},
+          "types"?: [...], "proxy"?: "<ns>/<name>"}
 Stream:  {"type": "Authorization"|"Address", "resources": [{"name", "version", "resource"}], "removed": [...]}
          ..., {"type": "SYNCED"}, then deltas.
+
+A ztunnel asks for the default types (Authorization, Address). A waypoint asks for Envoy's types
+(Listener, Cluster, RouteConfiguration) and names itself in `proxy`: it is sent only the resources
+whose names start with `<ns>/<name>/` (`mesh.istiod.proxyconfig`).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import trio
 
 from lab.api.protocol import encode
 from mesh.istiod.auth import TokenReviewer, Unauthenticated
+from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
 from mesh.istiod.translate import TYPES, Resources, Versioned, diff
 
 log = logging.getLogger("istiod.xds")
@@ -46,10 +52,41 @@ def parse_known(known: object) -> Resources:
     return result
 
 
-def delta_messages(sent: Resources, current: Resources) -> list[dict[str, Any]]:
+ALL_TYPES = TYPES + PROXY_TYPES
+
+
+def parse_view(types: object, proxy: object) -> tuple[tuple[str, ...], str | None]:
+    """(the types a subscriber asked for, its name prefix). BadRequest for another shape."""
+    if types is None:
+        chosen: tuple[str, ...] = TYPES
+    elif isinstance(types, list) and types and all(t in ALL_TYPES for t in types):
+        chosen = tuple(t for t in ALL_TYPES if t in types)
+    else:
+        raise BadRequest(f"types must be a non-empty list of {', '.join(ALL_TYPES)}")
+    if proxy is None:
+        if any(t in PROXY_TYPES for t in chosen):
+            raise BadRequest("a proxy's types need `proxy`: its <namespace>/<name>")
+        return chosen, None
+    if not isinstance(proxy, str) or proxy.count("/") != 1 or "" in proxy.split("/"):
+        raise BadRequest("proxy must be <namespace>/<name>")
+    return chosen, proxy_id(*proxy.split("/"))
+
+
+def view(resources: Resources, types: tuple[str, ...], prefix: str | None) -> Resources:
+    """What one subscriber sees of the published resources."""
+    out: Resources = {}
+    for type_ in types:
+        items = resources.get(type_, {})
+        if prefix is not None and type_ in PROXY_TYPES:
+            items = {name: res for name, res in items.items() if name.startswith(prefix)}
+        out[type_] = items
+    return out
+
+
+def delta_messages(sent: Resources, current: Resources, types: tuple[str, ...] = ALL_TYPES) -> list[dict[str, Any]]:
     """The messages that take a client holding `sent` to `current`: one per type that differs."""
     messages = []
-    for type_ in TYPES:
+    for type_ in types:
         changed, removed = diff(sent.get(type_, {}), current.get(type_, {}))
         if changed or removed:
             messages.append({"type": type_, "removed": removed, "resources": [
@@ -103,6 +140,7 @@ class ConfigStream:
         who = f"{caller.service_account} {node}"
         try:
             known = parse_known(request.get("known"))
+            types, prefix = parse_view(request.get("types"), request.get("proxy"))
         except BadRequest as e:
             log.warning("refused a subscription from %s: %s", who, e)
             await stream.send_all(encode({"ok": False, "error": f"bad request: {e}"}))
@@ -112,16 +150,18 @@ class ConfigStream:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_at_eof, stream, nursery.cancel_scope)
-                await self._push(stream, known, who)
+                await self._push(stream, known, who, types, prefix)
         finally:
             log.info("%s disconnected", who)
 
-    async def _push(self, stream: trio.abc.SendStream, sent: Resources, who: str) -> None:
+    async def _push(self, stream: trio.abc.SendStream, sent: Resources, who: str,
+                    types: tuple[str, ...] = TYPES, prefix: str | None = None) -> None:
         """Full state (the difference from `sent`), SYNCED, then a delta per published change."""
-        current = await self._publisher.next(None)
+        published = await self._publisher.next(None)
         first = True
         while True:
-            messages = delta_messages(sent, current)
+            current = view(published, types, prefix)
+            messages = delta_messages(sent, current, types)
             lines = b"".join(encode(m) for m in messages) + (encode(SYNCED) if first else b"")
             if lines:
                 with trio.fail_after(SEND_TIMEOUT):
@@ -131,7 +171,7 @@ class ConfigStream:
                 log.info("pushed %d resources%s to %s%s", pushed, f" ({removed} removed)" if removed else "",
                          who, " (synced)" if first else "")
             sent, first = current, False
-            current = await self._publisher.next(current)
+            published = await self._publisher.next(published)
 
 
 async def _cancel_at_eof(stream: trio.abc.ReceiveStream, scope: trio.CancelScope) -> None:

@@ -448,7 +448,20 @@ def _jwks_problem(jwks: str) -> str | None:
     keys = document.get("keys", [document]) if isinstance(document, dict) else None
     if not isinstance(keys, list) or not all(isinstance(key, dict) and "kty" in key for key in keys):
         return 'jwks parse error: want a JWK ("kty") or a JWK set ("keys")'
+    if not keys:
+        return "jwks parse error: the key set has no key"
+    for i, key in enumerate(keys):
+        members = _JWK_PUBLIC_MEMBERS.get(key["kty"])
+        if members is None:
+            return f'jwks parse error: key at index {i}: unsupported kty "{key["kty"]}"'
+        missing = [member for member in members if not isinstance(key.get(member), str) or not key[member]]
+        if missing:
+            return f'jwks parse error: key at index {i} ({key["kty"]}) has no "{missing[0]}"'
     return None
+
+
+# The members a JWK of each type needs before it can verify anything (RFC 7518 §6).
+_JWK_PUBLIC_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x"), "oct": ("k",)}
 
 
 def _check_jwt_rule(rule: dict, path: str, out: list[Problem]) -> None:

@@ -290,3 +290,74 @@ def test_diff_reports_changes_and_removals():
     known = {name: Versioned(res.version, None) for name, res in new.items()}   # what a client reports
     assert diff(known, new) == ({}, [])
     assert diff({}, new)[0] == new
+
+
+# ---- waypoints: the `waypoint` field (docs/waypoints.md) --------------------------------------------------
+
+def article_waypoint_objects() -> dict[str, list[dict]]:
+    """The article's ambient namespace with its waypoint Gateway (topologies/article), as the lab
+    would hold them: Services with ClusterIPs, one pod per Deployment, and the objects istiod deploys
+    for the Gateway (its Service and a pod of its Deployment)."""
+    import os
+
+    import yaml
+
+    from lab.testing import ARTICLE
+    from mesh.istiod.waypoints import desired_objects
+
+    docs = []
+    for name in ("httpbin-ambient.yaml", "sleep-ambient.yaml", "waypoint.yaml"):
+        with open(os.path.join(ARTICLE, name)) as f:
+            docs.extend(d for d in yaml.safe_load_all(f) if d)
+    [gw] = [d for d in docs if d["kind"] == "Gateway"]
+    gw["metadata"]["uid"] = "uid-gw"
+    docs.extend(d for d in desired_objects(gw) if d["kind"] != "ServiceAccount")
+    objects: dict[str, list[dict]] = {"Namespace": [namespace("ambient-apps", AMBIENT)], "Gateway": [gw],
+                                      "Service": [], "Pod": []}
+    for i, doc in enumerate(docs):
+        if doc["kind"] == "Service":
+            doc["spec"]["clusterIP"] = f"10.96.0.{20 + i}"
+            objects["Service"].append(doc)
+        elif doc["kind"] == "Deployment":
+            template = doc["spec"]["template"]
+            p = pod(f"{doc['metadata']['name']}-abc12-xyz", ns="ambient-apps", ip=f"10.244.1.{20 + i}",
+                    labels=dict(template["metadata"]["labels"]), annotations=REDIRECTED,
+                    sa=template["spec"]["serviceAccountName"])
+            p["spec"]["containers"] = template["spec"]["containers"]
+            objects["Pod"].append(p)
+    return objects
+
+
+def test_article_waypoint_serves_httpbin_and_sleep_workloads_and_services():
+    objects = article_waypoint_objects()
+    waypoint_ip = next(s["spec"]["clusterIP"] for s in objects["Service"]
+                       if s["metadata"]["name"] == "httpbin-ambient-waypoint")
+    expected = {"destination": "ambient-apps/httpbin-ambient-waypoint.ambient-apps.svc.cluster.local",
+                "address": waypoint_ip, "hboneMtlsPort": 15008}
+    resources = translate(objects).resources[ADDRESS]
+    for name in ("httpbin-ambient", "sleep-ambient"):
+        svc = resources[f"ambient-apps/{name}.ambient-apps.svc.cluster.local"].resource["service"]
+        assert svc["waypoint"] == expected, name
+        wl = resources[f"Kubernetes//Pod/ambient-apps/{name}-abc12-xyz"].resource["workload"]
+        assert wl["waypoint"] == expected, name
+    # The waypoint itself goes direct: its Service and its pod carry no waypoint.
+    own = resources["ambient-apps/httpbin-ambient-waypoint.ambient-apps.svc.cluster.local"].resource["service"]
+    assert own["waypoint"] is None
+    wl = resources["Kubernetes//Pod/ambient-apps/httpbin-ambient-waypoint-abc12-xyz"].resource["workload"]
+    assert wl["waypoint"] is None and wl["protocol"] == "TCP"   # dataplane-mode none: not enrolled
+
+
+def test_waypoint_reference_follows_labels_and_gateway_deletion():
+    objects = article_waypoint_objects()
+    key = "ambient-apps/httpbin-ambient.ambient-apps.svc.cluster.local"
+    # The modern label on the namespace switches the namespace to labels: #none opts everything out.
+    objects["Namespace"] = [namespace("ambient-apps", {**AMBIENT, "istio.io/use-waypoint": "#none"})]
+    assert translate(objects).resources[ADDRESS][key].resource["service"]["waypoint"] is None
+    # Naming a waypoint that does not exist fails closed: a reference without an address.
+    objects["Namespace"] = [namespace("ambient-apps", {**AMBIENT, "istio.io/use-waypoint": "missing"})]
+    assert translate(objects).resources[ADDRESS][key].resource["service"]["waypoint"] == {
+        "destination": "ambient-apps/missing.ambient-apps.svc.cluster.local", "hboneMtlsPort": 15008}
+    # No Gateway, no waypoint (the implicit model).
+    objects["Namespace"] = [namespace("ambient-apps", AMBIENT)]
+    objects["Gateway"] = []
+    assert translate(objects).resources[ADDRESS][key].resource["service"]["waypoint"] is None

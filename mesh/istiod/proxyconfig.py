@@ -1,0 +1,342 @@
+"""What istiod sends a waypoint, in Envoy's shapes (Listener, Cluster, RouteConfiguration).
+
+Pure: the cluster's objects in, per-waypoint resources out. The waypoint (`mesh/proxy`) reads
+exactly these, and `lab istioctl proxy-config` prints them, so a learner sees what Envoy would
+hold. The shapes follow Envoy's v3 API with three simplifications, each said in docs/waypoints.md:
+
+- clusters carry their endpoints inline (`load_assignment`) instead of a separate EDS resource;
+- an endpoint's metadata says how to reach it (`tunnel`: HBONE or TCP), who it is (`identity`),
+  and which selector policies apply to it (`policies`): the article's waypoint model enforces the
+  destination workload's own policies with the original client's identity;
+- the rbac filter carries the AuthorizationPolicies themselves (Istio's form), not the matcher
+  trees istiod compiles them to; `mesh.policy.http` evaluates them as Envoy's RBAC filter would.
+
+Listeners: `connect_terminate` (0.0.0.0:15008, mTLS, CONNECT) hands each tunnel to
+`main_internal`, whose filter chains match the tunnel's target (a Service VIP:port, or a pod IP
+for workload traffic); each chain has an HTTP variant (jwt_authn → rbac → router) and a TCP one.
+Resource names on the config stream are `<waypoint ns>/<waypoint name>/<envoy name>`; a waypoint
+subscribes with its own prefix (docs/mesh-internals.md).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+from mesh.istiod.jwt import jwt_authn_filter
+from mesh.policy.model import AuthorizationPolicy, RequestAuthentication, parse_as
+from mesh.policy.ztunnel import selects
+
+LISTENER = "Listener"
+CLUSTER = "Cluster"
+ROUTE = "RouteConfiguration"
+PROXY_TYPES = (LISTENER, CLUSTER, ROUTE)
+
+HBONE_PORT = 15008
+TYPE_PREFIX = "type.googleapis.com/"
+HCM = "envoy.filters.network.http_connection_manager"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+RBAC_HTTP = "envoy.filters.http.rbac"
+RBAC_NETWORK = "envoy.filters.network.rbac"
+ROUTER = "envoy.filters.http.router"
+
+JwksLookup = Callable[[str], "str | None"]
+
+
+def _meta(obj: Mapping) -> Mapping:
+    return obj.get("metadata") or {}
+
+
+def _ns(obj: Mapping) -> str:
+    return _meta(obj).get("namespace") or "default"
+
+
+def _name(obj: Mapping) -> str:
+    return _meta(obj).get("name") or ""
+
+
+def _labels(obj: Mapping) -> Mapping[str, str]:
+    return _meta(obj).get("labels") or {}
+
+
+def proxy_id(namespace: str, name: str) -> str:
+    """The prefix of a waypoint's resource names on the config stream."""
+    return f"{namespace}/{name}/"
+
+
+def service_host(service: Mapping, domain_suffix: str = "cluster.local") -> str:
+    return f"{_name(service)}.{_ns(service)}.svc.{domain_suffix}"
+
+
+def cluster_name(service: Mapping, port: Mapping, domain_suffix: str = "cluster.local") -> str:
+    """Istio's waypoint naming: `inbound-vip|<port>|<protocol>|<host>`."""
+    protocol = "http" if _is_http_port(port) else "tcp"
+    return f"inbound-vip|{port.get('port')}|{protocol}|{service_host(service, domain_suffix)}"
+
+
+def _is_http_port(port: Mapping) -> bool:
+    name = (port.get("name") or "").lower()
+    app = (port.get("appProtocol") or "").lower()
+    return app in ("http", "http2", "grpc") or name.split("-")[0] in ("http", "http2", "grpc")
+
+
+def _selects_pod(service: Mapping, pod: Mapping) -> bool:
+    selector = (service.get("spec") or {}).get("selector") or {}
+    labels = _labels(pod)
+    return bool(selector) and _ns(service) == _ns(pod) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _target_port(port: Mapping, pod: Mapping) -> int | None:
+    target = port.get("targetPort", port.get("port"))
+    if isinstance(target, int):
+        return target
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for cport in container.get("ports") or []:
+            if cport.get("name") == target:
+                return cport.get("containerPort")
+    return None
+
+
+def _is_ready(pod: Mapping) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _pod_ip(pod: Mapping) -> str | None:
+    status = pod.get("status") or {}
+    if _meta(pod).get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    return status.get("podIP") or None
+
+
+def _identity(pod: Mapping, trust_domain: str) -> str:
+    spec = pod.get("spec") or {}
+    sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    return f"spiffe://{trust_domain}/ns/{_ns(pod)}/sa/{sa}"
+
+
+# ---- which policies apply where ------------------------------------------------------------------
+
+def _targets(ref_owner: AuthorizationPolicy | RequestAuthentication, kind: str, name: str, namespace: str) -> bool:
+    return any(ref.kind == kind and ref.name == name and (ref.namespace or ref_owner.namespace) == namespace
+               for ref in ref_owner.target_refs)
+
+
+def chain_policies(policies: Iterable[AuthorizationPolicy], gateway: Mapping, service: Mapping | None,
+                   root_namespace: str) -> list[str]:
+    """targetRefs policies for a chain: the waypoint's Gateway, the Service, or (root namespace)
+    the waypoint's GatewayClass."""
+    keys = []
+    for p in policies:
+        if not p.target_refs:
+            continue
+        if (_targets(p, "Gateway", _name(gateway), _ns(gateway))
+                or (service is not None and _targets(p, "Service", _name(service), _ns(service)))
+                or (p.namespace == root_namespace and any(
+                    r.kind == "GatewayClass" and r.name == (gateway.get("spec") or {}).get("gatewayClassName")
+                    for r in p.target_refs))):
+            keys.append(p.key)
+    return sorted(keys)
+
+
+def workload_policies(policies: Iterable[AuthorizationPolicy], pod: Mapping, root_namespace: str) -> list[str]:
+    """The selector/namespace/root policies of the destination workload (the article's model)."""
+    return sorted(p.key for p in policies if selects(p, _labels(pod), _ns(pod), root_namespace))
+
+
+def _authn_selects(ra: RequestAuthentication, pod: Mapping, root_namespace: str) -> bool:
+    if ra.target_refs or ra.namespace not in (_ns(pod), root_namespace):
+        return False
+    if ra.selector is None:
+        return True
+    return bool(ra.selector.match_labels) and ra.selector.matches(_labels(pod))
+
+
+def chain_authns(authns: Iterable[RequestAuthentication], gateway: Mapping, service: Mapping | None,
+                 pods: Iterable[Mapping], root_namespace: str) -> list[RequestAuthentication]:
+    """RequestAuthentications for a chain: those selecting any of its workloads, plus targetRefs
+    to the Gateway or the Service. Envoy runs one jwt_authn filter per chain, so it is the union."""
+    pods = list(pods)
+    picked = []
+    for ra in authns:
+        if (any(_authn_selects(ra, pod, root_namespace) for pod in pods)
+                or _targets(ra, "Gateway", _name(gateway), _ns(gateway))
+                or (service is not None and _targets(ra, "Service", _name(service), _ns(service)))):
+            picked.append(ra)
+    return sorted(picked, key=lambda ra: ra.key)
+
+
+# ---- Envoy shapes --------------------------------------------------------------------------------
+
+def _endpoint(pod: Mapping, port: int, policies: list[str], trust_domain: str, enrolled: Callable[[Mapping], bool]) -> dict:
+    return {
+        "endpoint": {"address": {"socket_address": {"address": _pod_ip(pod), "port_value": port}}},
+        "health_status": "HEALTHY" if _is_ready(pod) else "UNHEALTHY",
+        "metadata": {"filter_metadata": {"istio": {
+            "workload": f"{_ns(pod)}/{_name(pod)}",
+            "identity": _identity(pod, trust_domain),
+            "tunnel": "HBONE" if enrolled(pod) else "TCP",
+            "policies": policies,
+        }}},
+    }
+
+
+def _cluster(name: str, endpoints: list[dict], service_host_name: str | None) -> dict:
+    return {
+        "@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
+        "name": name, "type": "EDS", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN",
+        "metadata": {"filter_metadata": {"istio": {"services": [{"host": service_host_name}] if service_host_name else []}}},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+    }
+
+
+def _route(name: str, cluster: str) -> dict:
+    return {
+        "@type": TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration",
+        "name": name,
+        "virtual_hosts": [{"name": name, "domains": ["*"],
+                           "routes": [{"name": "default", "match": {"prefix": "/"},
+                                       "route": {"cluster": cluster, "timeout": "0s"}}]}],
+        "validate_clusters": False,
+    }
+
+
+def _rbac_config(policy_keys: list[str], type_name: str) -> dict:
+    return {"@type": TYPE_PREFIX + type_name, "policy_keys": policy_keys}
+
+
+def _chain_match(prefix: str, port: int | None, http: bool) -> dict:
+    match: dict = {"prefix_ranges": [{"address_prefix": prefix, "prefix_len": 32}]}
+    if port is not None:
+        match["destination_port"] = port
+    if http:
+        match["application_protocols"] = ["http/1.1", "h2c"]
+    return match
+
+
+def _chains(name: str, prefix: str, port: int | None, cluster: str, policy_keys: list[str],
+            jwt_filter: dict | None) -> list[dict]:
+    """The HTTP and the TCP variant of one destination's filter chain."""
+    http_filters = ([jwt_filter] if jwt_filter else []) + [
+        {"name": RBAC_HTTP, "typed_config": _rbac_config(policy_keys, "envoy.extensions.filters.http.rbac.v3.RBAC")},
+        {"name": ROUTER, "typed_config": {"@type": TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Router"}},
+    ]
+    hcm = {"@type": TYPE_PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": name, "rds": {"route_config_name": name}, "http_filters": http_filters,
+           "server_name": "istio-envoy", "forward_client_cert_details": "APPEND_FORWARD",
+           "set_current_client_cert_details": {"subject": True, "uri": True, "dns": True},
+           "max_request_headers_kb": 60, "use_remote_address": False}
+    tcp = [{"name": RBAC_NETWORK, "typed_config": _rbac_config(
+                policy_keys, "envoy.extensions.filters.network.rbac.v3.RBAC")},
+           {"name": TCP_PROXY, "typed_config": {
+               "@type": TYPE_PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+               "stat_prefix": name, "cluster": cluster}}]
+    return [
+        {"name": name, "filter_chain_match": _chain_match(prefix, port, True), "filters": [{"name": HCM, "typed_config": hcm}]},
+        {"name": name.replace("|http|", "|tcp|") if "|http|" in name else name + "|tcp",
+         "filter_chain_match": _chain_match(prefix, port, False), "filters": tcp},
+    ]
+
+
+def _policies_dump(policy_objects: Iterable[Mapping], keys: set[str]) -> dict[str, dict]:
+    """The AuthorizationPolicies the rbac filters name, as {"ns/name": {metadata, spec}}."""
+    out = {}
+    for obj in policy_objects:
+        key = f"{_ns(obj)}/{_name(obj)}"
+        if key in keys:
+            meta = {"name": _name(obj), "namespace": _ns(obj)}
+            if _meta(obj).get("annotations"):
+                meta["annotations"] = dict(_meta(obj)["annotations"])
+            out[key] = {"metadata": meta, "spec": obj.get("spec") or {}}
+    return dict(sorted(out.items()))
+
+
+def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iterable[Mapping],
+                       all_pods: Iterable[Mapping], policy_objects: Iterable[Mapping],
+                       authn_objects: Iterable[Mapping], *, jwks_for: JwksLookup,
+                       enrolled: Callable[[Mapping], bool], trust_domain: str = "cluster.local",
+                       domain_suffix: str = "cluster.local", root_namespace: str = "istio-system",
+                       identity: str | None = None) -> dict[str, dict[str, dict]]:
+    """{type: {envoy name: resource}} for one waypoint, serving `services` (by VIP) and `pods`
+    (by pod IP: workload traffic). `all_pods` are the cluster's pods (a Service's endpoints)."""
+    policy_objects = list(policy_objects)
+    policies = [parse_as(AuthorizationPolicy, p) for p in policy_objects]
+    authns = [parse_as(RequestAuthentication, a) for a in authn_objects]
+    all_pods = [p for p in all_pods if _pod_ip(p)]
+    clusters: dict[str, dict] = {}
+    routes: dict[str, dict] = {}
+    chains: list[dict] = []
+    named: set[str] = set()
+
+    for service in sorted(services, key=lambda s: (_ns(s), _name(s))):
+        vip = (service.get("spec") or {}).get("clusterIP")
+        if not vip or vip == "None":
+            continue
+        members = [p for p in all_pods if _selects_pod(service, p)]
+        at_chain = chain_policies(policies, gateway, service, root_namespace)
+        jwt = jwt_authn_filter(chain_authns(authns, gateway, service, members, root_namespace), jwks_for)
+        for port in (service.get("spec") or {}).get("ports") or []:
+            if (port.get("protocol") or "TCP") != "TCP":
+                continue
+            name = cluster_name(service, port, domain_suffix)
+            endpoints = []
+            for pod in members:
+                target = _target_port(port, pod)
+                if target:
+                    keys = workload_policies(policies, pod, root_namespace)
+                    named.update(keys)
+                    endpoints.append(_endpoint(pod, target, keys, trust_domain, enrolled))
+            clusters[name] = _cluster(name, endpoints, service_host(service, domain_suffix))
+            routes[name] = _route(name, name)
+            named.update(at_chain)
+            chains += _chains(name, vip, int(port["port"]), name, at_chain, jwt)
+
+    for pod in sorted(pods, key=lambda p: (_ns(p), _name(p))):
+        ip = _pod_ip(pod)
+        if not ip:
+            continue
+        name = f"inbound-pod|{_ns(pod)}/{_name(pod)}"
+        keys = workload_policies(policies, pod, root_namespace)
+        named.update(keys)
+        at_chain = chain_policies(policies, gateway, None, root_namespace)
+        named.update(at_chain)
+        jwt = jwt_authn_filter(chain_authns(authns, gateway, None, [pod], root_namespace), jwks_for)
+        # Port 0: the tunnel's own target port (Envoy's ORIGINAL_DST behaviour).
+        clusters[name] = _cluster(name, [_endpoint(pod, 0, keys, trust_domain, enrolled)], None)
+        routes[name] = _route(name, name)
+        chains += _chains(name, ip, None, name, at_chain, jwt)
+
+    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {"tls_params": {"tls_minimum_protocol_version": "TLSv1_3"}, "alpn_protocols": ["h2"],
+                               "tls_certificate_sds_secret_configs": [{"name": "default"}],
+                               "validation_context_sds_secret_config": {"name": "ROOTCA"}}}}
+    connect_terminate = {
+        "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
+        "name": "connect_terminate",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": HBONE_PORT}},
+        "filter_chains": [{"name": "default", "transport_socket": tls, "filters": [{"name": HCM, "typed_config": {
+            "@type": TYPE_PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "connect_terminate", "upgrade_configs": [{"upgrade_type": "CONNECT"}],
+            "http2_protocol_options": {"allow_connect": True},
+            "route_config": {"name": "default", "virtual_hosts": [{"name": "default", "domains": ["*"], "routes": [
+                {"match": {"connect_matcher": {}},
+                 "route": {"cluster": "main_internal", "upgrade_configs": [
+                     {"upgrade_type": "CONNECT", "connect_config": {}}]}}]}]},
+        }}]}],
+    }
+    main_internal = {
+        "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
+        "name": "main_internal", "internal_listener": {}, "use_original_dst": True,
+        "filter_chains": chains,
+        "metadata": {"filter_metadata": {"istio": {
+            "gateway": f"{_ns(gateway)}/{_name(gateway)}",
+            "identity": identity or f"spiffe://{trust_domain}/ns/{_ns(gateway)}/sa/{_name(gateway)}",
+            "policies": _policies_dump(policy_objects, named)}}},
+    }
+    clusters["main_internal"] = {"@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
+                                 "name": "main_internal", "type": "STATIC",
+                                 "load_assignment": {"cluster_name": "main_internal", "endpoints": [{"lb_endpoints": [
+                                     {"endpoint": {"address": {"envoy_internal_address": {
+                                         "server_listener_name": "main_internal"}}}}]}]}}
+    return {LISTENER: {"connect_terminate": connect_terminate, "main_internal": main_internal},
+            CLUSTER: dict(sorted(clusters.items())), ROUTE: dict(sorted(routes.items()))}

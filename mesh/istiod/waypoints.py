@@ -1,0 +1,623 @@
+"""Waypoints in istiod: the controller that deploys them, and which workloads and services they serve.
+
+A waypoint is a Gateway of class `istio-waypoint` (or `istio`, the article's 1.18 form) with an
+HBONE listener on 15008 (`is_waypoint`). The model is docs/waypoints.md; in short:
+
+- **Deployment** (`desired_objects`, `reconcile_waypoints`): for each waypoint Gateway istiod keeps
+  a ServiceAccount, a Deployment and a ClusterIP Service named after it, each controlled by the
+  Gateway through an ownerReference (the lab's garbage collector removes them with it). Drift in
+  what istiod owns is put back; the Deployment's `replicas` is the user's after creation. The
+  Gateway's status says whether it is Programmed and at which addresses.
+- **Attachment** (`Attachments`, `waypoint_for_service`, `waypoint_for_pod`, `served_by`): the
+  `istio.io/use-waypoint` label on a Pod, Service or Namespace, limited by the waypoint's
+  `istio.io/waypoint-for`; in namespaces where nothing carries that label, the article's implicit
+  model (an unlabelled waypoint serves its namespace, or one service account). istiod's translation
+  puts the result in the `waypoint` field of ztunnel's Workload and Service resources (`reference`).
+
+Everything above `reconcile_waypoints` is pure.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import trio
+
+from lab.api.protocol import ProtocolError
+from lab.backoff import Backoff
+from lab.client import AsyncLabClient, LabError, LabUnavailable
+
+if TYPE_CHECKING:
+    from mesh.istiod.state import MeshState
+
+log = logging.getLogger("istiod.waypoints")
+
+WAYPOINT_CLASSES = ("istio-waypoint", "istio")
+HBONE_PORT = 15008
+USE_WAYPOINT = "istio.io/use-waypoint"
+WAYPOINT_FOR = "istio.io/waypoint-for"
+FOR_SERVICE_ACCOUNT = "istio.io/for-service-account"
+GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
+MANAGED = "gateway.istio.io/managed"
+MANAGED_VALUE = "istio.io-mesh-controller"
+NONE = "#none"  # a use-waypoint value: no waypoint for this object
+TRAFFIC_TYPES = ("service", "workload", "all", "none")
+DEFAULT_TRAFFIC_TYPE = "service"
+IMAGE = "docker.io/istio/proxyv2:1.24.0"
+ISTIOD_ADDRESS = "istiod.istio-system.svc:15012"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # `rollout restart` is the user's, not drift
+SKIPPED_NAMESPACES = ("istio-system", "kube-system")
+
+# How a waypoint was chosen (WaypointChoice.how).
+NAMESPACE_LABEL = "namespace label"
+SERVICE_LABEL = "service label"
+POD_LABEL = "pod label"
+IMPLICIT_NAMESPACE = "implicit (namespace)"
+IMPLICIT_SERVICE_ACCOUNT = "implicit (service account)"
+
+_TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+def _meta(obj: Mapping) -> Mapping:
+    return obj.get("metadata") or {}
+
+
+def _name(obj: Mapping) -> str:
+    return _meta(obj).get("name") or ""
+
+
+def _namespace(obj: Mapping) -> str:
+    return _meta(obj).get("namespace") or "default"
+
+
+def _labels(obj: Mapping) -> dict[str, str]:
+    return dict(_meta(obj).get("labels") or {})
+
+
+def _annotations(obj: Mapping) -> dict[str, str]:
+    return dict(_meta(obj).get("annotations") or {})
+
+
+# ---- which Gateways are waypoints -----------------------------------------------------------------
+
+def is_waypoint(gateway: Mapping) -> bool:
+    """A Gateway of a waypoint class with an HBONE listener on 15008."""
+    spec = gateway.get("spec") or {}
+    if gateway.get("kind", "Gateway") != "Gateway" or spec.get("gatewayClassName") not in WAYPOINT_CLASSES:
+        return False
+    return any(isinstance(listener, Mapping) and listener.get("protocol") == "HBONE"
+               and listener.get("port") == HBONE_PORT for listener in spec.get("listeners") or [])
+
+
+def traffic_type(gateway: Mapping) -> str:
+    """`istio.io/waypoint-for`: service (when unset), workload, all or none. Another value is
+    returned as written and serves nothing."""
+    return _labels(gateway).get(WAYPOINT_FOR) or DEFAULT_TRAFFIC_TYPE
+
+
+def is_implicit(gateway: Mapping) -> bool:
+    """A waypoint of the article's era: no `istio.io/waypoint-for` label (see `Attachments`)."""
+    return WAYPOINT_FOR not in _labels(gateway)
+
+
+def service_hostname(namespace: str, name: str, domain_suffix: str = "cluster.local") -> str:
+    return f"{name}.{namespace}.svc.{domain_suffix}"
+
+
+# ---- what istiod deploys for a waypoint ---------------------------------------------------------------
+
+def owner_reference(gateway: Mapping) -> dict:
+    return {"apiVersion": gateway.get("apiVersion") or "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "name": _name(gateway), "uid": _meta(gateway).get("uid") or "", "controller": True}
+
+
+def _object_meta(gateway: Mapping, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict:
+    meta = {"name": _name(gateway), "namespace": _namespace(gateway), "labels": labels,
+            "ownerReferences": [owner_reference(gateway)]}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def desired_service_account(gateway: Mapping) -> dict:
+    name = _name(gateway)
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": _object_meta(gateway, {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE})}
+
+
+def desired_deployment(gateway: Mapping) -> dict:
+    """The waypoint's Deployment, without `replicas` (1 on creation, the user's afterwards)."""
+    name = _name(gateway)
+    labels = {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE}
+    pod_labels = {**labels, "istio.io/dataplane-mode": "none", "sidecar.istio.io/inject": "false",
+                  "service.istio.io/canonical-name": name}
+    container = {
+        "name": "istio-proxy",
+        "image": IMAGE,
+        "args": ["proxy", "waypoint"],
+        "ports": [{"name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": 15020, "protocol": "TCP"},
+                  {"name": "status-port", "containerPort": 15021, "protocol": "TCP"},
+                  {"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+        "env": [{"name": "ISTIOD_ADDRESS", "value": ISTIOD_ADDRESS},
+                {"name": "GATEWAY_NAME", "value": name},
+                {"name": "ISTIO_META_WAYPOINT_FOR", "value": traffic_type(gateway)}],
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}, "periodSeconds": 1},
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _object_meta(gateway, labels),
+            "spec": {"selector": {"matchLabels": {GATEWAY_NAME: name}},
+                     "template": {"metadata": {"labels": pod_labels},
+                                  "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 2,
+                                           "containers": [container]}}}}
+
+
+def desired_service(gateway: Mapping) -> dict:
+    name = _name(gateway)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _object_meta(gateway, {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE},
+                                     {"networking.istio.io/traffic-distribution": "PreferClose"}),
+            "spec": {"type": "ClusterIP", "selector": {GATEWAY_NAME: name},
+                     "ports": [{"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021},
+                               {"name": "mesh", "port": HBONE_PORT, "protocol": "TCP", "targetPort": HBONE_PORT}]}}
+
+
+def desired_objects(gateway: Mapping) -> list[dict]:
+    """ServiceAccount, Service, Deployment (the order they are created in)."""
+    return [desired_service_account(gateway), desired_service(gateway), desired_deployment(gateway)]
+
+
+def is_owned_by(obj: Mapping, gateway: Mapping) -> bool:
+    uid = _meta(gateway).get("uid")
+    return any(ref.get("controller") and ref.get("kind") == "Gateway" and ref.get("uid") == uid
+               for ref in _meta(obj).get("ownerReferences") or [])
+
+
+def drift(current: Mapping | None, desired: Mapping) -> dict | None:
+    """What to apply so that `current` carries what istiod owns of `desired`, or None when it does.
+
+    Owned: the labels and annotations istiod sets, and `spec`, except the Deployment's `replicas`
+    (left out of what is applied, so the live value stays) and a `rollout restart` stamp in its
+    template (carried over). A Service's allocated clusterIP is the API server's.
+    """
+    if current is None:
+        return dict(desired)
+    meta, live_meta = desired["metadata"], _meta(current)
+    wanted = copy_json(desired)
+    if desired["kind"] == "Deployment":
+        stamp = (((current.get("spec") or {}).get("template") or {}).get("metadata") or {}) \
+            .get("annotations", {}).get(RESTARTED_AT)
+        if stamp:
+            wanted["spec"]["template"]["metadata"].setdefault("annotations", {})[RESTARTED_AT] = stamp
+    labels_ok = all((live_meta.get("labels") or {}).get(k) == v for k, v in (meta.get("labels") or {}).items())
+    annotations_ok = all((live_meta.get("annotations") or {}).get(k) == v
+                         for k, v in (meta.get("annotations") or {}).items())
+    live_spec = dict(current.get("spec") or {})
+    if desired["kind"] == "Deployment":
+        live_spec.pop("replicas", None)
+    elif desired["kind"] == "Service":
+        live_spec.pop("clusterIP", None)
+        live_spec.pop("clusterIPs", None)
+    spec_ok = "spec" not in wanted or live_spec == wanted["spec"]
+    return None if labels_ok and annotations_ok and spec_ok else wanted
+
+
+def copy_json(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+# ---- the Gateway's status ------------------------------------------------------------------------------
+
+def waypoint_service_address(service: Mapping | None) -> str | None:
+    ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    return ip if ip and ip != "None" else None
+
+
+def gateway_status(gateway: Mapping, service: Mapping | None, problem: str | None = None,
+                   attached_routes: int = 0, domain_suffix: str = "cluster.local") -> dict:
+    """The status istiod reports for a waypoint Gateway (conditions without lastTransitionTime).
+
+    Programmed once its Service has a ClusterIP; False/Invalid when istiod could not create its
+    objects (`problem`), False/Pending while the Service has no address yet.
+    """
+    name, namespace = _name(gateway), _namespace(gateway)
+    generation = _meta(gateway).get("generation")
+    host = service_hostname(namespace, name, domain_suffix)
+    ip = waypoint_service_address(service)
+
+    def condition(type_: str, status: bool, reason: str, message: str) -> dict:
+        c = {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message}
+        if generation is not None:
+            c["observedGeneration"] = generation
+        return c
+
+    if problem:
+        programmed = condition("Programmed", False, "Invalid", f"Failed to create the waypoint: {problem}")
+    elif ip:
+        programmed = condition("Programmed", True, "Programmed",
+                               f"Resource programmed, assigned to service(s) {host}:{HBONE_PORT}")
+    else:
+        programmed = condition("Programmed", False, "Pending", f"Waiting for service {host} to get an address")
+    status: dict[str, Any] = {
+        "conditions": [condition("Accepted", True, "Accepted", "Resource accepted"), programmed],
+        "addresses": [{"type": "IPAddress", "value": ip}, {"type": "Hostname", "value": host}] if ip else [],
+        "listeners": [],
+    }
+    for listener in (gateway.get("spec") or {}).get("listeners") or []:
+        status["listeners"].append({
+            "name": listener.get("name", ""), "supportedKinds": [], "attachedRoutes": attached_routes,
+            "conditions": [condition("Accepted", True, "Accepted", "No errors found"),
+                           condition("Conflicted", False, "NoConflicts", "No errors found"),
+                           condition("Programmed", True, "Programmed", "No errors found"),
+                           condition("ResolvedRefs", True, "ResolvedRefs", "No errors found")]})
+    return status
+
+
+def attached_route_count(gateway: Mapping, routes: Iterable[Mapping]) -> int:
+    """HTTPRoutes whose parentRefs name this Gateway."""
+    name, namespace = _name(gateway), _namespace(gateway)
+    count = 0
+    for route in routes:
+        for ref in (route.get("spec") or {}).get("parentRefs") or []:
+            if (ref.get("kind") or "Gateway") == "Gateway" and ref.get("name") == name \
+                    and (ref.get("namespace") or _namespace(route)) == namespace:
+                count += 1
+                break
+    return count
+
+
+def _timed(conditions: list[dict], old: list[dict] | None, now: str) -> list[dict]:
+    """lastTransitionTime kept from the old condition of the same type and status, else now."""
+    previous = {c.get("type"): c for c in old or []}
+    result = []
+    for c in conditions:
+        before = previous.get(c["type"])
+        same = before is not None and before.get("status") == c["status"] and before.get("lastTransitionTime")
+        result.append({**c, "lastTransitionTime": before["lastTransitionTime"] if same else now})
+    return result
+
+
+def _untimed(status: Any) -> Any:
+    if isinstance(status, dict):
+        return {k: _untimed(v) for k, v in status.items() if k != "lastTransitionTime"}
+    if isinstance(status, list):
+        return [_untimed(v) for v in status]
+    return status
+
+
+def status_update(current: Mapping | None, desired: Mapping, now: str) -> dict | None:
+    """The status to write (other fields of `current` kept), or None when it already says `desired`."""
+    current = dict(current or {})
+    if all(_untimed(current.get(k)) == _untimed(v) for k, v in desired.items()):
+        return None
+    new = {**current, **copy_json(desired)}
+    new["conditions"] = _timed(new["conditions"], current.get("conditions"), now)
+    old_listeners = {entry.get("name"): entry for entry in current.get("listeners") or []}
+    for entry in new["listeners"]:
+        entry["conditions"] = _timed(entry["conditions"], old_listeners.get(entry["name"], {}).get("conditions"), now)
+    return new
+
+
+# ---- attachment: which workloads and services a waypoint serves -------------------------------------
+
+@dataclass(frozen=True)
+class WaypointChoice:
+    """The waypoint an object uses, how it was chosen, and whether such a waypoint Gateway exists."""
+
+    namespace: str
+    name: str
+    how: str
+    found: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def hostname(self, domain_suffix: str = "cluster.local") -> str:
+        return service_hostname(self.namespace, self.name, domain_suffix)
+
+
+def parse_use_waypoint(value: str, namespace: str) -> tuple[str, str] | None:
+    """`<name>` (in `namespace`) or `<ns>/<name>`; None for `#none` or an empty value."""
+    value = (value or "").strip()
+    if not value or value == NONE:
+        return None
+    if "/" in value:
+        ns, _, name = value.partition("/")
+        return (ns or namespace, name) if name else None
+    return namespace, value
+
+
+def _is_live(pod: Mapping) -> bool:
+    return not _meta(pod).get("deletionTimestamp") and (pod.get("status") or {}).get("phase") not in _TERMINAL_PHASES
+
+
+def _service_account(pod: Mapping) -> str:
+    spec = pod.get("spec") or {}
+    return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+
+
+def _selects(service: Mapping, pod: Mapping) -> bool:
+    selector = (service.get("spec") or {}).get("selector") or {}
+    if not selector or _namespace(service) != _namespace(pod):
+        return False
+    labels = _labels(pod)
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class Attachments:
+    """Waypoint attachment over one snapshot of the objects (by kind: Namespace, Gateway, Service,
+    Pod). Built once per translation; `for_service` and `for_pod` answer per object.
+
+    Modern model: an object's own `istio.io/use-waypoint`, else its namespace's, names the waypoint
+    (`#none` on the object opts it out); the waypoint must handle that traffic (`waypoint-for`:
+    service/all for Services, workload/all for Pods). A name that is no waypoint Gateway still gives a
+    choice (found=False), so ztunnel fails closed. Implicit model, in namespaces where nothing carries
+    the label: unlabelled waypoints serve every Service and Pod of their namespace, those annotated
+    `istio.io/for-service-account` only that account's pods and the Services whose pods all run as
+    it; the account's waypoint wins over the namespace's, and among equals the first by name.
+    Waypoints never serve their own pods and Service (nor, but by their own label, any Gateway's), nor
+    istio-system and kube-system.
+    """
+
+    def __init__(self, objects: Mapping[str, Iterable[Mapping]], domain_suffix: str = "cluster.local"):
+        self.domain_suffix = domain_suffix
+        self._namespace_labels = {_name(ns): _labels(ns) for ns in objects.get("Namespace", ())}
+        self._gateways = {(_namespace(gw), _name(gw)): gw for gw in objects.get("Gateway", ())}
+        self._services = {(_namespace(s), _name(s)): s for s in objects.get("Service", ())}
+        self._pods: dict[str, list[Mapping]] = {}
+        for pod in objects.get("Pod", ()):
+            if _is_live(pod):
+                self._pods.setdefault(_namespace(pod), []).append(pod)
+        self._labelled = {ns for ns, labels in self._namespace_labels.items() if USE_WAYPOINT in labels}
+        for obj in [*self._services.values(), *(p for pods in self._pods.values() for p in pods)]:
+            if USE_WAYPOINT in _labels(obj):
+                self._labelled.add(_namespace(obj))
+        self._implicit: dict[str, list[Mapping]] = {}
+        for (ns, _), gw in sorted(self._gateways.items()):
+            if is_waypoint(gw) and is_implicit(gw):
+                self._implicit.setdefault(ns, []).append(gw)
+
+    def waypoint(self, namespace: str, name: str) -> Mapping | None:
+        """The waypoint Gateway of that name, or None (missing, or a Gateway that is no waypoint)."""
+        gw = self._gateways.get((namespace, name))
+        return gw if gw is not None and is_waypoint(gw) else None
+
+    def is_implicit_namespace(self, namespace: str) -> bool:
+        """The article's model applies: nothing in the namespace carries `istio.io/use-waypoint`."""
+        return namespace not in self._labelled
+
+    def for_service(self, service: Mapping) -> WaypointChoice | None:
+        return self._choose(service, SERVICE_LABEL, ("service", "all"))
+
+    def for_pod(self, pod: Mapping) -> WaypointChoice | None:
+        return self._choose(pod, POD_LABEL, ("workload", "all"))
+
+    def _choose(self, obj: Mapping, own_how: str, handles: tuple[str, ...]) -> WaypointChoice | None:
+        namespace = _namespace(obj)
+        if namespace in SKIPPED_NAMESPACES:
+            return None
+        labels = _labels(obj)
+        gateway_of = labels.get(GATEWAY_NAME)  # set on a waypoint's own pods and Service
+        if self.is_implicit_namespace(namespace):
+            return None if gateway_of else self._implicit_choice(obj, own_how == POD_LABEL)
+        if USE_WAYPOINT in labels:
+            target, how = parse_use_waypoint(labels[USE_WAYPOINT], namespace), own_how
+        elif gateway_of:
+            return None
+        else:
+            value = self._namespace_labels.get(namespace, {}).get(USE_WAYPOINT, "")
+            target, how = parse_use_waypoint(value, namespace), NAMESPACE_LABEL
+        if target is None or (gateway_of and target == (namespace, gateway_of)):
+            return None
+        gateway = self.waypoint(*target)
+        if gateway is None:
+            return WaypointChoice(target[0], target[1], how, found=False)
+        if traffic_type(gateway) not in handles:
+            return None
+        return WaypointChoice(target[0], target[1], how)
+
+    def _implicit_choice(self, obj: Mapping, is_pod: bool) -> WaypointChoice | None:
+        candidates = self._implicit.get(_namespace(obj))
+        if not candidates:
+            return None
+        if is_pod:
+            accounts = {_service_account(obj)}
+        else:
+            accounts = {_service_account(p) for p in self._pods.get(_namespace(obj), []) if _selects(obj, p)}
+        if len(accounts) == 1:
+            account = next(iter(accounts))
+            for gw in candidates:
+                if _annotations(gw).get(FOR_SERVICE_ACCOUNT) == account:
+                    return WaypointChoice(_namespace(gw), _name(gw), IMPLICIT_SERVICE_ACCOUNT)
+        for gw in candidates:
+            if not _annotations(gw).get(FOR_SERVICE_ACCOUNT):
+                return WaypointChoice(_namespace(gw), _name(gw), IMPLICIT_NAMESPACE)
+        return None
+
+    def reference(self, choice: WaypointChoice | None) -> dict | None:
+        """The WDS `waypoint` field: the waypoint Service's hostname, and its ClusterIP once it has one
+        (never for a missing waypoint: a Service of that name that no waypoint owns is not one)."""
+        if choice is None:
+            return None
+        ref: dict[str, Any] = {"destination": f"{choice.namespace}/{choice.hostname(self.domain_suffix)}"}
+        service = self._services.get((choice.namespace, choice.name))
+        if choice.found and service is not None and _labels(service).get(GATEWAY_NAME) == choice.name:
+            ip = waypoint_service_address(service)
+            if ip:
+                ref["address"] = ip
+        ref["hboneMtlsPort"] = HBONE_PORT
+        return ref
+
+    def served_by(self, gateway: Mapping, objects: Mapping[str, Iterable[Mapping]]) -> tuple[list[dict], list[dict]]:
+        key = (_namespace(gateway), _name(gateway))
+
+        def mine(choice: WaypointChoice | None) -> bool:
+            return choice is not None and (choice.namespace, choice.name) == key
+
+        services = [dict(s) for s in objects.get("Service", ()) if mine(self.for_service(s))]
+        pods = [dict(p) for p in objects.get("Pod", ()) if _is_live(p) and mine(self.for_pod(p))]
+        order = lambda o: (_namespace(o), _name(o))  # noqa: E731
+        return sorted(services, key=order), sorted(pods, key=order)
+
+
+def waypoint_for_service(service: Mapping, objects: Mapping[str, Iterable[Mapping]],
+                         domain_suffix: str = "cluster.local") -> WaypointChoice | None:
+    """The waypoint `service` uses, given the objects by kind (Namespace, Gateway, Service, Pod)."""
+    return Attachments(objects, domain_suffix).for_service(service)
+
+
+def waypoint_for_pod(pod: Mapping, objects: Mapping[str, Iterable[Mapping]],
+                     domain_suffix: str = "cluster.local") -> WaypointChoice | None:
+    """The waypoint `pod` uses, given the objects by kind (Namespace, Gateway, Service, Pod)."""
+    return Attachments(objects, domain_suffix).for_pod(pod)
+
+
+def served_by(waypoint_gateway: Mapping, objects: Mapping[str, Iterable[Mapping]],
+              domain_suffix: str = "cluster.local") -> tuple[list[dict], list[dict]]:
+    """(the Services, the live Pods) that use this waypoint, each sorted by namespace and name."""
+    return Attachments(objects, domain_suffix).served_by(waypoint_gateway, objects)
+
+
+# ---- the controller -------------------------------------------------------------------------------------
+
+class _Once:
+    """Logs a message for a key once until it changes (a lasting failure costs one line)."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, str] = {}
+
+    def warn(self, key: Any, message: str, *args: Any) -> None:
+        text = message % args
+        if self._last.get(key) != text:
+            log.warning("%s", text)
+            self._last[key] = text
+
+    def clear(self, key: Any) -> None:
+        self._last.pop(key, None)
+
+
+def _manifest(obj: Mapping) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def _version(obj: Mapping) -> int:
+    try:
+        return int(_meta(obj).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+class WaypointController:
+    """One reconcile pass at a time over the watched objects (`MeshState.objects`)."""
+
+    def __init__(self, client: AsyncLabClient, state: "MeshState"):
+        self.client = client
+        self.state = state
+        self.refused: dict[tuple[str, str, str], tuple[str, str]] = {}  # (kind, ns, name) → (manifest, error)
+        self.written: dict[tuple[str, str], int] = {}  # Gateway → resourceVersion of our last status write
+        self.once = _Once()
+
+    async def reconcile(self) -> None:
+        """Creates and repairs every waypoint's objects, then writes the statuses that changed.
+        Transport failures raise (the caller retries); a refused object is reported in the status."""
+        objects = self.state.objects
+        gateways = [gw for gw in objects.list("Gateway") if is_waypoint(gw)]
+        live = {(_namespace(gw), _name(gw)) for gw in gateways}
+        self.written = {key: v for key, v in self.written.items() if key in live}
+        self.refused = {key: v for key, v in self.refused.items() if key[1:] in live}
+        for gateway in sorted(gateways, key=lambda g: (_namespace(g), _name(g))):
+            problem = await self._deploy(gateway)
+            await self._write_status(gateway, problem)
+
+    async def _deploy(self, gateway: Mapping) -> str | None:
+        namespace, name = _namespace(gateway), _name(gateway)
+        problem = None
+        for desired in desired_objects(gateway):
+            kind = desired["kind"]
+            key = (kind, namespace, name)
+            current = self.state.objects.get(kind, namespace, name)
+            if current is not None and not is_owned_by(current, gateway):
+                # A former Gateway's (the garbage collector removes it) or the user's: not ours to change.
+                self.once.warn(key, "waypoint %s/%s: %s %s exists and is not owned by this Gateway; leaving it",
+                               namespace, name, kind, name)
+                problem = problem or f"{kind} {name} exists and is not owned by this Gateway"
+                continue
+            patch = drift(current, desired)
+            if patch is None:
+                self.once.clear(key)
+                continue
+            manifest = _manifest(patch)
+            refused = self.refused.get(key)
+            if refused is not None and refused[0] == manifest:
+                problem = problem or refused[1]
+                continue
+            try:
+                [result] = await self.client.call("apply", manifests=manifest, source="istiod")
+            except LabUnavailable:
+                raise
+            except LabError as e:
+                if "closed the connection" in str(e):
+                    raise
+                self.refused[key] = (manifest, str(e))
+                self.once.warn(key, "waypoint %s/%s: %s refused: %s", namespace, name, kind, e)
+                problem = problem or str(e)
+                continue
+            self.refused.pop(key, None)
+            self.once.clear(key)
+            if result.get("action") != "unchanged":
+                log.info("waypoint %s/%s: %s %s %s", namespace, name, kind.lower(), name, result.get("action"))
+        return problem
+
+    async def _write_status(self, gateway: Mapping, problem: str | None) -> None:
+        namespace, name = _namespace(gateway), _name(gateway)
+        if _version(gateway) < self.written.get((namespace, name), 0):
+            return  # our last write has not come back through the watch yet
+        service = self.state.objects.get("Service", namespace, name)
+        if service is not None and not is_owned_by(service, gateway):
+            service = None
+        routes = self.state.objects.list("HTTPRoute")
+        desired = gateway_status(gateway, service, problem, attached_route_count(gateway, routes),
+                                 self.state.settings.domain_suffix)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = status_update(gateway.get("status"), desired, now)
+        if status is None:
+            return
+        try:
+            updated = await self.client.call("update_status", kind="Gateway", namespace=namespace, name=name,
+                                             status=status)
+        except LabError as e:
+            if "not found" in str(e):
+                return  # deleted meanwhile
+            raise
+        self.written[namespace, name] = _version(updated)
+        programmed = next(c for c in desired["conditions"] if c["type"] == "Programmed")
+        log.info("Gateway %s/%s: Programmed=%s (%s)", namespace, name, programmed["status"], programmed["message"])
+
+
+async def reconcile_waypoints(client: AsyncLabClient, state: "MeshState", backoff: Backoff | None = None) -> None:
+    """Keeps every waypoint Gateway's objects and status current, forever: woken by
+    `state.waypoints_due` (set after each translation); a failed pass is retried with backoff and
+    logged once."""
+    backoff = backoff or Backoff(0.05, 5.0)
+    controller = WaypointController(client, state)
+    last_failure = None
+    while True:
+        await state.waypoints_due.wait()
+        state.waypoints_due.clear()
+        if not state.synced.is_set():
+            continue
+        try:
+            await controller.reconcile()
+        except (OSError, LabError, ProtocolError, trio.BrokenResourceError) as e:
+            if str(e) != last_failure:
+                log.warning("reconciling waypoints failed, retrying: %s", e)
+                last_failure = str(e)
+            await trio.sleep(backoff.next())
+            state.waypoints_due.set()
+            continue
+        backoff.reset()
+        last_failure = None

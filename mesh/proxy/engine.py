@@ -1,0 +1,311 @@
+"""The L7 engine: one accepted tunnel through the filter chain to an endpoint (Envoy's role).
+
+`Engine.serve_connect` takes a CONNECT that reached the proxy (an HBONE tunnel at a waypoint) and:
+
+1. finds the filter chain serving its target (`ProxyConfig.chain_for`: a Service VIP:port, or a
+   pod IP for workload traffic); no chain → 503, nothing is forwarded;
+2. refuses it at once (401, the client sees a reset) when the rbac filter's verdict is certain
+   from the connection alone (`authz.early_decision`); else answers 200;
+3. sniffs the first bytes: HTTP/1.1 or HTTP/2 (prior knowledge) goes through the HTTP filters,
+   anything else is proxied as TCP under the network rbac filter;
+4. HTTP, per request and in Envoy's order: jwt_authn (401 for a bad token, 403 for a wrong
+   audience, a missing token passes), an endpoint is picked (503 `no healthy upstream` if none),
+   rbac with the chain's and the endpoint's policies (403 `RBAC: access denied`), then the router
+   forwards it over HTTP/1.1 on a pooled tunnel to the endpoint, adding Istio's request headers
+   (x-forwarded-for, x-forwarded-proto, x-request-id, x-forwarded-client-cert) and answering
+   with `server: istio-envoy`.
+
+Every request and every TCP connection writes one access-log line naming the decision and who
+took it. Policy and JWT decisions are pure (`authz`, `jwt_authn`); this module is the shell.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import trio
+
+from mesh.hbone import splice
+from mesh.hbone.splice import SpliceStats
+from mesh.identity.spiffe import Identity
+from mesh.policy import http as http_policy
+from mesh.proxy import authz, jwt_authn
+from mesh.proxy.access_log import RequestRecord, connection_line
+from mesh.proxy.codec import serve_http, sniff
+from mesh.proxy.config import Chain, Cluster, Endpoint, ProxyConfig
+from mesh.proxy.http import HttpRequest, HttpResponse, local_reply
+from mesh.proxy.http1 import UpstreamError
+from mesh.proxy.upstream import UpstreamConnectError, Upstreams
+from mesh import tls
+
+log = logging.getLogger("mesh.proxy.engine")
+
+POLICY_DENIED = 401  # HBONE status for a tunnel refused by policy
+NO_ROUTE = 503
+UPSTREAM_RESET = "upstream connect error or disconnect/reset before headers. reset reason: "
+
+
+class ConfigSource(Protocol):
+    @property
+    def current(self) -> ProxyConfig: ...
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """An accepted CONNECT: who sent it (mTLS peer), from where, and its target."""
+
+    src_ip: str
+    src_port: int
+    peer_identity: str | None
+    peer_leaf: bytes | None  # DER of the peer's certificate (for x-forwarded-client-cert)
+    target_ip: str
+    target_port: int
+    client_addr: str | None = None  # the original client from `forwarded: for=`, when given
+
+    @property
+    def client_ip(self) -> str:
+        if self.client_addr:
+            return self.client_addr.rpartition(":")[0].strip("[]") or self.src_ip
+        return self.src_ip
+
+    @property
+    def src(self) -> str:
+        return f"{self.src_ip}:{self.src_port}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.target_ip}:{self.target_port}"
+
+
+class Engine:
+    """The filter chains and router of one proxy; `component` names it in logs ("waypoint")."""
+
+    def __init__(self, config: ConfigSource, upstreams: Upstreams, *, component: str, own_identity: str,
+                 log_line: Callable[[str], None], rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.time, sniff_timeout: float = 1.0) -> None:
+        self.config = config
+        self.upstreams = upstreams
+        self.component = component
+        self.own_identity = own_identity
+        self.log_line = log_line
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.sniff_timeout = sniff_timeout
+        self.requests = 0
+        self.denied = 0
+
+    # --- tunnel ---------------------------------------------------------------------------------
+
+    async def serve_connect(self, tunnel: Tunnel, respond, stream: trio.abc.HalfCloseableStream) -> None:
+        started = time.monotonic()
+        config = self.config.current
+        chain = config.chain_for(tunnel.target_ip, tunnel.target_port)
+        if chain is None:
+            self._connection_log(tunnel, None, "deny", None, None, "no filter chain serves this target", started)
+            await respond(NO_ROUTE)
+            return
+        cluster = config.clusters.get(chain.cluster)
+        verdict = self._early(config, chain, cluster, tunnel)
+        if verdict is not None:
+            self.denied += 1
+            self._connection_log(tunnel, chain, "deny", f"{self.component} rbac (L4)", verdict.policy,
+                                 verdict.reason, started)
+            await respond(POLICY_DENIED)
+            return
+        await respond(200)
+        try:
+            prefix, is_http = await sniff(stream, timeout=self.sniff_timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not prefix:
+            return
+        if is_http:
+            await serve_http(stream, _Handler(self, config, chain, tunnel), initial=prefix)
+        else:
+            await self._proxy_tcp(config, chain, cluster, tunnel, stream, prefix, started)
+
+    def _early(self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel) -> authz.Verdict | None:
+        """A denial every endpoint's policy set agrees on, or None."""
+        conn = authz.Connection(tunnel.client_ip, tunnel.peer_identity, tunnel.target_ip, tunnel.target_port)
+        policy_sets = {tuple(chain.policies) + e.policies for e in (cluster.endpoints if cluster else ())} \
+            or {tuple(chain.policies)}
+        verdicts = [authz.early_decision(conn, config.policies_named(keys)) for keys in policy_sets]
+        if verdicts and all(v is not None for v in verdicts):
+            return verdicts[0]
+        return None
+
+    def pick(self, cluster: Cluster | None) -> Endpoint | None:
+        healthy = [e for e in (cluster.endpoints if cluster else ()) if e.healthy]
+        return self.rng.choice(healthy) if healthy else None
+
+    # --- TCP ------------------------------------------------------------------------------------
+
+    async def _proxy_tcp(self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel,
+                         stream: trio.abc.HalfCloseableStream, prefix: bytes, started: float) -> None:
+        endpoint = self.pick(cluster)
+        if endpoint is None:
+            self._connection_log(tunnel, chain, "allow", None, None, None, started, error="no healthy upstream")
+            await trio.aclose_forcefully(stream)
+            return
+        conn = authz.Connection(tunnel.client_ip, tunnel.peer_identity, tunnel.target_ip, tunnel.target_port)
+        verdict = authz.tcp_decision(conn, config.policies_named(tuple(chain.policies) + endpoint.policies))
+        if not verdict.allowed:
+            self.denied += 1
+            self._connection_log(tunnel, chain, "deny", f"{self.component} rbac (TCP)", verdict.policy,
+                                 verdict.reason, started, endpoint=endpoint)
+            await trio.aclose_forcefully(stream)
+            return
+        port = endpoint.port or tunnel.target_port
+        stats = SpliceStats()
+        error = None
+        try:
+            upstream = await self.upstreams.open(endpoint, port, _tunnel_headers(tunnel))
+        except UpstreamConnectError as exc:
+            self._connection_log(tunnel, chain, "allow", None, verdict.policy, None, started, endpoint=endpoint,
+                                 error=exc.reason)
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await upstream.send_all(prefix)
+            stats.bytes_sent += len(prefix)
+            await splice(stream, upstream, stats)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            error = f"connection reset: {exc}"
+        finally:
+            await trio.aclose_forcefully(upstream)
+        self._connection_log(tunnel, chain, "allow", f"{self.component} rbac (TCP)" if verdict.policy else None,
+                             verdict.policy, None, started, endpoint=endpoint, stats=stats, error=error)
+
+    def _connection_log(self, tunnel: Tunnel, chain: Chain | None, decision: str, decided_by: str | None,
+                        policy: str | None, reason: str | None, started: float, *, endpoint: Endpoint | None = None,
+                        stats: SpliceStats | None = None, error: str | None = None) -> None:
+        self.log_line(connection_line(
+            component=self.component, src_addr=tunnel.client_addr or tunnel.src, src_identity=tunnel.peer_identity,
+            target=tunnel.target, chain=chain.name if chain else None, decision=decision, decided_by=decided_by,
+            policy=policy, reason=reason, dst_addr=f"{endpoint.ip}:{endpoint.port or tunnel.target_port}" if endpoint else None,
+            dst_workload=endpoint.workload if endpoint else None, bytes_recv=stats.bytes_recv if stats else 0,
+            bytes_sent=stats.bytes_sent if stats else 0, duration_ms=(time.monotonic() - started) * 1000, error=error))
+
+
+def _tunnel_headers(tunnel: Tunnel) -> list[tuple[str, str]]:
+    return [("forwarded", f'for="{tunnel.client_addr or tunnel.src}"')]
+
+
+class _Handler:
+    """The HTTP filter chain of one tunnel: called once per request by the codec."""
+
+    def __init__(self, engine: Engine, config: ProxyConfig, chain: Chain, tunnel: Tunnel) -> None:
+        self.engine = engine
+        self.config = config
+        self.chain = chain
+        self.tunnel = tunnel
+        self.providers = jwt_authn.filter_from_config(chain.jwt_config) if chain.jwt_config else []
+        self.cluster = config.clusters.get(chain.cluster)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        engine, tunnel = self.engine, self.tunnel
+        started = time.monotonic()
+        engine.requests += 1
+        record = RequestRecord(method=request.method, path=request.target, protocol=f"HTTP/{request.version}",
+                               authority=request.authority, src_addr=tunnel.client_addr or tunnel.src,
+                               src_identity=tunnel.peer_identity, component=engine.component, chain=self.chain.name,
+                               user_agent=request.header("user-agent"), bytes_received=len(request.body))
+        response = await self._filter(request, record)
+        record.status = response.status
+        record.bytes_sent = len(response.body)
+        engine.log_line(record.line((time.monotonic() - started) * 1000))
+        return response
+
+    async def _filter(self, request: HttpRequest, record: RequestRecord) -> HttpResponse:
+        engine, tunnel = self.engine, self.tunnel
+        # 1. jwt_authn
+        outcome = jwt_authn.authenticate(self.providers, scheme=request.scheme or "http",
+                                         authority=request.authority, path=request.target,
+                                         headers=request.headers, now=engine.clock())
+        record.request_principal = outcome.principal
+        if outcome.status is not None:
+            engine.denied += 1
+            record.decision, record.decided_by, record.reason = "deny", f"{engine.component} jwt_authn", outcome.detail
+            record.flags = "-"
+            return _local(outcome.status, outcome.body, list(outcome.response_headers))
+        # 2. the endpoint (the router's choice comes first: the policies are the endpoint's own)
+        endpoint = engine.pick(self.cluster)
+        if endpoint is None:
+            record.flags, record.decision = "UH", "allow"
+            return _local(503, "no healthy upstream")
+        record.dst_addr = f"{endpoint.ip}:{endpoint.port or tunnel.target_port}"
+        record.dst_workload, record.dst_identity = endpoint.workload, endpoint.identity
+        # 3. rbac
+        policy_request = http_policy.Request(
+            method=request.method, path=outcome.path or request.target, host=request.authority,
+            src_ip=tunnel.client_ip, dst_ip=tunnel.target_ip, dst_port=tunnel.target_port,
+            src_identity=tunnel.peer_identity, headers=tuple(request.headers), jwt_claims=outcome.claims)
+        verdict = authz.request_decision(policy_request, self.config.policies_named(
+            tuple(self.chain.policies) + endpoint.policies))
+        record.audit = verdict.audit
+        record.policy, record.reason = verdict.policy, verdict.reason
+        if not verdict.allowed:
+            engine.denied += 1
+            record.decision, record.decided_by = "deny", f"{engine.component} rbac"
+            return _local(http_policy.DENIED_STATUS, http_policy.DENIED_BODY)
+        if verdict.policy:
+            record.decided_by = f"{engine.component} rbac"
+        # 4. router
+        upstream_request = self._upstream_request(request, outcome)
+        record.request_id = upstream_request.header("x-request-id")
+        return await self._forward(upstream_request, endpoint, record)
+
+    def _upstream_request(self, request: HttpRequest, outcome: jwt_authn.JwtOutcome) -> HttpRequest:
+        """The request as the router sends it: the token handled as jwt_authn said, and Istio's
+        x-forwarded-for / -proto, x-request-id and x-forwarded-client-cert (APPEND_FORWARD)."""
+        tunnel = self.tunnel
+        replaced = {h.lower() for h in outcome.request_headers_to_remove} | {
+            "x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert"}
+        headers = [(k, v) for k, v in request.headers if k not in replaced]
+        headers += list(outcome.request_headers_to_add)
+        xff = request.header("x-forwarded-for")
+        headers.append(("x-forwarded-for", f"{xff}, {tunnel.client_ip}" if xff else tunnel.client_ip))
+        headers.append(("x-forwarded-proto", request.scheme or "http"))
+        if request.header("x-request-id") is None:
+            headers.append(("x-request-id", str(uuid.uuid4())))
+        existing = request.header("x-forwarded-client-cert")
+        if tunnel.peer_leaf is not None:
+            headers.append(("x-forwarded-client-cert",
+                            tls.xfcc(Identity.parse(self.engine.own_identity), tunnel.peer_leaf, existing)))
+        elif existing is not None:
+            headers.append(("x-forwarded-client-cert", existing))
+        return HttpRequest(method=request.method, target=outcome.path or request.target, authority=request.authority,
+                           scheme=request.scheme, headers=headers, body=request.body, version="1.1")
+
+    async def _forward(self, request: HttpRequest, endpoint: Endpoint, record: RequestRecord) -> HttpResponse:
+        engine, tunnel = self.engine, self.tunnel
+        port = endpoint.port or tunnel.target_port
+        sent = time.monotonic()
+        for attempt in (1, 2):
+            try:
+                client, reused = await engine.upstreams.http_client(endpoint, port)
+            except UpstreamConnectError as exc:
+                record.flags = "UF"
+                return _local(503, UPSTREAM_RESET + exc.reason)
+            try:
+                response = await client.request(request)
+            except UpstreamError as exc:
+                await trio.aclose_forcefully(client.stream)
+                if reused and attempt == 1:
+                    continue  # a kept-alive connection the upstream had closed: one fresh try
+                record.flags = "UC"
+                return _local(503, UPSTREAM_RESET + exc.reason)
+            await engine.upstreams.release(endpoint, port, client)
+            headers = [(k, v) for k, v in response.headers if k not in ("server",)]
+            headers.append(("x-envoy-upstream-service-time", str(int((time.monotonic() - sent) * 1000))))
+            headers.append(("server", "istio-envoy"))
+            return HttpResponse(response.status, headers, response.body)
+        raise AssertionError("unreachable")
+
+
+def _local(status: int, body: str, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    return local_reply(status, body, headers or [])

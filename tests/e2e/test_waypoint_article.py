@@ -1,0 +1,287 @@
+"""The article's Step 3 and its billing-API scenario, verbatim, on a real lab (issue 7 acceptance).
+
+The manifests are read from topologies/article/ and applied unchanged. Traffic is real curl in the
+sleep pod, through its node's ztunnel, the waypoint pod and the destination node's ztunnel, to
+the real httpbin. The waypoint's decisions are read from its access log.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+
+import jwt as pyjwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from lab.testing import ARTICLE, eventually
+
+NS = "ambient-apps"
+OTHER = "wp-other"
+WAYPOINT = "httpbin-ambient-waypoint"
+URL = "http://httpbin-ambient.ambient-apps:8000"
+TOKEN = open(os.path.join(ARTICLE, "demo.jwt")).read().strip()
+APPS = ["httpbin-ambient.yaml", "sleep-ambient.yaml", "rogue-client.yaml"]
+OTHER_APP = f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo, namespace: {OTHER}}}
+spec:
+  selector: {{matchLabels: {{app: echo}}}}
+  template:
+    metadata: {{labels: {{app: echo}}}}
+    spec:
+      containers: [{{name: echo, image: ambient-lab/echo, args: [--port, "8080", --tcp-port, "9000"],
+                    ports: [{{containerPort: 8080}}, {{containerPort: 9000}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: {OTHER}}}
+spec:
+  selector: {{app: echo}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: tcp, port: 9000, targetPort: 9000}}]
+"""
+
+
+def apply_article(lab, *names: str) -> None:
+    args = []
+    for name in names:
+        args += ["-f", os.path.join(ARTICLE, name)]
+    r = lab.lab("apply", *args)
+    assert r.returncode == 0, r.stderr
+
+
+def delete_article(lab, *names: str) -> None:
+    args = []
+    for name in names:
+        args += ["-f", os.path.join(ARTICLE, name)]
+    lab.lab("delete", *args)
+
+
+@pytest.fixture(scope="module")
+def article(lab):
+    lab.install_ambient()
+    lab.create_namespace(NS, {"istio.io/dataplane-mode": "ambient"})
+    lab.create_namespace(OTHER, {"istio.io/dataplane-mode": "ambient"})
+    apply_article(lab, *APPS)
+    lab.apply(OTHER_APP)
+    for selector in ("app=httpbin-ambient", "app=sleep-ambient", "app=rogue-client"):
+        lab.wait_ready(NS, selector)
+    lab.wait_ready(OTHER, "app=echo")
+    eventually(lambda: lab.all_enrolled(NS) and lab.all_enrolled(OTHER), timeout=30)
+    before = {p["metadata"]["uid"]: p for p in lab.pods(NS)}
+    apply_article(lab, "waypoint.yaml")
+    lab.wait_ready(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")
+    lab.before = before
+    # The ztunnels route through the waypoint once its workload is Healthy in their config.
+    eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/headers")[0] == 200 and waypoint_log(lab, "/headers"),
+               timeout=30, interval=0.3)
+    yield lab
+    lab.delete_namespace(NS)
+    lab.delete_namespace(OTHER)
+
+
+def pod(lab, app: str, ns: str = NS) -> str:
+    return lab.pods(ns, f"app={app}")[0]["metadata"]["name"]
+
+
+def curl(lab, app: str, url: str, *args: str, ns: str = NS) -> tuple[int | None, str, int]:
+    """(HTTP status or None, body, curl's exit code) of one call from the app's pod."""
+    r = lab.exec(pod(lab, app, ns), ns, ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", *args, url])
+    body, _, code = r.stdout.rpartition("\n")
+    return (int(code) if r.returncode == 0 else None), body, r.returncode
+
+
+def waypoint_log(lab, needle: str) -> list[str]:
+    r = lab.lab("logs", f"deploy/{WAYPOINT}", "-n", NS)
+    return [line for line in r.stdout.splitlines() if needle in line]
+
+
+def test_step3_waypoint_deployment_appears_and_no_app_pod_restarts(article):
+    r = article.lab("get", "deploy", "-n", NS)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[1:]}
+    assert rows[WAYPOINT] == "1/1"
+    assert rows["httpbin-ambient"] == "1/1" and rows["sleep-ambient"] == "1/1"
+    now = {p["metadata"]["uid"]: p for p in article.pods(NS) if not p["metadata"]["name"].startswith(WAYPOINT)}
+    assert set(now) == set(article.before)
+    assert all(c.get("restartCount", 0) == 0 for p in now.values()
+               for c in p["status"].get("containerStatuses", []))
+
+
+def test_traffic_goes_through_the_waypoint_and_ztunnel_config_shows_it(article):
+    status, body, _ = curl(article, "sleep-ambient", f"{URL}/headers?via=waypoint&show_env=1")
+    assert status == 200
+    headers = json.loads(body)["headers"]
+    assert headers["Host"] == "httpbin-ambient.ambient-apps:8000"
+    assert headers["X-Forwarded-Client-Cert"].endswith("URI=spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient")
+    assert "X-Request-Id" in headers
+    lines = eventually(lambda: waypoint_log(article, "via=waypoint"), timeout=10)
+    assert 'src.identity="spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"' in lines[-1]
+    assert "status=200" in lines[-1]
+    r = article.lab("istioctl", "ztunnel-config", "workloads", "-n", NS)
+    assert r.returncode == 0, r.stderr
+    httpbin_rows = [line for line in r.stdout.splitlines() if line.split()[1].startswith("httpbin-ambient-")
+                    and not line.split()[1].startswith(WAYPOINT)]
+    assert httpbin_rows and all(WAYPOINT in row for row in httpbin_rows)
+
+
+def test_l4_policy_still_allows_sleep_and_denies_rogue(article):
+    apply_article(article, "l4-policy.yaml")
+    try:
+        eventually(lambda: curl(article, "rogue-client", f"{URL}/headers")[2] in (7, 56), timeout=15, interval=0.3)
+        status, _, _ = curl(article, "sleep-ambient", f"{URL}/headers")
+        assert status == 200
+        _, _, code = curl(article, "rogue-client", f"{URL}/headers?rogue=1")
+        assert code in (7, 56)  # a reset, at once: the waypoint refused the tunnel
+        lines = eventually(lambda: [ln for ln in waypoint_log(article, "rogue-sa") if 'decision="deny"' in ln],
+                           timeout=10)
+        assert 'decided_by="waypoint rbac (L4)"' in lines[-1]
+        assert 'policy="ambient-apps/require-sleep-identity"' in lines[-1]
+    finally:
+        delete_article(article, "l4-policy.yaml")
+
+
+@pytest.fixture
+def jwt_rules(article):
+    apply_article(article, "jwt-policy.yaml", "l7-authz-policy.yaml")
+    eventually(lambda: curl(article, "sleep-ambient", f"{URL}/ip")[0] == 403, timeout=15, interval=0.3)
+    yield article
+    delete_article(article, "jwt-policy.yaml", "l7-authz-policy.yaml")
+
+
+def test_article_jwt_and_path_scenario(jwt_rules):
+    lab = jwt_rules
+    auth = ["-H", f"Authorization: Bearer {TOKEN}"]
+    assert curl(lab, "sleep-ambient", f"{URL}/headers", *auth)[0] == 403
+    status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip")
+    assert (status, body) == (403, "RBAC: access denied")
+    status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip", *auth)
+    assert status == 200
+    sleep_ip = lab.pods(NS, "app=sleep-ambient")[0]["status"]["podIP"]
+    assert json.loads(body)["origin"].split(",")[0].strip() == sleep_ip
+    status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip", "-H", "Authorization: Bearer deadbeef")
+    assert status == 401 and body.startswith("Jwt is not in the form of Header.Payload.Signature")
+    lines = waypoint_log(lab, 'path="/ip"')
+    assert any("status=200" in ln and 'request.auth.principal="testing@secure.istio.io/testing@secure.istio.io"' in ln
+               for ln in lines)
+    assert any("status=401" in ln and 'decided_by="waypoint jwt_authn"' in ln for ln in lines)
+    assert any("status=403" in ln and 'policy="ambient-apps/allow-ip-path-with-jwt"' in ln for ln in lines)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_tokens_minted_by_the_test(jwt_rules):
+    """Our own issuer, keys and tokens: each bad token is 401 before any policy decides."""
+    lab = jwt_rules
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk["kid"] = "lab"
+    lab.apply(json.dumps({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+                          "metadata": {"name": "lab-issuer", "namespace": NS},
+                          "spec": {"selector": {"matchLabels": {"app": "httpbin-ambient"}},
+                                   "jwtRules": [{"issuer": "lab-tests", "audiences": ["billing"],
+                                                 "jwks": json.dumps({"keys": [jwk]})}]}}))
+    now = int(time.time())
+    good = {"iss": "lab-tests", "sub": "alice", "aud": "billing", "exp": now + 600}
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    valid = pyjwt.encode(good, key, algorithm="RS256", headers={"kid": "lab"})
+    h, p, s = valid.split(".")
+    # Algorithm confusion: HS256 keyed with the RSA public key (PyJWT itself refuses to make one).
+    confused = f"{_b64(json.dumps({'alg': 'HS256', 'kid': 'lab', 'typ': 'JWT'}).encode())}.{p}"
+    confused += "." + _b64(hmac.new(pem, confused.encode(), hashlib.sha256).digest())
+    bad = {
+        "expired": pyjwt.encode({**good, "exp": now - 3600}, key, algorithm="RS256", headers={"kid": "lab"}),
+        "not yet valid": pyjwt.encode({**good, "nbf": now + 3600}, key, algorithm="RS256", headers={"kid": "lab"}),
+        "wrong issuer": pyjwt.encode({**good, "iss": "someone-else"}, key, algorithm="RS256", headers={"kid": "lab"}),
+        "wrong key": pyjwt.encode(good, other, algorithm="RS256", headers={"kid": "lab"}),
+        "unknown kid": pyjwt.encode(good, key, algorithm="RS256", headers={"kid": "nope"}),
+        "alg none": f"{_b64(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}.{p}.",
+        "HS256 with the public key": confused,
+        "tampered": f"{h}.{_b64(json.dumps({**good, 'sub': 'mallory'}).encode())}.{s}",
+    }
+    try:
+        eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {valid}")[0] == 403,
+                   timeout=15, interval=0.3)  # authenticated, then denied: the policy wants the article's issuer
+        for name, token in bad.items():
+            status, body, _ = curl(lab, "sleep-ambient", f"{URL}/headers", "-H", f"Authorization: Bearer {token}")
+            assert status == 401, (name, status, body)
+        wrong_audience = pyjwt.encode({**good, "aud": "other"}, key, algorithm="RS256", headers={"kid": "lab"})
+        status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {wrong_audience}")
+        assert (status, body) == (403, "Audiences in Jwt are not allowed")
+        status, _, _ = curl(lab, "sleep-ambient", f"{URL}/ip?access_token={TOKEN}")
+        assert status == 200
+    finally:
+        lab.lab("delete", "requestauthentication", "lab-issuer", "-n", NS)
+
+
+def test_http2_keepalive_chunked_and_tcp_through_the_waypoint(article):
+    sleep = pod(article, "sleep-ambient")
+    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null",
+                                 "-w", "%{http_code} %{http_version}", f"{URL}/get"])
+    assert r.stdout == "200 2", r.stderr
+    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-o", "/dev/null",
+                                 "-w", "%{http_code} %{num_connects}\n", f"{URL}/get", f"{URL}/get"])
+    assert r.stdout.split("\n")[:2] == ["200 1", "200 0"], r.stdout  # the second reuses the connection
+    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "-H", "Transfer-Encoding: chunked", "-H", "Content-Type: text/plain",
+                                 "--data-binary", "@-", f"{URL}/post"], input="x" * 20000)
+    assert json.loads(r.stdout)["data"] == "x" * 20000
+    # Raw TCP to a service of another ambient namespace: no waypoint there.
+    r = article.exec(sleep, NS, ["sh", "-c", f"printf hello | curl -sS --max-time 5 telnet://echo.{OTHER}:9000"])
+    assert r.stdout == "hello"
+
+
+def test_waypoint_failure_two_replicas_keep_99_percent(article):
+    lab = article
+    assert lab.lab("scale", f"deploy/{WAYPOINT}", "--replicas", "2", "-n", NS).returncode == 0
+    try:
+        lab.wait_ready(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}", count=2)
+        eventually(lambda: len(waypoint_pods_serving(lab)) == 2, timeout=20)
+        # 20 requests/s for 5 s, one replica deleted after 1 s.
+        script = ("i=0; while [ $i -lt 100 ]; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 "
+                  f"{URL}/status/200 & sleep 0.05; i=$((i+1)); done; wait")
+        import subprocess
+        import threading
+        target = lab.client.call("exec", namespace=NS, pod=pod(lab, "sleep-ambient"), container=None)
+        result = {}
+
+        def load():
+            result["r"] = subprocess.run(["ip", "netns", "exec", target["netns"], "sh", "-c", script],
+                                         env=target["env"], capture_output=True, text=True, timeout=60)
+        t = threading.Thread(target=load)
+        t.start()
+        time.sleep(1)
+        victim = lab.pods(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")[0]["metadata"]["name"]
+        assert lab.lab("delete", "pod", victim, "-n", NS).returncode == 0
+        t.join()
+        codes = result["r"].stdout.split()
+        assert len(codes) == 100
+        assert codes.count("200") >= 99, codes
+    finally:
+        lab.lab("scale", f"deploy/{WAYPOINT}", "--replicas", "1", "-n", NS)
+
+
+def waypoint_pods_serving(lab) -> list[str]:
+    return [p["metadata"]["name"] for p in lab.pods(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+
+
+def test_only_replica_gone_fails_closed_for_its_services_only(article):
+    lab = article
+    assert lab.lab("scale", f"deploy/{WAYPOINT}", "--replicas", "0", "-n", NS).returncode == 0
+    try:
+        eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/get")[2] in (7, 56), timeout=20, interval=0.3)
+        # Other mesh traffic from the same pod, on the same nodes, still flows.
+        status, _, _ = curl(lab, "sleep-ambient", f"http://echo.{OTHER}/")
+        assert status == 200
+    finally:
+        assert lab.lab("scale", f"deploy/{WAYPOINT}", "--replicas", "1", "-n", NS).returncode == 0
+    eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/get")[0] == 200, timeout=30, interval=0.3)

@@ -1,0 +1,197 @@
+"""`lab istioctl proxy-config`: istioctl's tables from an Envoy-admin-shaped config_dump of a
+waypoint, and what it says for pods that run no proxy."""
+import base64
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from lab import istioctl
+from lab.cli import build_parser
+from lab.cli.common import CliError
+from lab.cli.istioctl import cmd_istioctl
+
+T = "type.googleapis.com/"
+HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def cert(serial: int, cn: str, start: dt.datetime, days: int) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, cn)])
+    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+         .serial_number(serial).not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
+         .sign(key, hashes.SHA256()))
+    return c.public_bytes(serialization.Encoding.PEM).decode()
+
+
+LEAF = cert(0xDBAB7E7B43, "leaf", dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.timezone.utc), 1)
+ROOT = cert(0x91A4, "root", dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone.utc), 3650)
+VIP_CLUSTER = "inbound-vip|8000|http|httpbin-ambient.ambient-apps.svc.cluster.local"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+DUMP = {"configs": [
+    {"@type": T + "envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": [
+        {"name": "connect_terminate", "active_state": {"listener": {
+            "name": "connect_terminate", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15008}},
+            "filter_chains": [{"name": "default", "filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                               "typed_config": {"@type": HCM, "route_config": {
+                "name": "default", "virtual_hosts": [{"name": "default", "domains": ["*"], "routes": [
+                    {"match": {"connect_matcher": {}}, "route": {"cluster": "main_internal"}}]}]}}}]}]}}},
+        {"name": "main_internal", "active_state": {"listener": {
+            "name": "main_internal", "internal_listener": {}, "filter_chains": [
+                {"name": VIP_CLUSTER,
+                 "filter_chain_match": {"prefix_ranges": [{"address_prefix": "10.96.0.4", "prefix_len": 32}],
+                                        "destination_port": 8000, "application_protocols": ["http/1.1", "h2c"]},
+                 "filters": [{"name": "envoy.filters.network.http_connection_manager",
+                              "typed_config": {"@type": HCM, "rds": {"route_config_name": VIP_CLUSTER}}}]},
+                {"name": VIP_CLUSTER.replace("|http|", "|tcp|"),
+                 "filter_chain_match": {"prefix_ranges": [{"address_prefix": "10.96.0.4", "prefix_len": 32}],
+                                        "destination_port": 8000},
+                 "filters": [{"name": "envoy.filters.network.tcp_proxy",
+                              "typed_config": {"@type": T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                               "cluster": VIP_CLUSTER}}]}]}}}]},
+    {"@type": T + "envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": [
+        {"cluster": {"name": VIP_CLUSTER, "type": "EDS", "load_assignment": {"cluster_name": VIP_CLUSTER, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "10.244.1.2",
+                                                                             "port_value": 80}}},
+                               "health_status": "HEALTHY"}]}]}}},
+        {"cluster": {"name": "outbound|8000||httpbin-ambient.ambient-apps.svc.cluster.local", "type": "EDS",
+                     "metadata": {"filter_metadata": {"istio": {
+                         "config": "/apis/networking.istio.io/v1/namespaces/ambient-apps/destination-rule/httpbin"}}}}},
+        {"cluster": {"name": "inbound-pod|ambient-apps/httpbin-1", "type": "EDS"}},
+        {"cluster": {"name": "main_internal", "type": "STATIC"}}]},
+    {"@type": T + "envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": [
+        {"route_config": {"name": VIP_CLUSTER, "virtual_hosts": [{"name": VIP_CLUSTER, "domains": ["*"], "routes": [
+            {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": VIP_CLUSTER}},
+            {"match": {"path": "/ip"}, "route": {"cluster": VIP_CLUSTER},
+             "metadata": {"filter_metadata": {"istio": {
+                 "config": "/apis/networking.istio.io/v1alpha3/namespaces/ambient-apps/virtual-service/vs"}}}}]}]}}]},
+    {"@type": T + "envoy.admin.v3.SecretsConfigDump", "dynamic_active_secrets": [
+        {"name": "default", "secret": {"name": "default", "tls_certificate": {
+            "certificate_chain": {"inline_bytes": b64(LEAF + ROOT)}, "private_key": {"inline_bytes": "W3JlZGFjdGVkXQ=="}}}},
+        {"name": "ROOTCA", "secret": {"name": "ROOTCA", "validation_context": {
+            "trusted_ca": {"inline_bytes": b64(ROOT)}}}}]},
+]}
+
+
+def rows(text: str) -> list[list[str]]:
+    return [[c for c in line.split("  ") if c.strip()] for line in text.splitlines()]
+
+
+def strip(table):
+    return [[c.strip() for c in r] for r in table]
+
+
+def test_listeners():
+    out = strip(rows(istioctl.format_proxy_listeners(DUMP)))
+    assert out[0] == ["ADDRESSES", "PORT", "MATCH", "DESTINATION"]
+    assert out[1] == ["0.0.0.0", "15008", "ALL", "Inline Route: main_internal"]
+    assert out[2] == ["envoy://main_internal", "-", "Addr: 10.96.0.4/32; Port: 8000; App: http/1.1,h2c",
+                      f"Route: {VIP_CLUSTER}"]
+    assert out[3] == ["envoy://main_internal", "-", "Addr: 10.96.0.4/32; Port: 8000", f"Cluster: {VIP_CLUSTER}"]
+
+
+def test_cluster_names_and_table():
+    assert istioctl.parse_cluster_name("outbound|8000||httpbin.ns.svc.cluster.local") == (
+        "httpbin.ns.svc.cluster.local", "8000", "-", "outbound")
+    assert istioctl.parse_cluster_name(VIP_CLUSTER) == (
+        "httpbin-ambient.ambient-apps.svc.cluster.local", "8000", "http", "inbound-vip")
+    assert istioctl.parse_cluster_name("BlackHoleCluster") == ("BlackHoleCluster", "-", "-", "-")
+    out = strip(rows(istioctl.format_proxy_clusters(DUMP)))
+    assert out[0] == ["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"]
+    assert ["ambient-apps/httpbin-1", "-", "-", "inbound-pod", "EDS", "-"] in out
+    assert ["httpbin-ambient.ambient-apps.svc.cluster.local", "8000", "http", "inbound-vip", "EDS", "-"] in out
+    assert ["httpbin-ambient.ambient-apps.svc.cluster.local", "8000", "-", "outbound", "EDS",
+            "httpbin.ambient-apps"] in out
+    assert ["main_internal", "-", "-", "-", "STATIC", "-"] in out
+
+
+def test_routes():
+    out = strip(rows(istioctl.format_proxy_routes(DUMP)))
+    assert out[0] == ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
+    assert out[1] == [VIP_CLUSTER, VIP_CLUSTER, "*", "/*", "-"]
+    assert out[2] == [VIP_CLUSTER, VIP_CLUSTER, "*", "/ip", "vs.ambient-apps"]
+
+
+def test_secrets_decode_the_pem():
+    out = strip(rows(istioctl.format_proxy_secrets(DUMP, NOW)))
+    assert out[0] == ["RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE"]
+    assert out[1] == ["default", "Cert Chain", "ACTIVE", "true", "dbab7e7b43", "2026-11-28T10:00:00Z",
+                      "2026-11-27T10:00:00Z"]
+    assert out[2][:5] == ["ROOTCA", "CA", "ACTIVE", "true", "91a4"]
+    later = strip(rows(istioctl.format_proxy_secrets(DUMP, NOW + dt.timedelta(days=2))))
+    assert later[1][3] == "false"
+
+
+def test_all_and_camel_case_and_empty_dumps():
+    text = istioctl.format_proxy_all(DUMP, NOW)
+    assert [line.split("  ")[0] for line in text.split("\n\n")] == ["SERVICE FQDN", "ADDRESSES", "NAME",
+                                                                    "RESOURCE NAME"]
+    camel = {"configs": [{"@type": T + "envoy.admin.v3.ListenersConfigDump", "dynamicListeners": [
+        {"activeState": {"listener": {"name": "x", "address": {"socketAddress": {"address": "0.0.0.0",
+                                                                                 "portValue": 15008}},
+                                      "filterChains": [{"filters": []}]}}}]}]}
+    assert strip(rows(istioctl.format_proxy_listeners(camel)))[1] == ["0.0.0.0", "15008", "ALL",
+                                                                     "Non-HTTP/Non-TCP"]
+    assert istioctl.format_proxy_clusters({}).splitlines() == [
+        "SERVICE FQDN   PORT   SUBSET   DIRECTION   TYPE   DESTINATION RULE"]
+
+
+class FakeLab:
+    def __init__(self, *objects):
+        self.objects = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects}
+
+    def call(self, op, kind=None, name=None, namespace=None, **kw):
+        from lab.client import LabError
+        assert op == "get"
+        if (kind, namespace, name) not in self.objects:
+            raise LabError("not found")
+        return self.objects[(kind, namespace, name)]
+
+
+def pod(name, ns, containers, annotations=None, labels=None):
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels or {},
+                                        "annotations": {"lab.ambient/netns": f"al-t-pod-{ns}_{name}",
+                                                        **(annotations or {})}},
+            "spec": {"nodeName": "worker1", "containers": [{"name": c} for c in containers]}}
+
+
+def run(lab, argv):
+    args = build_parser().parse_args(["istioctl", *argv])
+    args.namespace_set = args.namespace is not None
+    args.namespace = args.namespace or "default"
+    return cmd_istioctl(args, lab)
+
+
+def test_pods_without_a_proxy_are_explained():
+    lab = FakeLab(pod("h", "ambient-apps", ["httpbin"], {"ambient.istio.io/redirection": "enabled"}),
+                  pod("l", "legacy-apps", ["httpbin"]),
+                  {"kind": "Namespace", "metadata": {"name": "ambient-apps",
+                                                     "labels": {"istio.io/dataplane-mode": "ambient"}}})
+    with pytest.raises(CliError, match="ztunnel on node worker1 captures its traffic.*ztunnel-config workloads"):
+        run(lab, ["proxy-config", "listeners", "h", "-n", "ambient-apps"])
+    with pytest.raises(CliError, match="not in the mesh"):
+        run(lab, ["pc", "clusters", "l.legacy-apps"])
+    with pytest.raises(CliError, match="not found"):
+        run(lab, ["pc", "routes", "nope"])
+    with pytest.raises(CliError, match="unknown proxy-config type"):
+        run(lab, ["pc", "bootstrap", "h"])
+
+
+def test_a_waypoint_pod_is_read_from_its_own_network_namespace(monkeypatch, capsys):
+    wp = pod("waypoint-1", "ambient-apps", ["istio-proxy"], labels={"gateway.networking.k8s.io/gateway-name": "wp"})
+    seen = []
+    monkeypatch.setattr(istioctl, "fetch_proxy_config_dump", lambda netns, what: seen.append(netns) or DUMP)
+    assert run(FakeLab(wp), ["proxy-config", "routes", "waypoint-1", "-n", "ambient-apps"]) == 0
+    assert seen == ["al-t-pod-ambient-apps_waypoint-1"]
+    assert capsys.readouterr().out.startswith("NAME")
+    run(FakeLab(wp), ["pc", "secret", "waypoint-1.ambient-apps", "-o", "json"])
+    assert '"dynamic_active_secrets"' in capsys.readouterr().out
