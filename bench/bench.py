@@ -154,15 +154,21 @@ def bench_vip_rtt(n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="fewer runs")
+    p.add_argument("--only", choices=("lab", "mesh", "waypoint"), help="run one part")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("make bench needs root (network namespaces)")
     print(f"ambient-lab benchmarks on {os.cpu_count()} CPUs ({time.strftime('%Y-%m-%d %H:%M')})", file=sys.stderr)
-    bench_up_down(2 if args.quick else 5)
-    bench_pods([50] if args.quick else [50, 200])
-    bench_vip_rtt(100 if args.quick else 500)
-    from bench import mesh
-    mesh.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
+    if args.only in (None, "lab"):
+        bench_up_down(2 if args.quick else 5)
+        bench_pods([50] if args.quick else [50, 200])
+        bench_vip_rtt(100 if args.quick else 500)
+    if args.only in (None, "mesh"):
+        from bench import mesh
+        mesh.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
+    if args.only in (None, "waypoint"):
+        from bench import waypoint
+        waypoint.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
     width = max(len(r[0]) for r in ROWS)
     vwidth = max(len(r[1]) for r in ROWS)
     print(f"\n{'measure'.ljust(width)}   {'value'.ljust(vwidth)}   notes")

@@ -298,7 +298,7 @@ class _Handler:
                 if reused and attempt == 1:
                     continue  # a kept-alive connection the upstream had closed: one fresh try
                 record.flags = "UC"
-                return _local(503, UPSTREAM_RESET + exc.reason)
+                return _local(exc.status, exc.reason)
             await engine.upstreams.release(endpoint, port, client)
             headers = [(k, v) for k, v in response.headers if k not in ("server",)]
             headers.append(("x-envoy-upstream-service-time", str(int((time.monotonic() - sent) * 1000))))

@@ -247,6 +247,7 @@ class UpstreamError(Exception):
 
     `reason` reads like the proxy's 503 body, e.g. "upstream connect error or
     disconnect/reset before headers. reset reason: connection termination".
+    `reset_reason` is only its tail ("connection termination", "protocol error").
     `response_started` says whether response headers had arrived (the request may
     then have had effects upstream, so it is not safe to retry blindly).
     """
@@ -254,6 +255,7 @@ class UpstreamError(Exception):
     def __init__(self, reason: str, *, response_started: bool = False, status: int = 503) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.reset_reason = reason.rpartition("reset reason: ")[2]
         self.response_started = response_started
         self.status = status
 

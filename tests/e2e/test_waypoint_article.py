@@ -26,10 +26,10 @@ WAYPOINT = "httpbin-ambient-waypoint"
 URL = "http://httpbin-ambient.ambient-apps:8000"
 TOKEN = open(os.path.join(ARTICLE, "demo.jwt")).read().strip()
 APPS = ["httpbin-ambient.yaml", "sleep-ambient.yaml", "rogue-client.yaml"]
-OTHER_APP = f"""
+ECHO = """
 apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: echo, namespace: {OTHER}}}
+metadata: {{name: echo, namespace: {ns}}}
 spec:
   selector: {{matchLabels: {{app: echo}}}}
   template:
@@ -40,7 +40,7 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {{name: echo, namespace: {OTHER}}}
+metadata: {{name: echo, namespace: {ns}}}
 spec:
   selector: {{app: echo}}
   ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: tcp, port: 9000, targetPort: 9000}}]
@@ -68,8 +68,9 @@ def article(lab):
     lab.create_namespace(NS, {"istio.io/dataplane-mode": "ambient"})
     lab.create_namespace(OTHER, {"istio.io/dataplane-mode": "ambient"})
     apply_article(lab, *APPS)
-    lab.apply(OTHER_APP)
-    for selector in ("app=httpbin-ambient", "app=sleep-ambient", "app=rogue-client"):
+    lab.apply(ECHO.format(ns=OTHER))
+    lab.apply(ECHO.format(ns=NS))
+    for selector in ("app=httpbin-ambient", "app=sleep-ambient", "app=rogue-client", "app=echo"):
         lab.wait_ready(NS, selector)
     lab.wait_ready(OTHER, "app=echo")
     eventually(lambda: lab.all_enrolled(NS) and lab.all_enrolled(OTHER), timeout=30)
@@ -233,9 +234,43 @@ def test_http2_keepalive_chunked_and_tcp_through_the_waypoint(article):
     r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "-H", "Transfer-Encoding: chunked", "-H", "Content-Type: text/plain",
                                  "--data-binary", "@-", f"{URL}/post"], input="x" * 20000)
     assert json.loads(r.stdout)["data"] == "x" * 20000
-    # Raw TCP to a service of another ambient namespace: no waypoint there.
-    r = article.exec(sleep, NS, ["sh", "-c", f"printf hello | curl -sS --max-time 5 telnet://echo.{OTHER}:9000"])
-    assert r.stdout == "hello"
+    # Raw TCP passes through the waypoint as TCP (the implicit waypoint serves the whole namespace),
+    # and in a namespace without a waypoint it goes from ztunnel to ztunnel.
+    for ns in (NS, OTHER):
+        r = article.exec(sleep, NS, ["sh", "-c", f"printf hello-{ns} | curl -sS --max-time 5 telnet://echo.{ns}:9000"])
+        assert r.stdout == f"hello-{ns}", r.stderr
+    lines = eventually(lambda: [ln for ln in waypoint_log(article, "connection complete") if ':9000"' in ln], timeout=10)
+    assert 'protocol="TCP"' in lines[-1] and 'decision="allow"' in lines[-1]
+
+
+def test_bad_input_fails_closed(article):
+    sleep = pod(article, "sleep-ambient")
+    # Headers over Envoy's 60 KiB: 431 from the waypoint, never a crash.
+    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}",
+                                 "-H", "X-Big: " + "a" * 70000, f"{URL}/get"])
+    assert r.stdout == "431"
+    # A jwks that is not JSON is refused at apply, and nothing is created.
+    bad = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+           "metadata": {"name": "bad-jwks", "namespace": NS},
+           "spec": {"jwtRules": [{"issuer": "x", "jwks": "{not json"}]}}
+    r = article.lab("apply", "-f", "-", input=json.dumps(bad))
+    assert r.returncode != 0 and "jwks" in r.stderr
+    assert article.lab("get", "requestauthentication", "bad-jwks", "-n", NS).returncode != 0
+    # A jwksUri the lab cannot reach: every token of that issuer is 401, never a pass.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    unreachable = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+                   "metadata": {"name": "unreachable", "namespace": NS},
+                   "spec": {"selector": {"matchLabels": {"app": "httpbin-ambient"}},
+                            "jwtRules": [{"issuer": "nowhere", "jwksUri": "https://keys.invalid/jwks.json"}]}}
+    article.apply(json.dumps(unreachable))
+    try:
+        token = pyjwt.encode({"iss": "nowhere", "sub": "x", "exp": int(time.time()) + 600}, key, algorithm="RS256")
+        status, body, _ = eventually(lambda: (res := curl(article, "sleep-ambient", f"{URL}/get", "-H",
+                                                           f"Authorization: Bearer {token}")) and res[0] == 401 and res,
+                                     timeout=15, interval=0.3)
+        assert body == "Jwks remote fetch is failed"
+    finally:
+        article.lab("delete", "requestauthentication", "unreachable", "-n", NS)
 
 
 def test_waypoint_failure_two_replicas_keep_99_percent(article):

@@ -422,6 +422,7 @@ async def test_client_raises_upstream_error_on_early_close() -> None:
     assert info.value.reason == (
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
     )
+    assert info.value.reset_reason == "connection termination"
     assert info.value.status == 503 and not info.value.response_started
     assert not client.reusable
 

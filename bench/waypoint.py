@@ -1,0 +1,173 @@
+"""The waypoint's benchmarks (part of `make bench`): the L7 path against ambient L4 and the direct
+path, in the same run, between the same two nodes, and what the waypoint and ztunnels cost.
+
+Three namespaces hold the same echo server (worker1) and client (worker2): one outside the mesh,
+one ambient, one ambient with a waypoint for the namespace (the article's Gateway). Clients are
+sockets made in the client pod's network namespace, so the pod's redirection captures them as it
+captures the app's own. Load is N keep-alive connections from threads of this process, each
+sending requests with a 1 KB body (Istio's published figures use 1 KB payloads).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Callable
+
+from bench.mesh import q, request_rtts, rss_mib
+from lab.runtime import netns
+from lab.testing import TestLab, eventually, unique_lab_name
+
+NAMESPACES = {"direct": "wpb-direct", "ambient L4": "wpb-l4", "ambient + waypoint": "wpb-l7"}
+APPS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: echo, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: echo}}}}
+  template:
+    metadata: {{labels: {{app: echo}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: worker1}}
+      containers: [{{name: echo, image: ambient-lab/echo, ports: [{{containerPort: 8080}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: {ns}}}
+spec:
+  selector: {{app: echo}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: client, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: client}}}}
+  template:
+    metadata: {{labels: {{app: client}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: worker2}}
+      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
+"""
+WAYPOINT = """
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: Gateway
+metadata: {{name: waypoint, namespace: {ns}}}
+spec:
+  gatewayClassName: istio
+  listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
+"""
+BODY = b"x" * 1024
+POST = (b"POST /load HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 1024\r\n\r\n" + BODY)
+
+
+def _read_response(sock: socket.socket, buf: bytearray) -> int:
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    head, _, _ = bytes(buf).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    need = len(head) + 4 + length
+    while len(buf) < need:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    del buf[:need]
+    return status
+
+
+def load(client_netns: str, ip: str, seconds: float, connections: int = 8, port: int = 8080) -> tuple[int, int]:
+    """(requests answered 200, other outcomes) from CONNECTIONS keep-alive connections for SECONDS."""
+    counts = [[0, 0] for _ in range(connections)]
+    deadline = time.monotonic() + seconds
+
+    def worker(i: int) -> None:
+        sock = netns.socket_in(client_netns)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect((ip, port))
+        buf = bytearray()
+        try:
+            while time.monotonic() < deadline:
+                sock.sendall(POST)
+                counts[i][0 if _read_response(sock, buf) == 200 else 1] += 1
+        except OSError:
+            counts[i][1] += 1
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(topology: str, row: Callable[[str, str, str], None], requests: int = 2000, seconds: float = 5.0) -> None:
+    t = TestLab(unique_lab_name("w"), topology).up()
+    try:
+        paths = {}
+        for label, ns in NAMESPACES.items():
+            t.create_namespace(ns, None if label == "direct" else {"istio.io/dataplane-mode": "ambient"})
+            t.apply(APPS.format(ns=ns))
+        t.apply(WAYPOINT.format(ns=NAMESPACES["ambient + waypoint"]))
+        for label, ns in NAMESPACES.items():
+            server = t.wait_ready(ns, "app=echo")[0]
+            client = t.wait_ready(ns, "app=client")[0]
+            paths[label] = (client["metadata"]["annotations"]["lab.ambient/netns"], server["status"]["podIP"])
+        waypoint = t.wait_ready(NAMESPACES["ambient + waypoint"], "gateway.networking.k8s.io/gateway-name=waypoint")[0]
+        eventually(lambda: t.all_enrolled(NAMESPACES["ambient L4"], "app=echo")
+                   and t.all_enrolled(NAMESPACES["ambient + waypoint"], "app=echo"), timeout=60)
+        for label, (where, ip) in paths.items():  # warm up: certificates, pools, the waypoint's config
+            eventually(lambda: request_rtts(where, ip, 50), timeout=30)
+
+        rtts = {label: [] for label in paths}
+        for _ in range(5):  # interleaved, so machine drift hits every path alike
+            for label, (where, ip) in paths.items():
+                rtts[label] += request_rtts(where, ip, requests // 5)
+        d, l4 = rtts["direct"], rtts["ambient L4"]
+        for label, xs in rtts.items():
+            note = f"p99 {q(xs, .99):.0f} us; {len(xs)} requests, keep-alive, client on worker2, server on worker1"
+            if label != "direct":
+                note += f"; added p50 {q(xs, .5) - q(d, .5):.0f} us over direct ({q(xs, .5) / q(d, .5):.2f}x)"
+            if label == "ambient + waypoint":
+                note += (f"; added p50 {(q(xs, .5) - q(l4, .5)) / 1000:.2f} ms over L4 (target <= 1.5 ms); "
+                         f"waypoint pod on {waypoint['spec']['nodeName']}")
+            row(f"request round trip, {label}", f"p50 {q(xs, .5):.0f} us", note)
+
+        zts = {p["spec"]["nodeName"]: p["status"]["containerStatuses"][0]["pid"]
+               for p in t.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] in ("worker1", "worker2")}
+        wp_pid = waypoint["status"]["containerStatuses"][0]["pid"]
+        rates = {}
+        for label, (where, ip) in paths.items():
+            before = {name: cpu_seconds(pid) for name, pid in {**zts, "waypoint": wp_pid}.items()}
+            t0 = time.monotonic()
+            ok, failed = load(where, ip, seconds)
+            took = time.monotonic() - t0
+            used = {name: cpu_seconds(pid) - before[name] for name, pid in {**zts, "waypoint": wp_pid}.items()}
+            rates[label] = ok / took
+            note = f"8 keep-alive connections, 1 KB request bodies, {seconds:.0f} s, {failed} failed"
+            if label != "direct":
+                zt = (used["worker1"] + used["worker2"]) / ok * 1000
+                note += f"; ztunnels {zt:.3f} CPU-s per 1000 requests (both)"
+            if label == "ambient + waypoint":
+                note += (f"; waypoint {used['waypoint'] / ok * 1000:.3f} CPU-s per 1000 requests "
+                         f"(Istio 1.24 publishes ~0.25 vCPU per 1000 rps for a waypoint, ~0.06 for a ztunnel); "
+                         f"{rates[label] / rates['direct'] * 100:.0f}% of direct (target >= 1000/s)")
+            row(f"requests/s, {label}", f"{rates[label]:.0f}/s", note)
+        row("waypoint RSS after the load", f"{rss_mib(wp_pid):.1f} MiB",
+            "(target <= 80 MB; Istio 1.24 publishes ~60 MB for a waypoint at 1000 rps)")
+    finally:
+        t.down()
