@@ -268,7 +268,8 @@ def format_waypoint_list(gateways: list[dict], all_namespaces: bool = False,
         programmed = (gateway_condition(g, "Programmed") or {}).get("status") or "Unknown"
         rows.append(([md.get("namespace", "")] if all_namespaces else [])
                     + [md["name"], revision,
-                       waypoint_traffic_type(g, None if implicit is None else md.get("namespace", "default") in implicit),
+                       waypoint_traffic_type(g, None if implicit is None
+                                             else md.get("namespace", "default") in implicit),
                        programmed])
     return _table(rows)
 

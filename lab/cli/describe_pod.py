@@ -314,7 +314,8 @@ def _mtls_line(peer_authentications: Iterable[Mapping], pod: Mapping, mode: Mode
 
 
 def describe(pod: Mapping, *, namespace: Mapping | None, services: Iterable[Mapping],
-             gateways: Iterable[Mapping], pods: Iterable[Mapping] = (), deployments: Iterable[Mapping] = (), ztunnels: Iterable[Mapping] = (),
+             gateways: Iterable[Mapping], pods: Iterable[Mapping] = (), deployments: Iterable[Mapping] = (),
+             ztunnels: Iterable[Mapping] = (),
              authorization_policies: Iterable[Mapping] = (), request_authentications: Iterable[Mapping] = (),
              peer_authentications: Iterable[Mapping] = (), root_namespace: str = ROOT_NAMESPACE,
              trust_domain: str = TRUST_DOMAIN) -> str:

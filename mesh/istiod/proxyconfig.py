@@ -11,11 +11,20 @@ hold. The shapes follow Envoy's v3 API with three simplifications, each said in 
 - the rbac filter carries the AuthorizationPolicies themselves (Istio's form), not the matcher
   trees istiod compiles them to; `mesh.policy.http` evaluates them as Envoy's RBAC filter would.
 
-Listeners: `connect_terminate` (0.0.0.0:15008, mTLS, CONNECT) hands each tunnel to
+Waypoint listeners: `connect_terminate` (0.0.0.0:15008, mTLS, CONNECT) hands each tunnel to
 `main_internal`, whose filter chains match the tunnel's target (a Service VIP:port, or a pod IP
 for workload traffic); each chain has an HTTP variant (jwt_authn → rbac → router) and a TCP one.
-Resource names on the config stream are `<waypoint ns>/<waypoint name>/<envoy name>`; a waypoint
-subscribes with its own prefix (docs/mesh-internals.md).
+
+Sidecar listeners (the same engine in the app's pod): `connect_terminate` hands HBONE tunnels to
+`virtualInbound`, which also takes plaintext captured on 15006; its one chain is the pod itself,
+with the pod's own policies and RequestAuthentications and its PeerAuthentication mode (STRICT
+refuses plaintext). `virtualOutbound` (15001) holds a TCP chain per Service VIP:port and per
+HBONE-capable pod of the mesh; anything else passes through as plain TCP (Envoy's
+PassthroughCluster). Sidecars never use waypoints.
+
+Resource names on the config stream are `<ns>/<proxy name>/<envoy name>`, the proxy name being the
+waypoint's Gateway or the sidecar's pod; a proxy subscribes with its own prefix
+(docs/mesh-internals.md).
 """
 from __future__ import annotations
 
@@ -166,7 +175,7 @@ def chain_authns(authns: Iterable[RequestAuthentication], gateway: Mapping, serv
 
 # ---- Envoy shapes --------------------------------------------------------------------------------
 
-def _endpoint(pod: Mapping, port: int, policies: list[str], trust_domain: str, enrolled: Callable[[Mapping], bool]) -> dict:
+def endpoint_entry(pod: Mapping, port: int, policies: list[str], trust_domain: str, enrolled: Callable[[Mapping], bool]) -> dict:
     return {
         "endpoint": {"address": {"socket_address": {"address": _pod_ip(pod), "port_value": port}}},
         "health_status": "HEALTHY" if _is_ready(pod) else "UNHEALTHY",
@@ -179,7 +188,7 @@ def _endpoint(pod: Mapping, port: int, policies: list[str], trust_domain: str, e
     }
 
 
-def _cluster(name: str, endpoints: list[dict], service_host_name: str | None) -> dict:
+def cluster_resource(name: str, endpoints: list[dict], service_host_name: str | None) -> dict:
     return {
         "@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
         "name": name, "type": "EDS", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN",
@@ -188,7 +197,7 @@ def _cluster(name: str, endpoints: list[dict], service_host_name: str | None) ->
     }
 
 
-def _route(name: str, cluster: str) -> dict:
+def route_resource(name: str, cluster: str) -> dict:
     return {
         "@type": TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration",
         "name": name,
@@ -199,11 +208,11 @@ def _route(name: str, cluster: str) -> dict:
     }
 
 
-def _rbac_config(policy_keys: list[str], type_name: str) -> dict:
+def rbac_config(policy_keys: list[str], type_name: str) -> dict:
     return {"@type": TYPE_PREFIX + type_name, "policy_keys": policy_keys}
 
 
-def _chain_match(prefix: str, port: int | None, http: bool) -> dict:
+def chain_match(prefix: str, port: int | None, http: bool) -> dict:
     match: dict = {"prefix_ranges": [{"address_prefix": prefix, "prefix_len": 32}]}
     if port is not None:
         match["destination_port"] = port
@@ -212,11 +221,11 @@ def _chain_match(prefix: str, port: int | None, http: bool) -> dict:
     return match
 
 
-def _chains(name: str, prefix: str, port: int | None, cluster: str, policy_keys: list[str],
+def filter_chains(name: str, prefix: str, port: int | None, cluster: str, policy_keys: list[str],
             jwt_filter: dict | None) -> list[dict]:
     """The HTTP and the TCP variant of one destination's filter chain."""
     http_filters = ([jwt_filter] if jwt_filter else []) + [
-        {"name": RBAC_HTTP, "typed_config": _rbac_config(policy_keys, "envoy.extensions.filters.http.rbac.v3.RBAC")},
+        {"name": RBAC_HTTP, "typed_config": rbac_config(policy_keys, "envoy.extensions.filters.http.rbac.v3.RBAC")},
         {"name": ROUTER, "typed_config": {"@type": TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Router"}},
     ]
     hcm = {"@type": TYPE_PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -224,19 +233,19 @@ def _chains(name: str, prefix: str, port: int | None, cluster: str, policy_keys:
            "server_name": "istio-envoy", "forward_client_cert_details": "APPEND_FORWARD",
            "set_current_client_cert_details": {"subject": True, "uri": True, "dns": True},
            "max_request_headers_kb": 60, "use_remote_address": False}
-    tcp = [{"name": RBAC_NETWORK, "typed_config": _rbac_config(
+    tcp = [{"name": RBAC_NETWORK, "typed_config": rbac_config(
                 policy_keys, "envoy.extensions.filters.network.rbac.v3.RBAC")},
            {"name": TCP_PROXY, "typed_config": {
                "@type": TYPE_PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
                "stat_prefix": name, "cluster": cluster}}]
     return [
-        {"name": name, "filter_chain_match": _chain_match(prefix, port, True), "filters": [{"name": HCM, "typed_config": hcm}]},
+        {"name": name, "filter_chain_match": chain_match(prefix, port, True), "filters": [{"name": HCM, "typed_config": hcm}]},
         {"name": name.replace("|http|", "|tcp|") if "|http|" in name else name + "|tcp",
-         "filter_chain_match": _chain_match(prefix, port, False), "filters": tcp},
+         "filter_chain_match": chain_match(prefix, port, False), "filters": tcp},
     ]
 
 
-def _policies_dump(policy_objects: Iterable[Mapping], keys: set[str]) -> dict[str, dict]:
+def policies_dump(policy_objects: Iterable[Mapping], keys: set[str]) -> dict[str, dict]:
     """The AuthorizationPolicies the rbac filters name, as {"ns/name": {metadata, spec}}."""
     out = {}
     for obj in policy_objects:
@@ -247,6 +256,32 @@ def _policies_dump(policy_objects: Iterable[Mapping], keys: set[str]) -> dict[st
                 meta["annotations"] = dict(_meta(obj)["annotations"])
             out[key] = {"metadata": meta, "spec": obj.get("spec") or {}}
     return dict(sorted(out.items()))
+
+
+def connect_terminate_listener(inbound: str = "main_internal") -> dict:
+    """0.0.0.0:15008: mTLS 1.3 with the pod's certificate, ALPN h2, CONNECT handed to the inbound
+    listener (Envoy's `connect_terminate`, the same for a waypoint and a sidecar)."""
+    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {"tls_params": {"tls_minimum_protocol_version": "TLSv1_3"}, "alpn_protocols": ["h2"],
+                               "tls_certificate_sds_secret_configs": [{"name": "default"}],
+                               "validation_context_sds_secret_config": {"name": "ROOTCA"}}}}
+    connect_terminate = {
+        "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
+        "name": "connect_terminate",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": HBONE_PORT}},
+        "filter_chains": [{"name": "default", "transport_socket": tls, "filters": [{"name": HCM, "typed_config": {
+            "@type": TYPE_PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "connect_terminate", "upgrade_configs": [{"upgrade_type": "CONNECT"}],
+            "http2_protocol_options": {"allow_connect": True},
+            "route_config": {"name": "default", "virtual_hosts": [{"name": "default", "domains": ["*"], "routes": [
+                {"match": {"connect_matcher": {}},
+                 "route": {"cluster": inbound, "upgrade_configs": [
+                     {"upgrade_type": "CONNECT", "connect_config": {}}]}}]}]},
+        }}]}],
+    }
+    return connect_terminate
 
 
 def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iterable[Mapping],
@@ -283,11 +318,11 @@ def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iter
                 if target:
                     keys = workload_policies(policies, pod, root_namespace)
                     named.update(keys)
-                    endpoints.append(_endpoint(pod, target, keys, trust_domain, enrolled))
-            clusters[name] = _cluster(name, endpoints, service_host(service, domain_suffix))
-            routes[name] = _route(name, name)
+                    endpoints.append(endpoint_entry(pod, target, keys, trust_domain, enrolled))
+            clusters[name] = cluster_resource(name, endpoints, service_host(service, domain_suffix))
+            routes[name] = route_resource(name, name)
             named.update(at_chain)
-            chains += _chains(name, vip, int(port["port"]), name, at_chain, jwt)
+            chains += filter_chains(name, vip, int(port["port"]), name, at_chain, jwt)
 
     for pod in sorted(pods, key=lambda p: (_ns(p), _name(p))):
         ip = _pod_ip(pod)
@@ -300,30 +335,11 @@ def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iter
         named.update(at_chain)
         jwt = jwt_authn_filter(chain_authns(authns, gateway, None, [pod], root_namespace), jwks_for)
         # Port 0: the tunnel's own target port (Envoy's ORIGINAL_DST behaviour).
-        clusters[name] = _cluster(name, [_endpoint(pod, 0, keys, trust_domain, enrolled)], None)
-        routes[name] = _route(name, name)
-        chains += _chains(name, ip, None, name, at_chain, jwt)
+        clusters[name] = cluster_resource(name, [endpoint_entry(pod, 0, keys, trust_domain, enrolled)], None)
+        routes[name] = route_resource(name, name)
+        chains += filter_chains(name, ip, None, name, at_chain, jwt)
 
-    tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-        "require_client_certificate": True,
-        "common_tls_context": {"tls_params": {"tls_minimum_protocol_version": "TLSv1_3"}, "alpn_protocols": ["h2"],
-                               "tls_certificate_sds_secret_configs": [{"name": "default"}],
-                               "validation_context_sds_secret_config": {"name": "ROOTCA"}}}}
-    connect_terminate = {
-        "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
-        "name": "connect_terminate",
-        "address": {"socket_address": {"address": "0.0.0.0", "port_value": HBONE_PORT}},
-        "filter_chains": [{"name": "default", "transport_socket": tls, "filters": [{"name": HCM, "typed_config": {
-            "@type": TYPE_PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "connect_terminate", "upgrade_configs": [{"upgrade_type": "CONNECT"}],
-            "http2_protocol_options": {"allow_connect": True},
-            "route_config": {"name": "default", "virtual_hosts": [{"name": "default", "domains": ["*"], "routes": [
-                {"match": {"connect_matcher": {}},
-                 "route": {"cluster": "main_internal", "upgrade_configs": [
-                     {"upgrade_type": "CONNECT", "connect_config": {}}]}}]}]},
-        }}]}],
-    }
+    connect_terminate = connect_terminate_listener()
     main_internal = {
         "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
         "name": "main_internal", "internal_listener": {}, "use_original_dst": True,
@@ -331,7 +347,7 @@ def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iter
         "metadata": {"filter_metadata": {"istio": {
             "gateway": f"{_ns(gateway)}/{_name(gateway)}",
             "identity": identity or f"spiffe://{trust_domain}/ns/{_ns(gateway)}/sa/{_name(gateway)}",
-            "policies": _policies_dump(policy_objects, named)}}},
+            "policies": policies_dump(policy_objects, named)}}},
     }
     clusters["main_internal"] = {"@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
                                  "name": "main_internal", "type": "STATIC",
@@ -340,3 +356,78 @@ def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iter
                                          "server_listener_name": "main_internal"}}}}]}]}}
     return {LISTENER: {"connect_terminate": connect_terminate, "main_internal": main_internal},
             CLUSTER: dict(sorted(clusters.items())), ROUTE: dict(sorted(routes.items()))}
+
+
+# ---- sidecars ------------------------------------------------------------------------------------
+
+def outbound_chain(name: str, prefix: str, port: int | None, cluster: str) -> dict:
+    """A sidecar's outbound chain: plain TCP proxying to the cluster (no HTTP parsing outbound)."""
+    return {"name": name, "filter_chain_match": chain_match(prefix, port, False), "filters": [
+        {"name": TCP_PROXY, "typed_config": {
+            "@type": TYPE_PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": name, "cluster": cluster}}]}
+
+
+def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Iterable[Mapping],
+                      policy_objects: Iterable[Mapping], authn_objects: Iterable[Mapping], *, mtls_mode: str,
+                      jwks_for: JwksLookup, hbone: Callable[[Mapping], bool], trust_domain: str = "cluster.local",
+                      domain_suffix: str = "cluster.local", root_namespace: str = "istio-system") -> dict[str, dict[str, dict]]:
+    """{type: {envoy name: resource}} for the sidecar of `pod`; `hbone(pod)` says whether a
+    destination pod takes HBONE (ambient-enrolled, or a sidecar advertising it)."""
+    policy_objects = list(policy_objects)
+    policies = [parse_as(AuthorizationPolicy, p) for p in policy_objects]
+    authns = [parse_as(RequestAuthentication, a) for a in authn_objects]
+    all_pods = [p for p in all_pods if _pod_ip(p)]
+    ip = _pod_ip(pod)
+    clusters: dict[str, dict] = {}
+    routes: dict[str, dict] = {}
+
+    # Inbound: the pod itself.
+    keys = workload_policies(policies, pod, root_namespace)
+    jwt = jwt_authn_filter([ra for ra in authns if _authn_selects(ra, pod, root_namespace)], jwks_for)
+    inbound = f"inbound|{_ns(pod)}/{_name(pod)}"
+    local = endpoint_entry(pod, 0, [], trust_domain, lambda p: False)
+    clusters[inbound] = cluster_resource(inbound, [local], None)
+    routes[inbound] = route_resource(inbound, inbound)
+    virtual_inbound = {
+        "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
+        "name": "virtualInbound", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15006}},
+        "use_original_dst": True,
+        "filter_chains": filter_chains(inbound, ip, None, inbound, keys, jwt) if ip else [],
+        "metadata": {"filter_metadata": {"istio": {
+            "workload": f"{_ns(pod)}/{_name(pod)}", "identity": _identity(pod, trust_domain), "mtls": mtls_mode,
+            "policies": policies_dump(policy_objects, set(keys))}}},
+    }
+
+    # Outbound: every Service, and every pod that takes HBONE.
+    chains = []
+    for service in sorted(services, key=lambda s: (_ns(s), _name(s))):
+        vip = (service.get("spec") or {}).get("clusterIP")
+        if not vip or vip == "None":
+            continue
+        members = [p for p in all_pods if _selects_pod(service, p)]
+        for port in (service.get("spec") or {}).get("ports") or []:
+            if (port.get("protocol") or "TCP") != "TCP":
+                continue
+            name = f"outbound|{port.get('port')}||{service_host(service, domain_suffix)}"
+            endpoints = [endpoint_entry(p, t, [], trust_domain, hbone) for p in members
+                         if (t := _target_port(port, p))]
+            clusters[name] = cluster_resource(name, endpoints, service_host(service, domain_suffix))
+            chains.append(outbound_chain(name, vip, int(port["port"]), name))
+    for other in sorted(all_pods, key=lambda p: (_ns(p), _name(p))):
+        if other is pod or not hbone(other):
+            continue
+        name = f"outbound-pod|{_ns(other)}/{_name(other)}"
+        clusters[name] = cluster_resource(name, [endpoint_entry(other, 0, [], trust_domain, hbone)], None)
+        chains.append(outbound_chain(name, _pod_ip(other), None, name))
+    virtual_outbound = {
+        "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
+        "name": "virtualOutbound", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
+        "use_original_dst": True, "filter_chains": chains,
+        "default_filter_chain": outbound_chain("PassthroughFilterChain", "0.0.0.0", None, "PassthroughCluster"),
+    }
+    clusters["PassthroughCluster"] = {"@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
+                                      "name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"}
+    return {LISTENER: {"connect_terminate": connect_terminate_listener("virtualInbound"),
+                       "virtualInbound": virtual_inbound, "virtualOutbound": virtual_outbound},
+            CLUSTER: dict(sorted(clusters.items())), ROUTE: routes}

@@ -26,9 +26,9 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.policy.model import AuthorizationPolicy, PeerAuthentication, parse_as
-from mesh.policy.peerauth import derived_authorizations
+from mesh.policy.peerauth import derived_authorizations, explain_mtls
 from mesh.policy.ztunnel import ZtunnelTranslation, to_ztunnel, workload_policy_keys
-from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id, waypoint_resources
+from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id, sidecar_resources, waypoint_resources
 from mesh.istiod.waypoints import Attachments, is_waypoint
 
 ADDRESS = "Address"
@@ -118,6 +118,19 @@ def is_enrolled(pod: Mapping, namespace_labels: Mapping[str, str]) -> bool:
     if "ambient" not in (labels.get(DATAPLANE_MODE), namespace_labels.get(DATAPLANE_MODE)):
         return False
     return (_meta(pod).get("annotations") or {}).get(REDIRECTION) == "enabled"
+
+
+SIDECAR_STATUS = "sidecar.istio.io/status"  # the injector's mark on a pod it gave a sidecar
+TUNNEL_LABEL = "networking.istio.io/tunnel"  # "http": the pod's sidecar takes HBONE on 15008
+
+
+def has_sidecar(pod: Mapping) -> bool:
+    return SIDECAR_STATUS in (_meta(pod).get("annotations") or {})
+
+
+def sidecar_takes_hbone(pod: Mapping) -> bool:
+    """An injected pod whose sidecar advertises HBONE (the ambient profile's ENABLE_HBONE)."""
+    return has_sidecar(pod) and _labels(pod).get(TUNNEL_LABEL) == "http"
 
 
 def workload_owner(pod: Mapping) -> tuple[str, str]:
@@ -250,7 +263,7 @@ def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], service
     return {"workload": {
         "uid": name, "name": _meta(pod).get("name"), "namespace": namespace,
         "addresses": pod_addresses(pod),
-        "protocol": "HBONE" if is_enrolled(pod, namespace_labels) else "TCP",
+        "protocol": "HBONE" if is_enrolled(pod, namespace_labels) or sidecar_takes_hbone(pod) else "TCP",
         "trustDomain": settings.trust_domain,
         "serviceAccount": spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
         "node": spec.get("nodeName") or "",
@@ -311,9 +324,18 @@ def _parse_all(cls: type, objects: Iterable[dict], problems: list[str]) -> list:
 def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
                     namespace_labels: Mapping[str, Mapping[str, str]], settings: Settings,
                     jwks_for: Callable[[str], str | None], problems: list[str]) -> Resources:
-    """Every waypoint's Envoy resources, keyed `<ns>/<name>/<envoy name>` per type."""
+    """Every waypoint's and sidecar's Envoy resources, keyed `<ns>/<proxy name>/<envoy name>` per type."""
     out: Resources = {t: {} for t in PROXY_TYPES}
     pods = [p for p in objects.get("Pod", ()) if is_listed(p)]
+
+    def hbone(pod: Mapping) -> bool:
+        return is_enrolled(pod, namespace_labels.get(_namespace(pod), {})) or sidecar_takes_hbone(pod)
+
+    def add(namespace: str, name: str, resources: dict[str, dict[str, dict]]) -> None:
+        prefix = proxy_id(namespace, name)
+        for type_, items in resources.items():
+            for envoy_name, resource in items.items():
+                out[type_][prefix + envoy_name] = versioned(resource)
     for gateway in objects.get("Gateway", ()):
         if not is_waypoint(gateway):
             continue
@@ -322,16 +344,27 @@ def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
             resources = waypoint_resources(
                 gateway, services, served_pods, pods, objects.get("AuthorizationPolicy", ()),
                 objects.get("RequestAuthentication", ()), jwks_for=jwks_for,
-                enrolled=lambda pod: is_enrolled(pod, namespace_labels.get(_namespace(pod), {})),
-                trust_domain=settings.trust_domain, domain_suffix=settings.domain_suffix,
+                enrolled=hbone, trust_domain=settings.trust_domain, domain_suffix=settings.domain_suffix,
                 root_namespace=settings.root_namespace)
         except (ValueError, TypeError) as e:
             problems.append(f"waypoint {_namespace(gateway)}/{_meta(gateway).get('name')} left out: {e}")
             continue
-        prefix = proxy_id(_namespace(gateway), _meta(gateway).get("name"))
-        for type_, items in resources.items():
-            for name, resource in items.items():
-                out[type_][prefix + name] = versioned(resource)
+        add(_namespace(gateway), _meta(gateway).get("name"), resources)
+    services = [s for s in objects.get("Service", ()) if (s.get("spec") or {}).get("type") != "ExternalName"]
+    peer_authns = objects.get("PeerAuthentication", ())
+    for pod in pods:
+        if not has_sidecar(pod):
+            continue
+        try:
+            mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode
+            resources = sidecar_resources(
+                pod, services, pods, objects.get("AuthorizationPolicy", ()), objects.get("RequestAuthentication", ()),
+                mtls_mode=mtls, jwks_for=jwks_for, hbone=hbone, trust_domain=settings.trust_domain,
+                domain_suffix=settings.domain_suffix, root_namespace=settings.root_namespace)
+        except (ValueError, TypeError) as e:
+            problems.append(f"sidecar of {_namespace(pod)}/{_meta(pod).get('name')} left out: {e}")
+            continue
+        add(_namespace(pod), _meta(pod).get("name"), resources)
     return {t: dict(sorted(items.items())) for t, items in out.items()}
 
 

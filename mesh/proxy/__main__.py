@@ -1,5 +1,10 @@
-"""`python -m mesh.proxy proxy waypoint`: the L7 proxy image's entry point, as pilot-agent's
-`proxy <type>` (the waypoint Deployment istiod makes passes `args: [proxy, waypoint]`)."""
+"""`python -m mesh.proxy`: the proxyv2 image's entry point, as pilot-agent.
+
+- `proxy waypoint`: a waypoint (the Deployment istiod makes passes `args: [proxy, waypoint]`);
+- `proxy sidecar`: a sidecar proxy (`mesh.sidecar.app`; the injector passes `proxy sidecar` and
+  pilot-agent's usual flags, see docs/sidecars.md);
+- `istio-iptables <flags>`: the `istio-init` init container (`mesh.sidecar.init`).
+"""
 from __future__ import annotations
 
 import logging
@@ -8,16 +13,24 @@ import sys
 
 import trio
 
-PLACEMENTS = ("waypoint",)
+PLACEMENTS = ("waypoint", "sidecar")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] != "proxy" or argv[1] not in PLACEMENTS:
-        print(f"usage: python -m mesh.proxy proxy {{{'|'.join(PLACEMENTS)}}}", file=sys.stderr)
+    if argv[:1] == ["istio-iptables"]:
+        from mesh.sidecar import init
+        return init.main(argv[1:])
+    if len(argv) < 2 or argv[0] != "proxy" or argv[1] not in PLACEMENTS or (argv[1] == "waypoint" and len(argv) != 2):
+        print(f"usage: python -m mesh.proxy proxy {{{'|'.join(PLACEMENTS)}}} | istio-iptables <flags>",
+              file=sys.stderr)
         return 2
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[1] == "sidecar":
+        from mesh.sidecar.app import amain as sidecar_main
+        trio.run(sidecar_main, argv[2:])
+        return 0
     from mesh.waypoint.app import amain
     trio.run(amain)
     return 0

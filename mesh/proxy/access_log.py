@@ -59,7 +59,7 @@ class RequestRecord:
         ])
 
 
-def connection_line(*, component: str, src_addr: str, src_identity: str | None, target: str, chain: str | None,
+def connection_line(*, component: str, direction: str = "inbound", src_addr: str, src_identity: str | None, target: str, chain: str | None,
                     decision: str, decided_by: str | None, policy: str | None, reason: str | None,
                     dst_addr: str | None = None, dst_workload: str | None = None, bytes_recv: int = 0,
                     bytes_sent: int = 0, duration_ms: float = 0.0, error: str | None = None,
@@ -71,5 +71,5 @@ def connection_line(*, component: str, src_addr: str, src_identity: str | None, 
         ("dst.addr", dst_addr), ("dst.workload", dst_workload), ("route", chain), ("protocol", "TCP"),
         ("decision", decision), ("decided_by", decided_by), ("policy", policy), ("reason", reason),
         ("error", error), ("bytes_recv", bytes_recv), ("bytes_sent", bytes_sent),
-        ("duration", f"{duration_ms:.0f}ms"), ("component", component),
+        ("duration", f"{duration_ms:.0f}ms"), ("direction", direction), ("component", component),
     ])

@@ -1,9 +1,11 @@
 """The proxy's configuration: istiod's Envoy-shaped resources turned into lookup tables (pure).
 
 `ProxyConfig.build(listeners, clusters, routes)` takes the resources as the config stream carries
-them (`mesh.istiod.proxyconfig` writes them) and answers what the engine asks per tunnel:
-which filter chain serves a target ip:port (`chain_for`), which cluster a request goes to, and
-the policies its rbac filters name. Anything malformed raises `InvalidConfig`; the engine then
+them (`mesh.istiod.proxyconfig` writes them) and answers what the engine asks per connection:
+which inbound filter chain serves a target ip:port (`chain_for`: a waypoint's `main_internal`, a
+sidecar's `virtualInbound`), which outbound chain a sidecar's captured connection takes
+(`outbound_chain_for`, from `virtualOutbound`), which cluster a request goes to, the policies its
+rbac filters name, and the sidecar's mTLS mode. Anything malformed raises `InvalidConfig`; the engine then
 keeps the previous configuration, as Envoy rejects (NACKs) a bad update.
 """
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Chain:
 @dataclass
 class ProxyConfig:
     chains: list[Chain] = field(default_factory=list)
+    outbound_chains: list[Chain] = field(default_factory=list)
+    mtls: str = "PERMISSIVE"  # a sidecar's PeerAuthentication mode for plaintext inbound
     clusters: dict[str, Cluster] = field(default_factory=dict)
     policies: dict[str, AuthorizationPolicy] = field(default_factory=dict)
     identity: str | None = None
@@ -74,12 +78,15 @@ class ProxyConfig:
                 continue
             config.clusters[name] = _cluster(name, cluster)
         route_clusters = {name: _route_cluster(name, route) for name, route in routes.items()}
-        main = listeners.get("main_internal")
+        for chain in (listeners.get("virtualOutbound") or {}).get("filter_chains") or []:
+            config.outbound_chains.append(_outbound_chain(chain))
+        main = listeners.get("main_internal") or listeners.get("virtualInbound")
         if main is None:
             return config
         istio = ((main.get("metadata") or {}).get("filter_metadata") or {}).get("istio") or {}
         config.identity = istio.get("identity")
         config.gateway = istio.get("gateway")
+        config.mtls = istio.get("mtls", "PERMISSIVE")
         for key, obj in (istio.get("policies") or {}).items():
             meta = obj.get("metadata") or {}
             try:
@@ -107,6 +114,14 @@ class ProxyConfig:
                     return chain
                 best = best or chain
         return best
+
+    def outbound_chain_for(self, ip: str, port: int) -> Chain | None:
+        """A sidecar's outbound chain: a Service VIP:port, else an HBONE-capable pod's IP."""
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        return next((c for c in self.outbound_chains if addr in c.network and c.port in (None, port)), None)
 
     def policies_named(self, keys: tuple[str, ...]) -> list[AuthorizationPolicy]:
         return [self.policies[k] for k in keys if k in self.policies]
@@ -161,3 +176,16 @@ def _chain(raw: Mapping, route_clusters: Mapping[str, str]) -> Chain | None:
     return Chain(name=raw.get("name", ""), network=network, port=match.get("destination_port"),
                  cluster=route_clusters[route], policies=tuple((http_filters.get(RBAC_HTTP) or {}).get("policy_keys") or ()),
                  jwt_config=http_filters.get(JWT_AUTHN), route=route)
+
+
+def _outbound_chain(raw: Mapping) -> Chain:
+    match = raw.get("filter_chain_match") or {}
+    ranges = match.get("prefix_ranges") or []
+    if not ranges:
+        raise InvalidConfig(f"outbound chain {raw.get('name')} has no prefix_ranges")
+    network = ipaddress.ip_network(f"{ranges[0]['address_prefix']}/{ranges[0].get('prefix_len', 32)}", strict=False)
+    tcp = next((f.get("typed_config") or {} for f in raw.get("filters") or [] if f.get("name") == TCP_PROXY), None)
+    if tcp is None or not tcp.get("cluster"):
+        raise InvalidConfig(f"outbound chain {raw.get('name')} has no tcp_proxy cluster")
+    return Chain(name=raw.get("name", ""), network=network, port=match.get("destination_port"), cluster=tcp["cluster"],
+                 policies=(), jwt_config=None, route=None)

@@ -15,6 +15,11 @@
    (x-forwarded-for, x-forwarded-proto, x-request-id, x-forwarded-client-cert) and answering
    with `server: istio-envoy`.
 
+A sidecar uses the same engine for its two other listeners: `serve_plaintext` (inbound captured
+on 15006: refused under STRICT mTLS, else the same chain with no peer identity) and
+`serve_outbound` (the app's connections captured on 15001: a Service VIP or an HBONE-capable pod
+goes over HBONE as the pod's own identity, anything else passes through as plain TCP).
+
 Every request and every TCP connection writes one access-log line naming the decision and who
 took it. Policy and JWT decisions are pure (`authz`, `jwt_authn`); this module is the shell.
 """
@@ -39,7 +44,9 @@ from mesh.proxy.codec import serve_http, sniff
 from mesh.proxy.config import Chain, Cluster, Endpoint, ProxyConfig
 from mesh.proxy.http import HttpRequest, HttpResponse, local_reply
 from mesh.proxy.http1 import UpstreamError
+from mesh.proxy.metrics import RequestLabels, RequestMetrics
 from mesh.proxy.upstream import UpstreamConnectError, Upstreams
+from mesh.ztunnel.sockets import abort
 from mesh import tls
 
 log = logging.getLogger("mesh.proxy.engine")
@@ -97,6 +104,9 @@ class Engine:
         self.sniff_timeout = sniff_timeout
         self.requests = 0
         self.denied = 0
+        self.metrics = RequestMetrics()
+        #: Istio's `reporter` label: a waypoint reports as itself, a sidecar's inbound as the destination.
+        self.reporter = "waypoint" if component == "waypoint" else "destination"
 
     # --- tunnel ---------------------------------------------------------------------------------
 
@@ -127,6 +137,58 @@ class Engine:
             await serve_http(stream, _Handler(self, config, chain, tunnel), initial=prefix)
         else:
             await self._proxy_tcp(config, chain, cluster, tunnel, stream, prefix, started)
+
+    async def serve_plaintext(self, stream: trio.SocketStream, src: tuple[str, int], target: tuple[str, int]) -> None:
+        """A plaintext connection captured on a sidecar's 15006 (no peer identity)."""
+        config = self.config.current
+        tunnel = Tunnel(src[0], src[1], None, None, target[0], target[1])
+        if config.mtls == "STRICT":
+            self.denied += 1
+            self._connection_log(tunnel, None, "deny", f"{self.component} peer_authentication", None,
+                                 "STRICT mTLS: plaintext refused", time.monotonic())
+            abort(stream)
+            return
+
+        async def respond(status: int, headers=()) -> None:
+            if status != 200:
+                abort(stream)
+
+        await self.serve_connect(tunnel, respond, stream)
+
+    async def serve_outbound(self, stream: trio.SocketStream, src: tuple[str, int], target: tuple[str, int]) -> None:
+        """An app connection captured on a sidecar's 15001: to its destination, as TCP."""
+        started = time.monotonic()
+        config = self.config.current
+        tunnel = Tunnel(src[0], src[1], self.own_identity, None, target[0], target[1])
+        chain = config.outbound_chain_for(*target)
+        if chain is None:
+            endpoint = Endpoint(target[0], target[1], True, "", "", "TCP", ())  # PassthroughCluster
+        else:
+            endpoint = self.pick(config.clusters.get(chain.cluster))
+            if endpoint is None:
+                self._connection_log(tunnel, chain, "allow", None, None, None, started, error="no healthy upstream",
+                                     direction="outbound")
+                abort(stream)
+                return
+        port = endpoint.port or target[1]
+        stats = SpliceStats()
+        error = None
+        try:
+            upstream = await self.upstreams.open(endpoint, port, _tunnel_headers(tunnel))
+        except UpstreamConnectError as exc:
+            self._connection_log(tunnel, chain, "allow", None, None, None, started, endpoint=endpoint,
+                                 error=exc.reason, direction="outbound")
+            abort(stream)
+            return
+        try:
+            await splice(stream, upstream, stats)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            error = f"connection reset: {exc}"
+        finally:
+            await trio.aclose_forcefully(upstream)
+            await trio.aclose_forcefully(stream)
+        self._connection_log(tunnel, chain, "allow", None, None, None, started, endpoint=endpoint, stats=stats,
+                             error=error, direction="outbound")
 
     def _early(self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel) -> authz.Verdict | None:
         """A denial every endpoint's policy set agrees on, or None."""
@@ -182,8 +244,12 @@ class Engine:
 
     def _connection_log(self, tunnel: Tunnel, chain: Chain | None, decision: str, decided_by: str | None,
                         policy: str | None, reason: str | None, started: float, *, endpoint: Endpoint | None = None,
-                        stats: SpliceStats | None = None, error: str | None = None) -> None:
-        self.log_line(connection_line(
+                        stats: SpliceStats | None = None, error: str | None = None,
+                        direction: str = "inbound") -> None:
+        if decision == "allow" and error is None:
+            self.metrics.record_tcp(self.reporter if direction == "inbound" else "source",
+                                    tunnel.peer_identity or "unknown", endpoint.workload if endpoint else "unknown")
+        self.log_line(connection_line(direction=direction,
             component=self.component, src_addr=tunnel.client_addr or tunnel.src, src_identity=tunnel.peer_identity,
             target=tunnel.target, chain=chain.name if chain else None, decision=decision, decided_by=decided_by,
             policy=policy, reason=reason, dst_addr=f"{endpoint.ip}:{endpoint.port or tunnel.target_port}" if endpoint else None,
@@ -217,7 +283,12 @@ class _Handler:
         response = await self._filter(request, record)
         record.status = response.status
         record.bytes_sent = len(response.body)
-        engine.log_line(record.line((time.monotonic() - started) * 1000))
+        took = (time.monotonic() - started) * 1000
+        engine.log_line(record.line(took))
+        workload = record.dst_workload or "unknown/unknown"
+        engine.metrics.record_request(RequestLabels(
+            engine.reporter, tunnel.peer_identity or "unknown", record.dst_identity or "unknown",
+            workload.partition("/")[2], workload.partition("/")[0], str(response.status), record.flags), took)
         return response
 
     async def _filter(self, request: HttpRequest, record: RequestRecord) -> HttpResponse:

@@ -45,9 +45,11 @@ class Upstreams:
     """Opens tunnels to endpoints and keeps idle HTTP/1.1 clients; lives in `nursery`."""
 
     def __init__(self, nursery: trio.Nursery, certificate: Certificate, own_ip: str, *,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, local_source: str | None = None) -> None:
         self._certificate = certificate
         self._own_ip = own_ip
+        #: A sidecar reaches its own app from 127.0.0.6, the source its redirection lets through.
+        self._local_source = local_source
         self._timeout = connect_timeout
         self._pool = HbonePool(nursery, self._connect, connect_timeout=connect_timeout)
         self._idle: dict[tuple[str, int], list[Http1Client]] = defaultdict(list)
@@ -74,9 +76,10 @@ class Upstreams:
             except (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError, OSError,
                     tls.PeerRejected) as exc:
                 raise UpstreamConnectError(f"connection failure: {exc}") from exc
+        local = self._local_source if endpoint.ip == self._own_ip else None
         try:
             with trio.fail_after(self._timeout):
-                return await trio.open_tcp_stream(endpoint.ip, port)
+                return await trio.open_tcp_stream(endpoint.ip, port, local_address=local)
         except trio.TooSlowError as exc:
             raise UpstreamConnectError("connection timeout") from exc
         except OSError as exc:

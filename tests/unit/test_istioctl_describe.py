@@ -220,7 +220,8 @@ def test_describe_text_with_the_articles_waypoint_and_readiness():
 
 
 def test_describe_strict_peer_authentication_and_no_policies():
-    strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": {"name": "default", "namespace": "istio-system"},
+    strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+              "metadata": {"name": "default", "namespace": "istio-system"},
               "spec": {"mtls": {"mode": "STRICT"}}}
     out = describe(authorization_policies=[], request_authentications=[], peer_authentications=[strict])
     assert "No AuthorizationPolicy or RequestAuthentication applies to this pod." in out

@@ -76,7 +76,8 @@ DUMP = {"configs": [
                  "config": "/apis/networking.istio.io/v1alpha3/namespaces/ambient-apps/virtual-service/vs"}}}}]}]}}]},
     {"@type": T + "envoy.admin.v3.SecretsConfigDump", "dynamic_active_secrets": [
         {"name": "default", "secret": {"name": "default", "tls_certificate": {
-            "certificate_chain": {"inline_bytes": b64(LEAF + ROOT)}, "private_key": {"inline_bytes": "W3JlZGFjdGVkXQ=="}}}},
+            "certificate_chain": {"inline_bytes": b64(LEAF + ROOT)},
+            "private_key": {"inline_bytes": "W3JlZGFjdGVkXQ=="}}}},
         {"name": "ROOTCA", "secret": {"name": "ROOTCA", "validation_context": {
             "trusted_ca": {"inline_bytes": b64(ROOT)}}}}]},
 ]}
