@@ -10,9 +10,9 @@ TOPOLOGY ?= topologies/default.yaml
 NAME ?= default
 PYTEST_ARGS ?=
 
-.PHONY: setup debs lab up down status test unit e2e bench clean
+.PHONY: setup debs proxy-user lab up down status test unit e2e bench clean
 
-setup: debs $(STAMP)
+setup: debs $(STAMP) proxy-user
 
 debs:
 	@missing=""; \
@@ -29,6 +29,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# Sidecars run as UID 1337 (Istio's proxy user): that user must be able to reach the venv's
+# interpreter and this checkout. Directories on the way that others cannot enter get o+x (enter
+# only, not list); nothing else changes.
+proxy-user: $(STAMP)
+	@$(BIN)/python -c 'import os, stat, sys; \
+	    paths = [os.path.realpath(sys.base_prefix), os.path.realpath(".")]; \
+	    dirs = sorted({d for p in paths for d in [p] + [os.path.dirname(p[:i]) for i in range(len(p), 0, -1) if p[i-1:i] == "/"] if d}); \
+	    [(print("make: o+x on", d, "(the sidecar user must reach the interpreter)"), os.chmod(d, os.stat(d).st_mode | stat.S_IXOTH)) \
+	     for d in dirs if not os.stat(d).st_mode & stat.S_IXOTH]'
 
 # `make lab up`: "lab" sets up, "up" starts the default lab.
 lab: setup

@@ -1,7 +1,8 @@
 """The API's verbs over the store: apply, get, delete, label, scale, rollout restart, exec, logs.
 
 The kube-apiserver's part of labd, without sockets (lab/api/server.py carries the bytes). `apply`
-is all-or-nothing: every document is parsed, validated and admitted before the first write.
+is all-or-nothing: every document is parsed, validated and admitted before the first write; a new
+Pod goes through the mutating webhooks (lab/admission.py) while the apply is planned.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import ipaddress
 import os
 from typing import Any, Callable
 
-from lab import kinds, validation
+from lab import admission, kinds, validation
 from lab.controllers.workloads import RESTARTED_AT
 from lab.paths import pod_dir
 from lab.selectors import parse as parse_selector
@@ -61,14 +62,14 @@ class ServiceIPs:
 
 class ApiServer:
     def __init__(self, store: Store, topo: Topology, lab_dir: str,
-                 extra_validators: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None,
-                 mutators: list[Callable[[dict, Store], dict]] | None = None):
+                 extra_validators: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None):
         self.store = store
         self.topo = topo
         self.lab_dir = lab_dir
         self.service_ips = ServiceIPs(topo.service_cidr, store)
         self.extra_validators = extra_validators or {}
-        self.mutators = mutators or []   # admission webhooks' role (sidecar injection)
+        # uid -> the spec a mutated pod was applied with, so re-applying its file is "unchanged"
+        self._applied_pod_specs: dict[str, dict] = {}
 
     # apply ------------------------------------------------------------------------------------
     def apply(self, manifests: str, source: str = "-") -> list[dict]:
@@ -82,14 +83,28 @@ class ApiServer:
                          if self.store.get("Namespace", None, ns) is None)
         if missing:
             raise ApiError(f'error: {source}: namespaces "{missing[0]}" not found')
-        plan: list[tuple[str, dict]] = []
+        plan: list[tuple[str, dict, admission.Review | None]] = []
         taken: set[str] = set()
+        new_namespaces = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Namespace"}
         for obj in objs:
-            plan.append(self._admit(obj, source, taken))
+            action, obj = self._admit(obj, source, taken)
+            review = None
+            if action == "created" and obj["kind"] == "Pod" and isinstance(self.store, admission.AdmittingStore):
+                ns = obj["metadata"]["namespace"]
+                try:
+                    review = self.store.review_pod(obj, new_namespaces.get(ns) if self.store.get(
+                        "Namespace", None, ns) is None else None)
+                except admission.AdmissionDenied as e:
+                    raise ApiError(f'Error from server: error when creating "{source}": {e}') from None
+            plan.append((action, obj, review))
         results = []
-        for action, obj in plan:
+        for action, obj, review in plan:
             k = kinds.by_kind(obj["kind"])
-            if action == "created":
+            if review is not None:
+                created = self.store.create(obj, review=review)
+                if review.mutated_by:
+                    self._remember_applied_spec(created["metadata"]["uid"], obj["spec"])
+            elif action == "created":
                 self.store.create(obj)
             elif action == "configured":
                 self.store.update(obj)
@@ -101,15 +116,18 @@ class ApiServer:
         md = obj["metadata"]
         where = f'{source}: {obj["kind"]} "{md["name"]}"'
         cur = self.store.get(obj["kind"], md.get("namespace"), md["name"])
+        if obj["kind"] == admission.KIND:
+            try:  # labd imports the handler now: a typo is refused at apply, not at the first pod
+                admission.load_handler((md.get("annotations") or {}).get(admission.HANDLER_ANNOTATION))
+            except admission.HandlerError as e:
+                raise ApiError(f"error: {where}: metadata.annotations[{admission.HANDLER_ANNOTATION}]: "
+                               f"{e}") from None
         if cur is None:
             if cur is None and md.get("namespace"):
                 ns = self.store.get("Namespace", None, md["namespace"])
                 if ns is not None and ns["metadata"].get("deletionTimestamp"):
                     raise ApiError(f'error: {where}: namespace {md["namespace"]} is being terminated')
-            obj = self._default_new(obj, taken)
-            for mutate in self.mutators:
-                obj = mutate(obj, self.store)
-            return "created", obj
+            return "created", self._default_new(obj, taken)
         for path in IMMUTABLE.get(obj["kind"], ()):
             new, old = _dig(obj, path), _dig(cur, path)
             if path == "spec.clusterIP" and new in (None, ""):
@@ -131,6 +149,9 @@ class ApiServer:
             if obj["kind"] == "Pod" and live.get("nodeName"):
                 spec.setdefault("nodeName", live["nodeName"])
             self._defaults(merged)
+            applied = self._applied_pod_specs.get(cur["metadata"]["uid"]) if obj["kind"] == "Pod" else None
+            if applied is not None and {**spec, "nodeName": None} == {**applied, "nodeName": None}:
+                merged["spec"] = copy.deepcopy(live)  # the same file: keep what the webhooks added
         for field in ("labels", "annotations"):
             if field in md:
                 merged["metadata"][field] = {**(cur["metadata"].get(field) or {}), **(md[field] or {})}
@@ -140,6 +161,12 @@ class ApiServer:
         if merged == cur:
             return "unchanged", cur
         return "configured", merged
+
+    def _remember_applied_spec(self, uid: str, spec: dict) -> None:
+        if len(self._applied_pod_specs) > 256:  # forget pods that are gone
+            live = {p["metadata"]["uid"] for p in self.store.list("Pod")}
+            self._applied_pod_specs = {u: s for u, s in self._applied_pod_specs.items() if u in live}
+        self._applied_pod_specs[uid] = copy.deepcopy(spec)
 
     def _default_new(self, obj: dict, taken: set[str]) -> dict:
         obj = copy.deepcopy(obj)
@@ -177,8 +204,7 @@ class ApiServer:
                 p.setdefault("protocol", "TCP")
                 p.setdefault("targetPort", p.get("port"))
         elif kind == "Pod":
-            spec.setdefault("serviceAccountName", "default")
-            spec.setdefault("restartPolicy", "Always")
+            admission.default_pod(obj)
         elif kind in ("Deployment", "ReplicaSet"):
             spec.setdefault("replicas", 1)
 
@@ -320,7 +346,10 @@ class ApiServer:
         raise ApiError(f"error: container {container} is not valid for pod {pod}")
 
     def exec_target(self, namespace: str, pod: str, container: str | None,
-                    env_for: Callable[[dict, dict], dict]) -> dict:
+                    env_for: Callable[[dict, dict], dict],
+                    argv_for: Callable[[dict, dict, str], list[str]] | None = None) -> dict:
+        """Where `lab exec` runs a command: `argv` is the prefix to put before it (the netns and,
+        for a container with runAsUser/runAsGroup, the switch to its uid and gid)."""
         obj, c = self._pod_container(namespace, pod, container)
         netns = obj["metadata"].get("annotations", {}).get("lab.ambient/netns")
         running = any(cs.get("name") == c["name"] and "running" in cs.get("state", {})
@@ -328,7 +357,11 @@ class ApiServer:
         if not netns or not running:
             raise ApiError(f"error: unable to upgrade connection: container not found (\"{c['name']}\")"
                            if netns else f"error: pod {pod} is not running yet")
-        return {"netns": netns, "env": env_for(obj, c), "container": c["name"]}
+        try:
+            argv = argv_for(obj, c, netns) if argv_for else ["ip", "netns", "exec", netns]
+        except ValueError as e:
+            raise ApiError(f"error: container {c['name']}: {e}") from None
+        return {"netns": netns, "env": env_for(obj, c), "container": c["name"], "argv": argv}
 
     def log_path(self, namespace: str, pod: str, container: str | None, previous: bool = False) -> str:
         obj, c = self._pod_container(namespace, pod, container)

@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from lab import kubeproxy
+from lab.admission import AdmittingStore
 from lab.api import server as api_server
 from lab.api.protocol import error, ok
 from lab.apiserver import ApiError, ApiServer
@@ -31,7 +32,7 @@ from lab.paths import api_socket_path, journal_path, lab_dir
 from lab.runtime import network, netns, sandbox
 from lab.runtime.kubelet import Kubelet
 from lab.selectors import from_label_selector
-from lab.store import Store, now_rfc3339
+from lab.store import now_rfc3339
 from lab.topology import Topology, load_file
 from lab import bootstrap
 from mesh.identity.tokens import InvalidToken, TokenIssuer
@@ -45,7 +46,7 @@ class Lab:
         self.topo = topo
         self.dir = lab_dir(topo.name)
         self.socket_path = api_socket_path(topo.name)
-        self.store = Store()
+        self.store = AdmittingStore()   # Pod CREATEs go through the mutating webhooks
         self.journal = Journal(journal_path(topo.name))
         self.rng = random.Random()
         self.api = ApiServer(self.store, topo, self.dir, **bootstrap.admission_hooks())
@@ -60,6 +61,10 @@ class Lab:
         self._proxy_dirty = trio.Event()
         self._shutdown = trio.Event()
         self._event_seq = 0
+        self._wake_at = float("inf")     # when controllers retry pods the webhooks refused
+        self._wake_changed = trio.Event()
+        self.store.record_event = self.record_event
+        self.store.retry_after = self._wake_controllers_after
         self.store.subscribe(self._on_change)
 
     # Change notification -> controller wake-ups ----------------------------------------------
@@ -69,6 +74,21 @@ class Lab:
         self._dirty.set()
         if obj["kind"] in ("Service", "Endpoints"):
             self._proxy_dirty.set()
+
+    def _wake_controllers_after(self, delay: float) -> None:
+        at = trio.current_time() + delay
+        if at < self._wake_at:
+            self._wake_at = at
+            self._wake_changed.set()
+
+    async def _wake_loop(self) -> None:
+        while True:
+            with trio.move_on_at(self._wake_at):
+                await self._wake_changed.wait()
+                self._wake_changed = trio.Event()
+                continue
+            self._wake_at = float("inf")
+            self._dirty.set()
 
     def issue_token(self, pod: dict) -> str:
         md = pod["metadata"]
@@ -230,7 +250,7 @@ class Lab:
             "scale": a.scale, "rollout_restart": a.rollout_restart,
             "exec": lambda namespace, pod, container=None: a.exec_target(
                 namespace, pod, container, lambda p, c: self.kubelet.container_env(
-                    p, c, p.get("status", {}).get("podIP"))),
+                    p, c, p.get("status", {}).get("podIP")), self.kubelet.exec_argv),
             "logs": self._logs, "status": self.status, "shutdown": self._request_shutdown,
             "ping": lambda: "pong",
             "token_review": self.token_review, "update_status": self.update_status,
@@ -344,6 +364,7 @@ class Lab:
                 with controllers:
                     async with trio.open_nursery() as inner:
                         inner.start_soon(self.controller_loop)
+                        inner.start_soon(self._wake_loop)
                         inner.start_soon(self.kube_proxy_loop)
             nursery.start_soon(run_controllers)
             self.phase = "starting system pods"

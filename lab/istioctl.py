@@ -1,11 +1,15 @@
 """`lab istioctl ...`: the istioctl verbs the article and a mesh user need.
 
 `install --set profile=ambient -y` applies the ambient profile's manifests through the lab API and
-waits for each component as istioctl does.
+waits for each component as istioctl does; `--set tag=X` installs (or upgrades to) Istio X: the
+images of istiod, istio-cni and ztunnel get tag X, so their controllers roll them, and the sidecar
+injector's `lab.ambient/proxy-tag` becomes X, so new pods get X proxies (running pods keep theirs).
+`proxy-status` shows istiod's sync status of every proxy (`mesh.istiod.debug`, /debug/syncz).
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -13,6 +17,11 @@ from lab.client import LabClient, LabError
 
 MESH_MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mesh", "manifests")
 PROFILES = ("ambient",)
+INSTALL_SETTINGS = ("profile", "tag")
+ISTIO_REPOSITORY = "docker.io/istio/"
+INJECTOR_WEBHOOK = "istio-sidecar-injector"
+PROXY_TAG_ANNOTATION = "lab.ambient/proxy-tag"
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 class IstioctlError(Exception):
@@ -24,31 +33,137 @@ def ambient_manifest() -> str:
         return f.read()
 
 
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference, None without one."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return (last.split(":", 1)[1] or None) if ":" in last else None
+
+
+def _with_tag(image: str, tag: str) -> str:
+    ref = image.split("@", 1)[0]
+    head, _, last = ref.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}:{tag}" if head else f"{last.split(':', 1)[0]}:{tag}"
+
+
+def _templates(obj: dict) -> list[dict]:
+    """The containers of a Deployment's or DaemonSet's pod template."""
+    if obj.get("kind") not in ("Deployment", "DaemonSet"):
+        return []
+    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def profile_objects(tag: str | None = None) -> list[dict]:
+    """The ambient profile's objects; with `tag`, Istio's images (istiod, istio-cni, ztunnel) and
+    the sidecar injector's proxy tag set to it."""
+    import yaml
+    objs = [o for o in yaml.safe_load_all(ambient_manifest()) if o]
+    if tag is None:
+        return objs
+    for obj in objs:
+        for c in _templates(obj):
+            if str(c.get("image", "")).startswith(ISTIO_REPOSITORY):
+                c["image"] = _with_tag(c["image"], tag)
+        md = obj.get("metadata") or {}
+        if obj.get("kind") == "MutatingWebhookConfiguration" and md.get("name") == INJECTOR_WEBHOOK:
+            md.setdefault("annotations", {})[PROXY_TAG_ANNOTATION] = tag
+    return objs
+
+
+def default_tag() -> str:
+    """The tag of the profile's istiod image (the Istio version the lab installs by default)."""
+    for obj in profile_objects():
+        for c in _templates(obj):
+            if str(c.get("image", "")).startswith(ISTIO_REPOSITORY) and image_tag(c["image"]):
+                return image_tag(c["image"])
+    return "1.24.0"
+
+
+def install_changes(current: dict | None, desired: dict) -> list[str]:
+    """What applying `desired` over `current` changes that install reports: image tags and the
+    injector's proxy tag ([] for a new object or none of those)."""
+    if current is None:
+        return []
+    out = []
+    old = {c.get("name"): c.get("image") for c in _templates(current)}
+    for c in _templates(desired):
+        before = old.get(c.get("name"))
+        if before is not None and before != c.get("image"):
+            out.append(f"image {before} -> {c.get('image')}")
+    if desired.get("kind") == "MutatingWebhookConfiguration":
+        before = ((current.get("metadata") or {}).get("annotations") or {}).get(PROXY_TAG_ANNOTATION)
+        after = ((desired.get("metadata") or {}).get("annotations") or {}).get(PROXY_TAG_ANNOTATION)
+        if after is not None and before != after:
+            out.append(f"{PROXY_TAG_ANNOTATION} {before or '(unset)'} -> {after} (new pods get proxies of {after}; "
+                       "running pods keep theirs until they are re-created)")
+    return out
+
+
+def parse_install_settings(settings: list[str]) -> tuple[str, str | None]:
+    """(profile, tag) from `--set key=value` settings; IstioctlError for anything else."""
+    bad = [s for s in settings if "=" not in s]
+    if bad:
+        raise IstioctlError(f'Error: --set {bad[0]}: expected key=value')
+    values = dict(s.split("=", 1) for s in settings)
+    profile = values.pop("profile", "default")
+    if profile not in PROFILES:
+        raise IstioctlError(f'Error: profile "{profile}" is not available in this lab; '
+                            f'available: {", ".join(PROFILES)}')
+    tag = values.pop("tag", None)
+    if tag is not None and not _TAG.fullmatch(tag):
+        raise IstioctlError(f'Error: --set tag={tag}: not an image tag')
+    if values:
+        raise IstioctlError(f"Error: unsupported setting --set {next(iter(values))}; "
+                            f"supported: {', '.join(INSTALL_SETTINGS)}")
+    return profile, tag
+
+
 def _ready(client: LabClient, kind: str, name: str) -> bool:
+    """Ready and rolled out: every replica of the current template, none of an older one."""
     try:
         obj = client.call("get", kind=kind, name=name, namespace="istio-system")
     except LabError:
         return False
     st = obj.get("status", {})
+    if st.get("observedGeneration", 0) < obj["metadata"].get("generation", 0):
+        return False
     if kind == "Deployment":
-        return st.get("readyReplicas", 0) >= obj["spec"].get("replicas", 1)
+        want = obj["spec"].get("replicas", 1)
+        return (st.get("readyReplicas", 0) >= want and st.get("updatedReplicas", want) >= want
+                and st.get("replicas", want) <= want)
     want = st.get("desiredNumberScheduled", 0)
     return want > 0 and st.get("numberReady", 0) == want and st.get("updatedNumberScheduled", 0) == want
 
 
 def install(client: LabClient, settings: list[str], timeout: float = 120.0, out=sys.stdout) -> None:
-    values = dict(s.split("=", 1) for s in settings if "=" in s)
-    bad = [s for s in settings if "=" not in s]
-    if bad:
-        raise IstioctlError(f'Error: --set {bad[0]}: expected key=value')
-    profile = values.pop("profile", "default")
-    if profile not in PROFILES:
-        raise IstioctlError(f'Error: profile "{profile}" is not available in this lab; '
-                            f'available: {", ".join(PROFILES)}')
-    if values:
-        raise IstioctlError(f"Error: unsupported setting --set {next(iter(values))}")
-    client.call("apply", manifests=ambient_manifest(), source="profile=ambient")
+    import json
+    _, tag = parse_install_settings(settings)
+    if tag is None or tag == default_tag():
+        tag = None
+    objs = profile_objects(tag)
+    current = {}
+    for obj in objs:
+        md = obj["metadata"]
+        try:
+            current[(obj["kind"], md.get("namespace"), md["name"])] = client.call(
+                "get", kind=obj["kind"], name=md["name"], namespace=md.get("namespace"))
+        except LabError:
+            current[(obj["kind"], md.get("namespace"), md["name"])] = None
+    manifests = ambient_manifest() if tag is None else "\n---\n".join(json.dumps(o) for o in objs)
+    results = client.call("apply", manifests=manifests, source="profile=ambient")
     print("\u2714 Istio core installed \u26f5\ufe0f", file=out, flush=True)
+    changed = [r for r in results if r.get("action") != "unchanged"]
+    if not changed:
+        print(f"  nothing changed: Istio {tag or default_tag()} (profile ambient) is already installed with these "
+              "values", file=out, flush=True)
+    for r in changed:
+        key = (r["kind"], r.get("namespace"), r["name"])
+        desired = next(o for o in objs if (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) == key)
+        if current.get(key) is None:
+            continue  # a new object: a first install says nothing more
+        what = install_changes(current[key], desired) or ["configured"]
+        for line in what:
+            print(f"  {r['kind']}/{r['name']}: {line}", file=out, flush=True)
     deadline = time.monotonic() + timeout
     for kind, name, label in (("Deployment", "istiod", "Istiod installed \U0001f9e0"),
                               ("DaemonSet", "istio-cni-node", "CNI installed \U0001fa62"),
@@ -201,6 +316,82 @@ ZTUNNEL_CONFIG_VIEWS = {
     "cert": format_certificates,
     "connections": format_connections, "cons": format_connections,
 }
+
+
+# proxy-status -----------------------------------------------------------------------------------
+ISTIOD_DEBUG_PORT = 15014
+SYNCZ_PATH = "/debug/syncz"
+CLUSTER_ID = "Kubernetes"
+ENVOY_COLUMNS = (("CDS", "Cluster"), ("LDS", "Listener"), ("EDS", "Cluster"), ("RDS", "RouteConfiguration"),
+                 ("ECDS", None))
+ENVOY_TYPES = ("Listener", "Cluster", "RouteConfiguration")
+WDS_TYPES = ("Address", "Authorization")
+PROXY_STATUS_HELP = ("One row per proxy connected to istiod (waypoints and sidecars as POD.NAMESPACE, and each "
+                     "ztunnel), from each istiod's sync status (its /debug/syncz on port 15014). CDS, LDS and RDS "
+                     "are the state of the Clusters, Listeners and Routes istiod sent: SYNCED (the proxy holds "
+                     "what istiod would send now), STALE (istiod has newer config it has not taken yet) or NOT "
+                     "SENT. EDS follows CDS (the lab sends endpoints inside the clusters) and ECDS is IGNORED. A "
+                     "ztunnel takes none of Envoy's types: those columns say IGNORED, and the last column, WDS, "
+                     "gives the state of its Address and Authorization resources (one word when both agree). "
+                     "VERSION is the Istio version the proxy reported; a version other than its istiod's is a "
+                     "version skew, noted under the table.")
+
+
+def fetch_syncz(netns_name: str, istiod_pod: str) -> dict:
+    """GET /debug/syncz from istiod's debug port, 127.0.0.1:15014 of its pod's network namespace."""
+    return admin_get(netns_name, SYNCZ_PATH, f"istiod pod {istiod_pod}", ISTIOD_DEBUG_PORT)
+
+
+def _sub_name(sub: dict) -> str:
+    ns, _, name = str(sub.get("pod") or "?/?").partition("/")
+    return f"{name}.{ns}"
+
+
+def _state(sub: dict, type_: str) -> str:
+    return str(((sub.get("types") or {}).get(type_) or {}).get("state") or "NOT SENT")
+
+
+def _wds(sub: dict) -> str:
+    states = [(t, _state(sub, t)) for t in WDS_TYPES if t in (sub.get("types") or {})]
+    if not states:
+        return "-"
+    if len({s for _, s in states}) == 1:
+        return states[0][1]
+    return ", ".join(f"{t} {s}" for t, s in states)
+
+
+def proxy_status_rows(sources: list[tuple[str, str | None, dict]]) -> list[list[str]]:
+    """[NAME, CLUSTER, CDS, LDS, EDS, RDS, ECDS, ISTIOD, VERSION, WDS] per subscriber of each
+    (istiod pod, istiod version, its syncz) source, sorted by name."""
+    rows = []
+    for istiod_pod, _, doc in sources:
+        for sub in doc.get("subscribers") or []:
+            types = sub.get("types") or {}
+            if any(t in types for t in ENVOY_TYPES):
+                cells = [_state(sub, t) if t else "IGNORED" for _, t in ENVOY_COLUMNS]
+                wds = "-"
+            else:
+                cells = ["IGNORED"] * len(ENVOY_COLUMNS)
+                wds = _wds(sub)
+            rows.append([_sub_name(sub), CLUSTER_ID, *cells, istiod_pod, str(sub.get("version") or "unknown"), wds])
+    return sorted(rows, key=lambda r: (r[0], r[7]))
+
+
+def format_proxy_status(sources: list[tuple[str, str | None, dict]]) -> str:
+    """istioctl's proxy-status table, plus a WDS column for ztunnels and a version-skew note."""
+    head = ["NAME", "CLUSTER", *(c for c, _ in ENVOY_COLUMNS), "ISTIOD", "VERSION", "WDS"]
+    rows = proxy_status_rows(sources)
+    text = _table([head, *rows])
+    versions = {pod: version or (doc.get("istiod") or {}).get("version") for pod, version, doc in sources}
+    skewed = [r for r in rows if versions.get(r[7]) and r[8] != versions[r[7]]]
+    if skewed:
+        by_istiod = sorted({(r[7], versions[r[7]]) for r in skewed})
+        others = sorted({r[8] for r in skewed})
+        text += (f"\n\nVersion skew: {len(skewed)} of {len(rows)} proxies run {', '.join(others)}, not the version "
+                 f"of their istiod ({', '.join(f'{p} runs {v}' for p, v in by_istiod)}): "
+                 + ", ".join(r[0] for r in skewed) + ". A proxy keeps its version until its pod is re-created: "
+                 "a sidecar then gets the injector's tag (`lab rollout restart deploy/NAME -n NS`).")
+    return text
 
 
 # waypoint ---------------------------------------------------------------------------------------
@@ -405,6 +596,9 @@ def _chain_match(match: dict | None) -> str:
     return "; ".join(parts) or "ALL"
 
 
+SPECIAL_CLUSTERS = ("PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster")
+
+
 def _chain_destination(chain: dict) -> str:
     for flt in _f(chain, "filters") or []:
         name = _f(flt, "name", "")
@@ -423,7 +617,8 @@ def _chain_destination(chain: dict) -> str:
             return "Inline Route: " + str(_f(inline, "name", "")) if inline else "HTTP"
         if name.endswith("tcp_proxy") or kind.endswith("TcpProxy"):
             if _f(cfg, "cluster"):
-                return "Cluster: " + str(_f(cfg, "cluster"))
+                cluster = str(_f(cfg, "cluster"))
+                return cluster if cluster in SPECIAL_CLUSTERS else "Cluster: " + cluster
             weighted = _f(_f(cfg, "weighted_clusters") or {}, "clusters") or []
             if weighted:
                 return "Clusters: " + ",".join(str(_f(c, "name", "")) for c in weighted)
@@ -441,12 +636,13 @@ def format_proxy_listeners(dump: dict) -> str:
         address = ",".join(a for a, _ in addrs if a) or "-"
         port = addrs[0][1] or "-"
         chains = list(_f(lst, "filter_chains") or [])
-        if _f(lst, "default_filter_chain"):
-            chains.append(_f(lst, "default_filter_chain"))
-        if not chains:
+        default = _f(lst, "default_filter_chain")
+        if not chains and not default:
             rows.append([address, port, "ALL", "-"])
         for chain in chains:
             rows.append([address, port, _chain_match(_f(chain, "filter_chain_match")), _chain_destination(chain)])
+        if default:  # what no chain matched: its own match is moot
+            rows.append([address, port, "ALL", _chain_destination(default)])
     return _table(rows)
 
 

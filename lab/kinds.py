@@ -34,6 +34,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("VirtualService", "virtualservices", ("vs",), True, "networking.istio.io"),
     Kind("DestinationRule", "destinationrules", ("dr",), True, "networking.istio.io"),
     Kind("ServiceEntry", "serviceentries", ("se",), True, "networking.istio.io"),
+    Kind("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", (), False,
+         "admissionregistration.k8s.io"),
 )
 
 _BY_NAME: dict[str, Kind] = {}

@@ -521,10 +521,12 @@ _TABLES: dict[str, _Table] = {
                            _crd_row(lambda o: _get(o, "spec", "hosts"),
                                     lambda o: _get(o, "spec", "location"),
                                     lambda o: _get(o, "spec", "resolution"))),
+    "mutatingwebhookconfiguration": _Table(("NAME", "WEBHOOKS", "AGE"),
+                                           _crd_row(lambda o: len(o.get("webhooks") or []))),
 }
 _GENERIC = _Table(("NAME", "AGE"), _generic_row)
 
-CLUSTER_SCOPED = frozenset({"namespace", "node"})
+CLUSTER_SCOPED = frozenset({"namespace", "node", "mutatingwebhookconfiguration"})
 
 
 def table(kind: str, objects: Sequence[Mapping], *, wide: bool = False,
@@ -586,6 +588,7 @@ _DEFAULT_GROUPS = {
     "requestauthentication": "security.istio.io", "gateway": "gateway.networking.k8s.io",
     "httproute": "gateway.networking.k8s.io", "virtualservice": "networking.istio.io",
     "destinationrule": "networking.istio.io", "serviceentry": "networking.istio.io",
+    "mutatingwebhookconfiguration": "admissionregistration.k8s.io",
 }
 
 

@@ -127,7 +127,8 @@ class TestLab:
              timeout: float = 30.0, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
         """Runs COMMAND in the pod as `lab exec` does (same resolution, same namespaces)."""
         target = self.client.call("exec", namespace=namespace, pod=pod, container=container)
-        return subprocess.run(["ip", "netns", "exec", target["netns"], *command], env=target["env"],
+        prefix = target.get("argv", ["ip", "netns", "exec", target["netns"]])
+        return subprocess.run([*prefix, *command], env=target["env"],
                               input=input, capture_output=True, text=True, timeout=timeout, check=check)
 
     def lab(self, *args: str, input: str | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess:

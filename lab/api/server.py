@@ -79,6 +79,9 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
                 pass
 
 
+PROXY_GID = 1337
+
+
 async def serve(socket_path: str, handler: Handler, task_status=trio.TASK_STATUS_IGNORED) -> None:
     try:
         os.unlink(socket_path)
@@ -86,7 +89,10 @@ async def serve(socket_path: str, handler: Handler, task_status=trio.TASK_STATUS
         pass
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     await sock.bind(socket_path)
-    os.chmod(socket_path, 0o600)
+    # Root, and group 1337: Istio's proxy group, in which sidecars run (their agent reads the mesh
+    # root from the API, where Istio's pilot-agent reads a mounted ConfigMap; docs/sidecars.md).
+    os.chown(socket_path, 0, PROXY_GID)
+    os.chmod(socket_path, 0o660)
     sock.listen(128)
     listener = trio.SocketListener(sock)
 

@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     ns_flags(sp)
     sp.set_defaults(fn=cmd_events)
 
-    sp = _sub(sub, "istioctl", "the istioctl verbs: install, ztunnel-config, proxy-config, waypoint, x describe")
+    sp = _sub(sub, "istioctl", "the istioctl verbs: install, proxy-status, ztunnel-config, proxy-config, waypoint, "
+                               "x describe")
     _istioctl_parser(sp)
     sp.set_defaults(fn=cmd_istioctl)
 
@@ -154,11 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _istioctl_parser(sp) -> None:
-    from lab.istioctl import TRAFFIC_TYPES, WAYPOINT_TYPE_HELP
+    from lab.istioctl import PROXY_STATUS_HELP, TRAFFIC_TYPES, WAYPOINT_TYPE_HELP
     isub = sp.add_subparsers(dest="istio_verb", metavar="COMMAND", title="commands")
-    ip = _sub(isub, "install", "install the ambient profile (--set profile=ambient -y)")
-    ip.add_argument("--set", action="append")
+    ip = _sub(isub, "install", "install or upgrade the ambient profile (--set profile=ambient [--set tag=X] -y)")
+    ip.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="profile=ambient; tag=X: Istio X (istiod, istio-cni and ztunnel roll to X, new pods get "
+                         "X sidecars, running app pods are not restarted)")
     ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
+
+    sp_ = _sub(isub, "proxy-status", "istiod's sync status of every proxy: NAME CLUSTER CDS LDS EDS RDS ECDS "
+                                     "ISTIOD VERSION", aliases=["ps"])
+    sp_.epilog = textwrap.fill(PROXY_STATUS_HELP, 100)
+    sp_.add_argument("-o", "--output", help="short (the table, the default) or json (each istiod's /debug/syncz)")
 
     zp = _sub(isub, "ztunnel-config", "what a ztunnel knows: workloads, services, policies, certificates, "
                                       "connections, all", aliases=["zc"])
@@ -169,8 +177,8 @@ def _istioctl_parser(sp) -> None:
     zp.add_argument("-n", "--namespace", dest="namespace_filter", help="only this namespace")
     zp.add_argument("-A", "--all-namespaces", action="store_true")
 
-    pp = _sub(isub, "proxy-config", "what a pod's L7 proxy (a waypoint) holds: listeners, clusters, routes, "
-                                    "secret, all", aliases=["pc"])
+    pp = _sub(isub, "proxy-config", "what a pod's L7 proxy (a waypoint or sidecar) holds: listeners, clusters, "
+                                    "routes, secret, all", aliases=["pc"])
     pp.add_argument("view", metavar="TYPE", help="listeners, clusters, routes, secret or all")
     pp.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
     pp.add_argument("-n", "--namespace", default=None)

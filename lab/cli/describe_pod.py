@@ -28,6 +28,11 @@ SEPARATOR = "-" * 20
 AMBIENT, SIDECAR, WAYPOINT, NONE = "ambient", "sidecar", "waypoint", "none"
 WAYPOINT_L7 = ("waypoint {name} (L7, with the original client's identity); ztunnel applies it as L4 to "
                "traffic that does not come through the waypoint")
+SIDECAR_L7 = "sidecar (L7, with the client's identity)"
+SIDECAR_JWT = "sidecar (jwt_authn)"
+SIDECAR_NO_WAYPOINT = ("sidecars never use waypoints: the pod's own istio-proxy enforces its policies, and its "
+                       "outbound traffic goes straight to the destination, over HBONE when the destination takes it")
+STATUS_ANNOTATION = "sidecar.istio.io/status"
 NO_L7_PROXY = "not enforced: no waypoint and no sidecar serves this pod"
 NOT_IN_MESH = "not enforced: the pod is not in the mesh"
 
@@ -63,7 +68,7 @@ def pod_mode(pod: Mapping, namespace_labels: Mapping[str, str]) -> Mode:
         if gw:
             return Mode(WAYPOINT, f"waypoint proxy (runs Gateway {gw}; its {PROXY_CONTAINER} container is the L7 "
                                   "proxy)", gw)
-        return Mode(SIDECAR, f"sidecar (the pod has an {PROXY_CONTAINER} container)")
+        return Mode(SIDECAR, f"sidecar ({sidecar_origin(pod)})")
     ns = md.get("namespace", "default")
     pod_label = _labels(pod).get(DATAPLANE_MODE_LABEL)
     ns_label = namespace_labels.get(DATAPLANE_MODE_LABEL)
@@ -82,6 +87,23 @@ def pod_mode(pod: Mapping, namespace_labels: Mapping[str, str]) -> Mode:
         return Mode(AMBIENT, "ambient (ztunnel captures its traffic, redirection enabled)")
     return Mode(AMBIENT, f"ambient, not captured yet (selected by {DATAPLANE_MODE_LABEL}=ambient, but istio-cni "
                          f"has not set {REDIRECTION_ANNOTATION}=enabled)")
+
+
+def sidecar_origin(pod: Mapping) -> str:
+    """`istio-proxy <tag>, injected by ...` (or how it got there when not injected)."""
+    import json
+    image = next((c.get("image") or "" for c in (pod.get("spec") or {}).get("containers") or []
+                  if c.get("name") == PROXY_CONTAINER), "")
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else (image or "image unknown")
+    status = (_md(pod).get("annotations") or {}).get(STATUS_ANNOTATION)
+    if not status:
+        return f"{PROXY_CONTAINER} {tag}, not injected: the pod's own spec has the container"
+    try:
+        revision = (json.loads(status) or {}).get("revision") or "default"
+    except (ValueError, AttributeError):
+        revision = "default"
+    return f"{PROXY_CONTAINER} {tag}, injected by istio-sidecar-injector, revision {revision}"
 
 
 # --- waypoints ------------------------------------------------------------------------------------
@@ -254,6 +276,11 @@ def enforcement(pod: Mapping, mode: Mode, waypoint: WaypointChoice, services: li
             if attached.startswith("targetRefs"):
                 if mode.kind == NONE:
                     where = NOT_IN_MESH
+                elif mode.kind == SIDECAR:
+                    where = (f"waypoint {target_waypoint}, for ambient clients that go through it; the sidecar "
+                             "does not apply targetRefs policies" if target_waypoint else
+                             "not enforced: targetRefs policies are enforced by a waypoint, and the sidecar does "
+                             "not apply them")
                 elif target_waypoint:
                     where = f"waypoint {target_waypoint}" + (" (jwt_authn)" if action is None else "")
                 else:
@@ -264,7 +291,7 @@ def enforcement(pod: Mapping, mode: Mode, waypoint: WaypointChoice, services: li
             elif mode.kind == WAYPOINT:
                 where = "not enforced on this pod: it is a waypoint proxy"
             elif mode.kind == SIDECAR:
-                where = "sidecar (L7)" if action is not None else "sidecar (jwt_authn)"
+                where = SIDECAR_L7 if action is not None else SIDECAR_JWT
             elif waypoint.gateway is not None:
                 where = (WAYPOINT_L7.format(name=waypoint.name) if action is not None
                          else f"waypoint {waypoint.name} (jwt_authn)")
@@ -306,6 +333,10 @@ def _mtls_line(peer_authentications: Iterable[Mapping], pod: Mapping, mode: Mode
     line = f"Effective PeerAuthentication: mTLS {eff.mode} ({source})"
     if eff.note:
         line += f"\n   Note: {eff.note}"
+    if mode.kind == SIDECAR:
+        line += ("\n   The sidecar takes mutual TLS (HBONE on 15008) from mesh clients; "
+                 + ("STRICT makes it refuse plaintext (15006) to this pod." if eff.mode == "STRICT"
+                    else "PERMISSIVE lets plaintext from outside the mesh reach this pod too (15006)."))
     if mode.kind == AMBIENT:
         line += ("\n   In ambient, traffic between ztunnels is always mutual TLS (HBONE); "
                  + ("STRICT makes ztunnel refuse plaintext to this pod." if eff.mode == "STRICT"
@@ -335,7 +366,9 @@ def describe(pod: Mapping, *, namespace: Mapping | None, services: Iterable[Mapp
                  f"   Identity: none in the mesh (enrolled, it would be {identity})")
     node = spec.get("nodeName")
     zt = next((z for z in ztunnels if (z.get("spec") or {}).get("nodeName") == node), None) if node else None
-    if node:
+    if node and mode.kind == SIDECAR:
+        lines.append(f"   Node: {node} (its sidecar, not the node's ztunnel, carries its traffic)")
+    elif node:
         lines.append(f"   Node: {node} (ztunnel: {_md(zt).get('name') if zt else 'none on this node'})")
     else:
         lines.append("   Node: not scheduled yet")
@@ -360,6 +393,9 @@ def describe(pod: Mapping, *, namespace: Mapping | None, services: Iterable[Mapp
     elif mode.kind == NONE:
         lines.append("   Waypoint: none (the pod is not in the mesh)")
         serving = WaypointChoice(None, "")
+    elif mode.kind == SIDECAR:
+        lines.append(f"   Waypoint: none ({SIDECAR_NO_WAYPOINT})")
+        serving = WaypointChoice(None, "")
     elif wl_wp.gateway is not None:
         lines.append(f"   Waypoint: {wl_wp.name} ({ready_text(wl_wp.gateway)})")
         lines.append(f"      chosen by: {wl_wp.how}")
@@ -378,7 +414,10 @@ def describe(pod: Mapping, *, namespace: Mapping | None, services: Iterable[Mapp
         choice = svc_wps[_md(svc).get("name")]
         lines.append(SEPARATOR)
         lines.append(f"Service: {_md(svc).get('name')}.{ns} ({_service_ports(svc)})")
-        if mode.kind in (AMBIENT, SIDECAR):
+        if mode.kind == SIDECAR and choice.gateway is not None:
+            lines.append(f"   Waypoint: {choice.name} ({ready_text(choice.gateway)}) for the Service's ambient "
+                         "clients; this pod's sidecar, as a client, never uses waypoints")
+        elif mode.kind == AMBIENT:
             if choice.gateway is not None:
                 lines.append(f"   Waypoint: {choice.name} ({ready_text(choice.gateway)})")
                 same = choice.gateway is serving.gateway and choice.how == serving.how

@@ -1,4 +1,4 @@
-"""istioctl's verbs: `install`, `ztunnel-config`, `proxy-config`, `waypoint` and `x describe pod`
+"""istioctl's verbs: `install`, `proxy-status`, `ztunnel-config`, `proxy-config`, `waypoint` and `x describe pod`
 (the logic and the table formats live in lab/istioctl.py and lab/cli/describe_pod.py)."""
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def cmd_istioctl(args, client) -> int:
             if not args.yes:
                 raise CliError("error: this lab installs without asking only with -y (as `istioctl install -y`)")
             istioctl.install(client, args.set or [])
+        elif args.istio_verb in ("proxy-status", "ps"):
+            return _proxy_status(args, client, istioctl)
         elif args.istio_verb in ("ztunnel-config", "zc"):
             return _ztunnel_config(args, client, istioctl)
         elif args.istio_verb in ("proxy-config", "pc"):
@@ -29,12 +31,47 @@ def cmd_istioctl(args, client) -> int:
             from lab.cli.describe_pod import cmd_describe_pod
             return cmd_describe_pod(args, client)
         elif not args.istio_verb:
-            raise CliError("error: a command is required: install, ztunnel-config, proxy-config, waypoint or "
-                           "x describe; see lab istioctl --help")
+            raise CliError("error: a command is required: install, proxy-status, ztunnel-config, proxy-config, "
+                           "waypoint or x describe; see lab istioctl --help")
         else:
             raise CliError(f"error: unknown istioctl command {args.istio_verb!r}; see lab istioctl --help")
     except istioctl.IstioctlError as e:
         raise CliError(str(e))
+    return 0
+
+
+def _proxy_status(args, client, istioctl) -> int:
+    pods = client.call("get", kind="Pod", namespace="istio-system", selector="app=istiod")["items"]
+    pods = [p for p in sorted(pods, key=lambda p: p["metadata"]["name"])
+            if not p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") == "Running"]
+    if not pods:
+        raise CliError("Error: no running istiod pod in istio-system; install the mesh with "
+                       "`lab istioctl install --set profile=ambient -y`")
+    sources, errors = [], []
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        netns = (pod["metadata"].get("annotations") or {}).get("lab.ambient/netns")
+        if not netns:
+            errors.append(f"istiod pod {name} has no network namespace yet")
+            continue
+        try:
+            doc = istioctl.fetch_syncz(netns, name)
+        except istioctl.IstioctlError as e:
+            errors.append(str(e))
+            continue
+        image = next((c.get("image", "") for c in pod["spec"].get("containers") or []
+                      if c.get("name") == "discovery"), "")
+        sources.append((name, istioctl.image_tag(image) or (doc.get("istiod") or {}).get("version"), doc))
+    if not sources:
+        raise CliError(errors[0] if errors else "Error: no istiod answered")
+    for error in errors:
+        print(f"warning: {error}", file=sys.stderr)
+    if args.output == "json":
+        print(json.dumps({name: doc for name, _, doc in sources}, indent=2))
+    elif args.output not in (None, "", "short"):
+        raise CliError(f'error: unknown output format "{args.output}"; one of short, json')
+    else:
+        print(istioctl.format_proxy_status(sources))
     return 0
 
 

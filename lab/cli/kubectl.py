@@ -207,7 +207,8 @@ def cmd_exec(args, client) -> int:
     if not args.command:
         raise CliError("error: you must specify at least one command for the container")
     target = client.call("exec", namespace=args.namespace, pod=args.pod, container=args.container)
-    argv = ["ip", "netns", "exec", target["netns"], *args.command]
+    # The API's prefix enters the pod's netns and, for a container with runAsUser, switches user.
+    argv = [*target.get("argv", ["ip", "netns", "exec", target["netns"]]), *args.command]
     if not args.stdin:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)

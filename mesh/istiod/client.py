@@ -86,16 +86,19 @@ async def create_certificate(address: Address, root_pem: str | bytes, token: str
 async def subscribe(address: Address, root_pem: str | bytes, token: str, node: str,
                     known: Mapping[str, Mapping[str, str]] | None = None, *,
                     server_identity: Identity | None = None, types: list[str] | None = None,
-                    proxy: str | None = None) -> AsyncIterator[dict[str, Any]]:
+                    proxy: str | None = None, version: str | None = None) -> AsyncIterator[dict[str, Any]]:
     """The config stream's lines ({"type": "Address"|"Authorization", ...}, {"type": "SYNCED"}) for
     one connection; use it with `contextlib.aclosing`. Returns when istiod closes the stream.
-    A waypoint passes Envoy's `types` and its `proxy` name ("ns/name")."""
+    A waypoint passes Envoy's `types` and its `proxy` name ("ns/name"); every subscriber may pass
+    its Istio `version` (istiod shows it in its sync status, `lab istioctl proxy-status`)."""
     request: dict[str, Any] = {"op": "Subscribe", "token": token, "node": node,
                                "known": {type_: dict(versions) for type_, versions in (known or {}).items()}}
     if types is not None:
         request["types"] = list(types)
     if proxy is not None:
         request["proxy"] = proxy
+    if version is not None:
+        request["version"] = version
     try:
         async with _connect(address, root_pem, server_identity or istiod_identity()) as conn:
             await conn.send_all(encode(request))
@@ -104,6 +107,36 @@ async def subscribe(address: Address, root_pem: str | bytes, token: str, node: s
                 yield dict(_check(message))
     except _TRANSPORT_ERRORS as e:
         raise IstiodUnavailable(f"Subscribe at {address[0]}:{address[1]}: {e}") from e
+
+
+DEFAULT_VERSION = "1.24.0"
+VERSION_ENV = "ISTIO_META_ISTIO_VERSION"
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (`docker.io/istio/proxyv2:1.24.0` → 1.24.0), None without one."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    return last.split(":", 1)[1] or None
+
+
+async def own_version(api: Any, env: Mapping[str, str], container: str) -> str:
+    """The version a proxy reports to istiod: $ISTIO_META_ISTIO_VERSION, else the tag of the image
+    of its own `container` (its pod read through the lab API, LAB_POD_NAMESPACE/LAB_POD_NAME),
+    else DEFAULT_VERSION."""
+    if env.get(VERSION_ENV):
+        return env[VERSION_ENV]
+    name, namespace = env.get("LAB_POD_NAME"), env.get("LAB_POD_NAMESPACE")
+    if name and namespace:
+        try:
+            pod = await api.call("get", kind="Pod", namespace=namespace, name=name)
+        except Exception:  # no answer means: the default
+            pod = None
+        for c in ((pod or {}).get("spec") or {}).get("containers") or []:
+            if c.get("name") == container and image_tag(str(c.get("image") or "")):
+                return image_tag(str(c["image"]))
+    return DEFAULT_VERSION
 
 
 class ConfigCache:

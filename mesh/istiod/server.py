@@ -3,11 +3,13 @@
 `serve` runs until cancelled. The listener is bound only once the first translation is published,
 so "the port accepts" means "a subscriber gets the whole mesh". Each connection is one task in the
 listener's nursery: TLS handshake, one request line, then the CA's reply or a config stream.
+The debug port (15014, `mesh.istiod.debug`) serves the sync status of the config stream.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from functools import partial
 from typing import Iterable
 
@@ -16,9 +18,10 @@ import trio
 from lab.api.protocol import ProtocolError, encode
 from lab.client import AsyncLabClient
 from mesh.identity.node_authz import TRUSTED_NODE_ACCOUNTS
-from mesh.istiod import ca, xds
+from mesh.istiod import ca, debug, xds
 from mesh.istiod.auth import TokenReviewer
 from mesh.istiod.channel import DEFAULT_PORT, HANDSHAKE_TIMEOUT, MessageReader
+from mesh.istiod.client import own_version
 from mesh.istiod.state import MeshState, follow_cluster, keep_translated, resolve_jwks, write_statuses
 from mesh.istiod.translate import Settings
 from mesh.istiod.trust import ServingCertificate, bootstrap
@@ -79,8 +82,10 @@ def _peer(tcp: trio.SocketStream) -> str:
 async def serve(api_socket: str, host: str = "0.0.0.0", port: int = DEFAULT_PORT, *,
                 settings: Settings = Settings(),
                 trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
+                debug_port: int | None = debug.DEBUG_PORT,
                 task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Runs istiod until cancelled; reports the bound port once it serves the first translation."""
+    """Runs istiod until cancelled; reports the bound port once it serves the first translation.
+    `debug_port` (None: none) serves /debug/syncz on `host`."""
     client = AsyncLabClient(api_socket)
     log.info("starting: lab API at %s", api_socket)
     root = await bootstrap(client)
@@ -88,9 +93,14 @@ async def serve(api_socket: str, host: str = "0.0.0.0", port: int = DEFAULT_PORT
     serving = ServingCertificate(root)
     state = MeshState(settings)
     reviewer = TokenReviewer(client)
-    istiod = Istiod(serving, ca.CertificateAuthority(root, reviewer, state.pods, trusted_node_accounts),
-                    xds.ConfigStream(state.publisher, reviewer))
+    stream = xds.ConfigStream(state.publisher, reviewer, xds.SubscriberRegistry(root.trust_domain))
+    istiod = Istiod(serving, ca.CertificateAuthority(root, reviewer, state.pods, trusted_node_accounts), stream)
+    env = os.environ
+    me = {"pod": f'{env.get("LAB_POD_NAMESPACE", "istio-system")}/{env.get("LAB_POD_NAME", "istiod")}',
+          "version": await own_version(client, env, "discovery")}
     async with trio.open_nursery() as nursery:
+        if debug_port is not None:
+            await nursery.start(debug.serve_debug, host, debug_port, stream.registry, lambda: stream.published, me)
         nursery.start_soon(follow_cluster, client, state)
         nursery.start_soon(keep_translated, state)
         nursery.start_soon(write_statuses, client, state)

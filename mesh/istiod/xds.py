@@ -6,18 +6,26 @@ latest published resources with what it last sent, so there is no queue per subs
 skips intermediate states and catches up with the newest, and never holds back the others.
 
 Request: {"op": "Subscribe", "token", "node", "known": {"Address": {name: version}, "Authorization": {...}},
-          "types"?: [...], "proxy"?: "<ns>/<name>"}
+          "types"?: [...], "proxy"?: "<ns>/<name>", "version"?: "<the proxy's Istio version>"}
 Stream:  {"type": "Authorization"|"Address", "resources": [{"name", "version", "resource"}], "removed": [...]}
          ..., {"type": "SYNCED"}, then deltas.
 
 A ztunnel asks for the default types (Authorization, Address). A waypoint asks for Envoy's types
 (Listener, Cluster, RouteConfiguration) and names itself in `proxy`: it is sent only the resources
 whose names start with `<ns>/<name>/` (`mesh.istiod.proxyconfig`).
+
+`SubscriberRegistry` is istiod's view of its live subscribers (Istio's sync status, served on
+/debug/syncz by `mesh.istiod.debug`): who each is, what it asked for, its version, and per type
+the version hash of what was last sent against what is current (SYNCED, STALE or NOT SENT).
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
-from typing import Any, Mapping
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import trio
 
@@ -122,12 +130,126 @@ class ConfigPublisher:
         return self._current
 
 
-class ConfigStream:
-    """Serves Subscribe requests from a publisher (one call of `serve` per subscriber connection)."""
+# --- the subscriber registry (sync status) ---------------------------------------------------------
 
-    def __init__(self, publisher: ConfigPublisher, reviewer: TokenReviewer):
+SYNCED_STATE, STALE, NOT_SENT = "SYNCED", "STALE", "NOT SENT"
+MAX_VERSION_LENGTH = 64
+
+
+def parse_version(version: object) -> str | None:
+    """The optional `version` of a Subscribe request. BadRequest for another shape."""
+    if version is None:
+        return None
+    if not isinstance(version, str) or not version or len(version) > MAX_VERSION_LENGTH or not version.isprintable():
+        raise BadRequest(f"version must be a non-empty string of at most {MAX_VERSION_LENGTH} characters")
+    return version
+
+
+def type_version(items: Mapping[str, Versioned]) -> str:
+    """A short hash of one type's resource names and versions: equal hashes, same config."""
+    digest = hashlib.sha256()
+    for name in sorted(items):
+        digest.update(name.encode() + b"\0" + items[name].version.encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _rfc3339(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+@dataclass
+class Subscriber:
+    """One live Subscribe connection as istiod sees it."""
+
+    id: str
+    service_account: str  # <ns>/<sa> of the caller's token
+    identity: str  # its SPIFFE identity
+    node: str
+    pod: str  # <ns>/<name> of the pod the token is bound to
+    proxy: str | None  # the proxy name it sent (waypoints, sidecars); None for a ztunnel
+    types: tuple[str, ...]
+    version: str | None
+    prefix: str | None = None
+    connected_at: float = 0.0
+    sent: dict[str, str] = field(default_factory=dict)  # type → type_version of what was last sent
+    sent_at: float | None = None
+    pushes: int = 0
+
+    def state(self, type_: str, current: str | None) -> str:
+        """SYNCED (what it holds is current), STALE (istiod has newer) or NOT SENT (nothing yet)."""
+        if type_ not in self.sent:
+            return NOT_SENT
+        return SYNCED_STATE if current is not None and self.sent[type_] == current else STALE
+
+
+class SubscriberRegistry:
+    """The live subscribers, and their sync status against the published resources (sans-IO)."""
+
+    def __init__(self, trust_domain: str = "cluster.local", clock: Callable[[], float] = time.time) -> None:
+        self.trust_domain = trust_domain
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._live: dict[str, Subscriber] = {}
+
+    def connect(self, *, namespace: str, service_account: str, pod_name: str, node: str,
+                types: tuple[str, ...], proxy: str | None = None, prefix: str | None = None,
+                version: str | None = None) -> Subscriber:
+        sub = Subscriber(id=f"{node or '?'}-{next(self._ids)}", service_account=f"{namespace}/{service_account}",
+                         identity=f"spiffe://{self.trust_domain}/ns/{namespace}/sa/{service_account}",
+                         node=node, pod=f"{namespace}/{pod_name}", proxy=proxy, types=tuple(types),
+                         version=version, prefix=prefix, connected_at=self._clock())
+        self._live[sub.id] = sub
+        return sub
+
+    def disconnect(self, sub: Subscriber) -> None:
+        self._live.pop(sub.id, None)
+
+    def record_sent(self, sub: Subscriber, current: Resources, pushed: bool = True) -> None:
+        """`sub` now holds `current` (its view, every type it asked for); `pushed`: lines went out
+        (False when a publish changed nothing it sees)."""
+        sub.sent = {type_: type_version(current.get(type_, {})) for type_ in sub.types}
+        if pushed:
+            sub.sent_at = self._clock()
+            sub.pushes += 1
+
+    def __iter__(self):
+        return iter(sorted(self._live.values(), key=lambda s: (s.pod, s.proxy or "", s.id)))
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def status(self, sub: Subscriber, published: Resources | None) -> dict[str, Any]:
+        """One subscriber's entry of /debug/syncz."""
+        mine = view(published, sub.types, sub.prefix) if published is not None else {}
+        types = {}
+        for type_ in sub.types:
+            current = type_version(mine.get(type_, {})) if published is not None else None
+            types[type_] = {"state": sub.state(type_, current), "sent": sub.sent.get(type_), "current": current,
+                            "resources": len(mine.get(type_, {}))}
+        return {"id": sub.id, "pod": sub.pod, "node": sub.node, "identity": sub.identity,
+                "serviceAccount": sub.service_account, "proxy": sub.proxy, "version": sub.version,
+                "connectedAt": _rfc3339(sub.connected_at), "lastSentAt": _rfc3339(sub.sent_at),
+                "pushes": sub.pushes, "types": types}
+
+    def syncz(self, published: Resources | None) -> list[dict[str, Any]]:
+        return [self.status(sub, published) for sub in self]
+
+
+class ConfigStream:
+    """Serves Subscribe requests from a publisher (one call of `serve` per subscriber connection);
+    `registry` holds the live ones."""
+
+    def __init__(self, publisher: ConfigPublisher, reviewer: TokenReviewer,
+                 registry: SubscriberRegistry | None = None):
         self._publisher = publisher
         self._reviewer = reviewer
+        self.registry = registry if registry is not None else SubscriberRegistry()
+
+    @property
+    def published(self) -> Resources | None:
+        return self._publisher.current
 
     async def serve(self, stream: trio.abc.Stream, request: Mapping[str, Any]) -> None:
         try:
@@ -141,21 +263,27 @@ class ConfigStream:
         try:
             known = parse_known(request.get("known"))
             types, prefix = parse_view(request.get("types"), request.get("proxy"))
+            version = parse_version(request.get("version"))
         except BadRequest as e:
             log.warning("refused a subscription from %s: %s", who, e)
             await stream.send_all(encode({"ok": False, "error": f"bad request: {e}"}))
             return
-        log.info("%s connected (pod %s/%s, %d known resources)", who, caller.namespace, caller.pod_name,
-                 sum(len(v) for v in known.values()))
+        log.info("%s connected (pod %s/%s, version %s, %d known resources)", who, caller.namespace,
+                 caller.pod_name, version or "unknown", sum(len(v) for v in known.values()))
+        sub = self.registry.connect(namespace=caller.namespace, service_account=caller.service_account,
+                                    pod_name=caller.pod_name, node=node, types=types,
+                                    proxy=request.get("proxy"), prefix=prefix, version=version)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_at_eof, stream, nursery.cancel_scope)
-                await self._push(stream, known, who, types, prefix)
+                await self._push(stream, known, who, types, prefix, sub)
         finally:
+            self.registry.disconnect(sub)
             log.info("%s disconnected", who)
 
     async def _push(self, stream: trio.abc.SendStream, sent: Resources, who: str,
-                    types: tuple[str, ...] = TYPES, prefix: str | None = None) -> None:
+                    types: tuple[str, ...] = TYPES, prefix: str | None = None,
+                    sub: Subscriber | None = None) -> None:
         """Full state (the difference from `sent`), SYNCED, then a delta per published change."""
         published = await self._publisher.next(None)
         first = True
@@ -166,6 +294,8 @@ class ConfigStream:
             if lines:
                 with trio.fail_after(SEND_TIMEOUT):
                     await stream.send_all(lines)
+            if sub is not None:
+                self.registry.record_sent(sub, current, pushed=bool(lines))
             if messages or first:
                 pushed, removed = count(messages)
                 log.info("pushed %d resources%s to %s%s", pushed, f" ({removed} removed)" if removed else "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ class AgentSettings:
     node: str = ""
     trust_domain: str = "cluster.local"
     cert_validity: int = 86400
+    version: str | None = None  # reported to istiod; None: istiod.own_version (env, image tag, default)
 
 
 class ProxyAgent:
@@ -63,6 +65,7 @@ class ProxyAgent:
         self.connected = False
         self.last_error: str | None = None
         self.rejected: str | None = None  # why the newest update was refused, if it was
+        self.version = settings.version
         self._synced_event = trio.Event()
 
     @property
@@ -123,9 +126,11 @@ class ProxyAgent:
     async def _stream(self, root: str) -> bool:
         synced = False
         proxy = f"{self.settings.namespace}/{self.settings.name}"
+        if self.version is None:
+            self.version = await istiod.own_version(self.api, os.environ, "istio-proxy")
         stream = istiod.subscribe(self.address, root, self.token(), self.settings.node, self.versions,
                                   server_identity=istiod_identity(self.settings.trust_domain),
-                                  types=list(PROXY_TYPES), proxy=proxy)
+                                  types=list(PROXY_TYPES), proxy=proxy, version=self.version)
         async with aclosing(stream) as messages:
             async for message in messages:
                 self.connected = True

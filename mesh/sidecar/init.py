@@ -49,8 +49,9 @@ def _nft(args: list[str], script: str, netns_name: str | None, what: str) -> Non
         raise InitError(f"{what}{where}: {' '.join(argv)} failed (exit {proc.returncode}): {stderr.strip()}")
 
 
-def main(argv: list[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     """istio-iptables' entry point: 0 when the rules are in place, 2 for bad flags, 1 for nft."""
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         config = iptables.parse_args(argv)
     except iptables.FlagError as e:

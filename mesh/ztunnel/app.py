@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, Protocol
 
 import trio
@@ -67,6 +68,7 @@ class IstiodControlPlane:
         self.token_file = token_file
         self.address = split_host_port(config.istiod_address)
         self.istiod = istiod_identity(config.trust_domain)  # istiod's certificate must carry it
+        self.version: str | None = None
 
     def token(self) -> str:
         with open(self.token_file) as f:
@@ -90,8 +92,15 @@ class IstiodControlPlane:
                                                validity=self.config.cert_validity, server_identity=self.istiod)
 
     def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
-        return istiod.subscribe(self.address, root_pem, self.token(), self.config.node_name, known,
-                                server_identity=self.istiod)
+        return self._subscribe(root_pem, known)
+
+    async def _subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
+        if self.version is None:  # reported to istiod: env, else this pod's image tag (mesh.istiod.client)
+            self.version = await istiod.own_version(self.api, os.environ, "istio-proxy")
+        async with aclosing(istiod.subscribe(self.address, root_pem, self.token(), self.config.node_name, known,
+                                             server_identity=self.istiod, version=self.version)) as messages:
+            async for message in messages:
+                yield message
 
 
 def print_line(line: str) -> None:

@@ -50,7 +50,7 @@ def test_lab_help_lists_every_verb():
 def test_istioctl_help_lists_its_verbs():
     istioctl = subparsers(build_parser()).choices["istioctl"]
     check(istioctl)
-    assert set(real_verbs(istioctl)) == {"install", "ztunnel-config", "proxy-config", "waypoint", "x"}
+    assert set(real_verbs(istioctl)) == {"install", "ztunnel-config", "proxy-config", "proxy-status", "waypoint", "x"}
     assert "ztunnel-config (zc)" in istioctl.format_help() and "proxy-config (pc)" in istioctl.format_help()
     waypoint = subparsers(istioctl).choices["waypoint"]
     check(waypoint)

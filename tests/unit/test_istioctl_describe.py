@@ -155,7 +155,7 @@ def test_namespace_and_root_policies_and_outside_the_mesh():
     assert outside["ambient-apps/ns-wide"].where == d.NOT_IN_MESH
     assert outside["ambient-apps/require-jwt-for-billing"].where == d.NOT_IN_MESH
     sidecar = _where([ns_wide, JWT], target=pod(containers=("httpbin", "istio-proxy")), namespace=namespace())
-    assert sidecar["ambient-apps/ns-wide"].where == "sidecar (L7)"
+    assert sidecar["ambient-apps/ns-wide"].where == "sidecar (L7, with the client's identity)"
     assert sidecar["ambient-apps/require-jwt-for-billing"].where == "sidecar (jwt_authn)"
 
 
@@ -238,3 +238,51 @@ def test_describe_a_pod_outside_the_mesh_and_a_waypoint_pod():
                    authorization_policies=[], request_authentications=[])
     assert "Waypoint: this pod is waypoint httpbin-ambient-waypoint (ready; traffic type namespace)" in out
     assert "lab istioctl proxy-config all httpbin-ambient-waypoint-x -n ambient-apps" in out
+
+
+# ---- a pod with a sidecar -------------------------------------------------------------------------
+
+def sidecar_pod(tag="1.24.0", injected=True) -> dict:
+    p = pod(name="httpbin-sidecar-abc", app="httpbin-ambient", redirected=False)
+    p["spec"]["containers"] = [{"name": "httpbin", "image": "docker.io/kennethreitz/httpbin"},
+                               {"name": "istio-proxy", "image": f"docker.io/istio/proxyv2:{tag}",
+                                "args": ["proxy", "sidecar"]}]
+    if injected:
+        p["metadata"]["annotations"]["sidecar.istio.io/status"] = (
+            '{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":[],'
+            '"imagePullSecrets":null,"revision":"default"}')
+    return p
+
+
+def test_describe_a_sidecar_pod():
+    strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+              "metadata": {"name": "default", "namespace": "ambient-apps"}, "spec": {"mtls": {"mode": "STRICT"}}}
+    out = describe(pod=sidecar_pod("1.25.0"), namespace=namespace({"istio-injection": "enabled"}),
+                   gateways=[WAYPOINT], deployments=[deployment("httpbin-ambient-waypoint")],
+                   peer_authentications=[strict])
+    lines = out.splitlines()
+    assert lines[1] == ("   Mode: sidecar (istio-proxy 1.25.0, injected by istio-sidecar-injector, "
+                        "revision default)")
+    assert lines[3] == "   Node: worker1 (its sidecar, not the node's ztunnel, carries its traffic)"
+    assert lines[4] == "   Waypoint: none (" + d.SIDECAR_NO_WAYPOINT + ")"
+    assert "sidecars never use waypoints" in lines[4]
+    assert ("Waypoint: httpbin-ambient-waypoint (ready) for the Service's ambient clients; this pod's sidecar, as a "
+            "client, never uses waypoints") in out
+    assert ("AuthorizationPolicy ambient-apps/require-sleep-identity (ALLOW, selector app=httpbin-ambient)\n"
+            "   Enforcement: sidecar (L7, with the client's identity)") in out
+    assert "   Enforcement: sidecar (jwt_authn)" in out
+    assert "mTLS STRICT (from PeerAuthentication ambient-apps/default)" in out
+    assert "STRICT makes it refuse plaintext (15006) to this pod." in out
+    assert "ztunnel" not in out.split("Effective PeerAuthentication")[1]
+
+
+def test_a_sidecar_in_the_pod_spec_and_target_refs_policies():
+    assert d.pod_mode(sidecar_pod(injected=False), {}).text == (
+        "sidecar (istio-proxy 1.24.0, not injected: the pod's own spec has the container)")
+    gateway_policy = {"kind": "AuthorizationPolicy", "metadata": {"name": "at-gw", "namespace": "ambient-apps"},
+                      "spec": {"targetRefs": [{"kind": "Service", "group": "", "name": "httpbin-ambient"}],
+                               "action": "DENY", "rules": [{}]}}
+    found = _where([gateway_policy], target=sidecar_pod(), namespace=namespace())
+    assert found["ambient-apps/at-gw"].where.startswith("not enforced: targetRefs policies are enforced by a waypoint")
+    out = describe(pod=sidecar_pod(), namespace=namespace(), authorization_policies=[], request_authentications=[])
+    assert "PERMISSIVE lets plaintext from outside the mesh reach this pod too (15006)." in out

@@ -196,3 +196,65 @@ def test_a_waypoint_pod_is_read_from_its_own_network_namespace(monkeypatch, caps
     assert capsys.readouterr().out.startswith("NAME")
     run(FakeLab(wp), ["pc", "secret", "waypoint-1.ambient-apps", "-o", "json"])
     assert '"dynamic_active_secrets"' in capsys.readouterr().out
+
+
+# ---- a sidecar's dump ---------------------------------------------------------------------------------
+
+def _sidecar_dump() -> dict:
+    """What a sidecar's admin port serves: istiod's sidecar resources in the config_dump shape."""
+    from mesh.istiod.proxyconfig import sidecar_resources
+
+    def workload(name, ns, ip, app, sa):
+        return {"metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+                "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "ports": [{"containerPort": 80}]}]},
+                "status": {"podIP": ip, "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+    me = workload("sleep-6b8-p9q", "sidecar-apps", "10.244.2.5", "sleep", "sleep")
+    httpbin = workload("httpbin-ambient-x", "ambient-apps", "10.244.1.2", "httpbin", "httpbin")
+    svc = {"metadata": {"name": "httpbin-ambient", "namespace": "ambient-apps"},
+           "spec": {"clusterIP": "10.96.0.4", "selector": {"app": "httpbin"},
+                    "ports": [{"name": "http", "port": 8000, "targetPort": 80}]}}
+    res = sidecar_resources(me, [svc], [me, httpbin], [], [], mtls_mode="PERMISSIVE", jwks_for=lambda *a: None,
+                            hbone=lambda p: p is httpbin)
+    return {"configs": [
+        {"@type": T + "envoy.admin.v3.ListenersConfigDump", "dynamic_listeners": [
+            {"name": n, "active_state": {"listener": x}} for n, x in res["Listener"].items()]},
+        {"@type": T + "envoy.admin.v3.ClustersConfigDump", "dynamic_active_clusters": [
+            {"cluster": c} for c in res["Cluster"].values()]},
+        {"@type": T + "envoy.admin.v3.RoutesConfigDump", "dynamic_route_configs": [
+            {"route_config": r} for r in res["RouteConfiguration"].values()]},
+    ]}
+
+
+def test_sidecar_listeners_virtual_inbound_and_outbound():
+    table = strip(rows(istioctl.format_proxy_listeners(_sidecar_dump())))
+    assert table[1:] == [
+        ["0.0.0.0", "15008", "ALL", "Inline Route: virtualInbound"],
+        ["0.0.0.0", "15006", "Addr: 10.244.2.5/32; App: http/1.1,h2c", "Route: inbound|sidecar-apps/sleep-6b8-p9q"],
+        ["0.0.0.0", "15006", "Addr: 10.244.2.5/32", "Cluster: inbound|sidecar-apps/sleep-6b8-p9q"],
+        ["0.0.0.0", "15001", "Addr: 10.96.0.4/32; Port: 8000",
+         "Cluster: outbound|8000||httpbin-ambient.ambient-apps.svc.cluster.local"],
+        ["0.0.0.0", "15001", "Addr: 10.244.1.2/32", "Cluster: outbound-pod|ambient-apps/httpbin-ambient-x"],
+        ["0.0.0.0", "15001", "ALL", "PassthroughCluster"],  # the default chain: whatever no chain matched
+    ]
+
+
+def test_sidecar_clusters_and_routes():
+    table = {r[0]: r[1:] for r in strip(rows(istioctl.format_proxy_clusters(_sidecar_dump())))[1:]}
+    assert table == {
+        "PassthroughCluster": ["-", "-", "-", "ORIGINAL_DST", "-"],
+        "ambient-apps/httpbin-ambient-x": ["-", "-", "outbound-pod", "EDS", "-"],
+        "httpbin-ambient.ambient-apps.svc.cluster.local": ["8000", "-", "outbound", "EDS", "-"],
+        "sidecar-apps/sleep-6b8-p9q": ["-", "-", "inbound", "EDS", "-"],
+    }
+    assert strip(rows(istioctl.format_proxy_routes(_sidecar_dump())))[1] == [
+        "inbound|sidecar-apps/sleep-6b8-p9q", "inbound|sidecar-apps/sleep-6b8-p9q", "*", "/*", "-"]
+
+
+def test_a_sidecar_pod_is_read_from_its_own_network_namespace(monkeypatch, capsys):
+    app = pod("sleep-6b8-p9q", "sidecar-apps", ["sleep", "istio-proxy"],
+              annotations={"sidecar.istio.io/status": '{"containers":["istio-proxy"],"revision":"default"}'})
+    seen = []
+    monkeypatch.setattr(istioctl, "fetch_proxy_config_dump", lambda netns, what: seen.append(netns) or _sidecar_dump())
+    assert run(FakeLab(app), ["pc", "listeners", "sleep-6b8-p9q.sidecar-apps"]) == 0
+    assert seen == ["al-t-pod-sidecar-apps_sleep-6b8-p9q"]
+    assert "PassthroughCluster" in capsys.readouterr().out

@@ -1,0 +1,533 @@
+"""Sidecar injection: istiod's mutating webhook for Pods, in the lab's terms. Pure.
+
+labd calls `admit(pod, namespace, webhook)` on every Pod CREATE that the MutatingWebhookConfiguration
+`istio-sidecar-injector` selects (its annotation `lab.ambient/handler` names this function). The
+model is docs/sidecars.md; in short:
+
+- **Whether** (`injection_wanted`): the webhook configuration's four selectors (namespace label
+  `istio-injection=enabled`; namespace label `istio.io/rev=<revision>`; pod label
+  `istio.io/rev=<revision>`; pod label `sidecar.istio.io/inject=true`), then the injector's own
+  policy: never hostNetwork pods, pods of system namespaces, pods that opt out with
+  `sidecar.istio.io/inject` (label, else annotation) set to a false value, or pods already injected.
+  `istio.io/dataplane-mode=ambient` on the namespace changes nothing: such a pod gets a sidecar.
+- **What** (`inject`): Istio's injection template with istio-cni's sidecar path off: an `istio-init`
+  init container running `istio-iptables` (`mesh.sidecar.iptables`), an `istio-proxy` container
+  running `proxy sidecar` as uid/gid 1337, the labels and annotations the template and the webhook
+  add. Settings come from the pod's annotations (`proxy.istio.io/config`, `sidecar.istio.io/*`,
+  `traffic.sidecar.istio.io/*`) over the mesh defaults of the ambient profile; the proxy image tag
+  comes from the webhook object (`lab.ambient/proxy-tag`, written by the installer).
+- **Refusal**: a setting that cannot be honoured raises ValueError; labd refuses the pod with
+  that message (the webhook's failurePolicy is Fail), so no half-made pod exists.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from lab import images
+from mesh.sidecar import iptables
+
+# Labels and annotations (Istio's names).
+INJECT = "sidecar.istio.io/inject"
+STATUS = "sidecar.istio.io/status"
+PROXY_CONFIG = "proxy.istio.io/config"
+PROXY_IMAGE = "sidecar.istio.io/proxyImage"
+INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
+LOG_LEVEL = "sidecar.istio.io/logLevel"
+COMPONENT_LOG_LEVEL = "sidecar.istio.io/componentLogLevel"
+AGENT_LOG_LEVEL = "sidecar.istio.io/agentLogLevel"
+INCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/includeOutboundIPRanges"
+EXCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
+INCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/includeInboundPorts"
+EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
+EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
+NAMESPACE_INJECTION = "istio-injection"
+REVISION = "istio.io/rev"
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+TLS_MODE = "security.istio.io/tlsMode"
+TUNNEL = "networking.istio.io/tunnel"
+CANONICAL_NAME = "service.istio.io/canonical-name"
+CANONICAL_REVISION = "service.istio.io/canonical-revision"
+DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
+DEFAULT_LOGS_CONTAINER = "kubectl.kubernetes.io/default-logs-container"
+PROMETHEUS_SCRAPE = "prometheus.io/scrape"
+PROMETHEUS_PORT = "prometheus.io/port"
+PROMETHEUS_PATH = "prometheus.io/path"
+
+# The lab's annotations on the MutatingWebhookConfiguration.
+HANDLER = "lab.ambient/handler"
+PROXY_TAG = "lab.ambient/proxy-tag"
+HOLD_APPLICATION = "lab.ambient/hold-application-until-proxy-starts"
+
+DEFAULT_TAG = "1.24.0"
+DEFAULT_REVISION = "default"
+PROXY_REPOSITORY = "docker.io/istio/proxyv2"
+INIT_CONTAINER = "istio-init"
+PROXY_CONTAINER = "istio-proxy"
+PROXY_UID = 1337
+PROXY_GID = 1337
+STATUS_PORT = 15020
+READINESS_PORT = 15021
+PROMETHEUS_STATS_PORT = 15090
+CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_ID = "Kubernetes"
+TRUST_DOMAIN = "cluster.local"
+ISTIOD_ADDRESS = "istiod.istio-system.svc:15012"
+# The volumes Istio's template adds, as its status annotation lists them. The lab mounts none: the
+# proxy gets its certificate from istiod with the pod's token (LAB_SA_TOKEN_FILE).
+TEMPLATE_VOLUMES = ("workload-socket", "credential-socket", "workload-certs", "istio-envoy", "istio-data",
+                    "istio-podinfo", "istio-token", "istiod-ca-cert")
+# Istio's injector skips the Kubernetes system namespaces; the lab also keeps the mesh's own pods
+# (istio-system) out, as mesh.cni.enrollment does for ambient.
+IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage",
+                                "istio-system"})
+_TRUE_VALUES = ("y", "yes", "true", "on")  # the injector's reading of sidecar.istio.io/inject
+
+# The ambient profile's mesh-wide proxy defaults (meshConfig.defaultConfig).
+MESH_DEFAULT_PROXY_CONFIG: dict[str, Any] = {
+    "discoveryAddress": ISTIOD_ADDRESS,
+    "drainDuration": "45s",
+    "terminationDrainDuration": "5s",
+    "statusPort": STATUS_PORT,
+    "interceptionMode": "REDIRECT",
+    "holdApplicationUntilProxyStarts": False,
+    "proxyMetadata": {"ISTIO_META_ENABLE_HBONE": "true"},
+}
+# ProxyConfig's fields (istio.io/api mesh/v1alpha1 ProxyConfig); anything else is refused, as the
+# injector refuses an annotation that does not parse into a ProxyConfig.
+PROXY_CONFIG_FIELDS = frozenset({
+    "configPath", "binaryPath", "serviceCluster", "drainDuration", "discoveryAddress",
+    "discoveryRefreshDelay", "zipkinAddress", "statsdUdpAddress", "envoyMetricsServiceAddress",
+    "proxyAdminPort", "availabilityZone", "controlPlaneAuthPolicy", "customConfigFile",
+    "statNameLength", "concurrency", "proxyBootstrapTemplatePath", "interceptionMode", "tracing",
+    "sds", "envoyAccessLogService", "envoyMetricsService", "proxyMetadata", "runtimeValues",
+    "statusPort", "extraStatTags", "gatewayTopology", "terminationDrainDuration", "meshId",
+    "readinessProbe", "proxyStatsMatcher", "holdApplicationUntilProxyStarts", "caCertificatesPem",
+    "image", "privateKeyProvider", "proxyHeaders", "fileFlushInterval", "fileFlushMinSizeKb",
+    "parentShutdownDuration",
+})
+_DURATION_FIELDS = ("drainDuration", "terminationDrainDuration", "parentShutdownDuration", "fileFlushInterval")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+# --- small accessors ------------------------------------------------------------------------------
+
+def _meta(obj: Mapping | None) -> Mapping:
+    return (obj or {}).get("metadata") or {}
+
+
+def _labels(obj: Mapping | None) -> dict[str, str]:
+    return dict(_meta(obj).get("labels") or {})
+
+
+def _annotations(obj: Mapping | None) -> dict[str, str]:
+    return dict(_meta(obj).get("annotations") or {})
+
+
+def _namespace_name(pod: Mapping, namespace: Mapping | None) -> str:
+    return _meta(pod).get("namespace") or _meta(namespace).get("name") or "default"
+
+
+def is_injected(pod: Mapping) -> bool:
+    """The pod went through the injector (the status annotation is the injector's own marker)."""
+    return STATUS in _annotations(pod)
+
+
+def proxy_container(pod: Mapping) -> dict | None:
+    """The pod's `istio-proxy` container, if it has one."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == PROXY_CONTAINER:
+            return container
+    return None
+
+
+# --- whether -------------------------------------------------------------------------------------
+
+def _object_choice(pod: Mapping) -> bool | None:
+    """`sidecar.istio.io/inject` as the injector reads it: the label wins over the annotation;
+    a true value forces, any other non-empty value refuses, absence leaves it to the namespace."""
+    value = _annotations(pod).get(INJECT, "")
+    labels = _labels(pod)
+    if INJECT in labels:
+        value = labels[INJECT]
+    value = str(value).strip().lower()
+    if not value:
+        return None
+    return value in _TRUE_VALUES
+
+
+def _selected_by(pod_labels: Mapping[str, str], ns_labels: Mapping[str, str], revision: str) -> str | None:
+    """Which of the webhook configuration's four selectors matches (labels only), or None."""
+    ns_injection, ns_rev = ns_labels.get(NAMESPACE_INJECTION), ns_labels.get(REVISION)
+    pod_inject, pod_rev = pod_labels.get(INJECT), pod_labels.get(REVISION)
+    if ns_rev == revision and ns_injection is None and pod_inject != "false":
+        return f"namespace label {REVISION}={revision}"
+    if ns_rev is None and ns_injection is None and pod_inject != "false" and pod_rev == revision:
+        return f"pod label {REVISION}={revision}"
+    if ns_injection == "enabled" and pod_inject != "false":
+        return f"namespace label {NAMESPACE_INJECTION}=enabled"
+    if ns_injection is None and ns_rev is None and pod_inject == "true" and pod_rev is None:
+        return f"pod label {INJECT}=true"
+    return None
+
+
+def injection_wanted(pod: Mapping, namespace: Mapping | None,
+                     revision: str = DEFAULT_REVISION) -> tuple[bool, str]:
+    """(inject?, why) for POD in NAMESPACE (the Namespace object), for the injector of REVISION."""
+    ns_name = _namespace_name(pod, namespace)
+    if is_injected(pod):
+        return False, f"already injected ({STATUS} is set)"
+    if (pod.get("spec") or {}).get("hostNetwork"):
+        return False, "hostNetwork pod"
+    if ns_name in IGNORED_NAMESPACES:
+        return False, f"system namespace {ns_name}"
+    if _object_choice(pod) is False:
+        return False, f"pod opts out with {INJECT}"
+    ns_labels, pod_labels = _labels(namespace), _labels(pod)
+    how = _selected_by(pod_labels, ns_labels, revision)
+    if how is not None:
+        return True, how
+    if ns_labels.get(NAMESPACE_INJECTION) not in (None, "enabled"):
+        return False, f"namespace has {NAMESPACE_INJECTION}={ns_labels[NAMESPACE_INJECTION]}"
+    if ns_labels.get(REVISION) not in (None, revision):
+        return False, f"namespace selects revision {ns_labels[REVISION]!r}, not {revision!r}"
+    if pod_labels.get(REVISION) not in (None, revision):
+        return False, f"pod selects revision {pod_labels[REVISION]!r}, not {revision!r}"
+    return False, f"neither the namespace ({NAMESPACE_INJECTION}, {REVISION}) nor the pod ({INJECT} label) asks for it"
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+def parse_duration(value: Any, what: str) -> float:
+    """A protobuf/Go duration ("5s", "1m30s", "500ms") in seconds."""
+    text = str(value).strip()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{what}: invalid duration {value!r} (want e.g. 5s, 1m30s, 500ms)")
+    return total
+
+
+def _proxy_config(pod: Mapping, webhook: Mapping | None) -> dict[str, Any]:
+    """The pod's effective ProxyConfig: mesh defaults, then `proxy.istio.io/config` over them."""
+    config = copy.deepcopy(MESH_DEFAULT_PROXY_CONFIG)
+    if str(_annotations(webhook).get(HOLD_APPLICATION, "")).lower() == "true":
+        config["holdApplicationUntilProxyStarts"] = True
+    raw = _annotations(pod).get(PROXY_CONFIG)
+    if raw is None:
+        return config
+    where = f"annotation {PROXY_CONFIG}"
+    try:
+        override = yaml.safe_load(raw) if str(raw).strip() else {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: not YAML or JSON: {str(e).splitlines()[0]}") from None
+    if override is None:
+        override = {}
+    if not isinstance(override, dict):
+        raise ValueError(f"{where}: must be a ProxyConfig mapping, got {type(override).__name__}")
+    unknown = sorted(set(override) - PROXY_CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown ProxyConfig field {unknown[0]!r}")
+    hold = override.get("holdApplicationUntilProxyStarts")
+    if hold is not None and not isinstance(hold, bool):
+        raise ValueError(f"{where}: holdApplicationUntilProxyStarts must be true or false, got {hold!r}")
+    for key in _DURATION_FIELDS:
+        if key in override:
+            parse_duration(override[key], f"{where}: {key}")
+    metadata = override.get("proxyMetadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise ValueError(f"{where}: proxyMetadata must map names to strings")
+        override = dict(override, proxyMetadata={**config["proxyMetadata"], **metadata})
+    config.update(override)
+    return config
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the template needs, resolved from the pod, the webhook and the mesh defaults."""
+
+    proxy_config: dict[str, Any]
+    image: str
+    hold: bool
+    drain_seconds: float
+    interception_mode: str
+    init_args: list[str] = field(default_factory=list)
+    log_level: str = "warning"
+    component_log_level: str = "misc:error"
+    agent_log_level: str = "default:info"
+
+
+def _exclude_inbound_ports(extra: str) -> str:
+    """Istio's `excludeInboundPort`: the status port, then the user's ports without it."""
+    ports = [str(STATUS_PORT)] + [p for p in iptables.split(extra) if p != str(STATUS_PORT)]
+    return ",".join(ports)
+
+
+def settings(pod: Mapping, webhook: Mapping | None = None) -> Settings:
+    """Resolve the injection settings; ValueError names the annotation that cannot be honoured."""
+    annotations = _annotations(pod)
+    config = _proxy_config(pod, webhook)
+    tag = str(_annotations(webhook).get(PROXY_TAG) or DEFAULT_TAG)
+    image = annotations.get(PROXY_IMAGE, "")
+    if "/" not in image:
+        image = f"{PROXY_REPOSITORY}:{tag}"
+    try:
+        images.lookup(image)
+    except images.UnknownImage as e:
+        raise ValueError(f"annotation {PROXY_IMAGE}: {e}") from None
+    mode = annotations.get(INTERCEPTION_MODE) or str(config.get("interceptionMode") or "REDIRECT")
+    if mode not in ("REDIRECT", "NONE"):
+        raise ValueError(f"interception mode {mode!r} is not supported in the lab (REDIRECT or NONE)")
+    agent_level = annotations.get(AGENT_LOG_LEVEL, "default:info")
+    init_args = [
+        "istio-iptables",
+        "-p", "15001",
+        "-z", "15006",
+        "-u", str(PROXY_UID),
+        "-m", mode,
+        "-i", annotations.get(INCLUDE_OUTBOUND_IP_RANGES, "*"),
+        "-x", annotations.get(EXCLUDE_OUTBOUND_IP_RANGES, ""),
+        "-b", annotations.get(INCLUDE_INBOUND_PORTS, "*"),
+        "-d", f"{PROMETHEUS_STATS_PORT},{READINESS_PORT},"
+              + _exclude_inbound_ports(annotations.get(EXCLUDE_INBOUND_PORTS, "")),
+    ]
+    if annotations.get(EXCLUDE_OUTBOUND_PORTS):
+        init_args += ["-o", annotations[EXCLUDE_OUTBOUND_PORTS]]
+    init_args.append(f"--log_output_level={agent_level}")
+    if mode == "REDIRECT":
+        try:
+            iptables.parse_args(init_args[1:])
+        except iptables.FlagError as e:
+            raise ValueError(f"traffic.sidecar.istio.io annotations: {e}") from None
+    return Settings(
+        proxy_config=config, image=image, hold=bool(config["holdApplicationUntilProxyStarts"]),
+        drain_seconds=parse_duration(config["terminationDrainDuration"], "terminationDrainDuration"),
+        interception_mode=mode, init_args=init_args,
+        log_level=annotations.get(LOG_LEVEL, "warning"),
+        component_log_level=annotations.get(COMPONENT_LOG_LEVEL, "misc:error"),
+        agent_log_level=agent_level)
+
+
+# --- what ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkloadMeta:
+    """Istio's "deployment meta" of a pod: the workload that owns it, for names and ISTIO_META_OWNER."""
+
+    name: str
+    kind: str
+    api_version: str
+
+
+def workload_meta(pod: Mapping) -> WorkloadMeta:
+    """A ReplicaSet with the pod's `pod-template-hash` stands for its Deployment; another
+    controller stands for itself; a bare pod for itself."""
+    md = _meta(pod)
+    owner = next((r for r in md.get("ownerReferences") or [] if r.get("controller")), None)
+    if owner is None:
+        return WorkloadMeta(md.get("name") or "", "Pod", "v1")
+    name, kind, api = owner.get("name") or "", owner.get("kind") or "", owner.get("apiVersion") or ""
+    template_hash = _labels(pod).get("pod-template-hash")
+    if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
+        return WorkloadMeta(name[: -len(template_hash) - 1], "Deployment", "apps/v1")
+    return WorkloadMeta(name, kind, api)
+
+
+def _canonical_name(labels: Mapping[str, str], workload: WorkloadMeta) -> str:
+    value = (labels.get(CANONICAL_NAME) or labels.get("app.kubernetes.io/name") or labels.get("app")
+             or workload.name)
+    return value[:63].rstrip("-")
+
+
+def _canonical_revision(labels: Mapping[str, str]) -> str:
+    return (labels.get(CANONICAL_REVISION) or labels.get("app.kubernetes.io/version")
+            or labels.get("version") or "latest")
+
+
+def _field(name: str, path: str) -> dict:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _pod_ports(containers: list[dict]) -> str:
+    ports = []
+    for container in containers:
+        for port in container.get("ports") or []:
+            entry = {k: port[k] for k in ("name", "containerPort", "protocol") if k in port}
+            entry.setdefault("protocol", "TCP")
+            ports.append(entry)
+    return json.dumps(ports, separators=(",", ":"))
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"
+
+
+def _init_container(s: Settings) -> dict:
+    return {
+        "name": INIT_CONTAINER,
+        "image": s.image,
+        "args": list(s.init_args),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+            "readOnlyRootFilesystem": False,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+        },
+    }
+
+
+def _proxy_container(ns_name: str, app_containers: list[dict], s: Settings,
+                     workload: WorkloadMeta, prometheus_env: str | None) -> dict:
+    env = [
+        {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
+        {"name": "CA_ADDR", "value": ISTIOD_ADDRESS},
+        {"name": "ISTIOD_ADDRESS", "value": str(s.proxy_config.get("discoveryAddress") or ISTIOD_ADDRESS)},
+        _field("POD_NAME", "metadata.name"),
+        _field("POD_NAMESPACE", "metadata.namespace"),
+        _field("INSTANCE_IP", "status.podIP"),
+        _field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        _field("HOST_IP", "status.hostIP"),
+        {"name": "PROXY_CONFIG", "value": json.dumps(s.proxy_config, sort_keys=True, separators=(",", ":"))},
+        {"name": "ISTIO_META_POD_PORTS", "value": _pod_ports(app_containers)},
+        {"name": "ISTIO_META_APP_CONTAINERS", "value": ",".join(c["name"] for c in app_containers)},
+        {"name": "ISTIO_META_CLUSTER_ID", "value": CLUSTER_ID},
+        {"name": "ISTIO_META_ISTIO_VERSION", "value": s.image.rpartition(":")[2] or DEFAULT_TAG},
+        _field("ISTIO_META_NODE_NAME", "spec.nodeName"),
+        {"name": "ISTIO_META_INTERCEPTION_MODE", "value": s.interception_mode},
+    ]
+    if workload.name:
+        env.append({"name": "ISTIO_META_WORKLOAD_NAME", "value": workload.name})
+        env.append({"name": "ISTIO_META_OWNER",
+                    "value": f"kubernetes://apis/{workload.api_version}/namespaces/{ns_name}/"
+                             f"{workload.kind.lower()}s/{workload.name}"})
+    env += [
+        {"name": "ISTIO_META_MESH_ID", "value": TRUST_DOMAIN},
+        {"name": "TRUST_DOMAIN", "value": TRUST_DOMAIN},
+        {"name": "TERMINATION_DRAIN_DURATION_SECONDS", "value": _format_seconds(s.drain_seconds)},
+    ]
+    env += [{"name": k, "value": v} for k, v in sorted(s.proxy_config["proxyMetadata"].items())]
+    if prometheus_env is not None:
+        env.append({"name": "ISTIO_PROMETHEUS_ANNOTATIONS", "value": prometheus_env})
+    container: dict[str, Any] = {
+        "name": PROXY_CONTAINER,
+        "image": s.image,
+        "ports": [{"containerPort": PROMETHEUS_STATS_PORT, "protocol": "TCP", "name": "http-envoy-prom"}],
+        "args": ["proxy", "sidecar", "--domain", f"{ns_name}.svc.{CLUSTER_DOMAIN}",
+                 f"--proxyLogLevel={s.log_level}", f"--proxyComponentLogLevel={s.component_log_level}",
+                 f"--log_output_level={s.agent_log_level}"],
+    }
+    if s.hold:
+        container["lifecycle"] = {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
+    container.update({
+        "env": env,
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": READINESS_PORT},
+                           "initialDelaySeconds": 0, "periodSeconds": 1, "timeoutSeconds": 3,
+                           "failureThreshold": 4},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsGroup": PROXY_GID,
+            "runAsNonRoot": True,
+            "runAsUser": PROXY_UID,
+        },
+    })
+    return container
+
+
+def _prometheus_merge(annotations: dict[str, str]) -> tuple[bool, str | None]:
+    """Istio's metrics merge: (apply?, the app's own scrape settings for the agent, if any).
+    A pod that says `prometheus.io/scrape: "false"` keeps its annotations."""
+    scrape = annotations.get(PROMETHEUS_SCRAPE)
+    if scrape is not None and scrape.strip().lower() in ("false", "0", "f"):
+        return False, None
+    if annotations.get(PROMETHEUS_PORT) == str(STATUS_PORT):
+        return False, None
+    own = {k: annotations[a] for k, a in (("scrape", PROMETHEUS_SCRAPE), ("path", PROMETHEUS_PATH),
+                                          ("port", PROMETHEUS_PORT)) if a in annotations}
+    return True, (json.dumps(own, sort_keys=True, separators=(",", ":")) if own else None)
+
+
+def status_annotation(s: Settings, revision: str = DEFAULT_REVISION) -> str:
+    """`sidecar.istio.io/status`: what the injector added, in its field order."""
+    return json.dumps({"initContainers": [INIT_CONTAINER] if s.interception_mode != "NONE" else None,
+                       "containers": [PROXY_CONTAINER], "volumes": list(TEMPLATE_VOLUMES),
+                       "imagePullSecrets": None, "revision": revision}, separators=(",", ":"))
+
+
+def inject(pod: Mapping, namespace: Mapping | None = None, webhook: Mapping | None = None,
+           revision: str = DEFAULT_REVISION) -> dict:
+    """POD with the sidecar added (a new dict; POD is not changed). ValueError when a setting
+    cannot be honoured."""
+    s = settings(pod, webhook)
+    out = copy.deepcopy(dict(pod))
+    md = out.setdefault("metadata", {})
+    spec = out.setdefault("spec", {})
+    ns_name = _namespace_name(pod, namespace)
+    labels = dict(md.get("labels") or {})
+    annotations = dict(md.get("annotations") or {})
+    workload = workload_meta(pod)
+    app_containers = [c for c in spec.get("containers") or [] if c.get("name") != PROXY_CONTAINER]
+    if not app_containers:
+        raise ValueError("the pod has no containers to put a sidecar next to")
+
+    labels.setdefault(TLS_MODE, "istio")
+    if s.proxy_config["proxyMetadata"].get("ISTIO_META_ENABLE_HBONE") == "true":
+        labels.setdefault(TUNNEL, "http")
+    labels[CANONICAL_NAME] = _canonical_name(labels, workload)
+    labels[CANONICAL_REVISION] = _canonical_revision(labels)
+    # A sidecar pod is never also captured for ztunnel (istio-cni skips injected pods).
+    labels[DATAPLANE_MODE] = "none"
+
+    annotations[REVISION] = revision
+    first = app_containers[0]["name"]
+    annotations.setdefault(DEFAULT_LOGS_CONTAINER, first)
+    annotations.setdefault(DEFAULT_CONTAINER, first)
+    merge, prometheus_env = _prometheus_merge(annotations)
+    if merge:
+        for key in (PROMETHEUS_SCRAPE, PROMETHEUS_PORT, PROMETHEUS_PATH):
+            annotations.pop(key, None)
+        annotations[PROMETHEUS_PATH] = "/stats/prometheus"
+        annotations[PROMETHEUS_PORT] = str(STATUS_PORT)
+        annotations[PROMETHEUS_SCRAPE] = "true"
+    annotations[STATUS] = status_annotation(s, revision)
+
+    proxy = _proxy_container(ns_name, app_containers, s, workload, prometheus_env)
+    # The proxy goes last so `exec`/`logs` default to the app, or first when the app must wait for it.
+    spec["containers"] = [proxy, *app_containers] if s.hold else [*app_containers, proxy]
+    init_containers = [c for c in spec.get("initContainers") or [] if c.get("name") != INIT_CONTAINER]
+    if s.interception_mode != "NONE":
+        # istio-init runs last, so the pod's own init containers are not captured.
+        init_containers.append(_init_container(s))
+    if init_containers:
+        spec["initContainers"] = init_containers
+    md["labels"], md["annotations"] = labels, annotations
+    return out
+
+
+def admit(pod: dict, namespace: dict, webhook: dict) -> dict | None:
+    """labd's handler: the mutated pod, None to leave it as it is, ValueError to refuse it."""
+    wanted, _ = injection_wanted(pod, namespace, revision=_webhook_revision(webhook))
+    if not wanted:
+        return None
+    return inject(pod, namespace, webhook, revision=_webhook_revision(webhook))
+
+
+def _webhook_revision(webhook: Mapping | None) -> str:
+    return _labels(webhook).get(REVISION) or DEFAULT_REVISION

@@ -1,0 +1,186 @@
+"""The article's Steps 1-2 with sidecars: injection, and sidecar/ambient coexistence over HBONE
+(issue 8 acceptance). The article's manifests are applied unchanged from topologies/article/;
+`legacy-apps` is labelled for injection, `ambient-apps` for ambient, as the article says."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from lab.testing import ARTICLE, eventually
+
+LEGACY, AMBIENT, OUTSIDE = "legacy-apps", "ambient-apps", "sc-outside"
+LEGACY_URL = "http://httpbin-legacy.legacy-apps:8000"
+AMBIENT_URL = "http://httpbin-ambient.ambient-apps:8000"
+TOKEN = open(os.path.join(ARTICLE, "demo.jwt")).read().strip()
+CURL_POD = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: curl, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: curl}}}}
+  template:
+    metadata: {{labels: {{app: curl}}}}
+    spec:
+      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def article(lab):
+    lab.install_ambient()
+    assert lab.lab("create", "ns", LEGACY).returncode == 0
+    assert lab.lab("create", "ns", AMBIENT).returncode == 0
+    assert lab.lab("create", "ns", OUTSIDE).returncode == 0
+    assert lab.lab("label", "ns", LEGACY, "istio-injection=enabled").returncode == 0
+    assert lab.lab("label", "ns", AMBIENT, "istio.io/dataplane-mode=ambient").returncode == 0
+    args = []
+    for f in ("httpbin-legacy.yaml", "httpbin-ambient.yaml", "sleep-ambient.yaml"):
+        args += ["-f", os.path.join(ARTICLE, f)]
+    r = lab.lab("apply", *args)
+    assert r.returncode == 0, r.stderr
+    lab.apply(CURL_POD.format(ns=LEGACY))
+    lab.apply(CURL_POD.format(ns=OUTSIDE))
+    lab.wait_ready(LEGACY, "app=httpbin-legacy")
+    lab.wait_ready(LEGACY, "app=curl")
+    lab.wait_ready(OUTSIDE, "app=curl")
+    lab.wait_ready(AMBIENT, "app=httpbin-ambient")
+    lab.wait_ready(AMBIENT, "app=sleep-ambient")
+    eventually(lambda: lab.all_enrolled(AMBIENT), timeout=30)
+    eventually(lambda: curl(lab, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/get")[0] == 200, timeout=30, interval=0.3)
+    yield lab
+    for ns in (LEGACY, AMBIENT, OUTSIDE):
+        lab.delete_namespace(ns)
+
+
+def pod(lab, ns: str, app: str) -> dict:
+    return lab.pods(ns, f"app={app}")[0]
+
+
+def curl(lab, ns: str, app: str, url: str, *args: str) -> tuple[int | None, str, int]:
+    r = lab.exec(pod(lab, ns, app)["metadata"]["name"], ns,
+                 ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", *args, url])
+    body, _, code = r.stdout.rpartition("\n")
+    return (int(code) if r.returncode == 0 else None), body, r.returncode
+
+
+def test_injection_gives_legacy_pods_a_sidecar_and_ambient_pods_none(article):
+    legacy = pod(article, LEGACY, "httpbin-legacy")
+    assert [c["name"] for c in legacy["spec"]["containers"]] == ["httpbin", "istio-proxy"]
+    assert [c["name"] for c in legacy["spec"]["initContainers"]] == ["istio-init"]
+    assert legacy["metadata"]["labels"]["security.istio.io/tlsMode"] == "istio"
+    assert legacy["metadata"]["labels"]["networking.istio.io/tunnel"] == "http"
+    assert "sidecar.istio.io/status" in legacy["metadata"]["annotations"]
+    for app in ("httpbin-ambient", "sleep-ambient"):
+        assert [c["name"] for c in pod(article, AMBIENT, app)["spec"]["containers"]] == \
+            ["httpbin" if app == "httpbin-ambient" else "sleep"]
+    r = article.lab("get", "pods", "-n", LEGACY, "-l", "app=httpbin-legacy")
+    assert r.stdout.splitlines()[1].split()[1] == "2/2"
+    r = article.lab("describe", "pod", legacy["metadata"]["name"], "-n", LEGACY)
+    assert "istio-init" in r.stdout and "istio-proxy" in r.stdout
+    proxy = next(c for c in legacy["spec"]["containers"] if c["name"] == "istio-proxy")
+    assert proxy["securityContext"]["runAsUser"] == 1337
+
+
+def test_sleep_calls_both_and_the_sidecar_adds_xfcc(article):
+    status, body, _ = curl(article, AMBIENT, "sleep-ambient", f"{AMBIENT_URL}/headers")
+    assert status == 200
+    status, body, _ = curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers")
+    assert status == 200
+    xfcc = json.loads(body)["headers"]["X-Forwarded-Client-Cert"]
+    assert xfcc.startswith("By=spiffe://cluster.local/ns/legacy-apps/sa/httpbin-legacy;Hash=")
+    assert xfcc.endswith(';Subject="";URI=spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient')
+
+
+def test_only_tls_crosses_the_nodes(article):
+    sleep = pod(article, AMBIENT, "sleep-ambient")
+    node = sleep["spec"]["nodeName"]
+    # tcpdump on the client node's link to the fabric, printing payloads (-A).
+    cap = subprocess.Popen(["ip", "netns", "exec", f"al-{article.name}-node-{node}", "tcpdump", "-U", "-n", "-A",
+                            "-i", "eth0", "tcp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # tcpdump is listening
+        for url in (f"{AMBIENT_URL}/headers?capture=1", f"{LEGACY_URL}/headers?capture=1"):
+            assert curl(article, AMBIENT, "sleep-ambient", url)[0] == 200
+        time.sleep(1.0)
+    finally:
+        cap.terminate()
+        out, _ = cap.communicate(timeout=10)
+    assert ".15008" in out  # HBONE to both destinations
+    assert "capture=1" not in out and "GET /headers" not in out  # no plaintext HTTP on the node link
+
+
+def test_sidecar_client_reaches_ambient_server_over_hbone(article):
+    status, body, _ = curl(article, LEGACY, "curl", f"{AMBIENT_URL}/headers?from=sidecar")
+    assert status == 200
+    httpbin = pod(article, AMBIENT, "httpbin-ambient")
+    zt = next(p for p in article.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == httpbin["spec"]["nodeName"])
+
+    def logged():
+        r = article.lab("logs", zt["metadata"]["name"], "-n", "istio-system")
+        return [ln for ln in r.stdout.splitlines() if 'direction="inbound"' in ln
+                and 'src.identity="spiffe://cluster.local/ns/legacy-apps/sa/default"' in ln]
+    assert eventually(logged, timeout=10)
+    r = article.lab("istioctl", "zc", "workloads", "-n", LEGACY)
+    row = next(line for line in r.stdout.splitlines() if "httpbin-legacy" in line)
+    assert row.split()[-1] == "HBONE"
+
+
+def test_outside_client_strict_refused_permissive_accepted(article):
+    assert curl(article, OUTSIDE, "curl", f"{LEGACY_URL}/get")[0] == 200  # PERMISSIVE by default
+    strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+              "metadata": {"name": "strict", "namespace": LEGACY}, "spec": {"mtls": {"mode": "STRICT"}}}
+    article.apply(json.dumps(strict))
+    try:
+        eventually(lambda: curl(article, OUTSIDE, "curl", f"{LEGACY_URL}/get")[2] in (7, 56), timeout=15, interval=0.3)
+        # mTLS clients are unaffected.
+        assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/get")[0] == 200
+    finally:
+        article.lab("delete", "peerauthentication", "strict", "-n", LEGACY)
+    eventually(lambda: curl(article, OUTSIDE, "curl", f"{LEGACY_URL}/get")[0] == 200, timeout=15, interval=0.3)
+
+
+def test_path_policy_and_jwt_rules_on_the_sidecar(article):
+    policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+              "metadata": {"name": "only-ip", "namespace": LEGACY},
+              "spec": {"selector": {"matchLabels": {"app": "httpbin-legacy"}},
+                       "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}}
+    article.apply(json.dumps(policy))
+    try:
+        eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers")[0] == 403,
+                   timeout=15, interval=0.3)
+        status, body, _ = curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers")
+        assert (status, body) == (403, "RBAC: access denied")
+        assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip")[0] == 200
+    finally:
+        article.lab("delete", "authorizationpolicy", "only-ip", "-n", LEGACY)
+    # The article's JWT rules, pointed at the sidecar pod: the same answers as at the waypoint.
+    jwt = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+           "metadata": {"name": "require-jwt", "namespace": LEGACY},
+           "spec": {"selector": {"matchLabels": {"app": "httpbin-legacy"}},
+                    "jwtRules": [{"issuer": "testing@secure.istio.io", "jwksUri":
+                                  "https://raw.githubusercontent.com/istio/istio/release-1.18/security/tools/jwt/samples/jwks.json"}]}}
+    l7 = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+          "metadata": {"name": "allow-ip-path-with-jwt", "namespace": LEGACY},
+          "spec": {"selector": {"matchLabels": {"app": "httpbin-legacy"}}, "action": "ALLOW",
+                   "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/ambient-apps/sa/sleep-ambient"]}}],
+                              "to": [{"operation": {"paths": ["/ip"]}}],
+                              "when": [{"key": "request.auth.claims[iss]", "values": ["testing@secure.istio.io"]}]}]}}
+    article.apply(json.dumps(jwt))
+    article.apply(json.dumps(l7))
+    try:
+        auth = ["-H", f"Authorization: Bearer {TOKEN}"]
+        eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip")[0] == 403, timeout=15,
+                   interval=0.3)
+        assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers", *auth)[0] == 403
+        assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip", *auth)[0] == 200
+        assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip", "-H", "Authorization: Bearer deadbeef")[0] == 401
+        r = article.lab("logs", pod(article, LEGACY, "httpbin-legacy")["metadata"]["name"], "-n", LEGACY,
+                        "-c", "istio-proxy")
+        assert 'decided_by="sidecar jwt_authn"' in r.stdout and 'decided_by="sidecar rbac"' in r.stdout
+    finally:
+        article.lab("delete", "authorizationpolicy", "allow-ip-path-with-jwt", "-n", LEGACY)
+        article.lab("delete", "requestauthentication", "require-jwt", "-n", LEGACY)
