@@ -1,11 +1,13 @@
-"""The waypoint's benchmarks (part of `make bench`): the L7 path against ambient L4 and the direct
-path, in the same run, between the same two nodes, and what the waypoint and ztunnels cost.
+"""The L7 benchmarks (part of `make bench`): the waypoint and sidecar paths against ambient L4 and
+the direct path, in the same run, between the same two nodes; what the proxies cost in CPU; and
+the article's resource claim, memory of N pods in ambient against N pods with sidecars.
 
-Three namespaces hold the same echo server (worker1) and client (worker2): one outside the mesh,
-one ambient, one ambient with a waypoint for the namespace (the article's Gateway). Clients are
-sockets made in the client pod's network namespace, so the pod's redirection captures them as it
-captures the app's own. Load is N keep-alive connections from threads of this process, each
-sending requests with a 1 KB body (Istio's published figures use 1 KB payloads).
+Four namespaces hold the same echo server (worker1) and client (worker2): one outside the mesh,
+one ambient, one ambient with a waypoint for the namespace (the article's Gateway), one with
+sidecar injection. Clients are sockets made in the client pod's network namespace, so the pod's
+redirection (ztunnel's or istio-init's) captures them as it captures the app's own. Load is 8
+keep-alive connections from threads of this process, each sending requests with a 1 KB body
+(Istio's published figures use 1 KB payloads).
 """
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ from bench.mesh import q, request_rtts, rss_mib
 from lab.runtime import netns
 from lab.testing import TestLab, eventually, unique_lab_name
 
-NAMESPACES = {"direct": "wpb-direct", "ambient L4": "wpb-l4", "ambient + waypoint": "wpb-l7"}
+NAMESPACES = {"direct": "wpb-direct", "ambient L4": "wpb-l4", "sidecar -> sidecar": "wpb-sidecar",
+              "ambient + waypoint": "wpb-l7"}
+LABELS = {"direct": None, "ambient L4": {"istio.io/dataplane-mode": "ambient"},
+          "sidecar -> sidecar": {"istio-injection": "enabled"},
+          "ambient + waypoint": {"istio.io/dataplane-mode": "ambient"}}
 APPS = """
 apiVersion: apps/v1
 kind: Deployment
@@ -120,7 +126,7 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
     try:
         paths = {}
         for label, ns in NAMESPACES.items():
-            t.create_namespace(ns, None if label == "direct" else {"istio.io/dataplane-mode": "ambient"})
+            t.create_namespace(ns, LABELS[label])
             t.apply(APPS.format(ns=ns))
         t.apply(WAYPOINT.format(ns=NAMESPACES["ambient + waypoint"]))
         for label, ns in NAMESPACES.items():
@@ -142,24 +148,34 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
             note = f"p99 {q(xs, .99):.0f} us; {len(xs)} requests, keep-alive, client on worker2, server on worker1"
             if label != "direct":
                 note += f"; added p50 {q(xs, .5) - q(d, .5):.0f} us over direct ({q(xs, .5) / q(d, .5):.2f}x)"
+            if label in ("ambient + waypoint", "sidecar -> sidecar"):
+                note += f"; added p50 {(q(xs, .5) - q(l4, .5)) / 1000:.2f} ms over L4"
             if label == "ambient + waypoint":
-                note += (f"; added p50 {(q(xs, .5) - q(l4, .5)) / 1000:.2f} ms over L4 (target <= 1.5 ms); "
+                note += (" (target <= 1.5 ms); "
                          f"waypoint pod on {waypoint['spec']['nodeName']}")
             row(f"request round trip, {label}", f"p50 {q(xs, .5):.0f} us", note)
 
         zts = {p["spec"]["nodeName"]: p["status"]["containerStatuses"][0]["pid"]
                for p in t.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] in ("worker1", "worker2")}
         wp_pid = waypoint["status"]["containerStatuses"][0]["pid"]
+        sidecars = {}
+        for app in ("client", "echo"):
+            p = t.pods(NAMESPACES["sidecar -> sidecar"], f"app={app}")[0]
+            sidecars[app] = next(c["pid"] for c in p["status"]["containerStatuses"] if c["name"] == "istio-proxy")
         rates = {}
         for label, (where, ip) in paths.items():
-            before = {name: cpu_seconds(pid) for name, pid in {**zts, "waypoint": wp_pid}.items()}
+            pids = {**zts, "waypoint": wp_pid, **{f"sidecar-{k}": v for k, v in sidecars.items()}}
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             t0 = time.monotonic()
             ok, failed = load(where, ip, seconds)
             took = time.monotonic() - t0
-            used = {name: cpu_seconds(pid) - before[name] for name, pid in {**zts, "waypoint": wp_pid}.items()}
+            used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
             rates[label] = ok / took
             note = f"8 keep-alive connections, 1 KB request bodies, {seconds:.0f} s, {failed} failed"
-            if label != "direct":
+            if label == "sidecar -> sidecar":
+                sc = (used["sidecar-client"] + used["sidecar-echo"]) / ok * 1000
+                note += f"; sidecars {sc:.3f} CPU-s per 1000 requests (both; Istio 1.24: ~0.20 vCPU per 1000 rps each)"
+            elif label != "direct":
                 zt = (used["worker1"] + used["worker2"]) / ok * 1000
                 note += f"; ztunnels {zt:.3f} CPU-s per 1000 requests (both)"
             if label == "ambient + waypoint":
@@ -169,5 +185,47 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
             row(f"requests/s, {label}", f"{rates[label]:.0f}/s", note)
         row("waypoint RSS after the load", f"{rss_mib(wp_pid):.1f} MiB",
             "(target <= 80 MB; Istio 1.24 publishes ~60 MB for a waypoint at 1000 rps)")
+        row("sidecar RSS after the load (client / server)",
+            f"{rss_mib(sidecars['client']):.1f} / {rss_mib(sidecars['echo']):.1f} MiB",
+            "(target <= 60 MB each; Istio 1.24 publishes ~60 MB for a sidecar at 1000 rps)")
+        overhead(t, row)
     finally:
         t.down()
+
+
+PAUSE = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: many, namespace: {ns}}}
+spec:
+  replicas: {n}
+  selector: {{matchLabels: {{app: many}}}}
+  template:
+    metadata: {{labels: {{app: many}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: worker1}}
+      containers: [{{name: pause, image: registry.k8s.io/pause}}]
+"""
+
+
+def overhead(t: TestLab, row: Callable[[str, str, str], None], n: int = 20) -> None:
+    """The article's claim: the mesh's memory for N pods, ambient (the node's ztunnel grows) against
+    sidecars (one istio-proxy per pod)."""
+    zt = next(p for p in t.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == "worker1")
+    zt_pid = zt["status"]["containerStatuses"][0]["pid"]
+    idle = rss_mib(zt_pid)
+    t.create_namespace("ovh-ambient", {"istio.io/dataplane-mode": "ambient"})
+    t.apply(PAUSE.format(ns="ovh-ambient", n=n))
+    eventually(lambda: len(t.enrolled("ovh-ambient", "app=many")) == n, timeout=300, interval=0.2)
+    time.sleep(2)  # certificates fetched
+    ambient_total = rss_mib(zt_pid) - idle
+    t.create_namespace("ovh-sidecar", {"istio-injection": "enabled"})
+    t.apply(PAUSE.format(ns="ovh-sidecar", n=n))
+    pods = t.wait_ready("ovh-sidecar", "app=many", count=n, timeout=300)
+    proxies = [rss_mib(next(c["pid"] for c in p["status"]["containerStatuses"] if c["name"] == "istio-proxy"))
+               for p in pods]
+    row(f"mesh memory for {n} pods, ambient", f"{ambient_total:.1f} MiB",
+        f"{ambient_total / n * 1024:.0f} KiB per pod: the growth of the node's ztunnel ({idle:.1f} MiB before)")
+    row(f"mesh memory for {n} pods, sidecars", f"{sum(proxies):.0f} MiB",
+        f"{sum(proxies) / n:.1f} MiB per pod (one istio-proxy each; min {min(proxies):.1f}, max {max(proxies):.1f}); "
+        f"{sum(proxies) / max(ambient_total, 0.1):.0f}x ambient's")
