@@ -184,3 +184,89 @@ def test_path_policy_and_jwt_rules_on_the_sidecar(article):
     finally:
         article.lab("delete", "authorizationpolicy", "allow-ip-path-with-jwt", "-n", LEGACY)
         article.lab("delete", "requestauthentication", "require-jwt", "-n", LEGACY)
+
+
+HOLD_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: held, namespace: legacy-apps}
+spec:
+  selector: {matchLabels: {app: held}}
+  template:
+    metadata:
+      labels: {app: held}
+      annotations:
+        proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
+    spec:
+      containers:
+      - name: app
+        image: curlimages/curl
+        # An app that calls out once at start: it needs its sidecar ready by then.
+        command: [sh, -c, "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://httpbin-ambient.ambient-apps:8000/get > /tmp/held-$HOSTNAME; sleep infinity"]
+"""
+
+
+def test_hold_application_until_proxy_starts(article):
+    article.apply(HOLD_APP)
+    try:
+        held = article.wait_ready(LEGACY, "app=held")[0]
+        names = [c["name"] for c in held["spec"]["containers"]]
+        assert names == ["istio-proxy", "app"]
+        assert held["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"] == ["pilot-agent", "wait"]
+        started = {c["name"]: c["state"]["running"]["startedAt"] for c in held["status"]["containerStatuses"]}
+        assert started["app"] >= started["istio-proxy"]
+        result = f"/tmp/held-{held['metadata']['name']}"
+        try:
+            assert eventually(lambda: os.path.exists(result) and open(result).read(), timeout=15) == "200"
+        finally:
+            if os.path.exists(result):
+                os.remove(result)
+    finally:
+        article.lab("delete", "deploy", "held", "-n", LEGACY)
+
+
+def test_a_crashed_sidecar_never_turns_into_plaintext_bypass(article):
+    curl_pod = pod(article, LEGACY, "curl")
+    proxy = next(c for c in curl_pod["status"]["containerStatuses"] if c["name"] == "istio-proxy")
+    restarts = proxy.get("restartCount", 0)
+    os.kill(proxy["pid"], 9)
+    # Until the kubelet restarts it, the app's connections hit the redirect with nothing behind it.
+    status, _, code = curl(article, LEGACY, "curl", f"{AMBIENT_URL}/get")
+    assert status is None and code in (7, 56), (status, code)
+    eventually(lambda: next(c for c in pod(article, LEGACY, "curl")["status"]["containerStatuses"]
+                            if c["name"] == "istio-proxy").get("restartCount", 0) > restarts, timeout=30)
+    eventually(lambda: curl(article, LEGACY, "curl", f"{AMBIENT_URL}/get")[0] == 200, timeout=30, interval=0.3)
+
+
+def test_injection_template_error_refuses_the_pod(article):
+    bad = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "bad-config", "namespace": LEGACY,
+                        "annotations": {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: [not, a, bool"}},
+           "spec": {"containers": [{"name": "app", "image": "curlimages/curl", "command": ["sleep", "infinity"]}]}}
+    r = article.lab("apply", "-f", "-", input=json.dumps(bad))
+    assert r.returncode != 0
+    assert "sidecar-injector.istio.io" in r.stderr and "proxy.istio.io/config" in r.stderr
+    assert article.lab("get", "pod", "bad-config", "-n", LEGACY).returncode != 0
+
+
+def test_upgrade_reaches_sidecars_only_when_their_pods_restart(article):
+    before = {p["metadata"]["uid"] for ns in (LEGACY, AMBIENT) for p in article.pods(ns)}
+    r = article.lab("istioctl", "install", "--set", "profile=ambient", "--set", "tag=1.25.0", "-y", timeout=240)
+    assert r.returncode == 0, r.stderr
+    try:
+        after = {p["metadata"]["uid"] for ns in (LEGACY, AMBIENT) for p in article.pods(ns)}
+        assert after == before  # istiod and ztunnel were upgraded; no app pod was restarted
+        legacy = pod(article, LEGACY, "httpbin-legacy")
+        assert next(c for c in legacy["spec"]["containers"] if c["name"] == "istio-proxy")["image"].endswith(":1.24.0")
+        r = eventually(lambda: (res := article.lab("istioctl", "proxy-status")) and "Version skew" in res.stdout
+                       and res, timeout=30)
+        assert "1.24.0" in r.stdout and "1.25.0" in r.stdout
+        assert article.lab("rollout", "restart", "deploy/httpbin-legacy", "-n", LEGACY).returncode == 0
+        new = eventually(lambda: [p for p in article.pods(LEGACY, "app=httpbin-legacy")
+                                  if p["metadata"]["uid"] not in before and not p["metadata"].get("deletionTimestamp")],
+                         timeout=60)
+        assert next(c for c in new[0]["spec"]["containers"] if c["name"] == "istio-proxy")["image"].endswith(":1.25.0")
+        eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/get")[0] == 200, timeout=60,
+                   interval=0.3)
+    finally:
+        article.lab("istioctl", "install", "--set", "profile=ambient", "-y", timeout=240)
