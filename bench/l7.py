@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable
 
-from bench.mesh import q, request_rtts, rss_mib
+from bench.mesh import q, read_response, request_rtts, rss_mib
 from lab.runtime import netns
 from lab.testing import TestLab, eventually, unique_lab_name
 
@@ -69,25 +69,6 @@ POST = (b"POST /load HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\nContent-Type
         b"Content-Length: 1024\r\n\r\n" + BODY)
 
 
-def _read_response(sock: socket.socket, buf: bytearray) -> int:
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    head, _, _ = bytes(buf).partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    need = len(head) + 4 + length
-    while len(buf) < need:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    del buf[:need]
-    return status
-
-
 def load(client_netns: str, ip: str, seconds: float, connections: int = 8, port: int = 8080) -> tuple[int, int]:
     """(requests answered 200, other outcomes) from CONNECTIONS keep-alive connections for SECONDS."""
     counts = [[0, 0] for _ in range(connections)]
@@ -101,7 +82,7 @@ def load(client_netns: str, ip: str, seconds: float, connections: int = 8, port:
         try:
             while time.monotonic() < deadline:
                 sock.sendall(POST)
-                counts[i][0 if _read_response(sock, buf) == 200 else 1] += 1
+                counts[i][0 if read_response(sock, buf) == 200 else 1] += 1
         except OSError:
             counts[i][1] += 1
         finally:

@@ -53,7 +53,8 @@ spec:
 REQUEST = b"GET / HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\n\r\n"
 
 
-def _read_response(sock: socket.socket, buf: bytearray) -> None:
+def read_response(sock: socket.socket, buf: bytearray) -> int:
+    """Read one HTTP/1.1 response (content-length framed) off a keep-alive socket; its status."""
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
         if not chunk:
@@ -63,8 +64,12 @@ def _read_response(sock: socket.socket, buf: bytearray) -> None:
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
     need = len(head) + 4 + length
     while len(buf) < need:
-        buf += sock.recv(65536)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
     del buf[:need]
+    return int(head.split(b" ", 2)[1])
 
 
 def request_rtts(client_netns: str, ip: str, n: int, port: int = 8080) -> list[float]:
@@ -78,7 +83,7 @@ def request_rtts(client_netns: str, ip: str, n: int, port: int = 8080) -> list[f
         for _ in range(n):
             t0 = time.perf_counter()
             sock.sendall(REQUEST)
-            _read_response(sock, buf)
+            read_response(sock, buf)
             out.append((time.perf_counter() - t0) * 1e6)
     finally:
         sock.close()

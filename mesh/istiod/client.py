@@ -11,18 +11,21 @@ request will not help until something changes) or `IstiodUnavailable` (no answer
 """
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Mapping
 
 import trio
 
 from lab.api.protocol import ProtocolError, encode
+from lab.client import LabError
 from mesh import tls
 from mesh.identity.spiffe import Identity
 from mesh.istiod.channel import HANDSHAKE_TIMEOUT, MessageReader, client_context, istiod_identity
 from mesh.istiod.translate import ADDRESS, AUTHORIZATION
 
 Address = tuple[str, int]
+log = logging.getLogger("mesh.istiod.client")
 
 
 class IstiodError(Exception):
@@ -137,6 +140,23 @@ async def own_version(api: Any, env: Mapping[str, str], container: str) -> str:
             if c.get("name") == container and image_tag(str(c.get("image") or "")):
                 return image_tag(str(c["image"]))
     return DEFAULT_VERSION
+
+
+async def mesh_root(api: Any, *, retry: float = 1.0,
+                    location: tuple[str, str, str] = ("istio-system", "istio-ca-root-cert", "root-cert.pem")) -> str:
+    """The mesh root (PEM) from the ConfigMap istiod publishes it in, read through the lab API
+    (`api.call`), retried until it exists: what a proxy needs before it can trust istiod."""
+    namespace, name, key = location
+    while True:
+        try:
+            cm = await api.call("get", kind="ConfigMap", namespace=namespace, name=name)
+            root = (cm.get("data") or {}).get(key)
+            if root:
+                return root
+            log.info("ConfigMap %s/%s has no %s yet", namespace, name, key)
+        except (LabError, OSError) as exc:
+            log.info("waiting for the mesh root (ConfigMap %s/%s): %s", namespace, name, exc)
+        await trio.sleep(retry)
 
 
 class ConfigCache:

@@ -21,12 +21,12 @@ from typing import Any
 
 import trio
 
-from lab.client import AsyncLabClient, LabError
+from lab.client import AsyncLabClient
 from mesh.istiod import client as istiod
 from mesh.istiod.channel import istiod_identity
 from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
 from mesh.proxy.config import InvalidConfig, ProxyConfig
-from mesh.ztunnel.config import ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY, split_host_port
+from mesh.ztunnel.config import split_host_port
 from mesh.ztunnel.identity import SecretManager, WorkloadCertificate
 
 log = logging.getLogger("mesh.proxy.agent")
@@ -92,16 +92,7 @@ class ProxyAgent:
         await self._synced_event.wait()
 
     async def _root_cert(self) -> str:
-        namespace, name = ROOT_CONFIGMAP
-        while True:
-            try:
-                cm = await self.api.call("get", kind="ConfigMap", namespace=namespace, name=name)
-                root = (cm.get("data") or {}).get(ROOT_CONFIGMAP_KEY)
-                if root:
-                    return root
-            except (LabError, OSError) as exc:
-                log.info("waiting for the mesh root (ConfigMap %s/%s): %s", namespace, name, exc)
-            await trio.sleep(ROOT_RETRY)
+        return await istiod.mesh_root(self.api, retry=ROOT_RETRY)
 
     async def _sign(self, csr_pem: str, identity: str) -> list[str]:
         return await istiod.create_certificate(self.address, self.secrets.root_pem, self.token(), csr_pem,

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import trio
 
-from lab.client import AsyncLabClient, LabError
+from lab.client import AsyncLabClient
 from mesh.istiod import client as istiod
 from mesh.istiod.channel import istiod_identity
 from mesh.ztunnel.admin import Readiness, json_response, serve_http, text_response
@@ -75,17 +75,8 @@ class IstiodControlPlane:
             return f.read().strip()
 
     async def root_cert(self) -> str:
-        namespace, name = ROOT_CONFIGMAP
-        while True:
-            try:
-                cm = await self.api.call("get", kind="ConfigMap", namespace=namespace, name=name)
-                root = (cm.get("data") or {}).get(ROOT_CONFIGMAP_KEY)
-                if root:
-                    return root
-                log.info("ConfigMap %s/%s has no %s yet", namespace, name, ROOT_CONFIGMAP_KEY)
-            except (LabError, OSError) as exc:
-                log.info("waiting for the mesh root (ConfigMap %s/%s): %s", namespace, name, exc)
-            await trio.sleep(ROOT_RETRY)
+        return await istiod.mesh_root(self.api, retry=ROOT_RETRY,
+                                      location=(*ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY))
 
     async def create_certificate(self, root_pem: str, csr_pem: str, identity: str) -> list[str]:
         return await istiod.create_certificate(self.address, root_pem, self.token(), csr_pem, impersonated=identity,
