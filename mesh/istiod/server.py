@@ -104,7 +104,7 @@ async def serve(api_socket: str, host: str = "0.0.0.0", port: int = DEFAULT_PORT
         nursery.start_soon(follow_cluster, client, state)
         nursery.start_soon(keep_translated, state)
         nursery.start_soon(write_statuses, client, state)
-        nursery.start_soon(reconcile_waypoints, client, state)
+        nursery.start_soon(partial(reconcile_waypoints, client, state, tag=me["version"]))
         nursery.start_soon(resolve_jwks, state)
         nursery.start_soon(serving.keep_fresh)
         await state.ready.wait()

@@ -46,7 +46,8 @@ MANAGED_VALUE = "istio.io-mesh-controller"
 NONE = "#none"  # a use-waypoint value: no waypoint for this object
 TRAFFIC_TYPES = ("service", "workload", "all", "none")
 DEFAULT_TRAFFIC_TYPE = "service"
-IMAGE = "docker.io/istio/proxyv2:1.24.0"
+PROXY_REPOSITORY = "docker.io/istio/proxyv2"
+DEFAULT_TAG = "1.24.0"  # istiod deploys waypoints of its own version
 ISTIOD_ADDRESS = "istiod.istio-system.svc:15012"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # `rollout restart` is the user's, not drift
 SKIPPED_NAMESPACES = ("istio-system", "kube-system")
@@ -128,7 +129,7 @@ def desired_service_account(gateway: Mapping) -> dict:
             "metadata": _object_meta(gateway, {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE})}
 
 
-def desired_deployment(gateway: Mapping) -> dict:
+def desired_deployment(gateway: Mapping, tag: str = DEFAULT_TAG) -> dict:
     """The waypoint's Deployment, without `replicas` (1 on creation, the user's afterwards)."""
     name = _name(gateway)
     labels = {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE}
@@ -136,7 +137,7 @@ def desired_deployment(gateway: Mapping) -> dict:
                   "service.istio.io/canonical-name": name}
     container = {
         "name": "istio-proxy",
-        "image": IMAGE,
+        "image": f"{PROXY_REPOSITORY}:{tag}",
         "args": ["proxy", "waypoint"],
         "ports": [{"name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": 15020, "protocol": "TCP"},
@@ -165,9 +166,9 @@ def desired_service(gateway: Mapping) -> dict:
                                {"name": "mesh", "port": HBONE_PORT, "protocol": "TCP", "targetPort": HBONE_PORT}]}}
 
 
-def desired_objects(gateway: Mapping) -> list[dict]:
+def desired_objects(gateway: Mapping, tag: str = DEFAULT_TAG) -> list[dict]:
     """ServiceAccount, Service, Deployment (the order they are created in)."""
-    return [desired_service_account(gateway), desired_service(gateway), desired_deployment(gateway)]
+    return [desired_service_account(gateway), desired_service(gateway), desired_deployment(gateway, tag)]
 
 
 def is_owned_by(obj: Mapping, gateway: Mapping) -> bool:
@@ -514,9 +515,10 @@ def _version(obj: Mapping) -> int:
 class WaypointController:
     """One reconcile pass at a time over the watched objects (`MeshState.objects`)."""
 
-    def __init__(self, client: AsyncLabClient, state: "MeshState"):
+    def __init__(self, client: AsyncLabClient, state: "MeshState", tag: str = DEFAULT_TAG):
         self.client = client
         self.state = state
+        self.tag = tag
         self.refused: dict[tuple[str, str, str], tuple[str, str]] = {}  # (kind, ns, name) → (manifest, error)
         self.written: dict[tuple[str, str], int] = {}  # Gateway → resourceVersion of our last status write
         self.once = _Once()
@@ -536,7 +538,7 @@ class WaypointController:
     async def _deploy(self, gateway: Mapping) -> str | None:
         namespace, name = _namespace(gateway), _name(gateway)
         problem = None
-        for desired in desired_objects(gateway):
+        for desired in desired_objects(gateway, self.tag):
             kind = desired["kind"]
             key = (kind, namespace, name)
             current = self.state.objects.get(kind, namespace, name)
@@ -598,12 +600,13 @@ class WaypointController:
         log.info("Gateway %s/%s: Programmed=%s (%s)", namespace, name, programmed["status"], programmed["message"])
 
 
-async def reconcile_waypoints(client: AsyncLabClient, state: "MeshState", backoff: Backoff | None = None) -> None:
+async def reconcile_waypoints(client: AsyncLabClient, state: "MeshState", backoff: Backoff | None = None,
+                              tag: str = DEFAULT_TAG) -> None:
     """Keeps every waypoint Gateway's objects and status current, forever: woken by
     `state.waypoints_due` (set after each translation); a failed pass is retried with backoff and
     logged once."""
     backoff = backoff or Backoff(0.05, 5.0)
-    controller = WaypointController(client, state)
+    controller = WaypointController(client, state, tag)
     last_failure = None
     while True:
         await state.waypoints_due.wait()
