@@ -62,12 +62,16 @@ class ServiceIPs:
 
 class ApiServer:
     def __init__(self, store: Store, topo: Topology, lab_dir: str,
-                 extra_validators: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None):
+                 extra_validators: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None,
+                 extra_warners: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None):
         self.store = store
         self.topo = topo
         self.lab_dir = lab_dir
         self.service_ips = ServiceIPs(topo.service_cidr, store)
         self.extra_validators = extra_validators or {}
+        #: Per kind: warnings for a valid object (kubectl prints them as "Warning: ...", as it
+        #: prints the Warning headers a validating webhook adds).
+        self.extra_warners = extra_warners or {}
         # uid -> the spec a mutated pod was applied with, so re-applying its file is "unchanged"
         self._applied_pod_specs: dict[str, dict] = {}
 
@@ -108,8 +112,13 @@ class ApiServer:
                 self.store.create(obj)
             elif action == "configured":
                 self.store.update(obj)
-            results.append({"kind": obj["kind"], "group": k.group, "namespace": obj["metadata"].get("namespace"),
-                            "name": obj["metadata"]["name"], "action": action})
+            result = {"kind": obj["kind"], "group": k.group, "namespace": obj["metadata"].get("namespace"),
+                      "name": obj["metadata"]["name"], "action": action}
+            warner = self.extra_warners.get(obj["kind"])
+            warnings = [f"{path}: {text}" if path else text for path, text in (warner(obj) if warner else [])]
+            if warnings:
+                result["warnings"] = warnings
+            results.append(result)
         return results
 
     def _admit(self, obj: dict, source: str, taken: set[str]) -> tuple[str, dict]:

@@ -23,8 +23,10 @@ KUBELET_VERSION = "v1.30.0-lab"
 def admission_hooks() -> dict:
     """Validators other packages add to the API: the mesh's policy checks (istiod's webhook)."""
     from mesh.policy import model as policy_model
-    return {"extra_validators": {kind: policy_model.validate for kind in
-                                 ("AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication")}}
+    from mesh.policy import validation as policy_validation
+    kinds = ("AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication")
+    return {"extra_validators": {kind: policy_model.validate for kind in kinds},
+            "extra_warners": {kind: policy_validation.warnings for kind in kinds}}
 
 
 def seed(lab: "Lab") -> None:

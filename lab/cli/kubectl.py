@@ -25,6 +25,8 @@ def cmd_apply(args, client) -> int:
     if args.namespace_set:
         text = _force_namespace(text, args.namespace)
     for r in client.call("apply", manifests=text, source=src):
+        for warning in r.get("warnings", ()):
+            print(f'Warning: {r["kind"]} {r["namespace"]}/{r["name"]}: {warning}', file=sys.stderr)
         print(f'{ref(r["kind"], r["group"], r["name"])} {r["action"]}')
     return 0
 

@@ -582,6 +582,11 @@ def warnings(obj: dict) -> list[Problem]:
     selector = spec.get("selector")
     if selector is not None and not selector.get("matchLabels"):
         out.append(("spec.selector", "workload selector specified without labels"))
+    if obj.get("kind") == AUTHORIZATION_POLICY and spec.get("action") == "CUSTOM":
+        out.append(("spec.action", f'lab hint: the lab\'s mesh config defines no ext_authz provider, so '
+                    f'CUSTOM policies are not supported: at a waypoint or sidecar this one denies every request '
+                    f'it matches (provider "{(spec.get("provider") or {}).get("name", "")}" is unknown), and '
+                    f'ztunnel ignores it'))
     if obj.get("kind") == AUTHORIZATION_POLICY:
         for i, rule in enumerate(spec.get("rules") or []):
             sources = [item["source"] for item in rule.get("from") or []]
