@@ -1,6 +1,7 @@
 """The ownership journal: what a lab made, written down *before* it is made.
 
-Each line is `{"op": "add"|"del", "type": "netns"|"dir", "name": ...}`. `outstanding()` replays the
+Each line is `{"op": "add"|"del", "type": "netns"|"dir"|"cgroup", "name": ...}` (a cgroup's name is
+its directory, one per controller on cgroup v1). `outstanding()` replays the
 lines into the set of objects that may still exist. `lab down` deletes exactly those, so a lab whose
 daemon was killed mid-way is still torn down exactly, and nothing is ever found by pattern.
 """
@@ -10,7 +11,7 @@ import json
 import os
 from typing import Iterable
 
-TYPES = ("netns", "dir")
+TYPES = ("netns", "dir", "cgroup")
 
 
 class Journal:

@@ -4,7 +4,8 @@
 lab's processes live in a PID namespace that dies with labd, and waits until the lab reports ready.
 `down` asks labd to tear down; if labd is gone or stuck it kills the recorded process (checked by
 pid *and* start time, never by name), then replays the journal to remove exactly the namespaces and
-files the lab recorded, and finally the lab's directory.
+files the lab recorded, and its cgroups (the processes still in them killed first, children
+before parents), and finally the lab's directory.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Callable
 from lab import journal
 from lab.client import LabClient, LabError, LabUnavailable
 from lab.paths import journal_path, lab_dir
-from lab.runtime import netns
+from lab.runtime import cgroups, netns
 from lab.runtime.sandbox import fabric_netns_name, node_netns_name
 from lab.topology import Topology, TopologyError, check_lab_name, load_file
 
@@ -143,7 +144,7 @@ def down(name: str, progress: Callable[[str], None] = lambda s: None, grace: flo
     except TopologyError as e:
         raise LaunchError(str(e)) from None
     d = lab_dir(name)
-    removed = {"graceful": False, "killed": False, "netns": [], "dirs": []}
+    removed = {"graceful": False, "killed": False, "netns": [], "dirs": [], "cgroups": []}
     rec = _read_record(name)
     if rec is not None and rec.alive():
         try:
@@ -171,6 +172,9 @@ def down(name: str, progress: Callable[[str], None] = lambda s: None, grace: flo
         elif type_ == "dir":
             shutil.rmtree(obj, ignore_errors=True)
             removed["dirs"].append(obj)
+        elif type_ == "cgroup" and cgroups.owned_by(obj, name):
+            cgroups.remove(obj)
+            removed["cgroups"].append(obj)
     if os.path.exists(d):
         shutil.rmtree(d, ignore_errors=True)
     return removed

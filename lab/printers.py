@@ -988,3 +988,41 @@ def describe(kind: str, obj: Mapping, events: Sequence[Mapping] | None, now: dat
     if key == "namespace":
         return _describe_namespace(obj)
     return _describe_generic(obj, events, now)
+
+
+# --- kubectl top ------------------------------------------------------------------------------
+
+
+def _top_cpu(millicores: float) -> str:
+    return f"{int(round(millicores))}m"
+
+
+def _top_memory(nbytes: float) -> str:
+    return f"{int(nbytes) // (1024 * 1024)}Mi"
+
+
+def top_pods(pods: Sequence[Mapping], *, all_namespaces: bool = False, containers: bool = False,
+             headers: bool = True) -> str:
+    """`kubectl top pod`: NAME CPU(cores) MEMORY(bytes) from the `top` op's pods (NAMESPACE first
+    with all_namespaces; POD NAME ... per container with containers)."""
+    head = (["POD", "NAME"] if containers else ["NAME"]) + ["CPU(cores)", "MEMORY(bytes)"]
+    if all_namespaces:
+        head.insert(0, "NAMESPACE")
+    rows = []
+    for pod in pods:
+        entries = (pod.get("containers") or []) if containers else [pod]
+        for entry in entries:
+            row = ([pod.get("name", ""), entry.get("name", "")] if containers else [pod.get("name", "")])
+            row += [_top_cpu(entry.get("cpu", 0)), _top_memory(entry.get("memory", 0))]
+            if all_namespaces:
+                row.insert(0, pod.get("namespace", ""))
+            rows.append(row)
+    return _tabwrite(([head] if headers else []) + rows, minwidth=6, padding=3) if rows or headers else ""
+
+
+def top_nodes(nodes: Sequence[Mapping], *, headers: bool = True) -> str:
+    """`kubectl top node`: NAME CPU(cores) CPU% MEMORY(bytes) MEMORY% (a node: the sum of its pods)."""
+    rows = [[n.get("name", ""), _top_cpu(n.get("cpu", 0)), f"{int(n.get('cpuPercent', 0))}%",
+             _top_memory(n.get("memory", 0)), f"{int(n.get('memoryPercent', 0))}%"] for n in nodes]
+    head = ["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"]
+    return _tabwrite(([head] if headers else []) + rows, minwidth=6, padding=3)

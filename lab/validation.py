@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from lab import images, selectors
+from lab.runtime import cgroups
 
 ExtraCheck = Callable[[dict], "list[tuple[str, str]]"]
 
@@ -341,7 +342,56 @@ def _check_container(container: Any, field: str, errs: _Errors) -> str | None:
     _check_container_ports(container.get("ports"), f"{field}.ports", errs)
     _check_env(container.get("env"), f"{field}.env", errs)
     _check_probe(container, f"{field}.readinessProbe", errs)
+    _check_resources(container.get("resources"), f"{field}.resources", errs)
     return name if isinstance(name, str) else None
+
+
+def _quantity_hint(value: Any) -> str:
+    """What a refused quantity may have meant: `64MB` is `64M` (10^6) or `64Mi` (2^20)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kKMGTPE])(i?)[bB]", value) if isinstance(value, str) else None
+    if m:
+        number, prefix = m.group(1), m.group(2)
+        decimal = number + ("k" if prefix == "K" else prefix)
+        binary = number + prefix.upper() + "i"
+        return f'did you mean "{binary}"?' if m.group(3) else f'did you mean "{decimal}" or "{binary}"?'
+    return "e.g. 100m, 0.5 or 2 for cpu; 64Mi or 1G for memory"
+
+
+_RESOURCES_FIELDS = frozenset({"requests", "limits", "claims"})
+_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
+def _check_resources(resources: Any, field: str, errs: _Errors) -> None:
+    """`resources.requests`/`limits`: Kubernetes quantities (cpu and memory are what the lab
+    enforces), none negative, no request above its limit."""
+    if resources is None:
+        return
+    resources = _mapping(resources, field, errs)
+    _unknown_fields(resources, _RESOURCES_FIELDS, field, errs)
+    parsed: dict[str, dict[str, Any]] = {}
+    for group in ("limits", "requests"):
+        values = _mapping(resources.get(group) or {}, f"{field}.{group}", errs)
+        parsed[group] = {}
+        for key, value in values.items():
+            at = f"{field}.{group}.{key}"
+            if not isinstance(key, str) or (key not in _STANDARD_RESOURCES and "/" not in key
+                                            and not key.startswith("hugepages-")):
+                errs.invalid(at, key, "must be a standard resource type or fully qualified")
+                continue
+            try:
+                q = cgroups.parse_quantity(value)
+            except cgroups.QuantityError as e:
+                errs.invalid(at, value, f"{e} ({_quantity_hint(value)})")
+                continue
+            if q < 0:
+                errs.invalid(at, value, "must be greater than or equal to 0")
+                continue
+            parsed[group][key] = q
+    for key, request in parsed["requests"].items():
+        limit = parsed["limits"].get(key)
+        if limit is not None and request > limit:
+            errs.invalid(f"{field}.requests", resources["requests"][key],
+                         f"must be less than or equal to {key} limit of {resources['limits'][key]}")
 
 
 _PROBE_NUMBERS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold",

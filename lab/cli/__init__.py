@@ -17,6 +17,8 @@ from lab.cli.istioctl import cmd_istioctl
 from lab.cli.kubectl import (cmd_apply, cmd_create, cmd_delete, cmd_describe, cmd_events, cmd_exec, cmd_get,
                              cmd_label, cmd_logs, cmd_rollout, cmd_scale, cmd_wait)
 from lab.cli.lifecycle import cmd_capture, cmd_down, cmd_graph, cmd_status, cmd_up
+from lab.cli.top import cmd_top
+from lab.cli.load import cmd_load
 from lab.client import LabClient, LabError
 
 
@@ -136,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     ns_flags(sp)
     sp.set_defaults(fn=cmd_events)
 
+    sp = _sub(sub, "top", "CPU and memory of pods or nodes, from the lab's cgroups: top pod|node [NAME]")
+    sp.add_argument("resource", metavar="pod|node")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("-l", "--selector")
+    sp.add_argument("--containers", action="store_true", help="pods: a line per container")
+    sp.add_argument("--sort-by", choices=["cpu", "memory"])
+    sp.add_argument("--no-headers", action="store_true")
+    sp.add_argument("--interval", type=float, default=0.5, help="CPU sampling interval in seconds (default 0.5)")
+    sp.add_argument("-o", "--output", choices=["json"], help="json: the figures as labd reports them")
+    ns_flags(sp)
+    sp.set_defaults(fn=cmd_top)
+
     sp = _sub(sub, "istioctl", "the istioctl verbs: install, proxy-status, ztunnel-config, proxy-config, waypoint, "
                                "x describe")
     _istioctl_parser(sp)
@@ -151,6 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_capture)
     sp = _sub(sub, "graph", "the lab as a Mermaid graph")
     sp.set_defaults(fn=cmd_graph)
+    sp = _sub(sub, "load", "HTTP load at a fixed rate from inside a pod: --from POD URL --qps Q "
+                           "--duration D")
+    sp.add_argument("url", metavar="URL", help="http:// URL; its host must be a lab address (pod or Service)")
+    sp.add_argument("--from", dest="from_", required=True, metavar="POD",
+                    help="the client pod (or deploy/NAME); the load runs in its network namespace as its user")
+    sp.add_argument("-c", "--container", help="the client pod's container (default: its default container)")
+    sp.add_argument("--qps", type=float, required=True,
+                    help="requests per second, scheduled open-loop (0: as fast as the connections go)")
+    sp.add_argument("--duration", required=True, help="how long, e.g. 10s, 500ms, 1m (at most 10m)")
+    sp.add_argument("--connections", type=int, default=4, help="keep-alive connections (default: 4)")
+    sp.add_argument("--timeout", default="2s", help="per request (default: 2s)")
+    sp.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
+                    help="a request header (repeatable)")
+    sp.add_argument("-X", "--method", default="GET", help="the HTTP method (default: GET)")
+    sp.add_argument("-o", "--output", help="json: the full report (default: a short table)")
+    ns_flags(sp, False)
+    sp.set_defaults(fn=cmd_load)
     return p
 
 

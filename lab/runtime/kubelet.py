@@ -10,6 +10,12 @@ the container, which restarts with backoff). A container with `securityContext.r
 `runAsGroup` (or the pod's) runs as that uid/gid: `ip netns exec NS setpriv --reuid=U --regid=G
 ... -- CMD`, so the switch happens inside the pod's namespaces; hooks and exec probes run the same
 way, and `exec_argv` gives `lab exec` the same prefix (docs/internals.md, "Processes").
+
+Resources: each pod gets a cgroup, and each container one beneath it (lab/runtime/cgroups.py),
+journaled before they are made and set from the containers' `resources` (cpu shares and CFS
+quota, memory limit without swap). A container's process joins its cgroups before it execs the
+container's program; a container the memory cgroup's OOM killer killed ends `OOMKilled` (exit
+code 137) and shows so while it waits for its restart. `top` samples the cgroups for `lab top`.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import trio
 from lab import images
 from lab.journal import Journal
 from lab.paths import pod_dir
-from lab.runtime import netns, processes, sandbox
+from lab.runtime import cgroups, netns, processes, sandbox
 from lab.store import Store, now_rfc3339
 from lab.topology import Topology
 
@@ -53,6 +59,7 @@ class ContainerState:
     waiting_message: str | None = None
     terminated: dict | None = None
     last_terminated: dict | None = None
+    restart_pending: bool = False   # terminated, its restart is due (shown while OOMKilled)
 
     def status(self) -> dict:
         st: dict = {"name": self.name, "image": self.image, "imageID": "", "ready": self.ready,
@@ -194,6 +201,16 @@ class Kubelet:
         self.host_pid = processes.own_host_pid()
         self.limiter = trio.CapacityLimiter(8)       # concurrent netlink/netns work
         self._nursery: trio.Nursery | None = None
+        self.cgroups = cgroups.machine()             # None: the machine has no usable cgroups
+        self.lab_cgroup: dict[str, str] | None = None
+
+    def lab_cgroup_dirs(self) -> dict[str, str] | None:
+        """The lab's own cgroup (parent of its pods'), made on first use; None without cgroups."""
+        if self.cgroups is None:
+            return None
+        if self.lab_cgroup is None:
+            self.lab_cgroup = cgroups.make(self.journal, self.cgroups, cgroups.lab_parts(self.topo.name))
+        return self.lab_cgroup
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -237,6 +254,59 @@ class Kubelet:
             w.terminate(None, grace=0.5)
         while self.workers:
             await trio.sleep(0.02)
+        if self.cgroups is not None and self.lab_cgroup is not None:
+            await trio.to_thread.run_sync(cgroups.remove_all, self.journal, self.cgroups.unique(self.lab_cgroup))
+            self.lab_cgroup = None
+
+    async def top(self, pods: list[dict], interval: float = 0.5) -> dict:
+        """What PODS' cgroups report: CPU sampled twice INTERVAL apart (a rate in millicores) and
+        memory (the working set, as the kubelet's: usage minus inactive file pages), per pod and
+        per container, with the raw figures, and the sums per node."""
+        cores, mem_total = cgroups.machine_figures()
+        result: dict = {"cgroupVersion": self.cgroups.version if self.cgroups else None,
+                        "interval": interval, "cores": cores, "memTotal": mem_total, "pods": [], "nodes": []}
+        targets = []   # (pod entry, container entry or None, dirs)
+        for pod in pods:
+            w = self.workers.get(pod["metadata"]["uid"])
+            if w is None or w.pod_cgroup is None:
+                continue
+            entry = {"namespace": w.ns, "name": w.name, "uid": w.uid, "node": pod["spec"].get("nodeName"),
+                     "cgroup": dict(w.pod_cgroup), "containers": []}
+            result["pods"].append(entry)
+            targets.append((entry, None, w.pod_cgroup))
+            for name, dirs in w.container_cgroups.items():
+                if name not in w.specs:
+                    continue  # init containers are done by the time anyone asks
+                c = {"name": name, "cgroup": dict(dirs)}
+                entry["containers"].append(c)
+                targets.append((entry, c, dirs))
+        if self.cgroups is None:
+            return result
+        h = self.cgroups
+        before = await trio.to_thread.run_sync(lambda: [cgroups.sample(h, d) for _, _, d in targets])
+        t0 = time.monotonic()
+        await trio.sleep(interval)
+        after = await trio.to_thread.run_sync(lambda: [cgroups.sample(h, d) for _, _, d in targets])
+        elapsed = time.monotonic() - t0
+        for (entry, c, _), b, a in zip(targets, before, after):
+            figures = {"cpu": round(cgroups.cpu_millicores(b, a, elapsed), 3), "memory": a.working_set,
+                       "raw": {"cpuUsageNs": [b.cpu_ns, a.cpu_ns], "memoryUsage": a.memory_usage,
+                               "inactiveFile": a.inactive_file, "oomKills": a.oom_kills}}
+            (c if c is not None else entry).update(figures)
+        nodes: dict[str, dict] = {n.name: {"name": n.name, "cpu": 0.0, "memory": 0, "pods": 0}
+                                  for n in self.topo.nodes}
+        for entry in result["pods"]:
+            n = nodes.get(entry["node"])
+            if n is not None:
+                n["cpu"] += entry.get("cpu", 0.0)
+                n["memory"] += entry.get("memory", 0)
+                n["pods"] += 1
+        for n in nodes.values():
+            n["cpu"] = round(n["cpu"], 3)
+            n["cpuPercent"] = round(100.0 * n["cpu"] / (cores * 1000), 2)
+            n["memoryPercent"] = round(100.0 * n["memory"] / mem_total, 2) if mem_total else 0.0
+        result["nodes"] = list(nodes.values())
+        return result
 
     def container_env(self, pod: dict, container: dict, pod_ip: str | None) -> dict[str, str]:
         md, spec = pod["metadata"], pod["spec"]
@@ -291,6 +361,8 @@ class PodWorker:
         self.started_at = now_rfc3339()
         self.initialized = False
         self.procs: dict[str, trio.Process] = {}
+        self.pod_cgroup: dict[str, str] | None = None
+        self.container_cgroups: dict[str, dict[str, str]] = {}
 
     def terminate(self, pod: dict | None, grace: float | None = None) -> None:
         if grace is not None:
@@ -310,7 +382,7 @@ class PodWorker:
         running = any(s.running_since for s in states)
         restart_policy = pod["spec"].get("restartPolicy", "Always")
         done = states and all(s.terminated is not None and s.running_since is None and
-                              s.waiting_reason is None for s in states)
+                              s.waiting_reason is None and not s.restart_pending for s in states)
         if done and restart_policy != "Always":
             phase = "Succeeded" if all(s.terminated.get("exitCode") == 0 for s in states) else "Failed"
         elif running or (self.initialized and any(s.restarts for s in states)):
@@ -391,6 +463,7 @@ class PodWorker:
                     await trio.sleep_forever()
                 os.makedirs(self.dir, exist_ok=True)
                 self._write_token()
+                await trio.to_thread.run_sync(self._make_pod_cgroup)
                 node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
                 if self.pod["spec"].get("hostNetwork"):
                     self.sandbox = sandbox.Sandbox(node_ns, str(self.k.topo.node_ip(node)), None)
@@ -439,6 +512,7 @@ class PodWorker:
                 node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
                 await trio.to_thread.run_sync(sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox,
                                               limiter=self.k.limiter)
+            await trio.to_thread.run_sync(self._remove_cgroups)
         except Exception:
             # What could not be removed stays in the journal; `lab down` removes it by name.
             log.exception("cleaning up pod %s/%s failed", self.ns, self.name)
@@ -449,6 +523,47 @@ class PodWorker:
             pod = self.k.store.get("Pod", self.ns, self.name)
             if pod is not None and pod["metadata"]["uid"] == self.uid:
                 self.k.store.delete("Pod", self.ns, self.name)
+
+    # cgroups -----------------------------------------------------------------------------------
+    def _make_pod_cgroup(self) -> None:
+        h = self.k.cgroups
+        if h is None or self.k.lab_cgroup_dirs() is None:
+            return
+        dirs = cgroups.make(self.k.journal, h, cgroups.pod_parts(self.k.topo.name, self.uid))
+        self.pod_cgroup = dirs
+        cgroups.configure(h, dirs, cgroups.pod_resources(self.pod["spec"]))
+
+    def _container_cgroup(self, spec: dict) -> dict[str, str] | None:
+        """The container's cgroup, made and set on its first start (kept across restarts)."""
+        h = self.k.cgroups
+        if h is None or self.pod_cgroup is None:
+            return None
+        dirs = self.container_cgroups.get(spec["name"])
+        if dirs is None:
+            dirs = cgroups.make(self.k.journal, h, cgroups.container_parts(self.k.topo.name, self.uid, spec["name"]))
+            self.container_cgroups[spec["name"]] = dirs
+            cgroups.configure(h, dirs, cgroups.container_resources(spec))
+        return dirs
+
+    def _oom_kills(self, dirs: dict[str, str] | None) -> int:
+        """OOM kills counted in the container's cgroup and in the pod's (a pod-wide limit)."""
+        if self.k.cgroups is None or dirs is None:
+            return 0
+        total = cgroups.sample(self.k.cgroups, dirs).oom_kills
+        if self.pod_cgroup is not None:
+            total += cgroups.sample(self.k.cgroups, self.pod_cgroup).oom_kills
+        return total
+
+    def _remove_cgroups(self) -> None:
+        h = self.k.cgroups
+        if h is None:
+            return
+        for dirs in self.container_cgroups.values():
+            cgroups.remove_all(self.k.journal, h.unique(dirs))
+        self.container_cgroups.clear()
+        if self.pod_cgroup is not None:
+            cgroups.remove_all(self.k.journal, h.unique(self.pod_cgroup))
+            self.pod_cgroup = None
 
     async def _stop_container(self, name: str, proc: trio.Process, grace: float) -> None:
         """The preStop exec hook (if any), then SIGTERM, SIGKILL when the grace period is over;
@@ -520,7 +635,9 @@ class PodWorker:
             self.publish()
             return 128
         try:
-            proc = await processes.start(self.sandbox.netns, user_argv(who, argv), env, log_path)
+            cg = await trio.to_thread.run_sync(self._container_cgroup, spec)
+            ooms_before = self._oom_kills(cg)
+            proc = await self._start(cg, user_argv(who, argv), env, log_path)
         except OSError as e:
             st.waiting_reason, st.waiting_message = "RunContainerError", str(e)
             self.publish()
@@ -550,8 +667,9 @@ class PodWorker:
         self.procs.pop(spec["name"], None)
         finished = now_rfc3339()
         st.ready = False
+        oom = code != 0 and self._oom_kills(cg) > ooms_before
         term = {"exitCode": code if code >= 0 else 128 - code,
-                "reason": "Completed" if code == 0 else "Error",
+                "reason": "OOMKilled" if oom else "Completed" if code == 0 else "Error",
                 "startedAt": st.running_since or began, "finishedAt": finished}
         if code < 0:
             term["signal"] = -code
@@ -560,6 +678,17 @@ class PodWorker:
         st.terminated = term
         st.running_since, st.pid = None, None
         return code
+
+    async def _start(self, cg: dict[str, str] | None, argv: list[str], env: dict[str, str],
+                     log_path: str) -> trio.Process:
+        """The container's process in the pod's namespaces; with CG, it first joins those cgroups
+        (outside `ip netns exec`, whose fresh /sys has no cgroup mounts), then execs: same pid."""
+        if cg is None:
+            return await processes.start(self.sandbox.netns, argv, env, log_path)
+        command = cgroups.join_argv(self.k.cgroups, cg, processes.container_command(self.sandbox.netns, argv))
+        with open(log_path, "ab", buffering=0) as log_file:
+            return await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                                    stderr=log_file, env=env, cwd="/", start_new_session=True)
 
     async def _supervise(self, spec: dict, started: trio.Event | None = None) -> None:
         st = self.states[spec["name"]]
@@ -584,6 +713,10 @@ class PodWorker:
             st.waiting_reason = "CrashLoopBackOff" if st.restarts > 1 and ran < 10 else "ContainerCreating"
             st.waiting_message = f"back-off {delay:g}s restarting failed container={spec['name']}" \
                 if st.waiting_reason == "CrashLoopBackOff" else None
+            if (st.terminated or {}).get("reason") == "OOMKilled":
+                # Until it runs again the container shows how it ended (STATUS OOMKilled).
+                st.waiting_reason = st.waiting_message = None
+                st.restart_pending = True
             self.event("BackOff" if delay else "Pulled",
                        f"Back-off restarting container {spec['name']}" if delay else
                        f"Container {spec['name']} exited with {(st.terminated or {}).get('exitCode')}, "
@@ -591,6 +724,7 @@ class PodWorker:
                        "Warning" if delay else "Normal")
             self.publish()
             await trio.sleep(delay)
+            st.restart_pending = False
 
     async def _probe_readiness(self, spec: dict, st: ContainerState) -> None:
         """Readiness: the probe if one is given, else every declared TCP port accepts connections."""

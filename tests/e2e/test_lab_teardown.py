@@ -1,5 +1,6 @@
 """Exact teardown: after `lab down`, and after `kill -9` of labd followed by `lab down`, nothing of
-the lab remains — namespaces, links, nft tables, processes, files — and other labs are untouched."""
+the lab remains — namespaces, links, nft tables, processes, files, cgroups — and other labs are
+untouched."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from lab.paths import ETC_NETNS, lab_dir, netns_prefix
+from lab.runtime import cgroups
 from lab.testing import REPO, eventually, unique_lab_name
 
 TOPOLOGY = os.path.join(os.path.dirname(__file__), "data", "two-nodes.yaml")
@@ -65,6 +67,18 @@ def processes_of(name: str) -> list[int]:
     return found
 
 
+def cgroups_of(name: str) -> list[str]:
+    """The lab's cgroup directories (`ambient-lab/<lab>` and below) in every hierarchy."""
+    h = cgroups.machine()
+    if h is None:
+        return []
+    found = []
+    for top in h.unique(h.dirs(name)):
+        for d, subdirs, _ in os.walk(top):
+            found.append(d)
+    return sorted(found)
+
+
 def traces_of(name: str) -> dict:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return {
@@ -73,10 +87,11 @@ def traces_of(name: str) -> dict:
         "dir": os.path.exists(lab_dir(name)),
         "processes": processes_of(name),
         "mounts": mounts_of(name),
+        "cgroups": cgroups_of(name),
     }
 
 
-NOTHING = {"netns": [], "etc": [], "dir": False, "processes": [], "mounts": []}
+NOTHING = {"netns": [], "etc": [], "dir": False, "processes": [], "mounts": [], "cgroups": []}
 
 
 @pytest.fixture
@@ -93,6 +108,8 @@ def fresh_lab():
         t = traces_of(name)
         assert len(t["netns"]) == 1 + 3 + 2 + 1  # fabric, 3 nodes, 2 web pods, coredns
         assert len(t["processes"]) >= 2 * 3 + 1  # gunicorn + worker, sh + 2 sleeps, dns
+        if cgroups.machine() is not None:  # per hierarchy: the lab's, 3 pods', 5 containers'
+            assert len(t["cgroups"]) == len(cgroups.machine().unique(cgroups.machine().dirs(name))) * (1 + 3 + 5)
         yield name, before
     finally:
         lab_cmd("down", "--name", name)
@@ -123,6 +140,8 @@ def test_down_after_labd_was_killed(fresh_lab):
     # Children do not outlive labd: its PID namespace dies with it.
     eventually(lambda: not processes_of(name), timeout=10, what="lab processes gone after SIGKILL")
     assert traces_of(name)["netns"], "namespaces are left for `lab down` to remove"
+    if cgroups.machine() is not None:
+        assert traces_of(name)["cgroups"], "cgroups are left for `lab down` to remove"
     r = lab_cmd("--lab", name, "get", "pods")
     assert r.returncode == 1 and "not running" in r.stderr
     r = lab_cmd("up", TOPOLOGY, "--name", name)
