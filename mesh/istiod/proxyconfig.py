@@ -370,6 +370,7 @@ def outbound_chain(name: str, prefix: str, port: int | None, cluster: str) -> di
 
 def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Iterable[Mapping],
                       policy_objects: Iterable[Mapping], authn_objects: Iterable[Mapping], *, mtls_mode: str,
+                      mtls_ports: Mapping[int, str] | None = None,
                       jwks_for: JwksLookup, hbone: Callable[[Mapping], bool], trust_domain: str = "cluster.local",
                       domain_suffix: str = "cluster.local", root_namespace: str = "istio-system") -> dict[str, dict[str, dict]]:
     """{type: {envoy name: resource}} for the sidecar of `pod`; `hbone(pod)` says whether a
@@ -396,6 +397,7 @@ def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Itera
         "filter_chains": filter_chains(inbound, ip, None, inbound, keys, jwt) if ip else [],
         "metadata": {"filter_metadata": {"istio": {
             "workload": f"{_ns(pod)}/{_name(pod)}", "identity": _identity(pod, trust_domain), "mtls": mtls_mode,
+            "mtlsPorts": {str(port): mode for port, mode in sorted((mtls_ports or {}).items()) if mode != mtls_mode},
             "policies": policies_dump(policy_objects, set(keys))}}},
     }
 

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping, NamedTuple
 
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.policy.model import AuthorizationPolicy, PeerAuthentication, parse_as
-from mesh.policy.peerauth import derived_authorizations, explain_mtls
+from mesh.policy.peerauth import derived_authorizations, effective_mtls_mode, explain_mtls
 from mesh.policy.ztunnel import ZtunnelTranslation, to_ztunnel, workload_policy_keys
 from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id, sidecar_resources, waypoint_resources
 from mesh.istiod.waypoints import Attachments, is_waypoint
@@ -225,6 +225,12 @@ def container_ports(pod: Mapping) -> dict[str, int]:
     return ports
 
 
+def container_ports_of(pod: Mapping) -> list[int]:
+    """Every port the pod's containers declare."""
+    return sorted({port["containerPort"] for container in (pod.get("spec") or {}).get("containers") or []
+                   for port in container.get("ports") or [] if port.get("containerPort") is not None})
+
+
 def pod_services(pod: Mapping, services: Iterable[Mapping], settings: Settings = Settings()) -> dict[str, dict[str, int]]:
     """Workload.services: for each selecting Service, service port → the pod's target port. A named
     targetPort the pod does not declare leaves that port out (nothing listens under that name)."""
@@ -357,9 +363,11 @@ def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
             continue
         try:
             mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode
+            ports = {port: effective_mtls_mode(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace, port)
+                     for port in container_ports_of(pod)} if peer_authns else {}
             resources = sidecar_resources(
                 pod, services, pods, objects.get("AuthorizationPolicy", ()), objects.get("RequestAuthentication", ()),
-                mtls_mode=mtls, jwks_for=jwks_for, hbone=hbone, trust_domain=settings.trust_domain,
+                mtls_mode=mtls, mtls_ports=ports, jwks_for=jwks_for, hbone=hbone, trust_domain=settings.trust_domain,
                 domain_suffix=settings.domain_suffix, root_namespace=settings.root_namespace)
         except (ValueError, TypeError) as e:
             problems.append(f"sidecar of {_namespace(pod)}/{_meta(pod).get('name')} left out: {e}")

@@ -313,10 +313,17 @@ def evaluate(request: Request, policies: Iterable[dict | AuthorizationPolicy], *
     A matching CUSTOM policy asks `ext_authz(provider, request)`; without one, the provider is
     unknown to the mesh config and istiod makes such a policy deny what it matches.
     """
-    parsed = [parse_as(AuthorizationPolicy, p) for p in policies]
-    dry_run = tuple(p.key for p in parsed if p.dry_run and p.action != "AUDIT" and matching_rule(p, request) is not None)
-    enforced = [p for p in parsed if not p.dry_run]
-    for policy in (p for p in enforced if p.action == "CUSTOM"):
+    return evaluate_views([(request, policies)], ext_authz=ext_authz)
+
+
+def evaluate_views(views: Iterable[tuple[Request, Iterable[dict | AuthorizationPolicy]]], *,
+                   ext_authz: ExtAuthz | None = None) -> HttpDecision:
+    """`evaluate` where each group of policies sees its own view of the request: at a waypoint a
+    workload's selector policies see the workload's ip:port, targetRefs policies the Service's."""
+    pairs = [(request, parse_as(AuthorizationPolicy, p)) for request, policies in views for p in policies]
+    dry_run = tuple(p.key for r, p in pairs if p.dry_run and p.action != "AUDIT" and matching_rule(p, r) is not None)
+    enforced = [(r, p) for r, p in pairs if not p.dry_run]
+    for request, policy in ((r, p) for r, p in enforced if p.action == "CUSTOM"):
         if matching_rule(policy, request) is None:
             continue
         if ext_authz is None:
@@ -324,14 +331,14 @@ def evaluate(request: Request, policies: Iterable[dict | AuthorizationPolicy], *
                                  f"{policy.key} denies what it matches", dry_run)
         if not ext_authz(policy.provider or "", request):
             return _deny(policy, f"ext_authz_denied by provider {policy.provider}", dry_run)
-    for policy in (p for p in enforced if p.action == "DENY"):
+    for request, policy in ((r, p) for r, p in enforced if p.action == "DENY"):
         rule = matching_rule(policy, request)
         if rule is not None:
             return _deny(policy, f"rbac_access_denied_matched_policy[{_envoy_policy_id(policy, rule)}]", dry_run)
-    allows = [p for p in enforced if p.action == "ALLOW"]
+    allows = [(r, p) for r, p in enforced if p.action == "ALLOW"]
     if not allows:
         return HttpDecision(True, None, "", None, "no ALLOW policy applies", dry_run)
-    for policy in allows:
+    for request, policy in allows:
         rule = matching_rule(policy, request)
         if rule is not None:
             return HttpDecision(True, None, "", policy.key, f"allowed by {_envoy_policy_id(policy, rule)}", dry_run)

@@ -65,6 +65,7 @@ class ProxyAgent:
         self.connected = False
         self.last_error: str | None = None
         self.rejected: str | None = None  # why the newest update was refused, if it was
+        self._good: tuple[dict, dict] = ({t: {} for t in PROXY_TYPES}, {t: {} for t in PROXY_TYPES})
         self.version = settings.version
         self._synced_event = trio.Event()
 
@@ -153,11 +154,16 @@ class ProxyAgent:
             self.versions[type_][name] = entry["version"]
 
     def _rebuild(self) -> None:
+        """Build the new config; on failure go back to the last good resources (an Envoy NACK): the
+        bad versions are forgotten, so a later update of the same resources is tried afresh."""
         try:
             self.current = ProxyConfig.build(*(self.resources[t] for t in PROXY_TYPES))
             self.rejected = None
+            self._good = ({t: dict(r) for t, r in self.resources.items()}, {t: dict(v) for t, v in self.versions.items()})
         except (InvalidConfig, KeyError, TypeError, ValueError) as exc:
             self.rejected = str(exc)
+            self.resources = {t: dict(r) for t, r in self._good[0].items()}
+            self.versions = {t: dict(v) for t, v in self._good[1].items()}
             log.error("rejected a config update from istiod (keeping the previous one): %s", exc)
 
     # --- config_dump -----------------------------------------------------------------------------

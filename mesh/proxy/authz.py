@@ -2,9 +2,9 @@
 
 - `request_decision`: an HTTP request, with every AuthorizationPolicy field (`mesh.policy.http`).
 - `tcp_decision`: a connection the proxy does not parse as HTTP. Envoy's network rbac filter
-  knows no HTTP attributes, so istiod builds it as it builds ztunnel's policy: an ALLOW rule
-  naming an HTTP attribute is dropped (fail closed), a DENY rule keeps its L4 parts
-  (`mesh.policy.ztunnel`, evaluated by `mesh.policy.rbac`).
+  knows no HTTP attributes, so istiod builds it for TCP: an ALLOW rule naming an HTTP attribute
+  never matches (fail closed), a DENY rule is matched on its L4 parts alone (pilot's authz
+  `builder.go`, `forTCP`). targetRefs policies count too.
 - `early_decision`: what can be decided when a tunnel arrives, before its first byte, from the
   connection alone. It denies only when every request on the connection would be denied: a
   DENY rule with no HTTP attribute matches, or ALLOW policies exist and each of their rules
@@ -17,9 +17,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterable
 
-from mesh.policy import http, rbac
+from mesh.policy import http
 from mesh.policy.model import AuthorizationPolicy, Operation, Rule, Source
-from mesh.policy.ztunnel import L4_WHEN_KEYS, to_ztunnel
+from mesh.policy.ztunnel import L4_WHEN_KEYS
 
 _L7_SOURCE_FIELDS = ("request_principals", "not_request_principals", "remote_ip_blocks", "not_remote_ip_blocks")
 _L7_OPERATION_FIELDS = ("hosts", "not_hosts", "methods", "not_methods", "paths", "not_paths")
@@ -48,7 +48,7 @@ def _enforced(policies: Iterable[AuthorizationPolicy]) -> list[AuthorizationPoli
 
 
 def _allow_names(policies: Iterable[AuthorizationPolicy]) -> str | None:
-    names = [p.key for p in policies if p.action == "ALLOW"]
+    names = sorted({p.key for p in policies if p.action == "ALLOW"})
     return ",".join(names) or None
 
 
@@ -78,43 +78,57 @@ def _rule_matches(rule: Rule, conn: Connection, namespace: str) -> bool:
     return http.rule_matches(rule, _as_request(conn), namespace)
 
 
-def early_decision(conn: Connection, policies: Iterable[AuthorizationPolicy]) -> Verdict | None:
+Views = Iterable[tuple[Connection, Iterable[AuthorizationPolicy]]]
+RequestViews = Iterable[tuple[http.Request, Iterable[AuthorizationPolicy]]]
+
+
+def _flatten(views) -> list[tuple[object, AuthorizationPolicy]]:
+    """(view, policy) pairs: each policy judged on its own view of the destination (a selector
+    policy sees the workload's ip:port, a targetRefs policy the Service's VIP:port)."""
+    return [(view, p) for view, policies in views for p in _enforced(policies)]
+
+
+def early_decision(views: Views) -> Verdict | None:
     """A denial certain from the connection alone, or None (decide per request)."""
-    enforced = [p for p in _enforced(policies) if p.action in ("ALLOW", "DENY")]
-    for policy in (p for p in enforced if p.action == "DENY"):
-        for rule in policy.rules:
-            if not _has_l7(rule) and _rule_matches(rule, conn, policy.namespace):
-                return Verdict(False, policy.key, f"explicitly denied by: {policy.key}")
-    allows = [p for p in enforced if p.action == "ALLOW"]
+    pairs = [(conn, p) for conn, p in _flatten(views) if p.action in ("ALLOW", "DENY")]
+    for conn, policy in pairs:
+        if policy.action == "DENY" and any(not _has_l7(rule) and _rule_matches(rule, conn, policy.namespace)
+                                           for rule in policy.rules):
+            return Verdict(False, policy.key, f"explicitly denied by: {policy.key}")
+    allows = [(conn, p) for conn, p in pairs if p.action == "ALLOW"]
     if not allows:
         return None
-    for policy in allows:
+    for conn, policy in allows:
         if any(_rule_matches(_relaxed(rule), conn, policy.namespace) for rule in policy.rules):
             return None
-    return Verdict(False, _allow_names(allows), "allow policies exist, but none allowed")
+    return Verdict(False, _allow_names(p for _, p in allows), "allow policies exist, but none allowed")
 
 
-def request_decision(request: http.Request, policies: Iterable[AuthorizationPolicy]) -> Verdict:
-    """Envoy's HTTP rbac filter: CUSTOM, DENY, then ALLOW; AUDIT only reported."""
-    policies = list(policies)
-    audit = tuple(p.key for p in _enforced(policies) if p.action == "AUDIT" and http.matching_rule(p, request) is not None)
-    decision = http.evaluate(request, [p for p in policies if p.action != "AUDIT"])
+def request_decision(views: RequestViews) -> Verdict:
+    """Envoy's HTTP rbac filter: CUSTOM (no ext_authz provider exists: a match denies), DENY, then
+    ALLOW (`mesh.policy.http`); AUDIT only reported."""
+    views = [(request, list(policies)) for request, policies in views]
+    audit = tuple(p.key for r, p in _flatten(views) if p.action == "AUDIT" and http.matching_rule(p, r) is not None)
+    decision = http.evaluate_views([(r, [p for p in ps if p.action != "AUDIT"]) for r, ps in views])
     policy = decision.policy
     if not decision.allowed and policy is None:
-        policy = _allow_names(_enforced(policies))
+        policy = _allow_names(p for _, p in _flatten(views))
     return Verdict(decision.allowed, policy, decision.reason, audit)
 
 
-def tcp_decision(conn: Connection, policies: Iterable[AuthorizationPolicy]) -> Verdict:
-    """Envoy's network rbac filter: the policies' L4 translation, HTTP rules failing closed."""
-    translated = [t.authorization for t in (to_ztunnel(p, dry_run_enabled=True) for p in policies)
-                  if t.authorization is not None]
-    decision = rbac.evaluate(rbac.Connection(src_ip=conn.src_ip, src_identity=conn.src_identity, dst_ip=conn.dst_ip,
-                                             dst_port=conn.dst_port, dst_namespace=""), translated)
-    policy = decision.policy
-    if not decision.allowed and policy is None:
-        policy = ",".join(rbac.key(t) for t in translated if t["action"] == "ALLOW" and not t.get("dryRun")) or None
-    return Verdict(decision.allowed, policy, decision.reason)
-
-
-__all__ = ["Connection", "Verdict", "early_decision", "request_decision", "tcp_decision"]
+def tcp_decision(views: Views) -> Verdict:
+    """Envoy's network rbac filter as istiod builds it for TCP: a CUSTOM or DENY rule matches on
+    its L4 attributes alone (its HTTP ones dropped: wider, so more is denied), an ALLOW rule that
+    names an HTTP attribute never matches (fail closed); targetRefs policies included."""
+    pairs = _flatten(views)
+    for conn, policy in pairs:
+        if policy.action in ("CUSTOM", "DENY") and any(_rule_matches(_relaxed(rule), conn, policy.namespace)
+                                                       for rule in policy.rules):
+            return Verdict(False, policy.key, f"explicitly denied by: {policy.key}")
+    allows = [(conn, p) for conn, p in pairs if p.action == "ALLOW"]
+    if not allows:
+        return Verdict(True, None, "no allow policies, allow")
+    for conn, policy in allows:
+        if any(not _has_l7(rule) and _rule_matches(rule, conn, policy.namespace) for rule in policy.rules):
+            return Verdict(True, policy.key, f"allowed by: {policy.key}")
+    return Verdict(False, _allow_names(p for _, p in allows), "allow policies exist, but none allowed")

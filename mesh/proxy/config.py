@@ -63,6 +63,7 @@ class ProxyConfig:
     chains: list[Chain] = field(default_factory=list)
     outbound_chains: list[Chain] = field(default_factory=list)
     mtls: str = "PERMISSIVE"  # a sidecar's PeerAuthentication mode for plaintext inbound
+    mtls_ports: dict[int, str] = field(default_factory=dict)  # port-level exceptions to `mtls`
     clusters: dict[str, Cluster] = field(default_factory=dict)
     policies: dict[str, AuthorizationPolicy] = field(default_factory=dict)
     identity: str | None = None
@@ -87,6 +88,7 @@ class ProxyConfig:
         config.identity = istio.get("identity")
         config.gateway = istio.get("gateway")
         config.mtls = istio.get("mtls", "PERMISSIVE")
+        config.mtls_ports = {int(port): mode for port, mode in (istio.get("mtlsPorts") or {}).items()}
         for key, obj in (istio.get("policies") or {}).items():
             meta = obj.get("metadata") or {}
             try:
@@ -114,6 +116,10 @@ class ProxyConfig:
                     return chain
                 best = best or chain
         return best
+
+    def mtls_for(self, port: int) -> str:
+        """The PeerAuthentication mode for plaintext to `port` (port-level settings win)."""
+        return self.mtls_ports.get(port, self.mtls)
 
     def outbound_chain_for(self, ip: str, port: int) -> Chain | None:
         """A sidecar's outbound chain: a Service VIP:port, else an HBONE-capable pod's IP."""

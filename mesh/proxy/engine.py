@@ -53,6 +53,7 @@ log = logging.getLogger("mesh.proxy.engine")
 
 POLICY_DENIED = 401  # HBONE status for a tunnel refused by policy
 NO_ROUTE = 503
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 UPSTREAM_RESET = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
@@ -71,12 +72,12 @@ class Tunnel:
     peer_leaf: bytes | None  # DER of the peer's certificate (for x-forwarded-client-cert)
     target_ip: str
     target_port: int
-    client_addr: str | None = None  # the original client from `forwarded: for=`, when given
+    #: The original client as the sender wrote it in `forwarded: for=`: logged only. Policy and
+    #: x-forwarded-for use the connection's own peer address (any mesh peer could write the header).
+    client_addr: str | None = None
 
     @property
     def client_ip(self) -> str:
-        if self.client_addr:
-            return self.client_addr.rpartition(":")[0].strip("[]") or self.src_ip
         return self.src_ip
 
     @property
@@ -131,8 +132,6 @@ class Engine:
             prefix, is_http = await sniff(stream, timeout=self.sniff_timeout)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
-        if not prefix:
-            return
         if is_http:
             await serve_http(stream, _Handler(self, config, chain, tunnel), initial=prefix)
         else:
@@ -142,7 +141,7 @@ class Engine:
         """A plaintext connection captured on a sidecar's 15006 (no peer identity)."""
         config = self.config.current
         tunnel = Tunnel(src[0], src[1], None, None, target[0], target[1])
-        if config.mtls == "STRICT":
+        if config.mtls_for(target[1]) == "STRICT":
             self.denied += 1
             self._connection_log(tunnel, None, "deny", f"{self.component} peer_authentication", None,
                                  "STRICT mTLS: plaintext refused", time.monotonic())
@@ -153,7 +152,10 @@ class Engine:
             if status != 200:
                 abort(stream)
 
-        await self.serve_connect(tunnel, respond, stream)
+        try:
+            await self.serve_connect(tunnel, respond, stream)
+        finally:
+            await trio.aclose_forcefully(stream)
 
     async def serve_outbound(self, stream: trio.SocketStream, src: tuple[str, int], target: tuple[str, int]) -> None:
         """An app connection captured on a sidecar's 15001: to its destination, as TCP."""
@@ -192,11 +194,9 @@ class Engine:
 
     def _early(self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel) -> authz.Verdict | None:
         """A denial every endpoint's policy set agrees on, or None."""
-        conn = authz.Connection(tunnel.client_ip, tunnel.peer_identity, tunnel.target_ip, tunnel.target_port)
-        policy_sets = {tuple(chain.policies) + e.policies for e in (cluster.endpoints if cluster else ())} \
-            or {tuple(chain.policies)}
-        verdicts = [authz.early_decision(conn, config.policies_named(keys)) for keys in policy_sets]
-        if verdicts and all(v is not None for v in verdicts):
+        endpoints = [e for e in (cluster.endpoints if cluster else ()) if e.healthy] or [None]
+        verdicts = [authz.early_decision(_views(config, chain, e, tunnel, _connection_view(tunnel))) for e in endpoints]
+        if all(v is not None for v in verdicts):
             return verdicts[0]
         return None
 
@@ -213,8 +213,7 @@ class Engine:
             self._connection_log(tunnel, chain, "allow", None, None, None, started, error="no healthy upstream")
             await trio.aclose_forcefully(stream)
             return
-        conn = authz.Connection(tunnel.client_ip, tunnel.peer_identity, tunnel.target_ip, tunnel.target_port)
-        verdict = authz.tcp_decision(conn, config.policies_named(tuple(chain.policies) + endpoint.policies))
+        verdict = authz.tcp_decision(_views(config, chain, endpoint, tunnel, _connection_view(tunnel)))
         if not verdict.allowed:
             self.denied += 1
             self._connection_log(tunnel, chain, "deny", f"{self.component} rbac (TCP)", verdict.policy,
@@ -257,6 +256,20 @@ class Engine:
             bytes_sent=stats.bytes_sent if stats else 0, duration_ms=(time.monotonic() - started) * 1000, error=error))
 
 
+def _views(config: ProxyConfig, chain: Chain, endpoint: Endpoint | None, tunnel: Tunnel, make):
+    """Each policy group with its view of the destination: the chain's (targetRefs) policies see
+    the tunnel's target (a Service VIP:port), the endpoint's own (selector) policies see the
+    workload's ip:port, as the ztunnel they were written for would."""
+    views = [(make(tunnel.target_ip, tunnel.target_port), config.policies_named(tuple(chain.policies)))]
+    if endpoint is not None and endpoint.policies:
+        views.append((make(endpoint.ip, endpoint.port or tunnel.target_port), config.policies_named(endpoint.policies)))
+    return views
+
+
+def _connection_view(tunnel: Tunnel):
+    return lambda ip, port: authz.Connection(tunnel.client_ip, tunnel.peer_identity, ip, port)
+
+
 def _tunnel_headers(tunnel: Tunnel) -> list[tuple[str, str]]:
     return [("forwarded", f'for="{tunnel.client_addr or tunnel.src}"')]
 
@@ -266,11 +279,25 @@ class _Handler:
 
     def __init__(self, engine: Engine, config: ProxyConfig, chain: Chain, tunnel: Tunnel) -> None:
         self.engine = engine
-        self.config = config
-        self.chain = chain
         self.tunnel = tunnel
+        self.config: ProxyConfig | None = None
+        self._use(config, chain)
+
+    def _use(self, config: ProxyConfig, chain: Chain) -> None:
+        self.config, self.chain = config, chain
         self.providers = jwt_authn.filter_from_config(chain.jwt_config) if chain.jwt_config else []
         self.cluster = config.clusters.get(chain.cluster)
+
+    def _refresh(self) -> bool:
+        """Every request sees the newest config (a kept-alive connection must not keep old policy
+        or endpoints); False when its target is no longer served."""
+        config = self.engine.config.current
+        if config is not self.config:
+            chain = config.chain_for(self.tunnel.target_ip, self.tunnel.target_port)
+            if chain is None:
+                return False
+            self._use(config, chain)
+        return True
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         engine, tunnel = self.engine, self.tunnel
@@ -293,10 +320,14 @@ class _Handler:
 
     async def _filter(self, request: HttpRequest, record: RequestRecord) -> HttpResponse:
         engine, tunnel = self.engine, self.tunnel
+        if not self._refresh():
+            record.flags, record.reason = "NR", "no filter chain serves this target any more"
+            return _local(NO_ROUTE, "no route")
+        record.chain = self.chain.name
         # 1. jwt_authn
         outcome = jwt_authn.authenticate(self.providers, scheme=request.scheme or "http",
                                          authority=request.authority, path=request.target,
-                                         headers=request.headers, now=engine.clock())
+                                         headers=request.headers, now=engine.clock(), method=request.method)
         record.request_principal = outcome.principal
         if outcome.status is not None:
             engine.denied += 1
@@ -311,12 +342,13 @@ class _Handler:
         record.dst_addr = f"{endpoint.ip}:{endpoint.port or tunnel.target_port}"
         record.dst_workload, record.dst_identity = endpoint.workload, endpoint.identity
         # 3. rbac
-        policy_request = http_policy.Request(
-            method=request.method, path=outcome.path or request.target, host=request.authority,
-            src_ip=tunnel.client_ip, dst_ip=tunnel.target_ip, dst_port=tunnel.target_port,
-            src_identity=tunnel.peer_identity, headers=tuple(request.headers), jwt_claims=outcome.claims)
-        verdict = authz.request_decision(policy_request, self.config.policies_named(
-            tuple(self.chain.policies) + endpoint.policies))
+        def view(ip: str, port: int) -> http_policy.Request:
+            # The headers as jwt_authn left them: a client cannot forge its output headers.
+            return http_policy.Request(
+                method=request.method, path=outcome.path or request.target, host=request.authority,
+                src_ip=tunnel.client_ip, dst_ip=ip, dst_port=port, src_identity=tunnel.peer_identity,
+                headers=tuple(outcome.request_headers), jwt_claims=outcome.claims)
+        verdict = authz.request_decision(_views(self.config, self.chain, endpoint, tunnel, view))
         record.audit = verdict.audit
         record.policy, record.reason = verdict.policy, verdict.reason
         if not verdict.allowed:
@@ -334,21 +366,16 @@ class _Handler:
         """The request as the router sends it: the token handled as jwt_authn said, and Istio's
         x-forwarded-for / -proto, x-request-id and x-forwarded-client-cert (APPEND_FORWARD)."""
         tunnel = self.tunnel
-        replaced = {h.lower() for h in outcome.request_headers_to_remove} | {
-            "x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert"}
-        headers = [(k, v) for k, v in request.headers if k not in replaced]
-        headers += list(outcome.request_headers_to_add)
+        replaced = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert"}
+        headers = [(k, v) for k, v in outcome.request_headers if k not in replaced]  # jwt_authn's changes made
         xff = request.header("x-forwarded-for")
         headers.append(("x-forwarded-for", f"{xff}, {tunnel.client_ip}" if xff else tunnel.client_ip))
         headers.append(("x-forwarded-proto", request.scheme or "http"))
         if request.header("x-request-id") is None:
             headers.append(("x-request-id", str(uuid.uuid4())))
-        existing = request.header("x-forwarded-client-cert")
-        if tunnel.peer_leaf is not None:
-            headers.append(("x-forwarded-client-cert",
-                            tls.xfcc(Identity.parse(self.engine.own_identity), tunnel.peer_leaf, existing)))
-        elif existing is not None:
-            headers.append(("x-forwarded-client-cert", existing))
+        if tunnel.peer_leaf is not None:  # APPEND_FORWARD; without mTLS a client's own XFCC is dropped
+            headers.append(("x-forwarded-client-cert", tls.xfcc(Identity.parse(self.engine.own_identity),
+                                                                tunnel.peer_leaf, request.header("x-forwarded-client-cert"))))
         return HttpRequest(method=request.method, target=outcome.path or request.target, authority=request.authority,
                            scheme=request.scheme, headers=headers, body=request.body, version="1.1")
 
@@ -366,8 +393,9 @@ class _Handler:
                 response = await client.request(request)
             except UpstreamError as exc:
                 await trio.aclose_forcefully(client.stream)
-                if reused and attempt == 1:
-                    continue  # a kept-alive connection the upstream had closed: one fresh try
+                if reused and attempt == 1 and exc.status == 503 and not exc.response_started \
+                        and request.method in IDEMPOTENT:
+                    continue  # a kept-alive connection the app had closed: one fresh try, never twice a POST
                 record.flags = "UC"
                 return _local(exc.status, exc.reason)
             await engine.upstreams.release(endpoint, port, client)

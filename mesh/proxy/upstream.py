@@ -28,6 +28,7 @@ log = logging.getLogger("mesh.proxy.upstream")
 
 HBONE_PORT = 15008
 MAX_IDLE_PER_ENDPOINT = 32
+IDLE_TIMEOUT = 60.0  # seconds an unused upstream HTTP connection is kept (then its tunnel closes)
 
 
 class UpstreamConnectError(Exception):
@@ -52,11 +53,12 @@ class Upstreams:
         self._local_source = local_source
         self._timeout = connect_timeout
         self._pool = HbonePool(nursery, self._connect, connect_timeout=connect_timeout)
-        self._idle: dict[tuple[str, int], list[Http1Client]] = defaultdict(list)
+        self._idle: dict[tuple[str, int], list[tuple[float, Http1Client]]] = defaultdict(list)
+        nursery.start_soon(self._close_idle)
 
     async def aclose(self) -> None:
         for clients in self._idle.values():
-            for client in clients:
+            for _, client in clients:
                 await trio.aclose_forcefully(client.stream)
         self._idle.clear()
         await self._pool.aclose()
@@ -89,7 +91,7 @@ class Upstreams:
         """(an HTTP/1.1 client to endpoint:port, whether it was reused)."""
         idle = self._idle.get((endpoint.ip, port))
         while idle:
-            client = idle.pop()
+            _, client = idle.pop()
             if client.reusable:
                 return client, True
             await trio.aclose_forcefully(client.stream)
@@ -99,15 +101,22 @@ class Upstreams:
         """Keep `client` for the next request if it can carry one, else close it."""
         idle = self._idle[(endpoint.ip, port)]
         if client.reusable and len(idle) < MAX_IDLE_PER_ENDPOINT:
-            idle.append(client)
+            idle.append((trio.current_time(), client))
         else:
             await trio.aclose_forcefully(client.stream)
 
-    async def forget(self, ip: str) -> None:
-        """Drop idle connections to an endpoint that is gone."""
-        for (addr, port) in [k for k in self._idle if k[0] == ip]:
-            for client in self._idle.pop((addr, port)):
-                await trio.aclose_forcefully(client.stream)
+    async def _close_idle(self) -> None:
+        """Close upstream connections unused for IDLE_TIMEOUT (also those to endpoints now gone)."""
+        while True:
+            await trio.sleep(IDLE_TIMEOUT / 4)
+            cutoff = trio.current_time() - IDLE_TIMEOUT
+            for key in list(self._idle):
+                stale = [c for t, c in self._idle[key] if t < cutoff]
+                self._idle[key] = [(t, c) for t, c in self._idle[key] if t >= cutoff]
+                if not self._idle[key]:
+                    del self._idle[key]
+                for client in stale:
+                    await trio.aclose_forcefully(client.stream)
 
     async def _connect(self, key: WorkloadKey) -> trio.abc.Stream:
         cert = await self._certificate()

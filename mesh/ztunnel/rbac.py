@@ -31,11 +31,17 @@ def serving_waypoints(state: ProxyState, destination: Workload) -> list[GatewayA
 
 
 def waypoint_identities(state: ProxyState, destination: Workload) -> set[str]:
-    """The identities of the pods of every waypoint serving `destination`."""
+    """The identities of the pods of every waypoint serving `destination`: pods behind the
+    waypoint's Service that run as the ServiceAccount istiod made for that waypoint (named after
+    its Gateway). A pod that merely carries the waypoint's label, as any pod may, is not one."""
     identities = set()
     for gateway in serving_waypoints(state, destination):
-        identities |= {state.workloads[uid].identity for uid in state.waypoint_members(gateway)
-                       if uid in state.workloads}
+        namespace, _, host = (gateway.destination or "").partition("/")
+        name = host.split(".", 1)[0]
+        for uid in state.waypoint_members(gateway):
+            wl = state.workloads.get(uid)
+            if wl is not None and (wl.namespace, wl.service_account) == (namespace, name):
+                identities.add(wl.identity)
     return identities
 
 
