@@ -19,6 +19,7 @@ from lab.cli.kubectl import (cmd_apply, cmd_create, cmd_delete, cmd_describe, cm
 from lab.cli.lifecycle import cmd_capture, cmd_down, cmd_graph, cmd_status, cmd_up
 from lab.cli.top import cmd_top
 from lab.cli.load import cmd_load
+from lab.cli.scenario import cmd_scenario
 from lab.client import LabClient, LabError
 
 
@@ -165,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_capture)
     sp = _sub(sub, "graph", "the lab as a Mermaid graph")
     sp.set_defaults(fn=cmd_graph)
+    sp = _sub(sub, "scenario", "failure modes and the article's claims, one command each: scenario list | run NAME")
+    ssub = sp.add_subparsers(dest="scenario_verb", metavar="ACTION", title="actions")
+    _sub(ssub, "list", "the scenarios: NAME SUMMARY", aliases=["ls"])
+    s_run = _sub(ssub, "run", "run a scenario: build, load, break, measure, restore; CLAIM OBSERVED VERDICT")
+    s_run.add_argument("name", metavar="NAME", help="a scenario (lab scenario list)")
+    s_run.add_argument("--plot", metavar="FILE.png", help="draw the timeline (or bars) into FILE.png")
+    s_run.add_argument("-o", "--output", choices=["json"], help="json: the rows, raw figures and timelines")
+    sp.set_defaults(fn=cmd_scenario)
     sp = _sub(sub, "load", "HTTP load at a fixed rate from inside a pod: --from POD URL --qps Q "
                            "--duration D")
     sp.add_argument("url", metavar="URL", help="http:// URL; its host must be a lab address (pod or Service)")

@@ -1,0 +1,43 @@
+"""Scenarios: failure modes and the article's claims, each one command (`lab scenario run NAME`).
+
+`SCENARIOS` is the list of every scenario, in the order `lab scenario list` shows them. To add
+one, write a module with a `Scenario` subclass (see `framework`) and put an instance here.
+"""
+from __future__ import annotations
+
+from lab.scenarios.framework import Result, Run, Scenario, ScenarioError, run_scenario
+from lab.scenarios.headless import Headless
+from lab.scenarios.hops import Hops
+from lab.scenarios.istiod_down import IstiodDown
+from lab.scenarios.policy_mistake import PolicyMistake
+from lab.scenarios.waypoint_down import WaypointDown
+from lab.scenarios.ztunnel_down import ZtunnelDown
+
+SCENARIOS: list[Scenario] = [
+    ZtunnelDown(),
+    WaypointDown(),
+    IstiodDown(),
+    PolicyMistake(),
+    Headless(),
+    Hops(),
+]
+
+
+def names() -> list[str]:
+    return [s.name for s in SCENARIOS]
+
+
+def get(name: str) -> Scenario:
+    """The scenario called NAME; KeyError naming the known ones otherwise."""
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    raise KeyError(f'unknown scenario "{name}"; known scenarios: {", ".join(names())}')
+
+
+def run(client, name: str, log=None) -> Result:
+    """Runs scenario NAME on the lab behind CLIENT (a LabClient); see framework.run_scenario."""
+    return run_scenario(client, get(name), log)
+
+
+__all__ = ["SCENARIOS", "Result", "Run", "Scenario", "ScenarioError", "get", "names", "run", "run_scenario"]
