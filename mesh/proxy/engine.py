@@ -105,6 +105,9 @@ class Engine:
         self.sniff_timeout = sniff_timeout
         self.requests = 0
         self.denied = 0
+        #: Set while the pod drains: each response then ends its connection, so clients reconnect
+        #: (to another replica) before this one goes away, as Envoy's drain does.
+        self.draining = False
         self.metrics = RequestMetrics()
         #: Istio's `reporter` label: a waypoint reports as itself, a sidecar's inbound as the destination.
         self.reporter = "waypoint" if component == "waypoint" else "destination"
@@ -402,7 +405,7 @@ class _Handler:
             headers = [(k, v) for k, v in response.headers if k not in ("server",)]
             headers.append(("x-envoy-upstream-service-time", str(int((time.monotonic() - sent) * 1000))))
             headers.append(("server", "istio-envoy"))
-            return HttpResponse(response.status, headers, response.body)
+            return HttpResponse(response.status, headers, response.body, close=engine.draining)
         raise AssertionError("unreachable")
 
 

@@ -119,6 +119,9 @@ class HttpResponse:
     #: Lower-case names, in order. `content-length` is rewritten by the codec from `body`.
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    #: End the connection after this response (HTTP/1.1 `connection: close`): a draining proxy sets
+    #: it so clients reconnect elsewhere. Hop-by-hop headers in `headers` are never honoured.
+    close: bool = False
 
     def header(self, name: str) -> str | None:
         """All values of `name` joined with "," (cookies with "; "); None if absent."""

@@ -165,10 +165,13 @@ async def _exchange(conn, stream, handler, limits, idle_timeout, scheme, server)
         log.exception("handler failed for %s %s", request.method, request.target)
         response = local_reply(500, server=server)
         crashed = True
-    if not await _send(conn, stream, response, head=request.method == "HEAD", close=crashed):
+    closing = response.close  # a draining proxy ends each connection after its next response
+    if not await _send(conn, stream, response, head=request.method == "HEAD", close=crashed or closing):
         return _CLOSE
     if crashed:
         return _LINGER
+    if closing:
+        return _CLOSE
     if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
         conn.start_next_cycle()
         return _KEEP

@@ -156,6 +156,8 @@ async def run_until_signalled(pod: ProxyPod, env: dict[str, str]) -> None:
             await nursery.start(pod.run)
             async for signum in signals:
                 log.info("received %s: draining for %.1fs, then exiting", signal.Signals(signum).name, drain)
+                if pod.engine is not None:
+                    pod.engine.draining = True
                 with trio.move_on_after(drain):
                     await signals.__anext__()
                 nursery.cancel_scope.cancel()

@@ -228,3 +228,13 @@ def test_only_the_waypoints_own_account_skips_ztunnel_policy():
     ]})
     app = state.find_workload_by_ip("10.244.2.9")
     assert waypoint_identities(state, app) == {f"spiffe://cluster.local/ns/{NS}/sa/wp"}
+
+
+async def test_a_draining_proxy_ends_each_connection_after_its_response(nursery, app):
+    engine, _ = await make_engine(nursery, app, [])
+    client, _ = await open_tunnel(nursery, engine)
+    assert (await client.send("GET", "/"))[1].get("connection") is None
+    engine.draining = True
+    status, headers, _ = await client.send("GET", "/")
+    assert status == 200 and headers["connection"] == "close"
+    assert await client.stream.receive_some(1) == b""  # the proxy closed it: the client reconnects elsewhere
