@@ -61,7 +61,8 @@ class Client:
             elif isinstance(event, h11.Data):
                 out += event.data
             elif isinstance(event, h11.EndOfMessage):
-                self.conn.start_next_cycle()
+                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                    self.conn.start_next_cycle()
                 return status, head, out
 
 
