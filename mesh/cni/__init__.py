@@ -1,4 +1,4 @@
-"""The istio-cni node agent: puts this node's ambient pods in the mesh (facts §3).
+"""The istio-cni node agent: puts this node's ambient pods in the mesh (docs/ambient-facts.md §3).
 
 - `rules`: Istio's in-pod nft rules (pure).
 - `inpod`: writes and removes them, plus the policy route, inside a pod's netns.

@@ -1,4 +1,4 @@
-"""Write and remove a pod's in-pod redirection inside its network namespace (facts §3.2).
+"""Write and remove a pod's in-pod redirection inside its network namespace (docs/ambient-facts.md §3.2).
 
 Three kernel objects make a pod "captured": the nft table `ip istio_inpod` (`mesh.cni.rules`), the
 policy rule `fwmark 0x111/0xfff pref 32764 lookup 100`, and the route `local 0.0.0.0/0 dev lo table

@@ -1,4 +1,4 @@
-"""Istio's in-pod redirection rules (reference facts §3.2, the REDIRECT flavour) as nftables. Pure.
+"""Istio's in-pod redirection rules (docs/ambient-facts.md §3.2, the REDIRECT flavour) as nftables. Pure.
 
 Istio writes these with iptables into the pod's mangle and nat tables (golden file
 `cni/pkg/iptables/testdata/default.golden`). Here they live in one table, `ip istio_inpod`, with one

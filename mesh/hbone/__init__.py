@@ -1,4 +1,4 @@
-"""HBONE: HTTP/2 CONNECT tunnels over mTLS, as ztunnel speaks it (reference facts §1).
+"""HBONE: HTTP/2 CONNECT tunnels over mTLS, as ztunnel speaks it (docs/ambient-facts.md §1).
 
 - `settings`: ztunnel's HTTP/2 parameters and a tuned h2 connection (pure).
 - `headers`: the CONNECT request/response headers and status codes (pure).

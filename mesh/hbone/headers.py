@@ -1,6 +1,6 @@
 """HBONE's CONNECT request and response headers, as ztunnel writes and reads them. Pure.
 
-The request (ztunnel `src/proxy/outbound.rs` `create_hbone_request`; reference facts §1.3)::
+The request (ztunnel `src/proxy/outbound.rs` `create_hbone_request`; docs/ambient-facts.md §1.3)::
 
     :method      CONNECT
     :authority   <pod IP>:<port>        (a service waypoint gets <service VIP>:<port>)
@@ -9,7 +9,7 @@ The request (ztunnel `src/proxy/outbound.rs` `create_hbone_request`; reference f
     traceparent  00-<32 hex trace id>-<16 hex parent id>-00
 
 No `:scheme` or `:path` (a plain RFC 9113 §8.5 CONNECT). The response is only a status
-(reference facts §1.4): 200 once the upstream connect succeeded, 400 for a malformed
+(docs/ambient-facts.md §1.4): 200 once the upstream connect succeeded, 400 for a malformed
 request, 401 when L4 policy denies, 503 when the upstream cannot be reached.
 """
 

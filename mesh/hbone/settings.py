@@ -2,7 +2,7 @@
 
 ztunnel sizes HTTP/2 for bulk tunnels rather than for web pages: 1 MiB frames, a 4 MiB
 stream window and a 16 MiB connection window, so one tunnel can fill a fast link
-(reference facts §1.6; ztunnel `src/config.rs`, `src/proxy/h2/{client,server}.rs`).
+(docs/ambient-facts.md §1.6; ztunnel `src/config.rs`, `src/proxy/h2/{client,server}.rs`).
 
 h2 needs two nudges to really run with these numbers:
 

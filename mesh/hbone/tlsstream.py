@@ -7,7 +7,7 @@ complete record in them in one call, so a 1 MiB read yields up to 1 MiB of plain
 
 It speaks ordinary TLS (any peer works, trio's `SSLStream` included) through
 `ssl.SSLObject` and two memory BIOs. The contexts come from the caller (ztunnel's are TLS
-1.3 only, ALPN "h2", client certificates required; reference facts §1.2). Like
+1.3 only, ALPN "h2", client certificates required; docs/ambient-facts.md §1.2). Like
 `SSLStream` it handshakes on first use (or `do_handshake()`), allows one `receive_some`
 and one `send_all` at a time concurrently, is not half-closeable (TLS has no half close),
 and sends close_notify on `aclose`. A peer's close_notify reads as EOF; a TCP EOF

@@ -1,4 +1,4 @@
-"""istiod's CA: the CreateCertificate op (facts §2.2-§2.4).
+"""istiod's CA: the CreateCertificate op (docs/ambient-facts.md §2.3-§2.5).
 
 `issue` is the decision, pure: an authenticated caller, its request and a snapshot of the pods in,
 a signed chain (leaf first, root last) or `Refused` out. `CertificateAuthority` is the shell that

@@ -2,7 +2,7 @@
 
 Pure and deterministic: the same objects always give the same resources and versions (a hash of the
 resource's JSON), so a reconnecting ztunnel that sends its known versions gets exactly what changed.
-Shapes are the contract's (docs/mesh-internals.md), semantics istiod's ambient index (facts §4, §5):
+Shapes are the contract's (docs/mesh-internals.md), semantics istiod's ambient index (docs/ambient-facts.md §4, §5):
 
 - every Service is an Address `<ns>/<hostname>`; every running pod with an IP is an Address
   `<cluster>//Pod/<ns>/<name>`, HBONE only when enrolled (`is_enrolled`);

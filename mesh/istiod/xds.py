@@ -1,4 +1,4 @@
-"""istiod's config stream: the Subscribe op (our stand-in for delta ADS, facts §4.1).
+"""istiod's config stream: the Subscribe op (our stand-in for delta ADS, docs/ambient-facts.md §4.1).
 
 A subscriber says which versions it already holds (`known`); istiod sends what differs, then
 `{"type": "SYNCED"}`, then a delta each time the translation changes. Every subscriber compares the

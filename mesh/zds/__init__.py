@@ -1,4 +1,4 @@
-"""ZDS: how the istio-cni agent hands pods (and their netns fds) to ztunnel (reference facts §3.4).
+"""ZDS: how the istio-cni agent hands pods (and their netns fds) to ztunnel (docs/ambient-facts.md §3.4).
 
 `messages` is the pure message model and JSON codec; `transport` carries it over a Unix
 SOCK_SEQPACKET socket with SCM_RIGHTS.

@@ -3,7 +3,7 @@
 The CNI agent listens (`open_zds_listener`, ztunnel's default path is
 /var/run/ztunnel/ztunnel.sock) and ztunnel connects (`connect_zds`). SEQPACKET keeps
 message boundaries, so the framing is simply one message per datagram (JSON, see
-`messages`). The conversation (reference facts §3.4; `proto/zds.proto`)::
+`messages`). The conversation (docs/ambient-facts.md §3.4; `proto/zds.proto`)::
 
     ztunnel                                   CNI agent
       ── ZdsHello{version: V1} ──────────────▶

@@ -2,7 +2,7 @@
 
 ztunnel holds one certificate per SPIFFE identity it serves, not per pod. Each identity has one
 task in the manager's nursery that fetches its certificate, sleeps until the refresh time (half
-the lifetime, facts §2.5), and fetches again. A failed renewal keeps the certificate it has while it
+the lifetime, docs/ambient-facts.md §2.6), and fetches again. A failed renewal keeps the certificate it has while it
 is still valid and retries with exponential backoff (about 1 s doubling, ±20 % jitter, at most
 150 s); with no valid certificate the identity is Unavailable and connections needing it fail at
 once instead of hanging.
@@ -65,7 +65,7 @@ def next_backoff(current: float | None, rng: Callable[[], float] = random.random
 
 
 def refresh_delay(info: CertInfo, now: datetime) -> float:
-    """Seconds until `info`'s certificate should be renewed: its half-life (facts §2.5)."""
+    """Seconds until `info`'s certificate should be renewed: its half-life (docs/ambient-facts.md §2.6)."""
     return max((refresh_at(info) - now).total_seconds(), MIN_REFRESH)
 
 

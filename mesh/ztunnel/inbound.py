@@ -5,7 +5,7 @@ Peers dial `podIP:15008` directly (the redirection leaves 15008 alone). Each con
 1. TLS 1.3 as the pod's workload certificate (fetched now if needed), ALPN h2, a client
    certificate chained to the mesh root is required, and its trust domain must be ours. A
    plaintext client or another CA's certificate fails here and is dropped;
-2. every CONNECT stream on it is checked (facts §1.4): `:authority` must be this pod's IP (400
+2. every CONNECT stream on it is checked (docs/ambient-facts.md §1.4): `:authority` must be this pod's IP (400
    otherwise), not one of ztunnel's own ports (503), and allowed by L4 policy for the peer's
    SPIFFE identity (401 when denied);
 3. the app is dialled at podIP:port from inside the pod, with the client's IP as source
@@ -179,7 +179,7 @@ class Inbound:
                 await respond(_status_of(exc))
                 return
             try:
-                # 200 only now that the app accepted the connection (facts §1.4).
+                # 200 only now that the app accepted the connection (docs/ambient-facts.md §1.4).
                 await respond(CONNECTED, _response_baggage(local))
                 await splice(stream, upstream, result.stats)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -1,7 +1,7 @@
 """The inbound plaintext proxy, port 15006 in every enrolled pod (ztunnel `src/proxy/inbound_passthrough.rs`).
 
 TCP arriving at an enrolled pod from outside the mesh (a client without ztunnel, a node) is
-redirected here. ztunnel still enforces L4 policy on it, with no identity (facts §1.8): a policy
+redirected here. ztunnel still enforces L4 policy on it, with no identity (docs/ambient-facts.md §1.8): a policy
 that needs a principal denies it, and so does STRICT PeerAuthentication's static policy. Denied
 connections are simply closed. Allowed ones are dialled to their original destination from inside
 the pod with the client's IP as source, and spliced.

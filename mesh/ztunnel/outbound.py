@@ -3,7 +3,7 @@
 The pod's redirection sends every TCP connection the app opens to 15001. For each one:
 
 1. the original destination comes from SO_ORIGINAL_DST; the source workload is the pod this
-   listener belongs to (waited for up to 5 s: facts §4.3);
+   listener belongs to (waited for up to 5 s: docs/ambient-facts.md §4.4);
 2. `build_request` (pure) decides where it really goes: a Service VIP is load-balanced over its
    Healthy endpoints (or sent to the service's waypoint), a pod IP goes to that pod (or its
    waypoint), anything unknown passes through as plain TCP;
@@ -14,7 +14,7 @@ The pod's redirection sends every TCP connection the app opens to 15001. For eac
 4. the two are spliced, then one access-log line is written.
 
 When the CONNECT is refused (401 policy, 503) or the peer cannot be reached, the app's socket is
-reset at once (curl exit 56, facts §1.5). There is never a plaintext fallback.
+reset at once (curl exit 56, docs/ambient-facts.md §1.5). There is never a plaintext fallback.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A pod's proxies (`inbound`, `outbound`, `inbound_passthrough`, started by `inpod`) each get the
 same `ProxyInputs`: the shared config state, the certificate manager, the telemetry, and the pod
 itself: its netns (every socket is made there) and `LocalWorkload`, which resolves the pod's own
-Workload, waiting for it up to 5 s since a pod's first connection may beat istiod's push (facts §9).
+Workload, waiting for it up to 5 s since a pod's first connection may beat istiod's push (docs/ambient-facts.md §4.4).
 
 Errors carry ztunnel's messages, because they end up in access logs people compare with ztunnel's,
 and the response flag their metrics get.

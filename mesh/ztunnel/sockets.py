@@ -4,7 +4,7 @@ ztunnel serves every enrolled pod from the node's netns: each socket it needs in
 while the thread is switched into the pod's netns (`lab.runtime.netns.socket_in_fd`) and keeps that
 netns for life, so trio can use it from the main thread like any other socket. Every such socket is
 marked 0x539 (SO_MARK): the pod's redirection rules let marked packets through untouched, which is
-how ztunnel's own connections escape its own capture (facts §3.3).
+how ztunnel's own connections escape its own capture (docs/ambient-facts.md §3.3).
 
 `parse_sockaddr_in` (the SO_ORIGINAL_DST answer) is pure; the rest are thin socket helpers.
 """
@@ -141,7 +141,7 @@ class InpodNetns:
 
     def listener(self, port: int, backlog: int = 128) -> trio.SocketListener:
         """0.0.0.0:`port` in the pod, SO_REUSEPORT (an old and a new ztunnel may both listen
-        during an upgrade, facts §9) and, best effort, IP_TRANSPARENT as ztunnel sets it."""
+        during an upgrade, docs/ambient-facts.md §6.2) and, best effort, IP_TRANSPARENT as ztunnel sets it."""
         sock = self.socket()
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

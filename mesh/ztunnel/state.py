@@ -4,14 +4,14 @@
 docs/mesh-internals.md "Address resources"), lookups come out. It holds what ztunnel's proxies ask
 on every connection:
 
-- `find_upstream`: where a connection to ip:port really goes (facts §4.3): a Service by VIP first,
+- `find_upstream`: where a connection to ip:port really goes (docs/ambient-facts.md §4.3): a Service by VIP first,
   load-balanced over its Healthy endpoints, else a Workload by IP, else nothing (passthrough);
 - `find_workload_by_ip` / `find_workload_by_info`: who a peer is, who a pod is;
-- `policies_for`: the L4 policies that apply to a workload (facts §5.5);
+- `policies_for`: the L4 policies that apply to a workload (docs/ambient-facts.md §5.3);
 - `known`: the resource versions to send istiod when the config stream reconnects.
 
 Endpoints are not sent by istiod: like ztunnel, the state derives them from every Workload's
-`services` map. The state is never cleared when istiod goes away (facts §9).
+`services` map. The state is never cleared when istiod goes away (docs/ambient-facts.md §6.1).
 
 `StateHandle` is the thin trio shell the proxies share: the state plus a way to wait for a change
 (a pod's own Workload may arrive after its first connection).
@@ -102,7 +102,7 @@ class Workload:
                 namespace=raw["namespace"],
                 addresses=tuple(raw.get("addresses") or ()),
                 protocol=raw.get("protocol") or TCP,
-                # Empty trust domain / service account default as in ztunnel (facts §2).
+                # Empty trust domain / service account default as in ztunnel (docs/ambient-facts.md §2.1).
                 trust_domain=raw.get("trustDomain") or DEFAULT_TRUST_DOMAIN,
                 service_account=raw.get("serviceAccount") or "default",
                 node=raw.get("node") or "",

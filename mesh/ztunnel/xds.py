@@ -4,7 +4,7 @@
 its shape) and applies every push to the shared state. When the stream breaks it reconnects after
 10 ms, doubling to 15 s, and sends the versions it knows, so istiod answers with what changed and
 what was removed meanwhile. The state is kept while istiod is away: proxies go on using the last
-config they had (facts §4.1, §9). The first `SYNCED` makes ztunnel ready.
+config they had (docs/ambient-facts.md §4.1, §6.1). The first `SYNCED` makes ztunnel ready.
 """
 from __future__ import annotations
 

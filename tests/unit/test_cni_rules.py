@@ -9,7 +9,7 @@ import pytest
 from lab.runtime import netns
 from mesh.cni import rules
 
-# Istio's default.golden (facts §3.2) without the DNS-capture lines, which the lab does not write.
+# Istio's default.golden (docs/ambient-facts.md §3.2) without the DNS-capture lines, which the lab does not write.
 ISTIO_INPOD_IPTABLES = [
     "mangle: -A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff",
     "mangle: -A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark"

@@ -8,7 +8,7 @@ import yaml
 from mesh.policy import http, model, rbac, ztunnel
 
 # Copied byte for byte from seed/istio-ambient-production-patterns.txt (the issuer there is the
-# page's e-mail obfuscation, with its no-break space; DESIGN.md gives the real value).
+# page's e-mail obfuscation, with its no-break space; topologies/article/README.md gives the real value).
 L4_POLICY = """\
 # l4-policy.yaml
 apiVersion: security.istio.io/v1beta1

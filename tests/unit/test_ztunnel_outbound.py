@@ -1,4 +1,4 @@
-"""Where an outbound connection goes: ztunnel's `build_request`, pure (facts §4.3)."""
+"""Where an outbound connection goes: ztunnel's `build_request`, pure (docs/ambient-facts.md §4.3)."""
 from __future__ import annotations
 
 import pytest
