@@ -270,3 +270,18 @@ def test_upgrade_reaches_sidecars_only_when_their_pods_restart(article):
                    interval=0.3)
     finally:
         article.lab("istioctl", "install", "--set", "profile=ambient", "-y", timeout=240)
+
+
+def test_sidecar_readiness_and_istio_request_metrics(article):
+    legacy = pod(article, LEGACY, "httpbin-legacy")
+    assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/status/418")[0] == 418
+    name = legacy["metadata"]["name"]
+    r = article.exec(name, LEGACY, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                    "http://127.0.0.1:15021/healthz/ready"], container="httpbin")
+    assert r.stdout == "200"
+    for port in (15020, 15090):
+        r = article.exec(name, LEGACY, ["curl", "-s", f"http://127.0.0.1:{port}/stats/prometheus"], container="httpbin")
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("istio_requests_total{")
+                 and 'response_code="418"' in ln and 'reporter="destination"' in ln]
+        assert lines and 'source_principal="spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"' in lines[0]
+    assert "istio_request_duration_milliseconds_bucket" in r.stdout
