@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := nftables tcpdump iperf3 curl iproute2 util-linux procps
+DEB_PACKAGES := nftables tcpdump iperf3 curl iproute2 util-linux procps acl
 TOPOLOGY ?= topologies/default.yaml
 NAME ?= default
 PYTEST_ARGS ?=
@@ -16,7 +16,7 @@ setup: debs $(STAMP) proxy-user
 
 debs:
 	@missing=""; \
-	for cmd in nft:nftables tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 unshare:util-linux ps:procps; do \
+	for cmd in nft:nftables tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 unshare:util-linux ps:procps setfacl:acl; do \
 	  command -v $${cmd%%:*} >/dev/null 2>&1 || missing="$$missing $${cmd##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -31,14 +31,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Sidecars run as UID 1337 (Istio's proxy user): that user must be able to reach the venv's
-# interpreter and this checkout. Directories on the way that others cannot enter get o+x (enter
-# only, not list); nothing else changes.
+# interpreter and this checkout. Directories on the way that it cannot enter get an ACL entry
+# letting UID 1337 (and no one else) enter them (search only, not list); nothing else changes.
 proxy-user: $(STAMP)
-	@$(BIN)/python -c 'import os, stat, sys; \
+	@$(BIN)/python -c 'import os, subprocess, sys; \
 	    paths = [os.path.realpath(sys.base_prefix), os.path.realpath(".")]; \
 	    dirs = sorted({d for p in paths for d in [p] + [os.path.dirname(p[:i]) for i in range(len(p), 0, -1) if p[i-1:i] == "/"] if d}); \
-	    [(print("make: o+x on", d, "(the sidecar user must reach the interpreter)"), os.chmod(d, os.stat(d).st_mode | stat.S_IXOTH)) \
-	     for d in dirs if not os.stat(d).st_mode & stat.S_IXOTH]'
+	    probe = lambda d: subprocess.run(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "--", "test", "-x", d]).returncode == 0; \
+	    [(print("make: letting UID 1337 enter", d, "(the sidecar user must reach the interpreter)"), \
+	      subprocess.run(["setfacl", "-m", "u:1337:x", d], check=True)) for d in dirs if not probe(d)]'
 
 # `make lab up`: "lab" sets up, "up" starts the default lab.
 lab: setup

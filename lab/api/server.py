@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import struct
 from typing import Any, Awaitable, Callable
 
 import trio
@@ -34,6 +36,28 @@ class Reply:
         await self._stream.send_all(encode(message))
 
 
+#: What a caller that is not root may ask: the mesh root certificate, which is public (a sidecar's
+#: agent, running as Istio's proxy user, reads it here where pilot-agent reads a mounted ConfigMap).
+UNPRIVILEGED_REQUESTS = (
+    {"op": "ping"},
+    {"op": "get", "kind": "ConfigMap", "namespace": "istio-system", "name": "istio-ca-root-cert"},
+)
+
+
+def peer_uid(stream: trio.SocketStream) -> int | None:
+    """The connecting process's uid (SO_PEERCRED), or None if the kernel does not say."""
+    try:
+        creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return None
+    return struct.unpack("3i", creds)[1]
+
+
+def allowed_unprivileged(request: dict) -> bool:
+    return any(all(request.get(k) == v for k, v in allowed.items()) and set(request) <= set(allowed)
+               for allowed in UNPRIVILEGED_REQUESTS)
+
+
 async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:
     dec = LineDecoder()
     request = None
@@ -48,6 +72,10 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
                     break
 
             send = Reply(stream)
+            if peer_uid(stream) != 0 and not allowed_unprivileged(request):
+                await send(error(f"forbidden: the lab API serves uid {peer_uid(stream)} only the mesh root "
+                                 "certificate (get ConfigMap istio-system/istio-ca-root-cert)"))
+                return
 
             async def watch_client() -> None:
                 # A client sends one request and then only reads: EOF from it means it is gone.
@@ -89,8 +117,8 @@ async def serve(socket_path: str, handler: Handler, task_status=trio.TASK_STATUS
         pass
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     await sock.bind(socket_path)
-    # Root, and group 1337: Istio's proxy group, in which sidecars run (their agent reads the mesh
-    # root from the API, where Istio's pilot-agent reads a mounted ConfigMap; docs/sidecars.md).
+    # Root, and group 1337: Istio's proxy group, in which sidecars run; a caller that is not root
+    # gets only the mesh root certificate (UNPRIVILEGED_REQUESTS, checked with SO_PEERCRED).
     os.chown(socket_path, 0, PROXY_GID)
     os.chmod(socket_path, 0o660)
     sock.listen(128)

@@ -119,7 +119,7 @@ def _id(value, field: str) -> int | None:
     return value
 
 
-def run_as(pod_spec: dict, container: dict) -> RunAs | None:
+def run_as(pod_spec: dict, container: dict, pod_gid: int | None = None) -> RunAs | None:
     """The uid/gid a container runs as: its securityContext, else the pod's; None for root as is.
 
     As Kubernetes: runAsGroup unset means gid 0; the pod's supplementalGroups and fsGroup are the
@@ -138,6 +138,8 @@ def run_as(pod_spec: dict, container: dict) -> RunAs | None:
         raise ValueError("container has runAsNonRoot and image will run as root")
     if uid is None and gid is None and not groups:
         return None
+    if uid and pod_gid is not None:
+        groups.append(pod_gid)  # the pod's own group: its token file, and no other pod's
     return RunAs(uid or 0, gid or 0, tuple(sorted(set(g for g in groups if g is not None))))
 
 
@@ -161,28 +163,19 @@ def lifecycle_command(container: dict, hook: str) -> list[str] | None:
     return [str(a) for a in command] if command else None
 
 
-def token_access(pod_spec: dict) -> tuple[int, int, int]:
-    """(uid, gid, mode) of the pod's ServiceAccount token file, so every container can read it:
-    root's 0600 when all run as root; the one non-root uid's 0600 when there is one; with an
-    fsGroup, group-readable by it; several uids and no fsGroup: readable by all (0644)."""
-    ids = []
+POD_GID_BASE = 3_000_000  # per-pod groups: far above any uid/gid a pod spec is likely to name
+
+
+def has_non_root(pod_spec: dict) -> bool:
+    """Whether some container runs as a uid other than 0 (then the pod's files need its group)."""
     for c in (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or []):
         try:
-            ids.append(run_as(pod_spec, c))
+            who = run_as(pod_spec, c)
         except ValueError:
             continue
-    users = {(w.uid, w.gid) for w in ids if w is not None and w.uid != 0}
-    fs_group = (pod_spec.get("securityContext") or {}).get("fsGroup")
-    uids = {u for u, _ in users}
-    if isinstance(fs_group, int) and not isinstance(fs_group, bool) and fs_group >= 0:
-        return (next(iter(uids)) if len(uids) == 1 else 0), fs_group, 0o640
-    if not users:
-        return 0, 0, 0o600
-    if len(uids) == 1:
-        uid = next(iter(uids))
-        gid = min(g for u, g in users if u == uid)
-        return uid, gid, 0o600
-    return 0, 0, 0o644
+        if who is not None and who.uid != 0:
+            return True
+    return False
 
 
 class Kubelet:
@@ -246,7 +239,14 @@ class Kubelet:
 
     def exec_argv(self, pod: dict, container: dict, netns: str) -> list[str]:
         """`lab exec`'s prefix for CONTAINER: its netns and uid/gid (ValueError if it has bad ids)."""
-        return exec_argv(netns, run_as(pod["spec"], container))
+        worker = self.workers.get(pod["metadata"]["uid"])
+        return exec_argv(netns, run_as(pod["spec"], container, worker.gid if worker else None))
+
+    def allocate_gid(self) -> int:
+        """A group of the pod's own (Istio's sidecars all run as uid 1337: a uid cannot keep one
+        pod's token from another, a group per pod does)."""
+        self._next_gid = getattr(self, "_next_gid", POD_GID_BASE) + 1
+        return self._next_gid
 
     async def shutdown(self) -> None:
         """Stop every pod (in parallel) and wait until their sandboxes are gone."""
@@ -318,7 +318,8 @@ class Kubelet:
                   "status.podIP": pod_ip or "", "status.hostIP": node_ip}
         image = images.lookup(container["image"])
         try:
-            who = run_as(spec, container)
+            worker = self.workers.get(md["uid"])
+            who = run_as(spec, container, worker.gid if worker else None)
         except ValueError:
             who = None
         # The venv's bin first: the images' programs and console scripts (pilot-agent) resolve.
@@ -358,6 +359,7 @@ class PodWorker:
                             for c in pod["spec"].get("initContainers", []) or []}
         self.sandbox: sandbox.Sandbox | None = None
         self.dir = pod_dir(kubelet.topo.name, self.ns, self.name, self.uid)
+        self.gid = kubelet.allocate_gid()
         self.started_at = now_rfc3339()
         self.initialized = False
         self.procs: dict[str, trio.Process] = {}
@@ -416,20 +418,24 @@ class PodWorker:
         self.k.store.patch_status("Pod", self.ns, self.name, status)
 
     def _write_token(self) -> None:
+        """The ServiceAccount token: root's only, or, when a container runs as another uid,
+        readable by the pod's own group (and the pod's directory enterable by it alone)."""
         path = os.path.join(self.dir, TOKEN_FILE)
-        uid, gid, mode = token_access(self.pod["spec"])
+        shared = has_non_root(self.pod["spec"])
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(self.k.issue_token(self.pod))
-            os.fchown(f.fileno(), uid, gid)
-            os.fchmod(f.fileno(), mode)
-        if (uid, gid, mode) != (0, 0, 0o600):
-            self._make_traversable()
+            if shared:
+                os.fchown(f.fileno(), 0, self.gid)
+                os.fchmod(f.fileno(), 0o640)
+        if shared:
+            os.chown(self.dir, 0, self.gid)
+            os.chmod(self.dir, 0o750)
+            self._make_traversable(os.path.dirname(self.dir))
 
-    def _make_traversable(self) -> None:
+    def _make_traversable(self, d: str) -> None:
         """Containers that run as another uid reach their files in the pod's directory: the lab's
         directories on the way (the lab's own is 0700) get the search bit, not the read bit."""
-        d = self.dir
         while True:
             st = os.stat(d)
             if not st.st_mode & 0o001:
@@ -541,8 +547,8 @@ class PodWorker:
         dirs = self.container_cgroups.get(spec["name"])
         if dirs is None:
             dirs = cgroups.make(self.k.journal, h, cgroups.container_parts(self.k.topo.name, self.uid, spec["name"]))
-            self.container_cgroups[spec["name"]] = dirs
             cgroups.configure(h, dirs, cgroups.container_resources(spec))
+            self.container_cgroups[spec["name"]] = dirs  # only once its limits are in (a failure retries them)
         return dirs
 
     def _oom_kills(self, dirs: dict[str, str] | None) -> int:
@@ -586,7 +592,7 @@ class PodWorker:
         """COMMAND in SPEC's container, as `lab exec` runs it (netns, env, uid): (ok, what it said)."""
         assert self.sandbox is not None
         try:
-            who = run_as(self.pod["spec"], spec)
+            who = run_as(self.pod["spec"], spec, self.gid)
         except ValueError as e:
             return False, str(e)
         env = self.k.container_env(self.pod, spec, self.sandbox.ip)
@@ -628,7 +634,7 @@ class PodWorker:
         env = self.k.container_env(self.pod, spec, self.sandbox.ip if self.sandbox else None)
         log_path = os.path.join(self.dir, f"{spec['name']}.{st.restarts}.log")
         try:
-            who = run_as(self.pod["spec"], spec)
+            who = run_as(self.pod["spec"], spec, self.gid)
         except ValueError as e:
             st.waiting_reason, st.waiting_message = "CreateContainerConfigError", f"Error: {e}"
             self.event("Failed", f"Error: {e}", "Warning")
@@ -771,7 +777,7 @@ class PodWorker:
         if kind == "exec":  # in the container as `lab exec` runs it: its env and uid
             command = list((probe.get("exec") or {}).get("command") or ["false"])
             try:
-                cmd = exec_argv(self.sandbox.netns, run_as(self.pod["spec"], spec), command)
+                cmd = exec_argv(self.sandbox.netns, run_as(self.pod["spec"], spec, self.gid), command)
             except ValueError:
                 return False
             env = self.k.container_env(self.pod, spec, self.sandbox.ip)

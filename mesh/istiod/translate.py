@@ -363,8 +363,12 @@ def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
             continue
         try:
             mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode
+            # Every port a PeerAuthentication names, and the pod's own: a port-level mode applies
+            # whether or not the pod declares the port.
+            named = {int(p) for pa in peer_authns for p in ((pa.get("spec") or {}).get("portLevelMtls") or {})
+                     if str(p).isdigit()}
             ports = {port: effective_mtls_mode(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace, port)
-                     for port in container_ports_of(pod)} if peer_authns else {}
+                     for port in sorted(named | set(container_ports_of(pod)))} if peer_authns else {}
             resources = sidecar_resources(
                 pod, services, pods, objects.get("AuthorizationPolicy", ()), objects.get("RequestAuthentication", ()),
                 mtls_mode=mtls, mtls_ports=ports, jwks_for=jwks_for, hbone=hbone, trust_domain=settings.trust_domain,

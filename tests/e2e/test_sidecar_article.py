@@ -57,7 +57,8 @@ def article(lab):
 
 
 def pod(lab, ns: str, app: str) -> dict:
-    return lab.pods(ns, f"app={app}")[0]
+    """The app's pod (not one that is terminating after a rollout)."""
+    return next(p for p in lab.pods(ns, f"app={app}") if not p["metadata"].get("deletionTimestamp"))
 
 
 def curl(lab, ns: str, app: str, url: str, *args: str) -> tuple[int | None, str, int]:
@@ -273,6 +274,7 @@ def test_upgrade_reaches_sidecars_only_when_their_pods_restart(article):
 
 
 def test_sidecar_readiness_and_istio_request_metrics(article):
+    article.wait_ready(LEGACY, "app=httpbin-legacy")  # one pod, after the upgrade test's rollout
     legacy = pod(article, LEGACY, "httpbin-legacy")
     assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/status/418")[0] == 418
     name = legacy["metadata"]["name"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.runtime.kubelet import (RunAs, exec_argv, lifecycle_command, run_as, token_access,
+from lab.runtime.kubelet import (RunAs, exec_argv, lifecycle_command, run_as, has_non_root,
                                  user_argv)
 
 APP = {"name": "app", "image": "ambient-lab/echo"}
@@ -69,11 +69,10 @@ def test_lifecycle_commands():
     assert lifecycle_command(dict(APP, lifecycle={"postStart": {"httpGet": {"port": 80}}}), "postStart") is None
 
 
-def test_token_file_access():
-    assert token_access(spec()) == (0, 0, 0o600)
-    # The one non-root uid owns it (Istio's proxy, uid 1337, next to a root app).
-    assert token_access(spec(dict(APP), c(runAsUser=1337, runAsGroup=1337))) == (1337, 1337, 0o600)
-    assert token_access(spec(c(runAsUser=1000), c(runAsUser=1337))) == (0, 0, 0o644)
-    assert token_access(spec(c(runAsUser=1000), c(runAsUser=1337), fsGroup=3000)) == (0, 3000, 0o640)
-    assert token_access(spec(c(runAsUser=1337), fsGroup=3000)) == (1337, 3000, 0o640)
-    assert token_access(spec(init=[c(runAsUser=5)])) == (5, 0, 0o600)
+def test_token_file_is_shared_only_through_the_pods_own_group():
+    assert not has_non_root(spec())
+    assert has_non_root(spec(dict(APP), c(runAsUser=1337, runAsGroup=1337)))
+    assert has_non_root(spec(init=[c(runAsUser=5)]))
+    # A non-root container gets the pod's own group (the token's group); root needs none.
+    assert run_as(spec(), c(runAsUser=1337, runAsGroup=1337), pod_gid=3000001).groups == (3000001,)
+    assert run_as(spec(), dict(APP), pod_gid=3000001) is None
