@@ -170,9 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = sp.add_subparsers(dest="scenario_verb", metavar="ACTION", title="actions")
     _sub(ssub, "list", "the scenarios: NAME SUMMARY", aliases=["ls"])
     s_run = _sub(ssub, "run", "run a scenario: build, load, break, measure, restore; CLAIM OBSERVED VERDICT")
-    s_run.add_argument("name", metavar="NAME", help="a scenario (lab scenario list)")
-    s_run.add_argument("--plot", metavar="FILE.png", help="draw the timeline (or bars) into FILE.png")
-    s_run.add_argument("-o", "--output", choices=["json"], help="json: the rows, raw figures and timelines")
+    from lab.cli.scenario import add_run_arguments
+    add_run_arguments(s_run)
     sp.set_defaults(fn=cmd_scenario)
     sp = _sub(sub, "load", "HTTP load at a fixed rate from inside a pod: --from POD URL --qps Q "
                            "--duration D")

@@ -5,12 +5,18 @@ one, write a module with a `Scenario` subclass (see `framework`) and put an inst
 """
 from __future__ import annotations
 
+from lab.scenarios.cert_expiry import CertExpiry
 from lab.scenarios.framework import Result, Run, Scenario, ScenarioError, run_scenario
 from lab.scenarios.headless import Headless
 from lab.scenarios.hops import Hops
 from lab.scenarios.istiod_down import IstiodDown
+from lab.scenarios.noisy_neighbour import NoisyNeighbour
+from lab.scenarios.overhead import Overhead
 from lab.scenarios.policy_mistake import PolicyMistake
+from lab.scenarios.sidecar_shutdown import SidecarShutdownRace
+from lab.scenarios.sidecar_startup import SidecarStartupRace
 from lab.scenarios.waypoint_down import WaypointDown
+from lab.scenarios.upgrade import Upgrade
 from lab.scenarios.ztunnel_down import ZtunnelDown
 
 SCENARIOS: list[Scenario] = [
@@ -20,6 +26,12 @@ SCENARIOS: list[Scenario] = [
     PolicyMistake(),
     Headless(),
     Hops(),
+    NoisyNeighbour(),
+    CertExpiry(),
+    Overhead(),
+    SidecarStartupRace(),
+    SidecarShutdownRace(),
+    Upgrade(),
 ]
 
 

@@ -379,7 +379,8 @@ def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Itera
     policies = [parse_as(AuthorizationPolicy, p) for p in policy_objects]
     authns = [parse_as(RequestAuthentication, a) for a in authn_objects]
     all_pods = [p for p in all_pods if _pod_ip(p)]
-    ip = _pod_ip(pod)
+    # A terminating pod keeps its own inbound chain: its sidecar drains with it.
+    ip = (pod.get("status") or {}).get("podIP") or None
     clusters: dict[str, dict] = {}
     routes: dict[str, dict] = {}
 
@@ -388,6 +389,8 @@ def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Itera
     jwt = jwt_authn_filter([ra for ra in authns if _authn_selects(ra, pod, root_namespace)], jwks_for)
     inbound = f"inbound|{_ns(pod)}/{_name(pod)}"
     local = endpoint_entry(pod, 0, [], trust_domain, lambda p: False)
+    local["endpoint"]["address"]["socket_address"]["address"] = ip
+    local["health_status"] = "HEALTHY"  # the app beside the proxy: reached while the pod drains too
     clusters[inbound] = cluster_resource(inbound, [local], None)
     routes[inbound] = route_resource(inbound, inbound)
     virtual_inbound = {

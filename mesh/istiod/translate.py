@@ -358,8 +358,10 @@ def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
         add(_namespace(gateway), _meta(gateway).get("name"), resources)
     services = [s for s in objects.get("Service", ()) if (s.get("spec") or {}).get("type") != "ExternalName"]
     peer_authns = objects.get("PeerAuthentication", ())
-    for pod in pods:
-        if not has_sidecar(pod):
+    # Sidecars get config while they run, terminating included (they drain), but not once finished.
+    for pod in objects.get("Pod", ()):
+        status = pod.get("status") or {}
+        if not has_sidecar(pod) or not status.get("podIP") or status.get("phase") in _TERMINAL_PHASES:
             continue
         try:
             mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode
