@@ -31,3 +31,9 @@ def pod_dir(name: str, namespace: str, pod: str, uid: str) -> str:
 def netns_prefix(name: str) -> str:
     """Every network namespace of lab NAME is called `al-NAME-...`."""
     return f"al-{name}-"
+
+
+def cni_plugin_dir(name: str, node: str) -> str:
+    """Node NODE's CNI plugin sockets (`*.sock`): the kubelet asks each one to ADD a new pod before
+    its containers start (lab/runtime/cniplugins.py). Inside the lab's directory, so removed with it."""
+    return os.path.join(lab_dir(name), "cni", node)

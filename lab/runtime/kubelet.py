@@ -35,8 +35,8 @@ import trio
 
 from lab import images
 from lab.journal import Journal
-from lab.paths import pod_dir
-from lab.runtime import cgroups, netns, processes, sandbox
+from lab.paths import cni_plugin_dir, pod_dir
+from lab.runtime import cgroups, cniplugins, netns, processes, sandbox
 from lab.store import Store, now_rfc3339
 from lab.topology import Topology
 
@@ -481,6 +481,12 @@ class PodWorker:
                         limiter=self.k.limiter)
                 self._annotate_netns()
                 self.publish()
+                if self.sandbox.host_ifname is not None:
+                    # The node's CNI plugins (istio-cni) see the pod before any container runs;
+                    # a failing one fails the sandbox, retried until it succeeds.
+                    await cniplugins.add(
+                        cni_plugin_dir(self.k.topo.name, node_name), self.pod, self.sandbox.netns,
+                        self.sandbox.ip, lambda msg: self.event("FailedCreatePodSandBox", msg, "Warning"))
                 await self._run_init_containers()
                 self.initialized = True
                 self.publish()
@@ -515,6 +521,8 @@ class PodWorker:
                 for name, proc in list(self.procs.items()):
                     nursery.start_soon(self._stop_container, name, proc, min(self.grace, MAX_GRACE))
             if self.sandbox is not None and self.sandbox.host_ifname is not None:
+                await cniplugins.delete(cni_plugin_dir(self.k.topo.name, node_name), self.pod,
+                                        self.sandbox.netns, self.sandbox.ip)
                 node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
                 await trio.to_thread.run_sync(sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox,
                                               limiter=self.k.limiter)

@@ -17,6 +17,15 @@ netns. Three tasks share one nursery:
 With no ztunnel connected the rules are still written: the pod's traffic then fails closed (nothing
 listens on 15001/15006/15008), as in Istio, until a ztunnel connects and gets the pod.
 
+A fourth task serves the node's CNI plugin socket (`plugin_server`): the lab's kubelet sends ADD for
+each new pod before its containers start and waits for the answer. For a pod the view selects,
+`cni_add` wakes the reconciler and answers ok only once the pod is captured, acked by ztunnel and
+annotated; with no ztunnel connected it answers "no ztunnel connection", so the kubelet holds the
+pod (FailedCreatePodSandBox) and retries. Pods not selected get ok. Either way the reconciler stays
+the only writer, so a pod enrolled for an ADD is not enrolled again when the watch shows it. DEL (the
+pod being torn down) releases the pod before its netns goes. The watch alone still enrolls pods
+that were running before their namespace was labelled.
+
 On SIGTERM the agent exits at once and leaves the pods' rules in place: a restarting agent must not
 open a window where captured pods talk in plaintext. Its successor rebuilds its state from the API
 (pods it marked before are re-enrolled, or released if no longer selected).
@@ -29,23 +38,27 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import aclosing
 
 import trio
 
 from lab.api.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
+from lab.paths import cni_plugin_dir
 from lab.runtime import netns
 from mesh import paths
 from mesh.cni import inpod
 from mesh.cni.enrollment import (
     REDIRECTION_ANNOTATION,
     REDIRECTION_ENABLED,
+    NETNS_ANNOTATION,
     ClusterView,
     Workload,
     is_marked,
     plan,
 )
+from mesh.cni.plugin_server import PluginRequest, PluginServer
 from mesh.cni.ztunnelserver import ZtunnelLink, ZtunnelServer
 from mesh.zds import AddWorkload, DelWorkload, SnapshotSent, WorkloadInfo, ZdsClosed
 from lab.backoff import Backoff
@@ -53,16 +66,23 @@ from lab.backoff import Backoff
 log = logging.getLogger("mesh.cni")
 
 WATCH_KINDS = ["Pod", "Namespace"]
+PLUGIN_SOCKET = "istio-cni.sock"
+#: How long an ADD waits for the pod to be seen and captured (the kubelet waits 10 s in all).
+ADD_DEADLINE = 8.0
+#: How long a DEL waits for the pod's release before answering anyway.
+DEL_DEADLINE = 2.0
+NO_ZTUNNEL = "no ztunnel connection"
 _API_ERRORS = (OSError, LabError, ProtocolError, trio.BrokenResourceError)
 
 
 class Agent:
     """One node's agent. `run` serves until cancelled; the attributes are there to be inspected."""
 
-    def __init__(self, api_socket: str, node: str, zds_path: str):
+    def __init__(self, api_socket: str, node: str, zds_path: str, plugin_path: str | None = None):
         self.node = node
         self.api = AsyncLabClient(api_socket)
         self.ztunnels = ZtunnelServer(zds_path, self._poke)
+        self.plugin = PluginServer(plugin_path, self.handle_plugin) if plugin_path else None
         self.view = ClusterView(node)
         self.synced = trio.Event()
         #: Pods whose rules this process wrote, by uid.
@@ -71,6 +91,10 @@ class Agent:
         self._link: ZtunnelLink | None = None
         self._acked: set[str] = set()
         self._dirty = trio.Event()
+        #: Set and replaced whenever the view, the ztunnel connection or the enrollment changes.
+        self._changed = trio.Event()
+        #: Pods the kubelet has DELeted: never (re-)captured, even while the view still shows them.
+        self._deleted: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; reports started once the ZDS socket accepts connections."""
@@ -80,10 +104,20 @@ class Agent:
             await nursery.start(self.ztunnels.serve)
             nursery.start_soon(self._watch)
             nursery.start_soon(self._reconcile_forever)
+            if self.plugin is not None:
+                await nursery.start(self.plugin.serve)
             task_status.started()
 
     def _poke(self) -> None:
         self._dirty.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _wanted(self, view: ClusterView) -> dict[str, Workload]:
+        return {uid: w for uid, w in view.wanted().items() if uid not in self._deleted}
 
     # --- the watch -------------------------------------------------------------------------------
 
@@ -134,7 +168,8 @@ class Agent:
     async def _reconcile_once(self) -> bool:
         """One pass; False if something failed and the pass should be retried."""
         view = self.view
-        todo = plan(view.wanted(), self.enrolled, view.marked())
+        self._deleted = {uid for uid in self._deleted if view.pod(uid) is not None}
+        todo = plan(self._wanted(view), self.enrolled, view.marked())
         ok = True
         for workload in todo.release:
             ok &= await self._release(workload, view)
@@ -145,7 +180,68 @@ class Agent:
             pod = view.pod(uid)
             if pod is not None and not is_marked(pod):
                 ok &= await self._annotate(self.enrolled[uid], REDIRECTION_ENABLED)
+        self._notify()
         return ok
+
+    # --- the CNI plugin --------------------------------------------------------------------------
+
+    async def handle_plugin(self, request: PluginRequest) -> str | None:
+        """The answer to the kubelet's ADD or DEL: None for ok, else the error it reports."""
+        began = trio.current_time()
+        if request.command == "DEL":
+            error = await self.cni_del(request)
+        else:
+            error = await self.cni_add(request)
+        log.info("CNI %s of pod %s: %s (%.0f ms)", request.command, request, error or "ok",
+                 (trio.current_time() - began) * 1000)
+        return error
+
+    async def cni_add(self, request: PluginRequest) -> str | None:
+        """Answer once the pod is captured (or is not for ambient); an error makes the kubelet retry."""
+        uid = request.uid
+        with trio.move_on_after(ADD_DEADLINE):
+            # The kubelet publishes the pod's IP before it calls: wait until the watch shows it,
+            # so the decision is the reconciler's own.
+            await self._until(lambda: self.synced.is_set() and _has_sandbox(self.view.pod(uid)))
+            if uid not in self._wanted(self.view):
+                return None
+            self._poke()
+            outcome = await self._until(lambda: self._add_outcome(uid))
+            return None if outcome is True else outcome
+        if not self.synced.is_set():
+            return f"not synced with the lab API within {ADD_DEADLINE:g}s"
+        if self.view.pod(uid) is None:
+            return f"pod not seen by the agent within {ADD_DEADLINE:g}s"
+        return f"pod not captured within {ADD_DEADLINE:g}s"
+
+    def _add_outcome(self, uid: str) -> bool | str | None:
+        """True once the pod is done, an error to give up with, None to keep waiting."""
+        if uid not in self._wanted(self.view):
+            return True  # no longer selected (its namespace unlabelled meanwhile)
+        if self.ztunnels.current is None:
+            return NO_ZTUNNEL
+        pod = self.view.pod(uid)
+        if (uid in self.enrolled and uid in self._acked and self._live_link() is not None
+                and pod is not None and is_marked(pod)):
+            return True
+        return None
+
+    async def cni_del(self, request: PluginRequest) -> str | None:
+        """Release the pod before its netns goes; answers ok after DEL_DEADLINE at the latest."""
+        self._deleted.add(request.uid)
+        self._poke()
+        with trio.move_on_after(DEL_DEADLINE):
+            await self._until(lambda: request.uid not in self.enrolled)
+        return None
+
+    async def _until(self, check: Callable[[], object]):
+        """CHECK's first truthy result, re-checked whenever something changes."""
+        while True:
+            changed = self._changed
+            result = check()
+            if result:
+                return result
+            await changed.wait()
 
     async def _capture(self, workload: Workload) -> bool:
         try:
@@ -253,6 +349,12 @@ class Agent:
         return True
 
 
+def _has_sandbox(pod: dict | None) -> bool:
+    """The pod as the kubelet has published it before its CNI ADD: with its IP and netns."""
+    return (pod is not None and bool((pod.get("status") or {}).get("podIP"))
+            and bool((pod["metadata"].get("annotations") or {}).get(NETNS_ANNOTATION)))
+
+
 def _pods(count: int) -> str:
     return f"{count} pod" if count == 1 else f"{count} pods"
 
@@ -260,10 +362,11 @@ def _pods(count: int) -> str:
 # --- the process ---------------------------------------------------------------------------------
 
 
-async def _serve_until_signalled(api_socket: str, node: str, zds_path: str) -> None:
+async def _serve_until_signalled(api_socket: str, node: str, zds_path: str,
+                                 plugin_path: str | None) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(Agent(api_socket, node, zds_path).run)
+            nursery.start_soon(Agent(api_socket, node, zds_path, plugin_path).run)
             async for signum in signals:
                 log.info("%s: exiting; captured pods keep their rules", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
@@ -278,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="this node's name (default: $LAB_NODE_NAME)")
     parser.add_argument("--zds-socket",
                         help="where to serve ZDS (default: the node's socket of lab $LAB_NAME)")
+    parser.add_argument("--plugin-socket",
+                        help="where to serve the kubelet's CNI plugin calls (default: in the node's "
+                             "CNI plugin directory of lab $LAB_NAME; 'none' to serve none)")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s istio-cni %(levelname)s %(message)s")
@@ -287,12 +393,16 @@ def main(argv: list[str] | None = None) -> int:
                   "(LAB_API_SOCKET, LAB_NODE_NAME, LAB_NAME or the matching options)")
         return 2
     zds_path = args.zds_socket or paths.zds_socket_path(lab, args.node)
+    plugin_path = args.plugin_socket
+    if plugin_path is None:
+        plugin_path = os.path.join(cni_plugin_dir(lab, args.node), PLUGIN_SOCKET) if lab else "none"
+    plugin_path = None if plugin_path == "none" else plugin_path
     status = 0
     try:
-        trio.run(_serve_until_signalled, args.api_socket, args.node, zds_path)
-    except* OSError as group:  # only serving the ZDS socket can fail this way
+        trio.run(_serve_until_signalled, args.api_socket, args.node, zds_path, plugin_path)
+    except* OSError as group:  # only serving the ZDS or plugin socket can fail this way
         for error in group.exceptions:
-            log.error("cannot serve ZDS on %s: %s", zds_path, error)
+            log.error("cannot serve ZDS on %s or the CNI plugin on %s: %s", zds_path, plugin_path, error)
         status = 1
     return status
 
