@@ -276,7 +276,9 @@ def test_upgrade_reaches_sidecars_only_when_their_pods_restart(article):
 def test_sidecar_readiness_and_istio_request_metrics(article):
     article.wait_ready(LEGACY, "app=httpbin-legacy")  # one pod, after the upgrade test's rollout
     legacy = pod(article, LEGACY, "httpbin-legacy")
-    assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/status/418")[0] == 418
+    # Right after the upgrade test reinstalls the mesh, the ztunnels may still be rolling.
+    eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/status/418")[0] == 418,
+               timeout=30, interval=0.3)
     name = legacy["metadata"]["name"]
     r = article.exec(name, LEGACY, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                     "http://127.0.0.1:15021/healthz/ready"], container="httpbin")
