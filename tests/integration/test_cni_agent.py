@@ -313,7 +313,8 @@ async def test_the_program_serves_zds_and_exits_promptly_on_sigterm(
         api: FakeLabAPI, zds_path: str, pod_netns: str) -> None:
     label_namespace(api, "ambient")
     env = {**os.environ, "LAB_API_SOCKET": api.path, "LAB_NODE_NAME": NODE, "LAB_NAME": "unused"}
-    argv = [sys.executable, "-m", "mesh.cni", "--zds-socket", zds_path]
+    # No CNI plugin socket: this test has no lab directory to put it in.
+    argv = [sys.executable, "-m", "mesh.cni", "--zds-socket", zds_path, "--plugin-socket", "none"]
     process = await trio.lowlevel.open_process(argv, env=env, stderr=subprocess.PIPE)
     assert process.stderr is not None
     log = b""
