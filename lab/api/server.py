@@ -72,8 +72,9 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
                     break
 
             send = Reply(stream)
-            if peer_uid(stream) != 0 and not allowed_unprivileged(request):
-                await send(error(f"forbidden: the lab API serves uid {peer_uid(stream)} only the mesh root "
+            uid = peer_uid(stream)
+            if uid != 0 and not allowed_unprivileged(request):
+                await send(error(f"forbidden: the lab API serves uid {uid} only the mesh root "
                                  "certificate (get ConfigMap istio-system/istio-ca-root-cert)"))
                 return
 

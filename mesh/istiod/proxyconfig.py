@@ -31,6 +31,8 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping
 
 from mesh.istiod.jwt import jwt_authn_filter
+from mesh.istiod.objects import (is_live, is_ready, labels as _labels, meta as _meta, name as _name,
+                                 namespace as _ns, selects_pod, service_account)
 from mesh.policy.model import AuthorizationPolicy, RequestAuthentication, parse_as
 from mesh.policy.ztunnel import selects
 
@@ -48,22 +50,6 @@ RBAC_NETWORK = "envoy.filters.network.rbac"
 ROUTER = "envoy.filters.http.router"
 
 JwksLookup = Callable[[str], "str | None"]
-
-
-def _meta(obj: Mapping) -> Mapping:
-    return obj.get("metadata") or {}
-
-
-def _ns(obj: Mapping) -> str:
-    return _meta(obj).get("namespace") or "default"
-
-
-def _name(obj: Mapping) -> str:
-    return _meta(obj).get("name") or ""
-
-
-def _labels(obj: Mapping) -> Mapping[str, str]:
-    return _meta(obj).get("labels") or {}
 
 
 def proxy_id(namespace: str, name: str) -> str:
@@ -87,12 +73,6 @@ def _is_http_port(port: Mapping) -> bool:
     return app in ("http", "http2", "grpc") or name.split("-")[0] in ("http", "http2", "grpc")
 
 
-def _selects_pod(service: Mapping, pod: Mapping) -> bool:
-    selector = (service.get("spec") or {}).get("selector") or {}
-    labels = _labels(pod)
-    return bool(selector) and _ns(service) == _ns(pod) and all(labels.get(k) == v for k, v in selector.items())
-
-
 def _target_port(port: Mapping, pod: Mapping) -> int | None:
     target = port.get("targetPort", port.get("port"))
     if isinstance(target, int):
@@ -104,22 +84,12 @@ def _target_port(port: Mapping, pod: Mapping) -> int | None:
     return None
 
 
-def _is_ready(pod: Mapping) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def _pod_ip(pod: Mapping) -> str | None:
-    status = pod.get("status") or {}
-    if _meta(pod).get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
-        return None
-    return status.get("podIP") or None
+    return ((pod.get("status") or {}).get("podIP") or None) if is_live(pod) else None
 
 
 def _identity(pod: Mapping, trust_domain: str) -> str:
-    spec = pod.get("spec") or {}
-    sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-    return f"spiffe://{trust_domain}/ns/{_ns(pod)}/sa/{sa}"
+    return f"spiffe://{trust_domain}/ns/{_ns(pod)}/sa/{service_account(pod)}"
 
 
 # ---- which policies apply where ------------------------------------------------------------------
@@ -178,7 +148,7 @@ def chain_authns(authns: Iterable[RequestAuthentication], gateway: Mapping, serv
 def endpoint_entry(pod: Mapping, port: int, policies: list[str], trust_domain: str, enrolled: Callable[[Mapping], bool]) -> dict:
     return {
         "endpoint": {"address": {"socket_address": {"address": _pod_ip(pod), "port_value": port}}},
-        "health_status": "HEALTHY" if _is_ready(pod) else "UNHEALTHY",
+        "health_status": "HEALTHY" if is_ready(pod) else "UNHEALTHY",
         "metadata": {"filter_metadata": {"istio": {
             "workload": f"{_ns(pod)}/{_name(pod)}",
             "identity": _identity(pod, trust_domain),
@@ -305,7 +275,7 @@ def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iter
         vip = (service.get("spec") or {}).get("clusterIP")
         if not vip or vip == "None":
             continue
-        members = [p for p in all_pods if _selects_pod(service, p)]
+        members = [p for p in all_pods if selects_pod(service, p)]
         at_chain = chain_policies(policies, gateway, service, root_namespace)
         jwt = jwt_authn_filter(chain_authns(authns, gateway, service, members, root_namespace), jwks_for)
         for port in (service.get("spec") or {}).get("ports") or []:
@@ -410,7 +380,7 @@ def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Itera
         vip = (service.get("spec") or {}).get("clusterIP")
         if not vip or vip == "None":
             continue
-        members = [p for p in all_pods if _selects_pod(service, p)]
+        members = [p for p in all_pods if selects_pod(service, p)]
         for port in (service.get("spec") or {}).get("ports") or []:
             if (port.get("protocol") or "TCP") != "TCP":
                 continue

@@ -28,6 +28,8 @@ from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.policy.model import AuthorizationPolicy, PeerAuthentication, parse_as
 from mesh.policy.peerauth import derived_authorizations, effective_mtls_mode, explain_mtls
 from mesh.policy.ztunnel import ZtunnelTranslation, to_ztunnel, workload_policy_keys
+from mesh.istiod.objects import (TERMINAL_PHASES, is_ready, selects_pod, service_account,
+                                 labels as _labels, meta as _meta, namespace as _namespace)
 from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id, sidecar_resources, waypoint_resources
 from mesh.istiod.waypoints import Attachments, is_waypoint
 
@@ -43,7 +45,6 @@ ACCEPTED_MESSAGE = "attached to ztunnel"  # istiod's message for a policy ztunne
 
 _NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
 _REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
-_TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 class Versioned(NamedTuple):
@@ -97,18 +98,6 @@ def diff(old: Mapping[str, Versioned], new: Mapping[str, Versioned]) -> tuple[di
 
 # ---- pods: enrollment, identity, ownership -------------------------------------------------------
 
-def _meta(obj: Mapping) -> Mapping:
-    return obj.get("metadata") or {}
-
-
-def _namespace(obj: Mapping) -> str:
-    return _meta(obj).get("namespace") or "default"
-
-
-def _labels(obj: Mapping) -> dict[str, str]:
-    return dict(_meta(obj).get("labels") or {})
-
-
 def is_enrolled(pod: Mapping, namespace_labels: Mapping[str, str]) -> bool:
     """HBONE for this pod: ambient by its namespace or itself, not opted out, not hostNetwork, and
     istio-cni has finished redirecting it (until then ztunnel must not send it HBONE)."""
@@ -161,16 +150,11 @@ def canonical_revision(labels: Mapping[str, str]) -> str:
     return next((labels[key] for key in _REVISION_LABELS if key in labels), "latest")
 
 
-def is_ready(pod: Mapping) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def is_listed(pod: Mapping) -> bool:
     """Pods istiod serves: with an IP, not terminating, not finished."""
     status = pod.get("status") or {}
     return bool(status.get("podIP")) and not _meta(pod).get("deletionTimestamp") \
-        and status.get("phase") not in _TERMINAL_PHASES
+        and status.get("phase") not in TERMINAL_PHASES
 
 
 def pod_addresses(pod: Mapping) -> list[str]:
@@ -204,15 +188,6 @@ def service_resource(service: Mapping, settings: Settings = Settings(), waypoint
         "addresses": [cluster_ip] if cluster_ip and cluster_ip != "None" else [],
         "ports": ports, "subjectAltNames": [], "waypoint": waypoint,
     }}
-
-
-def selects_pod(service: Mapping, pod: Mapping) -> bool:
-    """Kubernetes' rule: same namespace and a non-empty selector whose labels the pod carries."""
-    selector = (service.get("spec") or {}).get("selector") or {}
-    if not selector or _namespace(service) != _namespace(pod):
-        return False
-    labels = _labels(pod)
-    return all(labels.get(key) == value for key, value in selector.items())
 
 
 def container_ports(pod: Mapping) -> dict[str, int]:
@@ -271,7 +246,7 @@ def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], service
         "addresses": pod_addresses(pod),
         "protocol": "HBONE" if is_enrolled(pod, namespace_labels) or sidecar_takes_hbone(pod) else "TCP",
         "trustDomain": settings.trust_domain,
-        "serviceAccount": spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
+        "serviceAccount": service_account(pod),
         "node": spec.get("nodeName") or "",
         "canonicalName": canonical_name(labels, owner), "canonicalRevision": canonical_revision(labels),
         "workloadType": kind, "workloadName": owner,
@@ -361,7 +336,7 @@ def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
     # Sidecars get config while they run, terminating included (they drain), but not once finished.
     for pod in objects.get("Pod", ()):
         status = pod.get("status") or {}
-        if not has_sidecar(pod) or not status.get("podIP") or status.get("phase") in _TERMINAL_PHASES:
+        if not has_sidecar(pod) or not status.get("podIP") or status.get("phase") in TERMINAL_PHASES:
             continue
         try:
             mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode

@@ -29,6 +29,8 @@ import trio
 from lab.api.protocol import ProtocolError
 from lab.backoff import Backoff
 from lab.client import AsyncLabClient, LabError, LabUnavailable
+from mesh.istiod.objects import (annotations as _annotations, is_live as _is_live, labels as _labels, meta as _meta,
+                                 name as _name, namespace as _namespace, selects_pod, service_account as _service_account)
 
 if TYPE_CHECKING:
     from mesh.istiod.state import MeshState
@@ -59,27 +61,6 @@ POD_LABEL = "pod label"
 IMPLICIT_NAMESPACE = "implicit (namespace)"
 IMPLICIT_SERVICE_ACCOUNT = "implicit (service account)"
 
-_TERMINAL_PHASES = ("Succeeded", "Failed")
-
-
-def _meta(obj: Mapping) -> Mapping:
-    return obj.get("metadata") or {}
-
-
-def _name(obj: Mapping) -> str:
-    return _meta(obj).get("name") or ""
-
-
-def _namespace(obj: Mapping) -> str:
-    return _meta(obj).get("namespace") or "default"
-
-
-def _labels(obj: Mapping) -> dict[str, str]:
-    return dict(_meta(obj).get("labels") or {})
-
-
-def _annotations(obj: Mapping) -> dict[str, str]:
-    return dict(_meta(obj).get("annotations") or {})
 
 
 # ---- which Gateways are waypoints -----------------------------------------------------------------
@@ -332,23 +313,6 @@ def parse_use_waypoint(value: str, namespace: str) -> tuple[str, str] | None:
     return namespace, value
 
 
-def _is_live(pod: Mapping) -> bool:
-    return not _meta(pod).get("deletionTimestamp") and (pod.get("status") or {}).get("phase") not in _TERMINAL_PHASES
-
-
-def _service_account(pod: Mapping) -> str:
-    spec = pod.get("spec") or {}
-    return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-
-
-def _selects(service: Mapping, pod: Mapping) -> bool:
-    selector = (service.get("spec") or {}).get("selector") or {}
-    if not selector or _namespace(service) != _namespace(pod):
-        return False
-    labels = _labels(pod)
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
 class Attachments:
     """Waypoint attachment over one snapshot of the objects (by kind: Namespace, Gateway, Service,
     Pod). Built once per translation; `for_service` and `for_pod` answer per object.
@@ -428,7 +392,7 @@ class Attachments:
         if is_pod:
             accounts = {_service_account(obj)}
         else:
-            accounts = {_service_account(p) for p in self._pods.get(_namespace(obj), []) if _selects(obj, p)}
+            accounts = {_service_account(p) for p in self._pods.get(_namespace(obj), []) if selects_pod(obj, p)}
         if len(accounts) == 1:
             account = next(iter(accounts))
             for gw in candidates:

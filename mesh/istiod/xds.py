@@ -32,7 +32,7 @@ import trio
 from lab.api.protocol import encode
 from mesh.istiod.auth import TokenReviewer, Unauthenticated
 from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
-from mesh.istiod.translate import TYPES, Resources, Versioned, diff
+from mesh.istiod.translate import ALL_TYPES, TYPES, Resources, Versioned, diff
 
 log = logging.getLogger("istiod.xds")
 
@@ -60,7 +60,6 @@ def parse_known(known: object) -> Resources:
     return result
 
 
-ALL_TYPES = TYPES + PROXY_TYPES
 
 
 def parse_view(types: object, proxy: object) -> tuple[tuple[str, ...], str | None]:

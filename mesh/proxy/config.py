@@ -162,15 +162,20 @@ def _route_cluster(name: str, route: Mapping) -> str:
     raise InvalidConfig(f"route {name} names no cluster")
 
 
+def _network(raw: Mapping) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The destination a chain matches (its first prefix range)."""
+    ranges = (raw.get("filter_chain_match") or {}).get("prefix_ranges") or []
+    if not ranges:
+        raise InvalidConfig(f"chain {raw.get('name')} has no prefix_ranges")
+    return ipaddress.ip_network(f"{ranges[0]['address_prefix']}/{ranges[0].get('prefix_len', 32)}", strict=False)
+
+
 def _chain(raw: Mapping, route_clusters: Mapping[str, str]) -> Chain | None:
     """The HTTP variant defines a chain; its TCP twin only repeats the cluster."""
     match = raw.get("filter_chain_match") or {}
     if not match.get("application_protocols"):
         return None
-    ranges = match.get("prefix_ranges") or []
-    if not ranges:
-        raise InvalidConfig(f"chain {raw.get('name')} has no prefix_ranges")
-    network = ipaddress.ip_network(f"{ranges[0]['address_prefix']}/{ranges[0].get('prefix_len', 32)}", strict=False)
+    network = _network(raw)
     filters = {f.get("name"): f.get("typed_config") or {} for f in raw.get("filters") or []}
     hcm = filters.get(HCM)
     if hcm is None:
@@ -186,10 +191,7 @@ def _chain(raw: Mapping, route_clusters: Mapping[str, str]) -> Chain | None:
 
 def _outbound_chain(raw: Mapping) -> Chain:
     match = raw.get("filter_chain_match") or {}
-    ranges = match.get("prefix_ranges") or []
-    if not ranges:
-        raise InvalidConfig(f"outbound chain {raw.get('name')} has no prefix_ranges")
-    network = ipaddress.ip_network(f"{ranges[0]['address_prefix']}/{ranges[0].get('prefix_len', 32)}", strict=False)
+    network = _network(raw)
     tcp = next((f.get("typed_config") or {} for f in raw.get("filters") or [] if f.get("name") == TCP_PROXY), None)
     if tcp is None or not tcp.get("cluster"):
         raise InvalidConfig(f"outbound chain {raw.get('name')} has no tcp_proxy cluster")

@@ -43,7 +43,7 @@ from mesh.proxy.access_log import RequestRecord, connection_line
 from mesh.proxy.codec import serve_http, sniff
 from mesh.proxy.config import Chain, Cluster, Endpoint, ProxyConfig
 from mesh.proxy.http import HttpRequest, HttpResponse, local_reply
-from mesh.proxy.http1 import UpstreamError
+from mesh.proxy.http1 import BEFORE_HEADERS, UpstreamError
 from mesh.proxy.metrics import RequestLabels, RequestMetrics
 from mesh.proxy.upstream import UpstreamConnectError, Upstreams
 from mesh.ztunnel.sockets import abort
@@ -54,7 +54,6 @@ log = logging.getLogger("mesh.proxy.engine")
 POLICY_DENIED = 401  # HBONE status for a tunnel refused by policy
 NO_ROUTE = 503
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-UPSTREAM_RESET = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
 class ConfigSource(Protocol):
@@ -73,12 +72,8 @@ class Tunnel:
     target_ip: str
     target_port: int
     #: The original client as the sender wrote it in `forwarded: for=`: logged only. Policy and
-    #: x-forwarded-for use the connection's own peer address (any mesh peer could write the header).
+    #: x-forwarded-for use the connection's own peer address, src_ip (any mesh peer could write it).
     client_addr: str | None = None
-
-    @property
-    def client_ip(self) -> str:
-        return self.src_ip
 
     @property
     def src(self) -> str:
@@ -103,8 +98,6 @@ class Engine:
         self.rng = rng or random.Random()
         self.clock = clock
         self.sniff_timeout = sniff_timeout
-        self.requests = 0
-        self.denied = 0
         #: Set while the pod drains: each response then ends its connection, so clients reconnect
         #: (to another replica) before this one goes away, as Envoy's drain does.
         self.draining = False
@@ -125,7 +118,6 @@ class Engine:
         cluster = config.clusters.get(chain.cluster)
         verdict = self._early(config, chain, cluster, tunnel)
         if verdict is not None:
-            self.denied += 1
             self._connection_log(tunnel, chain, "deny", f"{self.component} rbac (L4)", verdict.policy,
                                  verdict.reason, started)
             await respond(POLICY_DENIED)
@@ -145,7 +137,6 @@ class Engine:
         config = self.config.current
         tunnel = Tunnel(src[0], src[1], None, None, target[0], target[1])
         if config.mtls_for(target[1]) == "STRICT":
-            self.denied += 1
             self._connection_log(tunnel, None, "deny", f"{self.component} peer_authentication", None,
                                  "STRICT mTLS: plaintext refused", time.monotonic())
             abort(stream)
@@ -218,7 +209,6 @@ class Engine:
             return
         verdict = authz.tcp_decision(_views(config, chain, endpoint, tunnel, _connection_view(tunnel)))
         if not verdict.allowed:
-            self.denied += 1
             self._connection_log(tunnel, chain, "deny", f"{self.component} rbac (TCP)", verdict.policy,
                                  verdict.reason, started, endpoint=endpoint)
             await trio.aclose_forcefully(stream)
@@ -270,7 +260,7 @@ def _views(config: ProxyConfig, chain: Chain, endpoint: Endpoint | None, tunnel:
 
 
 def _connection_view(tunnel: Tunnel):
-    return lambda ip, port: authz.Connection(tunnel.client_ip, tunnel.peer_identity, ip, port)
+    return lambda ip, port: authz.Connection(tunnel.src_ip, tunnel.peer_identity, ip, port)
 
 
 def _tunnel_headers(tunnel: Tunnel) -> list[tuple[str, str]]:
@@ -305,7 +295,6 @@ class _Handler:
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         engine, tunnel = self.engine, self.tunnel
         started = time.monotonic()
-        engine.requests += 1
         record = RequestRecord(method=request.method, path=request.target, protocol=f"HTTP/{request.version}",
                                authority=request.authority, src_addr=tunnel.client_addr or tunnel.src,
                                src_identity=tunnel.peer_identity, component=engine.component, chain=self.chain.name,
@@ -333,7 +322,6 @@ class _Handler:
                                          headers=request.headers, now=engine.clock(), method=request.method)
         record.request_principal = outcome.principal
         if outcome.status is not None:
-            engine.denied += 1
             record.decision, record.decided_by, record.reason = "deny", f"{engine.component} jwt_authn", outcome.detail
             record.flags = "-"
             return _local(outcome.status, outcome.body, list(outcome.response_headers))
@@ -349,13 +337,12 @@ class _Handler:
             # The headers as jwt_authn left them: a client cannot forge its output headers.
             return http_policy.Request(
                 method=request.method, path=outcome.path or request.target, host=request.authority,
-                src_ip=tunnel.client_ip, dst_ip=ip, dst_port=port, src_identity=tunnel.peer_identity,
+                src_ip=tunnel.src_ip, dst_ip=ip, dst_port=port, src_identity=tunnel.peer_identity,
                 headers=tuple(outcome.request_headers), jwt_claims=outcome.claims)
         verdict = authz.request_decision(_views(self.config, self.chain, endpoint, tunnel, view))
         record.audit = verdict.audit
         record.policy, record.reason = verdict.policy, verdict.reason
         if not verdict.allowed:
-            engine.denied += 1
             record.decision, record.decided_by = "deny", f"{engine.component} rbac"
             return _local(http_policy.DENIED_STATUS, http_policy.DENIED_BODY)
         if verdict.policy:
@@ -372,7 +359,7 @@ class _Handler:
         replaced = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-client-cert"}
         headers = [(k, v) for k, v in outcome.request_headers if k not in replaced]  # jwt_authn's changes made
         xff = request.header("x-forwarded-for")
-        headers.append(("x-forwarded-for", f"{xff}, {tunnel.client_ip}" if xff else tunnel.client_ip))
+        headers.append(("x-forwarded-for", f"{xff}, {tunnel.src_ip}" if xff else tunnel.src_ip))
         headers.append(("x-forwarded-proto", request.scheme or "http"))
         if request.header("x-request-id") is None:
             headers.append(("x-request-id", str(uuid.uuid4())))
@@ -391,7 +378,7 @@ class _Handler:
                 client, reused = await engine.upstreams.http_client(endpoint, port)
             except UpstreamConnectError as exc:
                 record.flags = "UF"
-                return _local(503, UPSTREAM_RESET + exc.reason)
+                return _local(503, BEFORE_HEADERS + exc.reason)
             try:
                 response = await client.request(request)
             except UpstreamError as exc:
