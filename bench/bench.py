@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lab import launcher  # noqa: E402
+from lab.cli import launcher  # noqa: E402
 from lab.testing import DEFAULT_TOPOLOGY, REPO, TestLab, eventually, unique_lab_name  # noqa: E402
 
 BENCH_TOPOLOGY = os.path.join(REPO, "bench", "two-workers.yaml")

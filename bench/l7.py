@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 from bench.mesh import q, read_response, request_rtts, rss_mib
-from lab.runtime import netns
+from lab.client import netns
 from lab.testing import TestLab, eventually, unique_lab_name
 
 NAMESPACES = {"direct": "wpb-direct", "ambient L4": "wpb-l4", "sidecar -> sidecar": "wpb-sidecar",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Callable
 
-from lab.runtime import netns
+from lab.client import netns
 from lab.testing import TestLab, eventually
 
 NS_DIRECT, NS_AMBIENT = "bench-direct", "bench-ambient"

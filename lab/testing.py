@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Callable, TypeVar
 
-from lab import launcher
+from lab.cli import launcher
 from lab.client import LabClient, LabError
 
 T = TypeVar("T")

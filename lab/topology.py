@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from lab.paths import LAB_NAME_RE
+from lab import addons
+from lab.client.paths import LAB_NAME_RE
 
 NODE_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,13}[a-z0-9])?$")  # fabric-side veth name ≤ 15
-KNOWN_ADDONS = ("dns", "ambient")
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
 
@@ -146,8 +146,9 @@ def load(text: str, source: str = "<topology>") -> Topology:
         raise TopologyError(f"{source}: network.serviceCIDR {service_cidr} is too small")
 
     install = doc.get("install", ["dns"])
-    if not isinstance(install, list) or any(a not in KNOWN_ADDONS for a in install):
-        raise TopologyError(f"{source}: install: {install!r}: known add-ons are {', '.join(KNOWN_ADDONS)}")
+    known = addons.names()
+    if not isinstance(install, list) or any(a not in known for a in install):
+        raise TopologyError(f"{source}: install: {install!r}: known add-ons are {', '.join(known)}")
     manifests = doc.get("manifests") or []
     if not isinstance(manifests, list) or not all(isinstance(m, str) for m in manifests):
         raise TopologyError(f"{source}: manifests: must be a list of file names")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from lab.paths import lab_dir
+from lab.client.paths import lab_dir
 
 
 def node_dir(lab: str, node: str) -> str:

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import textwrap
 import sys
 
-from lab import kinds
+from lab import addons
+from lab.apiserver import kinds
 from lab.cli.common import CliError
-from lab.cli.istioctl import cmd_istioctl
 from lab.cli.kubectl import (cmd_apply, cmd_create, cmd_delete, cmd_describe, cmd_events, cmd_exec, cmd_get,
                              cmd_label, cmd_logs, cmd_rollout, cmd_scale, cmd_wait)
 from lab.cli.lifecycle import cmd_capture, cmd_down, cmd_graph, cmd_status, cmd_up
 from lab.cli.top import cmd_top
 from lab.cli.load import cmd_load
-from lab.cli.scenario import cmd_scenario
 from lab.client import LabClient, LabError
 
 
@@ -151,11 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     ns_flags(sp)
     sp.set_defaults(fn=cmd_top)
 
-    sp = _sub(sub, "istioctl", "the istioctl verbs: install, proxy-status, ztunnel-config, proxy-config, waypoint, "
-                               "x describe")
-    _istioctl_parser(sp)
-    sp.set_defaults(fn=cmd_istioctl)
-
     sp = _sub(sub, "capture", "tcpdump in a pod's (or node/NAME's) network namespace")
     sp.add_argument("target")
     sp.add_argument("-i", "--interface", default="eth0")
@@ -166,13 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_capture)
     sp = _sub(sub, "graph", "the lab as a Mermaid graph")
     sp.set_defaults(fn=cmd_graph)
-    sp = _sub(sub, "scenario", "failure modes and the article's claims, one command each: scenario list | run NAME")
-    ssub = sp.add_subparsers(dest="scenario_verb", metavar="ACTION", title="actions")
-    _sub(ssub, "list", "the scenarios: NAME SUMMARY", aliases=["ls"])
-    s_run = _sub(ssub, "run", "run a scenario: build, load, break, measure, restore; CLAIM OBSERVED VERDICT")
-    from lab.cli.scenario import add_run_arguments
-    add_run_arguments(s_run)
-    sp.set_defaults(fn=cmd_scenario)
+    addons.add_cli_verbs(sub, _sub)
     sp = _sub(sub, "load", "HTTP load at a fixed rate from inside a pod: --from POD URL --qps Q "
                            "--duration D")
     sp.add_argument("url", metavar="URL", help="http:// URL; its host must be a lab address (pod or Service)")
@@ -191,76 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_load)
     return p
-
-
-def _istioctl_parser(sp) -> None:
-    from lab.istioctl import PROXY_STATUS_HELP, TRAFFIC_TYPES, WAYPOINT_TYPE_HELP
-    isub = sp.add_subparsers(dest="istio_verb", metavar="COMMAND", title="commands")
-    ip = _sub(isub, "install", "install or upgrade the ambient profile (--set profile=ambient [--set tag=X] -y)")
-    ip.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="profile=ambient; tag=X: Istio X (istiod, istio-cni and ztunnel roll to X, new pods get "
-                         "X sidecars, running app pods are not restarted)")
-    ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
-
-    sp_ = _sub(isub, "proxy-status", "istiod's sync status of every proxy: NAME CLUSTER CDS LDS EDS RDS ECDS "
-                                     "ISTIOD VERSION", aliases=["ps"])
-    sp_.epilog = textwrap.fill(PROXY_STATUS_HELP, 100)
-    sp_.add_argument("-o", "--output", help="short (the table, the default) or json (each istiod's /debug/syncz)")
-
-    zp = _sub(isub, "ztunnel-config", "what a ztunnel knows: workloads, services, policies, certificates, "
-                                      "connections, all", aliases=["zc"])
-    zp.add_argument("view")
-    zp.add_argument("pod", nargs="?", help="a ztunnel pod (default: the first)")
-    zp.add_argument("--node", help="the ztunnel of this node")
-    zp.add_argument("-o", "--output")
-    zp.add_argument("-n", "--namespace", dest="namespace_filter", help="only this namespace")
-    zp.add_argument("-A", "--all-namespaces", action="store_true")
-
-    pp = _sub(isub, "proxy-config", "what a pod's L7 proxy (a waypoint or sidecar) holds: listeners, clusters, "
-                                    "routes, secret, all", aliases=["pc"])
-    pp.add_argument("view", metavar="TYPE", help="listeners, clusters, routes, secret or all")
-    pp.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
-    pp.add_argument("-n", "--namespace", default=None)
-    pp.add_argument("-o", "--output", help="short (tables, the default) or json")
-
-    wp = _sub(isub, "waypoint", "list, inspect, generate, apply and delete waypoints")
-    wsub = wp.add_subparsers(dest="waypoint_verb", metavar="ACTION", title="actions")
-    w = _sub(wsub, "list", "the waypoints: NAME REVISION TRAFFIC TYPE PROGRAMMED")
-    w.epilog = textwrap.fill(WAYPOINT_TYPE_HELP + ".", 100)
-    w.add_argument("-n", "--namespace", default=None)
-    w.add_argument("-A", "--all-namespaces", action="store_true")
-    w = _sub(wsub, "status", "the status conditions istiod wrote on the waypoints' Gateways")
-    w.add_argument("--name", help="only this waypoint")
-    w.add_argument("-n", "--namespace", default=None)
-    w.add_argument("-A", "--all-namespaces", action="store_true")
-    for action, what in (("generate", "print the waypoint Gateway's YAML"),
-                         ("apply", "apply a waypoint Gateway; istiod deploys the waypoint")):
-        w = _sub(wsub, action, what)
-        w.add_argument("--name", default="waypoint", help="the waypoint's name (default: waypoint)")
-        w.add_argument("--for", dest="traffic_type", choices=TRAFFIC_TYPES,
-                       help="the traffic it serves (label istio.io/waypoint-for; unset: service)")
-        w.add_argument("-n", "--namespace", default=None)
-        if action == "apply":
-            w.add_argument("--enroll-namespace", action="store_true",
-                           help="label the namespace istio.io/use-waypoint=NAME")
-            w.add_argument("--overwrite", action="store_true",
-                           help="with --enroll-namespace: replace another waypoint the namespace uses")
-            w.add_argument("-w", "--wait", action="store_true",
-                           help="wait until the waypoint is Programmed and its Deployment ready")
-            w.add_argument("--timeout", default="90s", help="how long --wait waits (default: 90s)")
-    w = _sub(wsub, "delete", "delete waypoints (default: the one named waypoint)")
-    w.add_argument("names", nargs="*", metavar="NAME")
-    w.add_argument("--all", action="store_true", help="every waypoint of the namespace")
-    w.add_argument("-n", "--namespace", default=None)
-
-    xp = _sub(isub, "x", "experimental commands: describe pod", aliases=["experimental"])
-    xsub = xp.add_subparsers(dest="x_verb", metavar="COMMAND", title="commands")
-    dp = _sub(xsub, "describe", "what the mesh does with a pod: describe pod POD")
-    dsub = dp.add_subparsers(dest="describe_kind", metavar="KIND", title="kinds")
-    d = _sub(dsub, "pod", "mode, identity, ztunnel, waypoint, Services and the policies that apply, with "
-                          "where each is enforced", aliases=["po"])
-    d.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
-    d.add_argument("-n", "--namespace", default=None)
 
 
 def verbs(parser: argparse.ArgumentParser) -> dict[str, str]:

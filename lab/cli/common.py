@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import sys
 import time
 
-from lab import kinds
+from lab.apiserver import kinds
 from lab.client import LabError
-
-class CliError(Exception):
-    pass
+from lab.client.cli import CliError, duration, get_or_none  # noqa: F401 (the verbs' shared helpers)
 
 
 def utc_now() -> dt.datetime:
@@ -58,23 +55,6 @@ def kind_and_names(words: list[str]) -> tuple[str, list[str]]:
 
 def ns(args) -> str | None:
     return None if getattr(args, "all_namespaces", False) else args.namespace
-
-
-def duration(text: str | None, default: float = 30.0) -> float:
-    if not text:
-        return default
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", text.strip())
-    if not m:
-        raise CliError(f'error: invalid duration "{text}"')
-    value, unit = float(m.group(1)), m.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-
-
-def get_or_none(client, kind, name, ns):
-    try:
-        return client.call("get", kind=kind, name=name, namespace=ns)
-    except LabError:
-        return None
 
 
 def exists(client, kind, name, ns) -> bool:

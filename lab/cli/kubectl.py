@@ -8,11 +8,12 @@ import re
 import sys
 import time
 
-from lab import kinds, printers
+from lab.apiserver import kinds
+from lab.cli import printers
 from lab.cli.common import (CliError, condition, duration, exists, get_or_none, kind_and_names, ns, utc_now,
                             read_sources, ref, wait_gone)
 from lab.client import LabError
-from lab.jsonpath import JSONPathError, render as render_jsonpath
+from lab.cli.jsonpath import JSONPathError, render as render_jsonpath
 
 
 def cmd_apply(args, client) -> int:

@@ -14,7 +14,7 @@ DEFAULT_TOPOLOGY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def cmd_up(args, client) -> int:
-    from lab import launcher
+    from lab.cli import launcher
     topo = args.topology or DEFAULT_TOPOLOGY
     t0 = time.monotonic()
     try:
@@ -28,7 +28,7 @@ def cmd_up(args, client) -> int:
 
 
 def cmd_down(args, client) -> int:
-    from lab import launcher
+    from lab.cli import launcher
     name = args.name or args.lab
     t0 = time.monotonic()
     try:

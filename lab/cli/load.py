@@ -1,7 +1,7 @@
 """`lab load`: HTTP load from inside a pod (lab.load), as a short table or the JSON report."""
 from __future__ import annotations
 
-from lab import kinds
+from lab.apiserver import kinds
 from lab.cli.common import CliError, duration
 from lab.load import LoadError, run
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from lab import printers
+from lab.cli import printers
 from lab.cli.common import CliError, ns
 
 POD_WORDS = ("pod", "pods", "po")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from lab.controllers.workloads import is_ready, is_terminating
-from lab.selectors import Selector
-from lab.store import Store
+from lab.apiserver.selectors import Selector
+from lab.apiserver.store import Store
 
 
 def _target_port(svc_port: dict, pod: dict) -> int | None:

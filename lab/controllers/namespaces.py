@@ -1,8 +1,8 @@
 """Namespaces: a `default` ServiceAccount in each, and deletion of everything in a terminating one."""
 from __future__ import annotations
 
-from lab import kinds
-from lab.store import Store, now_rfc3339
+from lab.apiserver import kinds
+from lab.apiserver.store import Store, now_rfc3339
 
 
 def reconcile(store: Store) -> None:

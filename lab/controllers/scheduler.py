@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 
 from lab.controllers.workloads import controller_of, is_terminating, node_admits
-from lab.store import Store
+from lab.apiserver.store import Store
 
 
 def schedule_pending(store: Store) -> list[tuple[str, str, str]]:

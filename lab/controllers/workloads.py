@@ -10,9 +10,9 @@ import hashlib
 import json
 import random
 
-from lab import kinds
-from lab.selectors import from_label_selector
-from lab.store import Store, now_rfc3339
+from lab.apiserver import kinds
+from lab.apiserver.selectors import from_label_selector
+from lab.apiserver.store import Store, now_rfc3339
 
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"

@@ -24,10 +24,10 @@ from functools import partial
 import trio
 from dnslib import RCODE
 
-from lab.api.protocol import ProtocolError
+from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
 from lab.dns.records import KINDS, ClusterZone, error_reply
-from lab.backoff import Backoff
+from lab.client.backoff import Backoff
 
 log = logging.getLogger("lab.dns")
 

@@ -5,7 +5,7 @@ pod's sandbox, so a plugin such as istio-cni has set the pod's network up before
 container starts, and a plugin that fails fails the sandbox: the kubelet records
 `FailedCreatePodSandBox`, the pod stays ContainerCreating and sandbox creation is retried with
 backoff. The lab has no plugin binaries; a node's plugins are Unix sockets in
-`lab.paths.cni_plugin_dir(lab, node)` (`<name>.sock`), made by whatever serves them, so a lab
+`lab.client.paths.cni_plugin_dir(lab, node)` (`<name>.sock`), made by whatever serves them, so a lab
 without such a process is unaffected.
 
 Per plugin and command, one connection carrying one JSON line each way:
@@ -32,8 +32,8 @@ from typing import Any
 
 import trio
 
-from lab.api.protocol import LineDecoder, ProtocolError, encode
-from lab.backoff import Backoff
+from lab.client.protocol import LineDecoder, ProtocolError, encode
+from lab.client.backoff import Backoff
 
 log = logging.getLogger("labd.cni")
 

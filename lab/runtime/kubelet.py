@@ -33,11 +33,12 @@ import logging
 
 import trio
 
-from lab import images
-from lab.journal import Journal
-from lab.paths import cni_plugin_dir, pod_dir
-from lab.runtime import cgroups, cniplugins, netns, processes, sandbox
-from lab.store import Store, now_rfc3339
+from lab.runtime import images
+from lab.runtime.journal import Journal
+from lab.client.paths import cni_plugin_dir, pod_dir
+from lab.runtime import cgroups, cniplugins, processes, sandbox
+from lab.client import netns, paths
+from lab.apiserver.store import Store, now_rfc3339
 from lab.topology import Topology
 
 log = logging.getLogger("labd.kubelet")
@@ -470,7 +471,7 @@ class PodWorker:
                 os.makedirs(self.dir, exist_ok=True)
                 self._write_token()
                 await trio.to_thread.run_sync(self._make_pod_cgroup)
-                node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
+                node_ns = paths.node_netns_name(self.k.topo.name, node_name)
                 if self.pod["spec"].get("hostNetwork"):
                     self.sandbox = sandbox.Sandbox(node_ns, str(self.k.topo.node_ip(node)), None)
                 else:
@@ -523,7 +524,7 @@ class PodWorker:
             if self.sandbox is not None and self.sandbox.host_ifname is not None:
                 await cniplugins.delete(cni_plugin_dir(self.k.topo.name, node_name), self.pod,
                                         self.sandbox.netns, self.sandbox.ip)
-                node_ns = sandbox.node_netns_name(self.k.topo.name, node_name)
+                node_ns = paths.node_netns_name(self.k.topo.name, node_name)
                 await trio.to_thread.run_sync(sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox,
                                               limiter=self.k.limiter)
             await trio.to_thread.run_sync(self._remove_cgroups)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lab.runtime import netns
+from lab.client import netns
 
 BRIDGE = "br0"
 NODE_IFNAME = "eth0"

@@ -11,9 +11,10 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from lab.journal import Journal
-from lab.paths import ETC_NETNS, netns_prefix
-from lab.runtime import netns, network
+from lab.runtime.journal import Journal
+from lab.client.paths import ETC_NETNS, netns_prefix
+from lab.runtime import network
+from lab.client import netns
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,6 @@ def pod_netns_name(lab: str, namespace: str, pod: str, uid: str) -> str:
     if len(name) > 200:
         name = f"{name[:180]}-{uid.replace('-', '')[:12]}"
     return name
-
-
-def node_netns_name(lab: str, node: str) -> str:
-    return f"{netns_prefix(lab)}node-{node}"
 
 
 def fabric_netns_name(lab: str) -> str:

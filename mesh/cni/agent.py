@@ -43,10 +43,10 @@ from contextlib import aclosing
 
 import trio
 
-from lab.api.protocol import ProtocolError
+from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
-from lab.paths import cni_plugin_dir
-from lab.runtime import netns
+from lab.client.paths import cni_plugin_dir
+from lab.client import netns
 from mesh import paths
 from mesh.cni import inpod
 from mesh.cni.enrollment import (
@@ -61,7 +61,7 @@ from mesh.cni.enrollment import (
 from mesh.cni.plugin_server import PluginRequest, PluginServer
 from mesh.cni.ztunnelserver import ZtunnelLink, ZtunnelServer
 from mesh.zds import AddWorkload, DelWorkload, SnapshotSent, WorkloadInfo, ZdsClosed
-from lab.backoff import Backoff
+from lab.client.backoff import Backoff
 
 log = logging.getLogger("mesh.cni")
 

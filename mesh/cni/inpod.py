@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lab.runtime import netns
+from lab.client import netns
 from mesh.cni import rules
 
 NFT_TIMEOUT_S = 30

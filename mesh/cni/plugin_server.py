@@ -4,7 +4,7 @@ Istio's CNI plugin (run by the container runtime while it creates a pod's sandbo
 agent over a Unix socket to set the pod up, and returns only once the agent has answered, so an
 ambient pod never runs a process before its traffic is captured (docs/mesh-internals.md, "CNI
 plugin"). The lab's kubelet plays the runtime and the plugin binary: it talks to every socket in
-`lab.paths.cni_plugin_dir(lab, node)` (`lab.runtime.cniplugins` has the protocol: one JSON line
+`lab.client.paths.cni_plugin_dir(lab, node)` (`lab.runtime.cniplugins` has the protocol: one JSON line
 each way, ADD or DEL). This module serves that socket and turns each line into a `PluginRequest`
 for the agent's handler, whose answer (None for ok, else an error) goes back as
 `{"ok": true}` / `{"ok": false, "error": ...}`.
@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from lab.api.protocol import LineDecoder, ProtocolError, encode
+from lab.client.protocol import LineDecoder, ProtocolError, encode
 
 log = logging.getLogger("mesh.cni")
 

@@ -63,7 +63,7 @@ class HboneConnection(Connection):
         self._register(stream)
         self._flush()
         try:
-            status = await stream._wait_response()
+            status = await stream.wait_response()
         except BaseException:
             stream.close()
             raise

@@ -21,12 +21,27 @@ A connection ends on the peer's EOF or GOAWAY, a transport error, an h2 protocol
 (h2 queues our GOAWAY, which is flushed for up to `CLOSE_GRACE` seconds), a missed
 keepalive PONG, or `aclose()`. `run` then returns normally (the reason is in `error`):
 one bad peer must not raise through a listener.
+
+A connection and its streams meet at two small interfaces, so that each owns its own state
+(h2 and the send buffer here, a stream's received data and half-closes in the stream):
+
+- `StreamOwner`, the connection side of a stream: all an `HboneStream` may ask of its
+  connection. How much it may send now (`sendable`, `wait_send_capacity`), sending
+  (`send_data`, `end_stream`, `respond`), returning flow-control window (`acknowledge`,
+  `consumed`), closing (`close_stream`), and whether the connection is going (`closing`,
+  `error`). All but `wait_send_capacity` are synchronous: h2 and the stream never disagree
+  across a task switch.
+- the stream side, `HboneStream`'s "called by the connection" methods: what the reader saw
+  for it (`data_received`, `end_received`, `reset_received`, `response_received`), that the
+  connection is closing (`connection_closing`), and whether h2 is done with it (`finished`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import Any, Protocol, Self
 
 import h2.events
 import h2.exceptions
@@ -37,7 +52,7 @@ from trio.lowlevel import ParkingLot
 
 from .headers import Header, decode_headers, response_headers, response_status
 from .settings import Http2Settings, new_h2_connection, start_connection
-from .stream import HboneStream
+from .stream import HboneStream, error_code_name
 
 log = logging.getLogger("mesh.hbone")
 
@@ -53,6 +68,46 @@ class ConnectionLost(trio.BrokenResourceError):
     """Why an HBONE connection ended, when it was not our own `aclose()`."""
 
 
+class StreamOwner(Protocol):
+    """The connection side of a stream: everything an `HboneStream` may ask of its connection.
+
+    A protocol rather than `Connection` itself, so the stream's dependency is this short list
+    (its documentation is the module docstring's) and a type checker holds it to it.
+    """
+
+    @property
+    def closing(self) -> bool:
+        """The connection is ending: nothing more can be sent or will arrive."""
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the connection ended, for the exception a stream raises."""
+
+    def sendable(self, stream: HboneStream) -> int:
+        """How many bytes `stream` may hand to `send_data` now (0: wait for capacity)."""
+
+    async def wait_send_capacity(self) -> None:
+        """Sleep until a window opens, the send buffer drains, or the connection closes."""
+
+    def send_data(self, stream: HboneStream, chunk: bytes | bytearray | memoryview) -> None:
+        """Send DATA of at most `sendable(stream)` bytes."""
+
+    def end_stream(self, stream: HboneStream) -> None:
+        """Send END_STREAM (the stream has marked its EOF as sent)."""
+
+    def respond(self, stream: HboneStream, status: int, headers: tuple[Header, ...], *, end_stream: bool) -> None:
+        """Send the server's response headers, ending the stream with them if `end_stream`."""
+
+    def acknowledge(self, stream: HboneStream, size: int) -> None:
+        """Return `size` received bytes to the windows, from inside the reader (it flushes)."""
+
+    def consumed(self, stream: HboneStream, size: int) -> None:
+        """The app took `size` received bytes: return them to the windows now."""
+
+    def close_stream(self, stream: HboneStream, unread: int, error_code: int) -> None:
+        """Forget `stream`: reset it with `error_code` unless it ended both ways, give back `unread`."""
+
+
 class Connection:
     """One HTTP/2 connection over an established trio stream (TLS in production)."""
 
@@ -64,7 +119,7 @@ class Connection:
         self._queued = 0  # bytes given to h2 since its output was last taken
         self._write_wanted = ParkingLot()  # the writer waits here for output
         #: The transport's synchronous send, if it has one (see `_flush`).
-        self._send_nowait = getattr(transport, "send_nowait", None)
+        self._send_nowait: Callable[[bytes], bool] | None = getattr(transport, "send_nowait", None)
         self._writing = False  # the writer is in send_all: everything else queues behind it
         self._held = b""  # taken from h2 but refused by send_nowait: the writer sends it first
         self._backlog = False  # send_nowait kept bytes the socket could not take: the writer flushes them
@@ -111,7 +166,7 @@ class Connection:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
         """Drive the connection until it ends; `nursery.start(conn.run)` returns `conn`."""
         if self._started:
             raise RuntimeError("Connection.run() called twice")
@@ -123,7 +178,7 @@ class Connection:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop)
                     if self._settings.keepalive_interval:
-                        nursery.start_soon(self._keepalive)
+                        nursery.start_soon(self._keepalive, self._settings.keepalive_interval)
                     task_status.started(self)
                     await self._read_loop()
         finally:
@@ -172,7 +227,7 @@ class Connection:
 
     def _wake_everyone(self) -> None:
         for stream in list(self._streams.values()):
-            stream._wake()
+            stream.connection_closing()
         self._send_capacity.unpark_all()
         self._streams_changed.unpark_all()
         self._pong.unpark_all()
@@ -180,7 +235,8 @@ class Connection:
     # --- the two tasks ---------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        dispatch = {
+        # Each handler takes its own event type: dispatching on type(event) keeps them paired.
+        dispatch: dict[type[h2.events.Event], Callable[[Any], None]] = {
             h2.events.DataReceived: self._on_data,
             h2.events.StreamEnded: self._on_stream_ended,
             h2.events.StreamReset: self._on_stream_reset,
@@ -242,10 +298,9 @@ class Connection:
             else:
                 await self._write_wanted.park()
 
-    async def _keepalive(self) -> None:
-        """PING after `keepalive_interval` of life and then every interval; no PONG in
-        `keepalive_timeout` means the peer is gone (ztunnel `do_ping_pong`)."""
-        interval = self._settings.keepalive_interval
+    async def _keepalive(self, interval: float) -> None:
+        """PING after `interval` (`keepalive_interval`) of life and then every interval; no PONG
+        in `keepalive_timeout` means the peer is gone (ztunnel `do_ping_pong`)."""
         with self._keepalive_scope:
             while True:
                 await trio.sleep(interval)
@@ -263,25 +318,25 @@ class Connection:
         stream = self._streams.get(event.stream_id)
         data = event.data
         padding = event.flow_controlled_length - len(data)
-        if stream is None or stream._closed:
+        if stream is None:  # a closed stream is released at once, so it is never found here
             # Nobody will read it: give the window back at once.
             self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             return
         if padding:
             self._h2.acknowledge_received_data(padding, event.stream_id)
         if data:
-            stream._on_data(data)
+            stream.data_received(data)
 
     def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
-            stream._on_end()
+            stream.end_received()
             self._release_if_finished(stream)
 
     def _on_stream_reset(self, event: h2.events.StreamReset) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
-            stream._on_reset(event.error_code, remote=event.remote_reset)
+            stream.reset_received(event.error_code, remote=event.remote_reset)
             self._release(stream)
             self._send_capacity.unpark_all()
 
@@ -294,11 +349,7 @@ class Connection:
 
     def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
         # h2 refuses to send anything after a GOAWAY, so the connection is over for us too.
-        try:
-            reason = ErrorCodes(event.error_code).name
-        except ValueError:
-            reason = str(event.error_code)
-        self._begin_close(ConnectionLost(f"peer sent GOAWAY ({reason})"))
+        self._begin_close(ConnectionLost(f"peer sent GOAWAY ({error_code_name(event.error_code)})"))
 
     def _on_pong(self, event: h2.events.PingAckReceived) -> None:
         self._pong.unpark_all()
@@ -307,13 +358,13 @@ class Connection:
         stream = self._streams.get(event.stream_id)
         if stream is not None:
             headers = decode_headers(event.headers)
-            stream._on_response(response_status(headers), headers)
+            stream.response_received(response_status(headers), headers)
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         # Only a server accepts streams (h2 already refuses pushes to a client).
         self._h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
 
-    # --- called by streams -----------------------------------------------------------
+    # --- stream bookkeeping (here and in the client and server subclasses) -------------
 
     def _register(self, stream: HboneStream) -> None:
         self._streams[stream.stream_id] = stream
@@ -326,22 +377,8 @@ class Connection:
                 self.idle_since = trio.current_time()
 
     def _release_if_finished(self, stream: HboneStream) -> None:
-        if stream._finished:
+        if stream.finished:
             self._release(stream)
-
-    def _sendable(self, stream: HboneStream) -> int:
-        """How many bytes `stream` may hand to h2 now (0: wait for window or buffer)."""
-        if self.closing or self._queued >= self._settings.max_send_buffer:
-            return 0
-        try:
-            window = self._h2.local_flow_control_window(stream.stream_id)
-        except h2.exceptions.ProtocolError as exc:
-            raise trio.BrokenResourceError(f"stream {stream.stream_id} is closed in h2") from exc
-        # A peer that shrinks SETTINGS_INITIAL_WINDOW_SIZE can leave a window negative.
-        return max(0, min(window, self._h2.max_outbound_frame_size))
-
-    async def _wait_send_capacity(self) -> None:
-        await self._send_capacity.park()
 
     def _flush(self) -> None:
         """h2 may have output: send it now if that needs no waiting, else wake the writer.
@@ -365,38 +402,52 @@ class Connection:
             self._held = data
         self._write_wanted.unpark_all()
 
-    def _send_data(self, stream: HboneStream, chunk) -> None:
-        self._h2.send_data(stream.stream_id, chunk)
+    # --- StreamOwner: the connection side of a stream --------------------------------
+
+    def sendable(self, stream: HboneStream) -> int:
+        """How many bytes `stream` may hand to h2 now (0: wait for window or buffer)."""
+        if self.closing or self._queued >= self._settings.max_send_buffer:
+            return 0
+        try:
+            window = self._h2.local_flow_control_window(stream.stream_id)
+        except h2.exceptions.ProtocolError as exc:
+            raise trio.BrokenResourceError(f"stream {stream.stream_id} is closed in h2") from exc
+        # A peer that shrinks SETTINGS_INITIAL_WINDOW_SIZE can leave a window negative.
+        return max(0, min(window, self._h2.max_outbound_frame_size))
+
+    async def wait_send_capacity(self) -> None:
+        await self._send_capacity.park()
+
+    def send_data(self, stream: HboneStream, chunk: bytes | bytearray | memoryview) -> None:
+        # h2's annotation says bytes | memoryview; it takes any buffer (it only slices and measures).
+        self._h2.send_data(stream.stream_id, chunk)  # type: ignore[arg-type]
         self._queued += len(chunk)
         self._flush()
 
-    def _end_stream(self, stream: HboneStream) -> None:
+    def end_stream(self, stream: HboneStream) -> None:
         self._h2.end_stream(stream.stream_id)
         self._flush()
         self._release_if_finished(stream)
 
-    def _respond(self, stream: HboneStream, status: int, headers: tuple[Header, ...]) -> None:
-        end = status != 200
-        self._h2.send_headers(stream.stream_id, response_headers(status, headers), end_stream=end)
-        if end:
-            stream._sent_eof = True
+    def respond(self, stream: HboneStream, status: int, headers: tuple[Header, ...], *, end_stream: bool) -> None:
+        self._h2.send_headers(stream.stream_id, response_headers(status, headers), end_stream=end_stream)
         self._flush()
         self._release_if_finished(stream)
 
-    def _acknowledge(self, stream: HboneStream, size: int) -> None:
-        """`_consumed` for the reader's own direct delivery: the read loop flushes after it."""
+    def acknowledge(self, stream: HboneStream, size: int) -> None:
+        """`consumed` for the reader's own direct delivery: the read loop flushes after it."""
         if not self.closing:
             self._h2.acknowledge_received_data(size, stream.stream_id)
 
-    def _consumed(self, stream: HboneStream, size: int) -> None:
+    def consumed(self, stream: HboneStream, size: int) -> None:
         """The app took `size` bytes: return them to the peer's windows."""
         if size and not self.closing:
-            self._acknowledge(stream, size)
+            self.acknowledge(stream, size)
             self._flush()  # h2 only writes a WINDOW_UPDATE once half a window was taken
 
-    def _close_stream(self, stream: HboneStream, unread: int, error_code: int) -> None:
+    def close_stream(self, stream: HboneStream, unread: int, error_code: int) -> None:
         if not self.closing:
-            if stream.stream_id in self._streams and not stream._finished:
+            if stream.stream_id in self._streams and not stream.finished:
                 try:
                     self._h2.reset_stream(stream.stream_id, error_code)
                 except h2.exceptions.ProtocolError:

@@ -19,6 +19,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -116,7 +117,7 @@ class HbonePool:
                 conn = await self._nursery.start(self._drive, key)
             return conn
 
-    async def _drive(self, key: WorkloadKey, *, task_status: trio.TaskStatus) -> None:
+    async def _drive(self, key: WorkloadKey, *, task_status: trio.TaskStatus[HboneConnection]) -> None:
         """Connect, then run the connection and its idle reaper until it ends."""
         with trio.fail_after(self._connect_timeout):
             transport = await self._connect(key)
@@ -154,8 +155,8 @@ class HbonePool:
 
 
 @asynccontextmanager
-async def open_hbone_pool(connect: Connect, **kwargs) -> AsyncIterator[HbonePool]:
-    """An `HbonePool` with its own nursery, closed on exit."""
+async def open_hbone_pool(connect: Connect, **kwargs: Any) -> AsyncIterator[HbonePool]:
+    """An `HbonePool` with its own nursery, closed on exit; `kwargs` are `HbonePool`'s."""
     async with trio.open_nursery() as nursery:
         pool = HbonePool(nursery, connect, **kwargs)
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Self
 
 import h2.events
 import trio
@@ -40,7 +41,7 @@ class HboneServerConnection(Connection):
         self._handler = handler
         self._handlers: trio.Nursery | None = None
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Self] = trio.TASK_STATUS_IGNORED) -> None:
         """Drive the connection with its handlers in a nursery of their own."""
         async with trio.open_nursery() as handlers:
             self._handlers = handlers
@@ -57,6 +58,7 @@ class HboneServerConnection(Connection):
             stream.respond_nowait(BAD_REQUEST)
             stream.close()
             return
+        assert self._handlers is not None  # run() opened it before the reader started
         self._handlers.start_soon(self._serve_stream, request, stream)
 
     async def _serve_stream(self, request: ConnectRequest, stream: HboneStream) -> None:
@@ -77,7 +79,7 @@ async def serve_hbone(
     handler: Handler,
     *,
     settings: Http2Settings = SERVER_SETTINGS,
-    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[HboneServerConnection] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HBONE on one accepted connection until it ends; never raises for peer faults.
 

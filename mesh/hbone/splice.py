@@ -21,13 +21,28 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import trio
 from trio.lowlevel import checkpoint_if_cancelled, wait_readable
 
 #: Bytes asked per read: big enough that per-call costs vanish at GB/s.
 CHUNK = 256 * 1024
+
+Bytes = bytes | bytearray | memoryview
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
+
+
+class WindowedStream(Protocol):
+    """A stream that can take data synchronously while its flow-control windows allow
+    (`HboneStream`), which `send_to_stream` uses before falling back to `send_all`."""
+
+    def send_within_window(self, data: Bytes) -> int: ...
+
+    async def send_all(self, data: Bytes) -> None: ...
 
 
 @dataclass
@@ -55,12 +70,14 @@ async def splice(
 
     async def copy(src: trio.abc.HalfCloseableStream, dst: trio.abc.HalfCloseableStream, sent: bool) -> None:
         to_socket = isinstance(dst, trio.SocketStream)
-        if to_socket:
+        send_all: Callable[[Bytes], Awaitable[None]]
+        if isinstance(dst, trio.SocketStream):
             send_all = functools.partial(send_to_socket, dst)
         elif hasattr(dst, "send_within_window"):
             send_all = functools.partial(send_to_stream, dst)
         else:
             send_all = dst.send_all
+        receive: Callable[[int], Awaitable[bytes | bytearray]]
         if isinstance(src, trio.SocketStream):
             receive = functools.partial(receive_from_socket, src)
         else:
@@ -116,7 +133,7 @@ def _readv_one(fd: int, buffer: memoryview) -> int:
     return os.readv(fd, (buffer,))
 
 
-async def _wait_and_read(stream: trio.SocketStream, read, arg):
+async def _wait_and_read(stream: trio.SocketStream, read: Callable[[int, _Arg], _Result], arg: _Arg) -> _Result:
     sock = stream.socket
     while True:
         if sock.fileno() == -1:
@@ -135,7 +152,7 @@ async def _wait_and_read(stream: trio.SocketStream, read, arg):
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
-async def send_to_stream(stream, data: bytes | bytearray | memoryview) -> None:
+async def send_to_stream(stream: WindowedStream, data: Bytes) -> None:
     """`stream.send_all(data)` for an HBONE stream, handing over synchronously what its windows
     allow (`send_within_window`): no extra trip through the scheduler when they have room."""
     taken = stream.send_within_window(data)

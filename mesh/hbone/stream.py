@@ -17,6 +17,10 @@ flow control only once the app took it, so a slow reader slows its sender and no
 it runs, the connection's reader writes each DATA frame straight into the app's socket as it
 arrives, instead of waking a copying task per frame. Only what the socket cannot take at
 once is queued for the delivering task, which sends it and then returns to direct mode.
+
+A stream uses its connection only through `connection.StreamOwner`, and the connection
+uses a stream only through its public methods (the reader's under "called by the
+connection"): each side owns its own state (see `connection`'s docstring).
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from __future__ import annotations
 import operator
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sized
+from typing import TYPE_CHECKING, cast
 
 import trio
 from h2.errors import ErrorCodes
@@ -35,7 +39,7 @@ from .headers import CONNECTED, Header, status_text
 from .splice import send_to_socket
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from .connection import StreamOwner
 
 
 class HboneError(Exception):
@@ -50,15 +54,21 @@ class HboneError(Exception):
         self.headers = tuple(headers)
 
 
+def error_code_name(error_code: int | None) -> str:
+    """An HTTP/2 error code as RST_STREAM and GOAWAY messages name it: "CANCEL", or the number."""
+    if error_code is not None:
+        try:
+            return ErrorCodes(error_code).name
+        except ValueError:
+            pass
+    return str(error_code)
+
+
 class StreamReset(trio.BrokenResourceError):
     """The stream was reset (RST_STREAM) by the peer or by our own h2 on a stream error."""
 
     def __init__(self, error_code: int, *, remote: bool) -> None:
-        try:
-            name = ErrorCodes(error_code).name
-        except ValueError:
-            name = str(error_code)
-        super().__init__(f"stream reset by {'peer' if remote else 'us'}: {name}")
+        super().__init__(f"stream reset by {'peer' if remote else 'us'}: {error_code_name(error_code)}")
         self.error_code = error_code
         self.remote = remote
 
@@ -67,17 +77,21 @@ class StreamReset(trio.BrokenResourceError):
 _QUIET_RESETS = frozenset({ErrorCodes.NO_ERROR, ErrorCodes.CANCEL})
 
 
+def _no_count(size: int) -> None:
+    """`_sink_count` while nothing is delivered directly."""
+
+
 class HboneStream(trio.abc.HalfCloseableStream):
     """A CONNECT stream on an HBONE connection; created by the connection, not by users."""
 
-    def __init__(self, conn: Connection, stream_id: int, *, server_side: bool) -> None:
+    def __init__(self, conn: StreamOwner, stream_id: int, *, server_side: bool) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self._server_side = server_side
         #: The response status: awaited by the client, set by `respond` on the server.
         self.status: int | None = None
         self.response_headers: tuple[Header, ...] = ()
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._offset = 0  # bytes of _chunks[0] already handed out
         self._received_eof = False
         self._sent_eof = False
@@ -90,7 +104,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
         # Direct delivery (`deliver_to`): the app socket the reader writes into, who is told
         # the bytes, and the write error that stopped it.
         self._sink: trio.SocketStream | None = None
-        self._sink_count: Callable[[int], None] | None = None
+        self._sink_count: Callable[[int], None] = _no_count
         self._sink_error: OSError | None = None
 
     def __repr__(self) -> str:
@@ -113,7 +127,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
                 parked = True
                 await self._readable.park()
             data = self._take(max_bytes)
-            if data.__class__ is memoryview:  # a view of what the connection received
+            if isinstance(data, memoryview):  # a view of what the connection received
                 data = data.tobytes()
             if not parked:
                 await cancel_shielded_checkpoint()
@@ -150,7 +164,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
                 try:
                     await self._readable.park()
                 finally:
-                    self._sink = self._sink_count = None
+                    self._sink, self._sink_count = None, _no_count
             await sink.send_eof()
         finally:
             self._receiving = False
@@ -170,7 +184,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
                 if sent >= total:
                     break
                 parked = True
-                await self._conn._wait_send_capacity()
+                await self._conn.wait_send_capacity()
             if not parked:
                 await cancel_shielded_checkpoint()
         finally:
@@ -189,23 +203,23 @@ class HboneStream(trio.abc.HalfCloseableStream):
         """Give h2 `data[sent:]` in window-sized pieces while there is room; the new `sent`."""
         total = len(data)
         while sent < total:
-            room = self._conn._sendable(self)
+            room = self._conn.sendable(self)
             if not room:
                 break
             # A whole chunk goes to h2 as is; only a window smaller than it costs a slice copy.
             chunk = data if sent == 0 and room >= total else memoryview(data)[sent : sent + room]
-            self._conn._send_data(self, chunk)
+            self._conn.send_data(self, chunk)
             sent += len(chunk)
         return sent
 
     async def wait_send_all_might_not_block(self) -> None:
         await checkpoint_if_cancelled()
         self._check_sendable()
-        if self._conn._sendable(self):
+        if self._conn.sendable(self):
             await cancel_shielded_checkpoint()
             return
-        while not self._conn._sendable(self):
-            await self._conn._wait_send_capacity()
+        while not self._conn.sendable(self):
+            await self._conn.wait_send_capacity()
             self._check_sendable()
 
     async def send_eof(self) -> None:
@@ -216,7 +230,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
             return
         self._check_sendable()
         self._sent_eof = True
-        self._conn._end_stream(self)
+        self._conn.end_stream(self)
 
     async def aclose(self) -> None:
         self.close()
@@ -239,7 +253,10 @@ class HboneStream(trio.abc.HalfCloseableStream):
             return  # nobody left to tell
         self.status = int(status)
         self.response_headers = tuple(headers)
-        self._conn._respond(self, self.status, self.response_headers)
+        end = self.status != CONNECTED  # any other answer ends the stream
+        if end:
+            self._sent_eof = True
+        self._conn.respond(self, self.status, self.response_headers, end_stream=end)
 
     # --- synchronous teardown --------------------------------------------------------
 
@@ -255,14 +272,15 @@ class HboneStream(trio.abc.HalfCloseableStream):
         unread = sum(map(len, self._chunks)) - self._offset
         self._chunks.clear()
         self._offset = 0
-        self._conn._close_stream(self, unread, error_code)
+        self._conn.close_stream(self, unread, error_code)
         self._readable.unpark_all()
 
-    # --- called by the connection (its reader task) -----------------------------------
+    # --- called by the connection (its reader task); not for users ---------------------
 
-    def _on_data(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
+        """DATA arrived: write it into the `deliver_to` socket, or queue it for a reader."""
         if self._closed:
-            self._conn._consumed(self, len(data))
+            self._conn.consumed(self, len(data))
             return
         sink = self._sink
         if sink is not None and not self._chunks:
@@ -276,47 +294,52 @@ class HboneStream(trio.abc.HalfCloseableStream):
                 self._sink = None
                 self._readable.unpark_all()
                 # Nobody will take it: give the connection's window back, as a closed stream does.
-                self._conn._acknowledge(self, len(data))
+                self._conn.acknowledge(self, len(data))
                 return
             if sent:
-                self._conn._acknowledge(self, sent)
+                self._conn.acknowledge(self, sent)
                 self._sink_count(sent)
                 if sent == len(data):
                     return
                 data = data[sent:]
-        if data.__class__ is memoryview and len(data) * 2 < len(data.obj):
+        if isinstance(data, memoryview) and len(data) * 2 < len(cast(Sized, data.obj)):  # obj: bytes(array)
             # A view of a bigger read: queued, it would keep that whole read alive for a few
             # bytes. Only data written at once stays a view.
             data = data.tobytes()
         self._chunks.append(data)
         self._readable.unpark_all()
 
-    def _on_end(self) -> None:
+    def end_received(self) -> None:
+        """The peer sent END_STREAM."""
         self._received_eof = True
         self._readable.unpark_all()
 
-    def _on_reset(self, error_code: int, *, remote: bool) -> None:
+    def reset_received(self, error_code: int, *, remote: bool) -> None:
+        """The stream was reset, by the peer (`remote`) or by our h2 on a stream error."""
         if self._reset_code is None:
             self._reset_code = error_code
             self._reset_remote = remote
         self._readable.unpark_all()
 
-    def _on_response(self, status: int, headers: tuple[Header, ...]) -> None:
+    def response_received(self, status: int, headers: tuple[Header, ...]) -> None:
+        """The client's CONNECT was answered."""
         self.status = status
         self.response_headers = headers
         self._readable.unpark_all()
 
-    def _wake(self) -> None:
+    def connection_closing(self) -> None:
+        """The connection is going: wake whoever waits, to see `closing` and raise."""
         self._readable.unpark_all()
 
     @property
-    def _finished(self) -> bool:
+    def finished(self) -> bool:
         """Ended both ways or reset: h2 has closed the stream."""
         return self._reset_code is not None or (self._sent_eof and self._received_eof)
 
     # --- client side -----------------------------------------------------------------
 
-    async def _wait_response(self) -> int:
+    async def wait_response(self) -> int:
+        """The CONNECT's response status, once it came (`open_stream` waits here)."""
         while self.status is None:
             if self._reset_code is not None:
                 raise StreamReset(self._reset_code, remote=self._reset_remote)
@@ -342,7 +365,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError("HBONE connection lost") from self._conn.error
         return False
 
-    def _take(self, max_bytes: int | None) -> bytes:
+    def _take(self, max_bytes: int | None) -> bytes | memoryview:
         if not self._chunks:
             return b""
         head = self._chunks[0]
@@ -354,7 +377,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
         else:
             data = head[start : start + max_bytes]
             self._offset = start + max_bytes
-        self._conn._consumed(self, len(data))
+        self._conn.consumed(self, len(data))
         return data
 
     def _check_sendable(self) -> None:

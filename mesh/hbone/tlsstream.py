@@ -25,6 +25,7 @@ import mmap
 import operator
 import os
 import ssl
+from typing import Any
 
 import trio
 from trio.lowlevel import checkpoint
@@ -57,10 +58,12 @@ class TlsStream(trio.abc.Stream):
         )
         self._read_size = read_size
         self._read_buffer: memoryview | None = None  # for socket reads, made on first use
-        # send_nowait writes to the socket's fd itself; only a plain socket transport allows that.
-        self._socket = transport.socket if isinstance(transport, trio.SocketStream) else None
+        # send_nowait writes to the socket's fd itself, and _refill reads into a buffer: only a
+        # plain socket transport allows that.
+        self._socket_stream = transport if isinstance(transport, trio.SocketStream) else None
+        self._socket = self._socket_stream.socket if self._socket_stream is not None else None
         self._send_lock = trio.Lock()  # held while sending on the transport
-        self._unsent: list[bytes] = []  # records taken from the outgoing BIO, in order
+        self._unsent: list[bytes | memoryview] = []  # records taken from the outgoing BIO, in order
         self._handshake_lock = trio.Lock()
         self._handshook = False
         self._receiving = False
@@ -74,13 +77,13 @@ class TlsStream(trio.abc.Stream):
     def selected_alpn_protocol(self) -> str | None:
         return self._ssl.selected_alpn_protocol()
 
-    def getpeercert(self, binary_form: bool = False):
+    def getpeercert(self, binary_form: bool = False) -> dict[str, Any] | bytes | None:
         return self._ssl.getpeercert(binary_form)
 
     def version(self) -> str | None:
         return self._ssl.version()
 
-    def cipher(self):
+    def cipher(self) -> tuple[str, str, int] | None:
         return self._ssl.cipher()
 
     # --- handshake ---------------------------------------------------------------------
@@ -111,7 +114,7 @@ class TlsStream(trio.abc.Stream):
 
     # --- trio.abc.Stream ---------------------------------------------------------------
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if max_bytes is not None:
             max_bytes = operator.index(max_bytes)
             if max_bytes < 1:
@@ -252,7 +255,8 @@ class TlsStream(trio.abc.Stream):
         size = 0
         while size < room:
             try:
-                n = self._ssl.read(room - size, view[size:])
+                # typeshed says read() returns bytes; given a buffer, it returns the count.
+                n: int = self._ssl.read(room - size, view[size:])  # type: ignore[assignment]
             except ssl.SSLWantReadError:  # a record is still incomplete
                 break
             except ssl.SSLZeroReturnError:  # the peer's close_notify
@@ -273,15 +277,16 @@ class TlsStream(trio.abc.Stream):
         return buf if size else b""
 
     async def _refill(self) -> None:
+        data: bytes | bytearray | memoryview
         try:
-            if self._socket is not None:
+            if self._socket_stream is not None:
                 # Read into one buffer kept for the connection: the engine's BIO copies it anyway.
                 # Anonymous memory: a page costs RAM only once a read reached it, so a connection
                 # of small messages keeps a few KiB resident; one that carried bulk keeps up to
                 # `read_size` until it closes.
                 if self._read_buffer is None:
                     self._read_buffer = memoryview(mmap.mmap(-1, self._read_size))
-                n = await receive_into_from_socket(self.transport_stream, self._read_buffer)
+                n = await receive_into_from_socket(self._socket_stream, self._read_buffer)
                 data = self._read_buffer[:n]
             else:
                 data = await self.transport_stream.receive_some(self._read_size)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
@@ -34,6 +35,9 @@ import hpack
 from h2.exceptions import FrameDataMissingError, ProtocolError
 from hyperframe.exceptions import InvalidDataError, InvalidFrameError, InvalidPaddingError
 from hyperframe.frame import DataFrame, Frame
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 _HEADER = struct.Struct("!HBBBL")  # a frame header: length (24 bits as 16+8), type, flags, stream id
 _END_STREAM = 0x1
@@ -49,7 +53,8 @@ class QuietDataFrame(DataFrame):
     def parse_body(self, data: memoryview) -> None:
         # hyperframe's DataFrame.parse_body, less its `.tobytes()` copy of the payload.
         start = self.parse_padding_data(data)
-        self.data = data[start : len(data) - self.pad_length]
+        # hyperframe types `data` as bytes; a view serves h2 the same (it only slices and measures it).
+        self.data = data[start : len(data) - self.pad_length]  # type: ignore[assignment]
         self.body_len = len(data)
         if self.pad_length and self.pad_length >= self.body_len:
             raise InvalidPaddingError("Padding is too long.")
@@ -69,7 +74,7 @@ class TunnelFrameBuffer(h2.frame_buffer.FrameBuffer):
         self._chunks: deque[memoryview] = deque()  # unparsed input, oldest first
         self._size = 0
 
-    def add_data(self, data) -> None:
+    def add_data(self, data: Buffer) -> None:
         view = memoryview(data).cast("B")
         if self._preamble_len:  # a server first checks the client's connection preface
             n = min(self._preamble_len, len(view))
@@ -138,15 +143,15 @@ class TunnelFrameBuffer(h2.frame_buffer.FrameBuffer):
                 raise ProtocolError("Received frame with non-compliant data") from err
             except InvalidFrameError as err:
                 raise FrameDataMissingError("Frame data missing or invalid") from err
-            frame = self._update_header_buffer(frame)
-            if frame is not None:
-                return frame
+            complete = self._update_header_buffer(frame)
+            if complete is not None:
+                return complete
 
 
 class PlainEncoder(hpack.Encoder):
     """HPACK with indexing as usual, but string literals never Huffman-coded."""
 
-    def encode(self, headers, huffman: bool = True) -> bytes:
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:  # headers: whatever hpack takes
         return super().encode(headers, huffman=False)
 
 
@@ -157,12 +162,14 @@ class HboneH2Connection(h2.connection.H2Connection):
         super().__init__(config)
         self.encoder = PlainEncoder()
         dispatch = getattr(self, "_frame_dispatch_table", None)
-        self._tuned = (isinstance(dispatch, dict) and DataFrame in dispatch
-                       and isinstance(getattr(self, "_data_to_send", None), bytearray))
-        if self._tuned:
+        self._tuned = False
+        if (isinstance(dispatch, dict) and DataFrame in dispatch
+                and isinstance(getattr(self, "_data_to_send", None), bytearray)):
+            self._tuned = True
             dispatch[QuietDataFrame] = dispatch[DataFrame]
             self.incoming_buffer = TunnelFrameBuffer(server=not config.client_side)
-        self._outgoing: list = []  # serialized frames (DATA as header + body), in send order
+        #: Serialized frames (DATA as header + body), in send order.
+        self._outgoing: list[bytes | memoryview] = []
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
         if not self._tuned:
@@ -175,8 +182,8 @@ class HboneH2Connection(h2.connection.H2Connection):
         limit = self.max_outbound_frame_size
         for frame in frames:
             if frame.__class__ is DataFrame and "PADDED" not in frame.flags:
-                body = frame.data
-                if not (body.__class__ is bytes or (body.__class__ is memoryview and body.obj.__class__ is bytes)):
+                body: bytes | bytearray | memoryview = frame.data
+                if not (body.__class__ is bytes or (isinstance(body, memoryview) and body.obj.__class__ is bytes)):
                     body = bytes(body)  # the caller may reuse a mutable buffer once send_all returned
                 frame.body_len = len(body)
                 flags = _END_STREAM if "END_STREAM" in frame.flags else 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, Identity
-from mesh.identity.tokens import Caller
+from mesh.identity.caller import Caller
 
 TRUSTED_NODE_ACCOUNTS = frozenset({"istio-system/ztunnel"})  # the Helm default of CA_TRUSTED_NODE_ACCOUNTS
 CLIENT_MESSAGE = "request impersonation authentication failure"  # gRPC Unauthenticated, as istiod

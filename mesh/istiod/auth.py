@@ -5,9 +5,9 @@ The reason a token is refused goes to istiod's log; the caller only learns CLIEN
 """
 from __future__ import annotations
 
-from lab.api.protocol import ProtocolError
+from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
-from mesh.identity.tokens import CA_AUDIENCE, Caller
+from mesh.identity.caller import CA_AUDIENCE, Caller
 
 CLIENT_MESSAGE = "request authenticate failure"  # istiod's gRPC Unauthenticated message
 

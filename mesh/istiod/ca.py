@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from mesh.identity.ca import DEFAULT_CERT_TTL, CAError, RootCA, cert_info
 from mesh.identity.node_authz import CLIENT_MESSAGE, TRUSTED_NODE_ACCOUNTS, NotAuthorized, authorize
 from mesh.identity.spiffe import Identity, InvalidIdentity
-from mesh.identity.tokens import Caller
+from mesh.identity.caller import Caller
 from mesh.istiod.auth import TokenReviewer, Unauthenticated
 
 log = logging.getLogger("istiod.ca")

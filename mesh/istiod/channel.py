@@ -2,7 +2,7 @@
 
 TLS 1.3 with istiod's SPIFFE certificate, verified against the mesh root with no hostname check and
 no client certificate (callers authenticate with their token, as with istiod's gRPC CA); then one
-JSON request line from the client and JSON lines back (`lab.api.protocol`).
+JSON request line from the client and JSON lines back (`lab.client.protocol`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from lab.api.protocol import LineDecoder
+from lab.client.protocol import LineDecoder
 from mesh import tls
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, Identity
 

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import trio
 
-from lab.api.protocol import ProtocolError, encode
+from lab.client.protocol import ProtocolError, encode
 from lab.client import LabError
 from mesh import tls
 from mesh.identity.spiffe import Identity

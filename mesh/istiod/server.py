@@ -15,7 +15,7 @@ from typing import Iterable
 
 import trio
 
-from lab.api.protocol import ProtocolError, encode
+from lab.client.protocol import ProtocolError, encode
 from lab.client import AsyncLabClient
 from mesh.identity.node_authz import TRUSTED_NODE_ACCOUNTS
 from mesh.istiod import ca, debug, xds

@@ -20,14 +20,14 @@ from typing import Any, Mapping
 
 import trio
 
-from lab.api.protocol import ProtocolError
+from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
 from mesh.istiod.jwks import JwksResolver
 from mesh.istiod.jwt import jwks_sources
 from mesh.istiod.translate import ALL_TYPES, Settings, Translation, diff, status_update, translate
 from mesh.policy.model import RequestAuthentication, parse_as
 from mesh.istiod.xds import ConfigPublisher
-from lab.backoff import Backoff
+from lab.client.backoff import Backoff
 
 log = logging.getLogger("istiod.kube")
 status_log = logging.getLogger("istiod.status")

@@ -16,7 +16,7 @@ from typing import Awaitable, Callable, TypeVar
 
 import trio
 
-from lab.api.protocol import ProtocolError
+from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
 from mesh.identity.ca import CAError, RootCA, make_csr, refresh_at
 from mesh.identity.spiffe import Identity

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import trio
 
-from lab.api.protocol import ProtocolError
-from lab.backoff import Backoff
+from lab.client.protocol import ProtocolError
+from lab.client.backoff import Backoff
 from lab.client import AsyncLabClient, LabError, LabUnavailable
 from mesh.istiod.objects import (annotations as _annotations, is_live as _is_live, labels as _labels, meta as _meta,
                                  name as _name, namespace as _namespace, selects_pod, service_account as _service_account)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping
 
 import trio
 
-from lab.api.protocol import encode
+from lab.client.protocol import encode
 from mesh.istiod.auth import TokenReviewer, Unauthenticated
 from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
 from mesh.istiod.translate import ALL_TYPES, TYPES, Resources, Versioned, diff

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import TextIO
 
-from lab.runtime import netns
+from lab.client import netns
 from mesh.sidecar import iptables
 
 NFT_TIMEOUT_S = 30

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from lab import images
+from lab.runtime import images
 from mesh.sidecar import iptables
 
 # Labels and annotations (Istio's names).

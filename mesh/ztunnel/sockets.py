@@ -1,7 +1,7 @@
 """Sockets inside a pod's network namespace (ztunnel `src/socket.rs`, `src/inpod/netns.rs`).
 
 ztunnel serves every enrolled pod from the node's netns: each socket it needs in a pod is created
-while the thread is switched into the pod's netns (`lab.runtime.netns.socket_in_fd`) and keeps that
+while the thread is switched into the pod's netns (`lab.client.netns.socket_in_fd`) and keeps that
 netns for life, so trio can use it from the main thread like any other socket. Every such socket is
 marked 0x539 (SO_MARK): the pod's redirection rules let marked packets through untouched, which is
 how ztunnel's own connections escape its own capture (docs/ambient-facts.md §3.3).
@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from lab.runtime.netns import socket_in_fd
+from lab.client.netns import socket_in_fd
 
 SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
 IP_TRANSPARENT = 19

@@ -1,7 +1,8 @@
 """ztunnel's view of the mesh: Workloads, Services and Authorizations (ztunnel `src/state.rs`).
 
 `ProxyState` is pure: istiod's resources go in (`apply`, in the contract's JSON shape, see
-docs/mesh-internals.md "Address resources"), lookups come out. It holds what ztunnel's proxies ask
+docs/mesh-internals.md "Address resources"), converted to typed objects as they arrive
+(`mesh.ztunnel.resources`, `mesh.policy.authorization`), and lookups come out. It holds what ztunnel's proxies ask
 on every connection:
 
 - `find_upstream`: where a connection to ip:port really goes (docs/ambient-facts.md §4.3): a Service by VIP first,
@@ -21,155 +22,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
+from mesh.contract import ADDRESS, AUTHORIZATION
 from mesh.policy import rbac
-
-HBONE = "HBONE"
-TCP = "TCP"
-HEALTHY = "Healthy"
-HOST_NETWORK = "HOST_NETWORK"
-DEFAULT_HBONE_PORT = 15008
-
-ADDRESS = "Address"
-AUTHORIZATION = "Authorization"
-
-
-class InvalidResource(ValueError):
-    """A resource from istiod that cannot be understood; it is skipped, the stream goes on."""
-
-
-@dataclass(frozen=True)
-class GatewayAddress:
-    """A waypoint reference: a Service hostname ("ns/hostname") and/or an IP, and its HBONE port."""
-
-    destination: str | None = None
-    address: str | None = None
-    hbone_mtls_port: int = DEFAULT_HBONE_PORT
-
-    @classmethod
-    def parse(cls, raw: Any) -> GatewayAddress | None:
-        if not raw:
-            return None
-        if not isinstance(raw, Mapping):
-            raise InvalidResource(f"waypoint must be an object, got {raw!r}")
-        return cls(raw.get("destination") or None, raw.get("address") or None,
-                   int(raw.get("hboneMtlsPort") or DEFAULT_HBONE_PORT))
-
-
-def _port_map(raw: Any) -> dict[int, int]:
-    """{"8000": 80} → {8000: 80} (JSON object keys are strings)."""
-    if not isinstance(raw, Mapping):
-        raise InvalidResource(f"port map must be an object, got {raw!r}")
-    return {int(k): int(v) for k, v in raw.items()}
-
-
-@dataclass(frozen=True, eq=False)
-class Workload:
-    """A pod as ztunnel knows it (WDS `Workload`); `raw` is the resource as istiod sent it."""
-
-    uid: str
-    name: str
-    namespace: str
-    addresses: tuple[str, ...]
-    protocol: str = TCP
-    trust_domain: str = DEFAULT_TRUST_DOMAIN
-    service_account: str = "default"
-    node: str = ""
-    canonical_name: str = ""
-    canonical_revision: str = ""
-    workload_type: str = "pod"
-    workload_name: str = ""
-    waypoint: GatewayAddress | None = None
-    #: "ns/hostname" → {service port: target port}: the services this pod is an endpoint of.
-    services: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
-    authorization_policies: tuple[str, ...] = ()
-    status: str = HEALTHY
-    cluster_id: str = "Kubernetes"
-    network_mode: str = "STANDARD"
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_resource(cls, raw: Mapping[str, Any]) -> Workload:
-        try:
-            return cls(
-                uid=raw["uid"],
-                name=raw["name"],
-                namespace=raw["namespace"],
-                addresses=tuple(raw.get("addresses") or ()),
-                protocol=raw.get("protocol") or TCP,
-                # Empty trust domain / service account default as in ztunnel (docs/ambient-facts.md §2.1).
-                trust_domain=raw.get("trustDomain") or DEFAULT_TRUST_DOMAIN,
-                service_account=raw.get("serviceAccount") or "default",
-                node=raw.get("node") or "",
-                canonical_name=raw.get("canonicalName") or "",
-                canonical_revision=raw.get("canonicalRevision") or "",
-                workload_type=raw.get("workloadType") or "pod",
-                workload_name=raw.get("workloadName") or "",
-                waypoint=GatewayAddress.parse(raw.get("waypoint")),
-                services={k: _port_map(v) for k, v in (raw.get("services") or {}).items()},
-                authorization_policies=tuple(raw.get("authorizationPolicies") or ()),
-                status=raw.get("status") or HEALTHY,
-                cluster_id=raw.get("clusterId") or "Kubernetes",
-                network_mode=raw.get("networkMode") or "STANDARD",
-                raw=raw,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidResource(f"bad workload {raw.get('uid', '?')!r}: {exc!r}") from None
-
-    @property
-    def identity(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
-
-    @property
-    def healthy(self) -> bool:
-        return self.status == HEALTHY
-
-    def pick_ip(self, preferred: str | None = None) -> str | None:
-        """The address to dial: the one the client used if it is ours, else the first."""
-        if preferred in self.addresses:
-            return preferred
-        return self.addresses[0] if self.addresses else None
-
-
-@dataclass(frozen=True, eq=False)
-class Service:
-    """A Service (WDS `Service`); `key` is "ns/hostname", the name workloads refer to it by."""
-
-    name: str
-    namespace: str
-    hostname: str
-    addresses: tuple[str, ...] = ()
-    #: service port → target port (0: only the endpoints know, e.g. a named port).
-    ports: Mapping[int, int] = field(default_factory=dict)
-    subject_alt_names: tuple[str, ...] = ()
-    waypoint: GatewayAddress | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_resource(cls, raw: Mapping[str, Any]) -> Service:
-        try:
-            return cls(
-                name=raw["name"],
-                namespace=raw["namespace"],
-                hostname=raw["hostname"],
-                addresses=tuple(raw.get("addresses") or ()),
-                ports={int(p["servicePort"]): int(p.get("targetPort") or 0) for p in raw.get("ports") or ()},
-                subject_alt_names=tuple(raw.get("subjectAltNames") or ()),
-                waypoint=GatewayAddress.parse(raw.get("waypoint")),
-                raw=raw,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidResource(f"bad service {raw.get('hostname', '?')!r}: {exc!r}") from None
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.hostname}"
-
+from mesh.policy.authorization import Authorization
+from mesh.ztunnel.resources import HOST_NETWORK, GatewayAddress, InvalidResource, Service, Workload
 
 @dataclass(frozen=True)
 class Upstream:
@@ -188,7 +49,7 @@ class Upstream:
         return (*extra, self.workload.identity)
 
 
-Rng = Callable[[list], Any]  # random.choice-like
+Rng = Callable[[list[Any]], Any]  # random.choice-like
 
 
 class ProxyState:
@@ -197,7 +58,7 @@ class ProxyState:
     def __init__(self) -> None:
         self.workloads: dict[str, Workload] = {}  # by uid
         self.services: dict[str, Service] = {}  # by "ns/hostname"
-        self.policies: dict[str, Mapping[str, Any]] = {}  # by "ns/name"
+        self.policies: dict[str, Authorization] = {}  # by "ns/name"
         self._by_ip: dict[str, str] = {}  # workload IP → uid
         self._by_info: dict[tuple[str, str, str], str] = {}  # (name, namespace, service account) → uid
         self._by_vip: dict[str, list[str]] = {}  # service VIP → keys
@@ -219,32 +80,32 @@ class ProxyState:
         kind = message.get("type")
         if kind not in (ADDRESS, AUTHORIZATION):
             return [f"unknown resource type {kind!r}"]
-        problems = []
+        problems: list[str] = []
         for name in message.get("removed") or ():
             self.remove(kind, name)
         for item in message.get("resources") or ():
             try:
                 self.insert(kind, item["name"], item.get("version", ""), item["resource"])
-            except (InvalidResource, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # InvalidResource, InvalidAuthorization
                 problems.append(f"{kind} {item.get('name', '?') if isinstance(item, Mapping) else item!r}: {exc}")
         return problems
 
     def insert(self, kind: str, name: str, version: str, resource: Mapping[str, Any]) -> None:
+        """Convert and index one resource; a bad one raises (InvalidResource, InvalidAuthorization)
+        before anything changes."""
         if kind == ADDRESS:
             if "workload" in resource:
+                workload = Workload.from_xds(resource["workload"])
                 self._remove_address(name)
-                self._insert_workload(name, Workload.from_resource(resource["workload"]))
+                self._insert_workload(name, workload)
             elif "service" in resource:
+                service = Service.from_xds(resource["service"])
                 self._remove_address(name)
-                self._insert_service(name, Service.from_resource(resource["service"]))
+                self._insert_service(name, service)
             else:
                 raise InvalidResource("an Address holds neither a workload nor a service")
         else:
-            policy = resource.get("authorization", resource)
-            for required in ("name", "namespace", "action", "scope"):
-                if required not in policy:
-                    raise InvalidResource(f"authorization without {required!r}")
-            self.policies[name] = policy
+            self.policies[name] = Authorization.from_xds(resource.get("authorization", resource))
         self.versions[kind][name] = version
         self.generation += 1
 
@@ -404,7 +265,7 @@ class ProxyState:
             return {wl.uid} if wl else set()
         return set()
 
-    def policies_for(self, wl: Workload) -> list[Mapping[str, Any]]:
+    def policies_for(self, wl: Workload) -> list[Authorization]:
         """The L4 policies checked for connections to `wl`: its namespace's, the global ones, and
         its selector policies."""
         return rbac.policies_for(wl.namespace, wl.authorization_policies, self.policies.values())
@@ -422,7 +283,7 @@ class ProxyState:
         return {
             "workloads": [dict(wl.raw) for wl in sorted(self.workloads.values(), key=lambda w: w.uid)],
             "services": services,
-            "policies": [dict(self.policies[k]) for k in sorted(self.policies)],
+            "policies": [dict(self.policies[k].raw) for k in sorted(self.policies)],
         }
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lab.runtime import netns
+from lab.client import netns
 from lab.testing import eventually
 from mesh.identity.ca import RootCA, make_csr
 from mesh.identity.spiffe import Identity

@@ -56,7 +56,7 @@ def test_deleted_pod_is_replaced(lab, namespace):
     # The old pod and its network namespace are gone, not just hidden.
     r = lab.lab("get", "pod", old, "-n", namespace)
     assert r.returncode == 1 and "not found" in r.stderr
-    from lab.runtime import netns
+    from lab.client import netns
     assert not any(netns.exists(n) for n in os.listdir("/run/netns") if n.endswith(f"_{old}"))
 
 

@@ -191,5 +191,5 @@ def test_a_deleted_pod_leaves_no_cgroup(rlab):
     assert r.returncode == 0, r.stderr
     assert not any(os.path.exists(d) for d in dirs)
     journal = os.path.join(rlab.status["dir"], "journal.jsonl")
-    from lab.journal import outstanding
+    from lab.runtime.journal import outstanding
     assert not [n for t, n in outstanding(journal) if t == "cgroup" and any(n.startswith(d) for d in dirs)]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lab.paths import ETC_NETNS, lab_dir, netns_prefix
+from lab.client.paths import ETC_NETNS, lab_dir, netns_prefix
 from lab.runtime import cgroups
 from lab.testing import REPO, eventually, unique_lab_name
 

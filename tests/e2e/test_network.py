@@ -1,4 +1,4 @@
-"""Real namespaces, veths and nftables (root): lab.runtime.netns, lab.runtime.network, and the
+"""Real namespaces, veths and nftables (root): lab.client.netns, lab.runtime.network, and the
 kube-proxy script applied to a small cluster (a fabric, 2 nodes, 2 pods per node).
 
 Every namespace made here is called `al-t<pid>-...`, is recorded as soon as it exists, and is
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from lab import kubeproxy
-from lab.runtime import netns, network
+from lab.runtime import kubeproxy
+from lab.runtime import network
+from lab.client import netns
 from tests.unit.test_kubeproxy import SCENARIOS, endpoints, service
 
 pytestmark = [pytest.mark.e2e,

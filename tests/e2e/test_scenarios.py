@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from lab import scenarios
-from lab.scenarios.framework import leftover_namespaces, mesh_ready
+import scenarios
+from scenarios.framework import leftover_namespaces, mesh_ready
 from lab.testing import REPO, eventually
 
 

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from lab import scenarios
-from lab.scenarios import meshops
-from lab.scenarios.framework import leftover_namespaces, mesh_ready
+import scenarios
+from scenarios import meshops
+from scenarios.framework import leftover_namespaces, mesh_ready
 from lab.testing import eventually
 
 MESH = (("DaemonSet", "ztunnel"), ("DaemonSet", "istio-cni-node"), ("Deployment", "istiod"))
@@ -123,7 +123,7 @@ def test_upgrade(mesh):
 
 def test_run_all_report(mesh, tmp_path):
     """Every scenario in order, one page, under 3 minutes."""
-    from lab.cli.scenario import add_run_arguments, cmd_scenario
+    from scenarios.cli import add_run_arguments, cmd_scenario
     p = argparse.ArgumentParser()
     add_run_arguments(p)
     args = p.parse_args(["--all", "--report", str(tmp_path)])

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import trio
 
-from lab.api.protocol import LineDecoder, encode, error, ok
-from lab.runtime import netns
+from lab.client.protocol import LineDecoder, encode, error, ok
+from lab.client import netns
 from mesh.cni import inpod
 from mesh.cni.agent import Agent
 from mesh.zds import (

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.runtime import netns
+from lab.client import netns
 from mesh.cni import inpod, rules
 
 SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.runtime import netns
+from lab.client import netns
 from mesh.sidecar import init, iptables
 from mesh.sidecar.injection import PROXY_UID
 

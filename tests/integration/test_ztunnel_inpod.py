@@ -25,8 +25,9 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from lab.api.protocol import LineDecoder, encode
-from lab.runtime import netns, network
+from lab.client.protocol import LineDecoder, encode
+from lab.runtime import network
+from lab.client import netns
 from mesh import zds
 from mesh.cni import inpod
 from mesh.identity.ca import RootCA, make_csr

@@ -8,12 +8,12 @@ import types
 
 import pytest
 
-from lab import admission
-from lab.apiserver import ApiError, ApiServer
+from lab.apiserver import admission
+from lab.apiserver.api import ApiError, ApiServer
 from lab.controllers import workloads
-from lab.store import Store
+from lab.apiserver.store import Store
 from lab.topology import Topology, load_file
-from lab.validation import ManifestError, load
+from lab.apiserver.validation import ManifestError, load
 
 # --- a fake handler module, importable by name while these tests run -------------------------
 

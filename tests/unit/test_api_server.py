@@ -1,5 +1,5 @@
 """Who may ask the lab API what: root anything, other users only the public mesh root."""
-from lab.api.server import allowed_unprivileged
+from lab.apiserver.endpoint import allowed_unprivileged
 
 
 def test_unprivileged_callers_get_only_the_mesh_root():

@@ -8,8 +8,9 @@ from fractions import Fraction
 
 import pytest
 
-from lab import printers, validation
-from lab.journal import Journal, outstanding
+from lab.cli import printers
+from lab.apiserver import validation
+from lab.runtime.journal import Journal, outstanding
 from lab.runtime import cgroups
 from lab.runtime.cgroups import Hierarchy, Resources
 

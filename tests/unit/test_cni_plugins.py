@@ -8,8 +8,8 @@ import socket
 import pytest
 import trio
 
-from lab.api.protocol import encode
-from lab.paths import cni_plugin_dir
+from lab.client.protocol import encode
+from lab.client.paths import cni_plugin_dir
 from lab.runtime import cniplugins
 from mesh.cni.plugin_server import PluginServer, parse_request
 

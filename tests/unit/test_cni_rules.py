@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from lab.runtime import netns
+from lab.client import netns
 from mesh.cni import rules
 
 # Istio's default.golden (docs/ambient-facts.md §3.2) without the DNS-capture lines, which the lab does not write.

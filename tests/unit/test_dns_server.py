@@ -15,8 +15,8 @@ import pytest
 import trio
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from lab.api.protocol import LineDecoder, encode
-from lab.backoff import Backoff
+from lab.client.protocol import LineDecoder, encode
+from lab.client.backoff import Backoff
 from lab.dns.server import TcpFramer, frame, serve
 
 HOST = "127.0.0.1"

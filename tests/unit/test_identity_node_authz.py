@@ -4,7 +4,7 @@ from mesh.identity.node_authz import (
     CLIENT_MESSAGE, NotAuthorized, authorize, parse_trusted_node_accounts,
 )
 from mesh.identity.spiffe import Identity
-from mesh.identity.tokens import Caller
+from mesh.identity.caller import Caller
 
 
 def pod(namespace, name, uid, sa, node, phase="Running"):
@@ -131,3 +131,9 @@ def test_parse_trusted_node_accounts():
     for bad in ("ztunnel", "istio-system/", "/ztunnel", "a/b/c"):
         with pytest.raises(ValueError):
             parse_trusted_node_accounts(bad)
+
+
+def test_caller_identity():
+    caller = Caller("ztunnel-abc", "5f1c-uid", "istio-system", "ztunnel")
+    assert caller.identity() == Identity("cluster.local", "istio-system", "ztunnel")
+    assert caller.identity("example.org").trust_domain == "example.org"

@@ -1,5 +1,5 @@
 """`lab istioctl ztunnel-config` tables: istioctl's columns from a ztunnel config_dump."""
-from lab import istioctl
+from mesh.istioctl import ztunnel_config
 
 DUMP = {
     "workloads": [
@@ -24,28 +24,28 @@ DUMP = {
 
 
 def test_workloads_columns_and_filter():
-    out = istioctl.format_workloads(DUMP).splitlines()
+    out = ztunnel_config.format_workloads(DUMP).splitlines()
     assert out[0].split() == ["NAMESPACE", "POD", "NAME", "ADDRESS", "NODE", "WAYPOINT", "PROTOCOL"]
     assert out[1].split() == ["ambient-apps", "sleep-1", "10.244.2.2", "worker2", "None", "HBONE"]
     assert out[2].split()[-1] == "TCP"
-    assert len(istioctl.format_workloads(DUMP, "kube-system").splitlines()) == 2
+    assert len(ztunnel_config.format_workloads(DUMP, "kube-system").splitlines()) == 2
 
 
 def test_services_count_healthy_endpoints():
-    out = istioctl.format_services(DUMP).splitlines()
+    out = ztunnel_config.format_services(DUMP).splitlines()
     assert out[1].split() == ["ambient-apps", "httpbin", "10.96.0.12", "None", "1/2"]
 
 
 def test_policies_and_certificates():
-    assert istioctl.format_policies(DUMP).splitlines()[1].split() == [
+    assert ztunnel_config.format_policies(DUMP).splitlines()[1].split() == [
         "ambient-apps", "require-sleep-identity", "Allow", "WorkloadSelector"]
-    certs = istioctl.format_certificates(DUMP).splitlines()
+    certs = ztunnel_config.format_certificates(DUMP).splitlines()
     assert certs[1].split() == ["spiffe://cluster.local/ns/ambient-apps/sa/sleep", "Leaf", "Available", "true",
                                 "ab12", "2026-11-28T10:02:00Z", "2026-11-27T10:00:00Z"]
     assert certs[2].split()[1] == "Root"
 
 
 def test_connections():
-    row = istioctl.format_connections(DUMP).splitlines()[1].split()
+    row = ztunnel_config.format_connections(DUMP).splitlines()[1].split()
     assert row == ["ambient-apps/sleep-1", "Outbound", "10.244.2.2:40000", "10.244.1.2:15008", "10.96.0.12:8000",
                    "HBONE"]

@@ -4,7 +4,7 @@ import os
 
 import yaml
 
-from lab.cli import describe_pod as d
+from mesh.istioctl import describe_pod as d
 
 ARTICLE = os.path.join(os.path.dirname(__file__), "..", "..", "topologies", "article")
 

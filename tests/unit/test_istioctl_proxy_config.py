@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from lab import istioctl
+from mesh.istioctl import proxy_config
 from lab.cli import build_parser
 from lab.cli.common import CliError
-from lab.cli.istioctl import cmd_istioctl
+from mesh.istioctl.cli import cmd_istioctl
 
 T = "type.googleapis.com/"
 HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -92,7 +92,7 @@ def strip(table):
 
 
 def test_listeners():
-    out = strip(rows(istioctl.format_proxy_listeners(DUMP)))
+    out = strip(rows(proxy_config.format_proxy_listeners(DUMP)))
     assert out[0] == ["ADDRESSES", "PORT", "MATCH", "DESTINATION"]
     assert out[1] == ["0.0.0.0", "15008", "ALL", "Inline Route: main_internal"]
     assert out[2] == ["envoy://main_internal", "-", "Addr: 10.96.0.4/32; Port: 8000; App: http/1.1,h2c",
@@ -101,12 +101,12 @@ def test_listeners():
 
 
 def test_cluster_names_and_table():
-    assert istioctl.parse_cluster_name("outbound|8000||httpbin.ns.svc.cluster.local") == (
+    assert proxy_config.parse_cluster_name("outbound|8000||httpbin.ns.svc.cluster.local") == (
         "httpbin.ns.svc.cluster.local", "8000", "-", "outbound")
-    assert istioctl.parse_cluster_name(VIP_CLUSTER) == (
+    assert proxy_config.parse_cluster_name(VIP_CLUSTER) == (
         "httpbin-ambient.ambient-apps.svc.cluster.local", "8000", "http", "inbound-vip")
-    assert istioctl.parse_cluster_name("BlackHoleCluster") == ("BlackHoleCluster", "-", "-", "-")
-    out = strip(rows(istioctl.format_proxy_clusters(DUMP)))
+    assert proxy_config.parse_cluster_name("BlackHoleCluster") == ("BlackHoleCluster", "-", "-", "-")
+    out = strip(rows(proxy_config.format_proxy_clusters(DUMP)))
     assert out[0] == ["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"]
     assert ["ambient-apps/httpbin-1", "-", "-", "inbound-pod", "EDS", "-"] in out
     assert ["httpbin-ambient.ambient-apps.svc.cluster.local", "8000", "http", "inbound-vip", "EDS", "-"] in out
@@ -116,33 +116,33 @@ def test_cluster_names_and_table():
 
 
 def test_routes():
-    out = strip(rows(istioctl.format_proxy_routes(DUMP)))
+    out = strip(rows(proxy_config.format_proxy_routes(DUMP)))
     assert out[0] == ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
     assert out[1] == [VIP_CLUSTER, VIP_CLUSTER, "*", "/*", "-"]
     assert out[2] == [VIP_CLUSTER, VIP_CLUSTER, "*", "/ip", "vs.ambient-apps"]
 
 
 def test_secrets_decode_the_pem():
-    out = strip(rows(istioctl.format_proxy_secrets(DUMP, NOW)))
+    out = strip(rows(proxy_config.format_proxy_secrets(DUMP, NOW)))
     assert out[0] == ["RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE"]
     assert out[1] == ["default", "Cert Chain", "ACTIVE", "true", "dbab7e7b43", "2026-11-28T10:00:00Z",
                       "2026-11-27T10:00:00Z"]
     assert out[2][:5] == ["ROOTCA", "CA", "ACTIVE", "true", "91a4"]
-    later = strip(rows(istioctl.format_proxy_secrets(DUMP, NOW + dt.timedelta(days=2))))
+    later = strip(rows(proxy_config.format_proxy_secrets(DUMP, NOW + dt.timedelta(days=2))))
     assert later[1][3] == "false"
 
 
 def test_all_and_camel_case_and_empty_dumps():
-    text = istioctl.format_proxy_all(DUMP, NOW)
+    text = proxy_config.format_proxy_all(DUMP, NOW)
     assert [line.split("  ")[0] for line in text.split("\n\n")] == ["SERVICE FQDN", "ADDRESSES", "NAME",
                                                                     "RESOURCE NAME"]
     camel = {"configs": [{"@type": T + "envoy.admin.v3.ListenersConfigDump", "dynamicListeners": [
         {"activeState": {"listener": {"name": "x", "address": {"socketAddress": {"address": "0.0.0.0",
                                                                                  "portValue": 15008}},
                                       "filterChains": [{"filters": []}]}}}]}]}
-    assert strip(rows(istioctl.format_proxy_listeners(camel)))[1] == ["0.0.0.0", "15008", "ALL",
+    assert strip(rows(proxy_config.format_proxy_listeners(camel)))[1] == ["0.0.0.0", "15008", "ALL",
                                                                      "Non-HTTP/Non-TCP"]
-    assert istioctl.format_proxy_clusters({}).splitlines() == [
+    assert proxy_config.format_proxy_clusters({}).splitlines() == [
         "SERVICE FQDN   PORT   SUBSET   DIRECTION   TYPE   DESTINATION RULE"]
 
 
@@ -190,7 +190,7 @@ def test_pods_without_a_proxy_are_explained():
 def test_a_waypoint_pod_is_read_from_its_own_network_namespace(monkeypatch, capsys):
     wp = pod("waypoint-1", "ambient-apps", ["istio-proxy"], labels={"gateway.networking.k8s.io/gateway-name": "wp"})
     seen = []
-    monkeypatch.setattr(istioctl, "fetch_proxy_config_dump", lambda netns, what: seen.append(netns) or DUMP)
+    monkeypatch.setattr(proxy_config, "fetch_proxy_config_dump", lambda netns, what: seen.append(netns) or DUMP)
     assert run(FakeLab(wp), ["proxy-config", "routes", "waypoint-1", "-n", "ambient-apps"]) == 0
     assert seen == ["al-t-pod-ambient-apps_waypoint-1"]
     assert capsys.readouterr().out.startswith("NAME")
@@ -226,7 +226,7 @@ def _sidecar_dump() -> dict:
 
 
 def test_sidecar_listeners_virtual_inbound_and_outbound():
-    table = strip(rows(istioctl.format_proxy_listeners(_sidecar_dump())))
+    table = strip(rows(proxy_config.format_proxy_listeners(_sidecar_dump())))
     assert table[1:] == [
         ["0.0.0.0", "15008", "ALL", "Inline Route: virtualInbound"],
         ["0.0.0.0", "15006", "Addr: 10.244.2.5/32; App: http/1.1,h2c", "Route: inbound|sidecar-apps/sleep-6b8-p9q"],
@@ -239,14 +239,14 @@ def test_sidecar_listeners_virtual_inbound_and_outbound():
 
 
 def test_sidecar_clusters_and_routes():
-    table = {r[0]: r[1:] for r in strip(rows(istioctl.format_proxy_clusters(_sidecar_dump())))[1:]}
+    table = {r[0]: r[1:] for r in strip(rows(proxy_config.format_proxy_clusters(_sidecar_dump())))[1:]}
     assert table == {
         "PassthroughCluster": ["-", "-", "-", "ORIGINAL_DST", "-"],
         "ambient-apps/httpbin-ambient-x": ["-", "-", "outbound-pod", "EDS", "-"],
         "httpbin-ambient.ambient-apps.svc.cluster.local": ["8000", "-", "outbound", "EDS", "-"],
         "sidecar-apps/sleep-6b8-p9q": ["-", "-", "inbound", "EDS", "-"],
     }
-    assert strip(rows(istioctl.format_proxy_routes(_sidecar_dump())))[1] == [
+    assert strip(rows(proxy_config.format_proxy_routes(_sidecar_dump())))[1] == [
         "inbound|sidecar-apps/sleep-6b8-p9q", "inbound|sidecar-apps/sleep-6b8-p9q", "*", "/*", "-"]
 
 
@@ -254,7 +254,7 @@ def test_a_sidecar_pod_is_read_from_its_own_network_namespace(monkeypatch, capsy
     app = pod("sleep-6b8-p9q", "sidecar-apps", ["sleep", "istio-proxy"],
               annotations={"sidecar.istio.io/status": '{"containers":["istio-proxy"],"revision":"default"}'})
     seen = []
-    monkeypatch.setattr(istioctl, "fetch_proxy_config_dump", lambda netns, what: seen.append(netns) or _sidecar_dump())
+    monkeypatch.setattr(proxy_config, "fetch_proxy_config_dump", lambda netns, what: seen.append(netns) or _sidecar_dump())
     assert run(FakeLab(app), ["pc", "listeners", "sleep-6b8-p9q.sidecar-apps"]) == 0
     assert seen == ["al-t-pod-sidecar-apps_sleep-6b8-p9q"]
     assert "PassthroughCluster" in capsys.readouterr().out

@@ -9,10 +9,10 @@ import json
 import pytest
 import yaml
 
-from lab import istioctl
+from mesh.istioctl import common, install, proxy_status
 from lab.cli import build_parser
 from lab.cli.common import CliError
-from lab.cli.istioctl import cmd_istioctl
+from mesh.istioctl.cli import cmd_istioctl
 from lab.client import LabError
 
 ENVOY = ("Listener", "Cluster", "RouteConfiguration")
@@ -39,7 +39,7 @@ def cells(text: str) -> list[list[str]]:
 
 
 def test_rows_for_waypoints_sidecars_and_ztunnels():
-    out = istioctl.format_proxy_status(SOURCES)
+    out = proxy_status.format_proxy_status(SOURCES)
     rows = cells(out)
     assert rows[0] == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION", "WDS"]
     assert rows[1:] == [
@@ -55,7 +55,7 @@ def test_rows_for_waypoints_sidecars_and_ztunnels():
 
 
 def test_eds_follows_cds():
-    rows = istioctl.proxy_status_rows([("istiod-1", "1.24.0", {"subscribers": [
+    rows = proxy_status.proxy_status_rows([("istiod-1", "1.24.0", {"subscribers": [
         sub("a/p", {"Listener": "SYNCED", "Cluster": "STALE", "RouteConfiguration": "SYNCED"})]})])
     assert rows[0][2:7] == ["STALE", "SYNCED", "STALE", "SYNCED", "IGNORED"]
 
@@ -66,7 +66,7 @@ def test_version_skew_is_printed_as_is_with_a_footnote():
     doc["subscribers"][0]["version"] = "1.25.0"
     doc["subscribers"][1]["version"] = "1.25.0"
     doc["subscribers"][2]["version"] = None  # an old proxy that does not say
-    out = istioctl.format_proxy_status([("istiod-77c-abcde", "1.25.0", doc)])
+    out = proxy_status.format_proxy_status([("istiod-77c-abcde", "1.25.0", doc)])
     rows = {r[0]: r for r in cells(out)[1:5]}
     assert rows["sleep-6b8-p9q.sidecar-apps"][-2] == "1.24.0"
     assert rows["ztunnel-abcde.istio-system"][-2] == "1.25.0"
@@ -81,10 +81,10 @@ def test_two_istiods_during_a_rollout_each_name_their_own_and_no_one_connected_i
     new = {"istiod": {"version": "1.25.0"}, "subscribers": [sub("istio-system/ztunnel-abcde", {"Address": "SYNCED"},
                                                                version="1.25.0")]}
     old = {"subscribers": [sub("a/sleep-1", dict.fromkeys(ENVOY, "SYNCED"), proxy="a/sleep-1")]}
-    rows = cells(istioctl.format_proxy_status([("istiod-new", None, new), ("istiod-old", "1.24.0", old)]))
+    rows = cells(proxy_status.format_proxy_status([("istiod-new", None, new), ("istiod-old", "1.24.0", old)]))
     assert [(r[0], r[7]) for r in rows[1:]] == [("sleep-1.a", "istiod-old"), ("ztunnel-abcde.istio-system",
                                                                              "istiod-new")]
-    assert istioctl.format_proxy_status([("istiod-1", "1.24.0", {"subscribers": []})]).splitlines() == [
+    assert proxy_status.format_proxy_status([("istiod-1", "1.24.0", {"subscribers": []})]).splitlines() == [
         "NAME   CLUSTER   CDS   LDS   EDS   RDS   ECDS   ISTIOD   VERSION   WDS"]
 
 
@@ -158,7 +158,7 @@ def run(lab, argv):
 
 def test_proxy_status_reads_each_running_istiod_from_its_own_network_namespace(monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(istioctl, "fetch_syncz", lambda netns, pod: seen.append(netns) or SYNCZ)
+    monkeypatch.setattr(proxy_status, "fetch_syncz", lambda netns, pod: seen.append(netns) or SYNCZ)
     lab = FakeLab(istiod_pod(tag="1.25.0"), istiod_pod("istiod-old", phase="Pending"))
     assert run(lab, ["proxy-status"]) == 0
     assert seen == ["al-t-pod-istio-system_istiod-5f4c-9xq2z"]
@@ -173,11 +173,11 @@ def test_proxy_status_errors(monkeypatch, capsys):
         run(FakeLab(), ["proxy-status"])
 
     def refuse(netns, pod):
-        raise istioctl.IstioctlError(f"Error: cannot reach the admin port of istiod pod {pod}")
-    monkeypatch.setattr(istioctl, "fetch_syncz", refuse)
+        raise common.IstioctlError(f"Error: cannot reach the admin port of istiod pod {pod}")
+    monkeypatch.setattr(proxy_status, "fetch_syncz", refuse)
     with pytest.raises(CliError, match="cannot reach"):
         run(FakeLab(istiod_pod()), ["proxy-status"])
-    monkeypatch.setattr(istioctl, "fetch_syncz", lambda netns, pod: SYNCZ)
+    monkeypatch.setattr(proxy_status, "fetch_syncz", lambda netns, pod: SYNCZ)
     assert run(FakeLab(istiod_pod(), istiod_pod("istiod-new", netns=False)), ["proxy-status"]) == 0
     assert "warning: istiod pod istiod-new has no network namespace yet" in capsys.readouterr().err
 
@@ -192,39 +192,39 @@ INJECTOR = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWe
 @pytest.fixture
 def manifest_with_injector(monkeypatch):
     """The profile as it will be once it carries the injector webhook object."""
-    text = istioctl.ambient_manifest()
+    text = install.ambient_manifest()
     if "istio-sidecar-injector" not in text:
         text += "---\n" + yaml.safe_dump(INJECTOR)
-        monkeypatch.setattr(istioctl, "ambient_manifest", lambda: text)
+        monkeypatch.setattr(install, "ambient_manifest", lambda: text)
     return text
 
 
 def images(objs) -> dict[str, str]:
-    return {o["metadata"]["name"]: c["image"] for o in objs for c in istioctl._templates(o)}
+    return {o["metadata"]["name"]: c["image"] for o in objs for c in install._templates(o)}
 
 
 def test_settings():
-    assert istioctl.parse_install_settings(["profile=ambient"]) == ("ambient", None)
-    assert istioctl.parse_install_settings(["profile=ambient", "tag=1.25.0"]) == ("ambient", "1.25.0")
+    assert install.parse_install_settings(["profile=ambient"]) == ("ambient", None)
+    assert install.parse_install_settings(["profile=ambient", "tag=1.25.0"]) == ("ambient", "1.25.0")
     for bad, message in ((["profile=demo"], "not available"), (["tag=1.25.0"], 'profile "default" is not'),
                          (["tag=1.25/0"], "not an image tag"), (["revision=x"], "unsupported setting --set revision"),
                          (["tag"], "expected key=value")):
-        with pytest.raises(istioctl.IstioctlError, match=message):
-            istioctl.parse_install_settings(bad if "profile=demo" in bad or bad == ["tag=1.25.0"]
+        with pytest.raises(common.IstioctlError, match=message):
+            install.parse_install_settings(bad if "profile=demo" in bad or bad == ["tag=1.25.0"]
                                             else ["profile=ambient", *bad])
 
 
 def test_a_tag_sets_istios_images_and_the_injectors_proxy_tag(manifest_with_injector):
-    assert istioctl.default_tag() == "1.24.0"
-    assert istioctl.profile_objects() == [o for o in yaml.safe_load_all(manifest_with_injector) if o]
-    objs = istioctl.profile_objects("1.25.0")
+    assert install.default_tag() == "1.24.0"
+    assert install.profile_objects() == [o for o in yaml.safe_load_all(manifest_with_injector) if o]
+    objs = install.profile_objects("1.25.0")
     assert images(objs) == {"istiod": "docker.io/istio/pilot:1.25.0",
                             "istio-cni-node": "docker.io/istio/install-cni:1.25.0",
                             "ztunnel": "docker.io/istio/ztunnel:1.25.0"}
     injector = next(o for o in objs if o["kind"] == "MutatingWebhookConfiguration")
     assert injector["metadata"]["annotations"]["lab.ambient/proxy-tag"] == "1.25.0"
-    assert istioctl.image_tag("docker.io/istio/pilot:1.25.0") == "1.25.0"
-    assert istioctl._with_tag("localhost:5000/istio/pilot:1.24.0", "1.25.0") == "localhost:5000/istio/pilot:1.25.0"
+    assert install.image_tag("docker.io/istio/pilot:1.25.0") == "1.25.0"
+    assert install._with_tag("localhost:5000/istio/pilot:1.24.0", "1.25.0") == "localhost:5000/istio/pilot:1.25.0"
 
 
 def test_install_upgrades_then_reinstalling_the_same_values_changes_nothing(manifest_with_injector):
@@ -233,12 +233,12 @@ def test_install_upgrades_then_reinstalling_the_same_values_changes_nothing(mani
         o["status"] = ready_status(o)
 
     out = io.StringIO()
-    istioctl.install(lab, ["profile=ambient"], out=out, timeout=1)
+    install.install(lab, ["profile=ambient"], out=out, timeout=1)
     assert "nothing changed: Istio 1.24.0 (profile ambient) is already installed" in out.getvalue()
     assert lab.applied == [manifest_with_injector]  # the default install is the profile as it is
 
     out = io.StringIO()
-    istioctl.install(lab, ["profile=ambient", "tag=1.25.0"], out=out, timeout=1)
+    install.install(lab, ["profile=ambient", "tag=1.25.0"], out=out, timeout=1)
     text = out.getvalue()
     assert ("  Deployment/istiod: image docker.io/istio/pilot:1.24.0 -> docker.io/istio/pilot:1.25.0"
             in text.splitlines())
@@ -250,11 +250,11 @@ def test_install_upgrades_then_reinstalling_the_same_values_changes_nothing(mani
     assert images(lab.objects.values())["ztunnel"] == "docker.io/istio/ztunnel:1.25.0"
 
     out = io.StringIO()
-    istioctl.install(lab, ["tag=1.25.0", "profile=ambient"], out=out, timeout=1)
+    install.install(lab, ["tag=1.25.0", "profile=ambient"], out=out, timeout=1)
     assert "nothing changed: Istio 1.25.0" in out.getvalue() and "->" not in out.getvalue()
 
     out = io.StringIO()
-    istioctl.install(lab, ["profile=ambient"], out=out, timeout=1)  # back to the profile's own tag
+    install.install(lab, ["profile=ambient"], out=out, timeout=1)  # back to the profile's own tag
     assert "docker.io/istio/pilot:1.25.0 -> docker.io/istio/pilot:1.24.0" in out.getvalue()
 
 
@@ -264,12 +264,12 @@ def test_install_waits_for_the_rollout(manifest_with_injector):
         o["status"] = ready_status(o)
     istiod = lab.objects[("Deployment", "istio-system", "istiod")]
     istiod["status"] = {"readyReplicas": 2, "updatedReplicas": 1, "replicas": 2}  # the old pod still runs
-    with pytest.raises(istioctl.IstioctlError, match="deployment istio-system/istiod was not ready"):
-        istioctl.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0.1)
+    with pytest.raises(common.IstioctlError, match="deployment istio-system/istiod was not ready"):
+        install.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0.1)
     istiod["status"] = {"readyReplicas": 1, "updatedReplicas": 1, "replicas": 1, "observedGeneration": 1}
     istiod["metadata"]["generation"] = 2  # the controller has not seen the new template yet
-    with pytest.raises(istioctl.IstioctlError):
-        istioctl.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0.1)
+    with pytest.raises(common.IstioctlError):
+        install.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0.1)
 
 
 def test_install_needs_yes():

@@ -5,10 +5,10 @@ import json
 import pytest
 import yaml
 
-from lab import istioctl
+from mesh.istioctl import common, waypoint, ztunnel_config
 from lab.cli import build_parser
 from lab.cli.common import CliError
-from lab.cli.istioctl import cmd_istioctl
+from mesh.istioctl.cli import cmd_istioctl
 from lab.client import LabError
 
 
@@ -31,59 +31,59 @@ PROGRAMMED = [{"type": "Accepted", "status": "True", "reason": "Accepted", "mess
 def test_list_columns_traffic_types_and_all_namespaces():
     gws = [gateway("waypoint", conditions=PROGRAMMED), gateway("wl", label="workload"),
            gateway("httpbin-ambient-waypoint", cls="istio"), gateway("ingress", listener=False)]
-    out = istioctl.format_waypoint_list(gws).splitlines()
+    out = waypoint.format_waypoint_list(gws).splitlines()
     assert out[0].split("  ")[0:1] == ["NAME"] and "TRAFFIC TYPE" in out[0] and out[0].endswith("PROGRAMMED")
     rows = [line.split() for line in out[1:]]
     assert rows == [["httpbin-ambient-waypoint", "default", "namespace", "Unknown"],
                     ["waypoint", "default", "service", "True"],
                     ["wl", "default", "workload", "Unknown"]]
-    wide = istioctl.format_waypoint_list(gws, all_namespaces=True).splitlines()
+    wide = waypoint.format_waypoint_list(gws, all_namespaces=True).splitlines()
     assert wide[0].startswith("NAMESPACE") and wide[1].split()[0] == "ambient-apps"
-    assert istioctl.format_waypoint_list([gateway("ingress", listener=False)]) == "No waypoints found."
+    assert waypoint.format_waypoint_list([gateway("ingress", listener=False)]) == "No waypoints found."
 
 
 def test_unlabelled_waypoints_follow_the_implicit_namespaces():
     gws = [gateway("waypoint"), gateway("old", cls="istio", ns="labelled")]
-    rows = [r.split() for r in istioctl.format_waypoint_list(gws, True, implicit={"ambient-apps"}).splitlines()[1:]]
+    rows = [r.split() for r in waypoint.format_waypoint_list(gws, True, implicit={"ambient-apps"}).splitlines()[1:]]
     assert rows == [["ambient-apps", "waypoint", "default", "namespace", "Unknown"],
                     ["labelled", "old", "default", "service", "Unknown"]]
     namespaces = [{"kind": "Namespace", "metadata": {"name": "a"}},
                   {"kind": "Namespace", "metadata": {"name": "b", "labels": {"istio.io/use-waypoint": "w"}}},
                   {"kind": "Namespace", "metadata": {"name": "c"}}]
     svc = {"kind": "Service", "metadata": {"name": "s", "namespace": "c", "labels": {"istio.io/use-waypoint": "w"}}}
-    assert istioctl.implicit_namespaces(namespaces, [svc]) == {"a"}
+    assert waypoint.implicit_namespaces(namespaces, [svc]) == {"a"}
 
 
 def test_status_rows_from_conditions():
-    out = istioctl.format_waypoint_status([gateway("waypoint", conditions=PROGRAMMED)]).splitlines()
+    out = waypoint.format_waypoint_status([gateway("waypoint", conditions=PROGRAMMED)]).splitlines()
     assert out[0].split() == ["NAME", "STATUS", "TYPE", "REASON", "MESSAGE"]
     assert out[1].split()[:4] == ["waypoint", "True", "Accepted", "Accepted"]
     assert out[2].split()[:4] == ["waypoint", "True", "Programmed", "Programmed"]
     assert out[2].endswith("waypoint.ambient-apps.svc.cluster.local:15008")
-    pending = istioctl.format_waypoint_status([gateway("new")]).splitlines()[1].split()
+    pending = waypoint.format_waypoint_status([gateway("new")]).splitlines()[1].split()
     assert pending[:4] == ["new", "Unknown", "Programmed", "Pending"]
 
 
 def test_generate():
-    gw = yaml.safe_load(istioctl.waypoint_yaml(istioctl.waypoint_gateway("waypoint", "ambient-apps", "service")))
+    gw = yaml.safe_load(waypoint.waypoint_yaml(waypoint.waypoint_gateway("waypoint", "ambient-apps", "service")))
     assert gw == {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                   "metadata": {"name": "waypoint", "namespace": "ambient-apps",
                                "labels": {"istio.io/waypoint-for": "service"}},
                   "spec": {"gatewayClassName": "istio-waypoint",
                            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
-    assert "labels" not in istioctl.waypoint_gateway()["metadata"]
-    assert istioctl.is_waypoint(gw)
-    with pytest.raises(istioctl.IstioctlError):
-        istioctl.waypoint_gateway(traffic_type="everything")
+    assert "labels" not in waypoint.waypoint_gateway()["metadata"]
+    assert waypoint.is_waypoint(gw)
+    with pytest.raises(common.IstioctlError):
+        waypoint.waypoint_gateway(traffic_type="everything")
 
 
 def test_ready_needs_programmed_and_the_deployment():
     gw = gateway("waypoint", conditions=PROGRAMMED)
     dep = {"metadata": {"name": "waypoint"}, "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}
-    assert istioctl.waypoint_ready(gw, dep) == (True, "ready")
-    assert istioctl.waypoint_ready(gw, None) == (False, "no Deployment waypoint")
-    assert not istioctl.waypoint_ready(gateway("waypoint"), dep)[0]
-    assert not istioctl.waypoint_ready(gw, {**dep, "status": {}})[0]
+    assert waypoint.waypoint_ready(gw, dep) == (True, "ready")
+    assert waypoint.waypoint_ready(gw, None) == (False, "no Deployment waypoint")
+    assert not waypoint.waypoint_ready(gateway("waypoint"), dep)[0]
+    assert not waypoint.waypoint_ready(gw, {**dep, "status": {}})[0]
 
 
 def test_ztunnel_config_waypoint_column_shows_the_waypoints_name():
@@ -94,10 +94,10 @@ def test_ztunnel_config_waypoint_column_shows_the_waypoints_name():
             "services": [{"name": "h", "namespace": "ambient-apps", "addresses": ["10.96.0.4"], "waypoint": ref,
                           "endpoints": {}},
                          {"name": "s", "namespace": "ambient-apps", "addresses": ["10.96.0.5"], "endpoints": {}}]}
-    assert istioctl.format_workloads(dump).splitlines()[1].split()[4] == "waypoint"
-    services = istioctl.format_services(dump).splitlines()
+    assert ztunnel_config.format_workloads(dump).splitlines()[1].split()[4] == "waypoint"
+    services = ztunnel_config.format_services(dump).splitlines()
     assert services[1].split()[3] == "waypoint" and services[2].split()[3] == "None"
-    assert istioctl._waypoint({"waypoint": {"address": "10.96.0.9"}}) == "10.96.0.9"
+    assert ztunnel_config._waypoint({"waypoint": {"address": "10.96.0.9"}}) == "10.96.0.9"
 
 
 class FakeLab:

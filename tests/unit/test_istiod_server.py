@@ -20,11 +20,11 @@ import pytest
 import trio
 import yaml
 
-from lab.api import server as api_server
-from lab.api.protocol import encode, error, ok
+from lab.apiserver import endpoint as api_server
+from lab.client.protocol import encode, error, ok
 from mesh.identity.ca import make_csr, verify_chain
 from mesh.identity.spiffe import Identity
-from mesh.identity.tokens import InvalidToken, TokenIssuer
+from lab.apiserver.tokens import InvalidToken, TokenIssuer
 from mesh.istiod.channel import client_context
 from mesh.istiod.client import ConfigCache, IstiodRefused, IstiodUnavailable, create_certificate, subscribe
 from mesh.istiod.server import serve

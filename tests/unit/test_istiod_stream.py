@@ -9,7 +9,7 @@ import trio.testing
 
 from mesh.identity.ca import RootCA, make_csr, verify_chain
 from mesh.identity.spiffe import Identity
-from mesh.identity.tokens import Caller
+from mesh.identity.caller import Caller
 from mesh.istiod.ca import CertificateRequest, Refused, issue
 from mesh.istiod.client import ConfigCache
 from mesh.istiod.translate import ADDRESS, AUTHORIZATION, Versioned, versioned

@@ -8,8 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from lab.api.protocol import LineDecoder
-from mesh.identity.tokens import Caller
+from lab.client.protocol import LineDecoder
+from mesh.identity.caller import Caller
 from mesh.istiod import debug
 from mesh.istiod.client import image_tag, own_version
 from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
@@ -234,7 +234,7 @@ async def test_debug_syncz_over_http():
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     if b"chunked" in head.lower():
-        from lab.istioctl import _dechunk
+        from mesh.istioctl.common import _dechunk
         body = _dechunk(body)
     doc = json.loads(body)
     assert doc["istiod"] == me

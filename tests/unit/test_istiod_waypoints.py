@@ -11,11 +11,12 @@ import pytest
 import trio
 import yaml
 
-from lab import images, validation
-from lab.apiserver import ApiServer
+from lab.runtime import images
+from lab.apiserver import validation
+from lab.apiserver.api import ApiServer
 from lab.client import LabError
 from lab.controllers import workloads
-from lab.store import Store
+from lab.apiserver.store import Store
 from lab.testing import ARTICLE
 from lab.topology import load_file
 from mesh.istiod import waypoints as wp
@@ -403,7 +404,7 @@ class FakeLab:
         self.sent = 0   # apply calls, refused ones included
 
     async def call(self, op, **params):
-        from lab.apiserver import ApiError
+        from lab.apiserver.api import ApiError
         try:
             if op == "apply":
                 self.sent += 1

@@ -1,7 +1,7 @@
 """kubectl's jsonpath templates: paths, ranges, filters, printing and kubectl's error messages."""
 import pytest
 
-from lab.jsonpath import JSONPathError, render
+from lab.cli.jsonpath import JSONPathError, render
 
 
 def pod(name, phase, app=None, ip=None, containers=("main",)):

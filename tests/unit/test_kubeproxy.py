@@ -1,4 +1,4 @@
-"""lab.kubeproxy: Services + Endpoints -> nft script (pure; tests/e2e/test_network.py feeds the
+"""lab.runtime.kubeproxy: Services + Endpoints -> nft script (pure; tests/e2e/test_network.py feeds the
 SCENARIOS below to `nft -c` and applies them to real nodes)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lab import kubeproxy
+from lab.runtime import kubeproxy
 
 VIP = "10.96.0.100"
 

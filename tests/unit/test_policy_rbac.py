@@ -2,6 +2,7 @@
 
 import pytest
 
+from mesh.identity.spiffe import Identity as SpiffeIdentity, InvalidIdentity
 from mesh.policy.rbac import (
     NO_ALLOW_POLICIES, NOT_ALLOWED, Connection, Decision, Identity, evaluate, matches, policies_for, string_matches,
 )
@@ -22,14 +23,21 @@ def one_match(match, **kw):
 # --- identities -----------------------------------------------------------------------------------
 
 def test_identity_parse():
+    assert Identity is SpiffeIdentity  # one Identity for the mesh
     assert Identity.parse("spiffe://cluster.local/ns/a/sa/b") == Identity("cluster.local", "a", "b")
     assert str(Identity("td", "a", "b")) == "spiffe://td/ns/a/sa/b"
+
+
+def test_empty_identity_segments_are_accepted_as_ztunnel_accepts_them():
+    conn = Connection("10.0.0.1", "spiffe://td/ns//sa/x", "10.0.0.2", 80)
+    assert matches(one_match({"namespaces": [{"exact": ""}]}), conn)
+    assert not matches(one_match({"namespaces": [{"presence": {}}]}), conn)
 
 
 @pytest.mark.parametrize("uri", ["cluster.local/ns/a/sa/b", "spiffe://td/ns/a/sa", "spiffe://td/ns/a/sa/b/c",
                                  "spiffe://td/namespace/a/sa/b", "spiffe://td/ns/a/serviceaccount/b"])
 def test_connection_refuses_non_workload_identities(uri):
-    with pytest.raises(ValueError, match="not a SPIFFE workload identity"):
+    with pytest.raises(InvalidIdentity, match="invalid SPIFFE identity"):
         Connection("10.0.0.1", uri, "10.0.0.2", 80)
 
 

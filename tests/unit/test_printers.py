@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from lab import printers
-from lab.printers import age, describe, human_duration, names, no_resources, table
+from lab.cli import printers
+from lab.cli.printers import age, describe, human_duration, names, no_resources, table
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -17,7 +17,6 @@ from mesh.istiod.proxyconfig import CLUSTER, LISTENER, ROUTE
 from mesh.policy.model import AuthorizationPolicy, parse_as
 from mesh.proxy import authz
 from mesh.proxy.agent import AgentSettings, ProxyAgent
-from mesh.proxy.config import ProxyConfig
 from mesh.proxy.engine import Engine, Tunnel
 from mesh.proxy.upstream import Upstreams
 from mesh.ztunnel.rbac import waypoint_identities

@@ -7,16 +7,16 @@ import os
 
 import pytest
 
-from lab import scenarios
+import scenarios
 from lab.cli import build_parser, main
 from lab.client import LabError
 from lab.load.stats import LoadReport, Outcome, summarize
-from lab.scenarios import framework as fw
-from lab.scenarios import traffic
-from lab.scenarios.headless import log_fields
-from lab.scenarios.hops import legs, ordered
-from lab.scenarios.policy_mistake import _excerpt, allow_ip, describe_lines
-from lab.scenarios.waypoint_down import echo_peer
+from scenarios import framework as fw
+from scenarios import traffic
+from scenarios.headless import log_fields
+from scenarios.hops import legs, ordered
+from scenarios.policy_mistake import _excerpt, allow_ip, describe_lines
+from scenarios.waypoint_down import echo_peer
 
 
 def tl(*rows):
@@ -243,7 +243,7 @@ def test_runner_refuses_without_a_mesh():
 # ---- plot and CLI ---------------------------------------------------------------------------------
 
 def test_plot_timeline_and_bars(tmp_path):
-    from lab.scenarios.plot import plot
+    from scenarios.plot import plot
     res = fw.Result("x", "s", timelines={"a": tl((0.2, 10, 10), (1.2, 10, 0), (2.2, 10, 10))},
                     events=[{"t": 1.0, "label": "break"}, {"t": 2.0, "label": "restore"}])
     p = plot(res, str(tmp_path / "t.png"))

@@ -7,16 +7,16 @@ import json
 
 import pytest
 
-from lab import scenarios
-from lab.scenarios import cert_expiry as ce
-from lab.scenarios import meshops
-from lab.scenarios import noisy_neighbour as nn
-from lab.scenarios import overhead as oh
-from lab.scenarios import report
-from lab.scenarios import sidecar_shutdown as sd
-from lab.scenarios import sidecar_startup as su
-from lab.scenarios import upgrade as up
-from lab.scenarios.framework import Result, Row
+import scenarios
+from scenarios import cert_expiry as ce
+from scenarios import meshops
+from scenarios import noisy_neighbour as nn
+from scenarios import overhead as oh
+from scenarios import report
+from scenarios import sidecar_shutdown as sd
+from scenarios import sidecar_startup as su
+from scenarios import upgrade as up
+from scenarios.framework import Result, Row
 
 
 def test_registered_in_order():
@@ -241,7 +241,7 @@ def test_report_verdicts_and_version():
 
 
 def test_run_all_writes_the_page(tmp_path, monkeypatch):
-    from lab.scenarios import framework
+    from scenarios import framework
 
     class Fake(framework.Scenario):
         name = "fake"
@@ -260,7 +260,7 @@ def test_run_all_writes_the_page(tmp_path, monkeypatch):
 
 
 def test_cli_flags():
-    from lab.cli.scenario import add_run_arguments, cmd_scenario
+    from scenarios.cli import add_run_arguments, cmd_scenario
     from lab.cli.common import CliError
     p = argparse.ArgumentParser()
     add_run_arguments(p)

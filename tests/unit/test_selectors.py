@@ -1,8 +1,8 @@
 """Label selectors: Kubernetes' string and object forms, matching, printing and label syntax."""
 import pytest
 
-from lab import selectors
-from lab.selectors import Selector, from_label_selector, parse, validate_label
+from lab.apiserver import selectors
+from lab.apiserver.selectors import Selector, from_label_selector, parse, validate_label
 
 LABELS = {"app": "httpbin", "version": "v1", "tier": "3"}
 

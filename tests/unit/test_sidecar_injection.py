@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import selectors, validation
+from lab.apiserver import selectors
+from lab.apiserver import validation
 from mesh.sidecar import injection, iptables
 
 WEBHOOK = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
@@ -368,7 +369,7 @@ def test_the_manifests_selectors_agree_with_injection_wanted(ns_labels, pod_labe
 
 
 def test_labds_admission_runs_the_installed_injector_once() -> None:
-    from lab import admission
+    from lab.apiserver import admission
     review = admission.Registry().review(pod(), ENABLED, [installed_webhook()])
     assert review.mutated_by == ["namespace.sidecar-injector.istio.io"]
     assert [c["name"] for c in review.pod["spec"]["containers"]] == ["httpbin", "istio-proxy"]

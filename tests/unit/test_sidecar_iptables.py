@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from lab.runtime import netns
+from lab.client import netns
 from mesh.sidecar import init, iptables
 
 INJECTED_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "",

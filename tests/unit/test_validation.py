@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
-from lab import images
-from lab.validation import (ManifestError, known_kinds, load, namespaces_needed,
+from lab.runtime import images
+from lab.apiserver.validation import (ManifestError, known_kinds, load, namespaces_needed,
                             parse_manifests, validate)
 
 # The seed article's manifests, verbatim (istio-ambient-production-patterns.txt).

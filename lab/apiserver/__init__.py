@@ -1,0 +1,12 @@
+"""The lab's kube-apiserver: objects, validation, admission and the API calls.
+
+- `kinds.py`: the kind registry (group, versions, scope, names, validator, columns, immutable fields).
+- `store.py`: the objects, their resourceVersions and change notification (etcd's role).
+- `api.py`: `ApiServer`: apply, create, get, patch, delete, scale... without sockets.
+- `validation.py`: manifest parsing and the built-in kinds' checks, with kubectl's error wording.
+- `selectors.py`: label and field selectors.
+- `admission.py`: mutating webhooks (in-process handlers) on Pod CREATE.
+- `tokens.py`: ServiceAccount tokens: issue and review (TokenReview).
+- `dispatch.py`: the API calls (`op`s) labd answers, mapped onto the above.
+- `endpoint.py`: the Unix socket that carries them (lab/client speaks to it).
+"""

@@ -1,0 +1,391 @@
+"""The API's verbs over the store: apply, get, delete, label, scale, rollout restart, exec, logs.
+
+The kube-apiserver's part of labd, without sockets (lab/api/server.py carries the bytes). `apply`
+is all-or-nothing: every document is parsed, validated and admitted before the first write; a new
+Pod goes through the mutating webhooks (lab/admission.py) while the apply is planned.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+from typing import Any, Callable
+
+from lab.apiserver import admission
+from lab.apiserver import kinds
+from lab.apiserver import validation
+from lab.controllers.workloads import RESTARTED_AT
+from lab.client.paths import pod_dir
+from lab.apiserver.selectors import parse as parse_selector
+from lab.apiserver.store import Store, now_rfc3339
+from lab.topology import Topology
+
+IMMUTABLE = {
+    "Service": ("spec.clusterIP",),
+    "Deployment": ("spec.selector",),
+    "ReplicaSet": ("spec.selector",),
+    "DaemonSet": ("spec.selector",),
+}
+PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
+
+
+class ApiError(Exception):
+    """A refused request; the message is shown to the user as it is."""
+
+
+def _dig(obj: dict, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+class ServiceIPs:
+    """ClusterIP allocation from the service CIDR (.1 and .10 are kubernetes and kube-dns)."""
+
+    def __init__(self, cidr: ipaddress.IPv4Network, store: Store):
+        self.cidr = cidr
+        self.store = store
+
+    def used(self) -> set[str]:
+        return {s["spec"].get("clusterIP") for s in self.store.list("Service")}
+
+    def allocate(self, taken: set[str]) -> str:
+        used = self.used() | taken
+        for host in self.cidr.hosts():
+            ip = str(host)
+            if host.packed[-1] in (1, 10) and host.packed[-2] == 0:
+                continue
+            if ip not in used:
+                return ip
+        raise ApiError(f"service CIDR {self.cidr} is exhausted")
+
+
+class ApiServer:
+    def __init__(self, store: Store, topo: Topology, lab_dir: str,
+                 extra_validators: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None,
+                 extra_warners: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None):
+        self.store = store
+        self.topo = topo
+        self.lab_dir = lab_dir
+        self.service_ips = ServiceIPs(topo.service_cidr, store)
+        self.extra_validators = extra_validators or {}
+        #: Per kind: warnings for a valid object (kubectl prints them as "Warning: ...", as it
+        #: prints the Warning headers a validating webhook adds).
+        self.extra_warners = extra_warners or {}
+        # uid -> the spec a mutated pod was applied with, so re-applying its file is "unchanged"
+        self._applied_pod_specs: dict[str, dict] = {}
+
+    # apply ------------------------------------------------------------------------------------
+    def apply(self, manifests: str, source: str = "-") -> list[dict]:
+        try:
+            objs = validation.load(manifests, source, extra=self.extra_validators)
+        except validation.ManifestError as e:
+            raise ApiError(str(e)) from None
+        if not objs:
+            raise ApiError(f"error: no objects passed to apply ({source})")
+        missing = sorted(ns for ns in validation.namespaces_needed(objs)
+                         if self.store.get("Namespace", None, ns) is None)
+        if missing:
+            raise ApiError(f'error: {source}: namespaces "{missing[0]}" not found')
+        plan: list[tuple[str, dict, admission.Review | None]] = []
+        taken: set[str] = set()
+        new_namespaces = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Namespace"}
+        for obj in objs:
+            action, obj = self._admit(obj, source, taken)
+            review = None
+            if action == "created" and obj["kind"] == "Pod" and isinstance(self.store, admission.AdmittingStore):
+                ns = obj["metadata"]["namespace"]
+                try:
+                    review = self.store.review_pod(obj, new_namespaces.get(ns) if self.store.get(
+                        "Namespace", None, ns) is None else None)
+                except admission.AdmissionDenied as e:
+                    raise ApiError(f'Error from server: error when creating "{source}": {e}') from None
+            plan.append((action, obj, review))
+        results = []
+        for action, obj, review in plan:
+            k = kinds.by_kind(obj["kind"])
+            if review is not None:
+                created = self.store.create(obj, review=review)
+                if review.mutated_by:
+                    self._remember_applied_spec(created["metadata"]["uid"], obj["spec"])
+            elif action == "created":
+                self.store.create(obj)
+            elif action == "configured":
+                self.store.update(obj)
+            result = {"kind": obj["kind"], "group": k.group, "namespace": obj["metadata"].get("namespace"),
+                      "name": obj["metadata"]["name"], "action": action}
+            warner = self.extra_warners.get(obj["kind"])
+            warnings = [f"{path}: {text}" if path else text for path, text in (warner(obj) if warner else [])]
+            if warnings:
+                result["warnings"] = warnings
+            results.append(result)
+        return results
+
+    def _admit(self, obj: dict, source: str, taken: set[str]) -> tuple[str, dict]:
+        md = obj["metadata"]
+        where = f'{source}: {obj["kind"]} "{md["name"]}"'
+        cur = self.store.get(obj["kind"], md.get("namespace"), md["name"])
+        if obj["kind"] == admission.KIND:
+            try:  # labd imports the handler now: a typo is refused at apply, not at the first pod
+                admission.load_handler((md.get("annotations") or {}).get(admission.HANDLER_ANNOTATION))
+            except admission.HandlerError as e:
+                raise ApiError(f"error: {where}: metadata.annotations[{admission.HANDLER_ANNOTATION}]: "
+                               f"{e}") from None
+        if cur is None:
+            if cur is None and md.get("namespace"):
+                ns = self.store.get("Namespace", None, md["namespace"])
+                if ns is not None and ns["metadata"].get("deletionTimestamp"):
+                    raise ApiError(f'error: {where}: namespace {md["namespace"]} is being terminated')
+            return "created", self._default_new(obj, taken)
+        for path in IMMUTABLE.get(obj["kind"], ()):
+            new, old = _dig(obj, path), _dig(cur, path)
+            if path == "spec.clusterIP" and new in (None, ""):
+                continue
+            if new != old:
+                raise ApiError(f"error: {where}: {path}: field is immutable")
+        merged = copy.deepcopy(cur)
+        for key, value in obj.items():
+            if key not in ("metadata", "status"):
+                merged[key] = copy.deepcopy(value)
+        spec, live = merged.get("spec"), cur.get("spec") or {}
+        if isinstance(spec, dict):
+            # What the server filled in stays unless the file says otherwise (kubectl apply's merge).
+            if obj["kind"] == "Service":
+                spec["clusterIP"] = live.get("clusterIP")
+                spec["clusterIPs"] = live.get("clusterIPs", [live.get("clusterIP")])
+            if obj["kind"] in ("Deployment", "ReplicaSet") and "replicas" not in obj.get("spec", {}):
+                spec["replicas"] = live.get("replicas", 1)
+            if obj["kind"] == "Pod" and live.get("nodeName"):
+                spec.setdefault("nodeName", live["nodeName"])
+            self._defaults(merged)
+            applied = self._applied_pod_specs.get(cur["metadata"]["uid"]) if obj["kind"] == "Pod" else None
+            if applied is not None and {**spec, "nodeName": None} == {**applied, "nodeName": None}:
+                merged["spec"] = copy.deepcopy(live)  # the same file: keep what the webhooks added
+        for field in ("labels", "annotations"):
+            if field in md:
+                merged["metadata"][field] = {**(cur["metadata"].get(field) or {}), **(md[field] or {})}
+        if obj["kind"] == "Pod" and merged.get("spec") != cur.get("spec"):
+            raise ApiError(f"error: {where}: spec: Forbidden: pod updates may not change fields other than "
+                           f"labels and annotations (delete and re-create the pod)")
+        if merged == cur:
+            return "unchanged", cur
+        return "configured", merged
+
+    def _remember_applied_spec(self, uid: str, spec: dict) -> None:
+        if len(self._applied_pod_specs) > 256:  # forget pods that are gone
+            live = {p["metadata"]["uid"] for p in self.store.list("Pod")}
+            self._applied_pod_specs = {u: s for u, s in self._applied_pod_specs.items() if u in live}
+        self._applied_pod_specs[uid] = copy.deepcopy(spec)
+
+    def _default_new(self, obj: dict, taken: set[str]) -> dict:
+        obj = copy.deepcopy(obj)
+        if obj["kind"] == "Service":
+            spec = obj.setdefault("spec", {})
+            if spec.get("clusterIP") in (None, ""):
+                ip = self.service_ips.allocate(taken)
+                spec["clusterIP"] = ip
+                taken.add(ip)
+            elif spec["clusterIP"] != "None":
+                ip = spec["clusterIP"]
+                try:
+                    ok = ipaddress.IPv4Address(ip) in self.topo.service_cidr
+                except ValueError:
+                    ok = False
+                if not ok or ip in self.service_ips.used() | taken:
+                    raise ApiError(f'error: Service "{obj["metadata"]["name"]}": spec.clusterIP: '
+                                   f'{ip} is not a free address of {self.topo.service_cidr}')
+                taken.add(ip)
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        elif obj["kind"] == "Pod":
+            obj.setdefault("status", {"phase": "Pending"})
+        self._defaults(obj)
+        return obj
+
+    @staticmethod
+    def _defaults(obj: dict) -> None:
+        """The API server's defaulting, the same on create and on apply to an existing object."""
+        kind, spec = obj["kind"], obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if kind == "Service":
+            spec.setdefault("type", "ClusterIP")
+            for p in spec.get("ports", []) or []:
+                p.setdefault("protocol", "TCP")
+                p.setdefault("targetPort", p.get("port"))
+        elif kind == "Pod":
+            admission.default_pod(obj)
+        elif kind in ("Deployment", "ReplicaSet"):
+            spec.setdefault("replicas", 1)
+
+    # get ------------------------------------------------------------------------------------
+    def get(self, kind: str, name: str | None = None, namespace: str | None = "default",
+            selector: str | None = None) -> Any:
+        k = self._kind(kind)
+        ns = namespace if k.namespaced else None
+        if name:
+            obj = self.store.get(k.kind, ns, name)
+            if obj is None:
+                raise ApiError(f'Error from server (NotFound): {k.plural} "{name}" not found')
+            return obj
+        sel = None
+        if selector:
+            try:
+                sel = parse_selector(selector)
+            except ValueError as e:
+                raise ApiError(f"error: invalid selector {selector!r}: {e}") from None
+        return {"apiVersion": "v1", "kind": "List", "items": self.store.list(k.kind, ns, sel)}
+
+    def _kind(self, kind: str) -> kinds.Kind:
+        try:
+            return kinds.resolve(kind)
+        except kinds.UnknownKind as e:
+            raise ApiError(f"error: {e}") from None
+
+    def _must_get(self, kind: str, namespace: str | None, name: str) -> tuple[kinds.Kind, dict]:
+        k = self._kind(kind)
+        obj = self.store.get(k.kind, namespace if k.namespaced else None, name)
+        if obj is None:
+            raise ApiError(f'Error from server (NotFound): {k.plural} "{name}" not found')
+        return k, obj
+
+    # delete ---------------------------------------------------------------------------------
+    def delete(self, kind: str | None = None, name: str | None = None, namespace: str | None = "default",
+               manifests: str | None = None, source: str = "-", ignore_not_found: bool = False,
+               selector: str | None = None) -> list[dict]:
+        targets: list[tuple[str, str | None, str]] = []
+        if manifests is not None:
+            try:
+                objs = validation.load(manifests, source, extra=self.extra_validators)
+            except validation.ManifestError as e:
+                raise ApiError(str(e)) from None
+            targets = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs]
+        else:
+            k = self._kind(kind or "")
+            if name:
+                targets = [(k.kind, namespace if k.namespaced else None, name)]
+            else:
+                items = self.get(kind, None, namespace, selector)["items"]
+                targets = [(k.kind, o["metadata"].get("namespace"), o["metadata"]["name"]) for o in items]
+        for k_, ns, n in targets:  # refuse before deleting anything
+            if k_ == "Namespace" and n in PROTECTED_NAMESPACES:
+                raise ApiError(f'Error from server (Forbidden): namespaces "{n}" is forbidden: '
+                               f"this namespace may not be deleted")
+            if not ignore_not_found and self.store.get(k_, ns, n) is None:
+                raise ApiError(f'Error from server (NotFound): {kinds.by_kind(k_).plural} "{n}" not found')
+        done = []
+        # Delete in reverse order of creation, as kubectl does for a file.
+        for k_, ns, n in reversed(targets):
+            obj = self.store.get(k_, ns, n)
+            if obj is None:
+                continue
+            self._delete_one(obj)
+            done.append({"kind": k_, "group": kinds.by_kind(k_).group, "namespace": ns, "name": n})
+        done.reverse()
+        return done
+
+    def _delete_one(self, obj: dict) -> None:
+        md = obj["metadata"]
+        if obj["kind"] in ("Pod", "Namespace"):
+            if not md.get("deletionTimestamp"):
+                upd = copy.deepcopy(obj)
+                upd["metadata"]["deletionTimestamp"] = now_rfc3339()
+                if obj["kind"] == "Pod":
+                    upd["metadata"]["deletionGracePeriodSeconds"] = obj["spec"].get(
+                        "terminationGracePeriodSeconds", 30)
+                else:
+                    upd["status"] = {"phase": "Terminating"}
+                self.store.update(upd, spec_changed=False)
+            return
+        self.store.delete(obj["kind"], md.get("namespace"), md["name"])
+
+    # label, annotate, scale, rollout --------------------------------------------------------
+    def label(self, kind: str, name: str, namespace: str | None, changes: dict[str, str | None],
+              overwrite: bool = False, field: str = "labels") -> dict:
+        from lab.apiserver.selectors import validate_label
+        k, obj = self._must_get(kind, namespace, name)
+        upd = copy.deepcopy(obj)
+        current = upd["metadata"].setdefault(field, {})
+        for key, value in changes.items():
+            if value is None:
+                if key not in current:
+                    continue
+                del current[key]
+                continue
+            if field == "labels":
+                problem = validate_label(key, value)
+                if problem:
+                    raise ApiError(f"error: invalid label {key}={value}: {problem}")
+            if key in current and current[key] != value and not overwrite:
+                raise ApiError(f"error: '{key}' already has a value ({current[key]}), and --overwrite is false")
+            current[key] = value
+        if upd == obj:
+            return obj
+        return self.store.update(upd, spec_changed=False)
+
+    def scale(self, kind: str, name: str, namespace: str | None, replicas: int) -> dict:
+        k, obj = self._must_get(kind, namespace, name)
+        if k.kind not in ("Deployment", "ReplicaSet"):
+            raise ApiError(f"error: cannot scale a {k.kind}")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise ApiError(f"error: --replicas={replicas!r}: must be a non-negative integer")
+        upd = copy.deepcopy(obj)
+        upd["spec"]["replicas"] = replicas
+        return self.store.update(upd)
+
+    def rollout_restart(self, kind: str, name: str, namespace: str | None) -> dict:
+        k, obj = self._must_get(kind, namespace, name)
+        if k.kind not in ("Deployment", "DaemonSet"):
+            raise ApiError(f"error: rollout restart is not supported for {k.kind}")
+        upd = copy.deepcopy(obj)
+        tmd = upd["spec"]["template"].setdefault("metadata", {})
+        tmd.setdefault("annotations", {})[RESTARTED_AT] = now_rfc3339()
+        return self.store.update(upd)
+
+    # exec, logs -----------------------------------------------------------------------------
+    def _pod_container(self, namespace: str, pod: str, container: str | None) -> tuple[dict, dict]:
+        obj = self.store.get("Pod", namespace, pod)
+        if obj is None:
+            raise ApiError(f'Error from server (NotFound): pods "{pod}" not found')
+        specs = obj["spec"]["containers"]
+        if container is None:
+            return obj, specs[0]
+        for c in specs + (obj["spec"].get("initContainers") or []):
+            if c["name"] == container:
+                return obj, c
+        raise ApiError(f"error: container {container} is not valid for pod {pod}")
+
+    def exec_target(self, namespace: str, pod: str, container: str | None,
+                    env_for: Callable[[dict, dict], dict],
+                    argv_for: Callable[[dict, dict, str], list[str]] | None = None) -> dict:
+        """Where `lab exec` runs a command: `argv` is the prefix to put before it (the netns and,
+        for a container with runAsUser/runAsGroup, the switch to its uid and gid)."""
+        obj, c = self._pod_container(namespace, pod, container)
+        netns = obj["metadata"].get("annotations", {}).get("lab.ambient/netns")
+        running = any(cs.get("name") == c["name"] and "running" in cs.get("state", {})
+                      for cs in obj.get("status", {}).get("containerStatuses", []) or [])
+        if not netns or not running:
+            raise ApiError(f"error: unable to upgrade connection: container not found (\"{c['name']}\")"
+                           if netns else f"error: pod {pod} is not running yet")
+        try:
+            argv = argv_for(obj, c, netns) if argv_for else ["ip", "netns", "exec", netns]
+        except ValueError as e:
+            raise ApiError(f"error: container {c['name']}: {e}") from None
+        return {"netns": netns, "env": env_for(obj, c), "container": c["name"], "argv": argv}
+
+    def log_path(self, namespace: str, pod: str, container: str | None, previous: bool = False) -> str:
+        obj, c = self._pod_container(namespace, pod, container)
+        d = pod_dir(self.topo.name, namespace, pod, obj["metadata"]["uid"])
+        restarts = 0
+        for cs in (obj.get("status", {}).get("containerStatuses", []) or []) + \
+                  (obj.get("status", {}).get("initContainerStatuses", []) or []):
+            if cs["name"] == c["name"]:
+                restarts = cs.get("restartCount", 0)
+        n = restarts - 1 if previous else restarts
+        if n < 0:
+            raise ApiError(f'error: previous terminated container "{c["name"]}" in pod "{pod}" not found')
+        path = os.path.join(d, f"{c['name']}.{n}.log")
+        if not os.path.exists(path) and not previous and restarts:
+            path = os.path.join(d, f"{c['name']}.{restarts - 1}.log")
+        return path

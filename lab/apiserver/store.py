@@ -1,0 +1,151 @@
+"""The lab's object store (etcd + the apiserver's bookkeeping), in memory.
+
+Sans-IO: no sockets, no tasks. Writers call create/update/delete; every change bumps the global
+resourceVersion and is handed to the subscribers (the watch streams and the controllers' wake-up),
+which are plain callables so the store knows nothing of trio.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import uuid
+from typing import Callable, Iterable
+
+from typing import TYPE_CHECKING
+
+from lab.apiserver import kinds
+
+if TYPE_CHECKING:
+    from lab.apiserver.selectors import Selector
+
+log = logging.getLogger("labd.store")
+_NO_STATUS = ("ServiceAccount", "Endpoints", "Event", "ConfigMap", "Secret")
+Key = tuple[str, str, str]  # (kind, namespace or "", name)
+Event = tuple[str, dict]    # ("ADDED"|"MODIFIED"|"DELETED", object)
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_of(obj: dict) -> Key:
+    md = obj["metadata"]
+    return (obj["kind"], md.get("namespace", "") or "", md["name"])
+
+
+class Conflict(Exception):
+    pass
+
+
+class NotFound(Exception):
+    pass
+
+
+class Store:
+    def __init__(self) -> None:
+        self._objects: dict[Key, dict] = {}
+        self._rv = 0
+        self._subscribers: list[Callable[[str, dict], None]] = []
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def subscribe(self, callback: Callable[[str, dict], None]) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:  # idempotent
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+        return unsubscribe
+
+    def _emit(self, type_: str, obj: dict) -> None:
+        # A write has happened by now: one failing subscriber must not fail it, nor starve the others.
+        for cb in list(self._subscribers):
+            try:
+                cb(type_, obj)
+            except Exception:
+                log.exception("store subscriber failed on %s %s", type_, obj.get("kind"))
+
+    def _bump(self, obj: dict) -> None:
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+
+    # Reads. Returned objects are the store's own: callers copy before changing them.
+    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        return self._objects.get((kind, namespace or "", name))
+
+    def list(self, kind: str, namespace: str | None = None, selector: Selector | None = None) -> list[dict]:
+        out = [o for (k, ns, _), o in self._objects.items()
+               if k == kind and (namespace is None or ns == namespace)
+               and (selector is None or selector.matches(o["metadata"].get("labels")))]
+        out.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return out
+
+    def all(self, kinds_: Iterable[str] | None = None) -> list[dict]:
+        want = set(kinds_) if kinds_ is not None else None
+        return [o for (k, _, _), o in self._objects.items() if want is None or k in want]
+
+    # Writes.
+    def create(self, obj: dict) -> dict:
+        obj = copy.deepcopy(obj)
+        key = key_of(obj)
+        if key in self._objects:
+            raise Conflict(f'{key[0]} "{key[2]}" already exists')
+        md = obj["metadata"]
+        md.setdefault("uid", str(uuid.uuid4()))
+        md.setdefault("creationTimestamp", now_rfc3339())
+        md["generation"] = 1
+        if kinds.by_kind(obj["kind"]).namespaced:
+            md.setdefault("namespace", "default")
+        if obj["kind"] not in _NO_STATUS:
+            obj.setdefault("status", {})
+        self._bump(obj)
+        self._objects[key] = obj
+        self._emit("ADDED", obj)
+        return obj
+
+    def update(self, obj: dict, *, spec_changed: bool | None = None) -> dict:
+        """Replace an object. `generation` grows when the spec (or template) changed."""
+        key = key_of(obj)
+        old = self._objects.get(key)
+        if old is None:
+            raise NotFound(f'{key[0]} "{key[2]}" not found')
+        obj = copy.deepcopy(obj)
+        md = obj["metadata"]
+        md["uid"] = old["metadata"]["uid"]
+        md["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+        if spec_changed is None:
+            spec_changed = obj.get("spec") != old.get("spec")
+        md["generation"] = old["metadata"].get("generation", 1) + (1 if spec_changed else 0)
+        self._bump(obj)
+        self._objects[key] = obj
+        self._emit("MODIFIED", obj)
+        return obj
+
+    def patch_status(self, kind: str, namespace: str | None, name: str, status: dict) -> dict | None:
+        """Set `status` if it changed; returns the object (or None if it is gone)."""
+        obj = self.get(kind, namespace, name)
+        if obj is None:
+            return None
+        if obj.get("status") == status:
+            return obj
+        obj = dict(obj)
+        obj["status"] = copy.deepcopy(status)
+        obj["metadata"] = dict(obj["metadata"])
+        self._bump(obj)
+        self._objects[key_of(obj)] = obj
+        self._emit("MODIFIED", obj)
+        return obj
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> dict:
+        key = (kind, namespace or "", name)
+        obj = self._objects.pop(key, None)
+        if obj is None:
+            raise NotFound(f'{kind} "{name}" not found')
+        self._rv += 1
+        obj = dict(obj)
+        obj["metadata"] = dict(obj["metadata"], resourceVersion=str(self._rv))
+        self._emit("DELETED", obj)
+        return obj

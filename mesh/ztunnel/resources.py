@@ -1,0 +1,204 @@
+"""istiod's Address resources as ztunnel holds them: typed, frozen `Workload`s and `Service`s.
+
+Each received resource is converted once, where it arrives (`from_xds`, ztunnel's `TryFrom`
+conversions in `src/state/workload.rs` and `service.rs`): a resource that cannot be understood
+is refused with the field named (`InvalidResource`), the push goes on without it. Defaults follow
+ztunnel (docs/ambient-facts.md §2.1). Policies are `mesh.policy.authorization.Authorization`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from mesh.contract import HBONE_PORT
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, SCHEME
+
+T = TypeVar("T")
+
+HBONE = "HBONE"
+TCP = "TCP"
+HEALTHY = "Healthy"
+HOST_NETWORK = "HOST_NETWORK"
+
+
+class InvalidResource(ValueError):
+    """A resource from istiod that cannot be understood; it is skipped, the stream goes on."""
+
+
+class _Fields:
+    """Reads one resource's fields, each converted; an error names the resource and the field."""
+
+    def __init__(self, raw: Any, what: str, name_field: str | None = None) -> None:
+        if not isinstance(raw, Mapping):
+            raise InvalidResource(f"bad {what}: must be an object, got {raw!r}")
+        self.raw: Mapping[str, Any] = raw
+        self.what = f"{what} {raw.get(name_field, '?')!r}" if name_field else what
+
+    def required(self, name: str, convert: Callable[[Any, str], T]) -> T:
+        if name not in self.raw:
+            raise InvalidResource(f"bad {self.what}: {name} is required")
+        return convert(self.raw[name], f"{self.what}: {name}")
+
+    def optional(self, name: str, convert: Callable[[Any, str], T], default: T) -> T:
+        """Absent, null or empty (protobuf's zero value) gives `default`."""
+        value = self.raw.get(name)
+        return convert(value, f"{self.what}: {name}") if value else default
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidResource(f"bad {where}: must be a string, got {value!r}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise InvalidResource(f"bad {where}: must be a list, got {value!r}")
+    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def _int(value: Any, where: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidResource(f"bad {where}: must be a number, got {value!r}") from None
+
+
+def _port_map(value: Any, where: str) -> dict[int, int]:
+    """{"8000": 80} → {8000: 80} (JSON object keys are strings)."""
+    if not isinstance(value, Mapping):
+        raise InvalidResource(f"bad {where}: port map must be an object, got {value!r}")
+    return {_int(k, where): _int(v, f"{where}[{k!r}]") for k, v in value.items()}
+
+
+def _services(value: Any, where: str) -> dict[str, dict[int, int]]:
+    if not isinstance(value, Mapping):
+        raise InvalidResource(f"bad {where}: must be an object, got {value!r}")
+    return {_string(k, where): _port_map(v, f"{where}[{k!r}]") for k, v in value.items()}
+
+
+def _service_ports(value: Any, where: str) -> dict[int, int]:
+    if not isinstance(value, list | tuple):
+        raise InvalidResource(f"bad {where}: must be a list, got {value!r}")
+    ports = {}
+    for i, port in enumerate(value):
+        item = _Fields(port, f"{where}[{i}]")
+        ports[item.required("servicePort", _int)] = item.optional("targetPort", _int, 0)
+    return ports
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    """A waypoint reference: a Service hostname ("ns/hostname") and/or an IP, and its HBONE port."""
+
+    destination: str | None = None
+    address: str | None = None
+    hbone_mtls_port: int = HBONE_PORT
+
+    @classmethod
+    def from_xds(cls, raw: Any, where: str = "waypoint") -> GatewayAddress:
+        fields = _Fields(raw, where)
+        return cls(fields.optional("destination", _string, None), fields.optional("address", _string, None),
+                   fields.optional("hboneMtlsPort", _int, HBONE_PORT))
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """A pod as ztunnel knows it (WDS `Workload`); `raw` is the resource as istiod sent it."""
+
+    uid: str
+    name: str
+    namespace: str
+    addresses: tuple[str, ...]
+    protocol: str = TCP
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    service_account: str = "default"
+    node: str = ""
+    canonical_name: str = ""
+    canonical_revision: str = ""
+    workload_type: str = "pod"
+    workload_name: str = ""
+    waypoint: GatewayAddress | None = None
+    #: "ns/hostname" → {service port: target port}: the services this pod is an endpoint of.
+    services: Mapping[str, Mapping[int, int]] = field(default_factory=dict)
+    authorization_policies: tuple[str, ...] = ()
+    status: str = HEALTHY
+    cluster_id: str = "Kubernetes"
+    network_mode: str = "STANDARD"
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_xds(cls, raw: Any) -> Workload:
+        """The typed Workload; InvalidResource naming the bad field otherwise."""
+        f = _Fields(raw, "workload", "uid")
+        return cls(
+            uid=f.required("uid", _string),
+            name=f.required("name", _string),
+            namespace=f.required("namespace", _string),
+            addresses=f.optional("addresses", _strings, ()),
+            protocol=f.optional("protocol", _string, TCP),
+            # Empty trust domain / service account default as in ztunnel (docs/ambient-facts.md §2.1).
+            trust_domain=f.optional("trustDomain", _string, DEFAULT_TRUST_DOMAIN),
+            service_account=f.optional("serviceAccount", _string, "default"),
+            node=f.optional("node", _string, ""),
+            canonical_name=f.optional("canonicalName", _string, ""),
+            canonical_revision=f.optional("canonicalRevision", _string, ""),
+            workload_type=f.optional("workloadType", _string, "pod"),
+            workload_name=f.optional("workloadName", _string, ""),
+            waypoint=f.optional("waypoint", GatewayAddress.from_xds, None),
+            services=f.optional("services", _services, {}),
+            authorization_policies=f.optional("authorizationPolicies", _strings, ()),
+            status=f.optional("status", _string, HEALTHY),
+            cluster_id=f.optional("clusterId", _string, "Kubernetes"),
+            network_mode=f.optional("networkMode", _string, "STANDARD"),
+            raw=f.raw,
+        )
+
+    @property
+    def identity(self) -> str:
+        return f"{SCHEME}{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == HEALTHY
+
+    def pick_ip(self, preferred: str | None = None) -> str | None:
+        """The address to dial: the one the client used if it is ours, else the first."""
+        if preferred in self.addresses:
+            return preferred
+        return self.addresses[0] if self.addresses else None
+
+
+@dataclass(frozen=True, eq=False)
+class Service:
+    """A Service (WDS `Service`); `key` is "ns/hostname", the name workloads refer to it by."""
+
+    name: str
+    namespace: str
+    hostname: str
+    addresses: tuple[str, ...] = ()
+    #: service port → target port (0: only the endpoints know, e.g. a named port).
+    ports: Mapping[int, int] = field(default_factory=dict)
+    subject_alt_names: tuple[str, ...] = ()
+    waypoint: GatewayAddress | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_xds(cls, raw: Any) -> Service:
+        """The typed Service; InvalidResource naming the bad field otherwise."""
+        f = _Fields(raw, "service", "hostname")
+        return cls(
+            name=f.required("name", _string),
+            namespace=f.required("namespace", _string),
+            hostname=f.required("hostname", _string),
+            addresses=f.optional("addresses", _strings, ()),
+            ports=f.optional("ports", _service_ports, {}),
+            subject_alt_names=f.optional("subjectAltNames", _strings, ()),
+            waypoint=f.optional("waypoint", GatewayAddress.from_xds, None),
+            raw=f.raw,
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.hostname}"
