@@ -10,7 +10,7 @@ TOPOLOGY ?= topologies/default.yaml
 NAME ?= default
 PYTEST_ARGS ?=
 
-.PHONY: setup debs proxy-user lab up down status test unit e2e bench clean
+.PHONY: setup debs proxy-user lab up down status test lint fmt unit integration e2e bench clean
 
 setup: debs $(STAMP) proxy-user
 
@@ -53,11 +53,26 @@ down: setup
 status: setup
 	$(BIN)/lab --lab $(NAME) status
 
-test: setup
+test: setup lint
 	$(BIN)/pytest -q $(PYTEST_ARGS) tests
 
+# ruff (lint, import order, format) and mypy (strict on the pure cores): pyproject.toml says how.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: setup
+	$(BIN)/ruff check --fix -q .
+	$(BIN)/ruff format -q .
+
+# The tiers (tests/conftest.py): unit needs no root, starts no process and waits on no clock;
+# integration runs one process or network namespace (root); e2e builds labs (root, minutes).
 unit: setup
 	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
 
 e2e: setup
 	$(BIN)/pytest -q tests/e2e

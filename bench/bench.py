@@ -154,7 +154,7 @@ def bench_vip_rtt(n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="fewer runs")
-    p.add_argument("--only", choices=("lab", "mesh", "l7"), help="run one part")
+    p.add_argument("--only", choices=("lab", "mesh", "l7", "checks"), help="run one part")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("make bench needs root (network namespaces)")
@@ -169,6 +169,10 @@ def main() -> None:
     if args.only in (None, "l7"):
         from bench import l7
         l7.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
+    if args.only in (None, "checks"):
+        from bench import checks  # the timing bounds the tests no longer assert
+        checks.run(row)
+        checks.run_in_lab(row)
     width = max(len(r[0]) for r in ROWS)
     vwidth = max(len(r[1]) for r in ROWS)
     print(f"\n{'measure'.ljust(width)}   {'value'.ljust(vwidth)}   notes")

@@ -19,6 +19,7 @@ from typing import Callable
 
 from bench.mesh import q, read_response, request_rtts, rss_mib
 from lab.client import netns
+from lab.client.contract import NETNS_ANNOTATION
 from lab.testing import TestLab, eventually, unique_lab_name
 
 NAMESPACES = {"direct": "wpb-direct", "ambient L4": "wpb-l4", "sidecar -> sidecar": "wpb-sidecar",
@@ -113,7 +114,7 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
         for label, ns in NAMESPACES.items():
             server = t.wait_ready(ns, "app=echo")[0]
             client = t.wait_ready(ns, "app=client")[0]
-            paths[label] = (client["metadata"]["annotations"]["lab.ambient/netns"], server["status"]["podIP"])
+            paths[label] = (client["metadata"]["annotations"][NETNS_ANNOTATION], server["status"]["podIP"])
         waypoint = t.wait_ready(NAMESPACES["ambient + waypoint"], "gateway.networking.k8s.io/gateway-name=waypoint")[0]
         eventually(lambda: t.all_enrolled(NAMESPACES["ambient L4"], "app=echo")
                    and t.all_enrolled(NAMESPACES["ambient + waypoint"], "app=echo"), timeout=60)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Callable
 
 from lab.client import netns
+from lab.client.contract import NETNS_ANNOTATION
 from lab.testing import TestLab, eventually
 
 NS_DIRECT, NS_AMBIENT = "bench-direct", "bench-ambient"
@@ -156,10 +157,10 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
             t.apply(APPS.format(ns=ns))
             server = t.wait_ready(ns, "app=echo")[0]
             client = t.wait_ready(ns, "app=client")[0]
-            paths[ns] = (client["metadata"]["name"], client["metadata"]["annotations"]["lab.ambient/netns"],
+            paths[ns] = (client["metadata"]["name"], client["metadata"]["annotations"][NETNS_ANNOTATION],
                          server["status"]["podIP"])
             if ns == NS_DIRECT:
-                server_netns = server["metadata"]["annotations"]["lab.ambient/netns"]
+                server_netns = server["metadata"]["annotations"][NETNS_ANNOTATION]
         eventually(lambda: t.all_enrolled(NS_AMBIENT), timeout=30)
         for ns in (NS_DIRECT, NS_AMBIENT):  # warm up (and the ambient path's certificates and pool)
             eventually(lambda: request_rtts(paths[ns][1], paths[ns][2], 50), timeout=20)

@@ -1,19 +1,32 @@
-"""pytest support: a real lab per test session, a small client API, and `eventually`.
+"""pytest support: a real lab per test session, a small client API, `eventually`, the article's
+manifests, and labd's API in process for the tests of its clients.
 
 Tests drive the lab as a user does: through the API socket and the `lab` command. Nothing on the
-path under test is replaced. A lab made here is always torn down, also when a test fails.
+path under test is replaced. A lab made here is always torn down, also when a test fails. The
+in-process API (InProcessLabApi) is labd's own code on a temporary socket, without the node side.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
+import trio
+
+from lab import addons
+from lab.apiserver import endpoint
+from lab.apiserver.api import ApiServer
+from lab.apiserver.dispatch import Dispatcher
+from lab.apiserver.store import Store
+from lab.apiserver.tokens import TokenIssuer
 from lab.cli import launcher
 from lab.client import LabClient, LabError
+from lab.topology import Topology, load_file
 
 T = TypeVar("T")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,19 +46,31 @@ def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 
     On timeout it raises AssertionError carrying the last result or exception.
     """
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except Exception as e:  # noqa: BLE001 - the last failure is reported below
-            last = e
+        met, last = _attempt(check)
+        if met:
+            return last
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what or getattr(check, '__name__', 'condition')} not met after "
                                  f"{timeout:.1f}s; last: {last!r}")
         time.sleep(interval)
+
+
+def _attempt(check: Callable[[], T]) -> tuple[bool, Any]:
+    """(True, CHECK's truthy result), or (False, its falsy result or the exception it raised)."""
+    try:
+        result = check()
+    except Exception as e:  # noqa: BLE001 - eventually reports the last failure
+        return False, e
+    return bool(result), result
+
+
+def manifest(*docs: dict | list[dict]) -> str:
+    """One text for `apply` of DOCS (lists flattened): JSON documents, which are YAML."""
+    flat: list[dict] = []
+    for d in docs:
+        flat += d if isinstance(d, list) else [d]
+    return "\n---\n".join(json.dumps(d) for d in flat) + "\n"
 
 
 def unique_lab_name(prefix: str = "t") -> str:
@@ -71,11 +96,14 @@ class TestLab:
         return launcher.down(self.name)
 
     # API helpers
-    def apply(self, path_or_text: str) -> list[dict]:
-        if os.path.exists(path_or_text):
-            with open(path_or_text) as f:
-                return self.client.apply(f.read(), os.path.basename(path_or_text))
-        return self.client.apply(path_or_text)
+    def apply(self, what: str | dict | list[dict]) -> list[dict]:
+        """A manifest file's path, YAML text, or objects."""
+        if not isinstance(what, str):
+            return self.client.apply(manifest(what))
+        if os.path.exists(what):
+            with open(what) as f:
+                return self.client.apply(f.read(), os.path.basename(what))
+        return self.client.apply(what)
 
     def get(self, kind: str, name: str | None = None, namespace: str | None = "default",
             selector: str | None = None) -> Any:
@@ -135,3 +163,94 @@ class TestLab:
         """Runs the `lab` command against this lab, as a user would."""
         return subprocess.run([sys.executable, "-m", "lab.cli", "--lab", self.name, *args],
                               capture_output=True, text=True, input=input, timeout=timeout, cwd=REPO)
+
+
+def article_manifest(name: str) -> str:
+    """The text of one of the article's manifests (topologies/article/NAME), as the article has it."""
+    with open(os.path.join(ARTICLE, name)) as f:
+        return f.read()
+
+
+class InProcessLabApi:
+    """labd's API in this process, for tests of its clients (DNS, istiod, istio-cni, ztunnel): the
+    real Store, ApiServer, Dispatcher and socket endpoint on `path`, without a kubelet or
+    controllers, so objects are what the test puts in the store.
+
+    `await nursery.start(api.serve)`; then `apply(...)` as a user would, `create(...)` for what
+    the controllers and kubelet would write (pods with their status), `token(ns, pod)` for a pod's
+    ServiceAccount token (reviewed by the real `token_review`). `requests` records every call.
+    """
+
+    def __init__(self, directory: str, topology: Topology | None = None,
+                 namespaces: tuple[str, ...] = ("default",)):
+        self.path = os.path.join(directory, "labd.sock")  # keep DIRECTORY short: socket paths are limited
+        self.store = Store()
+        self.api = ApiServer(self.store, topology or load_file(DEFAULT_TOPOLOGY), directory,
+                             extra_validators=addons.validators(), extra_warners=addons.warners())
+        self.tokens = TokenIssuer.generate()
+        self.dispatcher = Dispatcher(self.api, self.tokens)
+        self.requests: list[dict] = []
+        self._watches: set[trio.CancelScope] = set()
+        self._watches_open = trio.Event()
+        self._watches_open.set()
+        for name in namespaces:
+            self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await endpoint.serve(self.path, self._handle, task_status=task_status, owner_uid=os.geteuid())
+
+    async def _handle(self, request: dict, send: endpoint.Reply) -> Any:
+        self.requests.append(request)
+        if request.get("op") != "watch":
+            return await self.dispatcher.handle(request, send)
+        await self._watches_open.wait()
+        with trio.CancelScope() as scope:
+            self._watches.add(scope)
+            try:
+                return await self.dispatcher.handle(request, send)
+            finally:
+                self._watches.discard(scope)
+        return endpoint.STREAMING  # dropped: the stream ends and the watcher re-lists
+
+    # What the tests do ----------------------------------------------------------------------
+    def ops(self) -> list[str]:
+        return [r["op"] for r in self.requests]
+
+    def apply(self, manifests: str | dict | list[dict]) -> list[dict]:
+        """`lab apply`: YAML text, or objects."""
+        return self.api.apply(manifests if isinstance(manifests, str) else manifest(manifests))
+
+    def create(self, obj: dict) -> dict:
+        """Stores OBJ as it is (status included), as a controller or the kubelet writes it."""
+        return self.store.create(obj)
+
+    def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
+        return self.store.get(kind, namespace, name)
+
+    def label(self, kind: str, namespace: str | None, name: str, changes: dict[str, str | None],
+              field: str = "labels") -> dict:
+        """`lab label --overwrite` (a None value removes the key); FIELD="annotations": `lab annotate`."""
+        return self.api.label(kind, name, namespace, changes, overwrite=True, field=field)
+
+    def token(self, namespace: str, pod: str) -> str:
+        """POD's ServiceAccount token, as the kubelet mounts it."""
+        p = self.store.get("Pod", namespace, pod)
+        assert p is not None, f"no pod {namespace}/{pod}"
+        md = p["metadata"]
+        return self.tokens.issue(namespace, p["spec"].get("serviceAccountName", "default"), pod, md["uid"])
+
+    def drop_watchers(self) -> None:
+        """Ends every open watch stream, as a restarting labd does; the watchers re-list."""
+        for scope in list(self._watches):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def watchers_away(self) -> Iterator[None]:
+        """Watchers are cut off inside the block (current streams dropped, new ones held until it
+        ends): what changes meanwhile reaches them only through the re-list."""
+        self._watches_open = trio.Event()
+        self.drop_watchers()
+        try:
+            yield
+        finally:
+            self._watches_open.set()

@@ -20,6 +20,14 @@ ROUTE_CONFIGURATION = "RouteConfiguration"
 PROXY_TYPES = (LISTENER, CLUSTER, ROUTE_CONFIGURATION)
 #: The message type that closes a full push: the subscriber now holds istiod's whole state.
 SYNCED = "SYNCED"
+#: Workload enum values (WDS): how a workload is reached (also the L7 proxies' endpoint `tunnel`),
+#: whether it takes traffic, and whether it shares its node's network.
+PROTOCOL_HBONE = "HBONE"
+PROTOCOL_TCP = "TCP"
+STATUS_HEALTHY = "Healthy"
+STATUS_UNHEALTHY = "Unhealthy"
+NETWORK_MODE_STANDARD = "STANDARD"
+NETWORK_MODE_HOST = "HOST_NETWORK"
 
 #: Envoy type URLs and filter names istiod writes and the L7 proxies dispatch on.
 TYPE_URL_PREFIX = "type.googleapis.com/"
@@ -60,6 +68,11 @@ ISTIOD_PORT = 15012
 ISTIOD_DEBUG_PORT = 15014
 ISTIO_NAMESPACE = "istio-system"
 ISTIOD_ADDRESS = f"istiod.{ISTIO_NAMESPACE}.svc:{ISTIOD_PORT}"
+#: Environment variables the deployers (istiod for waypoints, the injector, the lab's manifests) set
+#: and the proxies read.
+ENV_ISTIOD_ADDRESS = "ISTIOD_ADDRESS"
+ENV_TRUST_DOMAIN = "TRUST_DOMAIN"
+ENV_GATEWAY_NAME = "GATEWAY_NAME"
 #: The ConfigMap (in ISTIO_NAMESPACE) istiod publishes the mesh root in; ztunnel and proxies read it.
 ROOT_CERT_CONFIGMAP = "istio-ca-root-cert"
 ROOT_CERT_KEY = "root-cert.pem"

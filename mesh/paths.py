@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from lab.client.contract import ENV_LAB_NAME, ENV_NODE_NAME
 from lab.client.paths import lab_dir
 
 
@@ -21,4 +22,4 @@ def zds_socket_path(lab: str, node: str) -> str:
 
 def from_env() -> tuple[str, str]:
     """(lab name, node name) of the process, from the env the lab's kubelet sets."""
-    return os.environ["LAB_NAME"], os.environ["LAB_NODE_NAME"]
+    return os.environ[ENV_LAB_NAME], os.environ[ENV_NODE_NAME]

@@ -124,9 +124,7 @@ class CertExpiry(Scenario):
     recover_wait = 30.0
 
     def run(self, ctx: Run) -> None:
-        workers = m.workers(ctx.get("Node")["items"])
-        if len(workers) < 2:
-            raise ScenarioError("needs at least two worker nodes")
+        workers = ctx.workers(at_least=2)
         client_node, server_node = workers[0], workers[1]
         meshops.patch_ztunnel(ctx, lambda c: meshops.set_env(c, TTL_ENV, str(self.ttl)), f"{TTL_ENV}={self.ttl}")
         ns = ctx.namespace()

@@ -38,12 +38,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from lab.client import LabClient, LabError
-from scenarios import traffic
+from scenarios import manifests, traffic
 
 SCENARIO_PREFIX = "sc-"
 AMBIENT_LABEL = "istio.io/dataplane-mode"
 REDIRECTION = "ambient.istio.io/redirection"
 MESH_NAMESPACE = "istio-system"
+_COUNTS = {1: "one", 2: "two", 3: "three"}
 
 
 class ScenarioError(Exception):
@@ -303,6 +304,14 @@ class Run:
 
     def pod_names(self, namespace: str, selector: str) -> list[str]:
         return [p["metadata"]["name"] for p in self.pods(namespace, selector)]
+
+    def workers(self, at_least: int = 1) -> list[str]:
+        """The nodes apps can land on, in order; a scenario that needs more stops here, saying so."""
+        names = manifests.workers(self.get("Node")["items"])
+        if len(names) < at_least:
+            raise ScenarioError(f"needs at least {_COUNTS.get(at_least, at_least)} worker node"
+                                f"{'s' if at_least > 1 else ''}")
+        return names
 
     def wait_until(self, check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
         deadline = time.monotonic() + timeout

@@ -36,9 +36,7 @@ class Hops(Scenario):
     duration = 3.0
 
     def run(self, ctx: Run) -> None:
-        workers = m.workers(ctx.get("Node")["items"])
-        if len(workers) < 2:
-            raise ScenarioError("needs at least two worker nodes")
+        workers = ctx.workers(at_least=2)
         client_node, server_node = workers[0], workers[1]
         spaces = {"direct": ctx.namespace("direct", ambient=False),
                   "ambient L4": ctx.namespace("l4"),

@@ -7,7 +7,7 @@ import time
 
 from scenarios import manifests as m
 from scenarios import meshops
-from scenarios.framework import Run, Scenario, ScenarioError
+from scenarios.framework import Run, Scenario
 
 ARTICLE = "the article"
 ISTIO = "Istio's ambient docs (ztunnel resources); Kubernetes' resource management"
@@ -71,9 +71,7 @@ class NoisyNeighbour(Scenario):
     generous = "2"
 
     def run(self, ctx: Run) -> None:
-        workers = m.workers(ctx.get("Node")["items"])
-        if len(workers) < 2:
-            raise ScenarioError("needs at least two worker nodes")
+        workers = ctx.workers(at_least=2)
         client_node, server_node = workers[0], workers[1]
         meshops.patch_ztunnel(ctx, lambda c: meshops.set_cpu_limit(c, self.limited),
                               f"resources.limits.cpu {self.limited}")

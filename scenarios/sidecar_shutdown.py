@@ -46,7 +46,7 @@ class SidecarShutdownRace(Scenario):
     tail = APP_GRACE + 1.5
 
     def run(self, ctx: Run) -> None:
-        workers = m.workers(ctx.get("Node")["items"])
+        workers = ctx.workers()
         cns = ctx.namespace("client", ambient=False)
         ctx.apply(m.client(cns, "client", node=workers[0]))
         spaces = {case: ctx.namespace(case.replace(" ", "-").lower(), ambient=False,

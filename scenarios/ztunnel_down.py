@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from scenarios import manifests as m
-from scenarios.framework import (Run, Scenario, ScenarioError, pct, pod_state, recovery_time, untouched,
+from scenarios.framework import (Run, Scenario, pct, pod_state, recovery_time, untouched,
                                      window_rate)
 
 ARTICLE = "the article"
@@ -25,9 +25,7 @@ class ZtunnelDown(Scenario):
     tail = 2.0
 
     def run(self, ctx: Run) -> None:
-        workers = m.workers(ctx.get("Node")["items"])
-        if len(workers) < 2:
-            raise ScenarioError("needs at least two worker nodes")
+        workers = ctx.workers(at_least=2)
         server_node, victim = workers[0], workers[-1]
         ns = ctx.namespace()
         ctx.say(f"echo server on {server_node}, a client on each of {', '.join(workers)}; victim: {victim}")

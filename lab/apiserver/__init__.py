@@ -3,7 +3,9 @@
 - `kinds.py`: the kind registry (group, versions, scope, names, validator, columns, immutable fields).
 - `store.py`: the objects, their resourceVersions and change notification (etcd's role).
 - `api.py`: `ApiServer`: apply, create, get, patch, delete, scale... without sockets.
-- `validation.py`: manifest parsing and the built-in kinds' checks, with kubectl's error wording.
+- `validation/`: manifest parsing and the built-in kinds' checks, with kubectl's error wording.
+- `names.py`: Kubernetes' name syntax (DNS labels, subdomains, label keys and values).
+- `tables.py`: each kind's `get` columns and cells (meta.k8s.io Table), named by the registry.
 - `selectors.py`: label and field selectors.
 - `admission.py`: mutating webhooks (in-process handlers) on Pod CREATE.
 - `tokens.py`: ServiceAccount tokens: issue and review (TokenReview).

@@ -29,10 +29,10 @@ from typing import Any, Callable, Mapping
 from lab.apiserver import validation
 from lab.apiserver.selectors import Selector, from_label_selector
 from lab.apiserver.store import Store
+from lab.client.contract import HANDLER_ANNOTATION
 
 log = logging.getLogger("labd.admission")
 KIND = "MutatingWebhookConfiguration"
-HANDLER_ANNOTATION = "lab.ambient/handler"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # Kubernetes puts it on every namespace
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
@@ -119,7 +119,7 @@ def rule_matches_pod_create(rule: Mapping) -> bool:
 
 def webhooks_of(configurations: list[dict]) -> list[Webhook]:
     """The webhooks in the order Kubernetes calls them: configurations by name, then as listed.
-    Configurations are assumed valid (validation.py checked them at apply)."""
+    Configurations are assumed valid (validation/webhooks.py checked them at apply)."""
     out = []
     for config in sorted(configurations, key=lambda c: c["metadata"]["name"]):
         md = config["metadata"]

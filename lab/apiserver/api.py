@@ -14,18 +14,14 @@ from typing import Any, Callable
 from lab.apiserver import admission
 from lab.apiserver import kinds
 from lab.apiserver import validation
+from lab.apiserver.names import validate_label
 from lab.controllers.workloads import RESTARTED_AT
-from lab.client.paths import pod_dir
+from lab.client.contract import NETNS_ANNOTATION
+from lab.client.paths import container_log_path, pod_dir
 from lab.apiserver.selectors import parse as parse_selector
 from lab.apiserver.store import Store, now_rfc3339
 from lab.topology import Topology
 
-IMMUTABLE = {
-    "Service": ("spec.clusterIP",),
-    "Deployment": ("spec.selector",),
-    "ReplicaSet": ("spec.selector",),
-    "DaemonSet": ("spec.selector",),
-}
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 
 
@@ -139,7 +135,7 @@ class ApiServer:
                 if ns is not None and ns["metadata"].get("deletionTimestamp"):
                     raise ApiError(f'error: {where}: namespace {md["namespace"]} is being terminated')
             return "created", self._default_new(obj, taken)
-        for path in IMMUTABLE.get(obj["kind"], ()):
+        for path in kinds.by_kind(obj["kind"]).immutable:
             new, old = _dig(obj, path), _dig(cur, path)
             if path == "spec.clusterIP" and new in (None, ""):
                 continue
@@ -303,7 +299,6 @@ class ApiServer:
     # label, annotate, scale, rollout --------------------------------------------------------
     def label(self, kind: str, name: str, namespace: str | None, changes: dict[str, str | None],
               overwrite: bool = False, field: str = "labels") -> dict:
-        from lab.apiserver.selectors import validate_label
         k, obj = self._must_get(kind, namespace, name)
         upd = copy.deepcopy(obj)
         current = upd["metadata"].setdefault(field, {})
@@ -362,7 +357,7 @@ class ApiServer:
         """Where `lab exec` runs a command: `argv` is the prefix to put before it (the netns and,
         for a container with runAsUser/runAsGroup, the switch to its uid and gid)."""
         obj, c = self._pod_container(namespace, pod, container)
-        netns = obj["metadata"].get("annotations", {}).get("lab.ambient/netns")
+        netns = obj["metadata"].get("annotations", {}).get(NETNS_ANNOTATION)
         running = any(cs.get("name") == c["name"] and "running" in cs.get("state", {})
                       for cs in obj.get("status", {}).get("containerStatuses", []) or [])
         if not netns or not running:
@@ -385,7 +380,7 @@ class ApiServer:
         n = restarts - 1 if previous else restarts
         if n < 0:
             raise ApiError(f'error: previous terminated container "{c["name"]}" in pod "{pod}" not found')
-        path = os.path.join(d, f"{c['name']}.{n}.log")
+        path = container_log_path(d, c["name"], n)
         if not os.path.exists(path) and not previous and restarts:
-            path = os.path.join(d, f"{c['name']}.{restarts - 1}.log")
+            path = container_log_path(d, c["name"], restarts - 1)
         return path

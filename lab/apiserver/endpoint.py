@@ -58,7 +58,7 @@ def allowed_unprivileged(request: dict) -> bool:
                for allowed in UNPRIVILEGED_REQUESTS)
 
 
-async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:
+async def _serve_connection(stream: trio.SocketStream, handler: Handler, owner_uid: int = 0) -> None:
     dec = LineDecoder()
     request = None
     async with stream:
@@ -73,7 +73,7 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
 
             send = Reply(stream)
             uid = peer_uid(stream)
-            if uid != 0 and not allowed_unprivileged(request):
+            if uid not in (0, owner_uid) and not allowed_unprivileged(request):
                 await send(error(f"forbidden: the lab API serves uid {uid} only the mesh root "
                                  "certificate (get ConfigMap istio-system/istio-ca-root-cert)"))
                 return
@@ -111,7 +111,10 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None
 PROXY_GID = 1337
 
 
-async def serve(socket_path: str, handler: Handler, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(socket_path: str, handler: Handler, task_status=trio.TASK_STATUS_IGNORED, *,
+                owner_uid: int = 0) -> None:
+    """OWNER_UID is served everything besides root: labd's is root; a test's in-process API
+    (lab/testing.py) runs as whoever runs the tests, who may not be root."""
     try:
         os.unlink(socket_path)
     except FileNotFoundError:
@@ -120,13 +123,14 @@ async def serve(socket_path: str, handler: Handler, task_status=trio.TASK_STATUS
     await sock.bind(socket_path)
     # Root, and group 1337: Istio's proxy group, in which sidecars run; a caller that is not root
     # gets only the mesh root certificate (UNPRIVILEGED_REQUESTS, checked with SO_PEERCRED).
-    os.chown(socket_path, 0, PROXY_GID)
+    if owner_uid == 0:
+        os.chown(socket_path, 0, PROXY_GID)
     os.chmod(socket_path, 0o660)
     sock.listen(128)
     listener = trio.SocketListener(sock)
 
     async def handle(stream: trio.SocketStream) -> None:
-        await _serve_connection(stream, handler)
+        await _serve_connection(stream, handler, owner_uid)
 
     async with listener:
         task_status.started()

@@ -9,13 +9,17 @@ Deployments and mesh policies all match labels the same way Kubernetes does:
 Semantics follow k8s.io/apimachinery/pkg/labels: `!=` and `notin` also match objects that lack
 the key; `in`, `=` and `==` need it; an empty selector matches everything, while a missing
 (None) LabelSelector object matches nothing. Requirements are kept sorted by key, as Kubernetes
-prints them (`app=x,version=v1`). Label keys and values are checked with Kubernetes' rules.
+prints them (`app=x,version=v1`). Label keys and values are checked with Kubernetes' rules
+(lab/apiserver/names.py, shared with validation).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
+
+from lab.apiserver.names import quote as _quote
+from lab.apiserver.names import validate_label_key, validate_label_value
 
 # Operators as they appear in the string form. "exists" and "!" have no operator text.
 EXISTS = "exists"
@@ -32,72 +36,6 @@ _SET_OPERATORS = (IN, NOT_IN)
 _SINGLE_VALUE_OPERATORS = (EQUALS, DOUBLE_EQUALS, NOT_EQUALS, GREATER_THAN, LESS_THAN)
 _EXPRESSION_OPERATORS = {"In": IN, "NotIn": NOT_IN, "Exists": EXISTS,
                          "DoesNotExist": DOES_NOT_EXIST}
-
-# --- label key/value syntax (k8s.io/apimachinery/pkg/util/validation) -------------------------
-
-_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_NAME_PART_RULE = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and "
-                   "end with an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')")
-_SUBDOMAIN_RULE = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                   "characters, '-' or '.', and must start and end with an alphanumeric character "
-                   "(e.g. 'example.com')")
-_VALUE_RULE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', "
-               "'_' or '.', and must start and end with an alphanumeric character "
-               "(e.g. 'MyValue', or 'my_value', or '12345')")
-
-
-def validate_label_key(key: str) -> str | None:
-    """Why KEY is not a valid qualified name (`[prefix/]name`), or None if it is."""
-    if not isinstance(key, str):
-        return "label keys must be strings"
-    parts = key.split("/")
-    if len(parts) > 2:
-        return ("a qualified name " + _NAME_PART_RULE
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')")
-    if len(parts) == 2:
-        prefix, name = parts
-        if not prefix:
-            return "prefix part must be non-empty"
-        if len(prefix) > 253:
-            return "prefix part must be no more than 253 characters"
-        if not _DNS1123_SUBDOMAIN.fullmatch(prefix):
-            return "prefix part " + _SUBDOMAIN_RULE
-    else:
-        name = parts[0]
-    if not name:
-        return "name part must be non-empty"
-    if len(name) > 63:
-        return "name part must be no more than 63 characters"
-    if not _NAME_PART.fullmatch(name):
-        return "name part " + _NAME_PART_RULE
-    return None
-
-
-def validate_label_value(value: str) -> str | None:
-    """Why VALUE is not a valid label value, or None if it is."""
-    if not isinstance(value, str):
-        return "label values must be strings"
-    if len(value) > 63:
-        return "must be no more than 63 characters"
-    if value and not _NAME_PART.fullmatch(value):
-        return _VALUE_RULE
-    return None
-
-
-def validate_label(key: str, value: str) -> str | None:
-    """An error message naming the bad label key or value, or None when the label is valid."""
-    problem = validate_label_key(key)
-    if problem:
-        return f"invalid label key {_quote(key)}: {problem}"
-    problem = validate_label_value(value)
-    if problem:
-        return f"invalid label value {_quote(value)} for key {_quote(key)}: {problem}"
-    return None
-
-
-def _quote(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -122,7 +60,7 @@ class Requirement:
         if self.operator in (NOT_EQUALS, NOT_IN):
             return not present or value not in self.values
         # > and <: both sides are integers; a non-integer label never matches.
-        if not present:
+        if value is None:
             return False
         try:
             number = int(value)
@@ -310,7 +248,7 @@ def parse(text: str) -> Selector:
 
 # --- the object form --------------------------------------------------------------------------
 
-def from_label_selector(obj: Mapping | None) -> Selector:
+def from_label_selector(obj: Mapping[str, Any] | None) -> Selector:
     """Converts a LabelSelector (`matchLabels` + `matchExpressions`) the way
     metav1.LabelSelectorAsSelector does: None selects nothing, `{}` selects everything."""
     if obj is None:

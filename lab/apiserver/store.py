@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from lab.apiserver.selectors import Selector
 
 log = logging.getLogger("labd.store")
-_NO_STATUS = ("ServiceAccount", "Endpoints", "Event", "ConfigMap", "Secret")
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
 Event = tuple[str, dict]    # ("ADDED"|"MODIFIED"|"DELETED", object)
 
@@ -97,9 +96,10 @@ class Store:
         md.setdefault("uid", str(uuid.uuid4()))
         md.setdefault("creationTimestamp", now_rfc3339())
         md["generation"] = 1
-        if kinds.by_kind(obj["kind"]).namespaced:
+        kind = kinds.by_kind(obj["kind"])
+        if kind.namespaced:
             md.setdefault("namespace", "default")
-        if obj["kind"] not in _NO_STATUS:
+        if kind.has_status:
             obj.setdefault("status", {})
         self._bump(obj)
         self._objects[key] = obj

@@ -20,7 +20,6 @@ import http
 import os
 import random
 import re
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,9 @@ from urllib.parse import parse_qsl
 
 import h11
 import trio
+
+from lab.client.contract import ENV_POD_NAMESPACE
+from lab.client.process import open_nursery_until_signalled, run_main
 
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 MAX_RECEIVE = 65536
@@ -50,7 +52,7 @@ class AppInfo:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ,
                      namespace_file: str = SA_NAMESPACE_FILE) -> AppInfo:
-        namespace = environ.get("POD_NAMESPACE") or environ.get("LAB_POD_NAMESPACE", "")
+        namespace = environ.get("POD_NAMESPACE") or environ.get(ENV_POD_NAMESPACE, "")
         if not namespace:
             try:
                 with open(namespace_file, encoding="utf-8") as f:
@@ -296,15 +298,11 @@ async def serve_tcp_echo(host: str, port: int, *,
 
 async def _run(host: str, http_ports: list[int], tcp_ports: list[int]) -> None:
     info = AppInfo.from_environ()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            for port in http_ports:
-                await nursery.start(partial(serve_http, host, port, info=info))
-            for port in tcp_ports:
-                await nursery.start(partial(serve_tcp_echo, host, port))
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
+    async with open_nursery_until_signalled() as nursery:
+        for port in http_ports:
+            await nursery.start(partial(serve_http, host, port, info=info))
+        for port in tcp_ports:
+            await nursery.start(partial(serve_tcp_echo, host, port))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,14 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")
     args = parser.parse_args(argv)
     http_ports = args.port or ([] if args.tcp_port else [8080])
-    status = 0
-    try:
-        trio.run(_run, args.host, http_ports, args.tcp_port)
-    except* OSError as group:  # a port that cannot be bound
-        for error in group.exceptions:
-            print(f"echo: {error}", file=sys.stderr, flush=True)
-        status = 1
-    return status
+    return run_main(_run, args.host, http_ports, args.tcp_port,  # OSError: a port that cannot be bound
+                    on_os_error=lambda e: print(f"echo: {e}", file=sys.stderr, flush=True))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from lab.cli.lifecycle import cmd_capture, cmd_down, cmd_graph, cmd_status, cmd_
 from lab.cli.top import cmd_top
 from lab.cli.load import cmd_load
 from lab.client import LabClient, LabError
+from lab.client.contract import ENV_LAB
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=_Formatter,
                                 epilog="`lab VERB --help` describes a verb. The lab is chosen with --lab NAME or "
                                        "AMBIENT_LAB (default: default).")
-    p.add_argument("--lab", default=os.environ.get("AMBIENT_LAB", "default"), help="which lab to talk to")
+    p.add_argument("--lab", default=os.environ.get(ENV_LAB, "default"), help="which lab to talk to")
     sub = p.add_subparsers(dest="verb", metavar="VERB", title="verbs")
 
     def ns_flags(sp, all_ns=True):

@@ -16,7 +16,8 @@ def utc_now() -> dt.datetime:
 
 
 def ref(kind: str, group: str | None, name: str) -> str:
-    return f"{kind.lower()}{'.' + group if group else ''}/{name}"
+    """`deployment.apps/httpbin`, as kubectl names an object it acted on."""
+    return f"{kinds.qualified(kind, group)}/{name}"
 
 
 def read_sources(files: list[str]) -> list[tuple[str, str]]:

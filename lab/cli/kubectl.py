@@ -42,7 +42,8 @@ def _force_namespace(text: str, ns: str) -> str:
     for d in docs:
         if isinstance(d, dict):
             md = d.setdefault("metadata", {})
-            if isinstance(md, dict) and d.get("kind") not in ("Namespace", "Node") and not md.get("namespace"):
+            known = kinds.get(d["kind"]) if isinstance(d.get("kind"), str) else None
+            if isinstance(md, dict) and (known is None or known.namespaced) and not md.get("namespace"):
                 md["namespace"] = ns
     return yaml.safe_dump_all(docs)
 
@@ -63,7 +64,7 @@ def cmd_delete(args, client) -> int:
             done += client.call("delete", kind=kind, name=n, namespace=ns(args), selector=args.selector,
                                 ignore_not_found=args.ignore_not_found)
     for r in done:
-        print(f'{kinds.by_kind(r["kind"]).kind.lower()}{"." + r["group"] if r["group"] else ""} "{r["name"]}" deleted')
+        print(f'{kinds.qualified(r["kind"], r["group"])} "{r["name"]}" deleted')
     if args.wait:
         for r in done:
             if r["kind"] in ("Pod", "Namespace"):

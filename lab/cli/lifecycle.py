@@ -8,6 +8,7 @@ import sys
 import time
 
 from lab.cli.common import CliError, columns
+from lab.client.contract import NETNS_ANNOTATION
 
 DEFAULT_TOPOLOGY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "topologies", "default.yaml")
@@ -66,7 +67,7 @@ def cmd_capture(args, client) -> int:
         client.call("get", kind="Node", name=node, namespace=None)
     else:
         pod = client.call("get", kind="Pod", name=args.target, namespace=args.namespace)
-        netns = pod["metadata"].get("annotations", {}).get("lab.ambient/netns")
+        netns = pod["metadata"].get("annotations", {}).get(NETNS_ANNOTATION)
         if not netns:
             raise CliError(f"error: pod {args.target} has no network namespace yet")
     argv = ["ip", "netns", "exec", netns, "tcpdump", "-U", "-n", "-i", args.interface]

@@ -5,6 +5,7 @@ Both speak `lab.client.protocol`. Errors the server reports raise `LabError` wit
 from __future__ import annotations
 
 import socket
+from functools import partial
 from typing import Any, AsyncIterator, Iterator
 
 import trio
@@ -25,6 +26,20 @@ def _unwrap(reply: dict[str, Any]) -> Any:
     if reply.get("ok"):
         return reply.get("result")
     raise LabError(reply.get("error", "unknown error"))
+
+
+def _streamed(message: dict[str, Any]) -> dict[str, Any]:
+    """A message of a streaming op; the one that reports an error (it ends the stream) raises."""
+    if message.get("ok") is False:
+        raise LabError(message.get("error", "unknown error"))
+    return message
+
+
+def _received(s: socket.socket) -> Iterator[dict[str, Any]]:
+    """The messages arriving on S until the server hangs up."""
+    dec = LineDecoder()
+    for data in iter(partial(s.recv, 65536), b""):
+        yield from dec.feed(data)
 
 
 class LabClient:
@@ -50,28 +65,17 @@ class LabClient:
     def call(self, op: str, **params: Any) -> Any:
         with self._connect() as s:
             s.sendall(encode({"op": op, **params}))
-            dec = LineDecoder()
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    raise LabError(f"labd closed the connection during {op}")
-                for msg in dec.feed(data):
-                    return _unwrap(msg)
+            for msg in _received(s):
+                return _unwrap(msg)
+            raise LabError(f"labd closed the connection during {op}")
 
     def stream(self, op: str, **params: Any) -> Iterator[dict[str, Any]]:
         """Yields messages of a streaming op (watch, logs -f) until the server ends it."""
         with self._connect() as s:
             s.settimeout(None)
             s.sendall(encode({"op": op, **params}))
-            dec = LineDecoder()
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    return
-                for msg in dec.feed(data):
-                    if msg.get("ok") is False:
-                        raise LabError(msg.get("error", "unknown error"))
-                    yield msg
+            for msg in _received(s):
+                yield _streamed(msg)
 
     # Convenience wrappers used by the CLI and tests.
     def apply(self, manifests: str, source: str = "-") -> list[dict[str, Any]]:
@@ -114,6 +118,4 @@ class AsyncLabClient:
                 if not data:
                     return
                 for msg in dec.feed(data):
-                    if msg.get("ok") is False:
-                        raise LabError(msg.get("error", "unknown error"))
-                    yield msg
+                    yield _streamed(msg)

@@ -18,7 +18,12 @@ import ctypes
 import errno
 import os
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 NETNS_RUN_DIR = "/run/netns"
 MAX_NAME_LEN = 200
@@ -121,6 +126,20 @@ def entered_fd(fd: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def iproute(name: str) -> Iterator[IPRoute]:
+    """A pyroute2 IPRoute whose netlink socket lives in namespace NAME, for a short body that runs
+    switched in (pyroute2's own `IPRoute(netns=...)` forks a helper per use); closed after it."""
+    from pyroute2 import IPRoute  # here: the clients that make no namespaces need no pyroute2
+
+    with entered(name):
+        ipr = IPRoute()
+        try:
+            yield ipr
+        finally:
+            ipr.close()
+
+
 def socket_in_fd(fd: int, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
                  proto: int = 0) -> socket.socket:
     """A socket that lives in the namespace behind FD."""
@@ -133,6 +152,27 @@ def socket_in(name: str, family: int = socket.AF_INET, type: int = socket.SOCK_S
     """A socket that lives in namespace NAME (a socket keeps the netns it was created in)."""
     with entered(name):
         return socket.socket(family, type, proto)
+
+
+def run(name: str | None, argv: Sequence[str], input: str = "",
+        timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ARGV to its end in namespace NAME (None: this thread's own), INPUT on its stdin; its
+    stderr is captured, its stdout dropped. (`nft -f -` in a node or pod is what this is for.)
+
+    The child is spawned while this thread is switched into NAME, so it starts there (a child gets
+    its creator's namespaces) without `ip netns exec`'s extra mount namespace; the thread switches
+    back as soon as the child exists, and INPUT is fed afterwards. Raises OSError, or
+    subprocess.TimeoutExpired once the child is killed."""
+    with entered(name) if name is not None else contextlib.nullcontext():
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    with proc:
+        try:
+            _, stderr = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, None, stderr)
 
 
 def set_sysctl(name: str, key: str, value: str | int) -> None:

@@ -28,6 +28,12 @@ def pod_dir(name: str, namespace: str, pod: str, uid: str) -> str:
     return os.path.join(lab_dir(name), "pods", f"{namespace}_{pod}_{uid[:8]}")
 
 
+def container_log_path(pod_directory: str, container: str, run: int) -> str:
+    """The output of CONTAINER's RUN-th start (0 first) in its pod's directory: the kubelet writes
+    it, `lab logs` (and `--previous`) reads it."""
+    return os.path.join(pod_directory, f"{container}.{run}.log")
+
+
 def netns_prefix(name: str) -> str:
     """Every network namespace of lab NAME is called `al-NAME-...`."""
     return f"al-{name}-"

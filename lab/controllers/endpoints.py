@@ -4,6 +4,7 @@ from __future__ import annotations
 from lab.controllers.workloads import is_ready, is_terminating
 from lab.apiserver.selectors import Selector
 from lab.apiserver.store import Store
+from lab.client.contract import MANAGED_LABEL
 
 
 def _target_port(svc_port: dict, pod: dict) -> int | None:
@@ -76,6 +77,6 @@ def reconcile_endpoints(store: Store, selector_for) -> None:
             store.update(upd)
     for ep in store.list("Endpoints"):
         ns, name = ep["metadata"]["namespace"], ep["metadata"]["name"]
-        owned = ep["metadata"].get("labels", {}).get("lab.ambient/managed") != "false"
+        owned = ep["metadata"].get("labels", {}).get(MANAGED_LABEL) != "false"
         if (ns, name) not in wanted and owned and store.get("Service", ns, name) is None:
             store.delete("Endpoints", ns, name)

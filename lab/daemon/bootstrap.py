@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from lab import addons
 from lab.apiserver.api import ApiError
+from lab.client.contract import NODE_INDEX_LABEL
 from lab.controllers.workloads import is_ready
 from lab.topology import CONTROL_PLANE_TAINT
 
@@ -30,7 +31,7 @@ def seed(lab: "Lab") -> None:
     t, store = lab.topo, lab.store
     for node in t.nodes:
         labels = {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
-                  "lab.ambient/index": str(node.index), **dict(node.labels)}
+                  NODE_INDEX_LABEL: str(node.index), **dict(node.labels)}
         spec: dict = {"podCIDR": str(t.node_pod_cidr(node))}
         if node.role == "control-plane":
             labels["node-role.kubernetes.io/control-plane"] = ""

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
 
@@ -29,7 +28,7 @@ from lab.controllers import endpoints, namespaces, scheduler, workloads
 from lab.runtime.journal import Journal
 from lab.client.paths import api_socket_path, journal_path, lab_dir
 from lab.runtime import network, sandbox
-from lab.client import netns, paths
+from lab.client import netns, paths, process
 from lab.runtime.kubelet import Kubelet
 from lab.apiserver.selectors import from_label_selector
 from lab.topology import Topology, load_file
@@ -60,7 +59,7 @@ class Lab:
         self.timings: dict[str, float] = {}
         self._dirty = trio.Event()
         self._proxy_dirty = trio.Event()
-        self._shutdown = trio.Event()
+        self._serving = trio.CancelScope()  # cancelled by SIGTERM/SIGINT or a `shutdown` request
         self._wake_at = float("inf")     # when controllers retry pods the webhooks refused
         self._wake_changed = trio.Event()
         self.store.record_event = self.record_event
@@ -182,7 +181,7 @@ class Lab:
 
     # What labd itself answers ----------------------------------------------------------------
     def _request_shutdown(self) -> str:
-        self._shutdown.set()
+        self._serving.cancel()
         return "shutting down"
 
     def status(self) -> dict:
@@ -204,8 +203,7 @@ class Lab:
     # Main --------------------------------------------------------------------------------------
     async def run(self) -> None:
         t0 = time.monotonic()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._signals, nursery)
+        async with process.open_nursery_until_signalled(cancel=self._serving) as nursery:
             self.phase = "building network"
             await trio.to_thread.run_sync(self.build_network)
             self.timings["network"] = round(time.monotonic() - t0, 3)
@@ -223,7 +221,8 @@ class Lab:
             self.phase = "starting system pods"
             bootstrap.seed(self)
             nursery.start_soon(self._wait_ready, t0)
-            await self._shutdown.wait()
+            with self._serving:
+                await trio.sleep_forever()
             self.phase = "shutting down"
             controllers.cancel()  # nothing may replace the pods we are about to stop
             with trio.CancelScope(shield=True):
@@ -239,11 +238,6 @@ class Lab:
         self.phase = "ready"
         self.ready = True
         log.info("lab %s ready in %.2fs", self.topo.name, time.monotonic() - t0)
-
-    async def _signals(self, nursery: trio.Nursery) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
-            async for _ in sigs:
-                self._shutdown.set()
 
 
 def from_label_selector_map(match_labels: dict):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import sys
 from contextlib import aclosing
@@ -26,6 +25,8 @@ from dnslib import RCODE
 
 from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
+from lab.client.contract import ENV_API_SOCKET
+from lab.client.process import open_nursery_until_signalled, run_main
 from lab.dns.records import KINDS, ClusterZone, error_reply
 from lab.client.backoff import Backoff
 
@@ -178,35 +179,25 @@ async def serve(api_socket: str, host: str = "0.0.0.0", port: int = 53, *,
 
 
 async def _run(api_socket: str, host: str, port: int) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(serve, api_socket, host, port))
-            async for signum in signals:
-                log.info("%s: exiting", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    async with open_nursery_until_signalled(lambda sig: log.info("%s: exiting", sig.name)) as nursery:
+        nursery.start_soon(partial(serve, api_socket, host, port))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.dns.server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=53)
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--api-socket", default=os.environ.get("LAB_API_SOCKET"),
-                        help="the lab API socket (default: $LAB_API_SOCKET)")
+    parser.add_argument("--api-socket", default=os.environ.get(ENV_API_SOCKET),
+                        help=f"the lab API socket (default: ${ENV_API_SOCKET})")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s dns %(levelname)s %(message)s")
     if not args.api_socket:
-        log.error("no lab API socket: set LAB_API_SOCKET or pass --api-socket")
+        log.error("no lab API socket: set %s or pass --api-socket", ENV_API_SOCKET)
         return 2
-    status = 0
-    try:
-        trio.run(_run, args.api_socket, args.host, args.port)
-    except* OSError as group:  # only binding can fail this way; the watcher retries its errors
-        for error in group.exceptions:
-            log.error("cannot serve on %s:%d: %s", args.host, args.port, error)
-        status = 1
-    return status
+    # Only binding can fail with an OSError; the watcher retries its errors.
+    return run_main(_run, args.api_socket, args.host, args.port,
+                    on_os_error=lambda e: log.error("cannot serve on %s:%d: %s", args.host, args.port, e))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import trio
 
 from lab.client.protocol import LineDecoder, ProtocolError, encode
 from lab.client.backoff import Backoff
+from lab.client.contract import CNI_PLUGIN_SUFFIX
 
 log = logging.getLogger("labd.cni")
 
@@ -42,7 +43,7 @@ DEL_TIMEOUT = 3.0
 RETRY_INITIAL = 0.5
 RETRY_MAX = 5.0
 MAX_ANSWER = 64 * 1024
-SUFFIX = ".sock"
+SUFFIX = CNI_PLUGIN_SUFFIX
 
 
 class PluginGone(Exception):

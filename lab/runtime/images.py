@@ -25,23 +25,25 @@ def _py(*module_args: str) -> tuple[str, ...]:
     return (sys.executable, *module_args)
 
 
+def _python_module(repository: str, module: str, description: str) -> Image:
+    """An image whose program is one of the lab's Python modules (`python -m MODULE`)."""
+    return Image(repository, entrypoint=_py("-m", module), description=description)
+
+
 def _venv_bin(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
+def _httpbin(repository: str, port: int, description: str) -> Image:
+    """The real httpbin app under gunicorn on PORT (the two httpbin images differ only in port)."""
+    return Image(repository, entrypoint=(_venv_bin("gunicorn"),),
+                 cmd=("-b", f"0.0.0.0:{port}", "--threads", "4", "--access-logfile", "-", "httpbin:app"),
+                 description=description)
+
+
 CATALOG: tuple[Image, ...] = (
-    Image(
-        "kennethreitz/httpbin",
-        entrypoint=(_venv_bin("gunicorn"),),
-        cmd=("-b", "0.0.0.0:80", "--threads", "4", "--access-logfile", "-", "httpbin:app"),
-        description="the real httpbin (Flask) app under gunicorn on :80, as the image runs it",
-    ),
-    Image(
-        "mccutchen/go-httpbin",
-        entrypoint=(_venv_bin("gunicorn"),),
-        cmd=("-b", "0.0.0.0:8080", "--threads", "4", "--access-logfile", "-", "httpbin:app"),
-        description="the same httpbin app on :8080, where go-httpbin listens",
-    ),
+    _httpbin("kennethreitz/httpbin", 80, "the real httpbin (Flask) app under gunicorn on :80, as the image runs it"),
+    _httpbin("mccutchen/go-httpbin", 8080, "the same httpbin app on :8080, where go-httpbin listens"),
     Image(
         "curlimages/curl",
         entrypoint=("curl",),
@@ -65,31 +67,14 @@ CATALOG: tuple[Image, ...] = (
         description="does nothing, cheaply",
         aliases=("busybox", "alpine"),
     ),
-    Image(
-        "istio/pilot",
-        entrypoint=_py("-m", "mesh.istiod"),
-        description="istiod: the mesh CA and config push",
-    ),
-    Image(
-        "istio/install-cni",
-        entrypoint=_py("-m", "mesh.cni"),
-        description="the istio-cni node agent: in-pod traffic redirection for ambient pods",
-    ),
-    Image(
-        "istio/ztunnel",
-        entrypoint=_py("-m", "mesh.ztunnel"),
-        description="ztunnel: the per-node L4 proxy (HBONE, mTLS, L4 policy)",
-    ),
-    Image(
-        "istio/proxyv2",
-        entrypoint=_py("-m", "mesh.proxy"),
-        description="the L7 proxy (Envoy's role): `proxy waypoint` runs a waypoint",
-    ),
-    Image(
-        "registry.k8s.io/coredns/coredns",
-        entrypoint=_py("-m", "lab.dns.server"),
-        description="the cluster DNS (kube-dns): Kubernetes names from the lab API",
-    ),
+    _python_module("istio/pilot", "mesh.istiod", "istiod: the mesh CA and config push"),
+    _python_module("istio/install-cni", "mesh.cni",
+                   "the istio-cni node agent: in-pod traffic redirection for ambient pods"),
+    _python_module("istio/ztunnel", "mesh.ztunnel", "ztunnel: the per-node L4 proxy (HBONE, mTLS, L4 policy)"),
+    _python_module("istio/proxyv2", "mesh.proxy",
+                   "the L7 proxy (Envoy's role): `proxy waypoint` runs a waypoint"),
+    _python_module("registry.k8s.io/coredns/coredns", "lab.dns.server",
+                   "the cluster DNS (kube-dns): Kubernetes names from the lab API"),
 )
 
 

@@ -193,23 +193,16 @@ def _ensure_pod_veth(ipr: IPRoute, node_ns: str, pod_ns: str, host_ifname: str,
 
 
 def apply_nft(ns: str, script: str, check: bool = False) -> None:
-    """Run `nft -f -` (with CHECK: `nft -c -f -`, parse and validate only) inside namespace NS.
-
-    The child is spawned while this thread is switched into NS, so it starts there (a child gets
-    its creator's namespaces) without `ip netns exec`'s extra mount namespace; the thread switches
-    back as soon as the child exists, and the script is fed to it afterwards."""
+    """Run `nft -f -` (with CHECK: `nft -c -f -`, parse and validate only) inside namespace NS
+    (spawned there without `ip netns exec`: lab.client.netns.run)."""
     argv = ["nft", "-c", "-f", "-"] if check else ["nft", "-f", "-"]
     try:
-        with netns.entered(ns):
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-        with proc:
-            _, stderr = proc.communicate(script, timeout=NFT_TIMEOUT_S)
+        done = netns.run(ns, argv, script, NFT_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise NetworkError(f"{ns}: {' '.join(argv)}: {e}") from e
-    if proc.returncode != 0:
-        raise NetworkError(f"{ns}: {' '.join(argv)} failed (exit {proc.returncode}):\n"
-                           f"{stderr.strip()}")
+    if done.returncode != 0:
+        raise NetworkError(f"{ns}: {' '.join(argv)} failed (exit {done.returncode}):\n"
+                           f"{done.stderr.strip()}")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -229,12 +222,8 @@ def _rtnl(ns: str, what: str) -> Iterator[IPRoute]:
 
     Netlink and namespace errors come out as NetworkError naming WHAT and NS."""
     try:
-        with netns.entered(ns):
-            ipr = IPRoute()
-            try:
-                yield ipr
-            finally:
-                ipr.close()
+        with netns.iproute(ns) as ipr:
+            yield ipr
     except NetworkError:
         raise
     except (NetlinkError, OSError) as e:

@@ -36,7 +36,6 @@ import argparse
 import logging
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable
 from contextlib import aclosing
@@ -46,12 +45,13 @@ import trio
 from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
 from lab.client.paths import cni_plugin_dir
+from lab.client.contract import CNI_PLUGIN_SUFFIX, ENV_API_SOCKET, ENV_LAB_NAME, ENV_NODE_NAME
+from lab.client.process import open_nursery_until_signalled, run_main
 from lab.client import netns
 from mesh import paths
 from mesh.cni import inpod
+from mesh.contract import REDIRECTION_ANNOTATION, REDIRECTION_ENABLED
 from mesh.cni.enrollment import (
-    REDIRECTION_ANNOTATION,
-    REDIRECTION_ENABLED,
     NETNS_ANNOTATION,
     ClusterView,
     Workload,
@@ -66,7 +66,7 @@ from lab.client.backoff import Backoff
 log = logging.getLogger("mesh.cni")
 
 WATCH_KINDS = ["Pod", "Namespace"]
-PLUGIN_SOCKET = "istio-cni.sock"
+PLUGIN_SOCKET = "istio-cni" + CNI_PLUGIN_SUFFIX
 #: How long an ADD waits for the pod to be seen and captured (the kubelet waits 10 s in all).
 ADD_DEADLINE = 8.0
 #: How long a DEL waits for the pod's release before answering anyway.
@@ -364,20 +364,16 @@ def _pods(count: int) -> str:
 
 async def _serve_until_signalled(api_socket: str, node: str, zds_path: str,
                                  plugin_path: str | None) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(Agent(api_socket, node, zds_path, plugin_path).run)
-            async for signum in signals:
-                log.info("%s: exiting; captured pods keep their rules", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    async with open_nursery_until_signalled(
+            lambda sig: log.info("%s: exiting; captured pods keep their rules", sig.name)) as nursery:
+        nursery.start_soon(Agent(api_socket, node, zds_path, plugin_path).run)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh.cni", description=__doc__.split("\n")[0])
-    parser.add_argument("--api-socket", default=os.environ.get("LAB_API_SOCKET"),
+    parser.add_argument("--api-socket", default=os.environ.get(ENV_API_SOCKET),
                         help="the lab API socket (default: $LAB_API_SOCKET)")
-    parser.add_argument("--node", default=os.environ.get("LAB_NODE_NAME"),
+    parser.add_argument("--node", default=os.environ.get(ENV_NODE_NAME),
                         help="this node's name (default: $LAB_NODE_NAME)")
     parser.add_argument("--zds-socket",
                         help="where to serve ZDS (default: the node's socket of lab $LAB_NAME)")
@@ -387,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s istio-cni %(levelname)s %(message)s")
-    lab = os.environ.get("LAB_NAME")
+    lab = os.environ.get(ENV_LAB_NAME)
     if not args.api_socket or not args.node or not (args.zds_socket or lab):
         log.error("need the lab API socket, the node name and the lab name "
                   "(LAB_API_SOCKET, LAB_NODE_NAME, LAB_NAME or the matching options)")
@@ -397,14 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     if plugin_path is None:
         plugin_path = os.path.join(cni_plugin_dir(lab, args.node), PLUGIN_SOCKET) if lab else "none"
     plugin_path = None if plugin_path == "none" else plugin_path
-    status = 0
-    try:
-        trio.run(_serve_until_signalled, args.api_socket, args.node, zds_path, plugin_path)
-    except* OSError as group:  # only serving the ZDS or plugin socket can fail this way
-        for error in group.exceptions:
-            log.error("cannot serve ZDS on %s or the CNI plugin on %s: %s", zds_path, plugin_path, error)
-        status = 1
-    return status
+    # OSError: only serving the ZDS or plugin socket can fail this way.
+    return run_main(_serve_until_signalled, args.api_socket, args.node, zds_path, plugin_path,
+                    on_os_error=lambda e: log.error("cannot serve ZDS on %s or the CNI plugin on %s: %s",
+                                                    zds_path, plugin_path, e))
 
 
 if __name__ == "__main__":

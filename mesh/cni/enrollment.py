@@ -13,13 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
-DATAPLANE_MODE_AMBIENT = "ambient"
-DATAPLANE_MODE_NONE = "none"
-REDIRECTION_ANNOTATION = "ambient.istio.io/redirection"
-REDIRECTION_ENABLED = "enabled"
-NETNS_ANNOTATION = "lab.ambient/netns"
-SYSTEM_NAMESPACES = frozenset({"istio-system", "kube-system"})
+from lab.client.contract import NETNS_ANNOTATION
+from mesh.contract import (DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_NONE, ISTIO_NAMESPACE,
+                           REDIRECTION_ANNOTATION, REDIRECTION_ENABLED)
+SYSTEM_NAMESPACES = frozenset({ISTIO_NAMESPACE, "kube-system"})
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 

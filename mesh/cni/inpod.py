@@ -94,12 +94,8 @@ def _ignoring(code: int, request) -> None:
 def _rtnl(netns_name: str, what: str) -> Iterator[IPRoute]:
     """An IPRoute whose netlink socket lives in the pod namespace; errors name WHAT and the pod."""
     try:
-        with netns.entered(netns_name):
-            ipr = IPRoute()
-            try:
-                yield ipr
-            finally:
-                ipr.close()
+        with netns.iproute(netns_name) as ipr:
+            yield ipr
     except (NetlinkError, OSError) as e:
         raise InpodError(f"{what} in {netns_name}: {e}") from e
 
@@ -108,14 +104,10 @@ def _nft(netns_name: str, what: str, args: list[str], script: str = "", check: b
     """Run nft in the pod namespace (spawned while switched in, fed after switching back)."""
     argv = ["nft", *args]
     try:
-        with netns.entered(netns_name):
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
-        with proc:
-            _, stderr = proc.communicate(script, timeout=NFT_TIMEOUT_S)
+        done = netns.run(netns_name, argv, script, NFT_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise InpodError(f"{what} in {netns_name}: {' '.join(argv)}: {e}") from e
-    if check and proc.returncode != 0:
+    if check and done.returncode != 0:
         raise InpodError(f"{what} in {netns_name}: {' '.join(argv)} failed "
-                         f"(exit {proc.returncode}): {stderr.strip()}")
-    return proc.returncode
+                         f"(exit {done.returncode}): {done.stderr.strip()}")
+    return done.returncode

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mesh.contract import HBONE_PORT, INBOUND_CAPTURE_PORT, INPOD_MARK, OUTBOUND_CAPTURE_PORT
+
 TABLE = "istio_inpod"
 FAMILY = "ip"
 
-#: SO_MARK on every socket ztunnel makes in a pod netns (Istio's InpodMark, 1337).
-INPOD_MARK = 0x539
 #: Connmark that routes replies to ztunnel's spoofed inbound sockets back to it (InpodTProxyMark).
 INPOD_TPROXY_MARK = 0x111
 #: Istio's marks only use the low 12 bits, leaving the rest to other tools.
@@ -31,9 +31,10 @@ INPOD_MASK = 0xFFF
 PROBE_SNAT_IP = "169.254.7.127"
 LOCALHOST = "127.0.0.1"
 
-ZTUNNEL_OUTBOUND_PORT = 15001
-ZTUNNEL_INBOUND_PLAINTEXT_PORT = 15006
-ZTUNNEL_INBOUND_HBONE_PORT = 15008
+# ztunnel's in-pod listeners, as the rules name them (INPOD_MARK, too, is the contract's).
+ZTUNNEL_OUTBOUND_PORT = OUTBOUND_CAPTURE_PORT
+ZTUNNEL_INBOUND_PLAINTEXT_PORT = INBOUND_CAPTURE_PORT
+ZTUNNEL_INBOUND_HBONE_PORT = HBONE_PORT
 
 #: The policy route for connmarked replies (Istio's RouteTableInbound and its rule priority).
 ROUTE_TABLE = 100

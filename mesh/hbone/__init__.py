@@ -3,6 +3,8 @@
 - `settings`: ztunnel's HTTP/2 parameters and a tuned h2 connection (pure).
 - `headers`: the CONNECT request/response headers and status codes (pure).
 - `client` / `server`: trio shells: `HboneConnection.open_stream`, `serve_hbone`.
+- `connection`: what they share, the shell around one h2 connection; `StreamOwner` is all a
+  stream may ask of it.
 - `stream`: `HboneStream`, a trio HalfCloseableStream per tunnel.
 - `pool`: outbound connections keyed by `WorkloadKey`.
 - `splice`: bidirectional copy with half-close and byte counts.

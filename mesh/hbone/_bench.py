@@ -9,6 +9,8 @@ the server to the client. The time covers delivery of the last byte. By default 
 ends share this process (one core: the worst case for Python); `--split` puts the server
 in a child process, as two ztunnels on two cores would be. `--tls` adds mutual TLS 1.3
 with throwaway certificates, over `TlsStream` (bulk) or trio's `SSLStream` (trio).
+
+That throwaway mTLS (`self_signed`, `hbone_context`) is public: the TLS unit tests use it too.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ import time
 import trio
 
 from .client import open_hbone_connection
-from .headers import hbone_headers
-from .server import serve_hbone
+from .headers import ConnectRequest, hbone_headers
+from .server import Respond, serve_hbone
+from .stream import HboneStream
 from .tlsstream import TlsStream
 
 DOWNLOAD = "x-bench-download"  # "<total bytes>/<chunk bytes>" asks the server to send
 
 
-async def _bench_handler(request, respond, stream) -> None:
+async def _bench_handler(request: ConnectRequest, respond: Respond, stream: HboneStream) -> None:
     await respond(200)
     if download := request.get(DOWNLOAD):
         total, chunk_size = map(int, download.split("/"))
@@ -51,32 +54,56 @@ async def _bench_handler(request, respond, stream) -> None:
     await stream.send_eof()
 
 
-def _write_certificates(directory: pathlib.Path) -> None:
-    """A self-signed certificate per side, each trusting the other's."""
+def self_signed(directory: pathlib.Path, name: str) -> tuple[str, str]:
+    """A throwaway self-signed EC certificate with a SPIFFE URI SAN: (cert, key) PEM paths."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
     now = datetime.datetime.now(datetime.timezone.utc)
+    san = x509.UniformResourceIdentifier(f"spiffe://cluster.local/ns/ns1/sa/{name}")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def hbone_context(side: str, own: tuple[str, str], trusted: str) -> ssl.SSLContext:
+    """ztunnel-like: TLS 1.3 only, ALPN h2, certificates required both ways, no hostname check.
+
+    `side` is "client" or "server"; `own` the (cert, key) paths; `trusted` the peer's cert path.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if side == "server" else ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["h2"])
+    context.load_cert_chain(*own)
+    context.load_verify_locations(trusted)
+    context.check_hostname = False  # HBONE checks SPIFFE URI SANs, not names
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _write_certificates(directory: pathlib.Path) -> None:
+    """A self-signed certificate per side, each trusting the other's."""
     for side in ("client", "server"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"bench {side}")])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        (directory / f"{side}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{side}.key").write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
+        self_signed(directory, side)
 
 
 def _wrap(transport: trio.SocketStream, args: argparse.Namespace, *, server_side: bool) -> trio.abc.Stream:
@@ -84,15 +111,10 @@ def _wrap(transport: trio.SocketStream, args: argparse.Namespace, *, server_side
     if not args.tls:
         return transport
     own, peer = ("server", "client") if server_side else ("client", "server")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.set_alpn_protocols(["h2"])
-    context.load_cert_chain(f"{args.certs}/{own}.pem", f"{args.certs}/{own}.key")
-    context.load_verify_locations(f"{args.certs}/{peer}.pem")
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
-    stream_type = TlsStream if args.tls == "bulk" else trio.SSLStream
-    return stream_type(transport, context, server_side=server_side)
+    context = hbone_context(own, (f"{args.certs}/{own}.pem", f"{args.certs}/{own}.key"), f"{args.certs}/{peer}.pem")
+    if args.tls == "bulk":
+        return TlsStream(transport, context, server_side=server_side)
+    return trio.SSLStream(transport, context, server_side=server_side)
 
 
 async def _serve(listener: trio.SocketListener, args: argparse.Namespace) -> None:

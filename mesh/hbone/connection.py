@@ -71,8 +71,8 @@ class ConnectionLost(trio.BrokenResourceError):
 class StreamOwner(Protocol):
     """The connection side of a stream: everything an `HboneStream` may ask of its connection.
 
-    A protocol rather than `Connection` itself, so the stream's dependency is this short list
-    (its documentation is the module docstring's) and a type checker holds it to it.
+    A protocol, not `Connection` itself: a stream depends on this short list only (the module
+    docstring says how the two sides split the work), and a type checker holds it to that.
     """
 
     @property

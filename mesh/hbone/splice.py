@@ -15,15 +15,18 @@ Otherwise a chunk for a socket is first written synchronously (`send_to_socket`)
 `SocketStream.send_all` passes through the scheduler even when the socket took everything,
 and for a small request that trip costs more than the write. Each direction still yields
 once per chunk, in its receive, so a busy splice does not starve other tasks.
+
+These socket helpers, and `checked_max_bytes`, also serve the HBONE and TLS streams' own I/O.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, SupportsIndex, TypeVar
 
 import trio
 from trio.lowlevel import checkpoint_if_cancelled, wait_readable
@@ -106,6 +109,14 @@ async def splice(
     if failure:
         raise failure[0]
     return stats
+
+
+def checked_max_bytes(max_bytes: SupportsIndex) -> int:
+    """`receive_some`'s `max_bytes` as trio's streams check it: an integer, at least 1."""
+    size = operator.index(max_bytes)
+    if size < 1:
+        raise ValueError("max_bytes must be >= 1")
+    return size
 
 
 async def receive_from_socket(stream: trio.SocketStream, max_bytes: int) -> bytes:

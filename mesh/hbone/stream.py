@@ -25,7 +25,6 @@ connection"): each side owns its own state (see `connection`'s docstring).
 
 from __future__ import annotations
 
-import operator
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sized
@@ -36,7 +35,7 @@ from h2.errors import ErrorCodes
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from .headers import CONNECTED, Header, status_text
-from .splice import send_to_socket
+from .splice import checked_max_bytes, send_to_socket
 
 if TYPE_CHECKING:
     from .connection import StreamOwner
@@ -114,9 +113,7 @@ class HboneStream(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is not None:
-            max_bytes = operator.index(max_bytes)
-            if max_bytes < 1:
-                raise ValueError("max_bytes must be >= 1")
+            max_bytes = checked_max_bytes(max_bytes)
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True

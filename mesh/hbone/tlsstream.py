@@ -22,7 +22,6 @@ stays queued and goes out first with the next `send_all`.
 from __future__ import annotations
 
 import mmap
-import operator
 import os
 import ssl
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import trio
 from trio.lowlevel import checkpoint
 
-from .splice import receive_into_from_socket
+from .splice import checked_max_bytes, receive_into_from_socket
 
 #: Bytes read from the transport at a time; every whole record in them is decrypted at once.
 READ_SIZE = 1024 * 1024
@@ -116,9 +115,7 @@ class TlsStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if max_bytes is not None:
-            max_bytes = operator.index(max_bytes)
-            if max_bytes < 1:
-                raise ValueError("max_bytes must be >= 1")
+            max_bytes = checked_max_bytes(max_bytes)
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True

@@ -12,6 +12,7 @@ import time
 
 from lab.client import LabError
 from lab.client.cli import CliError, duration, get_or_none
+from lab.client.contract import NETNS_ANNOTATION
 from mesh.istioctl import install, proxy_config, proxy_status, waypoint, ztunnel_config
 from mesh.istioctl.common import IstioctlError
 
@@ -55,7 +56,7 @@ def _proxy_status(args, client) -> int:
     sources, errors = [], []
     for pod in pods:
         name = pod["metadata"]["name"]
-        netns = (pod["metadata"].get("annotations") or {}).get("lab.ambient/netns")
+        netns = (pod["metadata"].get("annotations") or {}).get(NETNS_ANNOTATION)
         if not netns:
             errors.append(f"istiod pod {name} has no network namespace yet")
             continue
@@ -132,7 +133,7 @@ def _proxy_config(args, client) -> int:
                        "serves it.")
     if mode.kind == NONE:
         raise CliError(f"Error: pod {name}.{ns} is {mode.text}: no proxy holds configuration for it")
-    netns = (pod["metadata"].get("annotations") or {}).get("lab.ambient/netns")
+    netns = (pod["metadata"].get("annotations") or {}).get(NETNS_ANNOTATION)
     if not netns:
         raise CliError(f"Error: pod {name}.{ns} has no network namespace yet")
     dump = proxy_config.fetch_proxy_config_dump(netns, f"{name}.{ns}")

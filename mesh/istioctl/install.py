@@ -14,13 +14,13 @@ import sys
 import time
 
 from lab.client import LabClient, LabError
+from lab.client.contract import PROXY_TAG_ANNOTATION
 from mesh.istioctl.common import IstioctlError
 MESH_MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests")
 PROFILES = ("ambient",)
 INSTALL_SETTINGS = ("profile", "tag")
 ISTIO_REPOSITORY = "docker.io/istio/"
 INJECTOR_WEBHOOK = "istio-sidecar-injector"
-PROXY_TAG_ANNOTATION = "lab.ambient/proxy-tag"
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 

@@ -2,6 +2,8 @@
 
 - `translate`: the lab's objects → ztunnel's Address/Authorization resources and policy statuses (pure).
 - `state`: the cluster watch, debounced re-translation, status writes.
+- `waypoints`: which waypoint serves what, and what to deploy for one (pure);
+  `waypoint_controller`: deploys it and writes the Gateway's status.
 - `ca`: CreateCertificate with token review and node authorization.
 - `xds`: Subscribe, the config stream (full state, SYNCED, deltas).
 - `trust`: the mesh root in the lab API and istiod's own serving certificate.

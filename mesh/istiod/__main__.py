@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from functools import partial
 
-import trio
-
+from lab.client.contract import ENV_API_SOCKET
+from lab.client.process import open_nursery_until_signalled, run_main
 from mesh.identity.node_authz import TRUSTED_NODE_ACCOUNTS, parse_trusted_node_accounts
 from mesh.istiod.channel import DEFAULT_PORT
 from mesh.istiod.server import serve
@@ -37,20 +36,15 @@ class ScopedFormatter(logging.Formatter):
 
 
 async def _run(api_socket: str, host: str, port: int, trusted: frozenset[str]) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(partial(serve, api_socket, host, port, trusted_node_accounts=trusted))
-            async for signum in signals:
-                log.info("%s: exiting", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    async with open_nursery_until_signalled(lambda sig: log.info("%s: exiting", sig.name)) as nursery:
+        nursery.start_soon(partial(serve, api_socket, host, port, trusted_node_accounts=trusted))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh.istiod", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--api-socket", default=os.environ.get("LAB_API_SOCKET"),
+    parser.add_argument("--api-socket", default=os.environ.get(ENV_API_SOCKET),
                         help="the lab API socket (default: $LAB_API_SOCKET)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
@@ -66,14 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         log.error("CA_TRUSTED_NODE_ACCOUNTS: %s", e)
         return 2
-    status = 0
-    try:
-        trio.run(_run, args.api_socket, args.host, args.port, trusted)
-    except* OSError as group:  # binding 15012; everything else is retried inside
-        for error in group.exceptions:
-            log.error("cannot serve on %s:%d: %s", args.host, args.port, error)
-        status = 1
-    return status
+    # OSError: binding 15012; everything else is retried inside.
+    return run_main(_run, args.api_socket, args.host, args.port, trusted,
+                    on_os_error=lambda e: log.error("cannot serve on %s:%d: %s", args.host, args.port, e))
 
 
 if __name__ == "__main__":

@@ -14,14 +14,15 @@ import trio
 
 from lab.client.protocol import LineDecoder
 from mesh import tls
+from mesh.contract import ISTIO_NAMESPACE, ISTIOD_PORT
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, Identity
 
-DEFAULT_PORT = 15012
+DEFAULT_PORT = ISTIOD_PORT
 HANDSHAKE_TIMEOUT = 10.0  # seconds a peer gets for the TLS handshake and its request line
 
 
 def istiod_identity(trust_domain: str = DEFAULT_TRUST_DOMAIN) -> Identity:
-    return Identity(trust_domain, "istio-system", "istiod")
+    return Identity(trust_domain, ISTIO_NAMESPACE, "istiod")
 
 
 def server_context(cert_chain_pem: list[str] | str, key_pem: str, root_pem: str) -> ssl.SSLContext:

@@ -19,10 +19,12 @@ import trio
 
 from lab.client.protocol import ProtocolError, encode
 from lab.client import LabError
+from lab.client.contract import ENV_POD_NAME, ENV_POD_NAMESPACE
 from mesh import tls
 from mesh.identity.spiffe import Identity
 from mesh.istiod.channel import HANDSHAKE_TIMEOUT, MessageReader, client_context, istiod_identity
-from mesh.istiod.translate import ADDRESS, AUTHORIZATION
+from mesh.contract import (ADDRESS, AUTHORIZATION, ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY,
+                           SYNCED)
 
 Address = tuple[str, int]
 log = logging.getLogger("mesh.istiod.client")
@@ -130,7 +132,7 @@ async def own_version(api: Any, env: Mapping[str, str], container: str) -> str:
     else DEFAULT_VERSION."""
     if env.get(VERSION_ENV):
         return env[VERSION_ENV]
-    name, namespace = env.get("LAB_POD_NAME"), env.get("LAB_POD_NAMESPACE")
+    name, namespace = env.get(ENV_POD_NAME), env.get(ENV_POD_NAMESPACE)
     if name and namespace:
         try:
             pod = await api.call("get", kind="Pod", namespace=namespace, name=name)
@@ -143,7 +145,7 @@ async def own_version(api: Any, env: Mapping[str, str], container: str) -> str:
 
 
 async def mesh_root(api: Any, *, retry: float = 1.0,
-                    location: tuple[str, str, str] = ("istio-system", "istio-ca-root-cert", "root-cert.pem")) -> str:
+                    location: tuple[str, str, str] = (ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY)) -> str:
     """The mesh root (PEM) from the ConfigMap istiod publishes it in, read through the lab API
     (`api.call`), retried until it exists: what a proxy needs before it can trust istiod."""
     namespace, name, key = location
@@ -173,7 +175,7 @@ class ConfigCache:
     def apply(self, message: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """(names updated, names removed) by one stream line."""
         type_ = message.get("type")
-        if type_ == "SYNCED":
+        if type_ == SYNCED:
             self.synced = True
             return [], []
         resources, versions = self.resources.setdefault(type_, {}), self.versions.setdefault(type_, {})

@@ -22,13 +22,14 @@ from typing import Any, Callable, Mapping
 
 import trio
 
+from mesh.contract import ISTIOD_DEBUG_PORT
 from mesh.istiod.translate import Resources
 from mesh.istiod.xds import SubscriberRegistry
 from mesh.ztunnel.admin import json_response, serve_http
 
 log = logging.getLogger("istiod.debug")
 
-DEBUG_PORT = 15014
+DEBUG_PORT = ISTIOD_DEBUG_PORT
 SYNCZ = "/debug/syncz"
 
 

@@ -29,6 +29,7 @@ import h11
 import trio
 
 from mesh.istiod.jwt import OPENID_DISCOVERY_SUFFIX
+from mesh.ztunnel.admin import next_event
 
 log = logging.getLogger("istiod.jwks")
 
@@ -93,11 +94,7 @@ async def _exchange(stream: trio.abc.Stream, target: str, host: str) -> bytes:
     await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
     status, body = 0, bytearray()
     while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(65536)
-            connection.receive_data(data)
-            continue
+        event = await next_event(stream, connection)
         if isinstance(event, h11.Response):
             status = event.status_code
         elif isinstance(event, h11.Data):

@@ -11,11 +11,11 @@ proxies (`mesh.proxy.jwt_authn`) treat as a JWKS fetch that failed: every token 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
+from mesh.contract import JWT_AUTHN_FILTER, JWT_AUTHN_TYPE_URL
 from mesh.policy.model import JwtRule, RequestAuthentication
-from mesh.proxy.jwt_authn import CONFIG_TYPE, FILTER_NAME, istio_requirement
 
 OPENID_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 JWKS_FETCH_TIMEOUT = "5s"
@@ -40,7 +40,20 @@ def ordered_rules(request_authns: Iterable[RequestAuthentication]) -> list[JwtRu
     return sorted(rules, key=lambda rule: rule.issuer)
 
 
-def _unresolved_jwks(uri: str) -> dict:
+def istio_requirement(provider_names: Sequence[str]) -> dict[str, Any]:
+    """The requirement istiod builds: any one provider, or every token valid (allow_missing).
+    The proxies build the same one for a filter given without rules (`mesh.proxy.jwt_authn`)."""
+    def provider_or_missing(name: str) -> dict[str, Any]:
+        return {"requires_any": {"requirements": [{"provider_name": name}, {"allow_missing": {}}]}}
+
+    if len(provider_names) == 1:
+        return provider_or_missing(provider_names[0])
+    inner = [provider_or_missing(name) for name in provider_names]
+    return {"requires_any": {"requirements": [{"provider_name": name} for name in provider_names]
+                             + [{"requires_all": {"requirements": inner}}]}}
+
+
+def _unresolved_jwks(uri: str) -> dict[str, Any]:
     """`remote_jwks` for a URL istiod could not read; the cluster is named as istiod would name it."""
     parts = urlsplit(uri)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -49,9 +62,9 @@ def _unresolved_jwks(uri: str) -> dict:
             "cache_duration": REMOTE_JWKS_CACHE_DURATION}
 
 
-def jwt_provider(rule: JwtRule, jwks_for: Callable[[str], str | None]) -> dict:
+def jwt_provider(rule: JwtRule, jwks_for: Callable[[str], str | None]) -> dict[str, Any]:
     """One `JwtProvider`, default (empty/false) fields left out as protobuf JSON leaves them out."""
-    provider: dict = {"issuer": rule.issuer}
+    provider: dict[str, Any] = {"issuer": rule.issuer}
     if rule.audiences:
         provider["audiences"] = list(rule.audiences)
     jwks = rule.jwks or jwks_for(jwks_source(rule))
@@ -78,7 +91,7 @@ def jwt_provider(rule: JwtRule, jwks_for: Callable[[str], str | None]) -> dict:
 
 
 def jwt_authn_filter(request_authns: list[RequestAuthentication],
-                     jwks_for: Callable[[str], str | None]) -> dict | None:
+                     jwks_for: Callable[[str], str | None]) -> dict[str, Any] | None:
     """The `envoy.filters.http.jwt_authn` HTTP filter for a proxy these policies apply to, or None
     when they have no JWT rule (then istiod adds no filter). `jwks_for(url)` is what istiod knows
     of a URL now (`JwksResolver.lookup`); it is never asked to fetch, so this stays pure."""
@@ -87,9 +100,9 @@ def jwt_authn_filter(request_authns: list[RequestAuthentication],
         return None
     names = [f"origins-{index}" for index in range(len(rules))]
     return {
-        "name": FILTER_NAME,
+        "name": JWT_AUTHN_FILTER,
         "typed_config": {
-            "@type": CONFIG_TYPE,
+            "@type": JWT_AUTHN_TYPE_URL,
             "providers": {name: jwt_provider(rule, jwks_for) for name, rule in zip(names, rules)},
             "rules": [{"match": {"prefix": "/"}, "requires": istio_requirement(names)}],
             "bypass_cors_preflight": True,

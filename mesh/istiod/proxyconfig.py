@@ -28,25 +28,23 @@ waypoint's Gateway or the sidecar's pod; a proxy subscribes with its own prefix
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+from mesh.contract import (CLUSTER, CONNECT_TERMINATE, HBONE_PORT, INBOUND_CAPTURE_PORT, LISTENER, MAIN_INTERNAL,
+                           OUTBOUND_CAPTURE_PORT, PASSTHROUGH_CLUSTER, PROTOCOL_HBONE, PROTOCOL_TCP,
+                           ROUTE_CONFIGURATION, TCP_PROXY, TYPE_URL_PREFIX, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND)
+from mesh.contract import PROXY_TYPES as PROXY_TYPES  # re-exported: importers predate mesh.contract
+from mesh.contract import HTTP_CONNECTION_MANAGER as HCM
+from mesh.contract import RBAC_HTTP_FILTER as RBAC_HTTP
+from mesh.contract import RBAC_NETWORK_FILTER as RBAC_NETWORK
 from mesh.istiod.jwt import jwt_authn_filter
-from mesh.istiod.objects import (is_live, is_ready, labels as _labels, meta as _meta, name as _name,
+from mesh.istiod.objects import (Obj, is_live, is_ready, labels as _labels, meta as _meta, name as _name,
                                  namespace as _ns, selects_pod, service_account)
 from mesh.policy.model import AuthorizationPolicy, RequestAuthentication, parse_as
 from mesh.policy.ztunnel import selects
 
-LISTENER = "Listener"
-CLUSTER = "Cluster"
-ROUTE = "RouteConfiguration"
-PROXY_TYPES = (LISTENER, CLUSTER, ROUTE)
-
-HBONE_PORT = 15008
-TYPE_PREFIX = "type.googleapis.com/"
-HCM = "envoy.filters.network.http_connection_manager"
-TCP_PROXY = "envoy.filters.network.tcp_proxy"
-RBAC_HTTP = "envoy.filters.http.rbac"
-RBAC_NETWORK = "envoy.filters.network.rbac"
+ROUTE = ROUTE_CONFIGURATION  # LISTENER, CLUSTER, ROUTE, PROXY_TYPES: the contract's, named as istiod's
+TYPE_PREFIX = TYPE_URL_PREFIX
 ROUTER = "envoy.filters.http.router"
 
 JwksLookup = Callable[[str], "str | None"]
@@ -57,38 +55,39 @@ def proxy_id(namespace: str, name: str) -> str:
     return f"{namespace}/{name}/"
 
 
-def service_host(service: Mapping, domain_suffix: str = "cluster.local") -> str:
+def service_host(service: Obj, domain_suffix: str = "cluster.local") -> str:
     return f"{_name(service)}.{_ns(service)}.svc.{domain_suffix}"
 
 
-def cluster_name(service: Mapping, port: Mapping, domain_suffix: str = "cluster.local") -> str:
+def cluster_name(service: Obj, port: Obj, domain_suffix: str = "cluster.local") -> str:
     """Istio's waypoint naming: `inbound-vip|<port>|<protocol>|<host>`."""
     protocol = "http" if _is_http_port(port) else "tcp"
     return f"inbound-vip|{port.get('port')}|{protocol}|{service_host(service, domain_suffix)}"
 
 
-def _is_http_port(port: Mapping) -> bool:
+def _is_http_port(port: Obj) -> bool:
     name = (port.get("name") or "").lower()
     app = (port.get("appProtocol") or "").lower()
     return app in ("http", "http2", "grpc") or name.split("-")[0] in ("http", "http2", "grpc")
 
 
-def _target_port(port: Mapping, pod: Mapping) -> int | None:
+def _target_port(port: Obj, pod: Obj) -> int | None:
     target = port.get("targetPort", port.get("port"))
     if isinstance(target, int):
         return target
     for container in (pod.get("spec") or {}).get("containers") or []:
         for cport in container.get("ports") or []:
             if cport.get("name") == target:
-                return cport.get("containerPort")
+                found: int | None = cport.get("containerPort")
+                return found
     return None
 
 
-def _pod_ip(pod: Mapping) -> str | None:
+def _pod_ip(pod: Obj) -> str | None:
     return ((pod.get("status") or {}).get("podIP") or None) if is_live(pod) else None
 
 
-def _identity(pod: Mapping, trust_domain: str) -> str:
+def _identity(pod: Obj, trust_domain: str) -> str:
     return f"spiffe://{trust_domain}/ns/{_ns(pod)}/sa/{service_account(pod)}"
 
 
@@ -99,7 +98,7 @@ def _targets(ref_owner: AuthorizationPolicy | RequestAuthentication, kind: str, 
                for ref in ref_owner.target_refs)
 
 
-def chain_policies(policies: Iterable[AuthorizationPolicy], gateway: Mapping, service: Mapping | None,
+def chain_policies(policies: Iterable[AuthorizationPolicy], gateway: Obj, service: Obj | None,
                    root_namespace: str) -> list[str]:
     """targetRefs policies for a chain: the waypoint's Gateway, the Service, or (root namespace)
     the waypoint's GatewayClass."""
@@ -116,12 +115,12 @@ def chain_policies(policies: Iterable[AuthorizationPolicy], gateway: Mapping, se
     return sorted(keys)
 
 
-def workload_policies(policies: Iterable[AuthorizationPolicy], pod: Mapping, root_namespace: str) -> list[str]:
+def workload_policies(policies: Iterable[AuthorizationPolicy], pod: Obj, root_namespace: str) -> list[str]:
     """The selector/namespace/root policies of the destination workload (the article's model)."""
     return sorted(p.key for p in policies if selects(p, _labels(pod), _ns(pod), root_namespace))
 
 
-def _authn_selects(ra: RequestAuthentication, pod: Mapping, root_namespace: str) -> bool:
+def _authn_selects(ra: RequestAuthentication, pod: Obj, root_namespace: str) -> bool:
     if ra.target_refs or ra.namespace not in (_ns(pod), root_namespace):
         return False
     if ra.selector is None:
@@ -129,8 +128,8 @@ def _authn_selects(ra: RequestAuthentication, pod: Mapping, root_namespace: str)
     return bool(ra.selector.match_labels) and ra.selector.matches(_labels(pod))
 
 
-def chain_authns(authns: Iterable[RequestAuthentication], gateway: Mapping, service: Mapping | None,
-                 pods: Iterable[Mapping], root_namespace: str) -> list[RequestAuthentication]:
+def chain_authns(authns: Iterable[RequestAuthentication], gateway: Obj, service: Obj | None,
+                 pods: Iterable[Obj], root_namespace: str) -> list[RequestAuthentication]:
     """RequestAuthentications for a chain: those selecting any of its workloads, plus targetRefs
     to the Gateway or the Service. Envoy runs one jwt_authn filter per chain, so it is the union."""
     pods = list(pods)
@@ -145,20 +144,21 @@ def chain_authns(authns: Iterable[RequestAuthentication], gateway: Mapping, serv
 
 # ---- Envoy shapes --------------------------------------------------------------------------------
 
-def endpoint_entry(pod: Mapping, port: int, policies: list[str], trust_domain: str, enrolled: Callable[[Mapping], bool]) -> dict:
+def endpoint_entry(pod: Obj, port: int, policies: list[str], trust_domain: str,
+                   enrolled: Callable[[Obj], bool]) -> dict[str, Any]:
     return {
         "endpoint": {"address": {"socket_address": {"address": _pod_ip(pod), "port_value": port}}},
         "health_status": "HEALTHY" if is_ready(pod) else "UNHEALTHY",
         "metadata": {"filter_metadata": {"istio": {
             "workload": f"{_ns(pod)}/{_name(pod)}",
             "identity": _identity(pod, trust_domain),
-            "tunnel": "HBONE" if enrolled(pod) else "TCP",
+            "tunnel": PROTOCOL_HBONE if enrolled(pod) else PROTOCOL_TCP,
             "policies": policies,
         }}},
     }
 
 
-def cluster_resource(name: str, endpoints: list[dict], service_host_name: str | None) -> dict:
+def cluster_resource(name: str, endpoints: list[dict[str, Any]], service_host_name: str | None) -> dict[str, Any]:
     return {
         "@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
         "name": name, "type": "EDS", "connect_timeout": "10s", "lb_policy": "ROUND_ROBIN",
@@ -167,7 +167,7 @@ def cluster_resource(name: str, endpoints: list[dict], service_host_name: str | 
     }
 
 
-def route_resource(name: str, cluster: str) -> dict:
+def route_resource(name: str, cluster: str) -> dict[str, Any]:
     return {
         "@type": TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration",
         "name": name,
@@ -178,12 +178,12 @@ def route_resource(name: str, cluster: str) -> dict:
     }
 
 
-def rbac_config(policy_keys: list[str], type_name: str) -> dict:
+def rbac_config(policy_keys: list[str], type_name: str) -> dict[str, Any]:
     return {"@type": TYPE_PREFIX + type_name, "policy_keys": policy_keys}
 
 
-def chain_match(prefix: str, port: int | None, http: bool) -> dict:
-    match: dict = {"prefix_ranges": [{"address_prefix": prefix, "prefix_len": 32}]}
+def chain_match(prefix: str, port: int | None, http: bool) -> dict[str, Any]:
+    match: dict[str, Any] = {"prefix_ranges": [{"address_prefix": prefix, "prefix_len": 32}]}
     if port is not None:
         match["destination_port"] = port
     if http:
@@ -192,7 +192,7 @@ def chain_match(prefix: str, port: int | None, http: bool) -> dict:
 
 
 def filter_chains(name: str, prefix: str, port: int | None, cluster: str, policy_keys: list[str],
-            jwt_filter: dict | None) -> list[dict]:
+            jwt_filter: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The HTTP and the TCP variant of one destination's filter chain."""
     http_filters = ([jwt_filter] if jwt_filter else []) + [
         {"name": RBAC_HTTP, "typed_config": rbac_config(policy_keys, "envoy.extensions.filters.http.rbac.v3.RBAC")},
@@ -215,20 +215,20 @@ def filter_chains(name: str, prefix: str, port: int | None, cluster: str, policy
     ]
 
 
-def policies_dump(policy_objects: Iterable[Mapping], keys: set[str]) -> dict[str, dict]:
+def policies_dump(policy_objects: Iterable[Obj], keys: set[str]) -> dict[str, dict[str, Any]]:
     """The AuthorizationPolicies the rbac filters name, as {"ns/name": {metadata, spec}}."""
     out = {}
     for obj in policy_objects:
         key = f"{_ns(obj)}/{_name(obj)}"
         if key in keys:
-            meta = {"name": _name(obj), "namespace": _ns(obj)}
+            meta: dict[str, Any] = {"name": _name(obj), "namespace": _ns(obj)}
             if _meta(obj).get("annotations"):
                 meta["annotations"] = dict(_meta(obj)["annotations"])
             out[key] = {"metadata": meta, "spec": obj.get("spec") or {}}
     return dict(sorted(out.items()))
 
 
-def connect_terminate_listener(inbound: str = "main_internal") -> dict:
+def connect_terminate_listener(inbound: str = MAIN_INTERNAL) -> dict[str, Any]:
     """0.0.0.0:15008: mTLS 1.3 with the pod's certificate, ALPN h2, CONNECT handed to the inbound
     listener (Envoy's `connect_terminate`, the same for a waypoint and a sidecar)."""
     tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
@@ -239,7 +239,7 @@ def connect_terminate_listener(inbound: str = "main_internal") -> dict:
                                "validation_context_sds_secret_config": {"name": "ROOTCA"}}}}
     connect_terminate = {
         "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
-        "name": "connect_terminate",
+        "name": CONNECT_TERMINATE,
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": HBONE_PORT}},
         "filter_chains": [{"name": "default", "transport_socket": tls, "filters": [{"name": HCM, "typed_config": {
             "@type": TYPE_PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -254,21 +254,21 @@ def connect_terminate_listener(inbound: str = "main_internal") -> dict:
     return connect_terminate
 
 
-def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iterable[Mapping],
-                       all_pods: Iterable[Mapping], policy_objects: Iterable[Mapping],
-                       authn_objects: Iterable[Mapping], *, jwks_for: JwksLookup,
-                       enrolled: Callable[[Mapping], bool], trust_domain: str = "cluster.local",
+def waypoint_resources(gateway: Obj, services: Iterable[Obj], pods: Iterable[Obj],
+                       all_pods: Iterable[Obj], policy_objects: Iterable[Obj],
+                       authn_objects: Iterable[Obj], *, jwks_for: JwksLookup,
+                       enrolled: Callable[[Obj], bool], trust_domain: str = "cluster.local",
                        domain_suffix: str = "cluster.local", root_namespace: str = "istio-system",
-                       identity: str | None = None) -> dict[str, dict[str, dict]]:
+                       identity: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """{type: {envoy name: resource}} for one waypoint, serving `services` (by VIP) and `pods`
     (by pod IP: workload traffic). `all_pods` are the cluster's pods (a Service's endpoints)."""
     policy_objects = list(policy_objects)
     policies = [parse_as(AuthorizationPolicy, p) for p in policy_objects]
     authns = [parse_as(RequestAuthentication, a) for a in authn_objects]
     all_pods = [p for p in all_pods if _pod_ip(p)]
-    clusters: dict[str, dict] = {}
-    routes: dict[str, dict] = {}
-    chains: list[dict] = []
+    clusters: dict[str, dict[str, Any]] = {}
+    routes: dict[str, dict[str, Any]] = {}
+    chains: list[dict[str, Any]] = []
     named: set[str] = set()
 
     for service in sorted(services, key=lambda s: (_ns(s), _name(s))):
@@ -312,25 +312,25 @@ def waypoint_resources(gateway: Mapping, services: Iterable[Mapping], pods: Iter
     connect_terminate = connect_terminate_listener()
     main_internal = {
         "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
-        "name": "main_internal", "internal_listener": {}, "use_original_dst": True,
+        "name": MAIN_INTERNAL, "internal_listener": {}, "use_original_dst": True,
         "filter_chains": chains,
         "metadata": {"filter_metadata": {"istio": {
             "gateway": f"{_ns(gateway)}/{_name(gateway)}",
             "identity": identity or f"spiffe://{trust_domain}/ns/{_ns(gateway)}/sa/{_name(gateway)}",
             "policies": policies_dump(policy_objects, named)}}},
     }
-    clusters["main_internal"] = {"@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
-                                 "name": "main_internal", "type": "STATIC",
-                                 "load_assignment": {"cluster_name": "main_internal", "endpoints": [{"lb_endpoints": [
-                                     {"endpoint": {"address": {"envoy_internal_address": {
-                                         "server_listener_name": "main_internal"}}}}]}]}}
-    return {LISTENER: {"connect_terminate": connect_terminate, "main_internal": main_internal},
+    clusters[MAIN_INTERNAL] = {"@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
+                               "name": MAIN_INTERNAL, "type": "STATIC",
+                               "load_assignment": {"cluster_name": MAIN_INTERNAL, "endpoints": [{"lb_endpoints": [
+                                   {"endpoint": {"address": {"envoy_internal_address": {
+                                       "server_listener_name": MAIN_INTERNAL}}}}]}]}}
+    return {LISTENER: {CONNECT_TERMINATE: connect_terminate, MAIN_INTERNAL: main_internal},
             CLUSTER: dict(sorted(clusters.items())), ROUTE: dict(sorted(routes.items()))}
 
 
 # ---- sidecars ------------------------------------------------------------------------------------
 
-def outbound_chain(name: str, prefix: str, port: int | None, cluster: str) -> dict:
+def outbound_chain(name: str, prefix: str, port: int | None, cluster: str) -> dict[str, Any]:
     """A sidecar's outbound chain: plain TCP proxying to the cluster (no HTTP parsing outbound)."""
     return {"name": name, "filter_chain_match": chain_match(prefix, port, False), "filters": [
         {"name": TCP_PROXY, "typed_config": {
@@ -338,11 +338,12 @@ def outbound_chain(name: str, prefix: str, port: int | None, cluster: str) -> di
             "stat_prefix": name, "cluster": cluster}}]}
 
 
-def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Iterable[Mapping],
-                      policy_objects: Iterable[Mapping], authn_objects: Iterable[Mapping], *, mtls_mode: str,
+def sidecar_resources(pod: Obj, services: Iterable[Obj], all_pods: Iterable[Obj],
+                      policy_objects: Iterable[Obj], authn_objects: Iterable[Obj], *, mtls_mode: str,
                       mtls_ports: Mapping[int, str] | None = None,
-                      jwks_for: JwksLookup, hbone: Callable[[Mapping], bool], trust_domain: str = "cluster.local",
-                      domain_suffix: str = "cluster.local", root_namespace: str = "istio-system") -> dict[str, dict[str, dict]]:
+                      jwks_for: JwksLookup, hbone: Callable[[Obj], bool], trust_domain: str = "cluster.local",
+                      domain_suffix: str = "cluster.local",
+                      root_namespace: str = "istio-system") -> dict[str, dict[str, dict[str, Any]]]:
     """{type: {envoy name: resource}} for the sidecar of `pod`; `hbone(pod)` says whether a
     destination pod takes HBONE (ambient-enrolled, or a sidecar advertising it)."""
     policy_objects = list(policy_objects)
@@ -351,8 +352,8 @@ def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Itera
     all_pods = [p for p in all_pods if _pod_ip(p)]
     # A terminating pod keeps its own inbound chain: its sidecar drains with it.
     ip = (pod.get("status") or {}).get("podIP") or None
-    clusters: dict[str, dict] = {}
-    routes: dict[str, dict] = {}
+    clusters: dict[str, dict[str, Any]] = {}
+    routes: dict[str, dict[str, Any]] = {}
 
     # Inbound: the pod itself.
     keys = workload_policies(policies, pod, root_namespace)
@@ -365,7 +366,8 @@ def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Itera
     routes[inbound] = route_resource(inbound, inbound)
     virtual_inbound = {
         "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
-        "name": "virtualInbound", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15006}},
+        "name": VIRTUAL_INBOUND,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": INBOUND_CAPTURE_PORT}},
         "use_original_dst": True,
         "filter_chains": filter_chains(inbound, ip, None, inbound, keys, jwt) if ip else [],
         "metadata": {"filter_metadata": {"istio": {
@@ -394,15 +396,16 @@ def sidecar_resources(pod: Mapping, services: Iterable[Mapping], all_pods: Itera
             continue
         name = f"outbound-pod|{_ns(other)}/{_name(other)}"
         clusters[name] = cluster_resource(name, [endpoint_entry(other, 0, [], trust_domain, hbone)], None)
-        chains.append(outbound_chain(name, _pod_ip(other), None, name))
+        chains.append(outbound_chain(name, _pod_ip(other) or "", None, name))  # all_pods have an IP
     virtual_outbound = {
         "@type": TYPE_PREFIX + "envoy.config.listener.v3.Listener",
-        "name": "virtualOutbound", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15001}},
+        "name": VIRTUAL_OUTBOUND,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": OUTBOUND_CAPTURE_PORT}},
         "use_original_dst": True, "filter_chains": chains,
-        "default_filter_chain": outbound_chain("PassthroughFilterChain", "0.0.0.0", None, "PassthroughCluster"),
+        "default_filter_chain": outbound_chain("PassthroughFilterChain", "0.0.0.0", None, PASSTHROUGH_CLUSTER),
     }
-    clusters["PassthroughCluster"] = {"@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
-                                      "name": "PassthroughCluster", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"}
-    return {LISTENER: {"connect_terminate": connect_terminate_listener("virtualInbound"),
-                       "virtualInbound": virtual_inbound, "virtualOutbound": virtual_outbound},
+    clusters[PASSTHROUGH_CLUSTER] = {"@type": TYPE_PREFIX + "envoy.config.cluster.v3.Cluster",
+                                     "name": PASSTHROUGH_CLUSTER, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED"}
+    return {LISTENER: {CONNECT_TERMINATE: connect_terminate_listener(VIRTUAL_INBOUND),
+                       VIRTUAL_INBOUND: virtual_inbound, VIRTUAL_OUTBOUND: virtual_outbound},
             CLUSTER: dict(sorted(clusters.items())), ROUTE: routes}

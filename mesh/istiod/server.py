@@ -17,6 +17,7 @@ import trio
 
 from lab.client.protocol import ProtocolError, encode
 from lab.client import AsyncLabClient
+from lab.client.contract import ENV_POD_NAME, ENV_POD_NAMESPACE
 from mesh.identity.node_authz import TRUSTED_NODE_ACCOUNTS
 from mesh.istiod import ca, debug, xds
 from mesh.istiod.auth import TokenReviewer
@@ -25,7 +26,7 @@ from mesh.istiod.client import own_version
 from mesh.istiod.state import MeshState, follow_cluster, keep_translated, resolve_jwks, write_statuses
 from mesh.istiod.translate import Settings
 from mesh.istiod.trust import ServingCertificate, bootstrap
-from mesh.istiod.waypoints import reconcile_waypoints
+from mesh.istiod.waypoint_controller import reconcile_waypoints
 
 log = logging.getLogger("istiod.server")
 
@@ -96,7 +97,7 @@ async def serve(api_socket: str, host: str = "0.0.0.0", port: int = DEFAULT_PORT
     stream = xds.ConfigStream(state.publisher, reviewer, xds.SubscriberRegistry(root.trust_domain))
     istiod = Istiod(serving, ca.CertificateAuthority(root, reviewer, state.pods, trusted_node_accounts), stream)
     env = os.environ
-    me = {"pod": f'{env.get("LAB_POD_NAMESPACE", "istio-system")}/{env.get("LAB_POD_NAME", "istiod")}',
+    me = {"pod": f'{env.get(ENV_POD_NAMESPACE, "istio-system")}/{env.get(ENV_POD_NAME, "istiod")}',
           "version": await own_version(client, env, "discovery")}
     async with trio.open_nursery() as nursery:
         if debug_port is not None:

@@ -7,7 +7,7 @@ Three tasks share one `MeshState`:
 - `keep_translated` recomputes the translation shortly after changes (debounced: a burst of events
   gives one push) and publishes it when the resources differ; `ready` is set after the first one.
 - `write_statuses` writes each AuthorizationPolicy's `ZtunnelAccepted` condition when it changes.
-A fourth, `mesh.istiod.waypoints.reconcile_waypoints`, is woken by `waypoints_due` after each
+A fourth, `mesh.istiod.waypoint_controller.reconcile_waypoints`, is woken by `waypoints_due` after each
 translation and keeps the waypoints' objects and Gateway statuses (it reads the Gateways, and the
 ServiceAccounts and Deployments it owns, from the same objects).
 """

@@ -22,29 +22,30 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
+from mesh.contract import (ADDRESS, AUTHORIZATION, CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL,
+                           DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_NONE, NETWORK_MODE_HOST,
+                           NETWORK_MODE_STANDARD, PROTOCOL_HBONE, PROTOCOL_TCP, PROXY_TYPES, REDIRECTION_ANNOTATION,
+                           REDIRECTION_ENABLED, SIDECAR_STATUS_ANNOTATION, STATUS_HEALTHY, STATUS_UNHEALTHY,
+                           TUNNEL_LABEL, WDS_TYPES)
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.policy.model import AuthorizationPolicy, PeerAuthentication, parse_as
 from mesh.policy.peerauth import derived_authorizations, effective_mtls_mode, explain_mtls
 from mesh.policy.ztunnel import ZtunnelTranslation, to_ztunnel, workload_policy_keys
-from mesh.istiod.objects import (TERMINAL_PHASES, is_ready, selects_pod, service_account,
-                                 labels as _labels, meta as _meta, namespace as _namespace)
-from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id, sidecar_resources, waypoint_resources
+from mesh.istiod.objects import (Obj, TERMINAL_PHASES, is_ready, selects_pod, service_account,
+                                 labels as _labels, meta as _meta, name as _name, namespace as _namespace)
+from mesh.istiod.proxyconfig import proxy_id, sidecar_resources, waypoint_resources
 from mesh.istiod.waypoints import Attachments, is_waypoint
 
-ADDRESS = "Address"
-AUTHORIZATION = "Authorization"
-TYPES = (AUTHORIZATION, ADDRESS)  # push order: a policy arrives before the workloads that name it
+TYPES = WDS_TYPES  # push order: a policy arrives before the workloads that name it
 ALL_TYPES = TYPES + PROXY_TYPES
 
-DATAPLANE_MODE = "istio.io/dataplane-mode"
-REDIRECTION = "ambient.istio.io/redirection"  # istio-cni sets it once the pod's rules are in place
 CONDITION = "ZtunnelAccepted"
 ACCEPTED_MESSAGE = "attached to ztunnel"  # istiod's message for a policy ztunnel takes as written
 
-_NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
-_REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
+_NAME_LABELS = (CANONICAL_NAME_LABEL, "app.kubernetes.io/name", "app")
+_REVISION_LABELS = (CANONICAL_REVISION_LABEL, "app.kubernetes.io/version", "version")
 
 
 class Versioned(NamedTuple):
@@ -52,7 +53,7 @@ class Versioned(NamedTuple):
     reported as known (only the version is compared)."""
 
     version: str
-    resource: dict | None
+    resource: dict[str, Any] | None
 
 
 Resources = dict[str, dict[str, Versioned]]  # type (ADDRESS, AUTHORIZATION) → name → resource
@@ -72,19 +73,19 @@ class Settings:
 @dataclass(frozen=True)
 class Translation:
     resources: Resources
-    conditions: dict[tuple[str, str], dict] = field(default_factory=dict)  # policy (ns, name) → condition
+    conditions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # policy (ns, name) → condition
     problems: tuple[str, ...] = ()  # objects left out, with why (for istiod's log)
 
 
 # ---- versions and deltas -----------------------------------------------------------------------
 
-def version_of(resource: dict) -> str:
+def version_of(resource: dict[str, Any]) -> str:
     """A stable version: the hash of the canonical JSON (same content, same version, any process)."""
     data = json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def versioned(resource: dict) -> Versioned:
+def versioned(resource: dict[str, Any]) -> Versioned:
     return Versioned(version_of(resource), resource)
 
 
@@ -98,31 +99,28 @@ def diff(old: Mapping[str, Versioned], new: Mapping[str, Versioned]) -> tuple[di
 
 # ---- pods: enrollment, identity, ownership -------------------------------------------------------
 
-def is_enrolled(pod: Mapping, namespace_labels: Mapping[str, str]) -> bool:
+def is_enrolled(pod: Obj, namespace_labels: Mapping[str, str]) -> bool:
     """HBONE for this pod: ambient by its namespace or itself, not opted out, not hostNetwork, and
     istio-cni has finished redirecting it (until then ztunnel must not send it HBONE)."""
     labels = _labels(pod)
-    if labels.get(DATAPLANE_MODE) == "none" or (pod.get("spec") or {}).get("hostNetwork"):
+    if labels.get(DATAPLANE_MODE_LABEL) == DATAPLANE_MODE_NONE or (pod.get("spec") or {}).get("hostNetwork"):
         return False
-    if "ambient" not in (labels.get(DATAPLANE_MODE), namespace_labels.get(DATAPLANE_MODE)):
+    if DATAPLANE_MODE_AMBIENT not in (labels.get(DATAPLANE_MODE_LABEL), namespace_labels.get(DATAPLANE_MODE_LABEL)):
         return False
-    return (_meta(pod).get("annotations") or {}).get(REDIRECTION) == "enabled"
+    return (_meta(pod).get("annotations") or {}).get(REDIRECTION_ANNOTATION) == REDIRECTION_ENABLED
 
 
-SIDECAR_STATUS = "sidecar.istio.io/status"  # the injector's mark on a pod it gave a sidecar
-TUNNEL_LABEL = "networking.istio.io/tunnel"  # "http": the pod's sidecar takes HBONE on 15008
+def has_sidecar(pod: Obj) -> bool:
+    """The injector marks a pod it gave a sidecar with its status annotation."""
+    return SIDECAR_STATUS_ANNOTATION in (_meta(pod).get("annotations") or {})
 
 
-def has_sidecar(pod: Mapping) -> bool:
-    return SIDECAR_STATUS in (_meta(pod).get("annotations") or {})
-
-
-def sidecar_takes_hbone(pod: Mapping) -> bool:
+def sidecar_takes_hbone(pod: Obj) -> bool:
     """An injected pod whose sidecar advertises HBONE (the ambient profile's ENABLE_HBONE)."""
     return has_sidecar(pod) and _labels(pod).get(TUNNEL_LABEL) == "http"
 
 
-def workload_owner(pod: Mapping) -> tuple[str, str]:
+def workload_owner(pod: Obj) -> tuple[str, str]:
     """(workloadType, workloadName): a ReplicaSet made by a Deployment names the Deployment (its
     pod-template-hash suffix removed), a DaemonSet itself, anything else is the pod's own."""
     labels = _labels(pod)
@@ -150,14 +148,14 @@ def canonical_revision(labels: Mapping[str, str]) -> str:
     return next((labels[key] for key in _REVISION_LABELS if key in labels), "latest")
 
 
-def is_listed(pod: Mapping) -> bool:
+def is_listed(pod: Obj) -> bool:
     """Pods istiod serves: with an IP, not terminating, not finished."""
     status = pod.get("status") or {}
     return bool(status.get("podIP")) and not _meta(pod).get("deletionTimestamp") \
         and status.get("phase") not in TERMINAL_PHASES
 
 
-def pod_addresses(pod: Mapping) -> list[str]:
+def pod_addresses(pod: Obj) -> list[str]:
     status = pod.get("status") or {}
     ips = [entry.get("ip") for entry in status.get("podIPs") or [] if entry.get("ip")]
     return ips or [status["podIP"]]
@@ -165,16 +163,17 @@ def pod_addresses(pod: Mapping) -> list[str]:
 
 # ---- services -----------------------------------------------------------------------------------
 
-def hostname(service: Mapping, settings: Settings = Settings()) -> str:
+def hostname(service: Obj, settings: Settings = Settings()) -> str:
     return f"{_meta(service).get('name')}.{_namespace(service)}.svc.{settings.domain_suffix}"
 
 
-def service_key(service: Mapping, settings: Settings = Settings()) -> str:
+def service_key(service: Obj, settings: Settings = Settings()) -> str:
     """`<ns>/<hostname>`: the Address name and the key of workloads' `services` maps."""
     return f"{_namespace(service)}/{hostname(service, settings)}"
 
 
-def service_resource(service: Mapping, settings: Settings = Settings(), waypoint: dict | None = None) -> dict:
+def service_resource(service: Obj, settings: Settings = Settings(),
+                     waypoint: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Service Address. A named targetPort is resolved per workload, so here it is 0."""
     spec = service.get("spec") or {}
     cluster_ip = spec.get("clusterIP")
@@ -190,9 +189,9 @@ def service_resource(service: Mapping, settings: Settings = Settings(), waypoint
     }}
 
 
-def container_ports(pod: Mapping) -> dict[str, int]:
+def container_ports(pod: Obj) -> dict[str, int]:
     """The pod's named container ports: what `targetPort: <name>` refers to."""
-    ports = {}
+    ports: dict[str, int] = {}
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:
             if port.get("name") and port.get("containerPort") is not None:
@@ -200,13 +199,13 @@ def container_ports(pod: Mapping) -> dict[str, int]:
     return ports
 
 
-def container_ports_of(pod: Mapping) -> list[int]:
+def container_ports_of(pod: Obj) -> list[int]:
     """Every port the pod's containers declare."""
     return sorted({port["containerPort"] for container in (pod.get("spec") or {}).get("containers") or []
                    for port in container.get("ports") or [] if port.get("containerPort") is not None})
 
 
-def pod_services(pod: Mapping, services: Iterable[Mapping], settings: Settings = Settings()) -> dict[str, dict[str, int]]:
+def pod_services(pod: Obj, services: Iterable[Obj], settings: Settings = Settings()) -> dict[str, dict[str, int]]:
     """Workload.services: for each selecting Service, service port → the pod's target port. A named
     targetPort the pod does not declare leaves that port out (nothing listens under that name)."""
     named = container_ports(pod)
@@ -227,13 +226,13 @@ def pod_services(pod: Mapping, services: Iterable[Mapping], settings: Settings =
 
 # ---- workloads ----------------------------------------------------------------------------------
 
-def workload_name(pod: Mapping, settings: Settings = Settings()) -> str:
+def workload_name(pod: Obj, settings: Settings = Settings()) -> str:
     return f"{settings.cluster_id}//Pod/{_namespace(pod)}/{_meta(pod).get('name')}"
 
 
-def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], services: Iterable[Mapping],
+def workload_resource(pod: Obj, namespace_labels: Mapping[str, str], services: Iterable[Obj],
                       policies: Iterable[AuthorizationPolicy], peer_authns: Iterable[PeerAuthentication],
-                      settings: Settings = Settings(), waypoint: dict | None = None) -> dict:
+                      settings: Settings = Settings(), waypoint: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Workload Address of a listed pod (see `is_listed`)."""
     spec = pod.get("spec") or {}
     labels = _labels(pod)
@@ -244,7 +243,7 @@ def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], service
     return {"workload": {
         "uid": name, "name": _meta(pod).get("name"), "namespace": namespace,
         "addresses": pod_addresses(pod),
-        "protocol": "HBONE" if is_enrolled(pod, namespace_labels) or sidecar_takes_hbone(pod) else "TCP",
+        "protocol": PROTOCOL_HBONE if is_enrolled(pod, namespace_labels) or sidecar_takes_hbone(pod) else PROTOCOL_TCP,
         "trustDomain": settings.trust_domain,
         "serviceAccount": service_account(pod),
         "node": spec.get("nodeName") or "",
@@ -255,20 +254,20 @@ def workload_resource(pod: Mapping, namespace_labels: Mapping[str, str], service
         "authorizationPolicies": workload_policy_keys(policies, peer_authns, labels, namespace,
                                                       settings.root_namespace,
                                                       dry_run_enabled=settings.dry_run_enabled),
-        "status": "Healthy" if is_ready(pod) else "Unhealthy",
+        "status": STATUS_HEALTHY if is_ready(pod) else STATUS_UNHEALTHY,
         "clusterId": settings.cluster_id,
-        "networkMode": "HOST_NETWORK" if host_network else "STANDARD",
+        "networkMode": NETWORK_MODE_HOST if host_network else NETWORK_MODE_STANDARD,
     }}
 
 
 # ---- policies -----------------------------------------------------------------------------------
 
-def ztunnel_condition(outcome: ZtunnelTranslation, generation: int | None = None) -> dict | None:
+def ztunnel_condition(outcome: ZtunnelTranslation, generation: int | None = None) -> dict[str, Any] | None:
     """The `ZtunnelAccepted` condition istiod reports, or None for a policy that is not ztunnel's
     (targetRefs: a waypoint's). Sent with a caveat: True/UnsupportedValue; not sent: False."""
     if outcome.authorization is None and outcome.status_message is None:
         return None
-    condition = {"type": CONDITION, "status": "True" if outcome.authorization is not None else "False",
+    condition: dict[str, Any] = {"type": CONDITION, "status": "True" if outcome.authorization is not None else "False",
                  "reason": "UnsupportedValue" if outcome.status_message else "Accepted",
                  "message": outcome.status_message or ACCEPTED_MESSAGE}
     if generation is not None:
@@ -276,7 +275,7 @@ def ztunnel_condition(outcome: ZtunnelTranslation, generation: int | None = None
     return condition
 
 
-def status_update(current: Mapping | None, condition: Mapping, now: str) -> dict | None:
+def status_update(current: Obj | None, condition: Obj, now: str) -> dict[str, Any] | None:
     """The status to write so that it carries `condition` (other conditions kept), or None when it
     already does. lastTransitionTime moves only when the condition's status flips."""
     current = dict(current or {})
@@ -290,7 +289,7 @@ def status_update(current: Mapping | None, condition: Mapping, now: str) -> dict
     return current
 
 
-def _parse_all(cls: type, objects: Iterable[dict], problems: list[str]) -> list:
+def _parse_all(cls: type, objects: Iterable[dict[str, Any]], problems: list[str]) -> list[Any]:
     parsed = []
     for obj in objects:
         try:
@@ -302,17 +301,17 @@ def _parse_all(cls: type, objects: Iterable[dict], problems: list[str]) -> list:
 
 # ---- waypoints ----------------------------------------------------------------------------------
 
-def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
+def proxy_resources(objects: Mapping[str, Iterable[dict[str, Any]]], attachments: Attachments,
                     namespace_labels: Mapping[str, Mapping[str, str]], settings: Settings,
                     jwks_for: Callable[[str], str | None], problems: list[str]) -> Resources:
     """Every waypoint's and sidecar's Envoy resources, keyed `<ns>/<proxy name>/<envoy name>` per type."""
     out: Resources = {t: {} for t in PROXY_TYPES}
     pods = [p for p in objects.get("Pod", ()) if is_listed(p)]
 
-    def hbone(pod: Mapping) -> bool:
+    def hbone(pod: Obj) -> bool:
         return is_enrolled(pod, namespace_labels.get(_namespace(pod), {})) or sidecar_takes_hbone(pod)
 
-    def add(namespace: str, name: str, resources: dict[str, dict[str, dict]]) -> None:
+    def add(namespace: str, name: str, resources: dict[str, dict[str, dict[str, Any]]]) -> None:
         prefix = proxy_id(namespace, name)
         for type_, items in resources.items():
             for envoy_name, resource in items.items():
@@ -330,7 +329,7 @@ def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
         except (ValueError, TypeError) as e:
             problems.append(f"waypoint {_namespace(gateway)}/{_meta(gateway).get('name')} left out: {e}")
             continue
-        add(_namespace(gateway), _meta(gateway).get("name"), resources)
+        add(_namespace(gateway), _name(gateway), resources)
     services = [s for s in objects.get("Service", ()) if (s.get("spec") or {}).get("type") != "ExternalName"]
     peer_authns = objects.get("PeerAuthentication", ())
     # Sidecars get config while they run, terminating included (they drain), but not once finished.
@@ -353,13 +352,13 @@ def proxy_resources(objects: Mapping[str, list[dict]], attachments: Attachments,
         except (ValueError, TypeError) as e:
             problems.append(f"sidecar of {_namespace(pod)}/{_meta(pod).get('name')} left out: {e}")
             continue
-        add(_namespace(pod), _meta(pod).get("name"), resources)
+        add(_namespace(pod), _name(pod), resources)
     return {t: dict(sorted(items.items())) for t, items in out.items()}
 
 
 # ---- the whole translation ------------------------------------------------------------------------
 
-def translate(objects: Mapping[str, Iterable[dict]], settings: Settings = Settings(),
+def translate(objects: Mapping[str, Iterable[dict[str, Any]]], settings: Settings = Settings(),
               jwks_for: Callable[[str], str | None] = lambda uri: None) -> Translation:
     """Everything ztunnels and waypoints are sent, from the objects by kind: Namespace, Pod, Service,
     AuthorizationPolicy, PeerAuthentication, RequestAuthentication, Gateway (missing kinds count as
@@ -371,7 +370,7 @@ def translate(objects: Mapping[str, Iterable[dict]], settings: Settings = Settin
     peer_authns = _parse_all(PeerAuthentication, objects.get("PeerAuthentication", ()), problems)
 
     authorizations: dict[str, Versioned] = {}
-    conditions: dict[tuple[str, str], dict] = {}
+    conditions: dict[tuple[str, str], dict[str, Any]] = {}
     generations = {(_namespace(o), _meta(o).get("name")): _meta(o).get("generation") for o in policy_objects}
     for policy in policies:
         outcome = to_ztunnel(policy, settings.root_namespace, dry_run_enabled=settings.dry_run_enabled)
@@ -383,9 +382,9 @@ def translate(objects: Mapping[str, Iterable[dict]], settings: Settings = Settin
     for derived in derived_authorizations(peer_authns, settings.root_namespace):
         authorizations[f"{derived['namespace']}/{derived['name']}"] = versioned(derived)
 
-    namespace_labels = {_meta(ns).get("name"): _labels(ns) for ns in objects.get("Namespace", ())}
+    namespace_labels = {_name(ns): _labels(ns) for ns in objects.get("Namespace", ())}
     attachments = Attachments(objects, settings.domain_suffix)
-    services_by_namespace: dict[str, list[dict]] = defaultdict(list)
+    services_by_namespace: dict[str, list[dict[str, Any]]] = defaultdict(list)
     addresses: dict[str, Versioned] = {}
     for service in objects.get("Service", ()):
         services_by_namespace[_namespace(service)].append(service)

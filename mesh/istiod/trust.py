@@ -18,15 +18,16 @@ import trio
 
 from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
+from mesh.contract import ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY
 from mesh.identity.ca import CAError, RootCA, make_csr, refresh_at
 from mesh.identity.spiffe import Identity
 from mesh.istiod.channel import istiod_identity, server_context
 
 log = logging.getLogger("istiod.trust")
 
-NAMESPACE = "istio-system"
+NAMESPACE = ISTIO_NAMESPACE
 CA_SECRET = "istio-ca-secret"
-ROOT_CONFIGMAP = "istio-ca-root-cert"
+ROOT_CONFIGMAP = ROOT_CERT_CONFIGMAP
 
 T = TypeVar("T")
 
@@ -41,7 +42,7 @@ def secret_manifest(root: RootCA) -> str:
 def configmap_manifest(root: RootCA) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
                        "metadata": {"name": ROOT_CONFIGMAP, "namespace": NAMESPACE},
-                       "data": {"root-cert.pem": root.cert_pem}})
+                       "data": {ROOT_CERT_KEY: root.cert_pem}})
 
 
 async def _find(client: AsyncLabClient, kind: str, name: str) -> dict | None:

@@ -1,9 +1,10 @@
-"""Waypoints in istiod: the controller that deploys them, and which workloads and services they serve.
+"""Waypoints in istiod: what is deployed for them, and which workloads and services they serve.
 
 A waypoint is a Gateway of class `istio-waypoint` (or `istio`, the article's 1.18 form) with an
 HBONE listener on 15008 (`is_waypoint`). The model is docs/waypoints.md; in short:
 
-- **Deployment** (`desired_objects`, `reconcile_waypoints`): for each waypoint Gateway istiod keeps
+- **Deployment** (`desired_objects`, applied by `mesh.istiod.waypoint_controller`): for each
+  waypoint Gateway istiod keeps
   a ServiceAccount, a Deployment and a ClusterIP Service named after it, each controlled by the
   Gateway through an ownerReference (the lab's garbage collector removes them with it). Drift in
   what istiod owns is put back; the Deployment's `replicas` is the user's after creation. The
@@ -14,35 +15,28 @@ HBONE listener on 15008 (`is_waypoint`). The model is docs/waypoints.md; in shor
   model (an unlabelled waypoint serves its namespace, or one service account). istiod's translation
   puts the result in the `waypoint` field of ztunnel's Workload and Service resources (`reference`).
 
-Everything above `reconcile_waypoints` is pure.
+Everything here is pure; the controller that talks to the lab API is `mesh.istiod.waypoint_controller`,
+kept apart so istiod's translation (which reads the attachment model) stays pure.
 """
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-import trio
-
-from lab.client.protocol import ProtocolError
-from lab.client.backoff import Backoff
-from lab.client import AsyncLabClient, LabError, LabUnavailable
-from mesh.istiod.objects import (annotations as _annotations, is_live as _is_live, labels as _labels, meta as _meta,
-                                 name as _name, namespace as _namespace, selects_pod, service_account as _service_account)
-
-if TYPE_CHECKING:
-    from mesh.istiod.state import MeshState
-
-log = logging.getLogger("istiod.waypoints")
+from mesh.contract import (CANONICAL_NAME_LABEL, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_NONE, ENV_GATEWAY_NAME,
+                           ENV_ISTIOD_ADDRESS, ENVOY_PROMETHEUS_PORT,
+                           GATEWAY_NAME_LABEL, HBONE_PORT, ISTIO_NAMESPACE, ISTIOD_ADDRESS, METRICS_PORT,
+                           READINESS_PORT, SIDECAR_INJECT_LABEL, USE_WAYPOINT_LABEL, WAYPOINT_FOR_LABEL)
+from mesh.istiod.objects import (Obj, annotations as _annotations, is_live as _is_live, labels as _labels,
+                                 meta as _meta, name as _name, namespace as _namespace, selects_pod,
+                                 service_account as _service_account)
 
 WAYPOINT_CLASSES = ("istio-waypoint", "istio")
-HBONE_PORT = 15008
-USE_WAYPOINT = "istio.io/use-waypoint"
-WAYPOINT_FOR = "istio.io/waypoint-for"
+USE_WAYPOINT = USE_WAYPOINT_LABEL
+WAYPOINT_FOR = WAYPOINT_FOR_LABEL
 FOR_SERVICE_ACCOUNT = "istio.io/for-service-account"
-GATEWAY_NAME = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_NAME = GATEWAY_NAME_LABEL
 MANAGED = "gateway.istio.io/managed"
 MANAGED_VALUE = "istio.io-mesh-controller"
 NONE = "#none"  # a use-waypoint value: no waypoint for this object
@@ -50,9 +44,8 @@ TRAFFIC_TYPES = ("service", "workload", "all", "none")
 DEFAULT_TRAFFIC_TYPE = "service"
 PROXY_REPOSITORY = "docker.io/istio/proxyv2"
 DEFAULT_TAG = "1.24.0"  # istiod deploys waypoints of its own version
-ISTIOD_ADDRESS = "istiod.istio-system.svc:15012"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # `rollout restart` is the user's, not drift
-SKIPPED_NAMESPACES = ("istio-system", "kube-system")
+SKIPPED_NAMESPACES = (ISTIO_NAMESPACE, "kube-system")
 
 # How a waypoint was chosen (WaypointChoice.how).
 NAMESPACE_LABEL = "namespace label"
@@ -65,7 +58,7 @@ IMPLICIT_SERVICE_ACCOUNT = "implicit (service account)"
 
 # ---- which Gateways are waypoints -----------------------------------------------------------------
 
-def is_waypoint(gateway: Mapping) -> bool:
+def is_waypoint(gateway: Obj) -> bool:
     """A Gateway of a waypoint class with an HBONE listener on 15008."""
     spec = gateway.get("spec") or {}
     if gateway.get("kind", "Gateway") != "Gateway" or spec.get("gatewayClassName") not in WAYPOINT_CLASSES:
@@ -74,13 +67,13 @@ def is_waypoint(gateway: Mapping) -> bool:
                and listener.get("port") == HBONE_PORT for listener in spec.get("listeners") or [])
 
 
-def traffic_type(gateway: Mapping) -> str:
+def traffic_type(gateway: Obj) -> str:
     """`istio.io/waypoint-for`: service (when unset), workload, all or none. Another value is
     returned as written and serves nothing."""
     return _labels(gateway).get(WAYPOINT_FOR) or DEFAULT_TRAFFIC_TYPE
 
 
-def is_implicit(gateway: Mapping) -> bool:
+def is_implicit(gateway: Obj) -> bool:
     """A waypoint of the article's era: no `istio.io/waypoint-for` label (see `Attachments`)."""
     return WAYPOINT_FOR not in _labels(gateway)
 
@@ -91,12 +84,12 @@ def service_hostname(namespace: str, name: str, domain_suffix: str = "cluster.lo
 
 # ---- what istiod deploys for a waypoint ---------------------------------------------------------------
 
-def owner_reference(gateway: Mapping) -> dict:
+def owner_reference(gateway: Obj) -> dict[str, Any]:
     return {"apiVersion": gateway.get("apiVersion") or "gateway.networking.k8s.io/v1", "kind": "Gateway",
             "name": _name(gateway), "uid": _meta(gateway).get("uid") or "", "controller": True}
 
 
-def _object_meta(gateway: Mapping, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict:
+def _object_meta(gateway: Obj, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
     meta = {"name": _name(gateway), "namespace": _namespace(gateway), "labels": labels,
             "ownerReferences": [owner_reference(gateway)]}
     if annotations:
@@ -104,30 +97,30 @@ def _object_meta(gateway: Mapping, labels: dict[str, str], annotations: dict[str
     return meta
 
 
-def desired_service_account(gateway: Mapping) -> dict:
+def desired_service_account(gateway: Obj) -> dict[str, Any]:
     name = _name(gateway)
     return {"apiVersion": "v1", "kind": "ServiceAccount",
             "metadata": _object_meta(gateway, {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE})}
 
 
-def desired_deployment(gateway: Mapping, tag: str = DEFAULT_TAG) -> dict:
+def desired_deployment(gateway: Obj, tag: str = DEFAULT_TAG) -> dict[str, Any]:
     """The waypoint's Deployment, without `replicas` (1 on creation, the user's afterwards)."""
     name = _name(gateway)
     labels = {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE}
-    pod_labels = {**labels, "istio.io/dataplane-mode": "none", "sidecar.istio.io/inject": "false",
-                  "service.istio.io/canonical-name": name}
+    pod_labels = {**labels, DATAPLANE_MODE_LABEL: DATAPLANE_MODE_NONE, SIDECAR_INJECT_LABEL: "false",
+                  CANONICAL_NAME_LABEL: name}
     container = {
         "name": "istio-proxy",
         "image": f"{PROXY_REPOSITORY}:{tag}",
         "args": ["proxy", "waypoint"],
         "ports": [{"name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP"},
-                  {"name": "metrics", "containerPort": 15020, "protocol": "TCP"},
-                  {"name": "status-port", "containerPort": 15021, "protocol": "TCP"},
-                  {"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
-        "env": [{"name": "ISTIOD_ADDRESS", "value": ISTIOD_ADDRESS},
-                {"name": "GATEWAY_NAME", "value": name},
+                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+                  {"name": "status-port", "containerPort": READINESS_PORT, "protocol": "TCP"},
+                  {"name": "http-envoy-prom", "containerPort": ENVOY_PROMETHEUS_PORT, "protocol": "TCP"}],
+        "env": [{"name": ENV_ISTIOD_ADDRESS, "value": ISTIOD_ADDRESS},
+                {"name": ENV_GATEWAY_NAME, "value": name},
                 {"name": "ISTIO_META_WAYPOINT_FOR", "value": traffic_type(gateway)}],
-        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}, "periodSeconds": 1},
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": READINESS_PORT}, "periodSeconds": 1},
     }
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": _object_meta(gateway, labels),
@@ -137,28 +130,29 @@ def desired_deployment(gateway: Mapping, tag: str = DEFAULT_TAG) -> dict:
                                            "containers": [container]}}}}
 
 
-def desired_service(gateway: Mapping) -> dict:
+def desired_service(gateway: Obj) -> dict[str, Any]:
     name = _name(gateway)
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": _object_meta(gateway, {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE},
                                      {"networking.istio.io/traffic-distribution": "PreferClose"}),
             "spec": {"type": "ClusterIP", "selector": {GATEWAY_NAME: name},
-                     "ports": [{"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021},
+                     "ports": [{"name": "status-port", "port": READINESS_PORT, "protocol": "TCP",
+                                "targetPort": READINESS_PORT},
                                {"name": "mesh", "port": HBONE_PORT, "protocol": "TCP", "targetPort": HBONE_PORT}]}}
 
 
-def desired_objects(gateway: Mapping, tag: str = DEFAULT_TAG) -> list[dict]:
+def desired_objects(gateway: Obj, tag: str = DEFAULT_TAG) -> list[dict[str, Any]]:
     """ServiceAccount, Service, Deployment (the order they are created in)."""
     return [desired_service_account(gateway), desired_service(gateway), desired_deployment(gateway, tag)]
 
 
-def is_owned_by(obj: Mapping, gateway: Mapping) -> bool:
+def is_owned_by(obj: Obj, gateway: Obj) -> bool:
     uid = _meta(gateway).get("uid")
     return any(ref.get("controller") and ref.get("kind") == "Gateway" and ref.get("uid") == uid
                for ref in _meta(obj).get("ownerReferences") or [])
 
 
-def drift(current: Mapping | None, desired: Mapping) -> dict | None:
+def drift(current: Obj | None, desired: Obj) -> dict[str, Any] | None:
     """What to apply so that `current` carries what istiod owns of `desired`, or None when it does.
 
     Owned: the labels and annotations istiod sets, and `spec`, except the Deployment's `replicas`
@@ -193,13 +187,13 @@ def copy_json(obj: Any) -> Any:
 
 # ---- the Gateway's status ------------------------------------------------------------------------------
 
-def waypoint_service_address(service: Mapping | None) -> str | None:
+def waypoint_service_address(service: Obj | None) -> str | None:
     ip = ((service or {}).get("spec") or {}).get("clusterIP")
     return ip if ip and ip != "None" else None
 
 
-def gateway_status(gateway: Mapping, service: Mapping | None, problem: str | None = None,
-                   attached_routes: int = 0, domain_suffix: str = "cluster.local") -> dict:
+def gateway_status(gateway: Obj, service: Obj | None, problem: str | None = None,
+                   attached_routes: int = 0, domain_suffix: str = "cluster.local") -> dict[str, Any]:
     """The status istiod reports for a waypoint Gateway (conditions without lastTransitionTime).
 
     Programmed once its Service has a ClusterIP; False/Invalid when istiod could not create its
@@ -210,7 +204,7 @@ def gateway_status(gateway: Mapping, service: Mapping | None, problem: str | Non
     host = service_hostname(namespace, name, domain_suffix)
     ip = waypoint_service_address(service)
 
-    def condition(type_: str, status: bool, reason: str, message: str) -> dict:
+    def condition(type_: str, status: bool, reason: str, message: str) -> dict[str, Any]:
         c = {"type": type_, "status": "True" if status else "False", "reason": reason, "message": message}
         if generation is not None:
             c["observedGeneration"] = generation
@@ -238,7 +232,7 @@ def gateway_status(gateway: Mapping, service: Mapping | None, problem: str | Non
     return status
 
 
-def attached_route_count(gateway: Mapping, routes: Iterable[Mapping]) -> int:
+def attached_route_count(gateway: Obj, routes: Iterable[Obj]) -> int:
     """HTTPRoutes whose parentRefs name this Gateway."""
     name, namespace = _name(gateway), _namespace(gateway)
     count = 0
@@ -251,14 +245,14 @@ def attached_route_count(gateway: Mapping, routes: Iterable[Mapping]) -> int:
     return count
 
 
-def _timed(conditions: list[dict], old: list[dict] | None, now: str) -> list[dict]:
+def _timed(conditions: list[dict[str, Any]], old: list[dict[str, Any]] | None, now: str) -> list[dict[str, Any]]:
     """lastTransitionTime kept from the old condition of the same type and status, else now."""
     previous = {c.get("type"): c for c in old or []}
     result = []
     for c in conditions:
         before = previous.get(c["type"])
-        same = before is not None and before.get("status") == c["status"] and before.get("lastTransitionTime")
-        result.append({**c, "lastTransitionTime": before["lastTransitionTime"] if same else now})
+        kept = before.get("lastTransitionTime") if before is not None and before.get("status") == c["status"] else None
+        result.append({**c, "lastTransitionTime": kept or now})
     return result
 
 
@@ -270,7 +264,7 @@ def _untimed(status: Any) -> Any:
     return status
 
 
-def status_update(current: Mapping | None, desired: Mapping, now: str) -> dict | None:
+def status_update(current: Obj | None, desired: Obj, now: str) -> dict[str, Any] | None:
     """The status to write (other fields of `current` kept), or None when it already says `desired`."""
     current = dict(current or {})
     if all(_untimed(current.get(k)) == _untimed(v) for k, v in desired.items()):
@@ -328,12 +322,12 @@ class Attachments:
     istio-system and kube-system.
     """
 
-    def __init__(self, objects: Mapping[str, Iterable[Mapping]], domain_suffix: str = "cluster.local"):
+    def __init__(self, objects: Mapping[str, Iterable[Obj]], domain_suffix: str = "cluster.local"):
         self.domain_suffix = domain_suffix
         self._namespace_labels = {_name(ns): _labels(ns) for ns in objects.get("Namespace", ())}
         self._gateways = {(_namespace(gw), _name(gw)): gw for gw in objects.get("Gateway", ())}
         self._services = {(_namespace(s), _name(s)): s for s in objects.get("Service", ())}
-        self._pods: dict[str, list[Mapping]] = {}
+        self._pods: dict[str, list[Obj]] = {}
         for pod in objects.get("Pod", ()):
             if _is_live(pod):
                 self._pods.setdefault(_namespace(pod), []).append(pod)
@@ -341,12 +335,12 @@ class Attachments:
         for obj in [*self._services.values(), *(p for pods in self._pods.values() for p in pods)]:
             if USE_WAYPOINT in _labels(obj):
                 self._labelled.add(_namespace(obj))
-        self._implicit: dict[str, list[Mapping]] = {}
+        self._implicit: dict[str, list[Obj]] = {}
         for (ns, _), gw in sorted(self._gateways.items()):
             if is_waypoint(gw) and is_implicit(gw):
                 self._implicit.setdefault(ns, []).append(gw)
 
-    def waypoint(self, namespace: str, name: str) -> Mapping | None:
+    def waypoint(self, namespace: str, name: str) -> Obj | None:
         """The waypoint Gateway of that name, or None (missing, or a Gateway that is no waypoint)."""
         gw = self._gateways.get((namespace, name))
         return gw if gw is not None and is_waypoint(gw) else None
@@ -355,13 +349,13 @@ class Attachments:
         """The article's model applies: nothing in the namespace carries `istio.io/use-waypoint`."""
         return namespace not in self._labelled
 
-    def for_service(self, service: Mapping) -> WaypointChoice | None:
+    def for_service(self, service: Obj) -> WaypointChoice | None:
         return self._choose(service, SERVICE_LABEL, ("service", "all"))
 
-    def for_pod(self, pod: Mapping) -> WaypointChoice | None:
+    def for_pod(self, pod: Obj) -> WaypointChoice | None:
         return self._choose(pod, POD_LABEL, ("workload", "all"))
 
-    def _choose(self, obj: Mapping, own_how: str, handles: tuple[str, ...]) -> WaypointChoice | None:
+    def _choose(self, obj: Obj, own_how: str, handles: tuple[str, ...]) -> WaypointChoice | None:
         namespace = _namespace(obj)
         if namespace in SKIPPED_NAMESPACES:
             return None
@@ -385,7 +379,7 @@ class Attachments:
             return None
         return WaypointChoice(target[0], target[1], how)
 
-    def _implicit_choice(self, obj: Mapping, is_pod: bool) -> WaypointChoice | None:
+    def _implicit_choice(self, obj: Obj, is_pod: bool) -> WaypointChoice | None:
         candidates = self._implicit.get(_namespace(obj))
         if not candidates:
             return None
@@ -403,7 +397,7 @@ class Attachments:
                 return WaypointChoice(_namespace(gw), _name(gw), IMPLICIT_NAMESPACE)
         return None
 
-    def reference(self, choice: WaypointChoice | None) -> dict | None:
+    def reference(self, choice: WaypointChoice | None) -> dict[str, Any] | None:
         """The WDS `waypoint` field: the waypoint Service's hostname, and its ClusterIP once it has one
         (never for a missing waypoint: a Service of that name that no waypoint owns is not one)."""
         if choice is None:
@@ -417,7 +411,8 @@ class Attachments:
         ref["hboneMtlsPort"] = HBONE_PORT
         return ref
 
-    def served_by(self, gateway: Mapping, objects: Mapping[str, Iterable[Mapping]]) -> tuple[list[dict], list[dict]]:
+    def served_by(self, gateway: Obj,
+                  objects: Mapping[str, Iterable[Obj]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         key = (_namespace(gateway), _name(gateway))
 
         def mine(choice: WaypointChoice | None) -> bool:
@@ -429,162 +424,19 @@ class Attachments:
         return sorted(services, key=order), sorted(pods, key=order)
 
 
-def waypoint_for_service(service: Mapping, objects: Mapping[str, Iterable[Mapping]],
+def waypoint_for_service(service: Obj, objects: Mapping[str, Iterable[Obj]],
                          domain_suffix: str = "cluster.local") -> WaypointChoice | None:
     """The waypoint `service` uses, given the objects by kind (Namespace, Gateway, Service, Pod)."""
     return Attachments(objects, domain_suffix).for_service(service)
 
 
-def waypoint_for_pod(pod: Mapping, objects: Mapping[str, Iterable[Mapping]],
+def waypoint_for_pod(pod: Obj, objects: Mapping[str, Iterable[Obj]],
                      domain_suffix: str = "cluster.local") -> WaypointChoice | None:
     """The waypoint `pod` uses, given the objects by kind (Namespace, Gateway, Service, Pod)."""
     return Attachments(objects, domain_suffix).for_pod(pod)
 
 
-def served_by(waypoint_gateway: Mapping, objects: Mapping[str, Iterable[Mapping]],
-              domain_suffix: str = "cluster.local") -> tuple[list[dict], list[dict]]:
+def served_by(waypoint_gateway: Obj, objects: Mapping[str, Iterable[Obj]],
+              domain_suffix: str = "cluster.local") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the Services, the live Pods) that use this waypoint, each sorted by namespace and name."""
     return Attachments(objects, domain_suffix).served_by(waypoint_gateway, objects)
-
-
-# ---- the controller -------------------------------------------------------------------------------------
-
-class _Once:
-    """Logs a message for a key once until it changes (a lasting failure costs one line)."""
-
-    def __init__(self) -> None:
-        self._last: dict[Any, str] = {}
-
-    def warn(self, key: Any, message: str, *args: Any) -> None:
-        text = message % args
-        if self._last.get(key) != text:
-            log.warning("%s", text)
-            self._last[key] = text
-
-    def clear(self, key: Any) -> None:
-        self._last.pop(key, None)
-
-
-def _manifest(obj: Mapping) -> str:
-    return json.dumps(obj, sort_keys=True)
-
-
-def _version(obj: Mapping) -> int:
-    try:
-        return int(_meta(obj).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
-class WaypointController:
-    """One reconcile pass at a time over the watched objects (`MeshState.objects`)."""
-
-    def __init__(self, client: AsyncLabClient, state: "MeshState", tag: str = DEFAULT_TAG):
-        self.client = client
-        self.state = state
-        self.tag = tag
-        self.refused: dict[tuple[str, str, str], tuple[str, str]] = {}  # (kind, ns, name) → (manifest, error)
-        self.written: dict[tuple[str, str], int] = {}  # Gateway → resourceVersion of our last status write
-        self.once = _Once()
-
-    async def reconcile(self) -> None:
-        """Creates and repairs every waypoint's objects, then writes the statuses that changed.
-        Transport failures raise (the caller retries); a refused object is reported in the status."""
-        objects = self.state.objects
-        gateways = [gw for gw in objects.list("Gateway") if is_waypoint(gw)]
-        live = {(_namespace(gw), _name(gw)) for gw in gateways}
-        self.written = {key: v for key, v in self.written.items() if key in live}
-        self.refused = {key: v for key, v in self.refused.items() if key[1:] in live}
-        for gateway in sorted(gateways, key=lambda g: (_namespace(g), _name(g))):
-            problem = await self._deploy(gateway)
-            await self._write_status(gateway, problem)
-
-    async def _deploy(self, gateway: Mapping) -> str | None:
-        namespace, name = _namespace(gateway), _name(gateway)
-        problem = None
-        for desired in desired_objects(gateway, self.tag):
-            kind = desired["kind"]
-            key = (kind, namespace, name)
-            current = self.state.objects.get(kind, namespace, name)
-            if current is not None and not is_owned_by(current, gateway):
-                # A former Gateway's (the garbage collector removes it) or the user's: not ours to change.
-                self.once.warn(key, "waypoint %s/%s: %s %s exists and is not owned by this Gateway; leaving it",
-                               namespace, name, kind, name)
-                problem = problem or f"{kind} {name} exists and is not owned by this Gateway"
-                continue
-            patch = drift(current, desired)
-            if patch is None:
-                self.once.clear(key)
-                continue
-            manifest = _manifest(patch)
-            refused = self.refused.get(key)
-            if refused is not None and refused[0] == manifest:
-                problem = problem or refused[1]
-                continue
-            try:
-                [result] = await self.client.call("apply", manifests=manifest, source="istiod")
-            except LabUnavailable:
-                raise
-            except LabError as e:
-                if "closed the connection" in str(e):
-                    raise
-                self.refused[key] = (manifest, str(e))
-                self.once.warn(key, "waypoint %s/%s: %s refused: %s", namespace, name, kind, e)
-                problem = problem or str(e)
-                continue
-            self.refused.pop(key, None)
-            self.once.clear(key)
-            if result.get("action") != "unchanged":
-                log.info("waypoint %s/%s: %s %s %s", namespace, name, kind.lower(), name, result.get("action"))
-        return problem
-
-    async def _write_status(self, gateway: Mapping, problem: str | None) -> None:
-        namespace, name = _namespace(gateway), _name(gateway)
-        if _version(gateway) < self.written.get((namespace, name), 0):
-            return  # our last write has not come back through the watch yet
-        service = self.state.objects.get("Service", namespace, name)
-        if service is not None and not is_owned_by(service, gateway):
-            service = None
-        routes = self.state.objects.list("HTTPRoute")
-        desired = gateway_status(gateway, service, problem, attached_route_count(gateway, routes),
-                                 self.state.settings.domain_suffix)
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        status = status_update(gateway.get("status"), desired, now)
-        if status is None:
-            return
-        try:
-            updated = await self.client.call("update_status", kind="Gateway", namespace=namespace, name=name,
-                                             status=status)
-        except LabError as e:
-            if "not found" in str(e):
-                return  # deleted meanwhile
-            raise
-        self.written[namespace, name] = _version(updated)
-        programmed = next(c for c in desired["conditions"] if c["type"] == "Programmed")
-        log.info("Gateway %s/%s: Programmed=%s (%s)", namespace, name, programmed["status"], programmed["message"])
-
-
-async def reconcile_waypoints(client: AsyncLabClient, state: "MeshState", backoff: Backoff | None = None,
-                              tag: str = DEFAULT_TAG) -> None:
-    """Keeps every waypoint Gateway's objects and status current, forever: woken by
-    `state.waypoints_due` (set after each translation); a failed pass is retried with backoff and
-    logged once."""
-    backoff = backoff or Backoff(0.05, 5.0)
-    controller = WaypointController(client, state, tag)
-    last_failure = None
-    while True:
-        await state.waypoints_due.wait()
-        state.waypoints_due.clear()
-        if not state.synced.is_set():
-            continue
-        try:
-            await controller.reconcile()
-        except (OSError, LabError, ProtocolError, trio.BrokenResourceError) as e:
-            if str(e) != last_failure:
-                log.warning("reconciling waypoints failed, retrying: %s", e)
-                last_failure = str(e)
-            await trio.sleep(backoff.next())
-            state.waypoints_due.set()
-            continue
-        backoff.reset()
-        last_failure = None

@@ -30,14 +30,16 @@ from typing import Any, Callable, Mapping
 import trio
 
 from lab.client.protocol import encode
+from mesh import contract
 from mesh.istiod.auth import TokenReviewer, Unauthenticated
-from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
+from mesh.contract import PROXY_TYPES
+from mesh.istiod.proxyconfig import proxy_id
 from mesh.istiod.translate import ALL_TYPES, TYPES, Resources, Versioned, diff
 
 log = logging.getLogger("istiod.xds")
 
 OP = "Subscribe"
-SYNCED = {"type": "SYNCED"}
+SYNCED = {"type": contract.SYNCED}
 SEND_TIMEOUT = 30.0  # a subscriber that takes no data for this long is dropped
 
 
@@ -131,7 +133,7 @@ class ConfigPublisher:
 
 # --- the subscriber registry (sync status) ---------------------------------------------------------
 
-SYNCED_STATE, STALE, NOT_SENT = "SYNCED", "STALE", "NOT SENT"
+SYNCED_STATE, STALE, NOT_SENT = contract.SYNCED, "STALE", "NOT SENT"
 MAX_VERSION_LENGTH = 64
 
 

@@ -17,6 +17,14 @@ T = TypeVar("T")
 
 STRING_MATCH_KINDS = ("exact", "prefix", "suffix", "presence")  # checked in this order
 
+# Authorization.scope: which workloads a policy applies to (the third by name, from the workload).
+GLOBAL = "GLOBAL"
+NAMESPACE = "NAMESPACE"
+WORKLOAD_SELECTOR = "WORKLOAD_SELECTOR"
+# Authorization.action
+ALLOW = "ALLOW"
+DENY = "DENY"
+
 
 class InvalidAuthorization(ValueError):
     """A received Authorization that cannot be understood; the message names the field."""
@@ -170,8 +178,8 @@ class Authorization:
 
     name: str
     namespace: str
-    scope: str  # "GLOBAL", "NAMESPACE" or "WORKLOAD_SELECTOR"
-    action: str  # "ALLOW" or "DENY"
+    scope: str  # GLOBAL, NAMESPACE or WORKLOAD_SELECTOR
+    action: str  # ALLOW or DENY
     rules: tuple[Rule, ...] = ()
     dry_run: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)

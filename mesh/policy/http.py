@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from mesh.identity.spiffe import SCHEME
 from mesh.policy.model import AuthorizationPolicy, Condition, Operation, Rule, Source, parse_as
 
 DENIED_STATUS = 403
 DENIED_BODY = "RBAC: access denied"
-SPIFFE_PREFIX = "spiffe://"
+SPIFFE_PREFIX = SCHEME
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ def _request_principal_match(pattern: str, claims: Mapping[str, Any] | None) -> 
     def anything(value: str) -> bool:
         return value != ""
 
+    match_iss: Callable[[str], bool]
+    match_sub: Callable[[str], bool]
     if pattern == "*":
         match_iss, match_sub = anything, anything
     elif pattern.startswith("*") and slash:
@@ -306,7 +309,7 @@ def _deny(policy: AuthorizationPolicy | None, reason: str, dry_run: tuple[str, .
 ExtAuthz = Callable[[str, Request], bool]
 
 
-def evaluate(request: Request, policies: Iterable[dict | AuthorizationPolicy], *,
+def evaluate(request: Request, policies: Iterable[dict[str, Any] | AuthorizationPolicy], *,
              ext_authz: ExtAuthz | None = None) -> HttpDecision:
     """The decision for `request` under the policies that apply to the proxy serving it.
 
@@ -316,7 +319,7 @@ def evaluate(request: Request, policies: Iterable[dict | AuthorizationPolicy], *
     return evaluate_views([(request, policies)], ext_authz=ext_authz)
 
 
-def evaluate_views(views: Iterable[tuple[Request, Iterable[dict | AuthorizationPolicy]]], *,
+def evaluate_views(views: Iterable[tuple[Request, Iterable[dict[str, Any] | AuthorizationPolicy]]], *,
                    ext_authz: ExtAuthz | None = None) -> HttpDecision:
     """`evaluate` where each group of policies sees its own view of the request: at a waypoint a
     workload's selector policies see the workload's ip:port, targetRefs policies the Service's."""

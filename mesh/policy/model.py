@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeVar, Union
+from typing import Any, Callable, Mapping, TypeVar, Union
 
 from mesh.policy.validation import (
     AUTHORIZATION_POLICY, DRY_RUN_ANNOTATION, OPERATION_FIELDS, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION,
@@ -17,7 +17,7 @@ from mesh.policy.validation import (
 )
 
 __all__ = [
-    "validate", "warnings", "Problem", "InvalidPolicy", "parse", "parse_as", "parse_bool", "Policy",
+    "validate", "warnings", "Problem", "InvalidPolicy", "parse", "parse_as", "parse_bool", "Policy", "Namespaced",
     "AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication", "Selector", "TargetRef", "Rule",
     "Source", "Operation", "Condition", "JwtRule", "JwtHeader", "ClaimToHeader",
 ]
@@ -96,15 +96,11 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class AuthorizationPolicy:
+class Namespaced:
+    """What every policy has: a name in a namespace, and `key` ("ns/name") to refer to it by."""
+
     name: str
     namespace: str
-    action: str = "ALLOW"
-    selector: Selector | None = None
-    target_refs: tuple[TargetRef, ...] = ()
-    provider: str | None = None
-    rules: tuple[Rule, ...] = ()
-    dry_run: bool = False
 
     @property
     def key(self) -> str:
@@ -112,17 +108,21 @@ class AuthorizationPolicy:
 
 
 @dataclass(frozen=True)
-class PeerAuthentication:
-    name: str
-    namespace: str
+class AuthorizationPolicy(Namespaced):
+    action: str = "ALLOW"
+    selector: Selector | None = None
+    target_refs: tuple[TargetRef, ...] = ()
+    provider: str | None = None
+    rules: tuple[Rule, ...] = ()
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class PeerAuthentication(Namespaced):
     selector: Selector | None = None
     mode: str = "UNSET"
     port_level_mtls: tuple[tuple[int, str], ...] = ()  # (port, mode), sorted by port
     creation_timestamp: str = ""  # RFC 3339; the oldest policy wins a tie, as in istiod
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -154,16 +154,10 @@ class JwtRule:
 
 
 @dataclass(frozen=True)
-class RequestAuthentication:
-    name: str
-    namespace: str
+class RequestAuthentication(Namespaced):
     selector: Selector | None = None
     target_refs: tuple[TargetRef, ...] = ()
     jwt_rules: tuple[JwtRule, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 Policy = Union[AuthorizationPolicy, PeerAuthentication, RequestAuthentication]
@@ -213,7 +207,8 @@ def _parse_rule(rule: Mapping[str, Any]) -> Rule:
     )
 
 
-def _parse_authorization_policy(name: str, namespace: str, metadata: dict, spec: dict) -> AuthorizationPolicy:
+def _parse_authorization_policy(name: str, namespace: str, metadata: Mapping[str, Any],
+                                spec: Mapping[str, Any]) -> AuthorizationPolicy:
     dry_run = parse_bool((metadata.get("annotations") or {}).get(DRY_RUN_ANNOTATION) or "")
     return AuthorizationPolicy(
         name=name, namespace=namespace, action=spec.get("action") or "ALLOW",
@@ -224,7 +219,8 @@ def _parse_authorization_policy(name: str, namespace: str, metadata: dict, spec:
     )
 
 
-def _parse_peer_authentication(name: str, namespace: str, metadata: dict, spec: dict) -> PeerAuthentication:
+def _parse_peer_authentication(name: str, namespace: str, metadata: Mapping[str, Any],
+                               spec: Mapping[str, Any]) -> PeerAuthentication:
     ports = spec.get("portLevelMtls") or {}
     return PeerAuthentication(
         name=name, namespace=namespace, selector=_selector(spec),
@@ -254,21 +250,23 @@ def _parse_jwt_rule(rule: Mapping[str, Any]) -> JwtRule:
     )
 
 
-def _parse_request_authentication(name: str, namespace: str, metadata: dict, spec: dict) -> RequestAuthentication:
+def _parse_request_authentication(name: str, namespace: str, metadata: Mapping[str, Any],
+                                  spec: Mapping[str, Any]) -> RequestAuthentication:
     return RequestAuthentication(
         name=name, namespace=namespace, selector=_selector(spec), target_refs=_target_refs(spec),
         jwt_rules=tuple(_parse_jwt_rule(rule) for rule in spec.get("jwtRules") or ()),
     )
 
 
-_PARSERS = {
+#: kind → (name, namespace, metadata, spec) → the frozen policy, without validation.
+_PARSERS: dict[str, Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], Policy]] = {
     AUTHORIZATION_POLICY: _parse_authorization_policy,
     PEER_AUTHENTICATION: _parse_peer_authentication,
     REQUEST_AUTHENTICATION: _parse_request_authentication,
 }
 
 
-def parse(obj: dict) -> Policy:
+def parse(obj: Any) -> Policy:
     """The frozen form of a valid object; raises InvalidPolicy with every problem otherwise.
 
     A missing metadata.namespace means "default", as the API server defaults it.
@@ -281,7 +279,7 @@ def parse(obj: dict) -> Policy:
                                  metadata, obj.get("spec") or {})
 
 
-def parse_as(cls: type[P], obj: dict | P) -> P:
+def parse_as(cls: type[P], obj: Mapping[str, Any] | P) -> P:
     """`obj` as a `cls`: parsed if it is a dict, passed through if it already is one."""
     if isinstance(obj, cls):
         return obj

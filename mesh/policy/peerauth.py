@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from mesh.policy import rbac
+from mesh.policy.authorization import DENY, WORKLOAD_SELECTOR
 from mesh.policy.model import PeerAuthentication, parse_as
 
 STATIC_STRICT_NAME = "istio_converted_static_strict"
@@ -23,15 +24,15 @@ CONVERTED_PREFIX = "converted_peer_authentication_"
 DISABLE_NOTE = ("mTLS mode DISABLE is ignored in ambient (HBONE is always mutual TLS): "
                 "plaintext is accepted as with PERMISSIVE")
 
-_PRESENCE = {"presence": {}}
-_NO_IDENTITY = {"notPrincipals": [_PRESENCE]}
+_PRESENCE: dict[str, Any] = {"presence": {}}
+_NO_IDENTITY: dict[str, Any] = {"notPrincipals": [_PRESENCE]}
 
 
-def static_strict(root_namespace: str = "istio-system") -> dict:
+def static_strict(root_namespace: str = "istio-system") -> dict[str, Any]:
     """The DENY-plaintext policy a STRICT workload references by name."""
     return {
-        "name": STATIC_STRICT_NAME, "namespace": root_namespace, "scope": "WORKLOAD_SELECTOR",
-        "action": "DENY", "rules": [{"clauses": [{"matches": [dict(_NO_IDENTITY)]}]}], "dryRun": False,
+        "name": STATIC_STRICT_NAME, "namespace": root_namespace, "scope": WORKLOAD_SELECTOR,
+        "action": DENY, "rules": [{"clauses": [{"matches": [dict(_NO_IDENTITY)]}]}], "dryRun": False,
     }
 
 
@@ -45,7 +46,7 @@ class EffectiveMtls:
     note: str | None = None
 
 
-def _parsed(peer_authns: Iterable[dict | PeerAuthentication]) -> list[PeerAuthentication]:
+def _parsed(peer_authns: Iterable[dict[str, Any] | PeerAuthentication]) -> list[PeerAuthentication]:
     return [parse_as(PeerAuthentication, pa) for pa in peer_authns]
 
 
@@ -68,7 +69,7 @@ def _has_labels(pa: PeerAuthentication) -> bool:
     return pa.selector is not None and bool(pa.selector.match_labels)
 
 
-def applicable(peer_authns: Iterable[dict | PeerAuthentication], namespace: str,
+def applicable(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
                pod_labels: Mapping[str, str], root_namespace: str = "istio-system") -> list[PeerAuthentication]:
     """The PeerAuthentications that bear on a pod: its namespace's (selector-less or selecting
     it) and the root namespace's selector-less ones."""
@@ -82,7 +83,10 @@ def applicable(peer_authns: Iterable[dict | PeerAuthentication], namespace: str,
     return result
 
 
-def _levels(pas: list[PeerAuthentication], root_namespace: str):
+Levels = tuple[PeerAuthentication | None, PeerAuthentication | None, PeerAuthentication | None]
+
+
+def _levels(pas: list[PeerAuthentication], root_namespace: str) -> Levels:
     """(mesh, namespace, workload) policy: the oldest of each level."""
     mesh = [pa for pa in pas if not _has_labels(pa) and pa.namespace == root_namespace]
     namespace = [pa for pa in pas if not _has_labels(pa) and pa.namespace != root_namespace]
@@ -90,7 +94,7 @@ def _levels(pas: list[PeerAuthentication], root_namespace: str):
     return _oldest(mesh), _oldest(namespace), _oldest(workload)
 
 
-def explain_mtls(peer_authns: Iterable[dict | PeerAuthentication], namespace: str,
+def explain_mtls(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
                  pod_labels: Mapping[str, str], root_namespace: str = "istio-system") -> EffectiveMtls:
     """The workload-level mode: workload beats namespace beats mesh; UNSET inherits."""
     mesh, ns, workload = _levels(applicable(peer_authns, namespace, pod_labels, root_namespace), root_namespace)
@@ -105,7 +109,7 @@ def explain_mtls(peer_authns: Iterable[dict | PeerAuthentication], namespace: st
     return EffectiveMtls(mode, decider.key, DISABLE_NOTE if decider.mode == "DISABLE" else None)
 
 
-def workload_keys(peer_authns: Iterable[dict | PeerAuthentication], namespace: str,
+def workload_keys(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
                   pod_labels: Mapping[str, str], root_namespace: str = "istio-system") -> list[str]:
     """The PeerAuthentication-derived names istiod puts in Workload.authorization_policies:
     the static STRICT policy and/or the workload's converted port-level policy."""
@@ -139,8 +143,8 @@ def workload_keys(peer_authns: Iterable[dict | PeerAuthentication], namespace: s
     return sorted(keys)
 
 
-def convert(pa: dict | PeerAuthentication, peer_authns: Iterable[dict | PeerAuthentication],
-            root_namespace: str = "istio-system") -> dict | None:
+def convert(pa: dict[str, Any] | PeerAuthentication, peer_authns: Iterable[dict[str, Any] | PeerAuthentication],
+            root_namespace: str = "istio-system") -> dict[str, Any] | None:
     """The DENY policy istiod derives from a workload PeerAuthentication with port-level mTLS,
     or None when it derives none. `peer_authns` supplies the namespace and mesh policies."""
     pa = parse_as(PeerAuthentication, pa)
@@ -152,8 +156,8 @@ def convert(pa: dict | PeerAuthentication, peer_authns: Iterable[dict | PeerAuth
     ns_strict, mesh_strict = ns is not None and ns.mode == "STRICT", mesh is not None and mesh.mode == "STRICT"
     ns_unset = ns is None or ns.mode == "UNSET"
 
-    clauses: list[dict] = []  # ANDed: one rule denying plaintext except on exempted ports
-    rules: list[dict] = []  # ORed: one rule per STRICT port
+    clauses: list[dict[str, Any]] = []  # ANDed: one rule denying plaintext except on exempted ports
+    rules: list[dict[str, Any]] = []  # ORed: one rule per STRICT port
     if pa.mode == "STRICT":
         clauses.append({"matches": [dict(_NO_IDENTITY)]})
     found_non_strict = False
@@ -180,12 +184,12 @@ def convert(pa: dict | PeerAuthentication, peer_authns: Iterable[dict | PeerAuth
         clauses.append({"matches": [dict(_NO_IDENTITY)]})
     if clauses:
         rules.append({"clauses": clauses})
-    return {"name": CONVERTED_PREFIX + pa.name, "namespace": pa.namespace, "scope": "WORKLOAD_SELECTOR",
-            "action": "DENY", "rules": rules, "dryRun": False}
+    return {"name": CONVERTED_PREFIX + pa.name, "namespace": pa.namespace, "scope": WORKLOAD_SELECTOR,
+            "action": DENY, "rules": rules, "dryRun": False}
 
 
-def derived_authorizations(peer_authns: Iterable[dict | PeerAuthentication],
-                           root_namespace: str = "istio-system") -> list[dict]:
+def derived_authorizations(peer_authns: Iterable[dict[str, Any] | PeerAuthentication],
+                           root_namespace: str = "istio-system") -> list[dict[str, Any]]:
     """Every PeerAuthentication-derived Authorization istiod pushes: the static STRICT policy
     (whenever any PeerAuthentication exists) and each converted port-level policy."""
     pas = _parsed(peer_authns)
@@ -194,7 +198,7 @@ def derived_authorizations(peer_authns: Iterable[dict | PeerAuthentication],
     return static + [c for c in converted if c is not None]
 
 
-def effective_mtls_mode(peer_authns: Iterable[dict | PeerAuthentication], namespace: str,
+def effective_mtls_mode(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
                         pod_labels: Mapping[str, str], root_namespace: str = "istio-system",
                         port: int | None = None) -> str:
     """"STRICT" or "PERMISSIVE" for a pod; with `port`, for plaintext to that port, decided the

@@ -17,8 +17,8 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from mesh.identity.spiffe import SCHEME, Identity
-from mesh.policy.authorization import (Authorization, AuthorizationLike, Clause, IpNetwork, Match, StringMatch,
-                                       typed)
+from mesh.policy.authorization import (ALLOW, DENY, GLOBAL, NAMESPACE, Authorization, AuthorizationLike, Clause,
+                                       IpNetwork, Match, StringMatch, typed)
 
 __all__ = [
     "Authorization", "Connection", "Decision", "Identity", "NO_ALLOW_POLICIES", "NOT_ALLOWED", "evaluate", "key",
@@ -128,9 +128,9 @@ def evaluate(conn: Connection, policies: Iterable[AuthorizationLike]) -> Decisio
     dry_run_matches = tuple(p.key for p in checked if p.dry_run and matches(p, conn))
     enforced = [p for p in checked if not p.dry_run]
     for policy in enforced:
-        if policy.action == "DENY" and matches(policy, conn):
+        if policy.action == DENY and matches(policy, conn):
             return Decision(False, policy.key, f"explicitly denied by: {policy.key}", dry_run_matches)
-    allows = [p for p in enforced if p.action == "ALLOW"]
+    allows = [p for p in enforced if p.action == ALLOW]
     if not allows:
         return Decision(True, None, NO_ALLOW_POLICIES, dry_run_matches)
     for policy in allows:
@@ -162,8 +162,8 @@ def policies_for(
     del root_namespace  # kept for callers that think in istiod's terms; see the docstring
     by_key = {key(a): a for a in all_authorizations}
     ordered = sorted(by_key.values(), key=key)
-    picked = [a for a in ordered if _scope_and_namespace(a) == ("NAMESPACE", workload_ns)]
-    picked += [a for a in ordered if _scope_and_namespace(a)[0] == "GLOBAL"]
+    picked = [a for a in ordered if _scope_and_namespace(a) == (NAMESPACE, workload_ns)]
+    picked += [a for a in ordered if _scope_and_namespace(a)[0] == GLOBAL]
     picked += [by_key[name] for name in workload_policy_names if name in by_key]
     unique: dict[str, A] = {}
     for policy in picked:

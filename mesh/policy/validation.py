@@ -4,6 +4,10 @@
 (field path, problem) pairs; `warnings` what they accept but warn about. The checks follow
 istio/api's CRD schemas and istiod's `pkg/config/validation`, so a policy the lab accepts is one a
 real cluster accepts, and one it refuses is refused for the same reason.
+
+The API server's structural checks (types, unknown fields, enums, metadata) are in
+`mesh.policy.schema`; this module holds the webhook's value checks, `validate` (both, in the order
+a cluster runs them) and `warnings`. The constants are re-exported from here.
 """
 
 from __future__ import annotations
@@ -11,28 +15,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
-GROUP = "security.istio.io"
-API_VERSIONS = (f"{GROUP}/v1", f"{GROUP}/v1beta1")
-AUTHORIZATION_POLICY = "AuthorizationPolicy"
-PEER_AUTHENTICATION = "PeerAuthentication"
-REQUEST_AUTHENTICATION = "RequestAuthentication"
-KINDS = (AUTHORIZATION_POLICY, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION)
-DRY_RUN_ANNOTATION = "istio.io/dry-run"
-
-ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
-MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
-
-SOURCE_FIELDS = (
-    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
-    "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts",
-    "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
-    "trustDomains", "notTrustDomains",
+from mesh.policy.schema import (
+    ACTIONS, API_VERSIONS, AUTHORIZATION_POLICY, GROUP, KINDS, MTLS_MODES, OPERATION_FIELDS, PEER_AUTHENTICATION,
+    REQUEST_AUTHENTICATION, SOURCE_FIELDS, SPECS, Problem, check_header, check_shape, port_number, type_name,
 )
-OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+
+__all__ = [
+    "ACTIONS", "API_VERSIONS", "AUTHORIZATION_POLICY", "DRY_RUN_ANNOTATION", "GROUP", "KINDS", "MTLS_MODES",
+    "OPERATION_FIELDS", "PEER_AUTHENTICATION", "REQUEST_AUTHENTICATION", "SOURCE_FIELDS", "TARGET_REF_KINDS",
+    "WHEN_KEYS", "WHEN_MAP_KEYS", "Problem", "ip_problem", "parse_duration", "port_problem", "validate",
+    "warnings", "when_key_problem",
+]
+
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
 
 # targetRef kinds istiod accepts, as (canonical group, kind); "" is the core group.
 TARGET_REF_KINDS = (
@@ -50,133 +48,18 @@ WHEN_KEYS = (
 )
 WHEN_MAP_KEYS = ("request.headers", "request.auth.claims", "experimental.envoy.filters.")
 
-Problem = tuple[str, str]
-
-
-# ---------------------------------------------------------------------------------------------
-# Shape: the CRD schemas (types, unknown fields, enums, item limits)
-
-@dataclass(frozen=True)
-class _List:
-    item: Any
-    max_items: int | None = None
-
-
-@dataclass(frozen=True)
-class _Map:
-    value: Any
-    port_keys: bool = False
-
-
-@dataclass(frozen=True)
-class _Enum:
-    values: tuple[str, ...]
-
-
-_STRINGS = _List(str)
-_SELECTOR = {"matchLabels": _Map(str)}
-_TARGET_REF = {"group": str, "kind": str, "name": str, "namespace": str}
-_ATTACHMENT = {"selector": _SELECTOR, "targetRef": _TARGET_REF, "targetRefs": _List(_TARGET_REF, 16)}
-_SOURCE = {field: _List(str, 16) if "erviceAccounts" in field else _STRINGS for field in SOURCE_FIELDS}
-_RULE = {
-    "from": _List({"source": _SOURCE}, 512),
-    "to": _List({"operation": {field: _STRINGS for field in OPERATION_FIELDS}}),
-    "when": _List({"key": str, "values": _STRINGS, "notValues": _STRINGS}),
-}
-_MTLS = {"mode": _Enum(MTLS_MODES)}
-_JWT_RULE = {
-    "issuer": str, "audiences": _STRINGS, "jwksUri": str, "jwks_uri": str, "jwks": str,
-    "fromHeaders": _List({"name": str, "prefix": str}), "fromParams": _STRINGS,
-    "fromCookies": _STRINGS, "forwardOriginalToken": bool, "outputPayloadToHeader": str,
-    "outputClaimToHeaders": _List({"header": str, "claim": str}),
-    "spaceDelimitedClaims": _List(str, 64), "timeout": str,
-}
-_SPECS = {
-    AUTHORIZATION_POLICY: {
-        **_ATTACHMENT, "action": _Enum(ACTIONS), "provider": {"name": str}, "rules": _List(_RULE, 512),
-    },
-    PEER_AUTHENTICATION: {"selector": _SELECTOR, "mtls": _MTLS, "portLevelMtls": _Map(_MTLS, port_keys=True)},
-    REQUEST_AUTHENTICATION: {**_ATTACHMENT, "jwtRules": _List(_JWT_RULE, 4096)},
-}
-_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "object"}.get(type(value), type(value).__name__)
-
-
-def _check_shape(value: Any, schema: Any, path: str, out: list[Problem]) -> None:
-    if isinstance(schema, dict):
-        if not isinstance(value, dict):
-            out.append((path, f"must be an object, got {_type_name(value)}"))
-            return
-        for key, item in value.items():
-            sub = f"{path}.{key}"
-            if key not in schema:
-                out.append((sub, f'unknown field "{key}"'))
-            elif item is not None:
-                _check_shape(item, schema[key], sub, out)
-    elif isinstance(schema, _List):
-        if not isinstance(value, list):
-            out.append((path, f"must be a list, got {_type_name(value)}"))
-            return
-        if schema.max_items is not None and len(value) > schema.max_items:
-            out.append((path, f"must have at most {schema.max_items} items"))
-        for i, item in enumerate(value):
-            if item is None:
-                out.append((f"{path}[{i}]", "must not be null"))
-            else:
-                _check_shape(item, schema.item, f"{path}[{i}]", out)
-    elif isinstance(schema, _Map):
-        if not isinstance(value, dict):
-            out.append((path, f"must be an object, got {_type_name(value)}"))
-            return
-        for key, item in value.items():
-            sub = f'{path}["{key}"]'
-            if schema.port_keys and _port_number(key) in (None, 0):
-                out.append((sub, f'port must be between 1-65535, got "{key}"'))
-            elif not schema.port_keys and not isinstance(key, str):
-                out.append((sub, f"key must be a string, got {_type_name(key)}"))
-            if item is None:
-                out.append((sub, "must not be null"))
-            else:
-                _check_shape(item, schema.value, sub, out)
-    elif isinstance(schema, _Enum):
-        if value not in schema.values:
-            out.append((path, f'unsupported value "{value}": must be one of {", ".join(schema.values)}'))
-    elif schema is bool:
-        if not isinstance(value, bool):
-            out.append((path, f"must be a boolean, got {_type_name(value)}"))
-    elif schema is str and not isinstance(value, str):
-        hint = f' (quote it: "{value}")' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-        out.append((path, f"must be a string, got {_type_name(value)}{hint}"))
-
 
 # ---------------------------------------------------------------------------------------------
 # Value checks shared by several fields
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
 _PATH_LITERAL = re.compile(r"^[a-zA-Z0-9\-._~%!$&'()+,;:@=]+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def _port_number(value: Any) -> int | None:
-    """A port as Go's strconv.ParseUint(v, 10, 32) <= 65535 reads it: digits only, 0 allowed."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if 0 <= value <= 65535 else None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) <= 65535:
-        return int(value)
-    return None
-
-
 def port_problem(value: str) -> str | None:
-    if _port_number(value) is None:
+    if port_number(value) is None:
         return f'invalid port "{value}": must be an integer string in 0..65535'
     return None
 
@@ -292,7 +175,7 @@ def _when_value_problem(key: str, value: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Semantic checks (run once the shape is right, so they can trust types)
 
-def _check_selector(selector: dict | None, path: str, out: list[Problem]) -> None:
+def _check_selector(selector: dict[str, Any] | None, path: str, out: list[Problem]) -> None:
     for key, value in ((selector or {}).get("matchLabels") or {}).items():
         sub = f'{path}.matchLabels["{key}"]'
         if key == "":
@@ -303,7 +186,7 @@ def _check_selector(selector: dict | None, path: str, out: list[Problem]) -> Non
             out.append((sub, "label value must be at most 63 characters"))
 
 
-def _check_target_ref(ref: dict, path: str, out: list[Problem]) -> None:
+def _check_target_ref(ref: dict[str, Any], path: str, out: list[Problem]) -> None:
     if not ref.get("name"):
         out.append((f"{path}.name", "targetRef name must be set"))
     if not ref.get("kind"):
@@ -316,7 +199,7 @@ def _check_target_ref(ref: dict, path: str, out: list[Problem]) -> None:
         out.append((path, f"targetRef must be to one of {allowed} but was {ref.get('group', '')}/{ref['kind']}"))
 
 
-def _check_attachment(spec: dict, out: list[Problem]) -> None:
+def _check_attachment(spec: dict[str, Any], out: list[Problem]) -> None:
     if sum(spec.get(field) is not None for field in ("selector", "targetRef", "targetRefs")) > 1:
         out.append(("spec", "only one of selector, targetRef or targetRefs can be set"))
     _check_selector(spec.get("selector"), "spec.selector", out)
@@ -326,14 +209,15 @@ def _check_attachment(spec: dict, out: list[Problem]) -> None:
         _check_target_ref(ref, f"spec.targetRefs[{i}]", out)
 
 
-def _check_values(values: list[str], path: str, out: list[Problem], check=None) -> None:
+def _check_values(values: list[str], path: str, out: list[Problem],
+                  check: Callable[[str], str | None] | None = None) -> None:
     for i, value in enumerate(values):
         problem = "empty value not allowed" if value == "" else check(value) if check else None
         if problem:
             out.append((f"{path}[{i}]", problem))
 
 
-def _check_source(source: dict, path: str, out: list[Problem]) -> None:
+def _check_source(source: dict[str, Any], path: str, out: list[Problem]) -> None:
     if not any(source.get(field) for field in SOURCE_FIELDS):
         out.append((path, "must not be empty"))
     identity = ("principals", "notPrincipals", "namespaces", "notNamespaces")
@@ -349,7 +233,7 @@ def _check_source(source: dict, path: str, out: list[Problem]) -> None:
         _check_values(source.get(field) or [], f"{path}.{field}", out, checks.get(field))
 
 
-def _check_operation(operation: dict, path: str, out: list[Problem]) -> None:
+def _check_operation(operation: dict[str, Any], path: str, out: list[Problem]) -> None:
     if not any(operation.get(field) for field in OPERATION_FIELDS):
         out.append((path, "must not be empty"))
     checks = {"ports": port_problem, "notPorts": port_problem,
@@ -358,7 +242,7 @@ def _check_operation(operation: dict, path: str, out: list[Problem]) -> None:
         _check_values(operation.get(field) or [], f"{path}.{field}", out, checks.get(field))
 
 
-def _check_condition(condition: dict, path: str, out: list[Problem]) -> None:
+def _check_condition(condition: dict[str, Any], path: str, out: list[Problem]) -> None:
     key = condition.get("key") or ""
     if not key:
         out.append((f"{path}.key", "must not be empty"))
@@ -374,7 +258,7 @@ def _check_condition(condition: dict, path: str, out: list[Problem]) -> None:
                       lambda value: _when_value_problem(key, value))
 
 
-def _check_rule(rule: dict, path: str, out: list[Problem]) -> None:
+def _check_rule(rule: dict[str, Any], path: str, out: list[Problem]) -> None:
     for field, inner in (("from", "source"), ("to", "operation")):
         items = rule.get(field)
         if items is not None and not items:
@@ -398,7 +282,7 @@ _CUSTOM_UNSUPPORTED_SOURCE = (
 _CUSTOM_UNSUPPORTED_KEYS = ("source.namespace", "source.serviceAccount", "source.trustDomain", "source.principal")
 
 
-def _check_custom_rules(rules: list[dict], out: list[Problem]) -> None:
+def _check_custom_rules(rules: list[dict[str, Any]], out: list[Problem]) -> None:
     for i, rule in enumerate(rules):
         for j, item in enumerate(rule.get("from") or []):
             for field in _CUSTOM_UNSUPPORTED_SOURCE:
@@ -411,7 +295,7 @@ def _check_custom_rules(rules: list[dict], out: list[Problem]) -> None:
                 out.append((f"spec.rules[{i}].when[{j}].key", f"{key} is currently not supported with CUSTOM action"))
 
 
-def _check_authorization_policy(spec: dict, out: list[Problem]) -> None:
+def _check_authorization_policy(spec: dict[str, Any], out: list[Problem]) -> None:
     _check_attachment(spec, out)
     action = spec.get("action") or "ALLOW"
     rules = spec.get("rules")
@@ -431,7 +315,7 @@ def _check_authorization_policy(spec: dict, out: list[Problem]) -> None:
         _check_rule(rule, f"spec.rules[{i}]", out)
 
 
-def _check_peer_authentication(spec: dict, out: list[Problem]) -> None:
+def _check_peer_authentication(spec: dict[str, Any], out: list[Problem]) -> None:
     _check_selector(spec.get("selector"), "spec.selector", out)
     port_level = spec.get("portLevelMtls")
     if port_level is not None and not port_level:
@@ -464,7 +348,7 @@ def _jwks_problem(jwks: str) -> str | None:
 _JWK_PUBLIC_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x"), "oct": ("k",)}
 
 
-def _check_jwt_rule(rule: dict, path: str, out: list[Problem]) -> None:
+def _check_jwt_rule(rule: dict[str, Any], path: str, out: list[Problem]) -> None:
     jwks_uri = rule.get("jwksUri") or rule.get("jwks_uri") or ""
     if "issuer" in rule and rule["issuer"] == "":
         out.append((f"{path}.issuer", "must not be empty"))
@@ -504,7 +388,7 @@ def _check_jwt_rule(rule: dict, path: str, out: list[Problem]) -> None:
             out.append((f"{path}.timeout", f'"{rule["timeout"]}" must be a valid duration greater than 1ms'))
 
 
-def _check_request_authentication(spec: dict, out: list[Problem]) -> None:
+def _check_request_authentication(spec: dict[str, Any], out: list[Problem]) -> None:
     _check_attachment(spec, out)
     for i, rule in enumerate(spec.get("jwtRules") or []):
         _check_jwt_rule(rule, f"spec.jwtRules[{i}]", out)
@@ -517,29 +401,6 @@ _SEMANTIC_CHECKS = {
 }
 
 
-def _check_header(obj: Any, out: list[Problem]) -> None:
-    if obj.get("apiVersion") not in API_VERSIONS:
-        out.append(("apiVersion", f'unsupported apiVersion "{obj.get("apiVersion")}": '
-                    f"must be {' or '.join(API_VERSIONS)}"))
-    if obj.get("kind") not in KINDS:
-        out.append(("kind", f'unsupported kind "{obj.get("kind")}": must be one of {", ".join(KINDS)}'))
-    for key in obj:
-        if key not in _TOP_LEVEL:
-            out.append((key, f'unknown field "{key}"'))
-    metadata = obj.get("metadata")
-    if not isinstance(metadata, dict):
-        out.append(("metadata", "must be an object with a name"))
-        return
-    name, namespace = metadata.get("name"), metadata.get("namespace")
-    if not isinstance(name, str) or not name:
-        out.append(("metadata.name", "must be set"))
-    elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-        out.append(("metadata.name", f'invalid name "{name}": must be a lowercase RFC 1123 subdomain'))
-    if namespace is not None and (not isinstance(namespace, str) or len(namespace) > 63
-                                  or not _DNS_LABEL.match(namespace)):
-        out.append(("metadata.namespace", f'invalid namespace "{namespace}": must be a lowercase RFC 1123 label'))
-
-
 def validate(obj: Any) -> list[Problem]:
     """Every reason the API server or istiod's webhook would refuse `obj`; empty if valid.
 
@@ -547,15 +408,16 @@ def validate(obj: Any) -> list[Problem]:
     shape to be right, as they do in Kubernetes (schema validation runs before the webhook).
     """
     if not isinstance(obj, dict):
-        return [("", f"must be an object, got {_type_name(obj)}")]
+        return [("", f"must be an object, got {type_name(obj)}")]
     out: list[Problem] = []
-    _check_header(obj, out)
+    check_header(obj, out)
     spec = obj.get("spec")
     if spec is None:
         spec = {}
-    schema = _SPECS.get(obj.get("kind"))
+    kind = obj.get("kind")
+    schema = SPECS.get(kind) if isinstance(kind, str) else None
     if schema is not None:
-        _check_shape(spec, schema, "spec", out)
+        check_shape(spec, schema, "spec", out)
     if out or schema is None:
         return out
     _SEMANTIC_CHECKS[obj["kind"]](spec, out)
@@ -575,7 +437,7 @@ _TCP_SOURCE_FIELDS = (
 )
 
 
-def warnings(obj: dict) -> list[Problem]:
+def warnings(obj: dict[str, Any]) -> list[Problem]:
     """istiod's validation warnings for a valid object, plus the lab's own hints (marked so)."""
     spec = obj.get("spec") or {}
     out: list[Problem] = []

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+from mesh.policy.authorization import GLOBAL, NAMESPACE, WORKLOAD_SELECTOR
 from mesh.policy.model import (AuthorizationPolicy, Condition, Operation, PeerAuthentication, Rule, Source,
                                parse_as)
 from mesh.policy.peerauth import STATIC_STRICT, EffectiveMtls, effective_mtls_mode, explain_mtls, workload_keys
@@ -39,11 +40,11 @@ HTTP_DENY_NO_EFFECT_DETAIL = ("After omitting unsupported HTTP attributes, this 
 
 @dataclass(frozen=True)
 class ZtunnelTranslation:
-    authorization: dict | None  # None: nothing is sent to ztunnel
+    authorization: dict[str, Any] | None  # None: nothing is sent to ztunnel
     status_message: str | None  # what istiod writes in the policy's status, if anything
 
 
-def string_match(value: str) -> dict:
+def string_match(value: str) -> dict[str, Any]:
     """`*` is presence, `*x` a suffix, `x*` a prefix, anything else exact."""
     if value == "*":
         return {"presence": {}}
@@ -54,7 +55,7 @@ def string_match(value: str) -> dict:
     return {"exact": value}
 
 
-def _string_matches(values: Iterable[str]) -> list[dict]:
+def _string_matches(values: Iterable[str]) -> list[dict[str, Any]]:
     return [string_match(v) for v in values]
 
 
@@ -75,7 +76,7 @@ def _ports(values: Iterable[str]) -> list[int]:
     return [int(v) for v in values if v.isascii() and v.isdigit() and int(v) <= 65535]
 
 
-def _service_accounts(values: Iterable[str], policy_namespace: str) -> list[dict]:
+def _service_accounts(values: Iterable[str], policy_namespace: str) -> list[dict[str, Any]]:
     """`ns/sa`, or a bare `sa` meaning the policy's own namespace."""
     result = []
     for value in values:
@@ -86,7 +87,7 @@ def _service_accounts(values: Iterable[str], policy_namespace: str) -> list[dict
     return result
 
 
-def _match(**fields: list) -> dict:
+def _match(**fields: list[Any]) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value}
 
 
@@ -106,7 +107,7 @@ def _http_source_fields(src: Source) -> set[str]:
                                       ("notTrustDomains", src.not_trust_domains)) if values}
 
 
-def _source_match(src: Source, policy_namespace: str) -> dict:
+def _source_match(src: Source, policy_namespace: str) -> dict[str, Any]:
     return _match(
         sourceIps=_cidrs(src.ip_blocks), notSourceIps=_cidrs(src.not_ip_blocks),
         namespaces=_string_matches(src.namespaces), notNamespaces=_string_matches(src.not_namespaces),
@@ -116,7 +117,7 @@ def _source_match(src: Source, policy_namespace: str) -> dict:
     )
 
 
-_WHEN_FIELDS = {
+_WHEN_FIELDS: dict[str, tuple[str, Callable[[Iterable[str]], list[Any]]]] = {
     "source.namespace": ("namespaces", _string_matches),
     "source.principal": ("principals", _string_matches),
     "source.ip": ("sourceIps", _cidrs),
@@ -125,7 +126,7 @@ _WHEN_FIELDS = {
 }
 
 
-def _when_match(condition: Condition) -> dict:
+def _when_match(condition: Condition) -> dict[str, Any]:
     """An L4 `when` as a Match; any other key gives the empty Match (which never matches)."""
     if condition.key not in _WHEN_FIELDS:
         return {}
@@ -134,7 +135,7 @@ def _when_match(condition: Condition) -> dict:
     return _match(**{field: convert(condition.values), negated: convert(condition.not_values)})
 
 
-def _translate_rule(action: str, rule: Rule, policy_namespace: str) -> tuple[list[dict] | None, set[str]]:
+def _translate_rule(action: str, rule: Rule, policy_namespace: str) -> tuple[list[dict[str, Any]] | None, set[str]]:
     """The rule's clauses (to, from, then one per `when`) and the HTTP attributes it names.
     None for an ALLOW rule with HTTP attributes: it must never match."""
     http: set[str] = set()
@@ -157,7 +158,7 @@ def _translate_rule(action: str, rule: Rule, policy_namespace: str) -> tuple[lis
     return clauses, http
 
 
-def _has_effective_rules(rules: list[dict]) -> bool:
+def _has_effective_rules(rules: list[dict[str, Any]]) -> bool:
     """Whether some rule can fire at ztunnel: no clauses (matches all), or every clause has a
     non-empty match (empty matches are skipped by ztunnel)."""
     return any(all(any(match for match in clause["matches"]) for clause in rule["clauses"]) for rule in rules)
@@ -165,11 +166,11 @@ def _has_effective_rules(rules: list[dict]) -> bool:
 
 def scope(policy: AuthorizationPolicy, root_namespace: str = "istio-system") -> str:
     if policy.selector is not None:
-        return "WORKLOAD_SELECTOR"
-    return "GLOBAL" if policy.namespace == root_namespace else "NAMESPACE"
+        return WORKLOAD_SELECTOR
+    return GLOBAL if policy.namespace == root_namespace else NAMESPACE
 
 
-def to_ztunnel(policy_obj: dict | AuthorizationPolicy, root_namespace: str = "istio-system", *,
+def to_ztunnel(policy_obj: dict[str, Any] | AuthorizationPolicy, root_namespace: str = "istio-system", *,
                dry_run_enabled: bool = False) -> ZtunnelTranslation:
     """What istiod sends ztunnel for one AuthorizationPolicy, and the status it reports.
 
@@ -201,7 +202,7 @@ def to_ztunnel(policy_obj: dict | AuthorizationPolicy, root_namespace: str = "is
     return ZtunnelTranslation(authorization, HTTP_RULE_FORMAT.format(found=", ".join(sorted(http)), detail=detail))
 
 
-def selects(policy_obj: dict | AuthorizationPolicy, pod_labels: Mapping[str, str], pod_namespace: str,
+def selects(policy_obj: dict[str, Any] | AuthorizationPolicy, pod_labels: Mapping[str, str], pod_namespace: str,
             root_namespace: str = "istio-system") -> bool:
     """Whether the policy is attached to a pod, as istiod's ambient index decides (whether
     ztunnel can enforce it is `to_ztunnel`'s business). targetRef policies attach to no pod
@@ -216,8 +217,8 @@ def selects(policy_obj: dict | AuthorizationPolicy, pod_labels: Mapping[str, str
     return bool(policy.selector.match_labels) and policy.selector.matches(pod_labels)
 
 
-def workload_policy_keys(policies: Iterable[dict | AuthorizationPolicy],
-                         peer_authns: Iterable[dict | PeerAuthentication], pod_labels: Mapping[str, str],
+def workload_policy_keys(policies: Iterable[dict[str, Any] | AuthorizationPolicy],
+                         peer_authns: Iterable[dict[str, Any] | PeerAuthentication], pod_labels: Mapping[str, str],
                          pod_namespace: str, root_namespace: str = "istio-system", *,
                          dry_run_enabled: bool = False) -> list[str]:
     """Workload.authorization_policies as istiod fills it: the sorted "ns/name" of the selector

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import trio
 
-from .http import DEFAULT_LIMITS, DEFAULT_SERVER, Handler, HttpLimits
-from .http1 import CLOSE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, TRANSPORT_ERRORS, serve_http1
+from .http import CLOSE_TIMEOUT, DEFAULT_SERVE_OPTIONS, READ_SIZE, TRANSPORT_ERRORS, Handler, ServeOptions
+from .http1 import serve_http1
 from .http2 import serve_http2
 
 #: What every HTTP/2 prior-knowledge client sends first.
@@ -36,8 +36,6 @@ DEFAULT_SNIFF_BYTES = 64
 #: slow client's first packet on a loaded machine, short enough that a server-first
 #: protocol sees its greeting without a noticeable delay.
 DEFAULT_SNIFF_TIMEOUT = 1.0
-
-READ_SIZE = 64 * 1024
 
 
 def looks_like_http(prefix: bytes) -> bool | None:
@@ -99,10 +97,7 @@ async def serve_http(
     handler: Handler,
     *,
     initial: bytes = b"",
-    limits: HttpLimits = DEFAULT_LIMITS,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    scheme: str = "http",
-    server: str | None = DEFAULT_SERVER,
+    options: ServeOptions = DEFAULT_SERVE_OPTIONS,
 ) -> None:
     """Serve HTTP on `stream`: HTTP/2 if it starts with the preface, else HTTP/1.x.
 
@@ -113,7 +108,7 @@ async def serve_http(
     prefix = initial
     try:
         while len(prefix) < len(H2_PREFACE) and H2_PREFACE.startswith(prefix):
-            with trio.move_on_after(idle_timeout) as idle:
+            with trio.move_on_after(options.idle_timeout) as idle:
                 data = await stream.receive_some(READ_SIZE)
             if idle.cancelled_caught or not data:
                 with trio.move_on_after(CLOSE_TIMEOUT):
@@ -124,8 +119,5 @@ async def serve_http(
         with trio.move_on_after(CLOSE_TIMEOUT):
             await stream.aclose()
         return
-    options = dict(initial=prefix, limits=limits, idle_timeout=idle_timeout, scheme=scheme, server=server)
-    if prefix.startswith(H2_PREFACE):
-        await serve_http2(stream, handler, **options)
-    else:
-        await serve_http1(stream, handler, **options)
+    serve = serve_http2 if prefix.startswith(H2_PREFACE) else serve_http1
+    await serve(stream, handler, initial=prefix, options=options)

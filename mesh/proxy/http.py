@@ -8,6 +8,9 @@ to fix up framing headers.
 
 Header names are lower-case `str`, values `str` decoded as latin-1 (HTTP field values are
 bytes; latin-1 round-trips every byte), and the order of headers is kept.
+
+The codecs' common ground lives here too: how they serve a downstream connection
+(`ServeOptions`) and the I/O constants they share.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any, ClassVar, Self
+
+import trio
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -48,6 +54,31 @@ class HttpLimits:
 
 DEFAULT_LIMITS = HttpLimits()
 
+#: Bytes asked of a stream per read.
+READ_SIZE = 64 * 1024
+#: A downstream connection with no request for this long is closed (seconds).
+DEFAULT_IDLE_TIMEOUT = 300.0
+#: How long closing a stream, or writing a connection's last frames, may take (seconds).
+CLOSE_TIMEOUT = 1.0
+#: What a broken or closed stream raises: the connection just ends.
+TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a codec serves one downstream connection, whichever HTTP version it speaks."""
+
+    limits: HttpLimits = DEFAULT_LIMITS
+    #: A connection without requests for this long is closed (seconds).
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: What the downstream hop used ("https" behind TLS termination).
+    scheme: str = "http"
+    #: The `server` header of the proxy's own answers; None sends none.
+    server: str | None = DEFAULT_SERVER
+
+
+DEFAULT_SERVE_OPTIONS = ServeOptions()
+
 
 def _get(headers: list[tuple[str, str]], name: str) -> str | None:
     name = name.lower()
@@ -70,8 +101,29 @@ def _edit(
     return [(n, v) for n, v in headers if n not in dropped] + set + add
 
 
+class _HeaderAccess:
+    """`header` and `with_headers`, the same for requests and responses (dataclasses both)."""
+
+    headers: list[tuple[str, str]]
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # what `replace` needs
+
+    def header(self, name: str) -> str | None:
+        """All values of `name` joined with "," (cookies with "; "); None if absent."""
+        return _get(self.headers, name)
+
+    def with_headers(
+        self,
+        set: Iterable[tuple[str, str]] = (),
+        *,
+        add: Iterable[tuple[str, str]] = (),
+        remove: Iterable[str] = (),
+    ) -> Self:
+        """A copy with `remove` and the names in `set` dropped, then `set` and `add` appended."""
+        return dataclasses.replace(self, headers=_edit(self.headers, set, add, remove))
+
+
 @dataclass
-class HttpRequest:
+class HttpRequest(_HeaderAccess):
     """One complete request, whatever protocol version carried it."""
 
     method: str
@@ -86,10 +138,6 @@ class HttpRequest:
     #: "1.0", "1.1" or "2": the version of the downstream hop.
     version: str = "1.1"
 
-    def header(self, name: str) -> str | None:
-        """All values of `name` joined with "," (cookies with "; "); None if absent."""
-        return _get(self.headers, name)
-
     @property
     def path(self) -> str:
         """The target without its query string."""
@@ -100,19 +148,9 @@ class HttpRequest:
         """The query string without "?" ("" if none)."""
         return self.target.partition("?")[2]
 
-    def with_headers(
-        self,
-        set: Iterable[tuple[str, str]] = (),
-        *,
-        add: Iterable[tuple[str, str]] = (),
-        remove: Iterable[str] = (),
-    ) -> HttpRequest:
-        """A copy with `remove` and the names in `set` dropped, then `set` and `add` appended."""
-        return dataclasses.replace(self, headers=_edit(self.headers, set, add, remove))
-
 
 @dataclass
-class HttpResponse:
+class HttpResponse(_HeaderAccess):
     """One complete response."""
 
     status: int
@@ -122,20 +160,6 @@ class HttpResponse:
     #: End the connection after this response (HTTP/1.1 `connection: close`): a draining proxy sets
     #: it so clients reconnect elsewhere. Hop-by-hop headers in `headers` are never honoured.
     close: bool = False
-
-    def header(self, name: str) -> str | None:
-        """All values of `name` joined with "," (cookies with "; "); None if absent."""
-        return _get(self.headers, name)
-
-    def with_headers(
-        self,
-        set: Iterable[tuple[str, str]] = (),
-        *,
-        add: Iterable[tuple[str, str]] = (),
-        remove: Iterable[str] = (),
-    ) -> HttpResponse:
-        """A copy with `remove` and the names in `set` dropped, then `set` and `add` appended."""
-        return dataclasses.replace(self, headers=_edit(self.headers, set, add, remove))
 
 
 #: What the engine gives a codec: one request in, one response out.

@@ -18,12 +18,16 @@ import h11
 import trio
 
 from .http import (
+    CLOSE_TIMEOUT,
     DEFAULT_LIMITS,
-    DEFAULT_SERVER,
+    DEFAULT_SERVE_OPTIONS,
+    READ_SIZE,
+    TRANSPORT_ERRORS,
     Handler,
     HttpLimits,
     HttpRequest,
     HttpResponse,
+    ServeOptions,
     clean_headers,
     local_reply,
     reason_phrase,
@@ -32,21 +36,12 @@ from .http import (
 
 log = logging.getLogger("mesh.proxy.http1")
 
-#: Bytes asked of the stream per read.
-READ_SIZE = 64 * 1024
-#: A keep-alive connection with no request for this long is closed (seconds).
-DEFAULT_IDLE_TIMEOUT = 300.0
 #: After an error answer, how long the input is drained before closing (seconds).
 #: Closing a TCP socket with unread input sends RST, which can destroy the answer in
 #: flight; reading until the client closes (or this runs out) lets it arrive.
 LINGER_TIMEOUT = 1.0
 #: How much input is drained at most while lingering.
 LINGER_MAX_BYTES = 16 * 1024 * 1024
-#: How long closing the stream may take (a TLS close_notify, say).
-CLOSE_TIMEOUT = 1.0
-
-#: What a broken or closed stream raises: the connection just ends.
-TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 #: Methods whose requests carry a `content-length` even when the body is empty.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -67,25 +62,21 @@ async def serve_http1(
     handler: Handler,
     *,
     initial: bytes = b"",
-    limits: HttpLimits = DEFAULT_LIMITS,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    scheme: str = "http",
-    server: str | None = DEFAULT_SERVER,
+    options: ServeOptions = DEFAULT_SERVE_OPTIONS,
 ) -> None:
     """Serve HTTP/1.x requests on `stream` until either side ends the connection.
 
-    `initial` holds bytes already read from the stream (by the sniffer). `scheme` is
-    what the downstream hop used ("https" behind TLS termination); `server` goes into
-    the proxy's own error answers. Never raises for a broken stream or a bad client:
-    it returns, and it always closes `stream` before returning.
+    `initial` holds bytes already read from the stream (by the sniffer). Never raises
+    for a broken stream or a bad client: it returns, and it always closes `stream`
+    before returning.
     """
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=options.limits.max_header_bytes)
     ending = _CLOSE
     try:
         if initial:
             conn.receive_data(initial)
         while True:
-            ending = await _exchange(conn, stream, handler, limits, idle_timeout, scheme, server)
+            ending = await _exchange(conn, stream, handler, options)
             if ending != _KEEP:
                 break
     except TRANSPORT_ERRORS:
@@ -115,8 +106,9 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream, idle_timeou
         return None
 
 
-async def _exchange(conn, stream, handler, limits, idle_timeout, scheme, server) -> str:
+async def _exchange(conn: h11.Connection, stream: trio.abc.Stream, handler: Handler, options: ServeOptions) -> str:
     """Read one request, answer it; say whether the connection goes on."""
+    limits, idle_timeout, server = options.limits, options.idle_timeout, options.server
 
     async def refuse(status: int) -> str:
         await _send(conn, stream, local_reply(status, server=server), head=False, close=True)
@@ -155,7 +147,7 @@ async def _exchange(conn, stream, handler, limits, idle_timeout, scheme, server)
         else:
             return _CLOSE  # the client went away (or idled out) mid-request
 
-    request = _to_request(head_event, bytes(body), scheme)
+    request = _to_request(head_event, bytes(body), options.scheme)
     crashed = False
     try:
         response = await handler(request)

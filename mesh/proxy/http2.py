@@ -29,12 +29,14 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
 from .http import (
-    DEFAULT_LIMITS,
-    DEFAULT_SERVER,
+    CLOSE_TIMEOUT,
+    DEFAULT_SERVE_OPTIONS,
+    READ_SIZE,
+    TRANSPORT_ERRORS,
     Handler,
-    HttpLimits,
     HttpRequest,
     HttpResponse,
+    ServeOptions,
     clean_headers,
     local_reply,
     wire_response,
@@ -42,18 +44,11 @@ from .http import (
 
 log = logging.getLogger("mesh.proxy.http2")
 
-READ_SIZE = 64 * 1024
-#: A connection without requests for this long is closed with GOAWAY (seconds).
-DEFAULT_IDLE_TIMEOUT = 300.0
-#: How long a closing connection may spend writing its last frames (seconds).
-CLOSE_TIMEOUT = 1.0
 #: Streams a client may open at once.
 MAX_CONCURRENT_STREAMS = 100
 #: Header lists up to this many times `max_header_bytes` are decoded and answered 431 on
 #: their stream; beyond, h2 treats the header block as an attack and ends the connection.
 HARD_HEADER_FACTOR = 4
-
-TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 @dataclass
@@ -72,33 +67,30 @@ async def serve_http2(
     handler: Handler,
     *,
     initial: bytes = b"",
-    limits: HttpLimits = DEFAULT_LIMITS,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    scheme: str = "http",
-    server: str | None = DEFAULT_SERVER,
+    options: ServeOptions = DEFAULT_SERVE_OPTIONS,
 ) -> None:
     """Serve h2c on `stream`, whose client starts with the connection preface.
 
     `initial` holds bytes already read (the sniffed preface). Returns when the client
     closes or sends GOAWAY, on a protocol error (after our GOAWAY), on a broken stream
-    or after `idle_timeout` without requests; requests still running are cancelled.
+    or after `options.idle_timeout` without requests; requests still running are cancelled.
     Always closes `stream`; never raises for anything the client does.
     """
     try:
-        await _H2Server(stream, handler, limits, idle_timeout, scheme, server).run(initial)
+        await _H2Server(stream, handler, options).run(initial)
     except Exception:
         # A bug here must end this connection only, never the listener serving it.
         log.exception("HTTP/2 connection failed")
 
 
 class _H2Server:
-    def __init__(self, stream, handler, limits: HttpLimits, idle_timeout: float, scheme: str, server) -> None:
+    def __init__(self, stream: trio.abc.Stream, handler: Handler, options: ServeOptions) -> None:
         self.stream = stream
         self.handler = handler
-        self.limits = limits
-        self.idle_timeout = idle_timeout
-        self.scheme = scheme
-        self.server = server
+        self.limits = limits = options.limits
+        self.idle_timeout = options.idle_timeout
+        self.scheme = options.scheme
+        self.server = options.server
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config=config)
         hard = HARD_HEADER_FACTOR * limits.max_header_bytes

@@ -16,22 +16,35 @@ from the token's `alg` AND the key's `kty`, never from the token alone; HMAC is 
 neither `alg: none` nor an HS256 token signed with a public key can pass. The lab's proxies do not
 fetch JWKS themselves: a provider with `remote_jwks` (istiod's sign that it could not resolve the
 `jwksUri`) fails every token with "Jwks remote fetch is failed".
+
+This module is the filter: its config (providers, rules) and the request flow. One token's checks
+and Envoy's status strings are in `jwt_token`, the JWKS and algorithm choice in `jwt_keys`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
-from jwt.exceptions import InvalidKeyError
+from .jwt_keys import VerificationKey, parse_jwks
+from .jwt_token import (
+    JWKS_FETCH_FAILED,
+    JWKS_NO_VALID_KEYS,
+    JWT_AUDIENCE_NOT_ALLOWED,
+    JWT_EXPIRED,
+    JWT_MISSING,
+    JWT_NOT_YET_VALID,
+    JWT_UNKNOWN_ISSUER,
+    OK,
+    ParsedJwt,
+    audiences_allowed,
+    claim_header_value,
+    parse_jwt,
+    verify_signature,
+)
 
 FILTER_NAME = "envoy.filters.http.jwt_authn"
 CONFIG_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
@@ -40,50 +53,11 @@ DEFAULT_PARAM = "access_token"
 DEFAULT_CLOCK_SKEW_SECONDS = 60
 MAX_REALM_PATH_LENGTH = 256
 DETAIL_PREFIX = "jwt_authn_access_denied"
-
-# Status strings: the messages Envoy answers with (google jwt_verify_lib's status strings).
-OK = "OK"
-JWT_MISSING = "Jwt is missing"
-JWT_NOT_YET_VALID = "Jwt not yet valid"
-JWT_EXPIRED = "Jwt is expired"
-JWT_BAD_FORMAT = "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
-JWT_HEADER_BAD_BASE64 = "Jwt header is an invalid Base64url encoded"
-JWT_HEADER_BAD_JSON = "Jwt header is an invalid JSON"
-JWT_HEADER_BAD_ALG = "Jwt header [alg] field is required and must be a string"
-JWT_HEADER_UNSUPPORTED_ALG = "Jwt header [alg] is not supported"
-JWT_HEADER_BAD_KID = "Jwt header [kid] field is not a string"
-JWT_PAYLOAD_BAD_BASE64 = "Jwt payload is an invalid Base64url encoded"
-JWT_PAYLOAD_BAD_JSON = "Jwt payload is an invalid JSON"
-JWT_SIGNATURE_BAD_BASE64 = "Jwt signature is an invalid Base64url encoded"
-JWT_UNKNOWN_ISSUER = "Jwt issuer is not configured"
-JWT_AUDIENCE_NOT_ALLOWED = "Audiences in Jwt are not allowed"
-JWT_VERIFICATION_FAILS = "Jwt verification fails"
-JWKS_NO_VALID_KEYS = "Jwks doesn't have any valid public key"
-JWKS_KID_ALG_MISMATCH = "Jwks doesn't have key to match kid or alg from Jwt"
-JWKS_FETCH_FAILED = "Jwks remote fetch is failed"
-
-# Algorithms Envoy's parser accepts; anything else (e.g. "none") is refused while parsing.
-SUPPORTED_ALGS = frozenset({"ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "RS256", "RS384",
-                            "RS512", "PS256", "PS384", "PS512", "EdDSA"})
-_HASH = {"256": RSAAlgorithm.SHA256, "384": RSAAlgorithm.SHA384, "512": RSAAlgorithm.SHA512}
-_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
-_BASE64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 _JWT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
-_UINT64_MAX = 2**64 - 1
 
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
-
-@dataclass(frozen=True)
-class VerificationKey:
-    """One usable JWK: its public key object (None for an HMAC key, which is never used)."""
-
-    kty: str
-    kid: str = ""
-    alg: str = ""
-    public_key: Any = None
-
 
 @dataclass(frozen=True)
 class Provider:
@@ -199,224 +173,6 @@ def _named_providers(requirements: Iterable[Mapping[str, Any]]) -> set[str]:
             if group in requirement:
                 names |= _named_providers(requirement[group].get("requirements") or [])
     return names
-
-
-# ---------------------------------------------------------------------------------------------
-# JWKS: which keys of a set Envoy would keep (a key it cannot use is skipped, not fatal)
-
-def _b64url_decode(text: str) -> bytes | None:
-    if not isinstance(text, str) or not _BASE64URL.match(text) or len(text.rstrip("=")) % 4 == 1:
-        return None
-    try:
-        return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _rsa_key(jwk: Mapping[str, Any], alg: str) -> Any:
-    if alg and alg[:2] not in ("RS", "PS"):
-        return None
-    n, e = _b64url_decode(jwk.get("n")), _b64url_decode(jwk.get("e"))
-    if not n or not e or int.from_bytes(e, "big") not in (3, 65537):
-        return None
-    try:
-        return rsa.RSAPublicNumbers(int.from_bytes(e, "big"), int.from_bytes(n, "big")).public_key()
-    except ValueError:
-        return None
-
-
-def _ec_key(jwk: Mapping[str, Any], alg: str) -> Any:
-    crv = jwk.get("crv", "")
-    if (alg and not alg.startswith("ES")) or not isinstance(crv, str):
-        return None
-    if alg and crv and _EC_CURVES.get(alg) != crv:
-        return None
-    curve = crv or _EC_CURVES.get(alg, "P-256")
-    if curve not in _EC_CURVES.values() or not isinstance(jwk.get("x"), str) or not isinstance(jwk.get("y"), str):
-        return None
-    try:
-        return ECAlgorithm.from_jwk({"kty": "EC", "crv": curve, "x": jwk["x"], "y": jwk["y"]})
-    except (InvalidKeyError, ValueError, binascii.Error):
-        return None
-
-
-def _okp_key(jwk: Mapping[str, Any], alg: str) -> Any:
-    if (alg and alg != "EdDSA") or jwk.get("crv") != "Ed25519" or not isinstance(jwk.get("x"), str):
-        return None
-    try:
-        return OKPAlgorithm.from_jwk({"kty": "OKP", "crv": "Ed25519", "x": jwk["x"]})
-    except (InvalidKeyError, ValueError, binascii.Error):
-        return None
-
-
-def _verification_key(jwk: Mapping[str, Any]) -> VerificationKey | None:
-    kty = jwk.get("kty")
-    if not isinstance(kty, str):
-        return None
-    kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else ""
-    alg = jwk.get("alg") if isinstance(jwk.get("alg"), str) else ""
-    if kty == "oct":
-        usable = (not alg or alg in ("HS256", "HS384", "HS512")) and _b64url_decode(jwk.get("k")) is not None
-        return VerificationKey(kty, kid, alg, None) if usable else None
-    build = {"RSA": _rsa_key, "EC": _ec_key, "OKP": _okp_key}.get(kty)
-    public_key = build(jwk, alg) if build else None
-    return VerificationKey(kty, kid, alg, public_key) if public_key is not None else None
-
-
-def parse_jwks(jwks: Mapping[str, Any]) -> tuple[VerificationKey, ...]:
-    """The usable keys of a JWK set; empty when it has none (then every token fails)."""
-    keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
-    if not isinstance(keys, list):
-        return ()
-    parsed = (_verification_key(jwk) for jwk in keys if isinstance(jwk, Mapping))
-    return tuple(key for key in parsed if key is not None)
-
-
-# ---------------------------------------------------------------------------------------------
-# One token: parse, then check it
-
-@dataclass(frozen=True)
-class ParsedJwt:
-    header: Mapping[str, Any]
-    payload: Mapping[str, Any]
-    payload_base64url: str
-    signed_data: bytes
-    signature: bytes
-    alg: str
-    kid: str
-    iss: str
-    sub: str
-    nbf: int
-    exp: int
-    audiences: tuple[str, ...]
-
-
-def _json_object(segment: str) -> tuple[bytes | None, Any]:
-    raw = _b64url_decode(segment)
-    if raw is None:
-        return None, None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return raw, None
-    return raw, value if isinstance(value, dict) else None
-
-
-def _time_claim(payload: Mapping[str, Any], name: str) -> int | str:
-    value = payload.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"Jwt payload [{name}] field is not an integer"
-    if value < 0 or value > _UINT64_MAX:
-        return f"Jwt payload [{name}] field is not a positive 64 bit integer"
-    return int(value)
-
-
-def parse_jwt(token: str) -> ParsedJwt | str:
-    """The token's parts, or the status string of the first problem, in Envoy's order of checks."""
-    parts = [part for part in token.split(".") if part]
-    if len(parts) != 3:
-        return JWT_BAD_FORMAT
-    raw, header = _json_object(parts[0])
-    if raw is None:
-        return JWT_HEADER_BAD_BASE64
-    if header is None:
-        return JWT_HEADER_BAD_JSON
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        return JWT_HEADER_BAD_ALG
-    if alg not in SUPPORTED_ALGS:
-        return JWT_HEADER_UNSUPPORTED_ALG
-    kid = header.get("kid", "")
-    if not isinstance(kid, str):
-        return JWT_HEADER_BAD_KID
-    raw, payload = _json_object(parts[1])
-    if raw is None:
-        return JWT_PAYLOAD_BAD_BASE64
-    if payload is None:
-        return JWT_PAYLOAD_BAD_JSON
-    for name in ("iss", "sub"):
-        if not isinstance(payload.get(name, ""), str):
-            return f"Jwt payload [{name}] field is not a string"
-    times = {name: _time_claim(payload, name) for name in ("iat", "nbf", "exp")}
-    for value in times.values():
-        if isinstance(value, str):
-            return value
-    if not isinstance(payload.get("jti", ""), str):
-        return "Jwt payload [jti] field is not a string"
-    aud = payload.get("aud", [])
-    audiences = [aud] if isinstance(aud, str) else aud
-    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
-        return "Jwt payload [aud] field is not a string or string list"
-    signature = _b64url_decode(parts[2])
-    if signature is None:
-        return JWT_SIGNATURE_BAD_BASE64
-    return ParsedJwt(header=header, payload=payload, payload_base64url=parts[1],
-                     signed_data=f"{parts[0]}.{parts[1]}".encode(), signature=signature, alg=alg, kid=kid,
-                     iss=payload.get("iss", ""), sub=payload.get("sub", ""), nbf=times["nbf"],
-                     exp=times["exp"], audiences=tuple(audiences))
-
-
-def _sanitize_audience(audience: str) -> str:
-    """Envoy compares audiences without an http(s):// prefix and a trailing slash."""
-    for prefix in ("http://", "https://"):
-        if audience.startswith(prefix):
-            audience = audience[len(prefix):]
-            break
-    return audience[:-1] if audience.endswith("/") else audience
-
-
-def audiences_allowed(allowed: Iterable[str], token_audiences: Iterable[str]) -> bool:
-    allowed_set = {_sanitize_audience(a) for a in allowed}
-    return not allowed_set or any(_sanitize_audience(a) in allowed_set for a in token_audiences)
-
-
-def _algorithm_for(alg: str, kty: str) -> Any:
-    """The PyJWT algorithm for a token `alg` on a key of type `kty`, or None if they do not pair."""
-    if kty == "RSA" and alg[:2] == "RS":
-        return RSAAlgorithm(_HASH[alg[2:]])
-    if kty == "RSA" and alg[:2] == "PS":
-        return RSAPSSAlgorithm(_HASH[alg[2:]])
-    if kty == "EC" and alg[:2] == "ES":
-        return ECAlgorithm(_HASH[alg[2:]])
-    if kty == "OKP" and alg == "EdDSA":
-        return OKPAlgorithm()
-    return None  # HMAC, and any alg that does not fit the key type: never verified
-
-
-def verify_signature(jwt: ParsedJwt, keys: Sequence[VerificationKey]) -> str:
-    """Try every key that fits the token's kid and alg; which message on failure is Envoy's."""
-    kid_alg_matched = False
-    for key in keys:
-        if jwt.kid and key.kid and key.kid != jwt.kid:
-            continue
-        if key.alg and key.alg != jwt.alg:
-            continue
-        kid_alg_matched = True
-        algorithm = _algorithm_for(jwt.alg, key.kty)
-        if algorithm is not None and key.public_key is not None:
-            try:
-                if algorithm.verify(jwt.signed_data, key.public_key, jwt.signature):
-                    return OK
-            except (ValueError, TypeError):
-                pass
-    return JWT_VERIFICATION_FAILS if kid_alg_matched else JWKS_KID_ALG_MISMATCH
-
-
-def _claim_header_value(payload: Mapping[str, Any], claim: str) -> str:
-    value: Any = payload
-    for part in claim.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return ""
-        value = value[part]
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)):
-        if 0 <= value < 2**64 and float(value).is_integer():
-            return str(int(value))
-        return f"{float(value):f}"
-    return ""  # objects and lists are not copied into headers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -650,7 +406,7 @@ class _Run:
         if provider.forward_payload_header:
             self.request.add(provider.forward_payload_header.lower(), jwt.payload_base64url)
         for header, claim in provider.claim_to_headers:
-            value = _claim_header_value(jwt.payload, claim)
+            value = claim_header_value(jwt.payload, claim)
             if value:
                 self.request.add(header.lower(), value)
         if not provider.forward:

@@ -24,6 +24,9 @@ from typing import Awaitable, Callable
 
 import trio
 
+from lab.client.contract import (ENV_API_SOCKET, ENV_NODE_NAME, ENV_POD_IP, ENV_POD_NAMESPACE, ENV_SA_TOKEN_FILE,
+                                 ENV_SERVICE_ACCOUNT)
+from lab.client.process import open_nursery_until_signalled
 from mesh import tls
 from mesh.hbone import ConnectRequest, HboneStream, serve_hbone
 from mesh.hbone.tlsstream import TlsStream
@@ -55,15 +58,15 @@ class PodSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str], *, component: str, name: str, **overrides) -> PodSettings:
-        namespace = env["LAB_POD_NAMESPACE"]
+        namespace = env[ENV_POD_NAMESPACE]
         trust_domain = env.get("TRUST_DOMAIN", "cluster.local")
-        sa = env.get("LAB_SERVICE_ACCOUNT") or "default"
+        sa = env.get(ENV_SERVICE_ACCOUNT) or "default"
         return cls(agent=AgentSettings(
-            api_socket=env["LAB_API_SOCKET"], token_file=env["LAB_SA_TOKEN_FILE"],
+            api_socket=env[ENV_API_SOCKET], token_file=env[ENV_SA_TOKEN_FILE],
             istiod_address=env.get("ISTIOD_ADDRESS", "istiod.istio-system.svc:15012"), namespace=namespace,
             name=name, identity=f"spiffe://{trust_domain}/ns/{namespace}/sa/{sa}",
-            node=env.get("LAB_NODE_NAME", ""), trust_domain=trust_domain),
-            pod_ip=env.get("LAB_POD_IP", ""), component=component, **overrides)
+            node=env.get(ENV_NODE_NAME, ""), trust_domain=trust_domain),
+            pod_ip=env.get(ENV_POD_IP, ""), component=component, **overrides)
 
 
 def print_line(line: str) -> None:
@@ -151,17 +154,13 @@ class ProxyPod:
 async def run_until_signalled(pod: ProxyPod, env: dict[str, str]) -> None:
     """Run `pod`; on SIGTERM/SIGINT drain (a second signal cuts it short), then exit."""
     drain = float(env.get("TERMINATION_DRAIN_DURATION_SECONDS", DRAIN_SECONDS))
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(pod.run)
-            async for signum in signals:
-                log.info("received %s: draining for %.1fs, then exiting", signal.Signals(signum).name, drain)
-                if pod.engine is not None:
-                    pod.engine.draining = True
-                with trio.move_on_after(drain):
-                    await signals.__anext__()
-                nursery.cancel_scope.cancel()
-                break
+
+    def start_draining(sig: signal.Signals) -> None:
+        log.info("received %s: draining for %.1fs, then exiting", sig.name, drain)
+        if pod.engine is not None:
+            pod.engine.draining = True
+    async with open_nursery_until_signalled(start_draining, drain=drain) as nursery:
+        await nursery.start(pod.run)
 
 
 def environment() -> dict[str, str]:

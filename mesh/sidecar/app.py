@@ -19,6 +19,7 @@ import logging
 
 import trio
 
+from lab.client.contract import ENV_POD_NAME
 from mesh.proxy.pod import PodSettings, ProxyPod, environment, run_until_signalled
 from mesh.ztunnel.sockets import abort, format_addr, original_dst, serve_guarded
 
@@ -53,7 +54,7 @@ async def _serve_captured(port: int, direction: str, pod: ProxyPod, nursery: tri
 
 
 def sidecar(env: dict[str, str]) -> ProxyPod:
-    settings = PodSettings.from_env(env, component="sidecar", name=env.get("LAB_POD_NAME", ""),
+    settings = PodSettings.from_env(env, component="sidecar", name=env.get(ENV_POD_NAME, ""),
                                     metrics_addrs=(("0.0.0.0", 15020), ("0.0.0.0", 15090)),
                                     local_source=LOCAL_SOURCE)
     return ProxyPod(settings, extra_listeners=(

@@ -7,7 +7,6 @@ resulting rules. Running it again replaces the table. `apply` can also target a 
 """
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 from typing import TextIO
@@ -38,15 +37,11 @@ def _nft(args: list[str], script: str, netns_name: str | None, what: str) -> Non
     argv = ["nft", *args]
     where = f" in {netns_name}" if netns_name else ""
     try:
-        with netns.entered(netns_name) if netns_name else contextlib.nullcontext():
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
-        with proc:
-            _, stderr = proc.communicate(script, timeout=NFT_TIMEOUT_S)
+        done = netns.run(netns_name or None, argv, script, NFT_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise InitError(f"{what}{where}: {' '.join(argv)}: {e}") from e
-    if proc.returncode != 0:
-        raise InitError(f"{what}{where}: {' '.join(argv)} failed (exit {proc.returncode}): {stderr.strip()}")
+    if done.returncode != 0:
+        raise InitError(f"{what}{where}: {' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()}")
 
 
 def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:

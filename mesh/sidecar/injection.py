@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from lab.runtime import images
+from lab.client.contract import HANDLER_ANNOTATION, HOLD_APPLICATION_ANNOTATION, PROXY_TAG_ANNOTATION
 from mesh.sidecar import iptables
 
 # Labels and annotations (Istio's names).
@@ -61,9 +61,9 @@ PROMETHEUS_PORT = "prometheus.io/port"
 PROMETHEUS_PATH = "prometheus.io/path"
 
 # The lab's annotations on the MutatingWebhookConfiguration.
-HANDLER = "lab.ambient/handler"
-PROXY_TAG = "lab.ambient/proxy-tag"
-HOLD_APPLICATION = "lab.ambient/hold-application-until-proxy-starts"
+HANDLER = HANDLER_ANNOTATION
+PROXY_TAG = PROXY_TAG_ANNOTATION
+HOLD_APPLICATION = HOLD_APPLICATION_ANNOTATION
 
 DEFAULT_TAG = "1.24.0"
 DEFAULT_REVISION = "default"
@@ -283,10 +283,6 @@ def settings(pod: Mapping, webhook: Mapping | None = None) -> Settings:
     image = annotations.get(PROXY_IMAGE, "")
     if "/" not in image:
         image = f"{PROXY_REPOSITORY}:{tag}"
-    try:
-        images.lookup(image)
-    except images.UnknownImage as e:
-        raise ValueError(f"annotation {PROXY_IMAGE}: {e}") from None
     mode = annotations.get(INTERCEPTION_MODE) or str(config.get("interceptionMode") or "REDIRECT")
     if mode not in ("REDIRECT", "NONE"):
         raise ValueError(f"interception mode {mode!r} is not supported in the lab (REDIRECT or NONE)")

@@ -8,11 +8,12 @@ waypoint without a ready endpoint fails closed at the source ztunnel.
 """
 from __future__ import annotations
 
+from lab.client.contract import ENV_SERVICE_ACCOUNT
 from mesh.proxy.pod import PodSettings, ProxyPod, environment, run_until_signalled
 
 
 def waypoint(env: dict[str, str]) -> ProxyPod:
-    name = env.get("GATEWAY_NAME") or env.get("LAB_SERVICE_ACCOUNT") or "waypoint"
+    name = env.get("GATEWAY_NAME") or env.get(ENV_SERVICE_ACCOUNT) or "waypoint"
     return ProxyPod(PodSettings.from_env(env, component="waypoint", name=name))
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import array
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import trio
 
@@ -46,6 +47,8 @@ MAX_FDS = 4
 
 DEFAULT_PATH = "/var/run/ztunnel/ztunnel.sock"
 
+M = TypeVar("M", ZdsHello, WorkloadRequest, Ack)
+
 
 class ZdsClosed(ConnectionError):
     """The peer closed the ZDS socket."""
@@ -62,7 +65,7 @@ class ZdsSocket:
     async def __aenter__(self) -> ZdsSocket:
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def fileno(self) -> int:
@@ -125,7 +128,7 @@ class ZdsSocket:
         return _decoded(decode_response, payload, fds)
 
 
-def _decoded(decode, payload: bytes, fds: list[int]):
+def _decoded(decode: Callable[[bytes], M], payload: bytes, fds: list[int]) -> M:
     try:
         message = decode(payload)
         check_fds(message, len(fds))
@@ -135,7 +138,7 @@ def _decoded(decode, payload: bytes, fds: list[int]):
     return message
 
 
-def _fds_from(ancillary) -> list[int]:
+def _fds_from(ancillary: Iterable[tuple[int, int, bytes]]) -> list[int]:
     fds = array.array("i")
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -184,7 +187,7 @@ class ZdsListener:
     async def __aenter__(self) -> ZdsListener:
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import h11
 import trio
@@ -93,12 +94,15 @@ async def _handle(stream: trio.SocketStream, routes: dict[str, Route]) -> None:
 
 
 async def _read_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
+    event = await next_event(stream, conn)
+    return event if isinstance(event, h11.Request) else None
+
+
+async def next_event(stream: trio.abc.ReceiveStream, conn: h11.Connection) -> Any:
+    """`conn`'s next h11 event, reading from `stream` for as long as h11 needs more data (an
+    empty read tells h11 the peer closed). Shared with istiod's small HTTP client (`jwks`)."""
     while True:
         event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(65536)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
+        if event is not h11.NEED_DATA:
             return event
-        return None
+        conn.receive_data(await stream.receive_some(65536))

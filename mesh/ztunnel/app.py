@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -30,6 +29,8 @@ from typing import Any, Protocol
 import trio
 
 from lab.client import AsyncLabClient
+from lab.client.contract import ENV_API_SOCKET, ENV_SA_TOKEN_FILE
+from lab.client.process import open_nursery_until_signalled
 from mesh.istiod import client as istiod
 from mesh.istiod.channel import istiod_identity
 from mesh.ztunnel.admin import Readiness, json_response, serve_http, text_response
@@ -167,21 +168,13 @@ class Ztunnel:
         }
 
 
-async def _stop_on_signal(signals, scope: trio.CancelScope) -> None:
-    async for signum in signals:
-        log.info("received %s: closing listeners and exiting", signal.Signals(signum).name)
-        scope.cancel()
-        return
-
-
 async def amain(env: dict[str, str] | None = None) -> None:
     env = dict(os.environ) if env is None else env
     config = Config.from_env(env)
-    control_plane = IstiodControlPlane(config, AsyncLabClient(env["LAB_API_SOCKET"]), env["LAB_SA_TOKEN_FILE"])
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
-            await nursery.start(Ztunnel(config, control_plane).run)
+    control_plane = IstiodControlPlane(config, AsyncLabClient(env[ENV_API_SOCKET]), env[ENV_SA_TOKEN_FILE])
+    async with open_nursery_until_signalled(
+            lambda sig: log.info("received %s: closing listeners and exiting", sig.name)) as nursery:
+        await nursery.start(Ztunnel(config, control_plane).run)
 
 
 def main() -> None:

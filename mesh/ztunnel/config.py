@@ -9,11 +9,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lab.client.contract import ENV_LAB_NAME, ENV_NODE_NAME
+from mesh.contract import (ADMIN_PORT, ENV_ISTIOD_ADDRESS, ENV_TRUST_DOMAIN, HBONE_PORT, INBOUND_CAPTURE_PORT,
+                           INPOD_MARK, ISTIO_NAMESPACE, ISTIOD_ADDRESS, ISTIOD_PORT, METRICS_PORT, OUTBOUND_CAPTURE_PORT,
+                           PROXY_PORTS, READINESS_PORT, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY)
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.paths import zds_socket_path
 
-DEFAULT_ISTIOD_ADDRESS = "istiod.istio-system.svc:15012"
-ROOT_CONFIGMAP = ("istio-system", "istio-ca-root-cert")
-ROOT_CONFIGMAP_KEY = "root-cert.pem"
+DEFAULT_ISTIOD_ADDRESS = ISTIOD_ADDRESS
+ROOT_CONFIGMAP = (ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP)
+ROOT_CONFIGMAP_KEY = ROOT_CERT_KEY
 
 Address = tuple[str, int]
 
@@ -23,22 +28,22 @@ class Config:
     # Who and where this ztunnel is.
     node_name: str = ""
     cluster_id: str = "Kubernetes"
-    trust_domain: str = "cluster.local"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
     # The control plane.
     istiod_address: str = DEFAULT_ISTIOD_ADDRESS
     #: The certificate lifetime asked of the CA (SECRET_TTL).
     cert_validity: int = 86400
     # In-pod listeners (bound to 0.0.0.0 inside every enrolled pod's netns).
-    outbound_port: int = 15001
-    inbound_plaintext_port: int = 15006
-    inbound_port: int = 15008
+    outbound_port: int = OUTBOUND_CAPTURE_PORT
+    inbound_plaintext_port: int = INBOUND_CAPTURE_PORT
+    inbound_port: int = HBONE_PORT
     #: SO_MARK of every socket ztunnel makes in a pod (Istio's InpodMark).
-    inpod_mark: int = 0x539
+    inpod_mark: int = INPOD_MARK
     listen_backlog: int = 128
     # Node-netns servers; None turns one off.
-    admin_addr: Address | None = ("127.0.0.1", 15000)
-    metrics_addr: Address | None = ("0.0.0.0", 15020)
-    readiness_addr: Address | None = ("0.0.0.0", 15021)
+    admin_addr: Address | None = ("127.0.0.1", ADMIN_PORT)
+    metrics_addr: Address | None = ("0.0.0.0", METRICS_PORT)
+    readiness_addr: Address | None = ("0.0.0.0", READINESS_PORT)
     # The CNI agent's socket.
     zds_path: str = ""
     # Timeouts, in seconds.
@@ -49,18 +54,18 @@ class Config:
     #: A client that does not finish its TLS handshake on 15008 in this time is dropped.
     handshake_timeout: float = 10.0
     #: Ports that must never be a proxy's target: they would loop through ztunnel itself.
-    illegal_ports: frozenset[int] = field(default=frozenset({15001, 15006, 15008}))
+    illegal_ports: frozenset[int] = field(default=PROXY_PORTS)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """The settings of a ztunnel started by the lab's kubelet (docs/mesh-internals.md)."""
         env = os.environ if env is None else env
-        lab, node = env["LAB_NAME"], env["LAB_NODE_NAME"]
+        lab, node = env[ENV_LAB_NAME], env[ENV_NODE_NAME]
         return cls(
             node_name=node,
             cluster_id=env.get("CLUSTER_ID", "Kubernetes"),
-            trust_domain=env.get("TRUST_DOMAIN", "cluster.local"),
-            istiod_address=env.get("ISTIOD_ADDRESS") or DEFAULT_ISTIOD_ADDRESS,
+            trust_domain=env.get(ENV_TRUST_DOMAIN, DEFAULT_TRUST_DOMAIN),
+            istiod_address=env.get(ENV_ISTIOD_ADDRESS) or DEFAULT_ISTIOD_ADDRESS,
             cert_validity=int(env.get("SECRET_TTL_SECONDS", "86400")),
             zds_path=zds_socket_path(lab, node),
         )
@@ -70,7 +75,7 @@ class Config:
         return (self.outbound_port, self.inbound_plaintext_port, self.inbound_port)
 
 
-def split_host_port(address: str, default_port: int = 15012) -> tuple[str, int]:
+def split_host_port(address: str, default_port: int = ISTIOD_PORT) -> tuple[str, int]:
     """'host:port' (or '[v6]:port', or a bare host) → (host, port); a 'https://' prefix is ignored."""
     address = address.removeprefix("https://").rstrip("/")
     if address.startswith("["):

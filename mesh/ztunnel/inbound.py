@@ -16,7 +16,6 @@ One access-log line per CONNECT; `dst.addr` is podIP:15008 and `dst.hbone_addr` 
 from __future__ import annotations
 
 import functools
-import logging
 import weakref
 from dataclasses import dataclass
 
@@ -27,13 +26,13 @@ from mesh.hbone import (BAD_REQUEST, CONNECTED, POLICY_DENIED, UPSTREAM_FAILED, 
                         serve_hbone, splice, workload_baggage)
 from mesh.hbone.tlsstream import TlsStream
 from mesh.ztunnel import metrics
-from mesh.ztunnel.proxy import (DRAINED, IpMismatch, PolicyRejection, ProxyError, ProxyInputs,
-                                SelfCall, TlsFailed, outcome_of)
+from mesh.ztunnel.proxy import (DRAINED, IpMismatch, PodListener, PolicyRejection, ProxyError, SelfCall, TlsFailed,
+                                closing_upstream, outcome_of)
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, close_now, format_addr, serve_guarded
-from mesh.ztunnel.state import ProxyState, Service, Workload
+from mesh.ztunnel.sockets import abort, format_addr
+from mesh.ztunnel.resources import Service, Workload
+from mesh.ztunnel.state import ProxyState
 
-log = logging.getLogger("mesh.ztunnel.inbound")
 
 
 @dataclass(frozen=True)
@@ -106,17 +105,12 @@ def _status_of(error: ProxyError) -> int:
     return UPSTREAM_FAILED
 
 
-class Inbound:
+class Inbound(PodListener):
     """One pod's 15008 listener."""
 
-    def __init__(self, pi: ProxyInputs, listener: trio.SocketListener) -> None:
-        self.pi = pi
-        self.listener = listener
+    what = "inbound"
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_guarded(self.listener, self.serve_connection, "inbound", log, task_status=task_status)
-
-    async def serve_connection(self, tcp: trio.SocketStream) -> None:
+    async def handle(self, tcp: trio.SocketStream) -> None:
         """mTLS, then HBONE until the peer closes the connection."""
         pi = self.pi
         try:
@@ -178,14 +172,10 @@ class Inbound:
                 outcome = outcome_of(exc)
                 await respond(_status_of(exc))
                 return
-            try:
+            async with closing_upstream(upstream, upstream):  # the client broke off: reset the app too
                 # 200 only now that the app accepted the connection (docs/ambient-facts.md §1.4).
                 await respond(CONNECTED, _response_baggage(local))
                 await splice(stream, upstream, result.stats)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                abort(upstream)  # the client side broke off: reset the app's connection too
-            finally:
-                await close_now(upstream)
             outcome = metrics.Outcome()
         finally:
             result.record(outcome)

@@ -8,31 +8,24 @@ the pod with the client's IP as source, and spliced.
 """
 from __future__ import annotations
 
-import logging
 
 import trio
 
 from mesh.hbone import splice
 from mesh.ztunnel import metrics
 from mesh.ztunnel.inbound import guess_inbound_service
-from mesh.ztunnel.proxy import DRAINED, ProxyError, ProxyInputs, SelfCall, outcome_of
+from mesh.ztunnel.proxy import DRAINED, PodListener, ProxyError, SelfCall, closing_upstream, outcome_of
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr, original_dst, serve_guarded
-
-log = logging.getLogger("mesh.ztunnel.inbound_passthrough")
+from mesh.ztunnel.sockets import abort, format_addr, original_dst
 
 
-class InboundPassthrough:
+
+class InboundPassthrough(PodListener):
     """One pod's 15006 listener."""
 
-    def __init__(self, pi: ProxyInputs, listener: trio.SocketListener) -> None:
-        self.pi = pi
-        self.listener = listener
+    what = "inbound plaintext"
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_guarded(self.listener, self.proxy, "inbound plaintext", log, task_status=task_status)
-
-    async def proxy(self, client: trio.SocketStream) -> None:
+    async def handle(self, client: trio.SocketStream) -> None:
         pi = self.pi
         try:
             src_ip, src_port = client.socket.getpeername()[:2]
@@ -68,13 +61,8 @@ class InboundPassthrough:
                 outcome = outcome_of(exc)
                 abort(client)
                 return
-            try:
+            async with closing_upstream(upstream, client, upstream):
                 await splice(client, upstream, result.stats)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                abort(client)
-                abort(upstream)
-            finally:
-                await trio.aclose_forcefully(upstream)
             outcome = metrics.Outcome()
         finally:
             await trio.aclose_forcefully(client)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 
 from mesh.hbone.splice import SpliceStats
-from mesh.ztunnel.state import Service, Workload
+from mesh.ztunnel.resources import Service, Workload
 
 UNKNOWN = "unknown"
 

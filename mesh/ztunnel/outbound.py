@@ -28,13 +28,15 @@ import trio
 from mesh import tls
 from mesh.hbone import HboneError, HbonePool, WorkloadKey, hbone_headers, splice, workload_baggage
 from mesh.hbone.tlsstream import TlsStream
+from mesh.contract import HBONE_PORT
 from mesh.identity.spiffe import Identity
 from mesh.ztunnel import metrics
-from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, HbonePortUnreachable, HttpStatus,
-                                NoHealthyUpstream, NoValidDestination, ProxyError, ProxyInputs, SelfCall, TlsFailed,
-                                UnknownWaypoint, outcome_of)
+from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, HbonePortUnreachable, HttpStatus, NoHealthyUpstream,
+                                NoValidDestination, PodListener, ProxyError, ProxyInputs, SelfCall, TlsFailed,
+                                UnknownWaypoint, closing_upstream, outcome_of)
 from mesh.ztunnel.sockets import Address, abort, close_now, format_addr, guarded, original_dst
-from mesh.ztunnel.state import HBONE, TCP, ProxyState, Rng, Service, Upstream, Workload
+from mesh.ztunnel.resources import HBONE, TCP, Service, Workload
+from mesh.ztunnel.state import ProxyState, Rng, Upstream
 
 log = logging.getLogger("mesh.ztunnel.outbound")
 
@@ -57,7 +59,7 @@ class Request:
     upstream_sans: tuple[str, ...] = field(default=())
 
 
-def build_request(state: ProxyState, source: Workload, target: Address, *, hbone_port: int = 15008,
+def build_request(state: ProxyState, source: Workload, target: Address, *, hbone_port: int = HBONE_PORT,
                   rng: Rng = random.choice) -> Request:
     """Decide where a connection from `source` to `target` goes (ztunnel `build_request`). Pure.
 
@@ -132,12 +134,13 @@ def source_baggage(src: Workload) -> str:
     return baggage
 
 
-class Outbound:
+class Outbound(PodListener):
     """One pod's 15001 listener and its HBONE connection pool."""
 
+    what = "outbound"
+
     def __init__(self, pi: ProxyInputs, listener: trio.SocketListener) -> None:
-        self.pi = pi
-        self.listener = listener
+        super().__init__(pi, listener)
         self.pool: HbonePool | None = None
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
@@ -146,13 +149,13 @@ class Outbound:
             self.pool = HbonePool(nursery, self._connect, connect_timeout=self.pi.config.connect_timeout)
             try:
                 task_status.started()
-                handler = guarded(self.proxy, "outbound", log)
+                handler = guarded(self.handle, self.what, log)
                 await trio.serve_listeners(handler, [self.listener], handler_nursery=nursery)
             finally:
                 with trio.CancelScope(shield=True):
                     await self.pool.aclose()
 
-    async def proxy(self, app: trio.SocketStream) -> None:
+    async def handle(self, app: trio.SocketStream) -> None:
         pi = self.pi
         try:
             client = app.socket.getpeername()[:2]
@@ -184,12 +187,8 @@ class Outbound:
                 outcome = outcome_of(exc)
                 abort(app)
                 return
-            try:
+            async with closing_upstream(upstream, app):  # a reset on either side: pass it on
                 await splice(app, upstream, result.stats)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                abort(app)  # a reset on either side: pass it on; as in ztunnel, not an error
-            finally:
-                await close_now(upstream)
             outcome = metrics.Outcome()
         finally:
             await close_now(app)

@@ -1,4 +1,5 @@
-"""What ztunnel's three proxies share (ztunnel `src/proxy.rs`): their inputs and their errors.
+"""What ztunnel's three proxies share (ztunnel `src/proxy.rs`): their inputs, their errors, their
+listener and how a spliced connection ends.
 
 A pod's proxies (`inbound`, `outbound`, `inbound_passthrough`, started by `inpod`) each get the
 same `ProxyInputs`: the shared config state, the certificate manager, the telemetry, and the pod
@@ -10,77 +11,74 @@ and the response flag their metrics get.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import trio
 
+from mesh.contract import HBONE_PORT
 from mesh.hbone.headers import status_text
 from mesh.ztunnel import metrics
 from mesh.ztunnel.config import Config
 from mesh.ztunnel.identity import SecretManager, WorkloadCertificate
-from mesh.ztunnel.sockets import InpodNetns
-from mesh.ztunnel.state import StateHandle, Workload
+from mesh.ztunnel.sockets import InpodNetns, abort, close_now, serve_guarded
+from mesh.ztunnel.resources import Workload
+from mesh.ztunnel.state import StateHandle
 
 
 class ProxyError(Exception):
-    """A connection ztunnel could not carry; `str()` is ztunnel's wording."""
+    """A connection ztunnel could not carry; `str()` is ztunnel's wording: the subclass's
+    `message` with the constructor's arguments filled in."""
 
     flag = metrics.CONNECT
+    message = "{}"
+
+    def __init__(self, *details: object) -> None:
+        super().__init__(self.message.format(*details))
 
 
 class SelfCall(ProxyError):
-    def __init__(self) -> None:
-        super().__init__("attempted recursive call to ourselves")
+    message = "attempted recursive call to ourselves"
 
 
 class UnknownSourceWorkload(ProxyError):
-    def __init__(self, info: WorkloadInfo) -> None:
-        super().__init__(f"failed to fetch information about local workload: {info}")
+    message = "failed to fetch information about local workload: {}"  # a WorkloadInfo
 
 
 class NoHealthyUpstream(ProxyError):
-    def __init__(self, target: str) -> None:
-        super().__init__(f"no healthy upstream: {target}")
+    message = "no healthy upstream: {}"  # the target address
 
 
 class UnknownWaypoint(ProxyError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"unknown waypoint: {detail}")
+    message = "unknown waypoint: {}"
 
 
 class NoValidDestination(ProxyError):
-    def __init__(self, workload: str) -> None:
-        super().__init__(f"no valid routing destination for workload: {workload}")
+    message = "no valid routing destination for workload: {}"  # the workload's name
 
 
 class ConnectionFailed(ProxyError):
-    def __init__(self, cause: object) -> None:
-        super().__init__(f"connection failed: {cause}")
+    message = "connection failed: {}"  # the cause
 
 
 class HbonePortUnreachable(ProxyError):
     """A connect to 15008 timed out (ztunnel `MaybeHBONENetworkPolicyError`)."""
 
     flag = metrics.NETWORK_POLICY
-
-    def __init__(self, cause: object) -> None:
-        super().__init__(f"connection timed out, maybe a NetworkPolicy is blocking HBONE port 15008: {cause}")
+    message = f"connection timed out, maybe a NetworkPolicy is blocking HBONE port {HBONE_PORT}: {{}}"
 
 
 class TlsFailed(ProxyError):
     flag = metrics.TLS_FAILURE
-
-    def __init__(self, cause: object) -> None:
-        super().__init__(f"tls error: {cause}")
+    message = "tls error: {}"
 
 
 class IdentityFailed(ProxyError):
     flag = metrics.IDENTITY_ERROR
-
-    def __init__(self, cause: object) -> None:
-        super().__init__(f"identity error: {cause}")
+    message = "identity error: {}"
 
 
 class HttpStatus(ProxyError):
@@ -104,8 +102,7 @@ class PolicyRejection(ProxyError):
 
 
 class IpMismatch(ProxyError):
-    def __init__(self, landed: str, target: str) -> None:
-        super().__init__(f"ip mismatch: {landed} != {target}")
+    message = "ip mismatch: {} != {}"  # where the connection landed, the CONNECT's target
 
 
 def outcome_of(error: BaseException | None) -> metrics.Outcome:
@@ -195,3 +192,40 @@ class ProxyInputs:
             raise ConnectionFailed("deadline has elapsed") from exc
         except OSError as exc:
             raise ConnectionFailed(exc) from exc
+
+
+class PodListener:
+    """One of a pod's listeners (`Outbound`, `InboundPassthrough`, `Inbound`): `run` serves every
+    accepted connection with `handle`, each in its own task, logged under the subclass's module."""
+
+    #: How the listener names itself when one of its connections fails unexpectedly.
+    what = "proxy"
+
+    def __init__(self, pi: ProxyInputs, listener: trio.SocketListener) -> None:
+        self.pi = pi
+        self.listener = listener
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_guarded(self.listener, self.handle, self.what, logging.getLogger(type(self).__module__),
+                            task_status=task_status)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        raise NotImplementedError
+
+
+#: How a reset, or a side already closed, shows while splicing.
+RESETS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@asynccontextmanager
+async def closing_upstream(upstream: trio.abc.AsyncResource,
+                           *pass_reset_to: trio.SocketStream) -> AsyncIterator[None]:
+    """Around the splice of one connection: a reset on either side is no error (as in ztunnel)
+    and is passed on by resetting `pass_reset_to`; `upstream` is closed at once in any case."""
+    try:
+        yield
+    except RESETS:
+        for stream in pass_reset_to:
+            abort(stream)
+    finally:
+        await close_now(upstream)

@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 
 from mesh.policy import rbac
+from mesh.policy.authorization import ALLOW
 from mesh.ztunnel.proxy import PolicyRejection
-from mesh.ztunnel.state import GatewayAddress, ProxyState, Workload
+from mesh.ztunnel.resources import GatewayAddress, Workload
+from mesh.ztunnel.state import ProxyState
 
 log = logging.getLogger("mesh.ztunnel.rbac")
 
@@ -62,6 +64,6 @@ def assert_rbac(state: ProxyState, destination: Workload, *, src_ip: str, src_id
     if not decision.allowed:
         # A DENY names itself; "none allowed" names the ALLOW policies that were not satisfied.
         deciding = decision.policy or ",".join(
-            rbac.key(p) for p in policies if p["action"] == "ALLOW" and not p.get("dryRun"))
+            p.key for p in policies if p.action == ALLOW and not p.dry_run)
         raise PolicyRejection(decision.reason, deciding or None)
     return decision

@@ -11,15 +11,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mesh.contract import HBONE_PORT
+from mesh.contract import (HBONE_PORT, NETWORK_MODE_HOST, NETWORK_MODE_STANDARD, PROTOCOL_HBONE, PROTOCOL_TCP,
+                           STATUS_HEALTHY)
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, SCHEME
 
 T = TypeVar("T")
 
-HBONE = "HBONE"
-TCP = "TCP"
-HEALTHY = "Healthy"
-HOST_NETWORK = "HOST_NETWORK"
+HBONE = PROTOCOL_HBONE
+TCP = PROTOCOL_TCP
+HEALTHY = STATUS_HEALTHY
+HOST_NETWORK = NETWORK_MODE_HOST
 
 
 class InvalidResource(ValueError):
@@ -125,7 +126,7 @@ class Workload:
     authorization_policies: tuple[str, ...] = ()
     status: str = HEALTHY
     cluster_id: str = "Kubernetes"
-    network_mode: str = "STANDARD"
+    network_mode: str = NETWORK_MODE_STANDARD
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -151,7 +152,7 @@ class Workload:
             authorization_policies=f.optional("authorizationPolicies", _strings, ()),
             status=f.optional("status", _string, HEALTHY),
             cluster_id=f.optional("clusterId", _string, "Kubernetes"),
-            network_mode=f.optional("networkMode", _string, "STANDARD"),
+            network_mode=f.optional("networkMode", _string, NETWORK_MODE_STANDARD),
             raw=f.raw,
         )
 

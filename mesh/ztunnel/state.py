@@ -142,7 +142,10 @@ class ProxyState:
                 keys.sort()
 
     def _remove_address(self, name: str) -> None:
-        kind, key = self._address_names.pop(name, (None, None))
+        entry = self._address_names.pop(name, None)
+        if entry is None:
+            return
+        kind, key = entry
         if kind == "workload":
             wl = self.workloads.pop(key)
             if self._by_info.get((wl.name, wl.namespace, wl.service_account)) == wl.uid:

@@ -13,6 +13,8 @@ from typing import Any
 
 import trio
 
+from mesh import contract
+from mesh.contract import ADDRESS, AUTHORIZATION
 from mesh.identity.ca import RootCA
 from mesh.identity.spiffe import Identity
 
@@ -50,7 +52,7 @@ def address_name(resource: dict[str, Any]) -> str:
 
 
 def address_push(*resources: dict[str, Any], removed: list[str] = (), version: str = "1") -> dict[str, Any]:
-    return {"type": "Address",
+    return {"type": ADDRESS,
             "resources": [{"name": address_name(r), "version": version, "resource": r} for r in resources],
             "removed": list(removed)}
 
@@ -64,13 +66,13 @@ def authorization(name: str, namespace: str, action: str, principals: list[str] 
 
 
 def authorization_push(*policies: dict[str, Any], removed: list[str] = (), version: str = "1") -> dict[str, Any]:
-    return {"type": "Authorization",
+    return {"type": AUTHORIZATION,
             "resources": [{"name": f"{p['namespace']}/{p['name']}", "version": version, "resource": p}
                           for p in policies],
             "removed": list(removed)}
 
 
-SYNCED = {"type": "SYNCED"}
+SYNCED = {"type": contract.SYNCED}
 
 
 class FakeControlPlane:

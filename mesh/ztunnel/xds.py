@@ -9,12 +9,13 @@ config they had (docs/ambient-facts.md §4.1, §6.1). The first `SYNCED` makes z
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import trio
 
+from mesh.contract import SYNCED
 from mesh.ztunnel.state import StateHandle
 
 log = logging.getLogger("mesh.ztunnel.xds")
@@ -24,6 +25,31 @@ RECONNECT_MAX = 15.0
 
 #: known versions → the pushed messages of one stream.
 Subscribe = Callable[[dict[str, dict[str, str]]], AsyncIterator[dict[str, Any]]]
+
+
+class StreamStatus(Protocol):
+    connected: bool
+    last_error: str | None
+
+
+async def keep_streaming(status: StreamStatus, stream_once: Callable[[], Awaitable[bool]], *,
+                         logger: logging.Logger = log) -> NoReturn:
+    """Run one config stream after another, forever: every istiod client's loop (ztunnel's, the L7
+    proxies' agent). A stream that delivered a complete push (`stream_once` returned True) resets
+    the backoff; `status` says whether a stream is up and why the last one ended."""
+    backoff = RECONNECT_INITIAL
+    while True:
+        try:
+            if await stream_once():
+                backoff = RECONNECT_INITIAL  # the stream was healthy: retry fast
+            status.last_error = "istiod closed the stream"
+        except Exception as exc:  # any failure of the stream means: reconnect
+            status.last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            status.connected = False
+        logger.warning("config stream to istiod down (%s); reconnecting in %.3fs", status.last_error, backoff)
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, RECONNECT_MAX)
 
 
 class XdsClient:
@@ -39,19 +65,7 @@ class XdsClient:
         self.last_error: str | None = None
 
     async def run(self) -> None:
-        backoff = RECONNECT_INITIAL
-        while True:
-            try:
-                if await self._stream():
-                    backoff = RECONNECT_INITIAL  # the stream was healthy: retry fast
-                self.last_error = "istiod closed the stream"
-            except Exception as exc:  # any failure of the stream means: reconnect
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            finally:
-                self.connected = False
-            log.warning("config stream to istiod down (%s); reconnecting in %.3fs", self.last_error, backoff)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX)
+        await keep_streaming(self, self._stream)
 
     async def _stream(self) -> bool:
         """One stream until it ends; True if it delivered a complete push."""
@@ -59,7 +73,7 @@ class XdsClient:
         async with aclosing(self._subscribe(self.state.state.known())) as messages:
             async for message in messages:
                 self.connected = True
-                if message.get("type") == "SYNCED":
+                if message.get("type") == SYNCED:
                     if not synced:
                         st = self.state.state
                         log.info("config synced from istiod: %d workloads, %d services, %d policies",

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from lab.testing import ARTICLE, eventually
+from tests.e2e.conftest import ztunnel_log, ztunnel_on
 
 AMBIENT = "istio.io/dataplane-mode"
 
@@ -79,7 +80,8 @@ def test_enrollment_without_restart_and_hbone_on_the_wire(apps):
     assert node_ns  # the pod's own namespace is unchanged by enrollment
 
 
-def test_article_l4_policy_denies_the_rogue_client_fast(apps):
+def test_article_l4_policy_denies_the_rogue_client_with_a_reset(apps):
+    """A reset, not a timeout (how soon: `make bench`, bench/checks.py)."""
     lab, sleep, httpbin = apps
     eventually(lambda: lab.all_enrolled("ambient-apps", "app=sleep-ambient"), timeout=20)
     r = lab.lab("apply", "-f", os.path.join(ARTICLE, "l4-policy.yaml"))
@@ -91,20 +93,15 @@ def test_article_l4_policy_denies_the_rogue_client_fast(apps):
     lab.apply(os.path.join(ARTICLE, "rogue-client.yaml"))
     rogue = lab.wait_ready("ambient-apps", "app=rogue-client")[0]["metadata"]["name"]
     eventually(lambda: lab.all_enrolled("ambient-apps", "app=rogue-client"), timeout=20)
-    t0 = time.monotonic()
     r = curl(lab, rogue, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/headers")
-    took = time.monotonic() - t0
     assert r.returncode != 0 and r.stdout == "", r.stdout
     # No HTTP response: a reset (56; 7 when it beats curl's own connect check) or an empty reply (52).
     assert r.returncode in (7, 52, 56), r.stderr
-    assert took < 2.0
     # The destination ztunnel says who was denied and by which policy.
     node = httpbin["spec"]["nodeName"]
 
     def denial_logged():
-        zt = [p for p in lab.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == node][0]
-        logs = lab.lab("logs", zt["metadata"]["name"], "-n", "istio-system").stdout
-        return [line for line in logs.splitlines()
+        return [line for line in ztunnel_log(lab, node)
                 if "spiffe://cluster.local/ns/ambient-apps/sa/rogue-sa" in line and "policy rejection" in line]
     lines = eventually(denial_logged, timeout=10)
     assert 'direction="inbound"' in lines[-1]
@@ -150,7 +147,7 @@ def test_observability_ztunnel_config_metrics_and_logs(apps):
     r = lab.lab("istioctl", "zc", "services", "--node", node, "-n", "ambient-apps")
     assert any(line.split()[1] == "httpbin-ambient" and line.split()[-1] == "1/1" for line in r.stdout.splitlines()[1:])
 
-    zt = [p for p in lab.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == node][0]
+    zt = ztunnel_on(lab, node)
     r = lab.exec(zt["metadata"]["name"], "istio-system", ["curl", "-s", "http://127.0.0.1:15020/metrics"])
     assert r.returncode == 0
     opened = [line for line in r.stdout.splitlines() if line.startswith("istio_tcp_connections_opened_total{")]

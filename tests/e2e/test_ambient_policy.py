@@ -4,99 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from lab.testing import eventually
+from lab.testing import eventually, manifest
+from tests.conftest import curl_client, deployment, echo_container, policy, service, service_account
+from tests.e2e.conftest import AMBIENT, app_namespaces
 
 NS = "pol-tests"
 OUTSIDE = "pol-outside"
-APPS = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: server, namespace: {NS}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: client-a, namespace: {NS}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: client-b, namespace: {NS}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: server, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: server}}}}
-  template:
-    metadata: {{labels: {{app: server}}}}
-    spec:
-      serviceAccountName: server
-      containers: [{{name: echo, image: ambient-lab/echo, ports: [{{containerPort: 8080}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: server, namespace: {NS}}}
-spec:
-  selector: {{app: server}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client-a, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: client-a}}}}
-  template:
-    metadata: {{labels: {{app: client-a}}}}
-    spec:
-      serviceAccountName: client-a
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client-b, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: client-b}}}}
-  template:
-    metadata: {{labels: {{app: client-b}}}}
-    spec:
-      serviceAccountName: client-b
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: outsider, namespace: {OUTSIDE}}}
-spec:
-  selector: {{matchLabels: {{app: outsider}}}}
-  template:
-    metadata: {{labels: {{app: outsider}}}}
-    spec:
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
-"""
-
-
-def policy(name, spec, ns=NS, kind="AuthorizationPolicy"):
-    import json
-    return json.dumps({"apiVersion": "security.istio.io/v1", "kind": kind,
-                       "metadata": {"name": name, "namespace": ns}, "spec": spec})
+CLIENTS = ("client-a", "client-b")
+APPS = [*(service_account(sa, NS) for sa in ("server", *CLIENTS)),
+        deployment("server", NS, echo_container(), sa="server"), service("server", NS, ("http", 80, 8080)),
+        *(curl_client(NS, c, sa=c) for c in CLIENTS), curl_client(OUTSIDE, "outsider")]
 
 
 def principal(sa):
     return f"cluster.local/ns/{NS}/sa/{sa}"
 
 
+def from_principals(*sas: str) -> list[dict]:
+    return [{"from": [{"source": {"principals": [principal(sa) for sa in sas]}}]}]
+
+
 @pytest.fixture(scope="module")
 def world(lab):
-    lab.install_ambient()
-    lab.create_namespace(NS, {"istio.io/dataplane-mode": "ambient"})
-    lab.create_namespace(OUTSIDE)
-    lab.apply(APPS)
-    clients = {}
-    for app, ns in (("client-a", NS), ("client-b", NS), ("outsider", OUTSIDE)):
-        clients[app] = (lab.wait_ready(ns, f"app={app}")[0]["metadata"]["name"], ns)
-    lab.wait_ready(NS, "app=server")
-    eventually(lambda: lab.all_enrolled(NS), timeout=30)
-    yield lab, clients
-    for ns in (NS, OUTSIDE):
-        lab.delete_namespace(ns)
+    ready = ((NS, "client-a"), (NS, "client-b"), (OUTSIDE, "outsider"), (NS, "server"))
+    with app_namespaces(lab, {NS: AMBIENT, OUTSIDE: None}, APPS, ready=ready, mesh=True) as pods:
+        yield lab, {app: (p["metadata"]["name"], p["metadata"]["namespace"]) for app, p in pods.items()}
 
 
 def outcome(lab, clients, who):
@@ -116,14 +48,18 @@ def expect(lab, clients, **want):
     eventually(check, timeout=20, interval=0.2, what=f"outcomes {want}")
 
 
+SERVER = {"selector": {"matchLabels": {"app": "server"}}}
+MADE = (("allow-ab", NS, "AuthorizationPolicy"), ("deny-a", NS, "AuthorizationPolicy"),
+        ("http-only", NS, "AuthorizationPolicy"), ("ns-wide", NS, "AuthorizationPolicy"),
+        ("mesh-deny-a", "istio-system", "AuthorizationPolicy"), ("strict", NS, "PeerAuthentication"))
+
+
 @pytest.fixture
 def clean(world):
+    """The world, with every policy a test made removed after it (and all allowed again)."""
     lab, clients = world
     yield lab, clients
-    for name, ns, kind in (("allow-ab", NS, "AuthorizationPolicy"), ("deny-a", NS, "AuthorizationPolicy"),
-                           ("http-only", NS, "AuthorizationPolicy"), ("ns-wide", NS, "AuthorizationPolicy"),
-                           ("mesh-deny-a", "istio-system", "AuthorizationPolicy"),
-                           ("strict", NS, "PeerAuthentication")):
+    for name, ns, kind in MADE:
         lab.client.call("delete", kind=kind, name=name, namespace=ns, ignore_not_found=True)
     expect(lab, clients, client_a="allow", client_b="allow", outsider="allow")
 
@@ -135,19 +71,16 @@ def test_no_policy_means_allow(clean):
 
 def test_deny_wins_over_allow(clean):
     lab, clients = clean
-    lab.apply(policy("allow-ab", {"selector": {"matchLabels": {"app": "server"}}, "action": "ALLOW",
-                                  "rules": [{"from": [{"source": {"principals": [principal("client-a"),
-                                                                                 principal("client-b")]}}]}]}))
+    lab.apply(policy("allow-ab", NS, {**SERVER, "action": "ALLOW", "rules": from_principals(*CLIENTS)}))
     expect(lab, clients, client_a="allow", client_b="allow", outsider="deny")
-    lab.apply(policy("deny-a", {"selector": {"matchLabels": {"app": "server"}}, "action": "DENY",
-                                "rules": [{"from": [{"source": {"principals": [principal("client-a")]}}]}]}))
+    lab.apply(policy("deny-a", NS, {**SERVER, "action": "DENY", "rules": from_principals("client-a")}))
     expect(lab, clients, client_a="deny", client_b="allow")
 
 
 def test_allow_with_http_fields_fails_closed_and_says_why(clean):
     lab, clients = clean
-    lab.apply(policy("http-only", {"selector": {"matchLabels": {"app": "server"}}, "action": "ALLOW",
-                                   "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}))
+    lab.apply(policy("http-only", NS, {**SERVER, "action": "ALLOW",
+                                       "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}))
     expect(lab, clients, client_a="deny", client_b="deny", outsider="deny")
 
     def status_message():
@@ -157,25 +90,20 @@ def test_allow_with_http_fields_fails_closed_and_says_why(clean):
     assert "ztunnel does not support HTTP attributes" in msg
 
 
-def test_namespace_wide_policy(clean):
+@pytest.mark.parametrize("name, ns, action, sa", [
+    ("ns-wide", NS, "ALLOW", "client-b"),                 # the namespace's own, for all its workloads
+    ("mesh-deny-a", "istio-system", "DENY", "client-a"),  # the root namespace's: every namespace's
+])
+def test_policies_without_a_selector(clean, name, ns, action, sa):
     lab, clients = clean
-    lab.apply(policy("ns-wide", {"action": "ALLOW",
-                                 "rules": [{"from": [{"source": {"principals": [principal("client-b")]}}]}]}))
-    expect(lab, clients, client_a="deny", client_b="allow")
-
-
-def test_root_namespace_policy_applies_everywhere(clean):
-    lab, clients = clean
-    lab.apply(policy("mesh-deny-a", {"action": "DENY",
-                                     "rules": [{"from": [{"source": {"principals": [principal("client-a")]}}]}]},
-                     ns="istio-system"))
+    lab.apply(policy(name, ns, {"action": action, "rules": from_principals(sa)}))
     expect(lab, clients, client_a="deny", client_b="allow")
 
 
 def test_strict_refuses_clients_outside_the_mesh(clean):
     lab, clients = clean
     expect(lab, clients, outsider="allow")  # PERMISSIVE by default: plaintext via 15006 is accepted
-    lab.apply(policy("strict", {"mtls": {"mode": "STRICT"}}, kind="PeerAuthentication"))
+    lab.apply(policy("strict", NS, {"mtls": {"mode": "STRICT"}}, kind="PeerAuthentication"))
     expect(lab, clients, outsider="deny", client_a="allow", client_b="allow")
 
 
@@ -185,8 +113,10 @@ def test_strict_refuses_clients_outside_the_mesh(clean):
 ])
 def test_invalid_policy_is_refused_with_the_field(world, field, value, needle):
     lab, _ = world
-    r = lab.lab("apply", "-f", "-", input=policy("bad", {"rules": [{"from": [{"source": {field: value}}]}]}))
+    def apply(rule):
+        return lab.lab("apply", "-f", "-", input=manifest(policy("bad", NS, {"rules": [rule]})))
+    r = apply({"from": [{"source": {field: value}}]})
     assert r.returncode == 1 and needle in r.stderr and "\n" not in r.stderr.strip(), r.stderr
-    r = lab.lab("apply", "-f", "-", input=policy("bad", {"rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}))
+    r = apply({"to": [{"operation": {"ports": ["http"]}}]})
     assert r.returncode == 1 and "ports" in r.stderr
     assert lab.lab("get", "authorizationpolicy", "bad", "-n", NS).returncode == 1

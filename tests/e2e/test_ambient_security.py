@@ -15,62 +15,19 @@ from lab.testing import eventually
 from mesh.identity.ca import RootCA, make_csr
 from mesh.identity.spiffe import Identity
 from mesh.tls import client_context
+from tests.conftest import curl_client, echo_app
+from tests.e2e.conftest import AMBIENT, app_namespaces, ztunnel_on
 
 NS = "sec-tests"
 OUTSIDE = "sec-outside"
-APPS = f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: server, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: server}}}}
-  template:
-    metadata: {{labels: {{app: server}}}}
-    spec:
-      containers: [{{name: echo, image: ambient-lab/echo, ports: [{{containerPort: 8080}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: server, namespace: {NS}}}
-spec:
-  selector: {{app: server}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: {NS}}}
-spec:
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: outsider, namespace: {OUTSIDE}}}
-spec:
-  selector: {{matchLabels: {{app: outsider}}}}
-  template:
-    metadata: {{labels: {{app: outsider}}}}
-    spec:
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
-"""
+APPS = [*echo_app(NS, "server"), curl_client(NS), curl_client(OUTSIDE, "outsider")]
 
 
 @pytest.fixture(scope="module")
 def world(lab):
-    lab.install_ambient()
-    lab.create_namespace(NS, {"istio.io/dataplane-mode": "ambient"})
-    lab.create_namespace(OUTSIDE)
-    lab.apply(APPS)
-    server = lab.wait_ready(NS, "app=server")[0]
-    client = lab.wait_ready(NS, "app=client")[0]
-    outsider = lab.wait_ready(OUTSIDE, "app=outsider")[0]
-    eventually(lambda: lab.all_enrolled(NS), timeout=30)
-    yield lab, server, client, outsider
-    for ns in (NS, OUTSIDE):
-        lab.delete_namespace(ns)
+    ready = ((NS, "server"), (NS, "client"), (OUTSIDE, "outsider"))
+    with app_namespaces(lab, {NS: AMBIENT, OUTSIDE: None}, APPS, ready=ready, mesh=True) as pods:
+        yield lab, pods["server"], pods["client"], pods["outsider"]
 
 
 def handshake(outsider: dict, server_ip: str, ctx: ssl.SSLContext) -> str:
@@ -89,6 +46,18 @@ def handshake(outsider: dict, server_ip: str, ctx: ssl.SSLContext) -> str:
         sock.close()
 
 
+def unverifying(minimum: ssl.TLSVersion | None = None, maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client with no certificate that checks nothing of the server's."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if minimum:
+        ctx.minimum_version = minimum
+    if maximum:
+        ctx.maximum_version = maximum
+    return ctx
+
+
 @pytest.fixture(scope="module")
 def other_ca_identity():
     root = RootCA.generate()
@@ -103,21 +72,14 @@ def test_clients_that_ztunnel_refuses(world, other_ca_identity):
     mesh_root = lab.get("ConfigMap", "istio-ca-root-cert", "istio-system")["data"]["root-cert.pem"]
     root, key, chain = other_ca_identity
 
-    no_cert = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    no_cert.check_hostname = False
-    no_cert.verify_mode = ssl.CERT_NONE
-    no_cert.minimum_version = ssl.TLSVersion.TLSv1_3
+    no_cert = unverifying(minimum=ssl.TLSVersion.TLSv1_3)
     no_cert.set_alpn_protocols(["h2"])
     assert handshake(outsider, ip, no_cert).startswith("refused")
 
     other_ca = client_context(chain, key, mesh_root)
     assert handshake(outsider, ip, other_ca).startswith("refused")
 
-    tls12 = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    tls12.check_hostname = False
-    tls12.verify_mode = ssl.CERT_NONE
-    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
-    assert handshake(outsider, ip, tls12).startswith("refused")
+    assert handshake(outsider, ip, unverifying(maximum=ssl.TLSVersion.TLSv1_2)).startswith("refused")
 
     # Plain TCP (HTTP) to 15008 gets no HTTP answer.
     r = lab.exec(outsider["metadata"]["name"], OUTSIDE, ["curl", "-sS", "--max-time", "5", f"http://{ip}:15008/"])
@@ -150,7 +112,7 @@ async def main(sa):
 trio.run(main, sys.argv[1])
 """ % NS
     for zt_node, want in ((node, True), (other, False)):
-        zt = [p for p in lab.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == zt_node][0]
+        zt = ztunnel_on(lab, zt_node)
         r = lab.exec(zt["metadata"]["name"], "istio-system", ["python3", "-c", script, "default"], timeout=30)
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout)
@@ -165,7 +127,7 @@ def test_ztunnel_restart_fails_closed_then_recovers(world):
     lab, server, client, _ = world
     node = server["spec"]["nodeName"]
     apps_before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["pid"] for p in lab.pods(NS)}
-    zt = [p for p in lab.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == node][0]
+    zt = ztunnel_on(lab, node)
     results: list[tuple[float, int]] = []
     stop = threading.Event()
 
@@ -182,10 +144,9 @@ def test_ztunnel_restart_fails_closed_then_recovers(world):
         time.sleep(1)
         r = lab.lab("delete", "pod", zt["metadata"]["name"], "-n", "istio-system")
         assert r.returncode == 0, r.stderr
-        eventually(lambda: [p for p in lab.pods("istio-system", "app=ztunnel")
-                            if p["spec"]["nodeName"] == node and p["metadata"]["uid"] != zt["metadata"]["uid"]
-                            and any(c["type"] == "Ready" and c["status"] == "True"
-                                    for c in p["status"].get("conditions", []))], timeout=30)
+        eventually(lambda: (new := ztunnel_on(lab, node)) and new["metadata"]["uid"] != zt["metadata"]["uid"]
+                   and any(c["type"] == "Ready" and c["status"] == "True"
+                           for c in new["status"].get("conditions", [])), timeout=30)
         eventually(lambda: len(results) >= 3 and all(rc == 0 for _, rc in results[-3:]), timeout=30)
     finally:
         stop.set()

@@ -11,85 +11,34 @@ import pytest
 
 from lab.client import LabError
 from lab.testing import eventually
+from tests.conftest import bare_pod, curl_container, deployment, httpbin_container, service, service_account
+from tests.e2e.conftest import AMBIENT, app_namespaces, ztunnel_log, ztunnel_on
 
 NS = "cni-plugin"
-AMBIENT = "istio.io/dataplane-mode"
 IDENTITY = f"spiffe://cluster.local/ns/{NS}/sa/caller"
 
-SERVER = f"""
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: web, namespace: {NS}}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: caller, namespace: {NS}}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  ports: [{{name: http, port: 8000, targetPort: 80}}]
-  selector: {{app: web}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      serviceAccountName: web
-      containers:
-      - {{name: httpbin, image: docker.io/kennethreitz/httpbin, ports: [{{containerPort: 80}}]}}
-"""
+SERVER = [service_account("web", NS), service_account("caller", NS), service("web", NS, ("http", 8000, 80)),
+          deployment("web", NS, httpbin_container(), replicas=1, sa="web")]
 
 
-def caller(name: str, node: str | None = None) -> str:
+def caller(name: str, node: str | None = None) -> dict:
     """A pod whose only container calls the service the moment it starts, then idles."""
     script = ("curl -s -o /dev/null --max-time 10 -w 'status=%{http_code}\\n' http://web:8000/status/200; "
               "exec sleep 3650d")
-    return f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {NS}, labels: {{app: caller}}}}
-spec:
-  serviceAccountName: caller
-  {f"nodeName: {node}" if node else ""}
-  containers:
-  - name: curl
-    image: curlimages/curl
-    command: ["sh", "-c", "{script}"]
-"""
+    return bare_pod(name, NS, curl_container("curl", ("sh", "-c", script)), labels={"app": "caller"}, sa="caller",
+                    **({"nodeName": node} if node else {}))
 
 
 @pytest.fixture(scope="module")
 def web(lab):
-    lab.install_ambient()
-    lab.create_namespace(NS, {AMBIENT: "ambient"})
-    lab.apply(SERVER)
-    pod = lab.wait_ready(NS, "app=web")[0]
-    eventually(lambda: lab.all_enrolled(NS, "app=web"), timeout=20)
-    yield pod
-    lab.delete_namespace(NS)
-
-
-def ztunnel_of(lab, node: str) -> dict | None:
-    pods = [p for p in lab.pods("istio-system", "app=ztunnel")
-            if p["spec"].get("nodeName") == node and not p["metadata"].get("deletionTimestamp")]
-    return pods[0] if pods else None
+    with app_namespaces(lab, {NS: AMBIENT}, SERVER, ready=((NS, "web"),), mesh=True) as pods:
+        yield pods["web"]
 
 
 def inbound_lines(lab, node: str, src_ip: str) -> list[str]:
     """The access log lines of NODE's ztunnel for inbound connections from SRC_IP."""
-    zt = ztunnel_of(lab, node)
-    if zt is None:
-        return []
-    logs = lab.lab("logs", zt["metadata"]["name"], "-n", "istio-system").stdout
     # The session's lab reuses pod IPs, so a line counts only with this test's identity as well.
-    return [line for line in logs.splitlines()
+    return [line for line in ztunnel_log(lab, node)
             if "access connection complete" in line and f"src.addr={src_ip}:" in line
             and 'direction="inbound"' in line and f'src.identity="{IDENTITY}"' in line]
 
@@ -151,7 +100,7 @@ def test_without_ztunnel_a_new_pod_waits_in_container_creating(lab, web):
     holder = threading.Thread(target=hold_ztunnel_away, daemon=True)
     holder.start()
     try:
-        eventually(lambda: ztunnel_of(lab, node) is None or
+        eventually(lambda: ztunnel_on(lab, node) is None or
                    all(p["metadata"]["uid"] in known for p in lab.pods("istio-system", "app=ztunnel")
                        if p["spec"].get("nodeName") == node), timeout=20)
         time.sleep(1.0)  # the agent has seen its ztunnel go

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import subprocess
 import uuid
 
 import pytest
 
-from lab.testing import REPO, TestLab, eventually, unique_lab_name
+from lab.testing import REPO, TestLab, eventually, manifest, unique_lab_name
+from tests.conftest import bare_pod, deployment, echo_container
 
 TOPOLOGY = os.path.join(REPO, "bench", "two-workers.yaml")
 WEBHOOK = "inject.lab.test"
@@ -39,21 +39,15 @@ webhooks:
   admissionReviewVersions: [v1]
 """
 
-DEPLOY = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {ns}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web{suffix}}}}}
-  template:
-    metadata: {{labels: {{app: web{suffix}{extra}}}}}
-    spec:
-      containers:
-      - name: echo
-        image: ambient-lab/echo
-        ports: [{{containerPort: 8080}}]
-"""
+
+
+def busybox(name: str, *command: str, **extra) -> dict:
+    """A busybox container doing COMMAND (by default: sleeping)."""
+    return {"name": name, "image": "busybox", "command": list(command or ("sleep", "infinity")), **extra}
+
+
+def exec_hook(*command: str) -> dict:
+    return {"exec": {"command": list(command)}}
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +78,6 @@ def injecting(lab):
     return lab
 
 
-def _exec(lab, pod: str, ns: str, command: list[str], container: str | None = None) -> subprocess.CompletedProcess:
-    """What `lab exec` runs: the exec target's argv (netns, then the container's uid) + COMMAND."""
-    target = lab.client.call("exec", namespace=ns, pod=pod, container=container)
-    return subprocess.run([*target["argv"], *command], env=target["env"], capture_output=True, text=True,
-                          timeout=30)
-
-
 def _ready_line(lab, pod: str, ns: str) -> list[str]:
     r = lab.lab("get", "pod", pod, "-n", ns)
     assert r.returncode == 0, r.stderr
@@ -103,7 +90,7 @@ def test_webhook_injects_into_deployment_pods_of_a_labelled_namespace(injecting)
     assert r.stdout.split("\n")[0].split() == ["NAME", "WEBHOOKS", "AGE"]
     assert r.stdout.split("\n")[1].split()[:2] == ["test-injector", "1"]
     for ns in ("inject", "plain"):
-        lab.apply(DEPLOY.format(ns=ns, suffix="", extra=""))
+        lab.apply(deployment("web", ns, echo_container(), replicas=1))
     pod = lab.wait_ready("inject", "app=web")[0]
     assert [c["name"] for c in pod["spec"]["containers"]] == ["echo", "sidecar"]
     assert pod["metadata"]["labels"]["injected"] == "true"
@@ -121,19 +108,10 @@ def test_webhook_injects_into_deployment_pods_of_a_labelled_namespace(injecting)
 
 def test_refused_pod_leaves_nothing_and_names_the_webhook(injecting):
     lab = injecting
-    text = """
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: before, namespace: inject}
-data: {a: b}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: nope, namespace: inject, labels: {refuse: "yes"}}
-spec:
-  containers: [{name: c, image: busybox}]
-"""
-    r = lab.lab("apply", "-f", "-", input=text)
+    before = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "before", "namespace": "inject"},
+              "data": {"a": "b"}}
+    nope = bare_pod("nope", "inject", {"name": "c", "image": "busybox"}, labels={"refuse": "yes"})
+    r = lab.lab("apply", "-f", "-", input=manifest(before, nope))
     assert r.returncode == 1, r.stdout
     assert f'admission webhook "{WEBHOOK}" denied the request: pod nope asked to be refused' in r.stderr
     assert r.stdout == ""
@@ -144,8 +122,7 @@ spec:
 
 def test_refused_controller_pod_is_a_failed_create_event_on_its_replicaset(injecting):
     lab = injecting
-    lab.apply(DEPLOY.format(ns="inject", suffix="-refused", extra=", refuse: \"yes\"").replace(
-        "name: web,", "name: refused,"))
+    lab.apply(deployment("refused", "inject", echo_container(), replicas=1, labels={"refuse": "yes"}))
 
     def failed_create():
         events = lab.get("Event", namespace="inject")["items"]
@@ -154,33 +131,21 @@ def test_refused_controller_pod_is_a_failed_create_event_on_its_replicaset(injec
                 and e["involvedObject"]["name"].startswith("refused-")]
     events = eventually(failed_create, timeout=20, what="FailedCreate event")
     assert f'admission webhook "{WEBHOOK}" denied the request' in events[0]["message"]
-    assert lab.pods("inject", "app=web-refused") == []
+    assert lab.pods("inject", "app=refused") == []
 
 
 def test_run_as_user(injecting):
     lab = injecting
-    lab.apply("""
-apiVersion: v1
-kind: Pod
-metadata: {name: runas, namespace: plain}
-spec:
-  containers:
-  - name: proxy
-    image: busybox
-    command: [sleep, infinity]
-    securityContext: {runAsUser: 1337, runAsGroup: 1337}
-  - name: app
-    image: busybox
-    command: [sleep, infinity]
-""")
+    lab.apply(bare_pod("runas", "plain", busybox("proxy", securityContext={"runAsUser": 1337, "runAsGroup": 1337}),
+                       busybox("app")))
     pod = eventually(lambda: (p := lab.get("Pod", "runas", "plain"))["status"].get("phase") == "Running"
                      and all("running" in c["state"] for c in p["status"]["containerStatuses"]) and p,
                      timeout=20)
-    r = _exec(lab, "runas", "plain", ["id", "-u"], container="proxy")
+    r = lab.exec("runas", "plain", ["id", "-u"], container="proxy")
     assert (r.returncode, r.stdout.strip()) == (0, "1337"), r.stderr
-    r = _exec(lab, "runas", "plain", ["id", "-g"], container="proxy")
+    r = lab.exec("runas", "plain", ["id", "-g"], container="proxy")
     assert r.stdout.strip() == "1337"
-    r = _exec(lab, "runas", "plain", ["id", "-u"], container="app")
+    r = lab.exec("runas", "plain", ["id", "-u"], container="app")
     assert r.stdout.strip() == "0"  # unset stays root
     # The container's process itself (as the host sees it) runs as 1337.
     pid = next(c["pid"] for c in pod["status"]["containerStatuses"] if c["name"] == "proxy")
@@ -188,7 +153,7 @@ spec:
         uid_line = next(line for line in f if line.startswith("Uid:"))
     assert uid_line.split()[1:] == ["1337"] * 4
     # Its ServiceAccount token stays readable.
-    r = _exec(lab, "runas", "plain", ["sh", "-c", 'test -s "$LAB_SA_TOKEN_FILE" && head -c 3 "$LAB_SA_TOKEN_FILE"'],
+    r = lab.exec("runas", "plain", ["sh", "-c", 'test -s "$LAB_SA_TOKEN_FILE" && head -c 3 "$LAB_SA_TOKEN_FILE"'],
               container="proxy")
     assert r.returncode == 0 and r.stdout == "eyJ", r.stderr
 
@@ -197,23 +162,9 @@ def test_next_container_starts_after_the_post_start_hook(injecting):
     lab = injecting
     token = uuid.uuid4().hex[:12]
     hook_done, second_began = f"/tmp/x-{token}", f"/tmp/y-{token}"
-    lab.apply(f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: ordered, namespace: plain}}
-spec:
-  containers:
-  - name: first
-    image: busybox
-    command: [sleep, infinity]
-    lifecycle:
-      postStart:
-        exec:
-          command: [sh, -c, "sleep 1; touch {hook_done}"]
-  - name: second
-    image: busybox
-    command: [sh, -c, "date +%s.%N > {second_began}; exec sleep infinity"]
-""")
+    lab.apply(bare_pod("ordered", "plain",
+                       busybox("first", lifecycle={"postStart": exec_hook("sh", "-c", f"sleep 1; touch {hook_done}")}),
+                       busybox("second", "sh", "-c", f"date +%s.%N > {second_began}; exec sleep infinity")))
     try:
         pod = eventually(lambda: (p := lab.get("Pod", "ordered", "plain"))["status"].get("phase") == "Running"
                          and all("running" in c["state"] for c in p["status"]["containerStatuses"])
@@ -233,19 +184,8 @@ spec:
 
 def test_failing_post_start_hook_kills_and_restarts_the_container(injecting):
     lab = injecting
-    lab.apply("""
-apiVersion: v1
-kind: Pod
-metadata: {name: badhook, namespace: plain}
-spec:
-  containers:
-  - name: c
-    image: busybox
-    command: [sleep, infinity]
-    lifecycle:
-      postStart:
-        exec: {command: [sh, -c, "echo no way; exit 3"]}
-""")
+    lab.apply(bare_pod("badhook", "plain",
+                       busybox("c", lifecycle={"postStart": exec_hook("sh", "-c", "echo no way; exit 3")})))
 
     def restarted():
         st = lab.get("Pod", "badhook", "plain")["status"]["containerStatuses"][0]
@@ -261,21 +201,10 @@ def test_pre_stop_hook_runs_before_the_container_stops(injecting):
     lab = injecting
     token = uuid.uuid4().hex[:12]
     marker = f"/tmp/prestop-{token}"
-    lab.apply(f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: prestop, namespace: plain}}
-spec:
-  terminationGracePeriodSeconds: 3
-  containers:
-  - name: c
-    image: busybox
-    command: [sleep, infinity]
-    securityContext: {{runAsUser: 1337}}
-    lifecycle:
-      preStop:
-        exec: {{command: [sh, -c, "id -u > {marker}"]}}
-""")
+    lab.apply(bare_pod("prestop", "plain",
+                       busybox("c", securityContext={"runAsUser": 1337},
+                               lifecycle={"preStop": exec_hook("sh", "-c", f"id -u > {marker}")}),
+                       terminationGracePeriodSeconds=3))
     try:
         eventually(lambda: "running" in lab.get("Pod", "prestop", "plain")["status"]["containerStatuses"][0]["state"],
                    timeout=20)

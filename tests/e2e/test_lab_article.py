@@ -107,6 +107,7 @@ def test_logs_of_a_deployment(article):
 def test_capture_and_graph(article):
     import subprocess
     import sys
+
     from lab.testing import REPO
     httpbin = article.pods("ambient-apps", "app=httpbin-ambient")[0]
     sleep_pod = article.pods("ambient-apps", "app=sleep-ambient")[0]["metadata"]["name"]

@@ -4,23 +4,13 @@ from __future__ import annotations
 import os
 import signal
 
-from lab.testing import eventually
+from lab.client import netns
+from lab.testing import eventually, manifest
+from tests.conftest import bare_pod, curl_container, deployment, echo_container, service
 
-APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web, namespace: {ns}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers:
-      - name: echo
-        image: ambient-lab/echo
-        ports: [{{containerPort: 8080}}]
-"""
+
+def web(ns: str, **kw) -> dict:
+    return deployment("web", ns, echo_container(), **kw)
 
 
 def _status(lab, ns, pod):
@@ -28,7 +18,7 @@ def _status(lab, ns, pod):
 
 
 def test_killed_container_restarts_and_counts(lab, namespace):
-    lab.apply(APP.format(ns=namespace))
+    lab.apply(web(namespace, replicas=1))
     pod = lab.wait_ready(namespace, "app=web")[0]
     name = pod["metadata"]["name"]
     first = _status(lab, namespace, name)
@@ -45,7 +35,7 @@ def test_killed_container_restarts_and_counts(lab, namespace):
 
 
 def test_deleted_pod_is_replaced(lab, namespace):
-    lab.apply(APP.format(ns=namespace))
+    lab.apply(web(namespace, replicas=1))
     old = lab.wait_ready(namespace, "app=web")[0]["metadata"]["name"]
     r = lab.lab("delete", "pod", old, "-n", namespace)
     assert r.returncode == 0, r.stderr
@@ -56,19 +46,12 @@ def test_deleted_pod_is_replaced(lab, namespace):
     # The old pod and its network namespace are gone, not just hidden.
     r = lab.lab("get", "pod", old, "-n", namespace)
     assert r.returncode == 1 and "not found" in r.stderr
-    from lab.client import netns
     assert not any(netns.exists(n) for n in os.listdir("/run/netns") if n.endswith(f"_{old}"))
 
 
 def test_completed_pod_stays_with_its_status_and_logs(lab, namespace):
-    lab.apply(f"""
-apiVersion: v1
-kind: Pod
-metadata: {{name: once, namespace: {namespace}}}
-spec:
-  restartPolicy: Never
-  containers: [{{name: job, image: curlimages/curl, command: [/bin/sh, -c, "echo done; exit 3"]}}]
-""")
+    lab.apply(bare_pod("once", namespace, curl_container("job", ("/bin/sh", "-c", "echo done; exit 3")),
+                       restartPolicy="Never"))
     pod = eventually(lambda: (p := lab.get("Pod", "once", namespace))["status"].get("phase") == "Failed" and p,
                      timeout=20)
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
@@ -80,14 +63,7 @@ spec:
 
 
 def test_reapplying_the_same_file_changes_nothing(lab, namespace):
-    text = APP.format(ns=namespace).replace("  replicas: 1\n", "") + f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {namespace}}}
-spec:
-  selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"""
+    text = manifest(web(namespace), service("web", namespace, (None, 80, 8080)))
     lab.apply(text)
     lab.wait_ready(namespace, "app=web")
     lab.lab("scale", "deploy/web", "--replicas=2", "-n", namespace)
@@ -101,7 +77,7 @@ spec:
 
 
 def test_scale_and_rollout_restart(lab, namespace):
-    lab.apply(APP.format(ns=namespace))
+    lab.apply(web(namespace, replicas=1))
     lab.wait_ready(namespace, "app=web")
     r = lab.lab("scale", "deploy/web", "--replicas=3", "-n", namespace)
     assert r.returncode == 0 and r.stdout.strip() == "deployment.apps/web scaled"

@@ -1,5 +1,5 @@
 """`lab load` and lab.load in a real lab: load from a curl pod at the echo app, 503s counted, the
-Python API with a run in the background, out-of-lab URLs refused, and the generator's own ceiling
+Python API with a run in the background, out-of-lab URLs refused, and the generator at full speed
 against a direct (no mesh) echo."""
 from __future__ import annotations
 
@@ -9,56 +9,18 @@ import pytest
 
 from lab import load as labload
 from lab.load import LoadError
+from tests.conftest import curl_client, echo_app
+from tests.e2e.conftest import app_namespaces
 
-APPS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo}}}}
-    spec:
-      nodeSelector: {{kubernetes.io/hostname: worker1}}
-      containers:
-      - name: echo
-        image: ambient-lab/echo
-        args: ["--port", "8080"]
-        ports: [{{containerPort: 8080, name: http}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 8080, targetPort: http}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      nodeSelector: {{kubernetes.io/hostname: worker2}}
-      containers:
-      - name: curl
-        image: curlimages/curl
-        command: ["/bin/sleep", "infinity"]
-"""
+NS = "load-tests"
 
 
 @pytest.fixture(scope="module")
 def apps(lab):
     """(namespace, client pod) with the echo app behind Service echo:8080, in a namespace outside the mesh."""
-    ns = "load-tests"
-    lab.create_namespace(ns)
-    lab.apply(APPS.format(ns=ns))
-    lab.wait_ready(ns, "app=echo")
-    client = lab.wait_ready(ns, "app=client")[0]["metadata"]["name"]
-    yield ns, client
-    lab.delete_namespace(ns)
+    apps = [*echo_app(NS, port=8080, node="worker1"), curl_client(NS, node="worker2")]
+    with app_namespaces(lab, {NS: None}, apps, ready=((NS, "echo"), (NS, "client"))) as pods:
+        yield NS, pods["client"]["metadata"]["name"]
 
 
 def test_lab_load_counts_503s(lab, apps):
@@ -137,13 +99,10 @@ def test_outside_the_lab_is_refused_before_the_pod_is_entered(lab, apps):
     assert "exec" not in watching.calls
 
 
-def test_generator_ceiling_direct(lab, apps, capsys):
-    """As fast as 8 connections go from one pod at the direct echo (no mesh); printed for the record."""
+def test_generator_at_full_speed_against_the_direct_echo(lab, apps):
+    """qps 0: as fast as 8 connections go, every request answered (the rate: `make bench`)."""
     ns, client = apps
     echo_ip = lab.pods(ns, "app=echo")[0]["status"]["podIP"]
-    report = labload.run(lab.client, ns, client, f"http://{echo_ip}:8080/", qps=0, duration=3, connections=8)
-    with capsys.disabled():
-        print(f"\nload ceiling, 8 connections, direct echo: {report.actual_qps:.0f} req/s, "
-              f"p50 {report.latency_ms.p50:.2f} ms, p99 {report.latency_ms.p99:.2f} ms, errors {report.errors}")
+    report = labload.run(lab.client, ns, client, f"http://{echo_ip}:8080/", qps=0, duration=1, connections=8)
     assert report.errors == {}
-    assert report.actual_qps > 200
+    assert report.requests == report.successes > 0

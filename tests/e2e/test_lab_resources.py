@@ -10,44 +10,30 @@ import os
 import pytest
 
 from lab.runtime import cgroups
-from lab.testing import REPO, TestLab, eventually, unique_lab_name
+from lab.testing import REPO, TestLab, eventually, manifest, unique_lab_name
+from tests.conftest import bare_pod, curl_container
 
 TOPOLOGY = os.path.join(REPO, "bench", "two-workers.yaml")
 MiB = 1024 * 1024
 
-PODS = """
-apiVersion: v1
-kind: Pod
-metadata: {name: oom, labels: {app: oom}}
-spec:
-  containers:
-  - name: hog
-    image: curlimages/curl
-    command: [python3, -c, "b = bytearray(100*1024*1024); import time; time.sleep(60)"]
-    resources: {limits: {memory: 50Mi}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: busy, labels: {app: busy}}
-spec:
-  containers:
-  - name: spin
-    image: curlimages/curl
-    command: [python3, -c, "while True: pass"]
-    resources: {limits: {cpu: 100m, memory: 64Mi}, requests: {cpu: 50m}}
-  - name: idle
-    image: curlimages/curl
-    command: [sleep, "1000"]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: holder, labels: {app: holder}}
-spec:
-  containers:
-  - name: hold
-    image: curlimages/curl
-    command: [python3, -c, "b = bytearray(40*1024*1024); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(600)"]
-"""
+
+def python(name: str, code: str, **resources: dict) -> dict:
+    """A container running CODE with python3, with RESOURCES (limits=..., requests=...)."""
+    return {**curl_container(name, ("python3", "-c", code)), **({"resources": resources} if resources else {})}
+
+
+def oom_pod(name: str = "oom", memory: str = "50Mi") -> dict:
+    """Allocates 100 MiB under a limit of MEMORY."""
+    return bare_pod(name, None, python("hog", "b = bytearray(100*1024*1024); import time; time.sleep(60)",
+                                       limits={"memory": memory}))
+
+
+PODS = [oom_pod(),
+        bare_pod("busy", None, python("spin", "while True: pass", limits={"cpu": "100m", "memory": "64Mi"},
+                                      requests={"cpu": "50m"}),
+                 curl_container("idle", ("sleep", "1000"))),
+        bare_pod("holder", None, python("hold", "b = bytearray(40*1024*1024); b[::4096] = b'x' * len(b[::4096]); "
+                                                "import time; time.sleep(600)"))]
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +158,7 @@ def test_memory_limit_ooms_the_container(rlab):
 
 
 def test_invalid_quantities_are_refused_at_apply(rlab):
-    bad = PODS.split("---")[0].replace("memory: 50Mi", "memory: 50MB").replace("name: oom,", "name: bad,")
-    r = rlab.lab("apply", "-f", "-", input=bad)
+    r = rlab.lab("apply", "-f", "-", input=manifest(oom_pod("bad", memory="50MB")))
     assert r.returncode == 1
     assert 'spec.containers[0].resources.limits.memory: Invalid value: "50MB"' in r.stderr
     assert 'did you mean "50M" or "50Mi"?' in r.stderr
@@ -181,9 +166,8 @@ def test_invalid_quantities_are_refused_at_apply(rlab):
 
 
 def test_a_deleted_pod_leaves_no_cgroup(rlab):
-    rlab.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: brief, labels: {app: brief}}\nspec:\n"
-               "  containers:\n  - {name: c, image: curlimages/curl, command: [sleep, '1000'],"
-               " resources: {limits: {memory: 32Mi}}}\n")
+    rlab.apply(bare_pod("brief", None, {**curl_container("c", ("sleep", "1000")),
+                                        "resources": {"limits": {"memory": "32Mi"}}}))
     rlab.wait_ready("default", "app=brief")
     dirs = cgroups.machine().unique(pod_dirs(rlab, "brief"))
     assert all(os.path.isdir(d) for d in dirs)

@@ -7,62 +7,18 @@ import collections
 import pytest
 
 from lab.testing import eventually
+from tests.conftest import curl_client, echo_app, service
+from tests.e2e.conftest import app_namespaces
 
-ECHO = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  replicas: 3
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo}}}}
-    spec:
-      containers:
-      - name: echo
-        image: ambient-lab/echo
-        args: ["--port", "8080"]
-        ports: [{{containerPort: 8080, name: http}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo-headless, namespace: {ns}}}
-spec:
-  clusterIP: None
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      containers:
-      - name: curl
-        image: curlimages/curl
-        command: ["/bin/sleep", "infinity"]
-"""
+NS = "svc-tests"
+APPS = [*echo_app(NS, replicas=3), service("echo-headless", NS, ("http", 8080, 8080), selector="echo", headless=True),
+        curl_client(NS)]
 
 
 @pytest.fixture(scope="module")
 def echo(lab):
-    ns = "svc-tests"
-    lab.create_namespace(ns)
-    lab.apply(ECHO.format(ns=ns))
-    pods = lab.wait_ready(ns, "app=echo", count=3)
-    client = lab.wait_ready(ns, "app=client")[0]["metadata"]["name"]
-    yield lab, ns, pods, client
-    lab.delete_namespace(ns)
+    with app_namespaces(lab, {NS: None}, APPS, ready=((NS, "client"),)) as pods:
+        yield lab, NS, lab.wait_ready(NS, "app=echo", count=3), pods["client"]["metadata"]["name"]
 
 
 def _resolve(lab, ns, client, name):

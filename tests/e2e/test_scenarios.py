@@ -8,32 +8,13 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
-import scenarios
-from scenarios.framework import leftover_namespaces, mesh_ready
 from lab.testing import REPO, eventually
-
-
-@pytest.fixture(scope="module")
-def mesh(lab):
-    lab.install_ambient()
-    eventually(lambda: not mesh_ready(lab.client), timeout=60, what="the mesh ready")
-    return lab
-
-
-def run(lab, name: str):
-    result = scenarios.run(lab.client, name, log=lambda m: print(m))
-    print(f"{name}: {result.wall_s}s\n" + "\n".join(f"  {r.claim} | {r.observed} | {r.verdict}" for r in result.rows))
-    assert result.error is None, result.error
-    assert not result.cleanup_errors, result.cleanup_errors
-    assert leftover_namespaces(lab.client) == []
-    assert mesh_ready(lab.client) == []
-    return result
+from scenarios.framework import leftover_namespaces, mesh_ready
+from tests.e2e.conftest import run_scenario
 
 
 def test_ztunnel_down(mesh):
-    r = run(mesh, "ztunnel-down")
+    r = run_scenario(mesh, "ztunnel-down")
     f = r.figures
     victim = f["victim_node"]
     assert victim != f["server_node"]
@@ -51,7 +32,7 @@ def test_ztunnel_down(mesh):
 
 
 def test_waypoint_down(mesh):
-    r = run(mesh, "waypoint-down")
+    r = run_scenario(mesh, "waypoint-down")
     f = r.figures
     assert f["served_during_outage"]["requests"] >= 10 and f["served_during_outage"]["success_rate"] <= 0.05
     assert f["plain_during_outage"]["requests"] >= 10 and f["plain_during_outage"]["success_rate"] >= 0.99
@@ -60,7 +41,7 @@ def test_waypoint_down(mesh):
 
 
 def test_istiod_down(mesh):
-    r = run(mesh, "istiod-down")
+    r = run_scenario(mesh, "istiod-down")
     f = r.figures
     assert f["existing_during_outage"]["requests"] >= 20 and f["existing_during_outage"]["success_rate"] >= 0.99
     assert all(code != 0 for code in f["late_pod"]["curl_exit_while_down"])
@@ -71,7 +52,7 @@ def test_istiod_down(mesh):
 
 
 def test_policy_mistake(mesh):
-    r = run(mesh, "policy-mistake")
+    r = run_scenario(mesh, "policy-mistake")
     f = r.figures
     assert f["mistake_curl_exit"]["/ip"] in (7, 52, 56) and f["mistake_curl_exit"]["/headers"] in (7, 52, 56)
     assert f["status"]["type"] == "ZtunnelAccepted" and "ztunnel does not support HTTP attributes" in f["status"]["message"]
@@ -82,7 +63,7 @@ def test_policy_mistake(mesh):
 
 
 def test_headless(mesh):
-    r = run(mesh, "headless")
+    r = run_scenario(mesh, "headless")
     f = r.figures
     assert f["cluster_ip"] in ("None", None)
     assert f["dns_answer"] == f["pod_ips"] and len(f["pod_ips"]) == 2
@@ -92,7 +73,7 @@ def test_headless(mesh):
 
 
 def test_hops(mesh):
-    r = run(mesh, "hops")
+    r = run_scenario(mesh, "hops")
     f = r.figures
     assert f["proxy_count"] == {"direct": 0, "ambient L4": 2, "sidecar": 2, "ambient + waypoint": 3}, f["proxies"]
     lat = f["latency_ms"]

@@ -9,24 +9,17 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
-from lab.testing import ARTICLE, eventually
+from lab.testing import ARTICLE, article_manifest, eventually
+from tests.conftest import curl_client, curl_container, deployment, policy
+from tests.e2e.conftest import app_pod as pod
+from tests.e2e.conftest import curl, ztunnel_log
 
 LEGACY, AMBIENT, OUTSIDE = "legacy-apps", "ambient-apps", "sc-outside"
 LEGACY_URL = "http://httpbin-legacy.legacy-apps:8000"
 AMBIENT_URL = "http://httpbin-ambient.ambient-apps:8000"
-TOKEN = open(os.path.join(ARTICLE, "demo.jwt")).read().strip()
-CURL_POD = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: curl, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: curl}}}}
-  template:
-    metadata: {{labels: {{app: curl}}}}
-    spec:
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
-"""
+TOKEN = article_manifest("demo.jwt").strip()
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +35,10 @@ def article(lab):
         args += ["-f", os.path.join(ARTICLE, f)]
     r = lab.lab("apply", *args)
     assert r.returncode == 0, r.stderr
-    lab.apply(CURL_POD.format(ns=LEGACY))
-    lab.apply(CURL_POD.format(ns=OUTSIDE))
-    lab.wait_ready(LEGACY, "app=httpbin-legacy")
-    lab.wait_ready(LEGACY, "app=curl")
-    lab.wait_ready(OUTSIDE, "app=curl")
-    lab.wait_ready(AMBIENT, "app=httpbin-ambient")
-    lab.wait_ready(AMBIENT, "app=sleep-ambient")
+    lab.apply([curl_client(LEGACY, "curl"), curl_client(OUTSIDE, "curl")])
+    for ns, app in ((LEGACY, "httpbin-legacy"), (LEGACY, "curl"), (OUTSIDE, "curl"), (AMBIENT, "httpbin-ambient"),
+                    (AMBIENT, "sleep-ambient")):
+        lab.wait_ready(ns, f"app={app}")
     eventually(lambda: lab.all_enrolled(AMBIENT), timeout=30)
     eventually(lambda: curl(lab, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/get")[0] == 200, timeout=30, interval=0.3)
     yield lab
@@ -56,16 +46,12 @@ def article(lab):
         lab.delete_namespace(ns)
 
 
-def pod(lab, ns: str, app: str) -> dict:
-    """The app's pod (not one that is terminating after a rollout)."""
-    return next(p for p in lab.pods(ns, f"app={app}") if not p["metadata"].get("deletionTimestamp"))
-
-
-def curl(lab, ns: str, app: str, url: str, *args: str) -> tuple[int | None, str, int]:
-    r = lab.exec(pod(lab, ns, app)["metadata"]["name"], ns,
-                 ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", *args, url])
-    body, _, code = r.stdout.rpartition("\n")
-    return (int(code) if r.returncode == 0 else None), body, r.returncode
+def for_legacy_httpbin(name: str) -> dict:
+    """The article's manifest NAME, pointed at the sidecar pod (httpbin-legacy) instead of the waypoint's."""
+    doc = yaml.safe_load(article_manifest(name))
+    doc["metadata"]["namespace"] = LEGACY
+    doc["spec"]["selector"] = {"matchLabels": {"app": "httpbin-legacy"}}
+    return doc
 
 
 def test_injection_gives_legacy_pods_a_sidecar_and_ambient_pods_none(article):
@@ -118,11 +104,9 @@ def test_sidecar_client_reaches_ambient_server_over_hbone(article):
     status, body, _ = curl(article, LEGACY, "curl", f"{AMBIENT_URL}/headers?from=sidecar")
     assert status == 200
     httpbin = pod(article, AMBIENT, "httpbin-ambient")
-    zt = next(p for p in article.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == httpbin["spec"]["nodeName"])
 
     def logged():
-        r = article.lab("logs", zt["metadata"]["name"], "-n", "istio-system")
-        return [ln for ln in r.stdout.splitlines() if 'direction="inbound"' in ln
+        return [ln for ln in ztunnel_log(article, httpbin["spec"]["nodeName"]) if 'direction="inbound"' in ln
                 and 'src.identity="spiffe://cluster.local/ns/legacy-apps/sa/default"' in ln]
     assert eventually(logged, timeout=10)
     r = article.lab("istioctl", "zc", "workloads", "-n", LEGACY)
@@ -132,9 +116,7 @@ def test_sidecar_client_reaches_ambient_server_over_hbone(article):
 
 def test_outside_client_strict_refused_permissive_accepted(article):
     assert curl(article, OUTSIDE, "curl", f"{LEGACY_URL}/get")[0] == 200  # PERMISSIVE by default
-    strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-              "metadata": {"name": "strict", "namespace": LEGACY}, "spec": {"mtls": {"mode": "STRICT"}}}
-    article.apply(json.dumps(strict))
+    article.apply(policy("strict", LEGACY, {"mtls": {"mode": "STRICT"}}, kind="PeerAuthentication"))
     try:
         eventually(lambda: curl(article, OUTSIDE, "curl", f"{LEGACY_URL}/get")[2] in (7, 56), timeout=15, interval=0.3)
         # mTLS clients are unaffected.
@@ -145,11 +127,8 @@ def test_outside_client_strict_refused_permissive_accepted(article):
 
 
 def test_path_policy_and_jwt_rules_on_the_sidecar(article):
-    policy = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-              "metadata": {"name": "only-ip", "namespace": LEGACY},
-              "spec": {"selector": {"matchLabels": {"app": "httpbin-legacy"}},
-                       "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}}
-    article.apply(json.dumps(policy))
+    article.apply(policy("only-ip", LEGACY, {"selector": {"matchLabels": {"app": "httpbin-legacy"}},
+                                             "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}))
     try:
         eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers")[0] == 403,
                    timeout=15, interval=0.3)
@@ -159,19 +138,7 @@ def test_path_policy_and_jwt_rules_on_the_sidecar(article):
     finally:
         article.lab("delete", "authorizationpolicy", "only-ip", "-n", LEGACY)
     # The article's JWT rules, pointed at the sidecar pod: the same answers as at the waypoint.
-    jwt = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-           "metadata": {"name": "require-jwt", "namespace": LEGACY},
-           "spec": {"selector": {"matchLabels": {"app": "httpbin-legacy"}},
-                    "jwtRules": [{"issuer": "testing@secure.istio.io", "jwksUri":
-                                  "https://raw.githubusercontent.com/istio/istio/release-1.18/security/tools/jwt/samples/jwks.json"}]}}
-    l7 = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-          "metadata": {"name": "allow-ip-path-with-jwt", "namespace": LEGACY},
-          "spec": {"selector": {"matchLabels": {"app": "httpbin-legacy"}}, "action": "ALLOW",
-                   "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/ambient-apps/sa/sleep-ambient"]}}],
-                              "to": [{"operation": {"paths": ["/ip"]}}],
-                              "when": [{"key": "request.auth.claims[iss]", "values": ["testing@secure.istio.io"]}]}]}}
-    article.apply(json.dumps(jwt))
-    article.apply(json.dumps(l7))
+    article.apply([for_legacy_httpbin("jwt-policy.yaml"), for_legacy_httpbin("l7-authz-policy.yaml")])
     try:
         auth = ["-H", f"Authorization: Bearer {TOKEN}"]
         eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip")[0] == 403, timeout=15,
@@ -184,27 +151,14 @@ def test_path_policy_and_jwt_rules_on_the_sidecar(article):
         assert 'decided_by="sidecar jwt_authn"' in r.stdout and 'decided_by="sidecar rbac"' in r.stdout
     finally:
         article.lab("delete", "authorizationpolicy", "allow-ip-path-with-jwt", "-n", LEGACY)
-        article.lab("delete", "requestauthentication", "require-jwt", "-n", LEGACY)
+        article.lab("delete", "requestauthentication", "require-jwt-for-billing", "-n", LEGACY)
 
 
-HOLD_APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: held, namespace: legacy-apps}
-spec:
-  selector: {matchLabels: {app: held}}
-  template:
-    metadata:
-      labels: {app: held}
-      annotations:
-        proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
-    spec:
-      containers:
-      - name: app
-        image: curlimages/curl
-        # An app that calls out once at start: it needs its sidecar ready by then.
-        command: [sh, -c, "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://httpbin-ambient.ambient-apps:8000/get > /tmp/held-$HOSTNAME; sleep infinity"]
-"""
+# An app that calls out once at start: it needs its sidecar ready by then.
+HOLD_APP = deployment("held", LEGACY, curl_container("app", (
+    "sh", "-c", "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://httpbin-ambient.ambient-apps:8000/get "
+                "> /tmp/held-$HOSTNAME; sleep infinity")),
+    annotations={"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'})
 
 
 def test_hold_application_until_proxy_starts(article):

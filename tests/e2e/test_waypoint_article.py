@@ -18,83 +18,55 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lab.testing import ARTICLE, eventually
+from lab.testing import ARTICLE, article_manifest, eventually
+from tests.conftest import deployment, echo_container, service
+from tests.e2e.conftest import AMBIENT, app_namespaces, app_pod, curl
 
 NS = "ambient-apps"
 OTHER = "wp-other"
 WAYPOINT = "httpbin-ambient-waypoint"
 URL = "http://httpbin-ambient.ambient-apps:8000"
-TOKEN = open(os.path.join(ARTICLE, "demo.jwt")).read().strip()
+TOKEN = article_manifest("demo.jwt").strip()
 APPS = ["httpbin-ambient.yaml", "sleep-ambient.yaml", "rogue-client.yaml"]
-ECHO = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo}}}}
-    spec:
-      containers: [{{name: echo, image: ambient-lab/echo, args: [--port, "8080", --tcp-port, "9000"],
-                    ports: [{{containerPort: 8080}}, {{containerPort: 9000}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: tcp, port: 9000, targetPort: 9000}}]
-"""
+
+
+def echo(ns: str) -> list[dict]:
+    """The echo app with HTTP on Service port 80 and a TCP echo on 9000."""
+    return [deployment("echo", ns, echo_container("--port", "8080", "--tcp-port", "9000", ports=(8080, 9000))),
+            service("echo", ns, ("http", 80, 8080), ("tcp", 9000, 9000))]
+
+
+def article_files(verb: str, lab, *names: str):
+    """`lab VERB -f topologies/article/NAME ...`."""
+    return lab.lab(verb, *(arg for name in names for arg in ("-f", os.path.join(ARTICLE, name))))
 
 
 def apply_article(lab, *names: str) -> None:
-    args = []
-    for name in names:
-        args += ["-f", os.path.join(ARTICLE, name)]
-    r = lab.lab("apply", *args)
+    r = article_files("apply", lab, *names)
     assert r.returncode == 0, r.stderr
 
 
 def delete_article(lab, *names: str) -> None:
-    args = []
-    for name in names:
-        args += ["-f", os.path.join(ARTICLE, name)]
-    lab.lab("delete", *args)
+    article_files("delete", lab, *names)
 
 
 @pytest.fixture(scope="module")
 def article(lab):
-    lab.install_ambient()
-    lab.create_namespace(NS, {"istio.io/dataplane-mode": "ambient"})
-    lab.create_namespace(OTHER, {"istio.io/dataplane-mode": "ambient"})
-    apply_article(lab, *APPS)
-    lab.apply(ECHO.format(ns=OTHER))
-    lab.apply(ECHO.format(ns=NS))
-    for selector in ("app=httpbin-ambient", "app=sleep-ambient", "app=rogue-client", "app=echo"):
-        lab.wait_ready(NS, selector)
-    lab.wait_ready(OTHER, "app=echo")
-    eventually(lambda: lab.all_enrolled(NS) and lab.all_enrolled(OTHER), timeout=30)
-    before = {p["metadata"]["uid"]: p for p in lab.pods(NS)}
-    apply_article(lab, "waypoint.yaml")
-    lab.wait_ready(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")
-    lab.before = before
-    # The ztunnels route through the waypoint once its workload is Healthy in their config.
-    eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/headers")[0] == 200 and waypoint_log(lab, "/headers"),
-               timeout=30, interval=0.3)
-    yield lab
-    lab.delete_namespace(NS)
-    lab.delete_namespace(OTHER)
+    ready = (*((NS, app) for app in ("httpbin-ambient", "sleep-ambient", "rogue-client", "echo")), (OTHER, "echo"))
+    with app_namespaces(lab, {NS: AMBIENT, OTHER: AMBIENT}, *(os.path.join(ARTICLE, f) for f in APPS),
+                        [*echo(OTHER), *echo(NS)], ready=ready, mesh=True):
+        before = {p["metadata"]["uid"]: p for p in lab.pods(NS)}
+        apply_article(lab, "waypoint.yaml")
+        lab.wait_ready(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")
+        lab.before = before
+        # The ztunnels route through the waypoint once its workload is Healthy in their config.
+        eventually(lambda: curl(lab, NS, "sleep-ambient", f"{URL}/headers")[0] == 200
+                   and waypoint_log(lab, "/headers"), timeout=30, interval=0.3)
+        yield lab
 
 
-def pod(lab, app: str, ns: str = NS) -> str:
-    return lab.pods(ns, f"app={app}")[0]["metadata"]["name"]
-
-
-def curl(lab, app: str, url: str, *args: str, ns: str = NS) -> tuple[int | None, str, int]:
-    """(HTTP status or None, body, curl's exit code) of one call from the app's pod."""
-    r = lab.exec(pod(lab, app, ns), ns, ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}", *args, url])
-    body, _, code = r.stdout.rpartition("\n")
-    return (int(code) if r.returncode == 0 else None), body, r.returncode
+def pod(lab, app: str) -> str:
+    return app_pod(lab, NS, app)["metadata"]["name"]
 
 
 def waypoint_log(lab, needle: str) -> list[str]:
@@ -115,7 +87,7 @@ def test_step3_waypoint_deployment_appears_and_no_app_pod_restarts(article):
 
 
 def test_traffic_goes_through_the_waypoint_and_ztunnel_config_shows_it(article):
-    status, body, _ = curl(article, "sleep-ambient", f"{URL}/headers?via=waypoint&show_env=1")
+    status, body, _ = curl(article, NS, "sleep-ambient", f"{URL}/headers?via=waypoint&show_env=1")
     assert status == 200
     headers = json.loads(body)["headers"]
     assert headers["Host"] == "httpbin-ambient.ambient-apps:8000"
@@ -134,10 +106,10 @@ def test_traffic_goes_through_the_waypoint_and_ztunnel_config_shows_it(article):
 def test_l4_policy_still_allows_sleep_and_denies_rogue(article):
     apply_article(article, "l4-policy.yaml")
     try:
-        eventually(lambda: curl(article, "rogue-client", f"{URL}/headers")[2] in (7, 56), timeout=15, interval=0.3)
-        status, _, _ = curl(article, "sleep-ambient", f"{URL}/headers")
+        eventually(lambda: curl(article, NS, "rogue-client", f"{URL}/headers")[2] in (7, 56), timeout=15, interval=0.3)
+        status, _, _ = curl(article, NS, "sleep-ambient", f"{URL}/headers")
         assert status == 200
-        _, _, code = curl(article, "rogue-client", f"{URL}/headers?rogue=1")
+        _, _, code = curl(article, NS, "rogue-client", f"{URL}/headers?rogue=1")
         assert code in (7, 56)  # a reset, at once: the waypoint refused the tunnel
         lines = eventually(lambda: [ln for ln in waypoint_log(article, "rogue-sa") if 'decision="deny"' in ln],
                            timeout=10)
@@ -150,7 +122,7 @@ def test_l4_policy_still_allows_sleep_and_denies_rogue(article):
 @pytest.fixture
 def jwt_rules(article):
     apply_article(article, "jwt-policy.yaml", "l7-authz-policy.yaml")
-    eventually(lambda: curl(article, "sleep-ambient", f"{URL}/ip")[0] == 403, timeout=15, interval=0.3)
+    eventually(lambda: curl(article, NS, "sleep-ambient", f"{URL}/ip")[0] == 403, timeout=15, interval=0.3)
     yield article
     delete_article(article, "jwt-policy.yaml", "l7-authz-policy.yaml")
 
@@ -158,14 +130,14 @@ def jwt_rules(article):
 def test_article_jwt_and_path_scenario(jwt_rules):
     lab = jwt_rules
     auth = ["-H", f"Authorization: Bearer {TOKEN}"]
-    assert curl(lab, "sleep-ambient", f"{URL}/headers", *auth)[0] == 403
-    status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip")
+    assert curl(lab, NS, "sleep-ambient", f"{URL}/headers", *auth)[0] == 403
+    status, body, _ = curl(lab, NS, "sleep-ambient", f"{URL}/ip")
     assert (status, body) == (403, "RBAC: access denied")
-    status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip", *auth)
+    status, body, _ = curl(lab, NS, "sleep-ambient", f"{URL}/ip", *auth)
     assert status == 200
     sleep_ip = lab.pods(NS, "app=sleep-ambient")[0]["status"]["podIP"]
     assert json.loads(body)["origin"].split(",")[0].strip() == sleep_ip
-    status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip", "-H", "Authorization: Bearer deadbeef")
+    status, body, _ = curl(lab, NS, "sleep-ambient", f"{URL}/ip", "-H", "Authorization: Bearer deadbeef")
     assert status == 401 and body.startswith("Jwt is not in the form of Header.Payload.Signature")
     lines = waypoint_log(lab, 'path="/ip"')
     assert any("status=200" in ln and 'request.auth.principal="testing@secure.istio.io/testing@secure.istio.io"' in ln
@@ -209,15 +181,15 @@ def test_tokens_minted_by_the_test(jwt_rules):
         "tampered": f"{h}.{_b64(json.dumps({**good, 'sub': 'mallory'}).encode())}.{s}",
     }
     try:
-        eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {valid}")[0] == 403,
-                   timeout=15, interval=0.3)  # authenticated, then denied: the policy wants the article's issuer
+        eventually(lambda: curl(lab, NS, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {valid}")[0]
+                   == 403, timeout=15, interval=0.3)  # authenticated, then denied: the policy wants the article's issuer
         for name, token in bad.items():
-            status, body, _ = curl(lab, "sleep-ambient", f"{URL}/headers", "-H", f"Authorization: Bearer {token}")
+            status, body, _ = curl(lab, NS, "sleep-ambient", f"{URL}/headers", "-H", f"Authorization: Bearer {token}")
             assert status == 401, (name, status, body)
         wrong_audience = pyjwt.encode({**good, "aud": "other"}, key, algorithm="RS256", headers={"kid": "lab"})
-        status, body, _ = curl(lab, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {wrong_audience}")
+        status, body, _ = curl(lab, NS, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {wrong_audience}")
         assert (status, body) == (403, "Audiences in Jwt are not allowed")
-        status, _, _ = curl(lab, "sleep-ambient", f"{URL}/ip?access_token={TOKEN}")
+        status, _, _ = curl(lab, NS, "sleep-ambient", f"{URL}/ip?access_token={TOKEN}")
         assert status == 200
     finally:
         lab.lab("delete", "requestauthentication", "lab-issuer", "-n", NS)
@@ -265,7 +237,7 @@ def test_bad_input_fails_closed(article):
     article.apply(json.dumps(unreachable))
     try:
         token = pyjwt.encode({"iss": "nowhere", "sub": "x", "exp": int(time.time()) + 600}, key, algorithm="RS256")
-        status, body, _ = eventually(lambda: (res := curl(article, "sleep-ambient", f"{URL}/get", "-H",
+        status, body, _ = eventually(lambda: (res := curl(article, NS, "sleep-ambient", f"{URL}/get", "-H",
                                                            f"Authorization: Bearer {token}")) and res[0] == 401 and res,
                                      timeout=15, interval=0.3)
         assert body == "Jwks remote fetch is failed"
@@ -313,10 +285,10 @@ def test_only_replica_gone_fails_closed_for_its_services_only(article):
     lab = article
     assert lab.lab("scale", f"deploy/{WAYPOINT}", "--replicas", "0", "-n", NS).returncode == 0
     try:
-        eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/get")[2] in (7, 56), timeout=20, interval=0.3)
+        eventually(lambda: curl(lab, NS, "sleep-ambient", f"{URL}/get")[2] in (7, 56), timeout=20, interval=0.3)
         # Other mesh traffic from the same pod, on the same nodes, still flows.
-        status, _, _ = curl(lab, "sleep-ambient", f"http://echo.{OTHER}/")
+        status, _, _ = curl(lab, NS, "sleep-ambient", f"http://echo.{OTHER}/")
         assert status == 200
     finally:
         assert lab.lab("scale", f"deploy/{WAYPOINT}", "--replicas", "1", "-n", NS).returncode == 0
-    eventually(lambda: curl(lab, "sleep-ambient", f"{URL}/get")[0] == 200, timeout=30, interval=0.3)
+    eventually(lambda: curl(lab, NS, "sleep-ambient", f"{URL}/get")[0] == 200, timeout=30, interval=0.3)

@@ -1,22 +1,20 @@
-"""The istio-cni agent's trio core, in-process, against a fake lab API and a fake ztunnel speaking ZDS
-over the real socket, enrolling a real network namespace."""
+"""The istio-cni agent's trio core, in-process, against labd's API in process
+(lab.testing.InProcessLabApi) and a fake ztunnel speaking ZDS over the real socket, enrolling a
+real network namespace."""
 from __future__ import annotations
 
-import math
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import pytest
 import trio
 
-from lab.client.protocol import LineDecoder, encode, error, ok
 from lab.client import netns
+from lab.testing import InProcessLabApi
 from mesh.cni import inpod
 from mesh.cni.agent import Agent
 from mesh.zds import (
@@ -29,89 +27,13 @@ from mesh.zds import (
     ZdsHello,
     connect_zds,
 )
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
 NODE = "worker1"
 AMBIENT = "istio.io/dataplane-mode"
 REDIRECTION = "ambient.istio.io/redirection"
-
-
-class FakeLabAPI:
-    """labd's `watch` (initial list, SYNCED, live events) and `annotate` (which emits MODIFIED)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self._live: list[trio.MemorySendChannel[dict[str, Any]]] = []
-        self._watches: set[trio.CancelScope] = set()
-
-    @staticmethod
-    def key(obj: dict[str, Any]) -> tuple[str, str, str]:
-        return obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
-
-    def emit(self, event_type: str, obj: dict[str, Any]) -> None:
-        if event_type == "DELETED":
-            self.objects.pop(self.key(obj))
-        else:
-            self.objects[self.key(obj)] = obj
-        for channel in self._live:
-            channel.send_nowait({"type": event_type, "object": obj})
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        return self.objects[kind, namespace, name]
-
-    def relabel(self, kind: str, namespace: str, name: str, field: str, changes: dict) -> dict:
-        obj = self.get(kind, namespace, name)
-        md = dict(obj["metadata"])
-        md[field] = {k: v for k, v in {**(md.get(field) or {}), **changes}.items() if v is not None}
-        updated = {**obj, "metadata": md}
-        self.emit("MODIFIED", updated)
-        return updated
-
-    def drop_watchers(self) -> None:
-        for scope in self._watches:
-            scope.cancel()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(self.path)
-        sock.listen()
-        await trio.serve_listeners(self._handle, [trio.SocketListener(sock)], task_status=task_status)
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        decoder, requests = LineDecoder(), []
-        try:
-            while not requests:
-                requests = list(decoder.feed(await stream.receive_some(65536)))
-            request = requests[0]
-            if request["op"] == "watch":
-                await self._watch(stream, request)
-            elif request["op"] == "annotate":
-                try:
-                    obj = self.relabel(request["kind"], request["namespace"], request["name"],
-                                       "annotations", request["changes"])
-                    await stream.send_all(encode(ok(obj)))
-                except KeyError:
-                    await stream.send_all(encode(error(f'pods "{request["name"]}" not found')))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-    async def _watch(self, stream: trio.SocketStream, request: dict[str, Any]) -> None:
-        send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
-        with trio.CancelScope() as scope:
-            self._watches.add(scope)
-            self._live.append(send)
-            try:
-                for obj in list(self.objects.values()):
-                    if obj["kind"] in request["kinds"]:
-                        await stream.send_all(encode({"type": "ADDED", "object": obj}))
-                await stream.send_all(encode({"type": "SYNCED", "resourceVersion": "1"}))
-                async for event in receive:
-                    await stream.send_all(encode(event))
-            finally:
-                self._live.remove(send)
-                self._watches.discard(scope)
 
 
 class FakeZtunnel:
@@ -144,15 +66,6 @@ class FakeZtunnel:
                 await conn.send(Ack())
 
 
-async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 3.0) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            result = check()
-            if result if isinstance(result, bool) else await result:
-                return
-            await trio.sleep(0.005)
-
-
 def enrolled(name: str) -> Awaitable[bool]:
     return trio.to_thread.run_sync(inpod.is_enrolled, name)
 
@@ -169,28 +82,21 @@ def pod_netns() -> Iterator[str]:
         netns.remove(name)
 
 
-@pytest.fixture
-def socket_dir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="cni") as d:  # short: Unix socket paths are limited
-        yield d
-
-
 def pod_object(netns_name: str, name: str = "web", node: str = NODE) -> dict[str, Any]:
-    return {"kind": "Pod",
+    """A running pod as the kubelet has it (its network namespace in an annotation)."""
+    return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "demo", "uid": f"uid-{name}",
                          "annotations": {"lab.ambient/netns": netns_name}},
-            "spec": {"nodeName": node, "serviceAccountName": "web-sa"},
+            "spec": {"nodeName": node, "serviceAccountName": "web-sa", "containers": [{"name": "c", "image": "x"}]},
             "status": {"phase": "Running", "podIP": "10.244.1.5"}}
 
 
 @pytest.fixture
-async def api(nursery: trio.Nursery, socket_dir: str, pod_netns: str) -> FakeLabAPI:
-    fake = FakeLabAPI(os.path.join(socket_dir, "labd.sock"))
-    fake.emit("ADDED", {"kind": "Namespace", "metadata": {"name": "demo", "labels": {}}})
-    fake.emit("ADDED", pod_object(pod_netns))
-    fake.emit("ADDED", pod_object(pod_netns, "elsewhere", node="worker2"))  # not ours
-    await nursery.start(fake.serve)
-    return fake
+async def api(lab_api: InProcessLabApi, pod_netns: str) -> InProcessLabApi:
+    lab_api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
+    lab_api.create(pod_object(pod_netns))
+    lab_api.create(pod_object(pod_netns, "elsewhere", node="worker2"))  # not ours
+    return lab_api
 
 
 @pytest.fixture
@@ -199,7 +105,7 @@ def zds_path(socket_dir: str) -> str:
 
 
 @pytest.fixture
-async def agent(nursery: trio.Nursery, api: FakeLabAPI, zds_path: str,
+async def agent(nursery: trio.Nursery, api: InProcessLabApi, zds_path: str,
                 pod_netns: str) -> AsyncIterator[Agent]:
     agent = Agent(api.path, NODE, zds_path)
     await nursery.start(agent.run)
@@ -216,11 +122,11 @@ async def ztunnel_connected(nursery: trio.Nursery, zds_path: str) -> FakeZtunnel
     return ztunnel
 
 
-def label_namespace(api: FakeLabAPI, value: str | None) -> None:
-    api.relabel("Namespace", "", "demo", "labels", {AMBIENT: value})
+def label_namespace(api: InProcessLabApi, value: str | None) -> None:
+    api.label("Namespace", None, "demo", {AMBIENT: value})
 
 
-def annotation(api: FakeLabAPI) -> str | None:
+def annotation(api: InProcessLabApi) -> str | None:
     return api.get("Pod", "demo", "web")["metadata"]["annotations"].get(REDIRECTION)
 
 
@@ -230,7 +136,7 @@ WEB = AddWorkload("uid-web", WorkloadInfo("web", "demo", "web-sa"))
 # --- tests ---------------------------------------------------------------------------------------
 
 async def test_labelling_the_namespace_enrolls_the_running_pod_and_unlabelling_releases_it(
-        nursery: trio.Nursery, api: FakeLabAPI, agent: Agent, zds_path: str, pod_netns: str) -> None:
+        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
     ztunnel = await ztunnel_connected(nursery, zds_path)
     assert ztunnel.received == [SnapshotSent()]  # nothing selected yet
     assert not await enrolled(pod_netns)
@@ -248,7 +154,7 @@ async def test_labelling_the_namespace_enrolls_the_running_pod_and_unlabelling_r
 
 
 async def test_a_new_ztunnel_replaces_the_old_and_gets_a_snapshot(
-        nursery: trio.Nursery, api: FakeLabAPI, agent: Agent, zds_path: str, pod_netns: str) -> None:
+        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
     label_namespace(api, "ambient")
     first = await ztunnel_connected(nursery, zds_path)
     assert first.received == [WEB, SnapshotSent()]
@@ -258,7 +164,7 @@ async def test_a_new_ztunnel_replaces_the_old_and_gets_a_snapshot(
     with trio.fail_after(2):
         await first.closed_by_agent.wait()
 
-    api.emit("DELETED", api.get("Pod", "demo", "web"))  # the pod goes away: only the new one hears
+    api.store.delete("Pod", "demo", "web")  # the pod goes away: only the new one hears
     await eventually(lambda: DelWorkload("uid-web") in second.received)
     assert DelWorkload("uid-web") not in first.received
     await eventually(lambda: agent.enrolled == {})
@@ -266,8 +172,8 @@ async def test_a_new_ztunnel_replaces_the_old_and_gets_a_snapshot(
 
 
 async def test_without_ztunnel_rules_are_written_and_the_add_waits_for_it(
-        nursery: trio.Nursery, api: FakeLabAPI, agent: Agent, zds_path: str, pod_netns: str) -> None:
-    api.relabel("Pod", "demo", "web", "labels", {AMBIENT: "ambient"})  # the pod opts in itself
+        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
+    api.label("Pod", "demo", "web", {AMBIENT: "ambient"})  # the pod opts in itself
     await eventually(lambda: "uid-web" in agent.enrolled)
     assert await enrolled(pod_netns)  # captured, failing closed: nothing listens yet
     assert annotation(api) is None  # istiod must not treat it as HBONE before ztunnel has it
@@ -278,7 +184,7 @@ async def test_without_ztunnel_rules_are_written_and_the_add_waits_for_it(
 
 
 async def test_a_restarted_agent_keeps_the_rules_and_rebuilds_from_the_api(
-        nursery: trio.Nursery, api: FakeLabAPI, zds_path: str, pod_netns: str) -> None:
+        nursery: trio.Nursery, api: InProcessLabApi, zds_path: str, pod_netns: str) -> None:
     label_namespace(api, "ambient")
     try:
         async with trio.open_nursery() as first_run:
@@ -298,19 +204,19 @@ async def test_a_restarted_agent_keeps_the_rules_and_rebuilds_from_the_api(
 
 
 async def test_the_watch_reconnects_and_forgets_what_it_missed(
-        nursery: trio.Nursery, api: FakeLabAPI, agent: Agent, zds_path: str, pod_netns: str) -> None:
+        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
     ztunnel = await ztunnel_connected(nursery, zds_path)
     label_namespace(api, "ambient")
     await eventually(lambda: annotation(api) == "enabled")
-    api.drop_watchers()
-    api.objects["Namespace", "", "demo"]["metadata"]["labels"] = {}  # unlabelled while away
+    with api.watchers_away():
+        label_namespace(api, None)  # unlabelled while away
     await eventually(lambda: DelWorkload("uid-web") in ztunnel.received)
     await eventually(lambda: annotation(api) is None)
     assert not await enrolled(pod_netns)
 
 
 async def test_the_program_serves_zds_and_exits_promptly_on_sigterm(
-        api: FakeLabAPI, zds_path: str, pod_netns: str) -> None:
+        api: InProcessLabApi, zds_path: str, pod_netns: str) -> None:
     label_namespace(api, "ambient")
     env = {**os.environ, "LAB_API_SOCKET": api.path, "LAB_NODE_NAME": NODE, "LAB_NAME": "unused"}
     # No CNI plugin socket: this test has no lab directory to put it in.
@@ -349,7 +255,7 @@ async def test_the_program_serves_zds_and_exits_promptly_on_sigterm(
 
 
 async def test_a_misbehaving_ztunnel_is_dropped_and_the_next_one_served(
-        nursery: trio.Nursery, api: FakeLabAPI, agent: Agent, zds_path: str) -> None:
+        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str) -> None:
     async with await connect_zds(zds_path) as garbage:
         await garbage.send_raw(b"not a hello")
         with pytest.raises(ZdsClosed), trio.fail_after(2):

@@ -5,16 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from lab.client import netns
 from mesh.cni import inpod, rules
+from tests.integration.conftest import connect_from, ip, join_with_veth, listener, nft_list, original_dst
 
-SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
 IP_TRANSPARENT = 19  # <linux/in.h>
 POD_IP, PEER_IP = "10.99.0.2", "10.99.0.3"
 
@@ -31,16 +29,6 @@ def scratch_netns(suffix: str) -> Iterator[str]:
         netns.remove(name)
 
 
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True,
-                          timeout=10).stdout
-
-
-def nft_list(ns: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "istio_inpod"],
-                          capture_output=True, text=True, timeout=10)
-
-
 @pytest.fixture
 def pod() -> Iterator[str]:
     with scratch_netns("pod") as name:
@@ -51,18 +39,14 @@ def pod() -> Iterator[str]:
 def pod_and_peer() -> Iterator[tuple[str, str]]:
     """A pod and a peer joined by a veth: pod eth0 10.99.0.2/24 <-> peer eth0 10.99.0.3/24."""
     with scratch_netns("pod") as pod_ns, scratch_netns("peer") as peer_ns:
-        ip(pod_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", peer_ns)
-        for ns, addr in ((pod_ns, POD_IP), (peer_ns, PEER_IP)):
-            ip(ns, "link", "set", "lo", "up")
-            ip(ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-            ip(ns, "link", "set", "eth0", "up")
+        join_with_veth(pod_ns, POD_IP, peer_ns, PEER_IP)
         yield pod_ns, peer_ns
 
 
 def test_enroll_writes_table_rule_and_route_idempotently(pod: str) -> None:
     assert not inpod.is_enrolled(pod)
     inpod.enroll(pod)
-    listed = nft_list(pod)
+    listed = nft_list(pod, "istio_inpod")
     assert listed.returncode == 0, listed.stderr
     for chain in rules.CHAINS:
         assert f"chain {chain.name} {{" in listed.stdout
@@ -75,12 +59,12 @@ def test_enroll_writes_table_rule_and_route_idempotently(pod: str) -> None:
     assert inpod.is_enrolled(pod)
 
     inpod.enroll(pod)  # again: the same, not doubled
-    assert nft_list(pod).stdout == listed.stdout
+    assert nft_list(pod, "istio_inpod").stdout == listed.stdout
     assert ip(pod, "rule", "show").count("fwmark 0x111/0xfff") == 1
     assert len(ip(pod, "route", "show", "table", "100").splitlines()) == 1
 
     inpod.unenroll(pod)
-    assert nft_list(pod).returncode != 0
+    assert nft_list(pod, "istio_inpod").returncode != 0
     assert "fwmark" not in ip(pod, "rule", "show")
     assert ip(pod, "route", "show", "table", "100") == ""
     assert not inpod.is_enrolled(pod)
@@ -94,30 +78,6 @@ def test_unenroll_of_a_vanished_netns_is_a_no_op() -> None:
     assert not inpod.is_enrolled(name)
     with pytest.raises(inpod.InpodError, match=name):
         inpod.enroll(name)
-
-
-def listener(ns: str, port: int) -> socket.socket:
-    sock = netns.socket_in(ns)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
-    sock.listen()
-    sock.settimeout(2)
-    return sock
-
-
-def original_dst(conn: socket.socket) -> tuple[str, int]:
-    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    port, addr = struct.unpack_from("!2xH4s", raw)
-    return socket.inet_ntoa(addr), port
-
-
-def connect_from(ns: str, address: tuple[str, int], mark: int | None = None) -> socket.socket:
-    sock = netns.socket_in(ns)
-    if mark is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-    sock.settimeout(2)
-    sock.connect(address)
-    return sock
 
 
 def test_real_connections_are_redirected_like_ztunnel_expects(pod_and_peer: tuple[str, str]) -> None:

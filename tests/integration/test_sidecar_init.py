@@ -7,7 +7,6 @@ import contextlib
 import os
 import secrets
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +17,8 @@ import pytest
 from lab.client import netns
 from mesh.sidecar import init, iptables
 from mesh.sidecar.injection import PROXY_UID
+from tests.integration.conftest import connect_from, ip, join_with_veth, listener, nft_list, original_dst
 
-SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
 POD_IP, PEER_IP = "10.98.0.2", "10.98.0.3"
 REMOTE = ("10.1.2.3", 80)  # somewhere outside the pod, reached through the peer
 REPO = Path(__file__).resolve().parents[2]
@@ -27,16 +26,6 @@ INJECTED_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", 
                   "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
-
-
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True,
-                          timeout=10).stdout
-
-
-def nft_list(ns: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", iptables.TABLE],
-                          capture_output=True, text=True, timeout=10)
 
 
 @pytest.fixture
@@ -50,40 +39,13 @@ def pod_and_peer() -> Iterator[tuple[str, str]]:
         for name in (pod_ns, peer_ns):
             netns.create(name)
             made.append(name)
-        ip(pod_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", peer_ns)
-        for ns, addr in ((pod_ns, POD_IP), (peer_ns, PEER_IP)):
-            ip(ns, "link", "set", "lo", "up")
-            ip(ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-            ip(ns, "link", "set", "eth0", "up")
+        join_with_veth(pod_ns, POD_IP, peer_ns, PEER_IP)
         ip(pod_ns, "route", "add", "default", "via", PEER_IP)
         ip(peer_ns, "addr", "add", f"{REMOTE[0]}/32", "dev", "lo")
         yield pod_ns, peer_ns
     finally:
         for name in made:
             netns.remove(name)
-
-
-def listener(ns: str, port: int, host: str = "0.0.0.0") -> socket.socket:
-    sock = netns.socket_in(ns)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen()
-    sock.settimeout(3)
-    return sock
-
-
-def original_dst(conn: socket.socket) -> tuple[str, int]:
-    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    port, addr = struct.unpack_from("!2xH4s", raw)
-    return socket.inet_ntoa(addr), port
-
-
-def connect_from(ns: str, address: tuple[str, int]) -> socket.socket:
-    """A connection made by root (uid 0): the app's, as far as the rules are concerned."""
-    sock = netns.socket_in(ns)
-    sock.settimeout(3)
-    sock.connect(address)
-    return sock
 
 
 def connect_as_proxy(ns: str, address: tuple[str, int]) -> None:
@@ -123,18 +85,18 @@ def test_istio_init_writes_the_table_idempotently_and_logs_it(pod_and_peer: tupl
     first = run_istio_init(pod_ns, *INJECTED_FLAGS)
     assert first.returncode == 0, first.stderr
     assert "-A ISTIO_OUTPUT -j ISTIO_REDIRECT" in first.stdout  # the log shows the rules
-    listed = nft_list(pod_ns)
+    listed = nft_list(pod_ns, iptables.TABLE)
     assert listed.returncode == 0, listed.stderr
     for rule in iptables.build_rules(iptables.parse_args(INJECTED_FLAGS)):
         assert f'comment "{rule.iptables}"' in listed.stdout
     again = run_istio_init(pod_ns, *INJECTED_FLAGS)
     assert again.returncode == 0, again.stderr
-    assert nft_list(pod_ns).stdout == listed.stdout  # replaced, not doubled
+    assert nft_list(pod_ns, iptables.TABLE).stdout == listed.stdout  # replaced, not doubled
     refused = run_istio_init(pod_ns, "-m", "TPROXY")
     assert refused.returncode == 2 and "only REDIRECT" in refused.stderr
-    assert nft_list(pod_ns).stdout == listed.stdout  # a refused run changes nothing
+    assert nft_list(pod_ns, iptables.TABLE).stdout == listed.stdout  # a refused run changes nothing
     init.remove(pod_ns)
-    assert nft_list(pod_ns).returncode != 0
+    assert nft_list(pod_ns, iptables.TABLE).returncode != 0
     init.remove(pod_ns)  # nothing left: no error
 
 

@@ -1,35 +1,21 @@
-"""ztunnel in-process against real pods: network namespaces on one node, Istio's in-pod redirection
-(`mesh.cni.inpod.enroll`), the pods handed over a real ZDS socket, certificates and config from a
-fake control plane, and real clients (curl, iperf3, raw sockets) in the pods.
-
-    node (10.244.0.1)
-     ├─ a  10.244.0.2  sleep  (enrolled, HBONE)   client
-     ├─ b  10.244.0.3  echo   (enrolled, HBONE)   echo app :8080 (HTTP, reports the peer IP), :9000 (TCP echo)
-     ├─ c  10.244.0.4  legacy (not enrolled)      a client outside the mesh
-     └─ d  10.244.0.5  plain  (not enrolled, TCP) the same echo app, reached directly
-"""
+"""ztunnel in-process against real pods (the node of tests/integration/conftest.py): Istio's in-pod
+redirection (`mesh.cni.inpod.enroll`), the pods handed over a real ZDS socket, certificates and
+config from a fake control plane, and real clients (curl, iperf3, raw sockets) in the pods."""
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 
 import pytest
 import trio
 
-from lab.client.protocol import LineDecoder, encode
-from lab.runtime import network
 from lab.client import netns
 from mesh import zds
-from mesh.cni import inpod
 from mesh.identity.ca import RootCA, make_csr
 from mesh.identity.spiffe import Identity
 from mesh.policy.peerauth import static_strict
@@ -37,83 +23,16 @@ from mesh.tls import client_context
 from mesh.ztunnel.app import Ztunnel
 from mesh.ztunnel.config import Config
 from mesh.ztunnel.testing import FakeControlPlane, address_push, authorization, authorization_push, service, workload
+from tests.conftest import read_all
+from tests.integration.conftest import IP, NS, POD_NAMES, SLEEP_ID, VIP, curl, echo_workload, open_from, run_in
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
-
-PID = os.getpid()
-NS = {pod: f"al-z{PID}-{pod}" for pod in ("node", "a", "b", "c", "d")}
-IP = {"a": "10.244.0.2", "b": "10.244.0.3", "c": "10.244.0.4", "d": "10.244.0.5"}
-GATEWAY = "10.244.0.1"
-VIP = "10.96.0.50"
-ECHO_SVC = "default/echo.default.svc.cluster.local"
-SLEEP_ID = "spiffe://cluster.local/ns/default/sa/sleep"
-POD_NAMES = {"a": "sleep-a", "b": "echo-b"}
-
-
-def ip(ns: str, *args: str) -> None:
-    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
-
-
-def wait_listening(ns: str, port: int, deadline: float = 10.0) -> None:
-    end = time.monotonic() + deadline
-    while True:
-        with netns.socket_in(ns) as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > end:
-            raise TimeoutError(f"nothing listens on {ns} :{port}")
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def pods() -> Iterator[dict[str, str]]:
-    """The node and its four pods, the echo apps and iperf3 servers; all removed by exact name."""
-    created: list[str] = []
-    procs: list[subprocess.Popen] = []
-    try:
-        netns.create(NS["node"])
-        created.append(NS["node"])
-        ip(NS["node"], "link", "set", "lo", "up")
-        ip(NS["node"], "addr", "add", f"{GATEWAY}/32", "dev", "lo")
-        netns.set_sysctl(NS["node"], "net.ipv4.ip_forward", 1)
-        for pod in ("a", "b", "c", "d"):
-            netns.create(NS[pod])
-            created.append(NS[pod])
-            network.add_pod(NS["node"], NS[pod], f"vz{PID}{pod}", IP[pod], GATEWAY, owner=f"z{PID}")
-        for pod in ("a", "b"):
-            inpod.enroll(NS[pod])
-        # Count what reaches b's 15008: the evidence that a connection went over HBONE.
-        network.apply_nft(NS["b"], "table ip zcount {\n chain input {\n type filter hook input priority 0;"
-                                   " tcp dport 15008 counter\n }\n}\n")
-        for pod in ("b", "d"):
-            env = {**os.environ, "HOSTNAME": f"app-{pod}", "POD_NAMESPACE": "default"}
-            for argv in ([sys.executable, "-m", "lab.apps.echo", "--port", "8080", "--tcp-port", "9000"],
-                         ["iperf3", "-s", "-p", "5201"]):
-                procs.append(subprocess.Popen(["ip", "netns", "exec", NS[pod], *argv], env=env,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for pod in ("b", "d"):
-            for port in (8080, 9000, 5201):
-                wait_listening(NS[pod], port)
-        yield NS
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        for name in reversed(created):
-            netns.remove(name)
-
 
 def hbone_packets() -> int:
     out = subprocess.run(["ip", "netns", "exec", NS["b"], "nft", "-j", "list", "table", "ip", "zcount"],
                          check=True, capture_output=True, text=True, timeout=10).stdout
     return next(item["rule"]["expr"][-1]["counter"]["packets"] for item in json.loads(out)["nftables"]
                 if "rule" in item)
-
-
-def echo_workload(policies: list[str] | None = None) -> dict:
-    return workload("echo-b", IP["b"], sa="echo", services={ECHO_SVC: {80: 8080, 9000: 9000}},
-                    policies=policies)
 
 
 class Harness:
@@ -173,21 +92,12 @@ class Harness:
 
 
 @pytest.fixture
-async def zt(pods, nursery):
+async def zt(ztunnel_node, nursery):
     with tempfile.TemporaryDirectory(prefix="zt-") as tmp:
         harness = Harness(os.path.join(tmp, "ztunnel.sock"))
         await harness.start(nursery)
         yield harness
         nursery.cancel_scope.cancel()
-
-
-async def run_in(pod: str, *argv: str, timeout: float = 10) -> subprocess.CompletedProcess:
-    return await trio.run_process(["ip", "netns", "exec", NS[pod], *argv], capture_stdout=True,
-                                  capture_stderr=True, check=False)
-
-
-async def curl(pod: str, url: str) -> subprocess.CompletedProcess:
-    return await run_in(pod, "curl", "-sS", "--max-time", "5", url)
 
 
 async def settle(zt: Harness) -> None:
@@ -232,27 +142,24 @@ async def test_non_mesh_destination_is_plain_tcp_from_the_pod(zt):
 
 
 async def test_l4_policy_by_principal(zt):
-    async def raw_exchange() -> tuple[bytes, float]:
-        """From the sleep pod, talk to echo's TCP port; what came back, and how fast it ended."""
+    async def raw_exchange() -> bytes:
+        """From the sleep pod, talk to echo's TCP port: what came back before the connection ended."""
         sock = trio.socket.from_stdlib_socket(netns.socket_in(NS["a"]))
         with sock:
             await sock.connect((IP["b"], 9000))
-            start = trio.current_time()
             await sock.send(b"ping")
             try:
                 with trio.fail_after(5):
-                    data = await sock.recv(100)
+                    return await sock.recv(100)
             except ConnectionResetError:
-                data = b""
-            return data, trio.current_time() - start
+                return b""
 
-    assert await raw_exchange() == (b"ping", pytest.approx(0, abs=1))
+    assert await raw_exchange() == b"ping"
 
     zt.push(authorization_push(authorization("deny-sleep", "default", "DENY", ["cluster.local/ns/default/sa/sleep"])))
     zt.push(address_push(echo_workload(["default/deny-sleep"]), version="2"))
     await settle(zt)
-    data, took = await raw_exchange()
-    assert data == b"" and took < 1  # closed at once, nothing from the app
+    assert await raw_exchange() == b""  # closed, nothing from the app
     res = await curl("a", f"http://{IP['b']}:8080/")
     # A reset, as with real ztunnel: 56 once curl saw its connect complete, 7 when the reset came
     # first (a denial is quick, and a busy machine may delay curl between SYN and its check).
@@ -266,14 +173,14 @@ async def test_l4_policy_by_principal(zt):
     zt.push(authorization_push(authorization("allow-other", "default", "ALLOW", ["cluster.local/ns/default/sa/other"])))
     zt.push(address_push(echo_workload(["default/allow-other"]), version="3"))
     await settle(zt)
-    assert (await raw_exchange())[0] == b""
+    assert await raw_exchange() == b""
     assert await zt.wait_log("allow policies exist, but none allowed")
 
     # ALLOW sleep: through again.
     zt.push(authorization_push(authorization("allow-sleep", "default", "ALLOW", ["cluster.local/ns/default/sa/sleep"])))
     zt.push(address_push(echo_workload(["default/allow-other", "default/allow-sleep"]), version="4"))
     await settle(zt)
-    assert (await raw_exchange())[0] == b"ping"
+    assert await raw_exchange() == b"ping"
 
 
 async def test_plaintext_inbound_is_proxied_and_strict_refuses_it(zt):
@@ -307,43 +214,29 @@ async def test_a_pods_first_connection_waits_for_its_workload(zt):
     zt.push(address_push(removed=[sleep["workload"]["uid"]]), remember=False)
     await settle(zt)
 
+    arrived = trio.Event()
+
     async def arrive_late():
         await trio.sleep(0.5)
         zt.push(address_push(sleep, version="2"))
+        arrived.set()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(arrive_late)
-        start = trio.current_time()
         res = await curl("a", f"http://{IP['b']}:8080/")
+        answered_after_arrival = arrived.is_set()
     assert res.returncode == 0, res.stderr
-    assert 0.4 < trio.current_time() - start < 3
+    assert answered_after_arrival  # held, not refused, until ztunnel knew the pod
 
 
 # --- 15008 refuses what is not mesh mTLS ---------------------------------------------------
-
-
-async def open_from(pod: str, port: int = 15008) -> trio.SocketStream:
-    sock = trio.socket.from_stdlib_socket(netns.socket_in(NS[pod]))
-    await sock.connect((IP["b"], port))
-    return trio.SocketStream(sock)
-
-
-async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    try:
-        with trio.fail_after(5):
-            while chunk := await stream.receive_some(65536):
-                data += chunk
-    except (trio.BrokenResourceError, ConnectionResetError):
-        pass
-    return data
 
 
 async def test_plaintext_to_15008_is_refused(zt):
     stream = await open_from("c")
     async with stream:
         await stream.send_all(b"CONNECT 10.244.0.3:8080 HTTP/1.1\r\nhost: x\r\n\r\n")
-        assert await read_all(stream) in (b"", )  # the TLS server never answers plaintext
+        assert await read_all(stream, 5, resets_end=True) in (b"", )  # the TLS server never answers plaintext
     assert await zt.wait_log(r'warn access connection failed .*direction="inbound" error="tls error')
 
 
@@ -380,7 +273,7 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
-        data = await read_all(stream)
+        data = await read_all(stream, 5, resets_end=True)
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body.decode()
 
@@ -409,11 +302,11 @@ async def test_telemetry_and_pod_removal(zt):
     await trio.sleep(0.05)
     with pytest.raises(ConnectionRefusedError):
         await open_from("c")
-    start = trio.current_time()
     res = await curl("a", f"http://{IP['b']}:8080/")
     # Reset before any data: curl says 56, or 7 when the reset lands while its connect is still
-    # being confirmed (the app's connection to 15001 is local, the reset follows in microseconds).
-    assert res.returncode in (7, 56) and trio.current_time() - start < 2
+    # being confirmed (the app's connection to 15001 is local, the reset follows in microseconds);
+    # not 28, its own timeout.
+    assert res.returncode in (7, 56)
     assert await zt.wait_log(r'direction="outbound".*error="connection failed')
     status, body = await http_get(ports["admin"], "/config_dump")
     assert [w["name"] for w in json.loads(body)["workloadState"]] == ["sleep-a"]
@@ -456,213 +349,27 @@ async def test_zds_reconnect_keeps_pods_and_a_snapshot_drops_the_missing(zt):
     assert [p.info.name for p in zt.ztunnel.pods.pods.running.values()] == ["sleep-a"]
 
 
-# --- numbers for the report -------------------------------------------------------------------
+# --- the paths the figures of `make bench` (bench/mesh.py) measure in a lab ----------------
 
 PING = """
-import socket, statistics, sys, time
+import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-msg, rtts = b"x" * 64, []
 for i in range(int(sys.argv[3])):
-    t = time.perf_counter()
-    s.sendall(msg)
+    s.sendall(b"x" * 64)
     got = 0
-    while got < len(msg):
-        got += len(s.recv(len(msg) - got))
-    rtts.append(time.perf_counter() - t)
-rtts = rtts[50:]
-print(statistics.median(rtts) * 1e6, statistics.quantiles(rtts, n=100)[98] * 1e6)
+    while got < 64:
+        got += len(s.recv(64 - got))
+print(i + 1)
 """
 
 
-async def test_round_trip_and_throughput_figures(zt, capsys):
-    async def ping(pod: str, target: str) -> tuple[float, float]:
-        res = await run_in(pod, sys.executable, "-c", PING, target, "9000", "1500")
-        assert res.returncode == 0, res.stderr
-        p50, p99 = map(float, res.stdout.split())
-        return p50, p99
-
-    async def iperf(pod: str, target: str) -> float:
-        res = await run_in(pod, "iperf3", "-c", target, "-p", "5201", "-t", "2", "-J")
-        assert res.returncode == 0, res.stderr
-        return json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-
-    direct, mesh = await ping("c", IP["d"]), await ping("a", IP["b"])
-    direct_bw, mesh_bw = await iperf("c", IP["d"]), await iperf("a", IP["b"])
-    with capsys.disabled():
-        print(f"\nround trip (64 B, p50/p99): direct {direct[0]:.0f}/{direct[1]:.0f} us, "
-              f"through both ztunnels over HBONE {mesh[0]:.0f}/{mesh[1]:.0f} us")
-        print(f"single-stream throughput: direct {direct_bw:.2f} Gbit/s, over HBONE {mesh_bw:.2f} Gbit/s")
-    assert mesh[0] < 20_000 and mesh_bw > 0.1
-
-
-# --- the real process: `python -m mesh.ztunnel` against a fake lab API and a fake istiod --------
-
-
-class FakeIstiod:
-    """istiod's port 15012 as the contract has it: TLS 1.3, one JSON request line per connection."""
-
-    TOKEN = "ztunnel-token"
-
-    def __init__(self, ca: RootCA, directory: str, resources: list[dict]) -> None:
-        self.ca = ca
-        self.resources = resources
-        self.requests: list[dict] = []
-        key, csr = make_csr(Identity("cluster.local", "istio-system", "istiod"))
-        chain = ca.sign_csr(csr, [Identity("cluster.local", "istio-system", "istiod")])
-        cert_path, key_path = os.path.join(directory, "istiod.pem"), os.path.join(directory, "istiod.key")
-        with open(cert_path, "w") as f:
-            f.write(chain[0])
-        with open(key_path, "w") as f:
-            f.write(key)
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        self.ctx.load_cert_chain(cert_path, key_path)
-
-    async def serve(self, sock: trio.socket.SocketType, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listener = trio.SocketListener(sock)
-        task_status.started()
-        await trio.serve_listeners(self._handle, [listener])
-
-    async def _handle(self, tcp: trio.SocketStream) -> None:
-        stream = trio.SSLStream(tcp, self.ctx, server_side=True, https_compatible=True)
-        try:
-            decoder = LineDecoder()
-            while True:
-                messages = list(decoder.feed(await stream.receive_some(65536)))
-                if messages:
-                    break
-            request = messages[0]
-            self.requests.append(request)
-            if request.get("token") != self.TOKEN:
-                await stream.send_all(encode({"ok": False, "error": "authentication failure"}))
-            elif request["op"] == "CreateCertificate":
-                identity = Identity.parse(request["impersonatedIdentity"])
-                chain = self.ca.sign_csr(request["csr"], [identity])
-                await stream.send_all(encode({"ok": True, "certChain": chain}))
-            elif request["op"] == "Subscribe":
-                await stream.send_all(encode({"type": "Address", "removed": [], "resources": [
-                    {"name": r["workload"]["uid"] if "workload" in r else ECHO_SVC, "version": "1", "resource": r}
-                    for r in self.resources]}))
-                await stream.send_all(encode({"type": "SYNCED"}))
-                await trio.sleep_forever()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            await trio.aclose_forcefully(stream)
-
-
-async def serve_lab_api(path: str, root_pem: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Just enough of labd: `get ConfigMap istio-system/istio-ca-root-cert`."""
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    await sock.bind(path)
-    sock.listen()
-
-    async def handle(stream: trio.SocketStream) -> None:
-        async with stream:
-            decoder = LineDecoder()
-            while data := await stream.receive_some(65536):
-                for request in decoder.feed(data):
-                    if (request.get("op"), request.get("kind"), request.get("name")) == (
-                            "get", "ConfigMap", "istio-ca-root-cert"):
-                        reply = {"ok": True, "result": {"kind": "ConfigMap", "data": {"root-cert.pem": root_pem}}}
-                    else:
-                        reply = {"ok": False, "error": f"unexpected request {request}"}
-                    await stream.send_all(encode(reply))
-
-    task_status.started()
-    await trio.serve_listeners(handle, [trio.SocketListener(sock)])
-
-
-async def test_the_ztunnel_process(pods, nursery):
-    lab = f"z{PID}"
-    with tempfile.TemporaryDirectory(prefix="zt-") as tmp:
-        ca = RootCA.generate()
-        istiod = FakeIstiod(ca, tmp, [workload("sleep-a", IP["a"], sa="sleep"), echo_workload(),
-                                      service("echo", VIP, {80: 8080, 9000: 9000})])
-        sock = trio.socket.from_stdlib_socket(netns.socket_in(NS["node"]))
-        await sock.bind(("127.0.0.1", 15012))
-        sock.listen()
-        await nursery.start(istiod.serve, sock)
-        api = os.path.join(tmp, "labd.sock")
-        await nursery.start(serve_lab_api, api, ca.cert_pem)
-        token = os.path.join(tmp, "token")
-        with open(token, "w") as f:
-            f.write(FakeIstiod.TOKEN + "\n")
-        zds_path = os.path.join(tmp, lab, "nodes", "worker1", "ztunnel.sock")
-        os.makedirs(os.path.dirname(zds_path))
-        cni = await zds.open_zds_listener(zds_path)
-
-        env = {**os.environ, "LAB_NAME": lab, "LAB_NODE_NAME": "worker1", "LAB_API_SOCKET": api,
-               "LAB_SA_TOKEN_FILE": token, "ISTIOD_ADDRESS": "localhost:15012", "AMBIENT_LAB_RUN_ROOT": tmp,
-               "LAB_POD_NAME": "ztunnel-x", "LAB_POD_NAMESPACE": "istio-system"}
-        stdout = open(os.path.join(tmp, "stdout"), "w+")
-        stderr = open(os.path.join(tmp, "stderr"), "w+")
-        proc = await trio.lowlevel.open_process(
-            ["ip", "netns", "exec", NS["node"], sys.executable, "-m", "mesh.ztunnel"],
-            env=env, stdout=stdout, stderr=stderr)
-        try:
-            with trio.fail_after(10):
-                async with cni:
-                    agent = await cni.accept()
-                assert await agent.receive_hello() == zds.ZdsHello("V1")
-                for pod, sa in (("a", "sleep"), ("b", "echo")):
-                    fd = os.open(netns.path(NS[pod]), os.O_RDONLY | os.O_CLOEXEC)
-                    await agent.send(zds.AddWorkload(f"uid-{pod}", zds.WorkloadInfo(POD_NAMES[pod], "default", sa)),
-                                     [fd])
-                    os.close(fd)
-                    assert (await agent.receive_response()).ok
-                await agent.send(zds.SnapshotSent())
-                assert (await agent.receive_response()).ok
-                while (await node_http(15021, "/healthz/ready"))[0] != 200:
-                    await trio.sleep(0.05)
-
-            res = await curl("a", f"http://{VIP}/")
-            assert res.returncode == 0, res.stderr
-            assert f"IP={IP['a']}" in res.stdout.decode()
-            dump = json.loads((await node_http(15000, "/config_dump"))[1])
-            assert {c["identity"]: c["state"] for c in dump["certificates"]} == {
-                SLEEP_ID: "Available", "spiffe://cluster.local/ns/default/sa/echo": "Available"}
-            assert "istio_tcp_connections_opened_total" in (await node_http(15020, "/metrics"))[1]
-            ops = [r["op"] for r in istiod.requests]
-            assert ops.count("Subscribe") == 1 and ops.count("CreateCertificate") == 2
-            assert {r["impersonatedIdentity"] for r in istiod.requests if r["op"] == "CreateCertificate"} == {
-                SLEEP_ID, "spiffe://cluster.local/ns/default/sa/echo"}
-            subscribe = next(r for r in istiod.requests if r["op"] == "Subscribe")
-            assert subscribe["node"] == "worker1" and subscribe["known"] == {"Address": {}, "Authorization": {}}
-
-            start = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            with trio.fail_after(5):
-                assert await proc.wait() == 0
-            assert time.monotonic() - start < 2
-            with pytest.raises(ConnectionRefusedError):
-                await open_from("c")  # the pods' listeners went with it
-            await agent.aclose()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            stdout.seek(0)
-            stderr.seek(0)
-            out, err = stdout.read(), stderr.read()
-            stdout.close()
-            stderr.close()
-        assert re.search(r'info access connection complete .*direction="outbound"', out), err[-3000:]
-        assert re.search(r'info access connection complete .*direction="inbound"', out), err[-3000:]
-
-
-async def node_http(port: int, path: str) -> tuple[int, str]:
-    """GET a ztunnel endpoint in the node netns."""
-    sock = trio.socket.from_stdlib_socket(netns.socket_in(NS["node"]))
-    try:
-        await sock.connect(("127.0.0.1", port))
-    except OSError:
-        sock.close()
-        return 0, ""
-    stream = trio.SocketStream(sock)
-    async with stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
-        data = await read_all(stream)
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
+async def test_round_trips_and_a_bulk_stream_over_hbone(zt):
+    """Many small round trips on one connection, and iperf3's bulk stream, through both ztunnels."""
+    res = await run_in("a", sys.executable, "-c", PING, IP["b"], "9000", "500")
+    assert (res.returncode, res.stdout.strip()) == (0, b"500"), res.stderr
+    before = hbone_packets()
+    res = await run_in("a", "iperf3", "-c", IP["b"], "-p", "5201", "-t", "1", "-J")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["end"]["sum_received"]["bytes"] > 0
+    assert hbone_packets() > before

@@ -148,18 +148,6 @@ def test_join_argv_joins_every_hierarchy_once():
                         "--", "ip", "netns", "exec", "ns", "sleep", "1"]
 
 
-def test_join_script_writes_its_pid_then_execs(tmp_path):
-    import subprocess
-    a, b = tmp_path / "a", tmp_path / "b"
-    r = subprocess.run(["/bin/sh", "-c", cgroups.JOIN_SCRIPT, "cgroup-join", str(a), str(b), "--",
-                        "/bin/sh", "-c", "echo $$"], capture_output=True, text=True)
-    assert r.returncode == 0
-    assert a.read_text().strip() == b.read_text().strip() == r.stdout.strip()
-    r = subprocess.run(["/bin/sh", "-c", cgroups.JOIN_SCRIPT, "cgroup-join", str(tmp_path / "no" / "x"), "--",
-                        "true"], capture_output=True, text=True)
-    assert r.returncode == 126
-
-
 def test_make_journals_before_and_remove_records(tmp_path):
     root = tmp_path / "cg"
     root.mkdir()

@@ -91,20 +91,12 @@ async def harness(tmp_path, monkeypatch, nursery):
     return h
 
 
-async def test_pod_not_for_ambient_gets_ok_at_once(harness):
-    harness.namespace("plain")
+@pytest.mark.parametrize("namespace, labels, name", [("plain", None, "web"), ("istio-system", AMBIENT, "istiod")],
+                         ids=["pod-not-for-ambient", "system-namespace-pod"])
+async def test_pod_not_captured_gets_ok_at_once(harness, namespace, labels, name):
+    harness.namespace(namespace, labels)
     harness.connect()
-    p = pod("web", "plain")
-    harness.apply(p, "ADDED")
-    with trio.fail_after(1):
-        assert await harness.agent.handle_plugin(request("ADD", p)) is None
-    assert harness.enrolls == []
-
-
-async def test_system_namespace_pod_is_not_captured(harness):
-    harness.namespace("istio-system", AMBIENT)
-    harness.connect()
-    p = pod("istiod", "istio-system")
+    p = pod(name, namespace)
     harness.apply(p, "ADDED")
     with trio.fail_after(1):
         assert await harness.agent.handle_plugin(request("ADD", p)) is None

@@ -1,109 +1,41 @@
-"""The DNS server's trio shell against an in-process fake lab API, queried over UDP and TCP."""
+"""The DNS server's trio shell against labd's API in process (lab.testing.InProcessLabApi),
+queried over UDP and TCP."""
 from __future__ import annotations
 
-import math
-import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from lab.client.protocol import LineDecoder, encode
 from lab.client.backoff import Backoff
 from lab.dns.server import TcpFramer, frame, serve
+from lab.testing import InProcessLabApi
+from tests.conftest import eventually
 
 HOST = "127.0.0.1"
 
 
 def service(name: str, ip: str, ns: str = "default") -> dict[str, Any]:
-    return {"kind": "Service", "metadata": {"name": name, "namespace": ns},
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
             "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}}
 
 
-class FakeLabAPI:
-    """labd's `watch` op: lists the stored objects, sends SYNCED, then forwards live events."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.sync_gate = trio.Event()
-        self.sync_gate.set()
-        self.requests: list[dict[str, Any]] = []
-        self._live: list[trio.MemorySendChannel[dict[str, Any]]] = []
-        self._connections: set[trio.CancelScope] = set()
-
-    def store(self, obj: dict[str, Any]) -> None:
-        """Changes the objects without telling current watchers (as if missed while away)."""
-        self.objects[obj["kind"], obj["metadata"].get("namespace", "default"), obj["metadata"]["name"]] = obj
-
-    def emit(self, event_type: str, obj: dict[str, Any]) -> None:
-        if event_type == "DELETED":
-            self.objects.pop((obj["kind"], obj["metadata"].get("namespace", "default"), obj["metadata"]["name"]))
-        else:
-            self.store(obj)
-        for channel in self._live:
-            channel.send_nowait({"type": event_type, "object": obj})
-
-    def drop_watchers(self) -> None:
-        for scope in self._connections:
-            scope.cancel()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(self.path)
-        sock.listen()
-        await trio.serve_listeners(self._watch, [trio.SocketListener(sock)], task_status=task_status)
-
-    async def _watch(self, stream: trio.SocketStream) -> None:
-        send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
-        with trio.CancelScope() as scope:
-            self._connections.add(scope)
-            self._live.append(send)
-            try:
-                decoder = LineDecoder()
-                requests: list[dict[str, Any]] = []
-                while not requests:
-                    requests = list(decoder.feed(await stream.receive_some(65536)))
-                request = requests[0]
-                self.requests.append(request)
-                assert request["op"] == "watch"
-                for obj in list(self.objects.values()):
-                    if obj["kind"] in request["kinds"]:
-                        await stream.send_all(encode({"type": "ADDED", "object": obj}))
-                await self.sync_gate.wait()
-                await stream.send_all(encode({"type": "SYNCED", "resourceVersion": "7"}))
-                async for event in receive:
-                    await stream.send_all(encode(event))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            finally:
-                self._live.remove(send)
-                self._connections.discard(scope)
+def demo_api(api: InProcessLabApi) -> InProcessLabApi:
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})
+    api.apply(service("httpbin", "10.96.0.20", "demo"))
+    return api
 
 
 @pytest.fixture
-def socket_dir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="dns") as d:  # short: Unix socket paths are limited
-        yield d
+async def api(lab_api: InProcessLabApi) -> InProcessLabApi:
+    return demo_api(lab_api)
 
 
 @pytest.fixture
-async def api(nursery: trio.Nursery, socket_dir: str) -> FakeLabAPI:
-    fake = FakeLabAPI(os.path.join(socket_dir, "labd.sock"))
-    fake.store(service("httpbin", "10.96.0.20", "demo"))
-    await nursery.start(fake.serve)
-    return fake
-
-
-@pytest.fixture
-async def dns_port(nursery: trio.Nursery, api: FakeLabAPI) -> int:
+async def dns_port(nursery: trio.Nursery, api: InProcessLabApi) -> int:
     return await nursery.start(serve, api.path, HOST, 0)
 
 
@@ -129,12 +61,6 @@ async def ask_udp(port: int, name: str, qtype: str = "A") -> DNSRecord:
     return reply
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 2.0) -> None:
-    with trio.fail_after(timeout):
-        while not await check():
-            await trio.sleep(0.005)
-
-
 def addresses(reply: DNSRecord) -> list[str]:
     return sorted(str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A)
 
@@ -158,7 +84,7 @@ def test_backoff_doubles_to_a_cap_and_resets() -> None:
 
 # ---- the server --------------------------------------------------------------------------
 
-async def test_answers_over_udp_and_tcp(api: FakeLabAPI, dns_port: int) -> None:
+async def test_answers_over_udp_and_tcp(api: InProcessLabApi, dns_port: int) -> None:
     assert api.requests[0]["kinds"] == ["Service", "Endpoints", "Pod"]
     assert addresses(await ask_udp(dns_port, "httpbin.demo.svc.cluster.local")) == ["10.96.0.20"]
     stream = await trio.open_tcp_stream(HOST, dns_port)
@@ -175,32 +101,31 @@ async def test_answers_over_udp_and_tcp(api: FakeLabAPI, dns_port: int) -> None:
     assert replies[1].header.rcode == RCODE.NXDOMAIN
 
 
-async def test_changes_after_sync_show_up(api: FakeLabAPI, dns_port: int) -> None:
+async def test_changes_after_sync_show_up(api: InProcessLabApi, dns_port: int) -> None:
     name = "web.demo.svc.cluster.local"
     assert (await ask_udp(dns_port, name)).header.rcode == RCODE.NXDOMAIN
-    api.emit("ADDED", service("web", "10.96.0.30", "demo"))
+    api.apply(service("web", "10.96.0.30", "demo"))
 
     async def resolves() -> bool:
         return addresses(await ask_udp(dns_port, name)) == ["10.96.0.30"]
     await eventually(resolves)
 
-    api.emit("DELETED", service("web", "10.96.0.30", "demo"))
+    api.api.delete("Service", "web", "demo")
 
     async def gone() -> bool:
         return (await ask_udp(dns_port, name)).header.rcode == RCODE.NXDOMAIN
     await eventually(gone)
 
 
-async def test_listens_only_after_the_first_sync(nursery: trio.Nursery, api: FakeLabAPI) -> None:
+async def test_listens_only_after_the_first_sync(nursery: trio.Nursery, api: InProcessLabApi) -> None:
     with socket.socket() as probe:  # a port that is free now
         probe.bind((HOST, 0))
         port = probe.getsockname()[1]
-    api.sync_gate = trio.Event()
-    nursery.start_soon(serve, api.path, HOST, port)
-    await eventually(lambda: _true_when(bool(api.requests)))
-    with pytest.raises(OSError):
-        await trio.open_tcp_stream(HOST, port)
-    api.sync_gate.set()
+    with api.watchers_away():
+        nursery.start_soon(serve, api.path, HOST, port)
+        await eventually(lambda: bool(api.requests))
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(HOST, port)
 
     async def accepts() -> bool:
         try:
@@ -213,34 +138,33 @@ async def test_listens_only_after_the_first_sync(nursery: trio.Nursery, api: Fak
     assert addresses(await ask_udp(port, "httpbin.demo.svc.cluster.local")) == ["10.96.0.20"]
 
 
-async def _true_when(value: bool) -> bool:
-    return value
-
-
-async def test_reconnects_and_rebuilds_from_the_fresh_list(api: FakeLabAPI, dns_port: int) -> None:
-    del api.objects["Service", "demo", "httpbin"]  # deleted while the server is not listening...
-    api.store(service("late", "10.96.0.40", "demo"))
-    api.drop_watchers()
+async def test_reconnects_and_rebuilds_from_the_fresh_list(api: InProcessLabApi, dns_port: int) -> None:
+    with api.watchers_away():  # changed while the server is not listening...
+        api.api.delete("Service", "httpbin", "demo")
+        api.apply(service("late", "10.96.0.40", "demo"))
 
     async def rebuilt() -> bool:
         old = await ask_udp(dns_port, "httpbin.demo.svc.cluster.local")
         new = await ask_udp(dns_port, "late.demo.svc.cluster.local")
         return old.header.rcode == RCODE.NXDOMAIN and addresses(new) == ["10.96.0.40"]
     await eventually(rebuilt)
-    assert len(api.requests) == 2
+    assert api.ops() == ["watch", "watch"]
 
 
 async def test_waits_for_the_api_to_come_up(nursery: trio.Nursery, socket_dir: str) -> None:
-    fake = FakeLabAPI(os.path.join(socket_dir, "later.sock"))
-    fake.store(service("svc", "10.96.0.50"))
+    api = demo_api(InProcessLabApi(socket_dir))
+    dns = trio.Event()
 
-    async def start_api_later() -> None:
-        await trio.sleep(0.05)
-        await nursery.start(fake.serve)
-    nursery.start_soon(start_api_later)
+    async def start_dns() -> None:
+        await nursery.start(serve, api.path, HOST, 0)
+        dns.set()
+    nursery.start_soon(start_dns)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not dns.is_set()  # retrying: nothing listens on the socket yet
+    await nursery.start(api.serve)
     with trio.fail_after(2):
-        port = await nursery.start(serve, fake.path, HOST, 0)
-    assert addresses(await ask_udp(port, "svc.default.svc.cluster.local")) == ["10.96.0.50"]
+        await dns.wait()
+    assert api.ops() == ["watch"]
 
 
 async def test_malformed_queries_do_not_hurt(dns_port: int) -> None:
@@ -260,25 +184,3 @@ async def test_malformed_queries_do_not_hurt(dns_port: int) -> None:
         [reply] = await receive_framed(stream, framer)
         assert addresses(reply) == ["10.96.0.20"]
     assert addresses(await ask_udp(dns_port, "httpbin.demo.svc.cluster.local")) == ["10.96.0.20"]
-
-
-async def test_program_exits_promptly_on_sigterm(api: FakeLabAPI) -> None:
-    env = {**os.environ, "LAB_API_SOCKET": api.path}
-    argv = [sys.executable, "-m", "lab.dns.server", "--host", HOST, "--port", "0"]
-    process = await trio.lowlevel.open_process(argv, env=env, stderr=subprocess.PIPE)
-    assert process.stderr is not None
-    async with process.stderr:
-        try:
-            log = b""
-            with trio.fail_after(5):
-                while b"serving DNS on" not in log:
-                    chunk = await process.stderr.receive_some(4096)
-                    assert chunk, log
-                    log += chunk
-            process.send_signal(signal.SIGTERM)
-            with trio.fail_after(2):
-                assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()

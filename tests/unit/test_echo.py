@@ -11,6 +11,7 @@ import trio
 
 from lab.apps.echo import (AppInfo, EchoRequest, canonical_header, echo, parse_codes, parse_duration,
                            pick_code, serve_http, serve_tcp_echo)
+from tests.conftest import read_all
 
 HOST = "127.0.0.1"
 INFO = AppInfo(service_version="v2", hostname="echo-7d9f-abcde", namespace="demo")
@@ -166,9 +167,7 @@ async def test_delay(http_port: int) -> None:
 async def test_garbage_gets_400_and_the_server_lives_on(http_port: int) -> None:
     async with await trio.open_tcp_stream(HOST, http_port) as stream:
         await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
-        reply = b""
-        while chunk := await stream.receive_some(65536):
-            reply += chunk
+        reply = await read_all(stream)
     assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     async with await trio.open_tcp_stream(HOST, http_port) as stream:
         response, _ = await HttpClient(stream).get("/")
@@ -184,7 +183,5 @@ async def test_tcp_echo(nursery: trio.Nursery) -> None:
                 await stream.send_all(payload)
                 await stream.send_eof()
             inner.start_soon(send)
-            received = b""
-            while chunk := await stream.receive_some(65536):
-                received += chunk
+            received = await read_all(stream)
     assert received == payload

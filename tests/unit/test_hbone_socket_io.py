@@ -7,14 +7,11 @@ import trio
 
 from mesh.hbone.splice import receive_from_socket, receive_into_from_socket, send_to_socket
 
-
-def pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    a, b = trio.socket.socketpair()
-    return trio.SocketStream(a), trio.SocketStream(b)
+from .test_hbone_stream import socket_pair
 
 
 async def test_a_read_waits_for_data_and_returns_what_is_there():
-    a, b = pair()
+    a, b = socket_pair()
     async with trio.open_nursery() as nursery:
         async def later():
             await trio.sleep(0.05)
@@ -27,7 +24,7 @@ async def test_a_read_waits_for_data_and_returns_what_is_there():
 
 
 async def test_a_read_into_a_buffer_counts_bytes():
-    a, b = pair()
+    a, b = socket_pair()
     buffer = memoryview(bytearray(16))
     await send_to_socket(b, b"abc")
     assert await receive_into_from_socket(a, buffer) == 3
@@ -37,14 +34,14 @@ async def test_a_read_into_a_buffer_counts_bytes():
 
 
 async def test_a_read_is_cancellable_while_it_waits():
-    a, _b = pair()
+    a, _b = socket_pair()
     with trio.move_on_after(0.05) as scope:
         await receive_from_socket(a, 1024)
     assert scope.cancelled_caught
 
 
 async def test_errors_are_trio_stream_errors():
-    a, b = pair()
+    a, b = socket_pair()
     a.socket.close()
     with pytest.raises(trio.ClosedResourceError):
         await receive_from_socket(a, 10)
@@ -67,7 +64,7 @@ async def test_errors_are_trio_stream_errors():
 
 
 async def test_a_write_larger_than_the_socket_buffer_completes():
-    a, b = pair()
+    a, b = socket_pair()
     payload = b"z" * (4 * 1024 * 1024)
     received = bytearray()
 

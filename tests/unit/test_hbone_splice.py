@@ -7,13 +7,7 @@ import trio
 import trio.testing
 
 from mesh.hbone import SpliceStats, hbone_headers, open_hbone_connection, serve_hbone, splice
-
-
-async def read_all(stream) -> bytes:
-    chunks = []
-    while data := await stream.receive_some():
-        chunks.append(data)
-    return b"".join(chunks)
+from tests.conftest import read_all
 
 
 async def test_both_directions_and_half_close_propagate():

@@ -24,6 +24,7 @@ from mesh.hbone import (
     serve_hbone,
 )
 from mesh.hbone.settings import KiB, MiB
+from tests.conftest import read_all
 
 HEADERS = hbone_headers(source="10.244.0.5:40312", baggage="k8s.namespace.name=ns1")
 
@@ -58,13 +59,6 @@ async def echo(request, respond, stream):
     while data := await stream.receive_some():
         await stream.send_all(data)
     await stream.send_eof()
-
-
-async def read_all(stream) -> bytes:
-    chunks = []
-    while data := await stream.receive_some():
-        chunks.append(data)
-    return b"".join(chunks)
 
 
 async def test_several_streams_at_once():

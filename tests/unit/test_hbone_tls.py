@@ -1,61 +1,21 @@
 """HBONE over mutual TLS 1.3 with ALPN h2, and the bulk-reading TlsStream, with throwaway certificates."""
 
-import datetime
 import hashlib
 import os
-import ssl
 
 import pytest
 import trio
 import trio.testing
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mesh.hbone import hbone_headers, open_hbone_connection, serve_hbone
+from mesh.hbone._bench import hbone_context, self_signed
 from mesh.hbone.tlsstream import TlsStream
+
+from .test_hbone_stream import socket_pair
 
 HEADERS = hbone_headers(source="10.244.0.5:40312")
 MiB = 1024 * 1024
-
-
-def self_signed(directory, name: str) -> tuple[str, str]:
-    """A throwaway self-signed EC certificate with a SPIFFE URI SAN: (cert, key) PEM paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    san = x509.UniformResourceIdentifier(f"spiffe://cluster.local/ns/ns1/sa/{name}")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(cert_path), str(key_path)
-
-
-def hbone_context(side: str, own: tuple[str, str], trusted: str) -> ssl.SSLContext:
-    """ztunnel-like: TLS 1.3 only, ALPN h2, certificates required both ways, no hostname check."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if side == "server" else ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.set_alpn_protocols(["h2"])
-    context.load_cert_chain(*own)
-    context.load_verify_locations(trusted)
-    context.check_hostname = False  # HBONE checks SPIFFE URI SANs, not names
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +27,6 @@ def contexts(tmp_path_factory):
         "server": hbone_context("server", server, client[0]),
         "rogue": hbone_context("client", rogue, server[0]),
     }
-
-
-def socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
-    a, b = trio.socket.socketpair()
-    return trio.SocketStream(a), trio.SocketStream(b)
 
 
 async def tls_pair(contexts, client_cls=TlsStream, server_cls=TlsStream):

@@ -1,17 +1,13 @@
 """`lab istioctl x describe pod`: the pod's mode, its waypoint and where each policy is enforced,
 decided from the objects alone (the article's manifests)."""
-import os
-
 import yaml
 
+from lab.testing import article_manifest
 from mesh.istioctl import describe_pod as d
-
-ARTICLE = os.path.join(os.path.dirname(__file__), "..", "..", "topologies", "article")
 
 
 def article(name: str) -> dict:
-    with open(os.path.join(ARTICLE, name)) as f:
-        return next(doc for doc in yaml.safe_load_all(f) if doc)
+    return next(doc for doc in yaml.safe_load_all(article_manifest(name)) if doc)
 
 
 def namespace(labels=None) -> dict:

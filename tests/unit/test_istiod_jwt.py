@@ -17,8 +17,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mesh.istiod.jwks import FetchError, JwksResolver, http_get, is_in_lab, load_mirror
-from mesh.istiod.jwt import jwks_source, jwks_sources, jwt_authn_filter, ordered_rules
+from mesh.istiod.jwt import istio_requirement, jwks_source, jwks_sources, jwt_authn_filter, ordered_rules
 from mesh.policy.model import InvalidPolicy, RequestAuthentication, parse, parse_as, validate
+from mesh.proxy import jwt_authn
 from mesh.proxy.jwt_authn import JWKS_FETCH_FAILED, authenticate, filter_from_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +75,11 @@ def test_article_token_end_to_end():
     bad = check(jwt_filter, "deadbeef")
     assert bad.status == 401 and bad.response_headers == (
         ("www-authenticate", 'Bearer realm="http://httpbin/headers", error="invalid_token"'),)
+
+
+@pytest.mark.parametrize("names", [["origins-0"], ["origins-0", "origins-1", "origins-2"]])
+def test_istiod_and_the_proxies_build_the_same_requirement(names):
+    assert istio_requirement(names) == jwt_authn.istio_requirement(names)
 
 
 def test_no_jwt_rules_no_filter():

@@ -12,7 +12,8 @@ from mesh.identity.spiffe import Identity
 from mesh.identity.caller import Caller
 from mesh.istiod.ca import CertificateRequest, Refused, issue
 from mesh.istiod.client import ConfigCache
-from mesh.istiod.translate import ADDRESS, AUTHORIZATION, Versioned, versioned
+from mesh.contract import ADDRESS, AUTHORIZATION
+from mesh.istiod.translate import Versioned, versioned
 from mesh.istiod.xds import BadRequest, ConfigPublisher, delta_messages, parse_known
 
 ROOT = RootCA.generate()

@@ -12,8 +12,9 @@ from lab.client.protocol import LineDecoder
 from mesh.identity.caller import Caller
 from mesh.istiod import debug
 from mesh.istiod.client import image_tag, own_version
-from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
-from mesh.istiod.translate import ADDRESS, AUTHORIZATION, TYPES, versioned
+from mesh.contract import ADDRESS, AUTHORIZATION, PROXY_TYPES
+from mesh.istiod.proxyconfig import proxy_id
+from mesh.istiod.translate import TYPES, versioned
 from mesh.istiod.xds import (NOT_SENT, STALE, SYNCED_STATE, BadRequest, ConfigPublisher, ConfigStream,
                              SubscriberRegistry, parse_version, type_version, view)
 

@@ -21,9 +21,10 @@ from lab.testing import ARTICLE
 from lab.topology import load_file
 from mesh.istiod import waypoints as wp
 from mesh.istiod.state import ClusterObjects, MeshState
+from mesh.istiod.waypoint_controller import WaypointController
 from mesh.istiod.waypoints import (
     IMPLICIT_NAMESPACE, IMPLICIT_SERVICE_ACCOUNT, NAMESPACE_LABEL, POD_LABEL, SERVICE_LABEL, Attachments,
-    WaypointChoice, WaypointController, desired_objects, drift, gateway_status, is_waypoint, served_by,
+    WaypointChoice, desired_objects, drift, gateway_status, is_waypoint, served_by,
     status_update, traffic_type, waypoint_for_pod, waypoint_for_service,
 )
 

@@ -17,6 +17,13 @@ def pod(name, phase, app=None, ip=None, containers=("main",)):
             "status": status}
 
 
+def failure(template: str, data=None, **options) -> str:
+    """The message of the JSONPathError rendering TEMPLATE raises (over PODS by default)."""
+    with pytest.raises(JSONPathError) as info:
+        render(template, PODS if data is None else data, **options)
+    return str(info.value)
+
+
 PODS = {"apiVersion": "v1", "kind": "List", "items": [
     pod("sleep-ambient-7d4", "Running", app="sleep-ambient", ip="10.244.0.5",
         containers=("sleep",)),
@@ -55,8 +62,16 @@ PODS = {"apiVersion": "v1", "kind": "List", "items": [
     ("{@.kind}", "List"),
     ("{$.items[0].status.phase}", "Running"),
     ("{ .items[0].status.phase }", "Running"),
+    # literals and text around the actions
+    ('{"\\t"}', "\t"),
+    ('{"\\n"}', "\n"),
+    ("{'a\\'b'}", "a'b"),
+    ('{"{}"}', "{}"),
+    ('{"\\u00e9\\x41"}', "\u00e9A"),
+    ("kind is {.kind}!", "kind is List!"),
+    ('{.kind}{" "}{.apiVersion}', "List v1"),
 ])
-def test_paths(template, expected):
+def test_paths_literals_and_text(template, expected):
     assert render(template, PODS) == expected
 
 
@@ -94,19 +109,6 @@ def test_range_over_nothing_still_renders_what_follows():
 def test_a_range_without_end_runs_to_the_end_of_the_template():
     assert render("{range .items[*]}{.metadata.name};", PODS) == (
         "sleep-ambient-7d4;httpbin-legacy-5c8;rogue-client-9f1;")
-
-
-@pytest.mark.parametrize("template, expected", [
-    ('{"\\t"}', "\t"),
-    ('{"\\n"}', "\n"),
-    ("{'a\\'b'}", "a'b"),
-    ('{"{}"}', "{}"),
-    ('{"\\u00e9\\x41"}', "\u00e9A"),
-    ("kind is {.kind}!", "kind is List!"),
-    ('{.kind}{" "}{.apiVersion}', "List v1"),
-])
-def test_literals_and_text(template, expected):
-    assert render(template, PODS) == expected
 
 
 @pytest.mark.parametrize("template", [
@@ -172,10 +174,9 @@ def test_missing_keys_print_nothing_by_default_like_kubectl_get():
 
 
 def test_missing_keys_are_errors_when_not_allowed():
-    with pytest.raises(JSONPathError) as info:
-        render("{.items[0].metadata.annotations}", PODS, allow_missing_keys=False)
-    assert str(info.value) == ('error: error executing jsonpath "{.items[0].metadata.annotations}": '
-                               "Error executing template: annotations is not found")
+    assert failure("{.items[0].metadata.annotations}", allow_missing_keys=False) == (
+        'error: error executing jsonpath "{.items[0].metadata.annotations}": '
+        "Error executing template: annotations is not found")
 
 
 def test_filters_skip_items_missing_the_compared_key():
@@ -192,60 +193,48 @@ def test_strict_filters_fail_on_a_missing_compared_key_but_existence_tests_never
 
 
 def test_index_out_of_range_is_kubectls_error():
-    with pytest.raises(JSONPathError) as info:
-        render("{.items[0].metadata.name}", {"kind": "List", "items": []})
-    assert str(info.value) == ('error: error executing jsonpath "{.items[0].metadata.name}": '
-                               "Error executing template: array index out of bounds: "
-                               "index 0, length 0")
+    assert failure("{.items[0].metadata.name}", {"kind": "List", "items": []}) == (
+        'error: error executing jsonpath "{.items[0].metadata.name}": '
+        "Error executing template: array index out of bounds: index 0, length 0")
 
 
-@pytest.mark.parametrize("template, detail", [
-    ("{.items[3]}", "array index out of bounds: index 3, length 3"),
-    ("{.items[-4]}", "array index out of bounds: index -1, length 3"),
-    ("{.items[0:5]}", "array index out of bounds: index 4, length 3"),
-    ("{.items[2:1]}", "starting index 2 is greater than ending index 1"),
-    ("{.items[0:2:0]}", "step must be > 0"),
-    ("{.kind[0]}", "string is not array or slice"),
-    ("{.items[0].metadata[0]}", "map[string]interface {} is not array or slice"),
-    ("{.kind[?(@.x=='y')]}", "List is not array or slice and cannot be filtered"),
-    ("{.items[?(@.spec.containers[*].name=='x')]}", "can only compare one element at a time"),
-    ("{.items[?(@.metadata.name>1)]}", "incompatible types for comparison"),
-    ("{.items[?(@.metadata>1)]}", "invalid type for comparison"),
+EXECUTING, PARSING = "error executing jsonpath \"{}\": Error executing template: {}", "error parsing jsonpath {}, {}"
+
+
+@pytest.mark.parametrize("stage, template, detail", [
+    (EXECUTING, "{.items[3]}", "array index out of bounds: index 3, length 3"),
+    (EXECUTING, "{.items[-4]}", "array index out of bounds: index -1, length 3"),
+    (EXECUTING, "{.items[0:5]}", "array index out of bounds: index 4, length 3"),
+    (EXECUTING, "{.items[2:1]}", "starting index 2 is greater than ending index 1"),
+    (EXECUTING, "{.items[0:2:0]}", "step must be > 0"),
+    (EXECUTING, "{.kind[0]}", "string is not array or slice"),
+    (EXECUTING, "{.items[0].metadata[0]}", "map[string]interface {} is not array or slice"),
+    (EXECUTING, "{.kind[?(@.x=='y')]}", "List is not array or slice and cannot be filtered"),
+    (EXECUTING, "{.items[?(@.spec.containers[*].name=='x')]}", "can only compare one element at a time"),
+    (EXECUTING, "{.items[?(@.metadata.name>1)]}", "incompatible types for comparison"),
+    (EXECUTING, "{.items[?(@.metadata>1)]}", "invalid type for comparison"),
+    (PARSING, "{.items[0].metadata.name", "unclosed action"),
+    (PARSING, "{end}", "not in range, nothing to end"),
+    (PARSING, "{metadata.name}", "unrecognized identifier metadata"),
+    (PARSING, "{.items[?(@.a=1)]}", "unrecognized filter operator ="),
+    (PARSING, "{.items[?(@.a==1]}", "unterminated filter"),
+    (PARSING, "{.items[x]}", "invalid array index x"),
+    (PARSING, "{.items[]}", "invalid array index "),
+    (PARSING, "{.a....b}", "invalid multiple recursive descent"),
+    (PARSING, '{"abc}', "unterminated quoted string"),
+    (PARSING, "{.a !}", "unrecognized character in action: U+0021 '!'"),
 ])
-def test_execution_errors(template, detail):
-    with pytest.raises(JSONPathError) as info:
-        render(template, PODS)
-    assert str(info.value) == (f'error: error executing jsonpath "{template}": '
-                               f"Error executing template: {detail}")
+def test_execution_and_parse_errors(stage, template, detail):
+    assert failure(template) == "error: " + stage.format(template, detail)
 
 
 def test_error_messages_quote_the_template_like_go():
-    with pytest.raises(JSONPathError) as info:
-        render('{.items[5]}{"\\n"}', PODS)
-    assert str(info.value).startswith('error: error executing jsonpath "{.items[5]}{\\"\\\\n\\"}": ')
+    assert failure('{.items[5]}{"\\n"}').startswith('error: error executing jsonpath "{.items[5]}{\\"\\\\n\\"}": ')
 
 
 def test_an_empty_slice_is_not_an_error():
     assert render("{.items[*].metadata.name}", {"items": []}) == ""
     assert render("{.items[1:1]}", PODS) == ""
-
-
-@pytest.mark.parametrize("template, detail", [
-    ("{.items[0].metadata.name", "unclosed action"),
-    ("{end}", "not in range, nothing to end"),
-    ("{metadata.name}", "unrecognized identifier metadata"),
-    ("{.items[?(@.a=1)]}", "unrecognized filter operator ="),
-    ("{.items[?(@.a==1]}", "unterminated filter"),
-    ("{.items[x]}", "invalid array index x"),
-    ("{.items[]}", "invalid array index "),
-    ("{.a....b}", "invalid multiple recursive descent"),
-    ('{"abc}', "unterminated quoted string"),
-    ("{.a !}", "unrecognized character in action: U+0021 '!'"),
-])
-def test_parse_errors(template, detail):
-    with pytest.raises(JSONPathError) as info:
-        render(template, PODS)
-    assert str(info.value) == f"error: error parsing jsonpath {template}, {detail}"
 
 
 def test_empty_template():

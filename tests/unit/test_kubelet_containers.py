@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.runtime.kubelet import (RunAs, exec_argv, lifecycle_command, run_as, has_non_root,
-                                 user_argv)
+from lab.runtime.podspec import RunAs, exec_argv, has_non_root, lifecycle_command, run_as, user_argv
 
 APP = {"name": "app", "image": "ambient-lab/echo"}
 

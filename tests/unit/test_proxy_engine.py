@@ -70,36 +70,47 @@ class Static:
         self.current = config
 
 
+async def next_request(conn: h11.Connection, stream) -> h11.Request | None:
+    """The next whole request (body read) an app's h11 server connection gets; None once the client left."""
+    request = None
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(65536)
+            if not data:
+                return None
+            conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.EndOfMessage):
+            return request
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+async def serve_app(nursery, handle) -> int:
+    """An app on 127.0.0.1 running `handle(stream)` per connection; its port."""
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    return listeners[0].socket.getsockname()[1]
+
+
 async def upstream_server(nursery) -> int:
     """An app that answers every request with JSON of what it received (like httpbin's /anything)."""
 
     async def handle(stream):
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                    continue
-                if isinstance(event, h11.Request):
-                    request = event
-                elif isinstance(event, h11.EndOfMessage):
-                    body = json.dumps({"path": request.target.decode(), "headers": {
-                        k.decode(): v.decode() for k, v in request.headers}}).encode()
-                    await stream.send_all(conn.send(h11.Response(status_code=200, headers=[
-                        ("content-length", str(len(body))), ("server", "gunicorn")])) + conn.send(h11.Data(data=body))
-                        + conn.send(h11.EndOfMessage()))
-                    if conn.our_state is h11.MUST_CLOSE:
-                        return
-                    conn.start_next_cycle()
-                elif isinstance(event, h11.ConnectionClosed):
+            while (request := await next_request(conn, stream)) is not None:
+                body = json.dumps({"path": request.target.decode(), "headers": {
+                    k.decode(): v.decode() for k, v in request.headers}}).encode()
+                await stream.send_all(conn.send(h11.Response(status_code=200, headers=[
+                    ("content-length", str(len(body))), ("server", "gunicorn")])) + conn.send(h11.Data(data=body))
+                    + conn.send(h11.EndOfMessage()))
+                if conn.our_state is h11.MUST_CLOSE:
                     return
+                conn.start_next_cycle()
 
-    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-    return listeners[0].socket.getsockname()[1]
+    return await serve_app(nursery, handle)
 
 
 async def exchange(engine: Engine, identity: str | None, requests: list[tuple[list, str]], port: int = 8000):

@@ -13,22 +13,25 @@ import pytest
 import trio
 import trio.testing
 
-from mesh.proxy.http import HttpLimits, HttpRequest, HttpResponse, local_reply
+from mesh.proxy.http import HttpLimits, HttpRequest, HttpResponse, ServeOptions, local_reply
 from mesh.proxy.http1 import BEFORE_HEADERS, Http1Client, UpstreamError, serve_http1
+from tests.conftest import read_all
 
 KiB = 1024
 MiB = 1024 * KiB
 
 
 async def echo(req: HttpRequest) -> HttpResponse:
-    """Answers with what it saw, so tests can check the request mapping."""
+    """Answers with what it saw, so tests can check the request mapping (the HTTP/2 tests too)."""
     return HttpResponse(
         200,
         [
             ("x-method", req.method),
             ("x-target", req.target),
             ("x-authority", req.authority),
+            ("x-scheme", req.scheme),
             ("x-version", req.version),
+            ("x-cookie", req.header("cookie") or ""),
             ("x-headers", ",".join(n for n, _ in req.headers)),
             ("content-length", "999"),  # wrong on purpose: the codec writes the real one
         ],
@@ -37,13 +40,14 @@ async def echo(req: HttpRequest) -> HttpResponse:
 
 
 @asynccontextmanager
-async def server(handler=echo, **options):
-    """A serve_http1 on one end of a memory stream pair; yields the client end."""
+async def serving(serve, handler=echo, **options):
+    """`serve` (serve_http1 or serve_http2) on one end of a memory stream pair, with
+    `ServeOptions(**options)`; yields the client end."""
     client, srv = trio.testing.memory_stream_pair()
     done = trio.Event()
 
     async def run() -> None:
-        await serve_http1(srv, handler, **options)
+        await serve(srv, handler, options=ServeOptions(**options))
         done.set()
 
     with trio.fail_after(5):
@@ -52,6 +56,11 @@ async def server(handler=echo, **options):
             yield client
             await client.aclose()
             await done.wait()
+
+
+def server(handler=echo, **options):
+    """A serve_http1 on one end of a memory stream pair; yields the client end."""
+    return serving(serve_http1, handler, **options)
 
 
 class Client:
@@ -106,13 +115,6 @@ def hdr(head: h11.Response, name: str) -> str | None:
         if n == name.encode():
             return v.decode()
     return None
-
-
-async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
-    out = b""
-    while chunk := await stream.receive_some(65536):
-        out += chunk
-    return out
 
 
 def parse_responses(wire: bytes, requests: list[h11.Request]) -> list[tuple[h11.Response, bytes]]:
@@ -375,18 +377,33 @@ async def test_client_reuses_the_connection() -> None:
     assert seen[2].headers == []  # no body, no content-length
 
 
-async def test_client_is_not_reusable_after_connection_close() -> None:
+async def get_from_upstream(
+    answer: bytes, *, then_close: bool = False
+) -> tuple[Http1Client, HttpResponse | UpstreamError]:
+    """One GET through an `Http1Client` to an upstream that reads the request, sends `answer`
+    and, if `then_close`, closes: the client, and the response or the `UpstreamError` raised."""
     up, down = trio.testing.memory_stream_pair()
     client = Http1Client(up)
 
     async def upstream() -> None:
-        await down.receive_some(65536)
-        await down.send_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye")
+        await down.receive_some(65536)  # the request
+        if answer:
+            await down.send_all(answer)
+        if then_close:
+            await down.aclose()
 
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(upstream)
-            resp = await client.request(HttpRequest("GET", "/", "a"))
+            try:
+                return client, await client.request(HttpRequest("GET", "/", "a"))
+            except UpstreamError as exc:
+                return client, exc
+
+
+async def test_client_is_not_reusable_after_connection_close() -> None:
+    client, resp = await get_from_upstream(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye")
+    assert isinstance(resp, HttpResponse)
     assert resp.body == b"bye" and resp.headers == [("content-length", "3")]
     assert not client.reusable
     with pytest.raises(UpstreamError):
@@ -406,58 +423,27 @@ async def test_handler_cannot_set_hop_by_hop_headers() -> None:
 
 
 async def test_client_raises_upstream_error_on_early_close() -> None:
-    up, down = trio.testing.memory_stream_pair()
-    client = Http1Client(up)
-
-    async def upstream() -> None:
-        await down.receive_some(65536)  # the request
-        await down.aclose()
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(upstream)
-            with pytest.raises(UpstreamError) as info:
-                await client.request(HttpRequest("GET", "/", "a"))
-    assert info.value.reason == BEFORE_HEADERS + "connection termination"
-    assert info.value.reason == (
+    client, error = await get_from_upstream(b"", then_close=True)
+    assert isinstance(error, UpstreamError)
+    assert error.reason == BEFORE_HEADERS + "connection termination"
+    assert error.reason == (
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
     )
-    assert info.value.reset_reason == "connection termination"
-    assert info.value.status == 503 and not info.value.response_started
+    assert error.reset_reason == "connection termination"
+    assert error.status == 503 and not error.response_started
     assert not client.reusable
 
 
 async def test_client_raises_upstream_error_on_truncated_body() -> None:
-    up, down = trio.testing.memory_stream_pair()
-    client = Http1Client(up)
-
-    async def upstream() -> None:
-        await down.receive_some(65536)
-        await down.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
-        await down.aclose()
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(upstream)
-            with pytest.raises(UpstreamError) as info:
-                await client.request(HttpRequest("GET", "/", "a"))
-    assert info.value.response_started and "connection termination" in info.value.reason
+    _, error = await get_from_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", then_close=True)
+    assert isinstance(error, UpstreamError)
+    assert error.response_started and "connection termination" in error.reason
 
 
 async def test_client_protocol_error() -> None:
-    up, down = trio.testing.memory_stream_pair()
-    client = Http1Client(up)
-
-    async def upstream() -> None:
-        await down.receive_some(65536)
-        await down.send_all(b"SSH-2.0-OpenSSH\r\n\r\n")
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(upstream)
-            with pytest.raises(UpstreamError) as info:
-                await client.request(HttpRequest("GET", "/", "a"))
-    assert info.value.reason.endswith("reset reason: protocol error")
+    _, error = await get_from_upstream(b"SSH-2.0-OpenSSH\r\n\r\n")
+    assert isinstance(error, UpstreamError)
+    assert error.reason.endswith("reset reason: protocol error")
 
 
 async def test_unsendable_response_closes_quietly(caplog) -> None:

@@ -14,24 +14,10 @@ from h2.errors import ErrorCodes
 from mesh.proxy.http import HttpLimits, HttpRequest, HttpResponse
 from mesh.proxy.http2 import serve_http2
 
+from .test_proxy_http1 import echo, serving
+
 KiB = 1024
 MiB = 1024 * KiB
-
-
-async def echo(req: HttpRequest) -> HttpResponse:
-    return HttpResponse(
-        200,
-        [
-            ("x-method", req.method),
-            ("x-target", req.target),
-            ("x-authority", req.authority),
-            ("x-scheme", req.scheme),
-            ("x-version", req.version),
-            ("x-cookie", req.header("cookie") or ""),
-            ("x-headers", ",".join(n for n, _ in req.headers)),
-        ],
-        req.body or b"hello",
-    )
 
 
 @dataclass
@@ -108,21 +94,11 @@ class Client:
 
 @asynccontextmanager
 async def server(handler=echo, **options):
-    client_stream, srv = trio.testing.memory_stream_pair()
-    done = trio.Event()
-
-    async def run() -> None:
-        await serve_http2(srv, handler, **options)
-        done.set()
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            client = Client(client_stream)
-            await client.flush()
-            yield client
-            await client_stream.aclose()
-            await done.wait()
+    """A serve_http2 with a `Client` on the other end of its stream."""
+    async with serving(serve_http2, handler, **options) as client_stream:
+        client = Client(client_stream)
+        await client.flush()
+        yield client
 
 
 async def test_request_mapping() -> None:

@@ -1,4 +1,5 @@
-"""The proxy's JWT authentication (mesh/proxy/jwt_authn.py) with keys minted here; see docs/l7-jwt.md."""
+"""The proxy's JWT authentication (mesh/proxy/jwt_authn.py, jwt_token.py, jwt_keys.py) with keys minted here;
+see docs/l7-jwt.md."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from mesh.proxy.jwt_authn import (
+    JwtAuthnFilter, Provider, authenticate, filter_from_config, istio_requirement, providers_from_filter_config,
+)
+from mesh.proxy.jwt_keys import parse_jwks
+from mesh.proxy.jwt_token import (
     JWKS_FETCH_FAILED, JWKS_KID_ALG_MISMATCH, JWKS_NO_VALID_KEYS, JWT_AUDIENCE_NOT_ALLOWED, JWT_BAD_FORMAT,
     JWT_EXPIRED, JWT_HEADER_BAD_BASE64, JWT_HEADER_BAD_JSON, JWT_HEADER_UNSUPPORTED_ALG, JWT_NOT_YET_VALID,
-    JWT_PAYLOAD_BAD_BASE64, JWT_PAYLOAD_BAD_JSON, JWT_UNKNOWN_ISSUER, JWT_VERIFICATION_FAILS, JwtAuthnFilter,
-    Provider, authenticate, filter_from_config, istio_requirement, parse_jwks, providers_from_filter_config,
+    JWT_PAYLOAD_BAD_BASE64, JWT_PAYLOAD_BAD_JSON, JWT_UNKNOWN_ISSUER, JWT_VERIFICATION_FAILS,
 )
 
 REPO = Path(__file__).resolve().parents[2]

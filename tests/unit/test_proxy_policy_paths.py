@@ -5,7 +5,6 @@ The engine runs in-process with istiod's real config builder; the app is an HTTP
 """
 from __future__ import annotations
 
-import functools
 import json
 
 import h11
@@ -22,7 +21,7 @@ from mesh.proxy.upstream import Upstreams
 from mesh.ztunnel.rbac import waypoint_identities
 from mesh.ztunnel.state import ProxyState
 
-from .test_proxy_engine import SLEEP, VIP, Static, build, upstream_server
+from .test_proxy_engine import SLEEP, VIP, Static, build, next_request, serve_app, upstream_server
 
 NS = "ambient-apps"
 
@@ -161,24 +160,15 @@ async def test_a_post_is_never_sent_twice(nursery):
     async def handle(stream):  # answers the first request, then reads a POST and hangs up unanswered
         conn = h11.Connection(h11.SERVER)
         async with stream:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    conn.receive_data(data)
-                elif isinstance(event, h11.Request):
-                    seen.append(event.method.decode())
-                elif isinstance(event, h11.EndOfMessage):
-                    if seen[-1] == "POST":
-                        return
-                    await stream.send_all(conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
-                                          + conn.send(h11.EndOfMessage()))
-                    conn.start_next_cycle()
+            while (request := await next_request(conn, stream)) is not None:
+                seen.append(request.method.decode())
+                if seen[-1] == "POST":
+                    return
+                await stream.send_all(conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+                                      + conn.send(h11.EndOfMessage()))
+                conn.start_next_cycle()
 
-    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-    port = listeners[0].socket.getsockname()[1]
+    port = await serve_app(nursery, handle)
     engine, _ = await make_engine(nursery, port, [])
     client, _ = await open_tunnel(nursery, engine)
     assert (await client.send("GET", "/"))[0] == 200

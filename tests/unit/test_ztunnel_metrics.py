@@ -8,13 +8,13 @@ from mesh.ztunnel import metrics
 from mesh.ztunnel.metrics import (Bare, ConnectionResult, Metrics, Outcome, TrafficLabels, early_deny_line,
                                   format_access_log)
 from mesh.ztunnel.proxy import HttpStatus, PolicyRejection, outcome_of
-from mesh.ztunnel.state import Service, Workload
+from mesh.ztunnel.resources import Service, Workload
 from mesh.ztunnel.testing import service, workload
 
 AT = datetime(2024, 5, 4, 9, 23, 49, 123456, tzinfo=timezone.utc)
-SLEEP = Workload.from_resource(workload("sleep-6f9c", "10.244.1.5")["workload"])
-HTTPBIN = Workload.from_resource(workload("httpbin-7d4b", "10.244.1.7")["workload"])
-HTTPBIN_SVC = Service.from_resource(service("httpbin", "10.96.0.20", {8000: 80})["service"])
+SLEEP = Workload.from_xds(workload("sleep-6f9c", "10.244.1.5")["workload"])
+HTTPBIN = Workload.from_xds(workload("httpbin-7d4b", "10.244.1.7")["workload"])
+HTTPBIN_SVC = Service.from_xds(service("httpbin", "10.96.0.20", {8000: 80})["service"])
 
 
 class Clock:
@@ -141,7 +141,7 @@ def test_label_values_are_escaped():
 
 
 def test_labels_are_memoized_per_workload_and_service_objects():
-    src = Workload.from_resource(workload("client-1", "10.244.0.5")["workload"])
+    src = Workload.from_xds(workload("client-1", "10.244.0.5")["workload"])
     first = TrafficLabels.build(metrics.SOURCE, source=src, source_identity="spiffe://x", mtls=True)
     again = TrafficLabels.build(metrics.SOURCE, source=src, source_identity="spiffe://x", mtls=True)
     assert first is again

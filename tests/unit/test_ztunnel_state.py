@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from mesh.ztunnel.state import GatewayAddress, ProxyState, StateHandle, Workload
+from mesh.ztunnel.resources import GatewayAddress, InvalidResource, Service, Workload
+from mesh.ztunnel.state import ProxyState, StateHandle
 from mesh.ztunnel.testing import address_push, authorization, authorization_push, service, workload
 
 HTTPBIN = "default/httpbin.default.svc.cluster.local"
@@ -31,7 +32,7 @@ def mesh(*extra) -> ProxyState:
 
 
 def test_workload_defaults_follow_ztunnel():
-    wl = Workload.from_resource({"uid": "u", "name": "n", "namespace": "ns", "trustDomain": "", "serviceAccount": ""})
+    wl = Workload.from_xds({"uid": "u", "name": "n", "namespace": "ns", "trustDomain": "", "serviceAccount": ""})
     assert wl.identity == "spiffe://cluster.local/ns/ns/sa/default"
     assert wl.protocol == "TCP" and wl.healthy
 
@@ -122,7 +123,7 @@ def test_policies_for_a_workload():
         authorization("elsewhere", "other", "DENY", ["cluster.local/ns/x/sa/y"], scope="NAMESPACE"),
         authorization("global", "istio-system", "DENY", ["cluster.local/ns/x/sa/z"], scope="GLOBAL"),
         authorization("unattached", "default", "DENY", ["cluster.local/ns/x/sa/y"])))
-    names = [f"{p['namespace']}/{p['name']}" for p in state.policies_for(state.find_workload_by_ip("10.244.1.7"))]
+    names = [p.key for p in state.policies_for(state.find_workload_by_ip("10.244.1.7"))]
     assert names == ["default/ns-wide", "istio-system/global", "default/only-sleep"]
     state.apply(authorization_push(removed=["default/only-sleep"]))
     assert "default/only-sleep" not in state.known()["Authorization"]
@@ -165,8 +166,42 @@ async def test_wait_for_returns_when_the_workload_arrives():
 
 @pytest.mark.parametrize("raw", [{"destination": "ns/h"}, {"address": "1.2.3.4", "hboneMtlsPort": 15009}, None])
 def test_gateway_address_parsing(raw):
-    gw = GatewayAddress.parse(raw)
+    wl = Workload.from_xds({"uid": "u", "name": "n", "namespace": "ns", "waypoint": raw})
     if raw is None:
-        assert gw is None
+        assert wl.waypoint is None
     else:
-        assert gw.hbone_mtls_port == raw.get("hboneMtlsPort", 15008)
+        assert wl.waypoint == GatewayAddress.from_xds(raw)
+        assert wl.waypoint.hbone_mtls_port == raw.get("hboneMtlsPort", 15008)
+
+
+@pytest.mark.parametrize("raw, named", [
+    ({"uid": "u", "namespace": "ns"}, "bad workload 'u': name is required"),
+    ({"uid": "u", "name": "n", "namespace": "ns", "addresses": "10.0.0.1"}, "bad workload 'u': addresses"),
+    ({"uid": "u", "name": "n", "namespace": "ns", "services": {"ns/h": {"x": 80}}}, "bad workload 'u': services"),
+    ({"uid": "u", "name": "n", "namespace": "ns", "waypoint": "ns/w"}, "bad workload 'u': waypoint"),
+    ({"uid": "u", "name": "n", "namespace": 7}, "bad workload 'u': namespace: must be a string"),
+])
+def test_a_bad_workload_names_its_field(raw, named):
+    with pytest.raises(InvalidResource) as e:
+        Workload.from_xds(raw)
+    assert named in str(e.value)
+
+
+def test_a_bad_service_names_its_field():
+    with pytest.raises(InvalidResource, match="bad service 'h': ports.0.: servicePort is required"):
+        Service.from_xds({"name": "s", "namespace": "ns", "hostname": "h", "ports": [{"targetPort": 80}]})
+
+
+def test_a_bad_update_keeps_what_was_there():
+    state = mesh()
+    push = authorization_push(authorization("p", "default", "ALLOW", ["cluster.local/ns/default/sa/sleep"]))
+    assert state.apply(push) == []
+    bad = authorization_push({**authorization("p", "default", "ALLOW"), "rules": [{"clauses": [
+        {"matches": [{"sourceIps": ["nonsense"]}]}]}]}, version="2")
+    (problem,) = state.apply(bad)
+    assert problem.startswith("Authorization 'default/p': rules[0].clauses[0].matches[0].sourceIps[0]")
+    assert state.known()["Authorization"] == {"default/p": "1"} and state.policies["default/p"].rules
+    address = address_push(workload("sleep-1", "10.244.1.5"), version="2")
+    address["resources"][0]["resource"]["workload"]["addresses"] = "10.244.1.5"
+    assert len(state.apply(address)) == 1
+    assert state.find_workload_by_ip("10.244.1.5").name == "sleep-1"

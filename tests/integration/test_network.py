@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from lab.runtime import kubeproxy
-from lab.runtime import network
 from lab.client import netns
+from lab.runtime import kubeproxy, network
 from tests.unit.test_kubeproxy import SCENARIOS, endpoints, service
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
 PREFIX = f"al-t{os.getpid()}-"
 HOST_NETNS = os.readlink("/proc/thread-self/ns/net")
@@ -258,7 +256,7 @@ def test_create_makes_the_run_dir_a_shared_mount_like_iproute2():
     name = PREFIX + "rundir"
     script = (
         "import os, subprocess, sys\n"
-        "from lab.runtime import netns\n"
+        "from lab.client import netns\n"
         "subprocess.run(['umount', '--lazy', netns.NETNS_RUN_DIR], check=True)\n"
         f"netns.create({name!r})\n"
         "try:\n"
@@ -386,25 +384,19 @@ async def test_concurrent_add_pod_from_trio_worker_threads(namespaces):
         f"test/{p}" for p in pods]
 
 
-def test_200_pods_setup_and_teardown_time(namespaces, record_property):
+def test_200_pods_set_up_and_torn_down(namespaces):
+    """Many pods on one node, each with its own veth; how fast: `make bench` (bench/checks.py)."""
     count = 200
     node = namespaces.create("scale-node")
     pods = []
-    start = time.perf_counter()
     for k in range(count):
         pods.append(namespaces.create(f"scale-pod-{k}"))
         network.add_pod(node, pods[-1], f"vscale{k:04x}", f"10.244.{k // 200}.{10 + k % 200}",
                         "10.244.0.1", owner=f"test/{pods[-1]}")
-    setup_ms = (time.perf_counter() - start) / count * 1000
-    start = time.perf_counter()
+    assert [network.owner_of(node, f"vscale{k:04x}") for k in range(count)] == [f"test/{p}" for p in pods]
     for pod in pods:  # the pod's veth pair dies with its namespace, freed by the kernel
         netns.remove(pod)
-    teardown_ms = (time.perf_counter() - start) / count * 1000
-    record_property("pod_setup_ms", round(setup_ms, 2))
-    record_property("pod_teardown_ms", round(teardown_ms, 3))
-    print(f"\n{count} pods: setup {setup_ms:.2f} ms/pod (netns + veth + addresses + routes), "
-          f"teardown {teardown_ms:.3f} ms/pod (netns.remove)")
-    assert setup_ms < 20
+    assert not [p for p in pods if netns.exists(p)]
 
 
 def test_apply_nft_reports_nft_errors(cluster):
@@ -443,11 +435,9 @@ def test_cluster_ip_hairpin_to_the_calling_pod(cluster, kube_proxy):
 
 
 def test_cluster_ip_without_endpoints_refuses_at_once(cluster, kube_proxy):
-    start = time.monotonic()
     for address in ((EMPTY_VIP, 80), (WEB_VIP, 81)):  # no ready endpoint; not a service port
-        with pytest.raises(ConnectionRefusedError):
+        with pytest.raises(ConnectionRefusedError):  # a reject, not a drop (that would time out)
             connect(cluster.pods[0].netns, address).close()
-    assert time.monotonic() - start < 1
 
 
 def test_cluster_ip_udp(cluster, kube_proxy):
