@@ -1,6 +1,13 @@
 """Clients of a lab's API socket: a blocking one (CLI, tests) and a trio one (in-lab daemons).
 
 Both speak `lab.client.protocol`. Errors the server reports raise `LabError` with its message.
+This package is all of `lab` that the mesh's processes may import:
+
+- `protocol`: the API socket's JSON lines; `paths`: where a lab keeps its socket, journal, pods
+  and plugin sockets, and what its network namespaces are called.
+- `contract`: the names a lab shares with the processes it runs (annotations, environment).
+- `netns`: sockets and commands inside a network namespace; `process`: how a lab process stops
+  on SIGTERM; `backoff`: retry pacing; `cli`: what a command-line tool on the API needs.
 """
 from __future__ import annotations
 

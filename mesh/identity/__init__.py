@@ -3,5 +3,5 @@
 - `spiffe`: the `spiffe://TD/ns/NS/sa/SA` identity and its parser.
 - `ca`: the mesh root, CSR creation (ztunnel's side) and signing (istiod's side), chain checks.
 - `node_authz`: istiod's rule that a node proxy only gets certs for SAs running on its node.
-- `tokens`: the lab's ServiceAccount JWTs and their review (Kubernetes TokenReview's role).
+- `caller`: who asks for a certificate (the pod a reviewed ServiceAccount token is bound to).
 """

@@ -2,72 +2,15 @@
 ztunnel's L4 decision and the waypoint's L7 decision."""
 
 import json
+import pathlib
 
 import yaml
 
 from mesh.policy import http, model, rbac, ztunnel
 
-# Copied byte for byte from seed/istio-ambient-production-patterns.txt (the issuer there is the
-# page's e-mail obfuscation, with its no-break space; topologies/article/README.md gives the real value).
-L4_POLICY = """\
-# l4-policy.yaml
-apiVersion: security.istio.io/v1beta1
-kind: AuthorizationPolicy
-metadata:
-  name: require-sleep-identity
-  namespace: ambient-apps
-spec:
-  selector:
-    matchLabels:
-      app: httpbin-ambient
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals:
-        - "cluster.local/ns/ambient-apps/sa/sleep-ambient"
-"""
-
-JWT_AND_L7_POLICIES = """\
-# jwt-policy.yaml
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata:
-  name: require-jwt-for-billing
-  namespace: ambient-apps
-spec:
-  selector:
-    matchLabels:
-      app: httpbin-ambient
-  jwtRules:
-  - issuer: "[email\u00a0protected]"
-    jwksUri: "https://raw.githubusercontent.com/istio/istio/release-1.18/security/tools/jwt/samples/jwks.json"
----
-# l7-authz-policy.yaml
-apiVersion: security.istio.io/v1beta1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-ip-path-with-jwt
-  namespace: ambient-apps
-spec:
-  selector:
-    matchLabels:
-      app: httpbin-ambient
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        principals:
-        - "cluster.local/ns/ambient-apps/sa/sleep-ambient"
-    to:
-    - operation:
-        paths: ["/ip"]
-    when:
-    - key: request.auth.claims[iss]
-      values: ["[email\u00a0protected]"]
-"""
-
 REAL_ISSUER = "testing@secure.istio.io"
+OBFUSCATED_ISSUER = "[email\u00a0protected]"
+ARTICLE = pathlib.Path(__file__).resolve().parents[2] / "topologies" / "article"
 DEMO_JWT_CLAIMS = {"exp": 4685989700, "foo": "bar", "iat": 1532389700, "iss": REAL_ISSUER, "sub": REAL_ISSUER}
 
 SLEEP = "spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"
@@ -75,16 +18,22 @@ ROGUE = "spiffe://cluster.local/ns/ambient-apps/sa/rogue-sa"
 HTTPBIN_LABELS = {"app": "httpbin-ambient", "version": "v1"}
 
 
+def _article(name):
+    return yaml.safe_load((ARTICLE / name).read_text())
+
+
 def l4_policy():
-    return yaml.safe_load(L4_POLICY)
+    return _article("l4-policy.yaml")
 
 
 def jwt_and_l7_policies():
-    return list(yaml.safe_load_all(JWT_AND_L7_POLICIES))
+    return [_article("jwt-policy.yaml"), _article("l7-authz-policy.yaml")]
 
 
-def with_real_issuer(obj):
-    return json.loads(json.dumps(obj, ensure_ascii=False).replace("[email\u00a0protected]", REAL_ISSUER))
+def as_printed(obj):
+    """The policy as the article's page prints it: its e-mail obfuscation stands for the issuer
+    (topologies/article/README.md)."""
+    return json.loads(json.dumps(obj, ensure_ascii=False).replace(REAL_ISSUER, OBFUSCATED_ISSUER))
 
 
 def to_httpbin(identity):
@@ -134,9 +83,9 @@ def test_jwt_and_l7_policies_are_valid():
         assert model.warnings(obj) == []
     request_authn, policy = (model.parse(obj) for obj in jwt_and_l7_policies())
     assert request_authn.jwt_rules == (model.JwtRule(
-        issuer="[email\u00a0protected]",
+        issuer=REAL_ISSUER,
         jwks_uri="https://raw.githubusercontent.com/istio/istio/release-1.18/security/tools/jwt/samples/jwks.json"),)
-    assert policy.rules[0].when == (model.Condition("request.auth.claims[iss]", ("[email\u00a0protected]",)),)
+    assert policy.rules[0].when == (model.Condition("request.auth.claims[iss]", (REAL_ISSUER,)),)
 
 
 def test_l7_policy_at_ztunnel_fails_closed_with_istiods_status():
@@ -160,7 +109,6 @@ def waypoint_request(path, identity=SLEEP, claims=None):
 
 def test_article_l7_calls_at_the_waypoint():
     _, policy = jwt_and_l7_policies()
-    policy = with_real_issuer(policy)
     headers_with_token = http.evaluate(waypoint_request("/headers", claims=DEMO_JWT_CLAIMS), [policy])
     ip_without_token = http.evaluate(waypoint_request("/ip"), [policy])
     ip_with_token = http.evaluate(waypoint_request("/ip", claims=DEMO_JWT_CLAIMS), [policy])
@@ -171,10 +119,12 @@ def test_article_l7_calls_at_the_waypoint():
 
 def test_rogue_client_is_refused_by_the_waypoint_even_with_a_token():
     _, policy = jwt_and_l7_policies()
-    decision = http.evaluate(waypoint_request("/ip", ROGUE, DEMO_JWT_CLAIMS), [with_real_issuer(policy)])
+    decision = http.evaluate(waypoint_request("/ip", ROGUE, DEMO_JWT_CLAIMS), [policy])
     assert decision.status == 403
 
 
 def test_obfuscated_issuer_taken_literally_refuses_the_real_token():
     _, policy = jwt_and_l7_policies()
-    assert http.evaluate(waypoint_request("/ip", claims=DEMO_JWT_CLAIMS), [policy]).status == 403
+    printed = as_printed(policy)
+    assert model.validate(printed) == []
+    assert http.evaluate(waypoint_request("/ip", claims=DEMO_JWT_CLAIMS), [printed]).status == 403
