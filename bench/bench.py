@@ -4,6 +4,7 @@ Each figure is measured here, in one run, on this machine: lab up/down times, po
 and memory per pod, and request round trips through a Service VIP against the pod IP in the same run
 (the ratio is the figure to compare across machines; absolute times drift with load).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ def mem_available_kib() -> int:
 
 
 def bench_up_down(runs: int) -> None:
-    for label, topology in (("lab only: 3 nodes + DNS", BENCH_TOPOLOGY),
-                            ("default: 4 nodes + DNS + ambient mesh", DEFAULT_TOPOLOGY)):
+    for label, topology in (
+        ("lab only: 3 nodes + DNS", BENCH_TOPOLOGY),
+        ("default: 4 nodes + DNS + ambient mesh", DEFAULT_TOPOLOGY),
+    ):
         ups, downs = [], []
         for _ in range(runs):
             name = unique_lab_name("b")
@@ -47,10 +50,16 @@ def bench_up_down(runs: int) -> None:
             t0 = time.monotonic()
             launcher.down(name)
             downs.append(time.monotonic() - t0)
-        row(f"lab up ({label}), to ready", f"{statistics.median(ups):.2f} s",
-            f"median of {runs}; min {min(ups):.2f} max {max(ups):.2f}; target <= 3 s")
-        row(f"lab down ({label})", f"{statistics.median(downs):.2f} s",
-            f"median of {runs}; min {min(downs):.2f} max {max(downs):.2f}; target <= 2 s")
+        row(
+            f"lab up ({label}), to ready",
+            f"{statistics.median(ups):.2f} s",
+            f"median of {runs}; min {min(ups):.2f} max {max(ups):.2f}; target <= 3 s",
+        )
+        row(
+            f"lab down ({label})",
+            f"{statistics.median(downs):.2f} s",
+            f"median of {runs}; min {min(downs):.2f} max {max(downs):.2f}; target <= 2 s",
+        )
 
 
 PODS = """
@@ -75,13 +84,17 @@ def bench_pods(counts: list[int]) -> None:
             mem0 = mem_available_kib()
             t0 = time.monotonic()
             t.apply(PODS.format(n=n))
-            eventually(lambda: t.get("Deployment", "many")["status"].get("readyReplicas", 0) == n,
-                       timeout=300, interval=0.05)
+            eventually(
+                lambda: t.get("Deployment", "many")["status"].get("readyReplicas", 0) == n, timeout=300, interval=0.05
+            )
             took = time.monotonic() - t0
             mem = (mem0 - mem_available_kib()) / n
-            row(f"{n} pods on 2 nodes: apply to all Ready", f"{took:.2f} s",
+            row(
+                f"{n} pods on 2 nodes: apply to all Ready",
+                f"{took:.2f} s",
                 f"{took / n * 1000:.1f} ms/pod; {mem / 1024:.2f} MiB/pod (MemAvailable drop)"
-                + ("; target <= 10 s" if n == 200 else ""))
+                + ("; target <= 10 s" if n == 200 else ""),
+            )
             t0 = time.monotonic()
             t.client.call("delete", kind="Deployment", name="many", namespace="default")
             eventually(lambda: not t.pods("default", "app=many"), timeout=120)
@@ -143,10 +156,15 @@ def bench_vip_rtt(n: int) -> None:
 
         def q(xs, p):
             return sorted(xs)[int(p * (len(xs) - 1))]
+
         for label, xs in (("pod IP", direct), ("Service VIP (kube-proxy DNAT)", via)):
-            row(f"curl request round trip, {label}", f"p50 {q(xs, .5):.0f} us",
-                f"p99 {q(xs, .99):.0f} us; {len(xs)} requests, new connection each, client and server on different nodes")
-        row("VIP / pod IP, p50 ratio", f"{q(via, .5) / q(direct, .5):.2f}x")
+            row(
+                f"curl request round trip, {label}",
+                f"p50 {q(xs, 0.5):.0f} us",
+                f"p99 {q(xs, 0.99):.0f} us; {len(xs)} requests, new connection each, "
+                "client and server on different nodes",
+            )
+        row("VIP / pod IP, p50 ratio", f"{q(via, 0.5) / q(direct, 0.5):.2f}x")
     finally:
         t.down()
 
@@ -165,12 +183,15 @@ def main() -> None:
         bench_vip_rtt(100 if args.quick else 500)
     if args.only in (None, "mesh"):
         from bench import mesh
+
         mesh.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
     if args.only in (None, "l7"):
         from bench import l7
+
         l7.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
     if args.only in (None, "checks"):
         from bench import checks  # the timing bounds the tests no longer assert
+
         checks.run(row)
         checks.run_in_lab(row)
     width = max(len(r[0]) for r in ROWS)

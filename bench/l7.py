@@ -9,6 +9,7 @@ redirection (ztunnel's or istio-init's) captures them as it captures the app's o
 keep-alive connections from threads of this process, each sending requests with a 1 KB body
 (Istio's published figures use 1 KB payloads).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,18 @@ from lab.client import netns
 from lab.client.contract import NETNS_ANNOTATION
 from lab.testing import TestLab, eventually, unique_lab_name
 
-NAMESPACES = {"direct": "wpb-direct", "ambient L4": "wpb-l4", "sidecar -> sidecar": "wpb-sidecar",
-              "ambient + waypoint": "wpb-l7"}
-LABELS = {"direct": None, "ambient L4": {"istio.io/dataplane-mode": "ambient"},
-          "sidecar -> sidecar": {"istio-injection": "enabled"},
-          "ambient + waypoint": {"istio.io/dataplane-mode": "ambient"}}
+NAMESPACES = {
+    "direct": "wpb-direct",
+    "ambient L4": "wpb-l4",
+    "sidecar -> sidecar": "wpb-sidecar",
+    "ambient + waypoint": "wpb-l7",
+}
+LABELS = {
+    "direct": None,
+    "ambient L4": {"istio.io/dataplane-mode": "ambient"},
+    "sidecar -> sidecar": {"istio-injection": "enabled"},
+    "ambient + waypoint": {"istio.io/dataplane-mode": "ambient"},
+}
 APPS = """
 apiVersion: apps/v1
 kind: Deployment
@@ -66,8 +74,10 @@ spec:
   listeners: [{{name: mesh, port: 15008, protocol: HBONE}}]
 """
 BODY = b"x" * 1024
-POST = (b"POST /load HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\nContent-Type: text/plain\r\n"
-        b"Content-Length: 1024\r\n\r\n" + BODY)
+POST = (
+    b"POST /load HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 1024\r\n\r\n" + BODY
+)
 
 
 def load(client_netns: str, ip: str, seconds: float, connections: int = 8, port: int = 8080) -> tuple[int, int]:
@@ -116,8 +126,13 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
             client = t.wait_ready(ns, "app=client")[0]
             paths[label] = (client["metadata"]["annotations"][NETNS_ANNOTATION], server["status"]["podIP"])
         waypoint = t.wait_ready(NAMESPACES["ambient + waypoint"], "gateway.networking.k8s.io/gateway-name=waypoint")[0]
-        eventually(lambda: t.all_enrolled(NAMESPACES["ambient L4"], "app=echo")
-                   and t.all_enrolled(NAMESPACES["ambient + waypoint"], "app=echo"), timeout=60)
+        eventually(
+            lambda: (
+                t.all_enrolled(NAMESPACES["ambient L4"], "app=echo")
+                and t.all_enrolled(NAMESPACES["ambient + waypoint"], "app=echo")
+            ),
+            timeout=60,
+        )
         for label, (where, ip) in paths.items():  # warm up: certificates, pools, the waypoint's config
             eventually(lambda: request_rtts(where, ip, 50), timeout=30)
 
@@ -127,18 +142,20 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
                 rtts[label] += request_rtts(where, ip, requests // 5)
         d, l4 = rtts["direct"], rtts["ambient L4"]
         for label, xs in rtts.items():
-            note = f"p99 {q(xs, .99):.0f} us; {len(xs)} requests, keep-alive, client on worker2, server on worker1"
+            note = f"p99 {q(xs, 0.99):.0f} us; {len(xs)} requests, keep-alive, client on worker2, server on worker1"
             if label != "direct":
-                note += f"; added p50 {q(xs, .5) - q(d, .5):.0f} us over direct ({q(xs, .5) / q(d, .5):.2f}x)"
+                note += f"; added p50 {q(xs, 0.5) - q(d, 0.5):.0f} us over direct ({q(xs, 0.5) / q(d, 0.5):.2f}x)"
             if label in ("ambient + waypoint", "sidecar -> sidecar"):
-                note += f"; added p50 {(q(xs, .5) - q(l4, .5)) / 1000:.2f} ms over L4"
+                note += f"; added p50 {(q(xs, 0.5) - q(l4, 0.5)) / 1000:.2f} ms over L4"
             if label == "ambient + waypoint":
-                note += (" (target <= 1.5 ms); "
-                         f"waypoint pod on {waypoint['spec']['nodeName']}")
-            row(f"request round trip, {label}", f"p50 {q(xs, .5):.0f} us", note)
+                note += f" (target <= 1.5 ms); waypoint pod on {waypoint['spec']['nodeName']}"
+            row(f"request round trip, {label}", f"p50 {q(xs, 0.5):.0f} us", note)
 
-        zts = {p["spec"]["nodeName"]: p["status"]["containerStatuses"][0]["pid"]
-               for p in t.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] in ("worker1", "worker2")}
+        zts = {
+            p["spec"]["nodeName"]: p["status"]["containerStatuses"][0]["pid"]
+            for p in t.pods("istio-system", "app=ztunnel")
+            if p["spec"]["nodeName"] in ("worker1", "worker2")
+        }
         wp_pid = waypoint["status"]["containerStatuses"][0]["pid"]
         sidecars = {}
         for app in ("client", "echo"):
@@ -161,15 +178,22 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
                 zt = (used["worker1"] + used["worker2"]) / ok * 1000
                 note += f"; ztunnels {zt:.3f} CPU-s per 1000 requests (both)"
             if label == "ambient + waypoint":
-                note += (f"; waypoint {used['waypoint'] / ok * 1000:.3f} CPU-s per 1000 requests "
-                         f"(Istio 1.24 publishes ~0.25 vCPU per 1000 rps for a waypoint, ~0.06 for a ztunnel); "
-                         f"{rates[label] / rates['direct'] * 100:.0f}% of direct (target >= 1000/s)")
+                note += (
+                    f"; waypoint {used['waypoint'] / ok * 1000:.3f} CPU-s per 1000 requests "
+                    f"(Istio 1.24 publishes ~0.25 vCPU per 1000 rps for a waypoint, ~0.06 for a ztunnel); "
+                    f"{rates[label] / rates['direct'] * 100:.0f}% of direct (target >= 1000/s)"
+                )
             row(f"requests/s, {label}", f"{rates[label]:.0f}/s", note)
-        row("waypoint RSS after the load", f"{rss_mib(wp_pid):.1f} MiB",
-            "(target <= 80 MB; Istio 1.24 publishes ~60 MB for a waypoint at 1000 rps)")
-        row("sidecar RSS after the load (client / server)",
+        row(
+            "waypoint RSS after the load",
+            f"{rss_mib(wp_pid):.1f} MiB",
+            "(target <= 80 MB; Istio 1.24 publishes ~60 MB for a waypoint at 1000 rps)",
+        )
+        row(
+            "sidecar RSS after the load (client / server)",
             f"{rss_mib(sidecars['client']):.1f} / {rss_mib(sidecars['echo']):.1f} MiB",
-            "(target <= 60 MB each; Istio 1.24 publishes ~60 MB for a sidecar at 1000 rps)")
+            "(target <= 60 MB each; Istio 1.24 publishes ~60 MB for a sidecar at 1000 rps)",
+        )
         overhead(t, row)
     finally:
         t.down()
@@ -204,10 +228,17 @@ def overhead(t: TestLab, row: Callable[[str, str, str], None], n: int = 20) -> N
     t.create_namespace("ovh-sidecar", {"istio-injection": "enabled"})
     t.apply(PAUSE.format(ns="ovh-sidecar", n=n))
     pods = t.wait_ready("ovh-sidecar", "app=many", count=n, timeout=300)
-    proxies = [rss_mib(next(c["pid"] for c in p["status"]["containerStatuses"] if c["name"] == "istio-proxy"))
-               for p in pods]
-    row(f"mesh memory for {n} pods, ambient", f"{ambient_total:.1f} MiB",
-        f"{ambient_total / n * 1024:.0f} KiB per pod: the growth of the node's ztunnel ({idle:.1f} MiB before)")
-    row(f"mesh memory for {n} pods, sidecars", f"{sum(proxies):.0f} MiB",
+    proxies = [
+        rss_mib(next(c["pid"] for c in p["status"]["containerStatuses"] if c["name"] == "istio-proxy")) for p in pods
+    ]
+    row(
+        f"mesh memory for {n} pods, ambient",
+        f"{ambient_total:.1f} MiB",
+        f"{ambient_total / n * 1024:.0f} KiB per pod: the growth of the node's ztunnel ({idle:.1f} MiB before)",
+    )
+    row(
+        f"mesh memory for {n} pods, sidecars",
+        f"{sum(proxies):.0f} MiB",
         f"{sum(proxies) / n:.1f} MiB per pod (one istio-proxy each; min {min(proxies):.1f}, max {max(proxies):.1f}); "
-        f"{sum(proxies) / max(ambient_total, 0.1):.0f}x ambient's")
+        f"{sum(proxies) / max(ambient_total, 0.1):.0f}x ambient's",
+    )

@@ -11,6 +11,7 @@ extra hops and their event loop, and how much is ztunnel's own work.
 
     python -m bench.relay --mode trio|threads LISTEN_IP:PORT DEST_IP:PORT
 """
+
 from __future__ import annotations
 
 import argparse

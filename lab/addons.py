@@ -11,6 +11,7 @@ webhooks rather than from its own source. The lab reads these optional module at
 - `add_cli_verbs(subparsers, make_parser)`: verbs the `lab` command line gains
   (`make_parser(subparsers, name, help, **kw)` builds one as the lab's own verbs are built).
 """
+
 from __future__ import annotations
 
 import functools

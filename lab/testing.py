@@ -5,6 +5,7 @@ Tests drive the lab as a user does: through the API socket and the `lab` command
 path under test is replaced. A lab made here is always torn down, also when a test fails. The
 in-process API (InProcessLabApi) is labd's own code on a temporary socket, without the node side.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,7 @@ class NotYet(AssertionError):
     pass
 
 
-def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05,
-               what: str | None = None) -> T:
+def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str | None = None) -> T:
     """Calls `check` until it returns a truthy value without raising; returns that value.
 
     On timeout it raises AssertionError carrying the last result or exception.
@@ -51,8 +51,9 @@ def eventually(check: Callable[[], T], timeout: float = 30.0, interval: float = 
         if met:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{what or getattr(check, '__name__', 'condition')} not met after "
-                                 f"{timeout:.1f}s; last: {last!r}")
+            raise AssertionError(
+                f"{what or getattr(check, '__name__', 'condition')} not met after {timeout:.1f}s; last: {last!r}"
+            )
         time.sleep(interval)
 
 
@@ -105,8 +106,9 @@ class TestLab:
                 return self.client.apply(f.read(), os.path.basename(what))
         return self.client.apply(what)
 
-    def get(self, kind: str, name: str | None = None, namespace: str | None = "default",
-            selector: str | None = None) -> Any:
+    def get(
+        self, kind: str, name: str | None = None, namespace: str | None = "default", selector: str | None = None
+    ) -> Any:
         return self.client.get(kind, name, namespace, selector)
 
     def pods(self, namespace: str | None = "default", selector: str | None = None) -> list[dict]:
@@ -115,7 +117,8 @@ class TestLab:
     def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         self.client.apply(
             f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
-            + ("  labels:\n" + "".join(f"    {k}: \"{v}\"\n" for k, v in labels.items()) if labels else ""))
+            + ("  labels:\n" + "".join(f"    {k}: \"{v}\"\n" for k, v in labels.items()) if labels else "")
+        )
 
     def delete_namespace(self, name: str, wait: bool = True) -> None:
         self.client.call("delete", kind="Namespace", name=name, namespace=None, ignore_not_found=True)
@@ -132,9 +135,15 @@ class TestLab:
     def wait_ready(self, namespace: str, selector: str, count: int = 1, timeout: float = 60.0) -> list[dict]:
         def ready():
             pods = [p for p in self.pods(namespace, selector) if not p["metadata"].get("deletionTimestamp")]
-            ok = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
-                                         for c in p.get("status", {}).get("conditions", []))]
+            ok = [
+                p
+                for p in pods
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", [])
+                )
+            ]
             return ok if len(ok) >= count and len(pods) == len(ok) else None
+
         return eventually(ready, timeout=timeout, what=f"{count} ready pods {selector} in {namespace}")
 
     def install_ambient(self) -> None:
@@ -144,25 +153,49 @@ class TestLab:
 
     def enrolled(self, namespace: str, selector: str | None = None) -> list[dict]:
         """The pods istio-cni has enrolled (annotated `ambient.istio.io/redirection: enabled`)."""
-        return [p for p in self.pods(namespace, selector)
-                if p["metadata"].get("annotations", {}).get(REDIRECTION_ANNOTATION) == "enabled"]
+        return [
+            p
+            for p in self.pods(namespace, selector)
+            if p["metadata"].get("annotations", {}).get(REDIRECTION_ANNOTATION) == "enabled"
+        ]
 
     def all_enrolled(self, namespace: str, selector: str | None = None) -> bool:
         pods = self.pods(namespace, selector)
         return bool(pods) and len(self.enrolled(namespace, selector)) == len(pods)
 
-    def exec(self, pod: str, namespace: str, command: list[str], container: str | None = None,
-             timeout: float = 30.0, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
+    def exec(
+        self,
+        pod: str,
+        namespace: str,
+        command: list[str],
+        container: str | None = None,
+        timeout: float = 30.0,
+        check: bool = False,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
         """Runs COMMAND in the pod as `lab exec` does (same resolution, same namespaces)."""
         target = self.client.call("exec", namespace=namespace, pod=pod, container=container)
         prefix = target.get("argv", ["ip", "netns", "exec", target["netns"]])
-        return subprocess.run([*prefix, *command], env=target["env"],
-                              input=input, capture_output=True, text=True, timeout=timeout, check=check)
+        return subprocess.run(
+            [*prefix, *command],
+            env=target["env"],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+        )
 
     def lab(self, *args: str, input: str | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess:
         """Runs the `lab` command against this lab, as a user would."""
-        return subprocess.run([sys.executable, "-m", "lab.cli", "--lab", self.name, *args],
-                              capture_output=True, text=True, input=input, timeout=timeout, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "lab.cli", "--lab", self.name, *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            cwd=REPO,
+        )
 
 
 def article_manifest(name: str) -> str:
@@ -181,12 +214,16 @@ class InProcessLabApi:
     ServiceAccount token (reviewed by the real `token_review`). `requests` records every call.
     """
 
-    def __init__(self, directory: str, topology: Topology | None = None,
-                 namespaces: tuple[str, ...] = ("default",)):
+    def __init__(self, directory: str, topology: Topology | None = None, namespaces: tuple[str, ...] = ("default",)):
         self.path = os.path.join(directory, "labd.sock")  # keep DIRECTORY short: socket paths are limited
         self.store = Store()
-        self.api = ApiServer(self.store, topology or load_file(DEFAULT_TOPOLOGY), directory,
-                             extra_validators=addons.validators(), extra_warners=addons.warners())
+        self.api = ApiServer(
+            self.store,
+            topology or load_file(DEFAULT_TOPOLOGY),
+            directory,
+            extra_validators=addons.validators(),
+            extra_warners=addons.warners(),
+        )
         self.tokens = TokenIssuer.generate()
         self.dispatcher = Dispatcher(self.api, self.tokens)
         self.requests: list[dict] = []
@@ -222,13 +259,20 @@ class InProcessLabApi:
 
     def create(self, obj: dict) -> dict:
         """Stores OBJ as it is (status included), as a controller or the kubelet writes it."""
-        return self.store.create(obj)
+        created = self.store.create(obj)
+        assert created is not None  # a plain Store admits everything
+        return created
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
         return self.store.get(kind, namespace, name)
 
-    def label(self, kind: str, namespace: str | None, name: str, changes: dict[str, str | None],
-              field: str = "labels") -> dict:
+    def delete(self, kind: str, namespace: str | None, name: str) -> None:
+        """`lab delete` (a pod's removal from the store, which its kubelet finishes: store.delete)."""
+        self.api.delete(kind, name, namespace)
+
+    def label(
+        self, kind: str, namespace: str | None, name: str, changes: dict[str, str | None], field: str = "labels"
+    ) -> dict:
         """`lab label --overwrite` (a None value removes the key); FIELD="annotations": `lab annotate`."""
         return self.api.label(kind, name, namespace, changes, overwrite=True, field=field)
 

@@ -11,6 +11,7 @@ address the lab uses, so the address plan lives in one place.
     install: [dns]          # later: ambient (istioctl install --set profile=ambient)
     manifests: []           # files applied once the lab is ready (relative to the topology file)
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -68,14 +69,23 @@ class Topology:
 
     def with_name(self, name: str) -> "Topology":
         check_lab_name(name, "name")
-        return Topology(name, self.nodes, self.node_cidr, self.pod_cidr, self.service_cidr,
-                        self.install, self.manifests, self.source)
+        return Topology(
+            name,
+            self.nodes,
+            self.node_cidr,
+            self.pod_cidr,
+            self.service_cidr,
+            self.install,
+            self.manifests,
+            self.source,
+        )
 
 
 def check_lab_name(name: object, where: str) -> str:
     if not isinstance(name, str) or not LAB_NAME_RE.match(name):
         raise TopologyError(
-            f"{where}: lab name {name!r} must be 1-12 lowercase letters or digits, starting with a letter")
+            f"{where}: lab name {name!r} must be 1-12 lowercase letters or digits, starting with a letter"
+        )
     return name
 
 
@@ -137,7 +147,8 @@ def load(text: str, source: str = "<topology>") -> Topology:
         for b in range(a + 1, len(keys)):
             if cidrs[keys[a]].overlaps(cidrs[keys[b]]):
                 raise TopologyError(
-                    f"{source}: network.{keys[a]} {cidrs[keys[a]]} overlaps network.{keys[b]} {cidrs[keys[b]]}")
+                    f"{source}: network.{keys[a]} {cidrs[keys[a]]} overlaps network.{keys[b]} {cidrs[keys[b]]}"
+                )
     if pod_cidr.prefixlen > 24 or 2 ** (24 - pod_cidr.prefixlen) < len(nodes):
         raise TopologyError(f"{source}: network.podCIDR {pod_cidr} has no /24 for each of {len(nodes)} nodes")
     if node_cidr.num_addresses < len(nodes) + 12:
@@ -154,8 +165,7 @@ def load(text: str, source: str = "<topology>") -> Topology:
         raise TopologyError(f"{source}: manifests: must be a list of file names")
     base = os.path.dirname(os.path.abspath(source)) if os.path.exists(source) else os.getcwd()
     manifests = [m if os.path.isabs(m) else os.path.join(base, m) for m in manifests]
-    return Topology(name, tuple(nodes), node_cidr, pod_cidr, service_cidr, tuple(install),
-                    tuple(manifests), source)
+    return Topology(name, tuple(nodes), node_cidr, pod_cidr, service_cidr, tuple(install), tuple(manifests), source)
 
 
 def load_file(path: str) -> Topology:

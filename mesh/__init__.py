@@ -8,4 +8,5 @@
 - `identity/`: SPIFFE identities, certificates, node authorization; `tls.py`: mTLS contexts.
 - `istioctl/`: the `lab istioctl` verbs. `addon.py`: what the mesh adds to a lab.
 - `contract.py`: the names mesh processes share (type URLs, ports, marks, labels).
+- `nft.py`: the nft script an iptables redirection becomes (istio-cni's in-pod one, istio-init's).
 """

@@ -3,6 +3,7 @@
 It gives the lab what installing Istio gives a cluster: the ambient profile's manifests, the
 validation istiod's webhook does on Istio security policies, and the `istioctl` verbs.
 """
+
 from __future__ import annotations
 
 from mesh.istioctl.cli import add_cli_verbs

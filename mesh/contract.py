@@ -5,6 +5,7 @@ read; a port or mark one process listens on or sets is one another redirects to 
 one place, the two sides cannot drift apart. Wire shapes are described in docs/mesh-internals.md;
 the values are Istio's own. Lab-side keys (`lab.ambient/*`) belong to the lab, not here.
 """
+
 from __future__ import annotations
 
 # ---- the config stream (istiod → ztunnel and proxies) ------------------------------------------------

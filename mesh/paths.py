@@ -3,6 +3,7 @@
 In Istio these are host paths (/var/run/ztunnel/ztunnel.sock); here several nodes share one host
 filesystem, so each node gets its own directory.
 """
+
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ Run them before any application byte is sent or read, and close the connection w
 Limits of stdlib ssl, for the record: the TLS 1.3 cipher suites cannot be narrowed to ztunnel's two
 AES-GCM suites (OpenSSL also offers CHACHA20-POLY1305), and key-exchange groups are OpenSSL's defaults.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,10 @@ class IdentityMismatch(PeerRejected):
     def __init__(self, expected: Iterable[Identity], got: Iterable[Identity]):
         self.expected = sorted(expected)
         self.got = list(got)
-        super().__init__("identity verification error: peer did not present the expected SAN "
-                         f"({_join(self.expected)}), got {_join(self.got) or '<no SPIFFE identity>'}")
+        super().__init__(
+            "identity verification error: peer did not present the expected SAN "
+            f"({_join(self.expected)}), got {_join(self.got) or '<no SPIFFE identity>'}"
+        )
 
 
 class TrustDomainMismatch(PeerRejected):
@@ -58,8 +61,10 @@ class TrustDomainMismatch(PeerRejected):
     def __init__(self, trust_domain: str, got: Iterable[Identity]):
         self.trust_domain = trust_domain
         self.got = list(got)
-        super().__init__("identity verification error: peer did not present the expected trustdomain "
-                         f"({trust_domain}), got {_join(self.got) or '<no SPIFFE identity>'}")
+        super().__init__(
+            "identity verification error: peer did not present the expected trustdomain "
+            f"({trust_domain}), got {_join(self.got) or '<no SPIFFE identity>'}"
+        )
 
 
 def server_context(cert_chain_pem: ChainInput, key_pem: str | bytes, root_pem: str | bytes) -> ssl.SSLContext:
@@ -86,7 +91,8 @@ def client_context(cert_chain_pem: ChainInput, key_pem: str | bytes, root_pem: s
 
 def peer_leaf_der(conn: PeerCertificateSource) -> bytes | None:
     """The peer's leaf certificate (DER), or None if it sent none."""
-    return conn.getpeercert(binary_form=True) or None
+    der = conn.getpeercert(binary_form=True)  # DER bytes, or None without a certificate
+    return der if isinstance(der, bytes) and der else None
 
 
 def peer_identities(conn: PeerCertificateSource) -> list[Identity]:
@@ -129,8 +135,11 @@ def xfcc(local: Identity, peer_leaf: bytes, existing: str | None = None) -> str:
         dns_names = san.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         uris, dns_names = [], []
-    parts = [f"By={local}", f"Hash={hashlib.sha256(peer_leaf).hexdigest()}",
-             f'Subject="{cert.subject.rfc4514_string()}"']
+    parts = [
+        f"By={local}",
+        f"Hash={hashlib.sha256(peer_leaf).hexdigest()}",
+        f'Subject="{cert.subject.rfc4514_string()}"',
+    ]
     parts += [f"URI={u}" for u in uris] or ["URI="]  # Envoy keeps the key even when empty
     parts += [f"DNS={d}" for d in dns_names]
     element = ";".join(parts)
@@ -146,8 +155,9 @@ def _base_context(protocol: int, root_pem: str | bytes) -> ssl.SSLContext:
     return ctx
 
 
-def _load_identity(ctx: ssl.SSLContext, cert_chain_pem: ChainInput, key_pem: str | bytes,
-                   root_pem: str | bytes) -> None:
+def _load_identity(
+    ctx: ssl.SSLContext, cert_chain_pem: ChainInput, key_pem: str | bytes, root_pem: str | bytes
+) -> None:
     """Load leaf + intermediates and key. The root is left out, as ztunnel sends it: the peer has it."""
     roots = load_certs(root_pem)
     chain = [c for c in load_certs(cert_chain_pem) if c not in roots]
@@ -183,7 +193,7 @@ def _load_cert_chain_from_memory(ctx: ssl.SSLContext, data: bytes) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _join(identities: Iterable[Identity]) -> str:

@@ -3,6 +3,7 @@
 `SCENARIOS` is the list of every scenario, in the order `lab scenario list` shows them. To add
 one, write a module with a `Scenario` subclass (see `framework`) and put an instance here.
 """
+
 from __future__ import annotations
 
 from scenarios.cert_expiry import CertExpiry
@@ -15,8 +16,8 @@ from scenarios.overhead import Overhead
 from scenarios.policy_mistake import PolicyMistake
 from scenarios.sidecar_shutdown import SidecarShutdownRace
 from scenarios.sidecar_startup import SidecarStartupRace
-from scenarios.waypoint_down import WaypointDown
 from scenarios.upgrade import Upgrade
+from scenarios.waypoint_down import WaypointDown
 from scenarios.ztunnel_down import ZtunnelDown
 
 SCENARIOS: list[Scenario] = [

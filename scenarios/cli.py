@@ -1,5 +1,6 @@
 """`lab scenario list`, `lab scenario run NAME [--plot FILE.png] [-o json]` and `lab scenario run --all
 --report DIR` (docs/scenarios.md)."""
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ def _log(msg: str) -> None:
 def cmd_run_all(args, client) -> int:
     """`run --all --report DIR`: every scenario, one Markdown page (scenarios.report)."""
     from scenarios import report
+
     if not getattr(args, "report", None):
         raise CliError("error: --all needs --report DIR (the Markdown page and the plots go there)")
     if getattr(args, "name", None) or getattr(args, "plot", None) or getattr(args, "output", None):
@@ -34,8 +36,11 @@ def cmd_run_all(args, client) -> int:
     try:
         results, path = report.run_all(client, args.report, log=_log)
     except KeyboardInterrupt:
-        print(f"interrupted; what the running scenario changed was put back; partial report: "
-              f"{os.path.join(args.report, 'report.md')}", file=sys.stderr)
+        print(
+            f"interrupted; what the running scenario changed was put back; partial report: "
+            f"{os.path.join(args.report, 'report.md')}",
+            file=sys.stderr,
+        )
         return 130
     total = sum(r.wall_s for r in results)
     for r in results:
@@ -73,6 +78,7 @@ def cmd_scenario(args, client) -> int:
     plotted = None
     if args.plot:
         from scenarios.plot import plot
+
         plotted = plot(result, args.plot)
     if args.output == "json":
         print(result.to_json())

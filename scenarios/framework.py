@@ -25,6 +25,7 @@ What a scenario uses (`Run`):
 Pure helpers for verdicts (`window_rate`, `recovery_time`, `pct`, `merge_timelines`,
 `untouched`, `proxies_crossed`, `table`) have unit tests in tests/unit/test_scenarios.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,6 +57,7 @@ class Interrupted(BaseException):
 
 
 # ---- results ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -114,6 +116,7 @@ class Result:
 
 # ---- pure helpers -----------------------------------------------------------------------------
 
+
 def pct(rate: float | None) -> str:
     """A success rate as text: 100%, 99.5%, 0%, n/a."""
     if rate is None:
@@ -142,8 +145,10 @@ def merge_timelines(reports: Iterable[dict], t0: float) -> list[dict]:
             slot = acc.setdefault(int(round(start - frac)), [0, 0])
             slot[0] += int(b.get("requests", 0))
             slot[1] += int(b.get("ok", 0))
-    return [{"t": round(k + frac, 3), "requests": r, "ok": ok, "errors": r - ok, "rate": (ok / r) if r else None}
-            for k, (r, ok) in sorted(acc.items())]
+    return [
+        {"t": round(k + frac, 3), "requests": r, "ok": ok, "errors": r - ok, "rate": (ok / r) if r else None}
+        for k, (r, ok) in sorted(acc.items())
+    ]
 
 
 def window_rate(timeline: list[dict], start: float, end: float) -> tuple[float | None, int]:
@@ -182,10 +187,14 @@ def recovery_time(timeline: list[dict], since: float) -> float | None:
 
 def pod_state(pods: Iterable[dict]) -> dict[str, dict]:
     """{name: {uid, restarts}} of app pods, to show they were not touched."""
-    return {p["metadata"]["name"]: {"uid": p["metadata"]["uid"],
-                                    "restarts": sum(c.get("restartCount", 0)
-                                                    for c in p.get("status", {}).get("containerStatuses", []) or [])}
-            for p in pods if not p["metadata"].get("deletionTimestamp")}
+    return {
+        p["metadata"]["name"]: {
+            "uid": p["metadata"]["uid"],
+            "restarts": sum(c.get("restartCount", 0) for c in p.get("status", {}).get("containerStatuses", []) or []),
+        }
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+    }
 
 
 def untouched(before: dict[str, dict], after: dict[str, dict]) -> tuple[bool, str]:
@@ -224,18 +233,21 @@ def table(rows: list[Row], width: int = 118) -> str:
 
 
 def ready(pod: dict) -> bool:
-    return (not pod["metadata"].get("deletionTimestamp")
-            and any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in pod.get("status", {}).get("conditions", []) or []))
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions", []) or []
+    )
 
 
 # ---- the run context --------------------------------------------------------------------------
 
+
 class Run:
     """What a scenario works with; see the module doc."""
 
-    def __init__(self, client: LabClient, scenario: "Scenario", result: Result,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self, client: LabClient, scenario: "Scenario", result: Result, log: Callable[[str], None] | None = None
+    ):
         self.client = client
         self.scenario = scenario
         self.result = result
@@ -282,8 +294,9 @@ class Run:
         if ambient:
             labels.setdefault(AMBIENT_LABEL, "ambient")
         self._namespaces.append(name)
-        self.client.apply(json.dumps({"apiVersion": "v1", "kind": "Namespace",
-                                      "metadata": {"name": name, "labels": labels}}))
+        self.client.apply(
+            json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+        )
         return name
 
     def apply(self, text: str) -> list[dict]:
@@ -299,8 +312,9 @@ class Run:
         self.client.call("scale", kind=kind, name=name, namespace=namespace, replicas=replicas)
 
     def pods(self, namespace: str | None, selector: str | None = None) -> list[dict]:
-        return [p for p in self.get("Pod", None, namespace, selector)["items"]
-                if not p["metadata"].get("deletionTimestamp")]
+        return [
+            p for p in self.get("Pod", None, namespace, selector)["items"] if not p["metadata"].get("deletionTimestamp")
+        ]
 
     def pod_names(self, namespace: str, selector: str) -> list[str]:
         return [p["metadata"]["name"] for p in self.pods(namespace, selector)]
@@ -309,8 +323,9 @@ class Run:
         """The nodes apps can land on, in order; a scenario that needs more stops here, saying so."""
         names = manifests.workers(self.get("Node")["items"])
         if len(names) < at_least:
-            raise ScenarioError(f"needs at least {_COUNTS.get(at_least, at_least)} worker node"
-                                f"{'s' if at_least > 1 else ''}")
+            raise ScenarioError(
+                f"needs at least {_COUNTS.get(at_least, at_least)} worker node{'s' if at_least > 1 else ''}"
+            )
         return names
 
     def wait_until(self, check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -328,32 +343,49 @@ class Run:
                 raise ScenarioError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
             time.sleep(interval)
 
-    def wait_ready(self, namespace: str, selector: str, count: int = 1, timeout: float = 60.0,
-                   enrolled: bool | None = None) -> list[dict]:
+    def wait_ready(
+        self, namespace: str, selector: str, count: int = 1, timeout: float = 60.0, enrolled: bool | None = None
+    ) -> list[dict]:
         """COUNT ready pods (and no other) for SELECTOR; ENROLLED: also annotated by istio-cni."""
+
         def check():
             pods = self.pods(namespace, selector)
             good = [p for p in pods if ready(p)]
             if enrolled:
                 good = [p for p in good if p["metadata"].get("annotations", {}).get(REDIRECTION) == "enabled"]
             return good if len(good) >= count and len(good) == len(pods) else None
+
         return self.wait_until(check, timeout, f"{count} ready pods {selector} in {namespace}")
 
-    def exec(self, pod: str, namespace: str, command: list[str], timeout: float = 20.0,
-             container: str | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    def exec(
+        self,
+        pod: str,
+        namespace: str,
+        command: list[str],
+        timeout: float = 20.0,
+        container: str | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
         target = self.client.call("exec", namespace=namespace, pod=pod, container=container)
         prefix = target.get("argv", ["ip", "netns", "exec", target["netns"]])
         try:
-            return subprocess.run([*prefix, *command], env=target["env"], input=input, capture_output=True,
-                                  text=True, timeout=timeout)
+            return subprocess.run(
+                [*prefix, *command], env=target["env"], input=input, capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(command, 124, "", "timeout")
 
-    def curl(self, pod: str, namespace: str, url: str, *args: str, max_time: float = 3.0,
-             container: str | None = None) -> tuple[int | None, str, int]:
+    def curl(
+        self, pod: str, namespace: str, url: str, *args: str, max_time: float = 3.0, container: str | None = None
+    ) -> tuple[int | None, str, int]:
         """(HTTP status or None, body, curl's exit code) of one request from POD."""
-        r = self.exec(pod, namespace, ["curl", "-sS", "--max-time", str(max_time), "-w", "\n%{http_code}", *args,
-                                       url], timeout=max_time + 10, container=container)
+        r = self.exec(
+            pod,
+            namespace,
+            ["curl", "-sS", "--max-time", str(max_time), "-w", "\n%{http_code}", *args, url],
+            timeout=max_time + 10,
+            container=container,
+        )
         body, _, code = r.stdout.rpartition("\n")
         return (int(code) if r.returncode == 0 and code.isdigit() else None), body, r.returncode
 
@@ -361,10 +393,21 @@ class Run:
         return self.client.call("logs", namespace=namespace, pod=pod, container=container)
 
     # traffic
-    def load(self, group: str, namespace: str, pod: str, url: str, *, qps: float, duration: float,
-             connections: int = 1, timeout: float = 2.0) -> traffic.Load:
-        handle = traffic.start_load(self.client, namespace, pod, url, qps=qps, duration=duration,
-                                    connections=connections, timeout=timeout)
+    def load(
+        self,
+        group: str,
+        namespace: str,
+        pod: str,
+        url: str,
+        *,
+        qps: float,
+        duration: float,
+        connections: int = 1,
+        timeout: float = 2.0,
+    ) -> traffic.Load:
+        handle = traffic.start_load(
+            self.client, namespace, pod, url, qps=qps, duration=duration, connections=connections, timeout=timeout
+        )
         self._loads.append((group, handle))
         return handle
 
@@ -379,19 +422,32 @@ class Run:
             self.result.timelines[group] = merge_timelines(self.result.loads[group], self.t0)
         return by_group
 
-    def outage(self, namespace: str, selector: str, hold: float, node: str | None = None,
-               pod: str | None = None, label: str = "break", timeout: float = 30.0) -> dict:
+    def outage(
+        self,
+        namespace: str,
+        selector: str,
+        hold: float,
+        node: str | None = None,
+        pod: str | None = None,
+        label: str = "break",
+        timeout: float = 30.0,
+    ) -> dict:
         """Deletes the pods SELECTOR matches (on NODE only, or just POD, if given), deletes every new
         pod matching SELECTOR (on NODE) that appears for HOLD seconds, then lets the controller bring
         one back and waits until it is Ready. Marks LABEL and `restore` on the time axis; returns
         {break, release, ready} (seconds on that axis)."""
+
         def matching():
             return [p for p in self.pods(namespace, selector) if node is None or p["spec"].get("nodeName") == node]
+
         current = matching()
         first = [p for p in current if pod is None or p["metadata"]["name"] == pod]
         if not first:
-            raise ScenarioError(f"nothing matches {selector} in {namespace}" + (f" on {node}" if node else "")
-                                + (f" named {pod}" if pod else ""))
+            raise ScenarioError(
+                f"nothing matches {selector} in {namespace}"
+                + (f" on {node}" if node else "")
+                + (f" named {pod}" if pod else "")
+            )
         known = {p["metadata"]["uid"] for p in current}
         t_break = self.event(label)
         for p in first:
@@ -404,8 +460,12 @@ class Run:
                     self.delete("Pod", p["metadata"]["name"], namespace)
             time.sleep(0.03)
         t_release = self.event("restore")
-        self.wait_until(lambda: [p for p in matching() if ready(p) and p["metadata"]["uid"] not in known],
-                        timeout, f"a ready replacement for {selector}", interval=0.05)
+        self.wait_until(
+            lambda: [p for p in matching() if ready(p) and p["metadata"]["uid"] not in known],
+            timeout,
+            f"a ready replacement for {selector}",
+            interval=0.05,
+        )
         t_ready = self.now()
         return {"break": round(t_break, 3), "release": round(t_release, 3), "ready": round(t_ready, 3)}
 
@@ -452,6 +512,7 @@ class Scenario:
 
 # ---- the runner -------------------------------------------------------------------------------
 
+
 def mesh_ready(client: LabClient) -> list[str]:
     """Problems with the mesh (empty when istiod, every ztunnel and istio-cni pod is Ready)."""
     problems = []
@@ -459,7 +520,7 @@ def mesh_ready(client: LabClient) -> list[str]:
         pods = client.call("get", kind="Pod", namespace=MESH_NAMESPACE)["items"]
     except LabError as e:
         return [str(e)]
-    apps = {}
+    apps: dict[str, list[dict]] = {}
     for p in pods:
         app = p["metadata"].get("labels", {}).get("app") or p["metadata"].get("labels", {}).get("k8s-app", "")
         apps.setdefault(app, []).append(p)
@@ -475,9 +536,12 @@ def mesh_ready(client: LabClient) -> list[str]:
 def leftover_namespaces(client: LabClient, scenario: str | None = None) -> list[str]:
     prefix = SCENARIO_PREFIX + (f"{scenario}" if scenario else "")
     items = client.call("get", kind="Namespace", namespace=None)["items"]
-    return sorted(n["metadata"]["name"] for n in items if n["metadata"]["name"].startswith(prefix)
-                  and (scenario is None or n["metadata"]["name"] == prefix
-                       or n["metadata"]["name"].startswith(prefix + "-")))
+    return sorted(
+        n["metadata"]["name"]
+        for n in items
+        if n["metadata"]["name"].startswith(prefix)
+        and (scenario is None or n["metadata"]["name"] == prefix or n["metadata"]["name"].startswith(prefix + "-"))
+    )
 
 
 def run_scenario(client: LabClient, scenario: "Scenario", log: Callable[[str], None] | None = None) -> Result:
@@ -493,6 +557,7 @@ def run_scenario(client: LabClient, scenario: "Scenario", log: Callable[[str], N
 
     def on_term(signum, frame):
         raise Interrupted()
+
     if main:
         old_term = signal.signal(signal.SIGTERM, on_term)
     interrupted: BaseException | None = None

@@ -1,4 +1,5 @@
 """headless: a Service without a ClusterIP in ambient: DNS gives pod IPs, HBONE and L4 policy still apply."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,26 @@ from scenarios.framework import Run, Scenario, ScenarioError
 
 K8S = "Kubernetes' DNS for Services and Pods (headless Services)"
 ISTIO = "Istio's ambient docs (ztunnel captures all TCP of an ambient pod)"
-RESOLVE = ("import socket, sys, json; "
-           "print(json.dumps(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 8080, socket.AF_INET, "
-           "socket.SOCK_STREAM)})))")
+RESOLVE = (
+    "import socket, sys, json; "
+    "print(json.dumps(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 8080, socket.AF_INET, "
+    "socket.SOCK_STREAM)})))"
+)
 
 
 def allow_from(ns: str, sa: str) -> str:
-    return json.dumps({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-                       "metadata": {"name": "allow-friend", "namespace": ns},
-                       "spec": {"selector": {"matchLabels": {"app": "echo"}}, "action": "ALLOW",
-                                "rules": [{"from": [{"source": {"principals": [f"cluster.local/ns/{ns}/sa/{sa}"]}}]}]}})
+    return json.dumps(
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "allow-friend", "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": {"app": "echo"}},
+                "action": "ALLOW",
+                "rules": [{"from": [{"source": {"principals": [f"cluster.local/ns/{ns}/sa/{sa}"]}}]}],
+            },
+        }
+    )
 
 
 def log_fields(line: str) -> dict[str, str]:
@@ -30,9 +41,11 @@ def log_fields(line: str) -> dict[str, str]:
 class Headless(Scenario):
     name = "headless"
     summary = "a headless Service in ambient: DNS returns pod IPs, traffic is HBONE with identity, L4 policy applies"
-    claims = [("a headless Service (clusterIP: None) resolves to the A records of its pods", K8S),
-              ("traffic to those pod IPs is captured: HBONE with the client's identity", ISTIO),
-              ("an L4 policy by principal allows and denies without any ClusterIP", ISTIO)]
+    claims = [
+        ("a headless Service (clusterIP: None) resolves to the A records of its pods", K8S),
+        ("traffic to those pod IPs is captured: HBONE with the client's identity", ISTIO),
+        ("an L4 policy by principal allows and denies without any ClusterIP", ISTIO),
+    ]
 
     def run(self, ctx: Run) -> None:
         ns = ctx.namespace()
@@ -49,14 +62,18 @@ class Headless(Scenario):
         def resolved():
             r = ctx.exec(friend, ns, [sys.executable, "-c", RESOLVE, host], timeout=10)
             return r.returncode == 0 and json.loads(r.stdout) == pod_ips and json.loads(r.stdout)
+
         answer = ctx.wait_until(resolved, 15, "DNS answers with both pod IPs", 0.2)
         ctx.figure("cluster_ip", svc["spec"].get("clusterIP"))
         ctx.figure("pod_ips", pod_ips)
         ctx.figure("dns_answer", answer)
-        ctx.row(self.claims[0][0], f"clusterIP {svc['spec'].get('clusterIP')}; {host} -> {', '.join(answer)} "
-                                   f"(the pods: {', '.join(pod_ips)})",
-                svc["spec"].get("clusterIP") in ("None", None) and answer == pod_ips, f"{len(answer)} A records",
-                self.claims[0][1])
+        ctx.row(
+            self.claims[0][0],
+            f"clusterIP {svc['spec'].get('clusterIP')}; {host} -> {', '.join(answer)} (the pods: {', '.join(pod_ips)})",
+            svc["spec"].get("clusterIP") in ("None", None) and answer == pod_ips,
+            f"{len(answer)} A records",
+            self.claims[0][1],
+        )
 
         url = f"http://echo.{ns}:8080/"
         ctx.wait_until(lambda: ctx.curl(friend, ns, url)[0] == 200, 20, "a first answer", 0.2)
@@ -71,30 +88,45 @@ class Headless(Scenario):
             for zt in zts:
                 for ln in ctx.logs("istio-system", zt["metadata"]["name"]).splitlines():
                     f = log_fields(ln)
-                    if (f.get("direction") == "inbound" and f.get("src.identity") == friend_id
-                            and f.get("dst.namespace") == ns):
+                    if (
+                        f.get("direction") == "inbound"
+                        and f.get("src.identity") == friend_id
+                        and f.get("dst.namespace") == ns
+                    ):
                         lines.append(f)
             return lines
+
         lines = ctx.wait_until(inbound, 10, "the destination ztunnel's inbound log", 0.2)
-        hbone = [f for f in lines if f.get("dst.hbone_addr", "").split(":")[0] in pod_ips
-                 or f.get("dst.addr", "").split(":")[0] in pod_ips]
+        hbone = [
+            f
+            for f in lines
+            if f.get("dst.hbone_addr", "").split(":")[0] in pod_ips or f.get("dst.addr", "").split(":")[0] in pod_ips
+        ]
         ctx.figure("inbound_log", lines[-1])
-        ctx.row(self.claims[1][0],
-                f"destination ztunnel logs inbound HBONE from {lines[-1].get('src.identity')} to "
-                f"{lines[-1].get('dst.hbone_addr') or lines[-1].get('dst.addr')} ({len(hbone)} connections "
-                f"to pod IPs)",
-                bool(hbone), f"{len(hbone)} HBONE connections", self.claims[1][1])
+        ctx.row(
+            self.claims[1][0],
+            f"destination ztunnel logs inbound HBONE from {lines[-1].get('src.identity')} to "
+            f"{lines[-1].get('dst.hbone_addr') or lines[-1].get('dst.addr')} ({len(hbone)} connections "
+            f"to pod IPs)",
+            bool(hbone),
+            f"{len(hbone)} HBONE connections",
+            self.claims[1][1],
+        )
 
         ctx.say("an ALLOW policy for the friend's principal on the echo pods")
         ctx.apply(allow_from(ns, "friend"))
-        blocked = ctx.wait_until(lambda: (r := ctx.curl(stranger, ns, url))[0] is None and r, 20,
-                                 "the stranger denied", 0.2)
+        blocked = ctx.wait_until(
+            lambda: (r := ctx.curl(stranger, ns, url))[0] is None and r, 20, "the stranger denied", 0.2
+        )
         friend_codes = [ctx.curl(friend, ns, url)[0] for _ in range(4)]
         ctx.figure("policy", {"friend": friend_codes, "stranger_curl_exit": blocked[2]})
         if not friend_codes:
             raise ScenarioError("no answer from the friend")
-        ctx.row(self.claims[2][0],
-                f"friend (sa friend): HTTP {', '.join(str(c) for c in friend_codes)}; stranger (sa stranger): "
-                f"curl exit {blocked[2]}",
-                all(c == 200 for c in friend_codes) and blocked[2] in (7, 52, 56),
-                f"allowed {friend_codes.count(200)}/{len(friend_codes)}, denied", self.claims[2][1])
+        ctx.row(
+            self.claims[2][0],
+            f"friend (sa friend): HTTP {', '.join(str(c) for c in friend_codes)}; stranger (sa stranger): "
+            f"curl exit {blocked[2]}",
+            all(c == 200 for c in friend_codes) and blocked[2] in (7, 52, 56),
+            f"allowed {friend_codes.count(200)}/{len(friend_codes)}, denied",
+            self.claims[2][1],
+        )

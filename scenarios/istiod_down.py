@@ -1,4 +1,5 @@
 """istiod-down: the control plane goes away; the data plane keeps what it has, and nothing new."""
+
 from __future__ import annotations
 
 import json
@@ -13,19 +14,29 @@ MESH_NS = "istio-system"
 
 def policy(ns: str, name: str, app: str, principal: str) -> str:
     """An L4 DENY for one principal, on the pods labelled app=APP."""
-    return json.dumps({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-                       "metadata": {"name": name, "namespace": ns},
-                       "spec": {"selector": {"matchLabels": {"app": app}}, "action": "DENY",
-                                "rules": [{"from": [{"source": {"principals": [principal]}}]}]}})
+    return json.dumps(
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": {"app": app}},
+                "action": "DENY",
+                "rules": [{"from": [{"source": {"principals": [principal]}}]}],
+            },
+        }
+    )
 
 
 class IstiodDown(Scenario):
     name = "istiod-down"
     summary = "scale istiod to 0 under load: existing traffic flows, a new pod and a new policy wait for istiod"
-    claims = [("existing traffic keeps flowing while istiod is down (cached certificates and config)", ISTIO),
-              ("a new ambient pod starts, but its connections fail until istiod is back", ISTIO),
-              ("a policy applied while istiod is down takes effect only once istiod is back", ISTIO),
-              ("scaling istiod back to 1 recovers everything", ISTIO)]
+    claims = [
+        ("existing traffic keeps flowing while istiod is down (cached certificates and config)", ISTIO),
+        ("a new ambient pod starts, but its connections fail until istiod is back", ISTIO),
+        ("a policy applied while istiod is down takes effect only once istiod is back", ISTIO),
+        ("scaling istiod back to 1 recovers everything", ISTIO),
+    ]
     qps = 10.0
     down_for = 3.0  # istiod stays at 0 replicas this long after it is gone (plus the checks)
 
@@ -69,9 +80,19 @@ class IstiodDown(Scenario):
         ctx.say(f"scaling istiod back to {replicas}")
         t_up = ctx.event("istiod scaled back")
         ctx.scale("Deployment", "istiod", MESH_NS, replicas)
-        ctx.wait_until(lambda: [p for p in ctx.get("Pod", None, MESH_NS, "app=istiod")["items"]
-                                if any(c.get("type") == "Ready" and c.get("status") == "True"
-                                       for c in p.get("status", {}).get("conditions", []))], 60, "istiod ready", 0.05)
+        ctx.wait_until(
+            lambda: [
+                p
+                for p in ctx.get("Pod", None, MESH_NS, "app=istiod")["items"]
+                if any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in p.get("status", {}).get("conditions", [])
+                )
+            ],
+            60,
+            "istiod ready",
+            0.05,
+        )
         t_ready = ctx.now()
         ctx.wait_until(lambda: ctx.curl(late, ns, url, max_time=1.0)[0] == 200, 30, "the new pod's traffic", 0.1)
         t_late_ok = ctx.now()
@@ -85,33 +106,64 @@ class IstiodDown(Scenario):
         ctx.figure("istiod_up_at", round(t_up, 3))
         ctx.figure("istiod_ready_at", round(t_ready, 3))
         ctx.figure("existing_during_outage", {"success_rate": rate, "requests": n})
-        ctx.figure("late_pod", {"ready_while_down": True, "enrolled": True,
-                                "curl_exit_while_down": [late_down[2], late_again[2]],
-                                "ok_after_istiod_ready_s": round(t_late_ok - t_ready, 3)})
-        ctx.figure("policy", {"applied_at": round(t_policy, 3),
-                              "probe_status_while_down": [probe_down[0], probe_again[0]],
-                              "in_force_after_istiod_ready_s": round(t_policy_on - t_ready, 3)})
+        ctx.figure(
+            "late_pod",
+            {
+                "ready_while_down": True,
+                "enrolled": True,
+                "curl_exit_while_down": [late_down[2], late_again[2]],
+                "ok_after_istiod_ready_s": round(t_late_ok - t_ready, 3),
+            },
+        )
+        ctx.figure(
+            "policy",
+            {
+                "applied_at": round(t_policy, 3),
+                "probe_status_while_down": [probe_down[0], probe_again[0]],
+                "in_force_after_istiod_ready_s": round(t_policy_on - t_ready, 3),
+            },
+        )
 
-        ctx.row(self.claims[0][0], f"the existing client: {pct(rate)} of {n} requests while istiod was at 0",
-                rate is not None and rate >= 0.99, pct(rate), self.claims[0][1])
+        ctx.row(
+            self.claims[0][0],
+            f"the existing client: {pct(rate)} of {n} requests while istiod was at 0",
+            rate is not None and rate >= 0.99,
+            pct(rate),
+            self.claims[0][1],
+        )
         late_failed = late_down[0] is None and late_again[0] is None
-        ctx.row(self.claims[1][0],
-                f"new pod Ready and enrolled without istiod; its requests failed (curl exit {late_down[2]}, "
-                f"{late_again[2]}); answered {t_late_ok - t_ready:.1f}s after istiod was Ready",
-                late_failed, f"curl exit {late_down[2]}", self.claims[1][1])
-        ctx.row(self.claims[2][0],
-                f"DENY for the probe applied with istiod down: probe still got HTTP {probe_down[0]}, "
-                f"{probe_again[0]}; denied {t_policy_on - t_ready:.1f}s after istiod was Ready",
-                probe_down[0] == 200 and probe_again[0] == 200, "late by design", self.claims[2][1])
-        ctx.row(self.claims[3][0],
-                f"istiod Ready {t_ready - t_up:.1f}s after scaling back; new pod and policy in force "
-                f"{max(t_late_ok, t_policy_on) - t_up:.1f}s after",
-                max(t_late_ok, t_policy_on) - t_up <= 30, f"{max(t_late_ok, t_policy_on) - t_up:.1f}s",
-                self.claims[3][1])
-        ctx.note("the new pod's ztunnel has no workload entry and cannot get a certificate for it while istiod "
-                 "is away; the pods that were there keep their cached certificates (24h) and config.")
-        ctx.note("the wait after istiod is Ready comes from the ztunnels' reconnect backoff (10 ms doubling, up to "
-                 "15 s): the longer istiod is away, the longer new pods and new policies wait after it returns.")
+        ctx.row(
+            self.claims[1][0],
+            f"new pod Ready and enrolled without istiod; its requests failed (curl exit {late_down[2]}, "
+            f"{late_again[2]}); answered {t_late_ok - t_ready:.1f}s after istiod was Ready",
+            late_failed,
+            f"curl exit {late_down[2]}",
+            self.claims[1][1],
+        )
+        ctx.row(
+            self.claims[2][0],
+            f"DENY for the probe applied with istiod down: probe still got HTTP {probe_down[0]}, "
+            f"{probe_again[0]}; denied {t_policy_on - t_ready:.1f}s after istiod was Ready",
+            probe_down[0] == 200 and probe_again[0] == 200,
+            "late by design",
+            self.claims[2][1],
+        )
+        ctx.row(
+            self.claims[3][0],
+            f"istiod Ready {t_ready - t_up:.1f}s after scaling back; new pod and policy in force "
+            f"{max(t_late_ok, t_policy_on) - t_up:.1f}s after",
+            max(t_late_ok, t_policy_on) - t_up <= 30,
+            f"{max(t_late_ok, t_policy_on) - t_up:.1f}s",
+            self.claims[3][1],
+        )
+        ctx.note(
+            "the new pod's ztunnel has no workload entry and cannot get a certificate for it while istiod "
+            "is away; the pods that were there keep their cached certificates (24h) and config."
+        )
+        ctx.note(
+            "the wait after istiod is Ready comes from the ztunnels' reconnect backoff (10 ms doubling, up to "
+            "15 s): the longer istiod is away, the longer new pods and new policies wait after it returns."
+        )
 
     @staticmethod
     def _restore(ctx: Run, replicas: int) -> None:

@@ -8,6 +8,7 @@ spec applied back, then the same waits) the first time it is called, and waits. 
 change restarts every ztunnel (the lab's DaemonSet replaces pods whose template hash differs,
 maxSurge 0), and istio-cni then hands each node's ambient pods to the new ztunnel.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,6 +71,7 @@ def set_cpu_limit(c: dict, cpu: str | None) -> None:
 
 def template_hash(ds: dict) -> str:
     from lab.controllers.workloads import template_hash as th
+
     return th(ds["spec"]["template"])
 
 
@@ -90,8 +92,10 @@ def enrolled_everywhere(ctx: Run) -> tuple[bool, list[str]]:
     lists them in `workloadState`); (ok, the pods still missing)."""
     from mesh.istioctl.common import IstioctlError
     from mesh.istioctl.ztunnel_config import fetch_config_dump
-    pods = [p for p in ctx.pods(None)
-            if (p["metadata"].get("annotations") or {}).get(REDIRECTION) == "enabled" and ready(p)]
+
+    pods = [
+        p for p in ctx.pods(None) if (p["metadata"].get("annotations") or {}).get(REDIRECTION) == "enabled" and ready(p)
+    ]
     by_node: dict[str, list[dict]] = {}
     for p in pods:
         by_node.setdefault(p["spec"].get("nodeName", ""), []).append(p)
@@ -103,8 +107,11 @@ def enrolled_everywhere(ctx: Run) -> tuple[bool, list[str]]:
             missing += [f'{p["metadata"]["namespace"]}/{p["metadata"]["name"]}' for p in ps]
             continue
         served = served_pods(dump)
-        missing += [f'{p["metadata"]["namespace"]}/{p["metadata"]["name"]}' for p in ps
-                    if (p["metadata"]["namespace"], p["metadata"]["name"]) not in served]
+        missing += [
+            f'{p["metadata"]["namespace"]}/{p["metadata"]["name"]}'
+            for p in ps
+            if (p["metadata"]["namespace"], p["metadata"]["name"]) not in served
+        ]
     return not missing, missing
 
 
@@ -124,11 +131,11 @@ def wait_mesh(ctx: Run, timeout: float = 60.0, what: str = "the mesh") -> None:
     """Waits until the ztunnels run the DaemonSet's template, every mesh pod is Ready and every
     ambient pod is enrolled in its node's ztunnel."""
     ds = ctx.get("DaemonSet", ZTUNNEL, MESH_NAMESPACE)
-    ctx.wait_until(lambda: ztunnels_rolled(ctx, ds), timeout, f"{what}: every ztunnel of the new template Ready",
-                   interval=0.05)
+    ctx.wait_until(
+        lambda: ztunnels_rolled(ctx, ds), timeout, f"{what}: every ztunnel of the new template Ready", interval=0.05
+    )
     ctx.wait_until(lambda: not mesh_ready(ctx.client), timeout, f"{what}: the mesh Ready", interval=0.05)
-    ctx.wait_until(lambda: enrolled_everywhere(ctx)[0], timeout, f"{what}: ambient pods enrolled again",
-                   interval=0.1)
+    ctx.wait_until(lambda: enrolled_everywhere(ctx)[0], timeout, f"{what}: ambient pods enrolled again", interval=0.1)
 
 
 def patch_ztunnel(ctx: Run, change: Callable[[dict], Any], what: str, timeout: float = 60.0) -> dict:
@@ -145,6 +152,7 @@ def patch_ztunnel(ctx: Run, change: Callable[[dict], Any], what: str, timeout: f
             if now["spec"] != saved["spec"]:
                 ctx.apply(json.dumps(saved))
             wait_mesh(ctx, timeout, "restoring the ztunnel DaemonSet")
+
         ctx.undo("restore the ztunnel DaemonSet", restore)
     new = applyable(current)
     change(container(new["spec"]["template"]["spec"]))
@@ -165,6 +173,7 @@ def scale_istiod(ctx: Run, replicas: int) -> int:
         def restore():
             ctx.scale("Deployment", ISTIOD, MESH_NAMESPACE, before)
             ctx.wait_until(lambda: istiod_ready(ctx, before), 60, "istiod Ready again", interval=0.05)
+
         ctx.undo(f"scale istiod back to {before}", restore)
     ctx.scale("Deployment", ISTIOD, MESH_NAMESPACE, replicas)
     return before
@@ -181,20 +190,32 @@ def istiod_ready(ctx: Run, replicas: int) -> bool:
 def lab_cli(ctx: Run, *args: str, timeout: float = 60.0) -> str:
     """The text `lab ARGS` prints for this lab (what a learner would run)."""
     try:
-        r = subprocess.run([sys.executable, "-m", "lab.cli", "--lab", ctx.client.name, *args], capture_output=True,
-                           text=True, timeout=timeout)
+        r = subprocess.run(
+            [sys.executable, "-m", "lab.cli", "--lab", ctx.client.name, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return ""
     return r.stdout if r.returncode == 0 else (r.stdout + r.stderr)
 
 
-def exec_popen(ctx: Run, namespace: str, pod: str, command: list[str],
-               container_name: str | None = None) -> subprocess.Popen:
+def exec_popen(
+    ctx: Run, namespace: str, pod: str, command: list[str], container_name: str | None = None
+) -> subprocess.Popen:
     """Starts COMMAND in POD as `lab exec` would, without waiting (stdout and stderr piped)."""
     try:
         target = ctx.client.call("exec", namespace=namespace, pod=pod, container=container_name)
     except LabError as e:
         raise ScenarioError(f"cannot exec in {namespace}/{pod}: {e}") from None
     prefix = target.get("argv", ["ip", "netns", "exec", target["netns"]])
-    return subprocess.Popen([*prefix, *command], env=target["env"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    return subprocess.Popen(
+        [*prefix, *command],
+        env=target["env"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )

@@ -1,5 +1,6 @@
 """noisy-neighbour: a bulk flow and a latency-sensitive client share one node's ztunnel; with the
 ztunnel held to 100m of CPU the bulk flow starves the latency client, with more CPU it does not."""
+
 from __future__ import annotations
 
 import json
@@ -50,19 +51,38 @@ def iperf_rate(text: str) -> float | None:
 
 
 def iperf_server(ns: str, node: str) -> str:
-    dep = m.deployment(ns, "iperf", [{"name": "iperf3", "image": IPERF_IMAGE, "args": ["-s", "-p", str(IPERF_PORT)],
-                                      "ports": [{"containerPort": IPERF_PORT}]}], node=node)
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "iperf", "namespace": ns},
-           "spec": {"selector": {"app": "iperf"}, "ports": [{"name": "tcp", "port": IPERF_PORT,
-                                                            "targetPort": IPERF_PORT}]}}
+    dep = m.deployment(
+        ns,
+        "iperf",
+        [
+            {
+                "name": "iperf3",
+                "image": IPERF_IMAGE,
+                "args": ["-s", "-p", str(IPERF_PORT)],
+                "ports": [{"containerPort": IPERF_PORT}],
+            }
+        ],
+        node=node,
+    )
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "iperf", "namespace": ns},
+        "spec": {
+            "selector": {"app": "iperf"},
+            "ports": [{"name": "tcp", "port": IPERF_PORT, "targetPort": IPERF_PORT}],
+        },
+    }
     return m._dump(dep, svc)
 
 
 class NoisyNeighbour(Scenario):
     name = "noisy-neighbour"
     summary = "a bulk flow beside a latency-sensitive client on one node: ztunnel at 100m CPU, then at 2 CPU"
-    claims = [("ztunnel is shared by every ambient pod of its node: a noisy pod can starve it", ARTICLE),
-              ("give ztunnel resources (CPU) and the neighbour no longer starves the others", ISTIO)]
+    claims = [
+        ("ztunnel is shared by every ambient pod of its node: a noisy pod can starve it", ARTICLE),
+        ("give ztunnel resources (CPU) and the neighbour no longer starves the others", ISTIO),
+    ]
     qps = 20.0
     measure = 3.5  # seconds of latency load per phase
     lead = 1.0  # bulk flow alone before the latency load starts
@@ -73,8 +93,9 @@ class NoisyNeighbour(Scenario):
     def run(self, ctx: Run) -> None:
         workers = ctx.workers(at_least=2)
         client_node, server_node = workers[0], workers[1]
-        meshops.patch_ztunnel(ctx, lambda c: meshops.set_cpu_limit(c, self.limited),
-                              f"resources.limits.cpu {self.limited}")
+        meshops.patch_ztunnel(
+            ctx, lambda c: meshops.set_cpu_limit(c, self.limited), f"resources.limits.cpu {self.limited}"
+        )
         ns = ctx.namespace()
         ctx.say(f"servers (echo, iperf3 -s) on {server_node}; a latency client and a bulk client on {client_node}")
         ctx.apply(m.echo(ns, node=server_node))
@@ -91,8 +112,9 @@ class NoisyNeighbour(Scenario):
         results: dict[str, dict] = {}
         results[PHASES[0]] = self._measure(ctx, ns, lat, url, PHASES[0])
         results[PHASES[1]] = self._measure(ctx, ns, lat, url, PHASES[1], bulk=bulk)
-        meshops.patch_ztunnel(ctx, lambda c: meshops.set_cpu_limit(c, self.generous),
-                              f"resources.limits.cpu {self.generous}")
+        meshops.patch_ztunnel(
+            ctx, lambda c: meshops.set_cpu_limit(c, self.generous), f"resources.limits.cpu {self.generous}"
+        )
         ctx.wait_until(lambda: ctx.curl(lat, ns, url)[0] == 200, 30, "the latency client answered again", 0.2)
         results[PHASES[2]] = self._measure(ctx, ns, lat, url, PHASES[2], bulk=bulk)
 
@@ -112,31 +134,62 @@ class NoisyNeighbour(Scenario):
 
         def bw(r):
             return f"{r['bulk_bps'] / 1e6:.0f} Mbit/s" if r.get("bulk_bps") else "bulk rate n/a"
-        ctx.row(self.claims[0][0],
-                f"ztunnel at {self.limited}: latency client p50/p99 {alone['p50']:.1f}/{alone['p99']:.1f} ms alone, "
-                f"{noisy['p50']:.1f}/{noisy['p99']:.1f} ms beside the bulk flow ({bw(noisy)}); "
-                f"{noisy['requests']} requests, {noisy['success_rate'] * 100:.0f}% ok{kinds(noisy)}",
-                starved(alone["p99"], noisy["p99"]), f"p99 x{slow:.1f}" if slow else "n/a", self.claims[0][1])
-        ctx.row(self.claims[1][0],
-                f"ztunnel at {self.generous} CPU: p50/p99 {fed['p50']:.1f}/{fed['p99']:.1f} ms beside the bulk flow "
-                f"({bw(fed)}), against {noisy['p99']:.1f} ms p99 at {self.limited}; "
-                f"{fed['requests']} requests, {fed['success_rate'] * 100:.0f}% ok{kinds(fed)}",
-                improved(noisy["p99"], fed["p99"]), f"p99 /{gain:.1f}" if gain else "n/a", self.claims[1][1])
-        ctx.note(f"the limit is the ztunnel DaemonSet's resources.limits.cpu, enforced by the kubelet with CFS quota "
-                 f"({self.limited} = 10 ms of CPU per 100 ms); the template change restarts every ztunnel, and "
-                 f"istio-cni hands the pods to the new ones without restarting them. Both ztunnels on the path "
-                 f"(the client's node and the servers' node) carry both flows. The DaemonSet is put back as it was.")
-        ctx.note(f"{self.qps:g} qps for {self.measure:g}s on one kept-alive connection per phase; the bulk flow is "
-                 f"iperf3 (TCP, {self.bandwidth}bit/s offered: more than a ztunnel at {self.limited} can carry, "
-                 f"a small part of one at {self.generous} CPU) from a pod on the same node to a server beside the echo server.")
+
+        ctx.row(
+            self.claims[0][0],
+            f"ztunnel at {self.limited}: latency client p50/p99 {alone['p50']:.1f}/{alone['p99']:.1f} ms alone, "
+            f"{noisy['p50']:.1f}/{noisy['p99']:.1f} ms beside the bulk flow ({bw(noisy)}); "
+            f"{noisy['requests']} requests, {noisy['success_rate'] * 100:.0f}% ok{kinds(noisy)}",
+            starved(alone["p99"], noisy["p99"]),
+            f"p99 x{slow:.1f}" if slow else "n/a",
+            self.claims[0][1],
+        )
+        ctx.row(
+            self.claims[1][0],
+            f"ztunnel at {self.generous} CPU: p50/p99 {fed['p50']:.1f}/{fed['p99']:.1f} ms beside the bulk flow "
+            f"({bw(fed)}), against {noisy['p99']:.1f} ms p99 at {self.limited}; "
+            f"{fed['requests']} requests, {fed['success_rate'] * 100:.0f}% ok{kinds(fed)}",
+            improved(noisy["p99"], fed["p99"]),
+            f"p99 /{gain:.1f}" if gain else "n/a",
+            self.claims[1][1],
+        )
+        ctx.note(
+            f"the limit is the ztunnel DaemonSet's resources.limits.cpu, enforced by the kubelet with CFS quota "
+            f"({self.limited} = 10 ms of CPU per 100 ms); the template change restarts every ztunnel, and "
+            f"istio-cni hands the pods to the new ones without restarting them. Both ztunnels on the path "
+            f"(the client's node and the servers' node) carry both flows. The DaemonSet is put back as it was."
+        )
+        ctx.note(
+            f"{self.qps:g} qps for {self.measure:g}s on one kept-alive connection per phase; the bulk flow is "
+            f"iperf3 (TCP, {self.bandwidth}bit/s offered: more than a ztunnel at {self.limited} can carry, "
+            f"a small part of one at {self.generous} CPU) from a pod on the same node to a server beside the "
+            "echo server."
+        )
 
     def _measure(self, ctx: Run, ns: str, lat: str, url: str, phase: str, bulk: str | None = None) -> dict:
         proc = None
         if bulk is not None:
             seconds = self.lead + self.measure + 1.0
             ctx.say(f"{phase}: iperf3 from {bulk} for {seconds:g}s")
-            proc = meshops.exec_popen(ctx, ns, bulk, ["iperf3", "-c", f"iperf.{ns}", "-p", str(IPERF_PORT), "-t",
-                                                      f"{seconds:g}", "-b", self.bandwidth, "-J", "--connect-timeout", "3000"])
+            proc = meshops.exec_popen(
+                ctx,
+                ns,
+                bulk,
+                [
+                    "iperf3",
+                    "-c",
+                    f"iperf.{ns}",
+                    "-p",
+                    str(IPERF_PORT),
+                    "-t",
+                    f"{seconds:g}",
+                    "-b",
+                    self.bandwidth,
+                    "-J",
+                    "--connect-timeout",
+                    "3000",
+                ],
+            )
             ctx.event(f"bulk: {phase}")
             time.sleep(self.lead)
         try:
@@ -151,7 +204,12 @@ class NoisyNeighbour(Scenario):
                 except Exception:  # noqa: BLE001 - a stuck iperf3 is stopped; the rate is then unknown
                     proc.kill()
                     proc.communicate(timeout=5)
-        return {"p50": rep["latency_ms"]["p50"], "p99": rep["latency_ms"]["p99"], "max": rep["latency_ms"]["max"],
-                "requests": rep["requests"], "success_rate": rep.get("success_rate", 0.0),
-                "errors": dict(rep.get("errors") or {}),
-                "bulk_bps": iperf_rate(out) if proc is not None else None}
+        return {
+            "p50": rep["latency_ms"]["p50"],
+            "p99": rep["latency_ms"]["p99"],
+            "max": rep["latency_ms"]["max"],
+            "requests": rep["requests"],
+            "success_rate": rep.get("success_rate", 0.0),
+            "errors": dict(rep.get("errors") or {}),
+            "bulk_bps": iperf_rate(out) if proc is not None else None,
+        }

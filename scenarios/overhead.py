@@ -1,5 +1,6 @@
 """overhead: N pods in ambient against N pods with sidecars: memory and idle CPU per pod and in
 total, from the pods' cgroups (the `top` op, as `lab top pod`), the ztunnels' share included."""
+
 from __future__ import annotations
 
 import time
@@ -47,10 +48,11 @@ def mib(nbytes: float) -> float:
 class Overhead(Scenario):
     name = "overhead"
     summary = "N pods in ambient vs N with sidecars: memory and idle CPU per pod and in total (cgroups)"
-    claims = [("ambient: per-pod overhead near zero (no proxy in the pod; the node's ztunnel serves them all)",
-               ARTICLE),
-              ("sidecars: every pod pays for its own proxy, so the total grows with the pods", ARTICLE),
-              ("at idle, N sidecar proxies burn more CPU than the node ztunnels serving N ambient pods", ISTIO)]
+    claims = [
+        ("ambient: per-pod overhead near zero (no proxy in the pod; the node's ztunnel serves them all)", ARTICLE),
+        ("sidecars: every pod pays for its own proxy, so the total grows with the pods", ARTICLE),
+        ("at idle, N sidecar proxies burn more CPU than the node ztunnels serving N ambient pods", ISTIO),
+    ]
     pods = 10
     interval = 3.0  # seconds between the two CPU samples
 
@@ -86,46 +88,75 @@ class Overhead(Scenario):
         ctx.figure("ztunnel_share_per_ambient_pod", {"memory": round(zt_mem_share, 1), "cpu": round(zt_cpu_share, 3)})
         amb_pod = a["memory_per_pod"] + zt_mem_share
         side_pod = s["memory_per_pod"]
-        ctx.figure("memory_per_pod_mib", {"ambient (app)": mib(a["memory_per_pod"]),
-                                          "ambient (app + ztunnel share)": mib(amb_pod),
-                                          "sidecar (app + proxy)": mib(side_pod)})
+        ctx.figure(
+            "memory_per_pod_mib",
+            {
+                "ambient (app)": mib(a["memory_per_pod"]),
+                "ambient (app + ztunnel share)": mib(amb_pod),
+                "sidecar (app + proxy)": mib(side_pod),
+            },
+        )
         overhead_amb = zt_mem_share
         overhead_side = s["proxy_memory_per_pod"]
         ctx.figure("overhead_per_pod_mib", {"ambient": mib(overhead_amb), "sidecar": mib(overhead_side)})
-        ctx.figure("overhead_total_mib", {"ambient (ztunnel growth)": mib(zt_after["memory"] - zt_before["memory"]),
-                                          "ambient (all ztunnels)": mib(zt_after["memory"]),
-                                          "sidecar (all proxies)": mib(s["proxy_memory"])})
-        ctx.figure("idle_cpu_m", {"ambient pods": a["cpu"], "ztunnels (all)": zt_after["cpu"],
-                                  "sidecar pods": s["cpu"], "sidecar proxies": s["proxy_cpu"]})
+        ctx.figure(
+            "overhead_total_mib",
+            {
+                "ambient (ztunnel growth)": mib(zt_after["memory"] - zt_before["memory"]),
+                "ambient (all ztunnels)": mib(zt_after["memory"]),
+                "sidecar (all proxies)": mib(s["proxy_memory"]),
+            },
+        )
+        ctx.figure(
+            "idle_cpu_m",
+            {
+                "ambient pods": a["cpu"],
+                "ztunnels (all)": zt_after["cpu"],
+                "sidecar pods": s["cpu"],
+                "sidecar proxies": s["proxy_cpu"],
+            },
+        )
         ctx.bars("memory per pod (MiB)", ctx.result.figures["memory_per_pod_mib"])
         ctx.bars("proxy memory, total (MiB)", ctx.result.figures["overhead_total_mib"])
 
         n = self.pods
-        ctx.row(self.claims[0][0],
-                f"ambient pod {mib(a['memory_per_pod']):.1f} MiB (the app only); the ztunnels grew "
-                f"{mib(zt_after['memory'] - zt_before['memory']):.1f} MiB for {n} pods = {mib(overhead_amb):.2f} MiB "
-                f"per pod; a sidecar pod {mib(side_pod):.1f} MiB, of which its proxy {mib(overhead_side):.1f} MiB",
-                overhead_amb < 0.1 * overhead_side,
-                f"{mib(overhead_amb):.2f} vs {mib(overhead_side):.1f} MiB per pod", self.claims[0][1])
-        ctx.row(self.claims[1][0],
-                f"{n} sidecar proxies: {mib(s['proxy_memory']):.0f} MiB in total; all "
-                f"{zt_after['pods']} ztunnels (one per node, whatever the pods): {mib(zt_after['memory']):.0f} MiB",
-                s["proxy_memory"] > zt_after["memory"] - zt_before["memory"] and s["proxy_memory"] > 0,
-                f"{mib(s['proxy_memory']):.0f} vs {mib(zt_after['memory'] - zt_before['memory']):.1f} MiB added",
-                self.claims[1][1])
-        ctx.row(self.claims[2][0],
-                f"over {self.interval:g}s at idle: {n} sidecar proxies {s['proxy_cpu']:.1f}m in total "
-                f"({s['proxy_cpu_per_pod']:.2f}m each); the {zt_after['pods']} ztunnels {zt_after['cpu']:.1f}m "
-                f"(before the pods: {zt_before['cpu']:.1f}m); the ambient pods {a['cpu']:.1f}m",
-                s["proxy_cpu"] > zt_after["cpu"] - zt_before["cpu"],
-                f"{s['proxy_cpu']:.1f}m vs {max(zt_after['cpu'] - zt_before['cpu'], 0):.1f}m added", self.claims[2][1])
-        ctx.note(f"memory is the kubelet's working set (cgroup usage minus inactive file cache) of each container, "
-                 f"CPU the cgroup's usage over {self.interval:g}s, both as `lab top pod --containers` shows them; "
-                 f"the app is {APP_IMAGE} (it does nothing), so what differs is the data plane. The ztunnels' share "
-                 f"is their growth from before the pods existed, spread over the {n} ambient pods; the sidecar "
-                 f"pods' {n} proxies started in {ready_s:g}s with the ambient pods.")
-        ctx.note("the lab's proxies are Python processes: absolute sizes differ from Envoy's and ztunnel's, the "
-                 "shape (one proxy per pod against one per node) does not.")
+        ctx.row(
+            self.claims[0][0],
+            f"ambient pod {mib(a['memory_per_pod']):.1f} MiB (the app only); the ztunnels grew "
+            f"{mib(zt_after['memory'] - zt_before['memory']):.1f} MiB for {n} pods = {mib(overhead_amb):.2f} MiB "
+            f"per pod; a sidecar pod {mib(side_pod):.1f} MiB, of which its proxy {mib(overhead_side):.1f} MiB",
+            overhead_amb < 0.1 * overhead_side,
+            f"{mib(overhead_amb):.2f} vs {mib(overhead_side):.1f} MiB per pod",
+            self.claims[0][1],
+        )
+        ctx.row(
+            self.claims[1][0],
+            f"{n} sidecar proxies: {mib(s['proxy_memory']):.0f} MiB in total; all "
+            f"{zt_after['pods']} ztunnels (one per node, whatever the pods): {mib(zt_after['memory']):.0f} MiB",
+            s["proxy_memory"] > zt_after["memory"] - zt_before["memory"] and s["proxy_memory"] > 0,
+            f"{mib(s['proxy_memory']):.0f} vs {mib(zt_after['memory'] - zt_before['memory']):.1f} MiB added",
+            self.claims[1][1],
+        )
+        ctx.row(
+            self.claims[2][0],
+            f"over {self.interval:g}s at idle: {n} sidecar proxies {s['proxy_cpu']:.1f}m in total "
+            f"({s['proxy_cpu_per_pod']:.2f}m each); the {zt_after['pods']} ztunnels {zt_after['cpu']:.1f}m "
+            f"(before the pods: {zt_before['cpu']:.1f}m); the ambient pods {a['cpu']:.1f}m",
+            s["proxy_cpu"] > zt_after["cpu"] - zt_before["cpu"],
+            f"{s['proxy_cpu']:.1f}m vs {max(zt_after['cpu'] - zt_before['cpu'], 0):.1f}m added",
+            self.claims[2][1],
+        )
+        ctx.note(
+            f"memory is the kubelet's working set (cgroup usage minus inactive file cache) of each container, "
+            f"CPU the cgroup's usage over {self.interval:g}s, both as `lab top pod --containers` shows them; "
+            f"the app is {APP_IMAGE} (it does nothing), so what differs is the data plane. The ztunnels' share "
+            f"is their growth from before the pods existed, spread over the {n} ambient pods; the sidecar "
+            f"pods' {n} proxies started in {ready_s:g}s with the ambient pods."
+        )
+        ctx.note(
+            "the lab's proxies are Python processes: absolute sizes differ from Envoy's and ztunnel's, the "
+            "shape (one proxy per pod against one per node) does not."
+        )
 
     @staticmethod
     def _top(ctx: Run, interval: float) -> list[dict]:

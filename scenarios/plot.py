@@ -1,5 +1,6 @@
 """`lab scenario run NAME --plot FILE.png`: the timeline (success rate per second per client group,
 the break marked) or, for scenarios that break nothing but measure bars (`hops`), the bars. matplotlib, Agg backend."""
+
 from __future__ import annotations
 
 from scenarios.framework import Result
@@ -8,6 +9,7 @@ from scenarios.framework import Result
 def plot(result: Result, path: str) -> str:
     """Draws RESULT into PATH (PNG); returns PATH."""
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
@@ -21,8 +23,9 @@ def plot(result: Result, path: str) -> str:
         restores = [e for e in result.events if e["label"] == "restore"]
         for e in breaks:
             ax.axvline(e["t"], color="red", linestyle="--", linewidth=1)
-            ax.annotate(e["label"], (e["t"], 103), fontsize=8, color="red", rotation=0, ha="left",
-                        annotation_clip=False)
+            ax.annotate(
+                e["label"], (e["t"], 103), fontsize=8, color="red", rotation=0, ha="left", annotation_clip=False
+            )
         for e in restores:
             ax.axvline(e["t"], color="green", linestyle=":", linewidth=1)
         for b, r in zip(breaks, restores):
@@ -47,8 +50,12 @@ def plot(result: Result, path: str) -> str:
     else:
         fig, ax = plt.subplots(figsize=(8, 2 + 0.4 * len(result.rows)))
         ax.axis("off")
-        ax.table(cellText=[[r.claim[:60], r.verdict] for r in result.rows], colLabels=["CLAIM", "VERDICT"],
-                 loc="center", cellLoc="left")
+        ax.table(
+            cellText=[[r.claim[:60], r.verdict] for r in result.rows],
+            colLabels=["CLAIM", "VERDICT"],
+            loc="center",
+            cellLoc="left",
+        )
     fig.suptitle(f"{result.scenario}: {result.summary}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -7,6 +7,7 @@ and wall time per scenario, and the total), then per scenario its CLAIM / OBSERV
 table, its notes and its plot. Ctrl-C stops the run after the current scenario has put the lab
 back; the page then covers the scenarios that ran and says it was interrupted.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,14 +24,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def lab_version(repo: str = REPO) -> str:
     """`git describe --always --dirty --tags` of the checkout, else the pyproject version."""
     try:
-        r = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty", "--tags"], capture_output=True,
-                           text=True, timeout=10)
+        r = subprocess.run(
+            ["git", "-C", repo, "describe", "--always", "--dirty", "--tags"], capture_output=True, text=True, timeout=10
+        )
         if r.returncode == 0 and r.stdout.strip():
             return f"git {r.stdout.strip()}"
     except (OSError, subprocess.TimeoutExpired):
         pass
     try:
         import tomllib
+
         with open(os.path.join(repo, "pyproject.toml"), "rb") as f:
             return f'{tomllib.load(f)["project"]["version"]} (pyproject)'
     except (OSError, KeyError, ValueError):
@@ -56,13 +59,18 @@ def verdicts(result: Result) -> str:
 
 def render(results: list[Result], plots: dict[str, str], meta: dict) -> str:
     """The Markdown page. META: version, cores, lab, started (text), total_s, interrupted (bool)."""
-    out = ["# ambient-lab scenarios", "",
-           f"- lab version: {meta.get('version', 'unknown')}",
-           f"- machine: {meta.get('cores', '?')} cores",
-           f"- lab: `{meta.get('lab', '?')}`, run started {meta.get('started', '?')}",
-           f"- total wall time: {meta.get('total_s', 0):.1f} s for {len(results)} scenarios"
-           + (" (interrupted: the scenarios after the last one below did not run)" if meta.get("interrupted") else ""),
-           "", "| scenario | verdicts | wall time (s) |", "|---|---|---|"]
+    out = [
+        "# ambient-lab scenarios",
+        "",
+        f"- lab version: {meta.get('version', 'unknown')}",
+        f"- machine: {meta.get('cores', '?')} cores",
+        f"- lab: `{meta.get('lab', '?')}`, run started {meta.get('started', '?')}",
+        f"- total wall time: {meta.get('total_s', 0):.1f} s for {len(results)} scenarios"
+        + (" (interrupted: the scenarios after the last one below did not run)" if meta.get("interrupted") else ""),
+        "",
+        "| scenario | verdicts | wall time (s) |",
+        "|---|---|---|",
+    ]
     for r in results:
         out.append(f"| [{r.scenario}](#{r.scenario}) | {verdicts(r)} | {r.wall_s:.1f} |")
     out.append(f"| **total** | | **{meta.get('total_s', 0):.1f}** |")
@@ -70,8 +78,10 @@ def render(results: list[Result], plots: dict[str, str], meta: dict) -> str:
         out += ["", f"## {r.scenario}", "", f"{cell(r.summary)} — {r.wall_s:.1f} s", ""]
         if r.rows:
             out += ["| CLAIM | OBSERVED | VERDICT | SOURCE |", "|---|---|---|---|"]
-            out += [f"| {cell(row.claim)} | {cell(row.observed)} | {cell(row.verdict)} | {cell(row.source)} |"
-                    for row in r.rows]
+            out += [
+                f"| {cell(row.claim)} | {cell(row.observed)} | {cell(row.verdict)} | {cell(row.source)} |"
+                for row in r.rows
+            ]
         if r.error:
             out += ["", f"**error:** {cell(r.error)}"]
         if r.interrupted:
@@ -89,12 +99,14 @@ def plottable(result: Result) -> bool:
     return bool(result.timelines or result.bars)
 
 
-def run_all(client, out_dir: str, scenarios: list[Scenario] | None = None,
-            log: Callable[[str], None] | None = None) -> tuple[list[Result], str]:
+def run_all(
+    client, out_dir: str, scenarios: list[Scenario] | None = None, log: Callable[[str], None] | None = None
+) -> tuple[list[Result], str]:
     """Runs SCENARIOS (default: all) in order and writes OUT_DIR/report.md and the plots beside it;
     returns (results, the report's path). KeyboardInterrupt is re-raised after the page is written."""
     import scenarios as registry
     from scenarios.plot import plot
+
     todo = list(registry.SCENARIOS if scenarios is None else scenarios)
     os.makedirs(out_dir, exist_ok=True)
     say = log or (lambda msg: None)
@@ -118,8 +130,14 @@ def run_all(client, out_dir: str, scenarios: list[Scenario] | None = None,
                     result.notes.append(f"plot failed: {e}")
     except KeyboardInterrupt:
         interrupted = True
-    meta = {"version": lab_version(), "cores": os.cpu_count(), "lab": getattr(client, "name", "?"),
-            "started": started, "total_s": round(time.monotonic() - t0, 2), "interrupted": interrupted}
+    meta = {
+        "version": lab_version(),
+        "cores": os.cpu_count(),
+        "lab": getattr(client, "name", "?"),
+        "started": started,
+        "total_s": round(time.monotonic() - t0, 2),
+        "interrupted": interrupted,
+    }
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:
         f.write(render(results, plots, meta))

@@ -8,6 +8,7 @@ on the scenario's own time axis. The report does not carry that time, so it is t
 moment the generator process ended minus the report's `elapsed` (first scheduled request to last
 answer), both seen from here.
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,6 +21,7 @@ STARTUP_GUESS = 0.2  # seconds from start() to the first request, when the end t
 def normalize(report: Any, started: float) -> dict:
     """A LoadReport (object, dict or JSON text) as the dict scenarios read (see the module doc)."""
     import json
+
     if hasattr(report, "to_dict"):
         report = report.to_dict()
     elif hasattr(report, "to_json"):
@@ -30,9 +32,16 @@ def normalize(report: Any, started: float) -> dict:
     out.setdefault("succeeded", out.get("successes", 0))
     lat = out.get("latency_ms") or {}
     out["latency_ms"] = {k: float(lat.get(k, 0.0)) for k in ("p50", "p90", "p99", "max")}
-    out["timeline"] = [{"t": int(b.get("t", b.get("second", 0))), "requests": int(b.get("requests", 0)),
-                        "ok": int(b.get("ok", 0)), "errors": int(b.get("errors", 0)),
-                        "p50_ms": float(b.get("p50_ms", 0.0))} for b in out.get("timeline", [])]
+    out["timeline"] = [
+        {
+            "t": int(b.get("t", b.get("second", 0))),
+            "requests": int(b.get("requests", 0)),
+            "ok": int(b.get("ok", 0)),
+            "errors": int(b.get("errors", 0)),
+            "p50_ms": float(b.get("p50_ms", 0.0)),
+        }
+        for b in out.get("timeline", [])
+    ]
     out["started"] = started
     return out
 
@@ -79,11 +88,22 @@ class Load:
             cancel()
 
 
-def start_load(client, namespace: str, pod: str, url: str, *, qps: float, duration: float,
-               connections: int = 1, timeout: float = 2.0) -> Load:
+def start_load(
+    client,
+    namespace: str,
+    pod: str,
+    url: str,
+    *,
+    qps: float,
+    duration: float,
+    connections: int = 1,
+    timeout: float = 2.0,
+) -> Load:
     """Starts `lab.load` in POD against URL (keep-alive connections, open-loop at QPS)."""
     from lab import load as lab_load
+
     called = time.time()
-    run = lab_load.start(client, namespace, pod, url, qps=qps, duration=duration, connections=connections,
-                         timeout=timeout)
+    run = lab_load.start(
+        client, namespace, pod, url, qps=qps, duration=duration, connections=connections, timeout=timeout
+    )
     return Load(run, called)

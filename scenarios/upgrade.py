@@ -1,6 +1,7 @@
 """upgrade: `istioctl install --set tag=1.25.0` upgrades istiod, istio-cni and the ztunnels in
 place; ambient app pods keep running untouched, a sidecar keeps its old proxy (a version skew in
 proxy-status) until its pod is re-created."""
+
 from __future__ import annotations
 
 import io
@@ -15,9 +16,12 @@ from scenarios.framework import MESH_NAMESPACE, Run, Scenario, ScenarioError, po
 ISTIO = "Istio's docs: in-place upgrade with istioctl; ambient upgrade (ztunnel, istio-cni)"
 ARTICLE = "the article"
 TARGET = "1.25.0"
-MESH_OBJECTS = (("Deployment", "istiod", MESH_NAMESPACE), ("DaemonSet", "ztunnel", MESH_NAMESPACE),
-                ("DaemonSet", "istio-cni-node", MESH_NAMESPACE),
-                ("MutatingWebhookConfiguration", "istio-sidecar-injector", None))
+MESH_OBJECTS = (
+    ("Deployment", "istiod", MESH_NAMESPACE),
+    ("DaemonSet", "ztunnel", MESH_NAMESPACE),
+    ("DaemonSet", "istio-cni-node", MESH_NAMESPACE),
+    ("MutatingWebhookConfiguration", "istio-sidecar-injector", None),
+)
 
 
 def image_tags(pods: list[dict], container: str | None = None) -> dict[str, str]:
@@ -58,10 +62,15 @@ def skew_note(table: str) -> str:
 class Upgrade(Scenario):
     name = "upgrade"
     summary = f"istioctl install --set tag={TARGET}: control plane and ztunnels upgraded, app pods untouched"
-    claims = [(f"an in-place upgrade (install --set tag={TARGET}) replaces istiod, istio-cni and the ztunnels; "
-               f"ambient app pods are not restarted", ISTIO),
-              ("a sidecar keeps its old proxy until its pod is re-created: proxy-status shows the skew", ISTIO),
-              (f"after `rollout restart` the sidecar runs the new proxy ({TARGET})", ISTIO)]
+    claims = [
+        (
+            f"an in-place upgrade (install --set tag={TARGET}) replaces istiod, istio-cni and the ztunnels; "
+            f"ambient app pods are not restarted",
+            ISTIO,
+        ),
+        ("a sidecar keeps its old proxy until its pod is re-created: proxy-status shows the skew", ISTIO),
+        (f"after `rollout restart` the sidecar runs the new proxy ({TARGET})", ISTIO),
+    ]
 
     def run(self, ctx: Run) -> None:
         old = install.default_tag()
@@ -90,6 +99,7 @@ class Upgrade(Scenario):
                 if meshops.applyable(ctx.get(*key)) != obj:
                     ctx.apply(json.dumps(obj))
             meshops.wait_mesh(ctx, 90, "restoring Istio " + old)
+
         ctx.undo(f"install Istio {old} again", restore)
         ctx.say(f"lab istioctl install --set profile=ambient --set tag={TARGET} -y")
         out = io.StringIO()
@@ -107,21 +117,36 @@ class Upgrade(Scenario):
         side_now = ctx.pods(side, "app=echo")
         side_tag_after = image_tags(side_now, "istio-proxy")
         same_sidecar = [p["metadata"]["uid"] for p in side_now] == [side_before["metadata"]["uid"]]
-        ps_skew = ctx.wait_until(lambda: (t_ := meshops.lab_cli(ctx, "istioctl", "proxy-status")) and
-                                 proxy_versions(t_) and t_, 30, "proxy-status", interval=0.3)
+        ps_skew = ctx.wait_until(
+            lambda: (t_ := meshops.lab_cli(ctx, "istioctl", "proxy-status")) and proxy_versions(t_) and t_,
+            30,
+            "proxy-status",
+            interval=0.3,
+        )
         sidecar_name = f"{side_before['metadata']['name']}.{side}"
         versions = proxy_versions(ps_skew)
 
         ctx.say("lab rollout restart deployment/echo in the sidecar namespace")
         ctx.client.call("rollout_restart", kind="Deployment", name="echo", namespace=side)
-        new = ctx.wait_until(lambda: [p for p in ctx.pods(side, "app=echo")
-                                      if p["metadata"]["uid"] != side_before["metadata"]["uid"] and ready(p)
-                                      and len(ctx.pods(side, "app=echo")) == 1], 60, "the restarted sidecar pod")[0]
+        new = ctx.wait_until(
+            lambda: [
+                p
+                for p in ctx.pods(side, "app=echo")
+                if p["metadata"]["uid"] != side_before["metadata"]["uid"]
+                and ready(p)
+                and len(ctx.pods(side, "app=echo")) == 1
+            ],
+            60,
+            "the restarted sidecar pod",
+        )[0]
         new_tag = image_tags([new], "istio-proxy")[new["metadata"]["name"]]
         new_name = f"{new['metadata']['name']}.{side}"
-        ps_after = ctx.wait_until(lambda: (t_ := meshops.lab_cli(ctx, "istioctl", "proxy-status")) and
-                                  new_name in proxy_versions(t_) and t_, 30, "proxy-status with the new pod",
-                                  interval=0.3)
+        ps_after = ctx.wait_until(
+            lambda: (t_ := meshops.lab_cli(ctx, "istioctl", "proxy-status")) and new_name in proxy_versions(t_) and t_,
+            30,
+            "proxy-status with the new pod",
+            interval=0.3,
+        )
 
         same, how = untouched(before, after)
         ctx.figure("from", old)
@@ -131,29 +156,50 @@ class Upgrade(Scenario):
         ctx.figure("mesh_tags", mesh_tags)
         ctx.figure("ambient_pods_before", before)
         ctx.figure("ambient_pods_after", after)
-        ctx.figure("sidecar_proxy_tag", {"before": side_tag_before, "after_upgrade": side_tag_after,
-                                         "same_pod": same_sidecar, "after_restart": new_tag})
+        ctx.figure(
+            "sidecar_proxy_tag",
+            {
+                "before": side_tag_before,
+                "after_upgrade": side_tag_after,
+                "same_pod": same_sidecar,
+                "after_restart": new_tag,
+            },
+        )
         ctx.figure("proxy_status_versions", {"after_upgrade": versions, "after_restart": proxy_versions(ps_after)})
         ctx.figure("proxy_status_skew", skew_note(ps_skew))
 
         upgraded = all(v == [TARGET] for v in mesh_tags.values())
-        ctx.row(self.claims[0][0],
-                f"{took:.1f}s to install {TARGET} and have every ztunnel Ready with the pods re-enrolled: istiod "
-                f"{'/'.join(mesh_tags['istiod'])}, ztunnels {'/'.join(mesh_tags['ztunnel'])}, istio-cni "
-                f"{'/'.join(mesh_tags['istio-cni'])}; ambient app pods: {how}",
-                upgraded and same, f"{'upgraded' if upgraded else 'not upgraded'}, {how.split(',')[0]}",
-                self.claims[0][1])
-        ctx.row(self.claims[1][0],
-                f"the sidecar pod (same uid: {same_sidecar}) still runs proxyv2:{','.join(side_tag_after.values())}; "
-                f"proxy-status VERSION {versions.get(sidecar_name, '?')} for it"
-                + (f" — {skew_note(ps_skew)[:120]}..." if skew_note(ps_skew) else " (no skew note)"),
-                same_sidecar and list(side_tag_after.values()) == [old] and versions.get(sidecar_name) == old
-                and bool(skew_note(ps_skew)),
-                f"{versions.get(sidecar_name, '?')} beside istiod {TARGET}", self.claims[1][1])
-        ctx.row(self.claims[2][0],
-                f"new pod {new['metadata']['name']}: proxyv2:{new_tag}; proxy-status VERSION "
-                f"{proxy_versions(ps_after).get(new_name, '?')}",
-                new_tag == TARGET and proxy_versions(ps_after).get(new_name) == TARGET, new_tag, self.claims[2][1])
-        ctx.note(f"the scenario puts Istio {old} back (`lab istioctl install --set profile=ambient -y`), which "
-                 f"replaces the control plane and the ztunnels again; the app pods it made are deleted with "
-                 f"their namespaces.")
+        ctx.row(
+            self.claims[0][0],
+            f"{took:.1f}s to install {TARGET} and have every ztunnel Ready with the pods re-enrolled: istiod "
+            f"{'/'.join(mesh_tags['istiod'])}, ztunnels {'/'.join(mesh_tags['ztunnel'])}, istio-cni "
+            f"{'/'.join(mesh_tags['istio-cni'])}; ambient app pods: {how}",
+            upgraded and same,
+            f"{'upgraded' if upgraded else 'not upgraded'}, {how.split(',')[0]}",
+            self.claims[0][1],
+        )
+        ctx.row(
+            self.claims[1][0],
+            f"the sidecar pod (same uid: {same_sidecar}) still runs proxyv2:{','.join(side_tag_after.values())}; "
+            f"proxy-status VERSION {versions.get(sidecar_name, '?')} for it"
+            + (f" — {skew_note(ps_skew)[:120]}..." if skew_note(ps_skew) else " (no skew note)"),
+            same_sidecar
+            and list(side_tag_after.values()) == [old]
+            and versions.get(sidecar_name) == old
+            and bool(skew_note(ps_skew)),
+            f"{versions.get(sidecar_name, '?')} beside istiod {TARGET}",
+            self.claims[1][1],
+        )
+        ctx.row(
+            self.claims[2][0],
+            f"new pod {new['metadata']['name']}: proxyv2:{new_tag}; proxy-status VERSION "
+            f"{proxy_versions(ps_after).get(new_name, '?')}",
+            new_tag == TARGET and proxy_versions(ps_after).get(new_name) == TARGET,
+            new_tag,
+            self.claims[2][1],
+        )
+        ctx.note(
+            f"the scenario puts Istio {old} back (`lab istioctl install --set profile=ambient -y`), which "
+            f"replaces the control plane and the ztunnels again; the app pods it made are deleted with "
+            f"their namespaces."
+        )

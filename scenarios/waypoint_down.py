@@ -1,4 +1,5 @@
 """waypoint-down: a waypoint's only pod goes away; only the service it serves fails; two replicas hold."""
+
 from __future__ import annotations
 
 import time
@@ -23,9 +24,11 @@ def echo_peer(body: str) -> str | None:
 class WaypointDown(Scenario):
     name = "waypoint-down"
     summary = "delete a waypoint's only pod under load: only the service it serves fails; with 2 replicas none"
-    claims = [("a waypoint failure affects only L7 traffic to the workloads it serves", ARTICLE),
-              ("traffic the waypoint does not serve is unaffected", ARTICLE),
-              ("scale the waypoint to 2+ replicas: losing one keeps traffic flowing", ARTICLE + "; " + ISTIO)]
+    claims = [
+        ("a waypoint failure affects only L7 traffic to the workloads it serves", ARTICLE),
+        ("traffic the waypoint does not serve is unaffected", ARTICLE),
+        ("scale the waypoint to 2+ replicas: losing one keeps traffic flowing", ARTICLE + "; " + ISTIO),
+    ]
     qps = 10.0
     lead = 1.5
     hold = 4.0  # the waypoint drains for 2s on SIGTERM; the outage proper follows
@@ -49,6 +52,7 @@ class WaypointDown(Scenario):
         def through_waypoint():
             status, body, _ = ctx.curl(client, ns, served)
             return status == 200 and echo_peer(body) in wp_ips
+
         ctx.wait_until(through_waypoint, 30, "traffic to served through the waypoint", 0.2)
         status, body, _ = ctx.curl(client, ns, plain)
         if status != 200:
@@ -78,16 +82,23 @@ class WaypointDown(Scenario):
         ctx.figure("served_recovery_s", rec)
         errs = reports["served (waypoint, 1 replica)"][0].get("errors", {})
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(errs.items(), key=lambda kv: -kv[1])) or "none"
-        ctx.row(self.claims[0][0],
-                f"service with the waypoint: {pct(sr)} success with no waypoint pod ({sn} requests, after its "
-                f"{self.drain:g}s drain); errors: {kinds}; back {rec if rec is None else f'{rec:.1f}s'} after "
-                f"a new pod could start",
-                sr is not None and sr <= 0.05, f"{pct(sr)} served", self.claims[0][1])
-        ctx.row(self.claims[1][0],
-                f"service without a waypoint, same client and nodes: {pct(pr)} during the outage ({pn} requests), "
-                f"{pct(plain_all.get('success_rate'))} over the run",
-                pr is not None and pr >= 0.99 and plain_all.get("success_rate", 0) >= 0.99, f"{pct(pr)} plain",
-                self.claims[1][1])
+        ctx.row(
+            self.claims[0][0],
+            f"service with the waypoint: {pct(sr)} success with no waypoint pod ({sn} requests, after its "
+            f"{self.drain:g}s drain); errors: {kinds}; back {rec if rec is None else f'{rec:.1f}s'} after "
+            f"a new pod could start",
+            sr is not None and sr <= 0.05,
+            f"{pct(sr)} served",
+            self.claims[0][1],
+        )
+        ctx.row(
+            self.claims[1][0],
+            f"service without a waypoint, same client and nodes: {pct(pr)} during the outage ({pn} requests), "
+            f"{pct(plain_all.get('success_rate'))} over the run",
+            pr is not None and pr >= 0.99 and plain_all.get("success_rate", 0) >= 0.99,
+            f"{pct(pr)} plain",
+            self.claims[1][1],
+        )
 
         # Phase 2: two replicas, one deleted.
         ctx.say("scaling the waypoint to 2 replicas")
@@ -102,6 +113,7 @@ class WaypointDown(Scenario):
             if status == 200 and echo_peer(body) in wp_ips:
                 seen.add(echo_peer(body))
             return seen == wp_ips
+
         ctx.wait_until(both_serving, 30, "both waypoint replicas serving", 0.05)
         duration = self.lead + self.hold + 1.0
         group = "served (waypoint, 2 replicas)"
@@ -116,15 +128,22 @@ class WaypointDown(Scenario):
         ctx.figure("two_replicas_requests", rep2.get("requests"))
         ctx.figure("two_replicas_errors", rep2.get("errors", {}))
         errs2 = ", ".join(f"{k} {v}" for k, v in sorted(rep2.get("errors", {}).items(), key=lambda kv: -kv[1]))
-        ctx.row(self.claims[2][0],
-                f"2 replicas, one deleted: {pct(rep2.get('success_rate'))} of {rep2.get('requests')} requests "
-                f"succeeded{f' (errors: {errs2})' if errs2 else ''}; istiod drops the terminating pod, which "
-                f"drains {self.drain:g}s",
-                rep2.get("success_rate", 0) >= 0.99, f"{pct(rep2.get('success_rate'))} with 2",
-                self.claims[2][1])
-        ctx.note(f"the deleted waypoint drains for {self.drain:g}s (TERMINATION_DRAIN_DURATION_SECONDS): kept-alive "
-                 "connections still pass through it meanwhile, so the outage is measured from the end of the "
-                 f"drain to the moment the Deployment may recreate the pod ({self.hold:g}s after the delete).")
-        ctx.note("with one replica the served service fails closed (resets): ztunnel does not send its traffic "
-                 "around the missing waypoint. With two, a request can still be lost when the deleted replica "
-                 "exits at the end of its drain while a kept-alive connection through it is idle.")
+        ctx.row(
+            self.claims[2][0],
+            f"2 replicas, one deleted: {pct(rep2.get('success_rate'))} of {rep2.get('requests')} requests "
+            f"succeeded{f' (errors: {errs2})' if errs2 else ''}; istiod drops the terminating pod, which "
+            f"drains {self.drain:g}s",
+            rep2.get("success_rate", 0) >= 0.99,
+            f"{pct(rep2.get('success_rate'))} with 2",
+            self.claims[2][1],
+        )
+        ctx.note(
+            f"the deleted waypoint drains for {self.drain:g}s (TERMINATION_DRAIN_DURATION_SECONDS): kept-alive "
+            "connections still pass through it meanwhile, so the outage is measured from the end of the "
+            f"drain to the moment the Deployment may recreate the pod ({self.hold:g}s after the delete)."
+        )
+        ctx.note(
+            "with one replica the served service fails closed (resets): ztunnel does not send its traffic "
+            "around the missing waypoint. With two, a request can still be lost when the deleted replica "
+            "exits at the end of its drain while a kept-alive connection through it is idle."
+        )

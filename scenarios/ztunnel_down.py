@@ -1,11 +1,11 @@
 """ztunnel-down: one node loses its ztunnel; its ambient pods fail, the other nodes' do not."""
+
 from __future__ import annotations
 
 import time
 
 from scenarios import manifests as m
-from scenarios.framework import (Run, Scenario, pct, pod_state, recovery_time, untouched,
-                                     window_rate)
+from scenarios.framework import Run, Scenario, pct, pod_state, recovery_time, untouched, window_rate
 
 ARTICLE = "the article"
 ISTIO = "Istio's ambient docs (ztunnel architecture)"
@@ -14,9 +14,11 @@ ISTIO = "Istio's ambient docs (ztunnel architecture)"
 class ZtunnelDown(Scenario):
     name = "ztunnel-down"
     summary = "delete one node's ztunnel under load: that node's ambient clients fail, the others do not"
-    claims = [("ztunnel is a shared resource: a ztunnel failure affects every ambient pod of its node", ARTICLE),
-              ("the other nodes' ambient pods are unaffected", ARTICLE),
-              ("the DaemonSet brings the ztunnel back and traffic recovers without touching app pods", ISTIO)]
+    claims = [
+        ("ztunnel is a shared resource: a ztunnel failure affects every ambient pod of its node", ARTICLE),
+        ("the other nodes' ambient pods are unaffected", ARTICLE),
+        ("the DaemonSet brings the ztunnel back and traffic recovers without touching app pods", ISTIO),
+    ]
     qps = 10.0
     lead = 2.0  # traffic before the break
     hold = 3.0  # the victim node has no ztunnel this long
@@ -67,21 +69,32 @@ class ZtunnelDown(Scenario):
         vr, vn = during[victim]
         errs = reports[victim][0].get("errors", {})
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(errs.items(), key=lambda kv: -kv[1])) or "none"
-        ctx.row(self.claims[0][0],
-                f"clients on {victim} (no server there): {pct(vr)} success while its ztunnel was down "
-                f"({vn} requests); errors: {kinds}",
-                vr is not None and vr <= 0.05, f"{pct(vr)} on {victim}", self.claims[0][1])
+        ctx.row(
+            self.claims[0][0],
+            f"clients on {victim} (no server there): {pct(vr)} success while its ztunnel was down "
+            f"({vn} requests); errors: {kinds}",
+            vr is not None and vr <= 0.05,
+            f"{pct(vr)} on {victim}",
+            self.claims[0][1],
+        )
         others = {w: during[w] for w in workers if w != victim}
         worst = min((r for r, _ in others.values() if r is not None), default=None)
-        ctx.row(self.claims[1][0],
-                "; ".join(f"{w}: {pct(r)} ({n} requests)" for w, (r, n) in others.items()) + " during the outage",
-                worst is not None and worst >= 0.99, f"min {pct(worst)}", self.claims[1][1])
+        ctx.row(
+            self.claims[1][0],
+            "; ".join(f"{w}: {pct(r)} ({n} requests)" for w, (r, n) in others.items()) + " during the outage",
+            worst is not None and worst >= 0.99,
+            f"min {pct(worst)}",
+            self.claims[1][1],
+        )
         same, how = untouched(before, after)
-        ctx.row(self.claims[2][0],
-                f"new ztunnel Ready {ready_after:.1f}s after the DaemonSet could recreate it; first second back at "
-                f"100% {f'{rec:.1f}s' if rec is not None else 'never'} after that; app pods: {how}",
-                rec is not None and rec <= 10 and same,
-                f"recovery {rec:.1f}s" if rec is not None else "no recovery", self.claims[2][1])
+        ctx.row(
+            self.claims[2][0],
+            f"new ztunnel Ready {ready_after:.1f}s after the DaemonSet could recreate it; first second back at "
+            f"100% {f'{rec:.1f}s' if rec is not None else 'never'} after that; app pods: {how}",
+            rec is not None and rec <= 10 and same,
+            f"recovery {rec:.1f}s" if rec is not None else "no recovery",
+            self.claims[2][1],
+        )
 
         # The server side, as notes: the server's own node loses its ztunnel.
         time.sleep(0.5)
@@ -90,18 +103,23 @@ class ZtunnelDown(Scenario):
             ctx.load(w, ns, pod, url, qps=self.qps, duration=duration, timeout=2.0)
         time.sleep(1.0)
         ctx.say(f"deleting the ztunnel of the server's node {server_node} ({self.server_hold:g}s)")
-        sout = ctx.outage("istio-system", "app=ztunnel", self.server_hold, node=server_node,
-                          label=f"ztunnel {server_node} down")
+        sout = ctx.outage(
+            "istio-system", "app=ztunnel", self.server_hold, node=server_node, label=f"ztunnel {server_node} down"
+        )
         sreports = ctx.collect()
         sr = {w: window_rate(tl[w], sout["break"], sout["release"]) for w in workers}
         ctx.figure("server_outage", sout)
         ctx.figure("during_server_outage", {w: {"success_rate": r, "requests": n} for w, (r, n) in sr.items()})
         ctx.figure("server_outage_errors", {w: reps[0].get("errors", {}) for w, reps in sreports.items()})
-        ctx.note(f"server side: with the ztunnel of the server's node ({server_node}) down for "
-                 f"{self.server_hold:g}s, every client failed to reach it: "
-                 + ", ".join(f"{w} {pct(r)}" for w, (r, _) in sr.items())
-                 + " (inbound HBONE to the server ends at its node's ztunnel; the server's own client also "
-                   "loses its outbound path). That is why the victim node above hosts clients only.")
-        ctx.note(f"the lab's DaemonSet recreates a ztunnel in well under a second; the scenario keeps the "
-                 f"victim node without one for {self.hold:g}s (deleting each replacement, as a crash-looping "
-                 f"ztunnel would) so the outage covers whole seconds of the per-second timeline.")
+        ctx.note(
+            f"server side: with the ztunnel of the server's node ({server_node}) down for "
+            f"{self.server_hold:g}s, every client failed to reach it: "
+            + ", ".join(f"{w} {pct(r)}" for w, (r, _) in sr.items())
+            + " (inbound HBONE to the server ends at its node's ztunnel; the server's own client also "
+            "loses its outbound path). That is why the victim node above hosts clients only."
+        )
+        ctx.note(
+            f"the lab's DaemonSet recreates a ztunnel in well under a second; the scenario keeps the "
+            f"victim node without one for {self.hold:g}s (deleting each replacement, as a crash-looping "
+            f"ztunnel would) so the outage covers whole seconds of the per-second timeline."
+        )

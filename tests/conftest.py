@@ -6,6 +6,7 @@ Tiers: tests/unit needs no root, starts no process and waits on no clock; tests/
 one process or network namespace (root); tests/e2e builds labs. Timings are figures for
 `make bench`, not asserts.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -23,6 +24,7 @@ T = TypeVar("T")
 
 # ---- trio helpers ----------------------------------------------------------------------------
 
+
 async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 3.0, interval: float = 0.005) -> T:
     """Polls CHECK (plain or async) until it returns a truthy value, which is returned; fails after
     TIMEOUT. The trio tests' `eventually` (lab.testing.eventually is the blocking one)."""
@@ -36,10 +38,11 @@ async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 3.0
             await trio.sleep(interval)
 
 
-async def read_all(stream: trio.abc.ReceiveStream, timeout: float = 10.0, resets_end: bool = False) -> bytes:
-    """Everything STREAM delivers up to EOF (or, if RESETS_END, up to a reset)."""
+async def read_all(stream: trio.abc.ReceiveStream, timeout: float | None = None, resets_end: bool = False) -> bytes:
+    """Everything STREAM delivers up to EOF (or, if RESETS_END, up to a reset); fails after TIMEOUT
+    if one is given (none by default: a test on trio's mock clock would see it jump past)."""
     chunks = []
-    with trio.fail_after(timeout):
+    with trio.fail_after(timeout if timeout is not None else float("inf")):
         try:
             while data := await stream.receive_some():
                 chunks.append(data)
@@ -50,6 +53,7 @@ async def read_all(stream: trio.abc.ReceiveStream, timeout: float = 10.0, resets
 
 
 # ---- the lab API, in process -------------------------------------------------------------------
+
 
 @pytest.fixture
 def socket_dir() -> Iterator[str]:
@@ -73,9 +77,11 @@ CURL_IMAGE = "curlimages/curl"
 
 def echo_container(*args: str, ports: tuple[int, ...] = (8080,), name: str = "echo") -> dict[str, Any]:
     """The echo app (lab.apps.echo), its first port named http."""
-    c: dict[str, Any] = {"name": name, "image": ECHO_IMAGE,
-                         "ports": [{"containerPort": p, **({"name": "http"} if i == 0 else {})}
-                                   for i, p in enumerate(ports)]}
+    c: dict[str, Any] = {
+        "name": name,
+        "image": ECHO_IMAGE,
+        "ports": [{"containerPort": p, **({"name": "http"} if i == 0 else {})} for i, p in enumerate(ports)],
+    }
     if args:
         c["args"] = list(args)
     return c
@@ -100,8 +106,9 @@ def pod_spec(*containers: dict, sa: str | None = None, node: str | None = None, 
     return spec
 
 
-def bare_pod(name: str, ns: str | None, *containers: dict, labels: dict[str, str] | None = None,
-             **spec: Any) -> dict[str, Any]:
+def bare_pod(
+    name: str, ns: str | None, *containers: dict, labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
     """A Pod of its own (no controller), labelled app=NAME unless LABELS say otherwise."""
     md: dict[str, Any] = {"name": name, "labels": labels or {"app": name}}
     if ns:
@@ -109,26 +116,41 @@ def bare_pod(name: str, ns: str | None, *containers: dict, labels: dict[str, str
     return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": pod_spec(*containers, **spec)}
 
 
-def deployment(name: str, ns: str, *containers: dict, replicas: int | None = None,
-               labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
-               **spec: Any) -> dict[str, Any]:
+def deployment(
+    name: str,
+    ns: str,
+    *containers: dict,
+    replicas: int | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
     """A Deployment of pods labelled app=NAME (plus LABELS) running CONTAINERS."""
     template_md: dict[str, Any] = {"labels": {"app": name, **(labels or {})}}
     if annotations:
         template_md["annotations"] = annotations
-    d: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
-                         "spec": {"selector": {"matchLabels": {"app": name}},
-                                  "template": {"metadata": template_md, "spec": pod_spec(*containers, **spec)}}}
+    d: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": template_md, "spec": pod_spec(*containers, **spec)},
+        },
+    }
     if replicas is not None:
         d["spec"]["replicas"] = replicas
     return d
 
 
-def service(name: str, ns: str, *ports: tuple[str, int, int | str], selector: str | None = None,
-            headless: bool = False) -> dict[str, Any]:
+def service(
+    name: str, ns: str, *ports: tuple[str, int, int | str], selector: str | None = None, headless: bool = False
+) -> dict[str, Any]:
     """A Service selecting app=SELECTOR (default: NAME); PORTS are (name or None, port, targetPort)."""
-    spec: dict[str, Any] = {"selector": {"app": selector or name},
-                            "ports": [{**({"name": n} if n else {}), "port": p, "targetPort": t} for n, p, t in ports]}
+    spec: dict[str, Any] = {
+        "selector": {"app": selector or name},
+        "ports": [{**({"name": n} if n else {}), "port": p, "targetPort": t} for n, p, t in ports],
+    }
     if headless:
         spec["clusterIP"] = "None"
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": spec}
@@ -150,5 +172,9 @@ def curl_client(ns: str, name: str = "client", **kw: Any) -> dict[str, Any]:
 
 def policy(name: str, ns: str, spec: dict, kind: str = "AuthorizationPolicy") -> dict[str, Any]:
     """An Istio security object (AuthorizationPolicy, PeerAuthentication, RequestAuthentication)."""
-    return {"apiVersion": "security.istio.io/v1", "kind": kind, "metadata": {"name": name, "namespace": ns},
-            "spec": spec}
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }

@@ -17,6 +17,7 @@ through without that webhook's change and records a Warning Event on the pod.
 it (the API's apply, the ReplicaSet and DaemonSet controllers), is reviewed first. A refused pod
 of a controller becomes a `FailedCreate` Event on its owner and a retry with backoff.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,7 +25,7 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, overload
 
 from lab.apiserver import validation
 from lab.apiserver.selectors import Selector, from_label_selector
@@ -81,11 +82,11 @@ def default_pod(pod: dict) -> dict:
 class Webhook:
     name: str
     configuration: str
-    handler: str                  # "<module>:<function>"
+    handler: str  # "<module>:<function>"
     namespace_selector: Selector
     object_selector: Selector
-    failure_policy: str           # "Fail" or "Ignore"
-    matches_pod_create: bool      # its rules cover CREATE of pods
+    failure_policy: str  # "Fail" or "Ignore"
+    matches_pod_create: bool  # its rules cover CREATE of pods
     spec: dict = field(compare=False, repr=False)  # the webhooks[] entry as written
     #: The configuration's metadata (its annotations carry settings for the handler).
     metadata: dict = field(default_factory=dict, compare=False, repr=False)
@@ -112,9 +113,12 @@ def namespace_labels(namespace: Mapping | None, name: str) -> dict:
 
 
 def rule_matches_pod_create(rule: Mapping) -> bool:
-    return ("CREATE" in (rule.get("operations") or []) and "pods" in (rule.get("resources") or [])
-            and set(rule.get("apiGroups") or []) & {"", "*"} != set()
-            and set(rule.get("apiVersions") or []) & {"v1", "*"} != set())
+    return (
+        "CREATE" in (rule.get("operations") or [])
+        and "pods" in (rule.get("resources") or [])
+        and set(rule.get("apiGroups") or []) & {"", "*"} != set()
+        and set(rule.get("apiVersions") or []) & {"v1", "*"} != set()
+    )
 
 
 def webhooks_of(configurations: list[dict]) -> list[Webhook]:
@@ -125,14 +129,20 @@ def webhooks_of(configurations: list[dict]) -> list[Webhook]:
         md = config["metadata"]
         handler = (md.get("annotations") or {}).get(HANDLER_ANNOTATION, "")
         for wh in config.get("webhooks") or []:
-            out.append(Webhook(
-                name=wh["name"], configuration=md["name"], handler=handler,
-                # An absent selector is Kubernetes' default `{}`: everything.
-                namespace_selector=from_label_selector(wh.get("namespaceSelector") or {}),
-                object_selector=from_label_selector(wh.get("objectSelector") or {}),
-                failure_policy=wh.get("failurePolicy") or "Fail",
-                matches_pod_create=any(rule_matches_pod_create(r) for r in wh.get("rules") or []),
-                spec=wh, metadata=md))
+            out.append(
+                Webhook(
+                    name=wh["name"],
+                    configuration=md["name"],
+                    handler=handler,
+                    # An absent selector is Kubernetes' default `{}`: everything.
+                    namespace_selector=from_label_selector(wh.get("namespaceSelector") or {}),
+                    object_selector=from_label_selector(wh.get("objectSelector") or {}),
+                    failure_policy=wh.get("failurePolicy") or "Fail",
+                    matches_pod_create=any(rule_matches_pod_create(r) for r in wh.get("rules") or []),
+                    spec=wh,
+                    metadata=md,
+                )
+            )
     return out
 
 
@@ -141,9 +151,9 @@ def webhooks_of(configurations: list[dict]) -> list[Webhook]:
 
 @dataclass
 class Review:
-    pod: dict                                           # the pod to create
+    pod: dict  # the pod to create
     mutated_by: list[str] = field(default_factory=list)  # webhooks that changed it
-    ignored: list[str] = field(default_factory=list)     # failures let through (failurePolicy Ignore)
+    ignored: list[str] = field(default_factory=list)  # failures let through (failurePolicy Ignore)
 
 
 class Registry:
@@ -161,8 +171,11 @@ class Registry:
             failure = None
             try:
                 handler = load_handler(wh.handler, self.import_module)
-                out = handler(copy.deepcopy(result.pod), copy.deepcopy(namespace or {}),
-                              copy.deepcopy({**wh.spec, "metadata": wh.metadata}))
+                out = handler(
+                    copy.deepcopy(result.pod),
+                    copy.deepcopy(namespace or {}),
+                    copy.deepcopy({**wh.spec, "metadata": wh.metadata}),
+                )
                 if out is not None:
                     _check_result(out, result.pod)
             except HandlerError as e:
@@ -188,7 +201,8 @@ class Registry:
                 where = f"{problem.field}: " if problem.field else ""
                 raise AdmissionDenied(
                     f'Pod "{result.pod["metadata"]["name"]}" is invalid after admission webhook '
-                    f'"{result.mutated_by[-1]}": {where}{problem.message}') from None
+                    f'"{result.mutated_by[-1]}": {where}{problem.message}'
+                ) from None
         return result
 
 
@@ -230,9 +244,9 @@ class AdmittingStore(Store):
         super().__init__()
         self.registry = registry or Registry()
         self.clock = clock
-        self.record_event: Callable[..., None] | None = None   # (obj, reason, message, type)
+        self.record_event: Callable[..., None] | None = None  # (obj, reason, message, type)
         self.retry_after: Callable[[float], None] | None = None
-        self._backoff: dict[str, tuple[int, float]] = {}        # owner uid -> (failures, not before)
+        self._backoff: dict[str, tuple[int, float]] = {}  # owner uid -> (failures, not before)
         self.subscribe(self._on_change)
 
     def _on_change(self, type_: str, obj: dict) -> None:
@@ -246,9 +260,16 @@ class AdmittingStore(Store):
             namespace = self.get("Namespace", None, _namespace_of(pod))
         return self.registry.review(pod, namespace, self.list(KIND))
 
+    @overload
+    def create(self, obj: dict, *, review: Review) -> dict: ...
+    @overload
+    def create(self, obj: dict, *, review: None = None) -> dict | None: ...
+
     def create(self, obj: dict, *, review: Review | None = None) -> dict | None:
+        """Create OBJ; a Pod is reviewed first, unless REVIEW (made by `review_pod`) is given, in
+        which case it is created as the review left it (never refused)."""
         if obj.get("kind") != "Pod":
-            return super().create(obj)
+            return self._insert(obj)
         if review is None:
             owner = _controller_ref(obj)
             uid = (owner or {}).get("uid")
@@ -265,10 +286,13 @@ class AdmittingStore(Store):
                 return None
             if uid:
                 self._backoff.pop(uid, None)
-        created = super().create(review.pod)
+        created = self._insert(review.pod)
         for message in review.ignored:
-            self._event(created, "AdmissionWebhookIgnored",
-                        f"{message} (failurePolicy Ignore: created without this webhook's change)")
+            self._event(
+                created,
+                "AdmissionWebhookIgnored",
+                f"{message} (failurePolicy Ignore: created without this webhook's change)",
+            )
         return created
 
     def _refused(self, owner: dict, namespace: str, message: str) -> None:

@@ -4,22 +4,22 @@ The kube-apiserver's part of labd, without sockets (lab/api/server.py carries th
 is all-or-nothing: every document is parsed, validated and admitted before the first write; a new
 Pod goes through the mutating webhooks (lab/admission.py) while the apply is planned.
 """
+
 from __future__ import annotations
 
 import copy
 import ipaddress
 import os
-from typing import Any, Callable
+import uuid
+from typing import Any, Callable, Mapping
 
-from lab.apiserver import admission
-from lab.apiserver import kinds
-from lab.apiserver import validation
+from lab.apiserver import admission, kinds, validation
 from lab.apiserver.names import validate_label
-from lab.controllers.workloads import RESTARTED_AT
-from lab.client.contract import NETNS_ANNOTATION
-from lab.client.paths import container_log_path, pod_dir
 from lab.apiserver.selectors import parse as parse_selector
 from lab.apiserver.store import Store, now_rfc3339
+from lab.client.contract import NETNS_ANNOTATION
+from lab.client.paths import container_log_path, pod_dir
+from lab.controllers.workloads import RESTARTED_AT
 from lab.topology import Topology
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
@@ -29,12 +29,35 @@ class ApiError(Exception):
     """A refused request; the message is shown to the user as it is."""
 
 
+class Invalid(ApiError):
+    """An object refused field by field: KIND "NAME" is invalid, with (field, problem) pairs (the
+    REST endpoint answers 422 Invalid with them as causes)."""
+
+    def __init__(self, kind: str, name: str, problems: list[tuple[str, str]]):
+        self.kind, self.name, self.problems = kind, name, problems
+        text = "; ".join(f"{f}: {m}" if f else m for f, m in problems)
+        super().__init__(f'{kind} "{name}" is invalid: {text}')
+
+
 def _dig(obj: dict, path: str) -> Any:
+    cur: Any = obj
     for part in path.split("."):
-        if not isinstance(obj, dict):
+        if not isinstance(cur, dict):
             return None
-        obj = obj.get(part)
-    return obj
+        cur = cur.get(part)
+    return cur
+
+
+def _immutable_changed(obj: dict, cur: dict) -> str | None:
+    """The first field of the kind's immutable ones that OBJ changes from CUR (an empty clusterIP
+    keeps the allocated one), or None."""
+    for path in kinds.by_kind(obj["kind"]).immutable:
+        new, old = _dig(obj, path), _dig(cur, path)
+        if path == "spec.clusterIP" and new in (None, ""):
+            continue
+        if new != old:
+            return path
+    return None
 
 
 class ServiceIPs:
@@ -59,9 +82,14 @@ class ServiceIPs:
 
 
 class ApiServer:
-    def __init__(self, store: Store, topo: Topology, lab_dir: str,
-                 extra_validators: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None,
-                 extra_warners: dict[str, Callable[[dict], list[tuple[str, str]]]] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        topo: Topology,
+        lab_dir: str,
+        extra_validators: Mapping[str, Callable[[dict], list[tuple[str, str]]]] | None = None,
+        extra_warners: Mapping[str, Callable[[dict], list[tuple[str, str]]]] | None = None,
+    ):
         self.store = store
         self.topo = topo
         self.lab_dir = lab_dir
@@ -81,8 +109,9 @@ class ApiServer:
             raise ApiError(str(e)) from None
         if not objs:
             raise ApiError(f"error: no objects passed to apply ({source})")
-        missing = sorted(ns for ns in validation.namespaces_needed(objs)
-                         if self.store.get("Namespace", None, ns) is None)
+        missing = sorted(
+            ns for ns in validation.namespaces_needed(objs) if self.store.get("Namespace", None, ns) is None
+        )
         if missing:
             raise ApiError(f'error: {source}: namespaces "{missing[0]}" not found')
         plan: list[tuple[str, dict, admission.Review | None]] = []
@@ -94,15 +123,16 @@ class ApiServer:
             if action == "created" and obj["kind"] == "Pod" and isinstance(self.store, admission.AdmittingStore):
                 ns = obj["metadata"]["namespace"]
                 try:
-                    review = self.store.review_pod(obj, new_namespaces.get(ns) if self.store.get(
-                        "Namespace", None, ns) is None else None)
+                    review = self.store.review_pod(
+                        obj, new_namespaces.get(ns) if self.store.get("Namespace", None, ns) is None else None
+                    )
                 except admission.AdmissionDenied as e:
                     raise ApiError(f'Error from server: error when creating "{source}": {e}') from None
             plan.append((action, obj, review))
         results = []
         for action, obj, review in plan:
             k = kinds.by_kind(obj["kind"])
-            if review is not None:
+            if review is not None and isinstance(self.store, admission.AdmittingStore):  # only it reviews
                 created = self.store.create(obj, review=review)
                 if review.mutated_by:
                     self._remember_applied_spec(created["metadata"]["uid"], obj["spec"])
@@ -110,8 +140,13 @@ class ApiServer:
                 self.store.create(obj)
             elif action == "configured":
                 self.store.update(obj)
-            result = {"kind": obj["kind"], "group": k.group, "namespace": obj["metadata"].get("namespace"),
-                      "name": obj["metadata"]["name"], "action": action}
+            result = {
+                "kind": obj["kind"],
+                "group": k.group,
+                "namespace": obj["metadata"].get("namespace"),
+                "name": obj["metadata"]["name"],
+                "action": action,
+            }
             warner = self.extra_warners.get(obj["kind"])
             warnings = [f"{path}: {text}" if path else text for path, text in (warner(obj) if warner else [])]
             if warnings:
@@ -127,20 +162,16 @@ class ApiServer:
             try:  # labd imports the handler now: a typo is refused at apply, not at the first pod
                 admission.load_handler((md.get("annotations") or {}).get(admission.HANDLER_ANNOTATION))
             except admission.HandlerError as e:
-                raise ApiError(f"error: {where}: metadata.annotations[{admission.HANDLER_ANNOTATION}]: "
-                               f"{e}") from None
+                raise ApiError(f"error: {where}: metadata.annotations[{admission.HANDLER_ANNOTATION}]: {e}") from None
         if cur is None:
             if cur is None and md.get("namespace"):
                 ns = self.store.get("Namespace", None, md["namespace"])
                 if ns is not None and ns["metadata"].get("deletionTimestamp"):
                     raise ApiError(f'error: {where}: namespace {md["namespace"]} is being terminated')
             return "created", self._default_new(obj, taken)
-        for path in kinds.by_kind(obj["kind"]).immutable:
-            new, old = _dig(obj, path), _dig(cur, path)
-            if path == "spec.clusterIP" and new in (None, ""):
-                continue
-            if new != old:
-                raise ApiError(f"error: {where}: {path}: field is immutable")
+        changed = _immutable_changed(obj, cur)
+        if changed:
+            raise ApiError(f"error: {where}: {changed}: field is immutable")
         merged = copy.deepcopy(cur)
         for key, value in obj.items():
             if key not in ("metadata", "status"):
@@ -163,8 +194,10 @@ class ApiServer:
             if field in md:
                 merged["metadata"][field] = {**(cur["metadata"].get(field) or {}), **(md[field] or {})}
         if obj["kind"] == "Pod" and merged.get("spec") != cur.get("spec"):
-            raise ApiError(f"error: {where}: spec: Forbidden: pod updates may not change fields other than "
-                           f"labels and annotations (delete and re-create the pod)")
+            raise ApiError(
+                f"error: {where}: spec: Forbidden: pod updates may not change fields other than "
+                f"labels and annotations (delete and re-create the pod)"
+            )
         if merged == cur:
             return "unchanged", cur
         return "configured", merged
@@ -190,8 +223,10 @@ class ApiServer:
                 except ValueError:
                     ok = False
                 if not ok or ip in self.service_ips.used() | taken:
-                    raise ApiError(f'error: Service "{obj["metadata"]["name"]}": spec.clusterIP: '
-                                   f'{ip} is not a free address of {self.topo.service_cidr}')
+                    raise ApiError(
+                        f'error: Service "{obj["metadata"]["name"]}": spec.clusterIP: '
+                        f'{ip} is not a free address of {self.topo.service_cidr}'
+                    )
                 taken.add(ip)
             spec["clusterIPs"] = [spec["clusterIP"]]
         elif obj["kind"] == "Pod":
@@ -215,9 +250,170 @@ class ApiServer:
         elif kind in ("Deployment", "ReplicaSet"):
             spec.setdefault("replicas", 1)
 
+    # one object at a time: the REST endpoint's POST, PUT and DELETE ----------------------------
+    def _validated(self, obj: dict, source: str) -> dict:
+        """OBJ checked as `apply` checks it (the add-ons' validators included), normalized."""
+        try:
+            [out] = validation.validate([obj], source, extra=self.extra_validators)
+        except validation.ManifestError as e:
+            md = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
+            raise Invalid(
+                str(obj.get("kind")), str(md.get("name") or ""), [(p.field, p.message) for p in e.problems]
+            ) from None
+        return out
+
+    def warnings(self, obj: dict) -> list[str]:
+        """What the add-ons' warners say of a valid OBJ (kubectl prints them as `Warning: ...`)."""
+        warner = self.extra_warners.get(obj["kind"])
+        return [f"{path}: {text}" if path else text for path, text in (warner(obj) if warner else [])]
+
+    def create(self, obj: dict, *, dry_run: bool = False, source: str = "-") -> dict:
+        """One new object, as a POST makes it: validated like `apply`, defaulted, a Pod through
+        the mutating webhooks, then stored (DRY_RUN: only returned). Its status is the server's."""
+        k = kinds.by_kind(obj["kind"])
+        obj = copy.deepcopy(obj)
+        if k.has_status:
+            obj.pop("status", None)
+        for field in ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp"):
+            obj.get("metadata", {}).pop(field, None)
+        obj = self._validated(obj, source)
+        md = obj["metadata"]
+        if k.namespaced and self.store.get("Namespace", None, md["namespace"]) is None:
+            raise ApiError(f'Error from server (NotFound): namespaces "{md["namespace"]}" not found')
+        if self.store.get(k.kind, md.get("namespace"), md["name"]) is not None:
+            group = f".{k.group}" if k.group else ""
+            raise ApiError(f'Error from server (AlreadyExists): {k.plural}{group} "{md["name"]}" already exists')
+        _, obj = self._admit(obj, source, set())
+        review = None
+        if k.kind == "Pod" and isinstance(self.store, admission.AdmittingStore):
+            try:
+                review = self.store.review_pod(obj)
+            except admission.AdmissionDenied as e:
+                raise ApiError(str(e)) from None
+            obj = review.pod
+        if dry_run:
+            out = copy.deepcopy(obj)
+            out["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339(), generation=1)
+            return out
+        created = self.store.create(obj, review=review) if review is not None else self.store.create(obj)  # type: ignore[call-arg]
+        if created is None:
+            raise ApiError(f'Error from server (Forbidden): {k.plural} "{md["name"]}" was refused by admission')
+        return created
+
+    def replace(self, obj: dict, *, dry_run: bool = False, status_only: bool = False, source: str = "-") -> dict:
+        """PUT: OBJ replaces the stored object, whose status stays (STATUS_ONLY: only OBJ's status
+        is taken); a resourceVersion in OBJ must be the stored one. An unchanged object is not
+        written (its resourceVersion stays), as in Kubernetes."""
+        k = kinds.by_kind(obj["kind"])
+        md = obj.get("metadata") or {}
+        name = md.get("name") or ""
+        cur = self.store.get(k.kind, (md.get("namespace") or "default") if k.namespaced else None, name)
+        group = f".{k.group}" if k.group else ""
+        if cur is None:
+            raise ApiError(f'Error from server (NotFound): {k.plural}{group} "{name}" not found')
+        rv = md.get("resourceVersion")
+        if rv and rv != cur["metadata"]["resourceVersion"]:
+            raise ApiError(
+                f'Error from server (Conflict): Operation cannot be fulfilled on {k.plural}{group} '
+                f'"{name}": the object has been modified; please apply your changes to the latest '
+                f'version and try again'
+            )
+        if status_only:
+            new = copy.deepcopy(cur)
+            new["status"] = copy.deepcopy(obj.get("status") or {})
+        else:
+            new = self._validated(obj, source)
+            changed = _immutable_changed(new, cur)
+            if changed:
+                raise Invalid(k.kind, name, [(changed, "field is immutable")])
+            if k.has_status:
+                new["status"] = copy.deepcopy(cur.get("status", {}))
+            for field in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "resourceVersion",
+            ):
+                if field in cur["metadata"]:
+                    new["metadata"][field] = cur["metadata"][field]
+            spec, live = new.get("spec"), cur.get("spec") or {}
+            if isinstance(spec, dict) and k.kind == "Service" and spec.get("clusterIP") in (None, ""):
+                spec["clusterIP"], spec["clusterIPs"] = live.get("clusterIP"), live.get("clusterIPs")
+            if isinstance(spec, dict) and k.kind == "Pod" and live.get("nodeName"):
+                spec.setdefault("nodeName", live["nodeName"])
+            self._defaults(new)
+            if k.kind == "Pod" and new.get("spec") != cur.get("spec"):
+                raise Invalid(
+                    k.kind,
+                    name,
+                    [
+                        (
+                            "spec",
+                            "Forbidden: pod updates may not change fields other than "
+                            "labels and annotations (delete and re-create the pod)",
+                        )
+                    ],
+                )
+        if new == cur or dry_run:
+            return new
+        return self.store.update(new, spec_changed=False if status_only else None)
+
+    def delete_object(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        dry_run: bool = False,
+        propagation: str = "Background",
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> dict:
+        """DELETE of one object; returns it as deletion left it (a Pod or Namespace stays, marked,
+        until the kubelet or the namespace controller is done) or as it was. PROPAGATION: the
+        garbage collector removes dependents later (Background), they go first, in this call
+        (Foreground), or they lose their ownerReference and stay (Orphan)."""
+        k, obj = self._must_get(kind, namespace, name)
+        if k.kind == "Namespace" and name in PROTECTED_NAMESPACES:
+            raise ApiError(
+                f'Error from server (Forbidden): namespaces "{name}" is forbidden: this namespace may not be deleted'
+            )
+        for what, want, have in (
+            ("UID", uid, obj["metadata"]["uid"]),
+            ("ResourceVersion", resource_version, obj["metadata"]["resourceVersion"]),
+        ):
+            if want and want != have:
+                raise ApiError(
+                    f"Error from server (Conflict): Operation cannot be fulfilled on {k.plural} "
+                    f'"{name}": Precondition failed: {what} in precondition: {want}, {what} in '
+                    f"object meta: {have}"
+                )
+        if dry_run:
+            return obj
+        owner = obj["metadata"]["uid"]
+        for dep in [
+            o
+            for o in self.store.all()
+            if any(r.get("uid") == owner for r in o["metadata"].get("ownerReferences") or [])
+        ]:
+            dmd = dep["metadata"]
+            if propagation == "Orphan":
+                upd = copy.deepcopy(dep)
+                upd["metadata"]["ownerReferences"] = [r for r in dmd["ownerReferences"] if r.get("uid") != owner]
+                if not upd["metadata"]["ownerReferences"]:
+                    del upd["metadata"]["ownerReferences"]
+                self.store.update(upd, spec_changed=False)
+            elif propagation == "Foreground" and self.store.get(dep["kind"], dmd.get("namespace"), dmd["name"]):
+                self.delete_object(dep["kind"], dmd.get("namespace"), dmd["name"], propagation="Foreground")
+        self._delete_one(obj)
+        return self.store.get(k.kind, obj["metadata"].get("namespace"), name) or obj
+
     # get ------------------------------------------------------------------------------------
-    def get(self, kind: str, name: str | None = None, namespace: str | None = "default",
-            selector: str | None = None) -> Any:
+    def get(
+        self, kind: str, name: str | None = None, namespace: str | None = "default", selector: str | None = None
+    ) -> Any:
         k = self._kind(kind)
         ns = namespace if k.namespaced else None
         if name:
@@ -247,9 +443,16 @@ class ApiServer:
         return k, obj
 
     # delete ---------------------------------------------------------------------------------
-    def delete(self, kind: str | None = None, name: str | None = None, namespace: str | None = "default",
-               manifests: str | None = None, source: str = "-", ignore_not_found: bool = False,
-               selector: str | None = None) -> list[dict]:
+    def delete(
+        self,
+        kind: str | None = None,
+        name: str | None = None,
+        namespace: str | None = "default",
+        manifests: str | None = None,
+        source: str = "-",
+        ignore_not_found: bool = False,
+        selector: str | None = None,
+    ) -> list[dict]:
         targets: list[tuple[str, str | None, str]] = []
         if manifests is not None:
             try:
@@ -262,12 +465,13 @@ class ApiServer:
             if name:
                 targets = [(k.kind, namespace if k.namespaced else None, name)]
             else:
-                items = self.get(kind, None, namespace, selector)["items"]
+                items = self.get(kind or "", None, namespace, selector)["items"]  # kind resolved above
                 targets = [(k.kind, o["metadata"].get("namespace"), o["metadata"]["name"]) for o in items]
         for k_, ns, n in targets:  # refuse before deleting anything
             if k_ == "Namespace" and n in PROTECTED_NAMESPACES:
-                raise ApiError(f'Error from server (Forbidden): namespaces "{n}" is forbidden: '
-                               f"this namespace may not be deleted")
+                raise ApiError(
+                    f'Error from server (Forbidden): namespaces "{n}" is forbidden: this namespace may not be deleted'
+                )
             if not ignore_not_found and self.store.get(k_, ns, n) is None:
                 raise ApiError(f'Error from server (NotFound): {kinds.by_kind(k_).plural} "{n}" not found')
         done = []
@@ -288,8 +492,7 @@ class ApiServer:
                 upd = copy.deepcopy(obj)
                 upd["metadata"]["deletionTimestamp"] = now_rfc3339()
                 if obj["kind"] == "Pod":
-                    upd["metadata"]["deletionGracePeriodSeconds"] = obj["spec"].get(
-                        "terminationGracePeriodSeconds", 30)
+                    upd["metadata"]["deletionGracePeriodSeconds"] = obj["spec"].get("terminationGracePeriodSeconds", 30)
                 else:
                     upd["status"] = {"phase": "Terminating"}
                 self.store.update(upd, spec_changed=False)
@@ -297,8 +500,15 @@ class ApiServer:
         self.store.delete(obj["kind"], md.get("namespace"), md["name"])
 
     # label, annotate, scale, rollout --------------------------------------------------------
-    def label(self, kind: str, name: str, namespace: str | None, changes: dict[str, str | None],
-              overwrite: bool = False, field: str = "labels") -> dict:
+    def label(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        changes: dict[str, str | None],
+        overwrite: bool = False,
+        field: str = "labels",
+    ) -> dict:
         k, obj = self._must_get(kind, namespace, name)
         upd = copy.deepcopy(obj)
         current = upd["metadata"].setdefault(field, {})
@@ -351,18 +561,28 @@ class ApiServer:
                 return obj, c
         raise ApiError(f"error: container {container} is not valid for pod {pod}")
 
-    def exec_target(self, namespace: str, pod: str, container: str | None,
-                    env_for: Callable[[dict, dict], dict],
-                    argv_for: Callable[[dict, dict, str], list[str]] | None = None) -> dict:
+    def exec_target(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None,
+        env_for: Callable[[dict, dict], dict],
+        argv_for: Callable[[dict, dict, str], list[str]] | None = None,
+    ) -> dict:
         """Where `lab exec` runs a command: `argv` is the prefix to put before it (the netns and,
         for a container with runAsUser/runAsGroup, the switch to its uid and gid)."""
         obj, c = self._pod_container(namespace, pod, container)
         netns = obj["metadata"].get("annotations", {}).get(NETNS_ANNOTATION)
-        running = any(cs.get("name") == c["name"] and "running" in cs.get("state", {})
-                      for cs in obj.get("status", {}).get("containerStatuses", []) or [])
+        running = any(
+            cs.get("name") == c["name"] and "running" in cs.get("state", {})
+            for cs in obj.get("status", {}).get("containerStatuses", []) or []
+        )
         if not netns or not running:
-            raise ApiError(f"error: unable to upgrade connection: container not found (\"{c['name']}\")"
-                           if netns else f"error: pod {pod} is not running yet")
+            raise ApiError(
+                f"error: unable to upgrade connection: container not found (\"{c['name']}\")"
+                if netns
+                else f"error: pod {pod} is not running yet"
+            )
         try:
             argv = argv_for(obj, c, netns) if argv_for else ["ip", "netns", "exec", netns]
         except ValueError as e:
@@ -373,8 +593,9 @@ class ApiServer:
         obj, c = self._pod_container(namespace, pod, container)
         d = pod_dir(self.topo.name, namespace, pod, obj["metadata"]["uid"])
         restarts = 0
-        for cs in (obj.get("status", {}).get("containerStatuses", []) or []) + \
-                  (obj.get("status", {}).get("initContainerStatuses", []) or []):
+        for cs in (obj.get("status", {}).get("containerStatuses", []) or []) + (
+            obj.get("status", {}).get("initContainerStatuses", []) or []
+        ):
             if cs["name"] == c["name"]:
                 restarts = cs.get("restartCount", 0)
         n = restarts - 1 if previous else restarts

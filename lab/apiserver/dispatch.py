@@ -5,11 +5,12 @@ Kept apart from `Lab` (the wiring) so that an in-process lab API for tests (lab/
 same code with no kubelet behind it. Plain calls answer one `ok`/`error` line; `watch` and
 `logs --follow` stream lines until the client hangs up.
 """
+
 from __future__ import annotations
 
 import copy
-import os
-from typing import Any, Awaitable, Callable, Protocol
+from contextlib import aclosing
+from typing import Any, AsyncGenerator, Awaitable, Callable, Protocol
 
 import trio
 
@@ -20,6 +21,7 @@ from lab.apiserver.tokens import CA_AUDIENCE, InvalidToken, TokenIssuer
 from lab.client.protocol import error, ok
 
 WATCH_BUFFER = 50000  # events a watcher may fall behind by before its stream is ended (it re-lists)
+LOG_POLL = 0.2  # seconds between looks at a followed log file for what was appended
 
 
 class NodeAgent(Protocol):
@@ -31,18 +33,29 @@ class NodeAgent(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, api: ApiServer, tokens: TokenIssuer, node_agent: NodeAgent | None = None,
-                 extra_ops: dict[str, Callable[..., Any]] | None = None):
+    def __init__(
+        self,
+        api: ApiServer,
+        tokens: TokenIssuer,
+        node_agent: NodeAgent | None = None,
+        extra_ops: dict[str, Callable[..., Any]] | None = None,
+    ):
         self.api = api
         self.store = api.store
         self.tokens = tokens
         self.node_agent = node_agent
         self._ops: dict[str, Callable[..., Any]] = {
-            "apply": api.apply, "get": api.get, "delete": api.delete, "label": api.label,
+            "apply": api.apply,
+            "get": api.get,
+            "delete": api.delete,
+            "label": api.label,
             "annotate": lambda **kw: api.label(field="annotations", **kw),
-            "scale": api.scale, "rollout_restart": api.rollout_restart,
-            "logs": self.logs, "ping": lambda: "pong",
-            "token_review": self.token_review, "update_status": self.update_status,
+            "scale": api.scale,
+            "rollout_restart": api.rollout_restart,
+            "logs": self.logs,
+            "ping": lambda: "pong",
+            "token_review": self.token_review,
+            "update_status": self.update_status,
         }
         if node_agent is not None:
             self._ops["exec"] = self._exec
@@ -78,12 +91,19 @@ class Dispatcher:
             raise ApiError(f"token review failed: {e}") from None
         pod = self.store.get("Pod", user.namespace, user.pod_name)
         if pod is None or pod["metadata"]["uid"] != user.pod_uid:
-            raise ApiError(f'token review failed: pod "{user.namespace}/{user.pod_name}" '
-                           f"with uid {user.pod_uid} no longer exists")
-        return {"authenticated": True,
-                "user": {"namespace": user.namespace, "serviceAccount": user.service_account,
-                         "podName": user.pod_name, "podUID": user.pod_uid,
-                         "nodeName": pod["spec"].get("nodeName")}}
+            raise ApiError(
+                f'token review failed: pod "{user.namespace}/{user.pod_name}" with uid {user.pod_uid} no longer exists'
+            )
+        return {
+            "authenticated": True,
+            "user": {
+                "namespace": user.namespace,
+                "serviceAccount": user.service_account,
+                "podName": user.pod_name,
+                "podUID": user.pod_uid,
+                "nodeName": pod["spec"].get("nodeName"),
+            },
+        }
 
     def update_status(self, kind: str, namespace: str | None, name: str, status: dict) -> dict:
         k = kinds.resolve(kind)
@@ -95,12 +115,15 @@ class Dispatcher:
     def _exec(self, namespace: str, pod: str, container: str | None = None) -> dict:
         agent = self.node_agent
         assert agent is not None
-        return self.api.exec_target(namespace, pod, container,
-                                    lambda p, c: agent.container_env(p, c, p.get("status", {}).get("podIP")),
-                                    agent.exec_argv)
+        return self.api.exec_target(
+            namespace,
+            pod,
+            container,
+            lambda p, c: agent.container_env(p, c, p.get("status", {}).get("podIP")),
+            agent.exec_argv,
+        )
 
-    async def top(self, namespace: str | None = None, selector: str | None = None,
-                  interval: float = 0.5) -> dict:
+    async def top(self, namespace: str | None = None, selector: str | None = None, interval: float = 0.5) -> dict:
         """`lab top`'s figures for the pods in NAMESPACE (None: all) matching SELECTOR."""
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.05 <= interval <= 10:
             raise ApiError(f"error: interval must be between 0.05 and 10 seconds, not {interval!r}")
@@ -108,45 +131,32 @@ class Dispatcher:
         pods = self.api.get("Pod", None, namespace, selector)["items"]
         return await self.node_agent.top(pods, float(interval))
 
-    def logs(self, namespace: str, pod: str, container: str | None = None, previous: bool = False,
-             tail: int | None = None, follow: bool = False) -> str:
-        path = self.api.log_path(namespace, pod, container, previous)
-        try:
-            with open(path, "rb") as f:
-                data = f.read().decode(errors="replace")
-        except FileNotFoundError:
-            data = ""
-        if tail is not None and tail >= 0:
-            lines = data.splitlines(keepends=True)
-            data = "".join(lines[-tail:]) if tail else ""
-        return data
+    def logs(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        previous: bool = False,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> str:
+        return _read_log(self.api.log_path(namespace, pod, container, previous), tail)[0].decode(errors="replace")
 
     # Streams ------------------------------------------------------------------------------------
-    async def follow_logs(self, req: dict, send: Callable[[dict], Awaitable[None]],
-                          client_gone: trio.Event) -> None:
+    async def follow_logs(self, req: dict, send: Callable[[dict], Awaitable[None]], client_gone: trio.Event) -> None:
         """`logs -f`: what is there, then what is appended, following the container across
         restarts, until the pod is gone or the client hangs up."""
-        ns, pod, container = req["namespace"], req["pod"], req.get("container")
-        path = self.api.log_path(ns, pod, container)
-        await send({"data": self.logs(ns, pod, container, tail=req.get("tail"))})
-        pos = os.path.getsize(path) if os.path.exists(path) else 0
-        while self.store.get("Pod", ns, pod) is not None and not client_gone.is_set():
-            with trio.move_on_after(0.2):
-                await client_gone.wait()
-            try:
-                current = self.api.log_path(ns, pod, container)
-            except ApiError:
-                return
-            if current != path:  # the container restarted: a new log file
-                path, pos = current, 0
-            try:
-                with open(path, "rb") as f:
-                    f.seek(pos)
-                    chunk = f.read()
-            except FileNotFoundError:
-                continue
-            if chunk:
-                pos += len(chunk)
+        chunks = log_chunks(
+            self.api,
+            req["namespace"],
+            req["pod"],
+            req.get("container"),
+            tail=req.get("tail"),
+            follow=True,
+            stop=client_gone,
+        )
+        async with aclosing(chunks):
+            async for chunk in chunks:
                 await send({"data": chunk.decode(errors="replace")})
 
     async def watch(self, req: dict, send: Callable[[dict], Awaitable[None]], client_gone: trio.Event) -> None:
@@ -169,9 +179,11 @@ class Dispatcher:
         unsubscribe = self.store.subscribe(on_change)
         try:
             async with trio.open_nursery() as nursery:
+
                 async def stop_when_client_gone() -> None:
                     await client_gone.wait()
                     nursery.cancel_scope.cancel()
+
                 nursery.start_soon(stop_when_client_gone)
                 for obj in self.store.all(kinds_):
                     if ns is None or obj["metadata"].get("namespace") == ns:
@@ -183,3 +195,63 @@ class Dispatcher:
                 nursery.cancel_scope.cancel()
         finally:
             unsubscribe()
+
+
+def _read_log(path: str, tail: int | None = None) -> tuple[bytes, int]:
+    """A log file's content (its last TAIL lines if TAIL is set) and the file's size as read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return b"", 0
+    size = len(data)
+    if tail is not None and tail >= 0:
+        data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
+    return data, size
+
+
+async def log_chunks(
+    api: ApiServer,
+    namespace: str,
+    pod: str,
+    container: str | None = None,
+    *,
+    tail: int | None = None,
+    previous: bool = False,
+    follow: bool = False,
+    stop: trio.Event | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """A container's log: first what is there (one chunk, maybe empty), then with FOLLOW what is
+    appended, following the container across restarts, until the pod is gone or STOP is set.
+
+    The one follow loop for the `logs` op and the REST `pods/log` (lab/apiserver/rest/logs.py).
+    Raises ApiError (no such pod or container, no previous run) before the first chunk. It runs
+    no task and yields outside any cancel scope, so the consumer may stop at any point."""
+    path = api.log_path(namespace, pod, container, previous)
+    data, pos = _read_log(path, tail)
+    yield data
+    if not follow or previous:
+        return
+    while api.store.get("Pod", namespace, pod) is not None:
+        if stop is None:
+            await trio.sleep(LOG_POLL)
+        else:
+            with trio.move_on_after(LOG_POLL):
+                await stop.wait()
+            if stop.is_set():
+                return
+        try:
+            current = api.log_path(namespace, pod, container)
+        except ApiError:
+            return
+        if current != path:  # the container restarted: a new log file
+            path, pos = current, 0
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+        except FileNotFoundError:
+            continue
+        if chunk:
+            pos += len(chunk)
+            yield chunk

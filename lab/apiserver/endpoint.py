@@ -3,6 +3,7 @@
 A handler either returns a result (sent as one `ok` line) or, for streaming ops, is given a `send`
 coroutine and writes as many lines as it likes until it returns or the client goes away.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ from lab.client.protocol import LineDecoder, ProtocolError, encode, error, ok
 log = logging.getLogger("labd.api")
 
 Send = Callable[[dict], Awaitable[None]]
-Handler = Callable[[dict, Send], Awaitable[Any]]
+Handler = Callable[[dict, "Reply"], Awaitable[Any]]  # serve hands every handler a Reply
 
 STREAMING = "__streaming__"  # a handler returns this when it has already answered through `send`
 
@@ -54,8 +55,10 @@ def peer_uid(stream: trio.SocketStream) -> int | None:
 
 
 def allowed_unprivileged(request: dict) -> bool:
-    return any(all(request.get(k) == v for k, v in allowed.items()) and set(request) <= set(allowed)
-               for allowed in UNPRIVILEGED_REQUESTS)
+    return any(
+        all(request.get(k) == v for k, v in allowed.items()) and set(request) <= set(allowed)
+        for allowed in UNPRIVILEGED_REQUESTS
+    )
 
 
 async def _serve_connection(stream: trio.SocketStream, handler: Handler, owner_uid: int = 0) -> None:
@@ -74,8 +77,12 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler, owner_u
             send = Reply(stream)
             uid = peer_uid(stream)
             if uid not in (0, owner_uid) and not allowed_unprivileged(request):
-                await send(error(f"forbidden: the lab API serves uid {uid} only the mesh root "
-                                 "certificate (get ConfigMap istio-system/istio-ca-root-cert)"))
+                await send(
+                    error(
+                        f"forbidden: the lab API serves uid {uid} only the mesh root "
+                        "certificate (get ConfigMap istio-system/istio-ca-root-cert)"
+                    )
+                )
                 return
 
             async def watch_client() -> None:
@@ -111,8 +118,9 @@ async def _serve_connection(stream: trio.SocketStream, handler: Handler, owner_u
 PROXY_GID = 1337
 
 
-async def serve(socket_path: str, handler: Handler, task_status=trio.TASK_STATUS_IGNORED, *,
-                owner_uid: int = 0) -> None:
+async def serve(
+    socket_path: str, handler: Handler, task_status=trio.TASK_STATUS_IGNORED, *, owner_uid: int = 0
+) -> None:
     """OWNER_UID is served everything besides root: labd's is root; a test's in-process API
     (lab/testing.py) runs as whoever runs the tests, who may not be root."""
     try:

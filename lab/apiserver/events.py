@@ -2,6 +2,7 @@
 
 Kept to the newest MAX_EVENTS, as the API server's event TTL keeps a cluster's events bounded.
 """
+
 from __future__ import annotations
 
 from lab.apiserver.store import Store, now_rfc3339
@@ -21,14 +22,26 @@ class EventRecorder:
         md = obj["metadata"]
         self._seq += 1
         t = now_rfc3339()
-        self._store.create({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f'{md["name"]}.{self._seq:016x}', "namespace": md.get("namespace") or "default"},
-            "involvedObject": {"kind": obj["kind"], "namespace": md.get("namespace"), "name": md["name"],
-                               "uid": md.get("uid")},
-            "reason": reason, "message": message, "type": type_, "count": 1,
-            "firstTimestamp": t, "lastTimestamp": t, "source": {"component": self._component},
-        })
+        self._store.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f'{md["name"]}.{self._seq:016x}', "namespace": md.get("namespace") or "default"},
+                "involvedObject": {
+                    "kind": obj["kind"],
+                    "namespace": md.get("namespace"),
+                    "name": md["name"],
+                    "uid": md.get("uid"),
+                },
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "count": 1,
+                "firstTimestamp": t,
+                "lastTimestamp": t,
+                "source": {"component": self._component},
+            }
+        )
         events = self._store.list("Event")
         if len(events) > MAX_EVENTS:
             events.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))

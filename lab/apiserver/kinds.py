@@ -5,6 +5,7 @@ type), the name rule and checks `apply` validates with, the table `get` prints, 
 update may not change, and whether the kind keeps a status. Validation, the API server, the store
 and the printers look a kind up here rather than keeping their own lists.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from lab.apiserver import names, tables
 from lab.apiserver.validation import core, webhooks, workloads
 from lab.apiserver.validation.fields import Errors
 
-Validator = Callable[[Mapping[str, Any], Errors], None]   # adds the object's problems to Errors
-NameRule = Callable[[str], "str | None"]                  # why a metadata.name is refused, or None
+Validator = Callable[[Mapping[str, Any], Errors], None]  # adds the object's problems to Errors
+NameRule = Callable[[str], "str | None"]  # why a metadata.name is refused, or None
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,14 @@ class Kind:
     plural: str
     short: tuple[str, ...]
     namespaced: bool
-    group: str                          # "" for the core group
+    group: str  # "" for the core group
     versions: tuple[str, ...] = ("v1",)  # served versions, the preferred first
     validator: Validator | None = None  # the built-in checks beyond metadata (add-ons add theirs)
     name_rule: NameRule = names.dns1123_subdomain
     table: tables.TableDef = tables.GENERIC
-    immutable: tuple[str, ...] = ()     # dotted paths an update may not change
-    appliable: bool = True              # False: only the lab writes these (apply refuses them)
-    has_status: bool = True             # False: the store keeps no `status` for these objects
+    immutable: tuple[str, ...] = ()  # dotted paths an update may not change
+    appliable: bool = True  # False: only the lab writes these (apply refuses them)
+    has_status: bool = True  # False: the store keeps no `status` for these objects
 
     @property
     def api_versions(self) -> tuple[str, ...]:
@@ -57,12 +58,18 @@ def qualified(kind: str, group: str | None) -> str:
 
 def _workload(kind: str, plural: str, short: tuple[str, ...], table: tables.TableDef) -> Kind:
     """Deployment, ReplicaSet, DaemonSet: apps/v1, a pod template, a selector fixed at creation."""
-    return Kind(kind, plural, short, True, "apps", validator=workloads.check_workload, table=table,
-                immutable=("spec.selector",))
+    return Kind(
+        kind, plural, short, True, "apps", validator=workloads.check_workload, table=table, immutable=("spec.selector",)
+    )
 
 
-def _mesh(kind: str, plural: str, short: tuple[str, ...], api: tuple[str, tuple[str, ...]],
-          table: tables.TableDef = tables.GENERIC) -> Kind:
+def _mesh(
+    kind: str,
+    plural: str,
+    short: tuple[str, ...],
+    api: tuple[str, tuple[str, ...]],
+    table: tables.TableDef = tables.GENERIC,
+) -> Kind:
     """An Istio or Gateway API kind: namespaced; its deep checks come from the mesh add-on."""
     group, versions = api
     return Kind(kind, plural, short, True, group, versions, table=table)
@@ -76,13 +83,38 @@ KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "namespaces", ("ns",), False, "", name_rule=names.dns1123_label, table=tables.NAMESPACE),
     Kind("Node", "nodes", ("no",), False, "", table=tables.NODE, appliable=False),
     Kind("ServiceAccount", "serviceaccounts", ("sa",), True, "", table=tables.SERVICEACCOUNT, has_status=False),
-    Kind("Service", "services", ("svc",), True, "", validator=core.check_service, name_rule=names.dns1035_label,
-         table=tables.SERVICE, immutable=("spec.clusterIP",)),
-    Kind("Endpoints", "endpoints", ("ep",), True, "", validator=core.check_endpoints, table=tables.ENDPOINTS,
-         has_status=False),
+    Kind(
+        "Service",
+        "services",
+        ("svc",),
+        True,
+        "",
+        validator=core.check_service,
+        name_rule=names.dns1035_label,
+        table=tables.SERVICE,
+        immutable=("spec.clusterIP",),
+    ),
+    Kind(
+        "Endpoints",
+        "endpoints",
+        ("ep",),
+        True,
+        "",
+        validator=core.check_endpoints,
+        table=tables.ENDPOINTS,
+        has_status=False,
+    ),
     Kind("Pod", "pods", ("po",), True, "", validator=workloads.check_pod, table=tables.POD),
-    Kind("ConfigMap", "configmaps", ("cm",), True, "", validator=core.check_configmap, table=tables.CONFIGMAP,
-         has_status=False),
+    Kind(
+        "ConfigMap",
+        "configmaps",
+        ("cm",),
+        True,
+        "",
+        validator=core.check_configmap,
+        table=tables.CONFIGMAP,
+        has_status=False,
+    ),
     Kind("Secret", "secrets", (), True, "", validator=core.check_configmap, has_status=False),
     Kind("Event", "events", ("ev",), True, "", table=tables.EVENT, appliable=False, has_status=False),
     _workload("Deployment", "deployments", ("deploy",), tables.DEPLOYMENT),
@@ -96,8 +128,15 @@ KINDS: tuple[Kind, ...] = (
     _mesh("VirtualService", "virtualservices", ("vs",), _ISTIO_NETWORKING, tables.VIRTUALSERVICE),
     _mesh("DestinationRule", "destinationrules", ("dr",), _ISTIO_NETWORKING, tables.DESTINATIONRULE),
     _mesh("ServiceEntry", "serviceentries", ("se",), _ISTIO_NETWORKING, tables.SERVICEENTRY),
-    Kind("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", (), False, "admissionregistration.k8s.io",
-         validator=webhooks.check_mutating_webhooks, table=tables.MUTATINGWEBHOOKCONFIGURATION),
+    Kind(
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        (),
+        False,
+        "admissionregistration.k8s.io",
+        validator=webhooks.check_mutating_webhooks,
+        table=tables.MUTATINGWEBHOOKCONFIGURATION,
+    ),
 )
 
 _BY_KIND: dict[str, Kind] = {k.kind: k for k in KINDS}

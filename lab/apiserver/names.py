@@ -5,6 +5,7 @@ why a text is refused, worded as the API server words it, or None. Validation an
 both use these, so a name is judged the same way wherever it appears. A leaf module: it imports
 nothing of the lab, so any module may use it.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,23 +30,45 @@ class _Syntax:
 
 _LABEL_CHARS = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _NAME_CHARS = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_NAME_PART_RULE = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and "
-                   "end with an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')")
+_NAME_PART_RULE = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+    "end with an alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')"
+)
 
-_DNS1123_LABEL = _Syntax(re.compile(_LABEL_CHARS), 63, (
-    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
-    "must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')"))
-_DNS1035_LABEL = _Syntax(re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?"), 63, (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name', or 'abc-123')"))
-_DNS1123_SUBDOMAIN = _Syntax(re.compile(rf"{_LABEL_CHARS}(\.{_LABEL_CHARS})*"), 253, (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
-    "'.', and must start and end with an alphanumeric character (e.g. 'example.com')"))
+_DNS1123_LABEL = _Syntax(
+    re.compile(_LABEL_CHARS),
+    63,
+    (
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+        "must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')"
+    ),
+)
+_DNS1035_LABEL = _Syntax(
+    re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?"),
+    63,
+    (
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+        "alphabetic character, and end with an alphanumeric character (e.g. 'my-name', or 'abc-123')"
+    ),
+)
+_DNS1123_SUBDOMAIN = _Syntax(
+    re.compile(rf"{_LABEL_CHARS}(\.{_LABEL_CHARS})*"),
+    253,
+    (
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
+        "'.', and must start and end with an alphanumeric character (e.g. 'example.com')"
+    ),
+)
 _NAME_PART = _Syntax(_NAME_CHARS, 63, _NAME_PART_RULE)
-_LABEL_VALUE = _Syntax(_NAME_CHARS, 63, (
-    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
-    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', "
-    "or '12345')"))
+_LABEL_VALUE = _Syntax(
+    _NAME_CHARS,
+    63,
+    (
+        "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+        "'.', and must start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', "
+        "or '12345')"
+    ),
+)
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 
 
@@ -99,8 +122,11 @@ def validate_label_key(key: object) -> str | None:
         return "label keys must be strings"
     parts = key.split("/")
     if len(parts) > 2:
-        return ("a qualified name " + _NAME_PART_RULE
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')")
+        return (
+            "a qualified name "
+            + _NAME_PART_RULE
+            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        )
     if len(parts) == 2:
         problem = _part("prefix", parts[0], _DNS1123_SUBDOMAIN)
         if problem:

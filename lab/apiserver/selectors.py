@@ -12,6 +12,7 @@ the key; `in`, `=` and `==` need it; an empty selector matches everything, while
 prints them (`app=x,version=v1`). Label keys and values are checked with Kubernetes' rules
 (lab/apiserver/names.py, shared with validation).
 """
+
 from __future__ import annotations
 
 import re
@@ -34,11 +35,11 @@ LESS_THAN = "<"
 
 _SET_OPERATORS = (IN, NOT_IN)
 _SINGLE_VALUE_OPERATORS = (EQUALS, DOUBLE_EQUALS, NOT_EQUALS, GREATER_THAN, LESS_THAN)
-_EXPRESSION_OPERATORS = {"In": IN, "NotIn": NOT_IN, "Exists": EXISTS,
-                         "DoesNotExist": DOES_NOT_EXIST}
+_EXPRESSION_OPERATORS = {"In": IN, "NotIn": NOT_IN, "Exists": EXISTS, "DoesNotExist": DOES_NOT_EXIST}
 
 
 # --- the model --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Requirement:
@@ -117,8 +118,7 @@ def _requirement(key: str, operator: str, values: tuple[str, ...]) -> Requiremen
         raise ValueError(f"exact-match compatibility requires one single value, got {len(values)}")
     if operator in (GREATER_THAN, LESS_THAN):
         if not re.fullmatch(r"-?[0-9]+", values[0]):
-            raise ValueError(f"for '{operator}' operator, the value must be an integer, "
-                             f"got {_quote(values[0])}")
+            raise ValueError(f"for '{operator}' operator, the value must be an integer, got {_quote(values[0])}")
     else:
         for value in values:
             problem = validate_label_value(value)
@@ -129,9 +129,9 @@ def _requirement(key: str, operator: str, values: tuple[str, ...]) -> Requiremen
 
 # --- the string form --------------------------------------------------------------------------
 
-_SYMBOLS = ("!=", "==", "=", "!", "(", ")", ",", ">", "<")   # longest first
+_SYMBOLS = ("!=", "==", "=", "!", "(", ")", ",", ">", "<")  # longest first
 _KEYWORDS = (IN, NOT_IN)
-_END = ""                                                       # the end-of-input token
+_END = ""  # the end-of-input token
 
 
 def _tokens(text: str) -> Iterator[str]:
@@ -170,8 +170,7 @@ class _StringParser:
 
     def fail(self, found: str, expected: str) -> ValueError:
         shown = "end of string" if found == _END else found
-        return ValueError(f"invalid label selector {_quote(self.text)}: "
-                          f"found '{shown}', expected: {expected}")
+        return ValueError(f"invalid label selector {_quote(self.text)}: found '{shown}', expected: {expected}")
 
     @staticmethod
     def is_identifier(token: str) -> bool:
@@ -207,7 +206,7 @@ class _StringParser:
 
     def single_value(self) -> str:
         if self.peek() in (",", _END):
-            return ""                      # `key=` selects the empty value
+            return ""  # `key=` selects the empty value
         token = self.take()
         if not self.is_identifier(token):
             raise self.fail(token, "identifier")
@@ -224,7 +223,7 @@ class _StringParser:
                 values.append(self.take())
                 token = self.peek()
             else:
-                values.append("")          # `(a,)` and `()` hold the empty value
+                values.append("")  # `(a,)` and `()` hold the empty value
             self.take()
             if token == ")":
                 return tuple(dict.fromkeys(values))
@@ -247,6 +246,7 @@ def parse(text: str) -> Selector:
 
 
 # --- the object form --------------------------------------------------------------------------
+
 
 def from_label_selector(obj: Mapping[str, Any] | None) -> Selector:
     """Converts a LabelSelector (`matchLabels` + `matchExpressions`) the way
@@ -282,10 +282,10 @@ def _expression(expression: object) -> Requirement:
         raise ValueError("must be a mapping with key, operator and values")
     operator = expression.get("operator")
     if operator not in _EXPRESSION_OPERATORS:
-        raise ValueError(f'"{operator}" is not a valid label selector operator '
-                         f'(supported: {", ".join(_EXPRESSION_OPERATORS)})')
+        raise ValueError(
+            f'"{operator}" is not a valid label selector operator (supported: {", ".join(_EXPRESSION_OPERATORS)})'
+        )
     values = expression.get("values") or []
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ValueError("values must be a list of strings")
-    return _requirement(expression.get("key", ""), _EXPRESSION_OPERATORS[operator],
-                        tuple(dict.fromkeys(values)))
+    return _requirement(expression.get("key", ""), _EXPRESSION_OPERATORS[operator], tuple(dict.fromkeys(values)))

@@ -7,6 +7,7 @@ object. Column choices and cell rules follow kubectl's printers
 (k8s.io/kubernetes/pkg/printers/internalversion); priority-1 columns are shown with `-o wide`.
 Every cell is a pure function of the object and a `now` passed in, so it can be tested exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from lab.apiserver import selectors
 
-Row = Callable[[Mapping[str, Any], datetime], list[str]]   # an object's cells, one per column
+Row = Callable[[Mapping[str, Any], datetime], list[str]]  # an object's cells, one per column
 
 NONE = "<none>"
 UNKNOWN = "<unknown>"
@@ -38,7 +39,7 @@ def _aware(moment: datetime) -> datetime:
 
 def human_duration(seconds: float) -> str:
     """duration.HumanDuration: about 2-3 significant figures, `2m5s`, `3h10m`, `3d4h`, `400d`."""
-    whole = int(seconds)                   # truncates toward zero, as Go's int(d.Seconds())
+    whole = int(seconds)  # truncates toward zero, as Go's int(d.Seconds())
     if whole < -1:
         return "<invalid>"
     if whole < 0:
@@ -71,7 +72,6 @@ def age(timestamp: str | None, now: datetime) -> str:
     if moment is None:
         return UNKNOWN
     return human_duration((_aware(now) - moment).total_seconds())
-
 
 
 # --- shared cell helpers ----------------------------------------------------------------------
@@ -213,46 +213,74 @@ def _pod_row(pod: Mapping[str, Any], now: datetime) -> list[str]:
     if gates:
         passing = sum(1 for g in gates if condition_status(pod, dig(g, "conditionType")) == "True")
         gates_text = f"{passing}/{len(gates)}"
-    return [dig(pod, "metadata", "name", default=""), f"{ready}/{total}", reason, restarts_text,
-            age(dig(pod, "metadata", "creationTimestamp"), now),
-            ip, spec.get("nodeName") or NONE, status.get("nominatedNodeName") or NONE, gates_text]
+    return [
+        dig(pod, "metadata", "name", default=""),
+        f"{ready}/{total}",
+        reason,
+        restarts_text,
+        age(dig(pod, "metadata", "creationTimestamp"), now),
+        ip,
+        spec.get("nodeName") or NONE,
+        status.get("nominatedNodeName") or NONE,
+        gates_text,
+    ]
 
 
 def _name_and_age(obj: Mapping[str, Any], now: datetime) -> tuple[str, str]:
-    return (dig(obj, "metadata", "name", default=""),
-            age(dig(obj, "metadata", "creationTimestamp"), now))
+    return (dig(obj, "metadata", "name", default=""), age(dig(obj, "metadata", "creationTimestamp"), now))
 
 
 def _template_cells(obj: Mapping[str, Any]) -> list[str]:
     """CONTAINERS, IMAGES and SELECTOR: the wide columns every workload kind adds."""
     pod_spec = dig(obj, "spec", "template", "spec", default={})
     containers = dig(pod_spec, "containers", default=[])
-    return [",".join(c.get("name", "") for c in containers),
-            ",".join(c.get("image", "") for c in containers),
-            selector_text(dig(obj, "spec", "selector"))]
+    return [
+        ",".join(c.get("name", "") for c in containers),
+        ",".join(c.get("image", "") for c in containers),
+        selector_text(dig(obj, "spec", "selector")),
+    ]
 
 
 def _deployment_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
     name, created = _name_and_age(obj, now)
     status = dig(obj, "status", default={})
     desired = dig(obj, "spec", "replicas", default=1)
-    return [name, f"{status.get('readyReplicas', 0)}/{desired}", str(status.get("updatedReplicas", 0)),
-            str(status.get("availableReplicas", 0)), created, *_template_cells(obj)]
+    return [
+        name,
+        f"{status.get('readyReplicas', 0)}/{desired}",
+        str(status.get("updatedReplicas", 0)),
+        str(status.get("availableReplicas", 0)),
+        created,
+        *_template_cells(obj),
+    ]
 
 
 def _replicaset_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
     name, created = _name_and_age(obj, now)
     status = dig(obj, "status", default={})
-    return [name, str(dig(obj, "spec", "replicas", default=1)), str(status.get("replicas", 0)),
-            str(status.get("readyReplicas", 0)), created, *_template_cells(obj)]
+    return [
+        name,
+        str(dig(obj, "spec", "replicas", default=1)),
+        str(status.get("replicas", 0)),
+        str(status.get("readyReplicas", 0)),
+        created,
+        *_template_cells(obj),
+    ]
 
 
 def _daemonset_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
     name, created = _name_and_age(obj, now)
     status = dig(obj, "status", default={})
-    counts = [status.get(k, 0) for k in ("desiredNumberScheduled", "currentNumberScheduled",
-                                         "numberReady", "updatedNumberScheduled",
-                                         "numberAvailable")]
+    counts = [
+        status.get(k, 0)
+        for k in (
+            "desiredNumberScheduled",
+            "currentNumberScheduled",
+            "numberReady",
+            "updatedNumberScheduled",
+            "numberAvailable",
+        )
+    ]
     node_selector = format_labels(dig(obj, "spec", "template", "spec", "nodeSelector"))
     return [name, *map(str, counts), node_selector, created, *_template_cells(obj)]
 
@@ -288,8 +316,15 @@ def _service_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
     name, created = _name_and_age(obj, now)
     spec = dig(obj, "spec", default={})
     cluster_ip = dig(spec, "clusterIPs", 0) or spec.get("clusterIP") or NONE
-    return [name, spec.get("type") or "ClusterIP", cluster_ip, _service_external_ip(obj),
-            _service_ports(spec.get("ports") or []), created, format_labels(spec.get("selector"))]
+    return [
+        name,
+        spec.get("type") or "ClusterIP",
+        cluster_ip,
+        _service_external_ip(obj),
+        _service_ports(spec.get("ports") or []),
+        created,
+        format_labels(spec.get("selector")),
+    ]
 
 
 def format_endpoints(endpoints: Mapping[str, Any] | None, port_names: set[str] | None = None) -> str:
@@ -302,12 +337,18 @@ def format_endpoints(endpoints: Mapping[str, Any] | None, port_names: set[str] |
     for subset in subsets:
         addresses = [a.get("ip", "") for a in subset.get("addresses") or []]
         ports = subset.get("ports") or []
-        targets = ([addresses] if not ports else
-                   [[_join_host_port(ip, p.get("port")) for ip in addresses] for p in ports
-                    if port_names is None or (p.get("name") or "") in port_names])
+        targets = (
+            [addresses]
+            if not ports
+            else [
+                [_join_host_port(ip, p.get("port")) for ip in addresses]
+                for p in ports
+                if port_names is None or (p.get("name") or "") in port_names
+            ]
+        )
         for group in targets:
             count += len(group)
-            shown += group[:max(limit - len(shown), 0)]
+            shown += group[: max(limit - len(shown), 0)]
     text = ",".join(shown)
     return f"{text} + {count - limit} more..." if count > limit else text
 
@@ -318,9 +359,11 @@ def _join_host_port(ip: str, port: Any) -> str:
 
 def _named(cell: Callable[[Mapping[str, Any]], Any]) -> Row:
     """A row of NAME, one cell, AGE: the shape of most small kinds' tables."""
+
     def row(obj: Mapping[str, Any], now: datetime) -> list[str]:
         name, created = _name_and_age(obj, now)
         return [name, cell(obj), created]
+
     return row
 
 
@@ -339,16 +382,24 @@ def _node_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
     if dig(obj, "spec", "unschedulable"):
         states.append("SchedulingDisabled")
     labels = dig(obj, "metadata", "labels", default={})
-    roles = {key.split("/", 1)[1] for key in labels
-             if key.startswith("node-role.kubernetes.io/") and key.count("/") == 1}
+    roles = {
+        key.split("/", 1)[1] for key in labels if key.startswith("node-role.kubernetes.io/") and key.count("/") == 1
+    }
     if labels.get("kubernetes.io/role"):
         roles.add(labels["kubernetes.io/role"])
     info = dig(obj, "status", "nodeInfo", default={})
-    return [name, ",".join(states), ",".join(sorted(r for r in roles if r)) or NONE, created,
-            info.get("kubeletVersion", ""),
-            _node_address(obj, "InternalIP"), _node_address(obj, "ExternalIP"),
-            info.get("osImage") or UNKNOWN, info.get("kernelVersion") or UNKNOWN,
-            info.get("containerRuntimeVersion") or UNKNOWN]
+    return [
+        name,
+        ",".join(states),
+        ",".join(sorted(r for r in roles if r)) or NONE,
+        created,
+        info.get("kubeletVersion", ""),
+        _node_address(obj, "InternalIP"),
+        _node_address(obj, "ExternalIP"),
+        info.get("osImage") or UNKNOWN,
+        info.get("kernelVersion") or UNKNOWN,
+        info.get("containerRuntimeVersion") or UNKNOWN,
+    ]
 
 
 def event_times(event: Mapping[str, Any], now: datetime) -> tuple[str, str, int]:
@@ -378,16 +429,27 @@ def _event_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
     if involved.get("name"):
         target += "/" + involved["name"]
     message = (obj.get("message") or obj.get("note") or "").strip()
-    return [last_seen, obj.get("type", ""), obj.get("reason", ""), target,
-            involved.get("fieldPath", ""), _event_source(obj), message, first_seen,
-            str(count), dig(obj, "metadata", "name", default="")]
+    return [
+        last_seen,
+        obj.get("type", ""),
+        obj.get("reason", ""),
+        target,
+        involved.get("fieldPath", ""),
+        _event_source(obj),
+        message,
+        first_seen,
+        str(count),
+        dig(obj, "metadata", "name", default=""),
+    ]
 
 
 def _crd_row(*paths: Callable[[Mapping[str, Any]], Any]) -> Row:
     """A row of NAME, the CRD's printer columns, AGE; missing values print empty."""
+
     def row(obj: Mapping[str, Any], now: datetime) -> list[str]:
         name, created = _name_and_age(obj, now)
         return [name, *(json_cell(path(obj)) or "" for path in paths), created]
+
     return row
 
 
@@ -425,51 +487,97 @@ def _columns(*names: str, wide: Sequence[str] = ()) -> tuple[Column, ...]:
 
 _TEMPLATE_COLUMNS = ("CONTAINERS", "IMAGES", "SELECTOR")
 
-POD = TableDef(_columns("NAME", "READY", "STATUS", "RESTARTS", "AGE",
-                        wide=("IP", "NODE", "NOMINATED NODE", "READINESS GATES")), _pod_row)
-DEPLOYMENT = TableDef(_columns("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", wide=_TEMPLATE_COLUMNS),
-                      _deployment_row)
-REPLICASET = TableDef(_columns("NAME", "DESIRED", "CURRENT", "READY", "AGE", wide=_TEMPLATE_COLUMNS),
-                      _replicaset_row)
-DAEMONSET = TableDef(_columns("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE",
-                              "NODE SELECTOR", "AGE", wide=_TEMPLATE_COLUMNS), _daemonset_row)
-SERVICE = TableDef(_columns("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", wide=("SELECTOR",)),
-                   _service_row)
+POD = TableDef(
+    _columns("NAME", "READY", "STATUS", "RESTARTS", "AGE", wide=("IP", "NODE", "NOMINATED NODE", "READINESS GATES")),
+    _pod_row,
+)
+DEPLOYMENT = TableDef(
+    _columns("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", wide=_TEMPLATE_COLUMNS), _deployment_row
+)
+REPLICASET = TableDef(_columns("NAME", "DESIRED", "CURRENT", "READY", "AGE", wide=_TEMPLATE_COLUMNS), _replicaset_row)
+DAEMONSET = TableDef(
+    _columns(
+        "NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE", wide=_TEMPLATE_COLUMNS
+    ),
+    _daemonset_row,
+)
+SERVICE = TableDef(
+    _columns("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", wide=("SELECTOR",)), _service_row
+)
 ENDPOINTS = TableDef(_columns("NAME", "ENDPOINTS", "AGE"), _named(format_endpoints))
-NAMESPACE = TableDef(_columns("NAME", "STATUS", "AGE"),
-                     _named(lambda o: dig(o, "status", "phase", default="Active")))
+NAMESPACE = TableDef(_columns("NAME", "STATUS", "AGE"), _named(lambda o: dig(o, "status", "phase", default="Active")))
 SERVICEACCOUNT = TableDef(_columns("NAME", "SECRETS", "AGE"), _named(lambda o: str(len(o.get("secrets") or []))))
-CONFIGMAP = TableDef(_columns("NAME", "DATA", "AGE"),
-                     _named(lambda o: str(len(o.get("data") or {}) + len(o.get("binaryData") or {}))))
-NODE = TableDef(_columns("NAME", "STATUS", "ROLES", "AGE", "VERSION",
-                         wide=("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME")),
-                _node_row)
-EVENT = TableDef((Column("LAST SEEN"), Column("TYPE"), Column("REASON"), Column("OBJECT"), Column("SUBOBJECT", 1),
-                  Column("SOURCE", 1), Column("MESSAGE"), Column("FIRST SEEN", 1), Column("COUNT", 1),
-                  Column("NAME", 1)), _event_row)
+CONFIGMAP = TableDef(
+    _columns("NAME", "DATA", "AGE"), _named(lambda o: str(len(o.get("data") or {}) + len(o.get("binaryData") or {})))
+)
+NODE = TableDef(
+    _columns(
+        "NAME",
+        "STATUS",
+        "ROLES",
+        "AGE",
+        "VERSION",
+        wide=("INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"),
+    ),
+    _node_row,
+)
+EVENT = TableDef(
+    (
+        Column("LAST SEEN"),
+        Column("TYPE"),
+        Column("REASON"),
+        Column("OBJECT"),
+        Column("SUBOBJECT", 1),
+        Column("SOURCE", 1),
+        Column("MESSAGE"),
+        Column("FIRST SEEN", 1),
+        Column("COUNT", 1),
+        Column("NAME", 1),
+    ),
+    _event_row,
+)
 AUTHORIZATIONPOLICY = TableDef(_columns("NAME", "ACTION", "AGE"), _crd_row(_spec("action")))
 PEERAUTHENTICATION = TableDef(_columns("NAME", "MODE", "AGE"), _crd_row(_spec("mtls", "mode")))
-GATEWAY = TableDef(_columns("NAME", "CLASS", "ADDRESS", "PROGRAMMED", "AGE"),
-                   _crd_row(_spec("gatewayClassName"), lambda o: dig(o, "status", "addresses", 0, "value"),
-                            lambda o: condition_status(o, "Programmed")))
+GATEWAY = TableDef(
+    _columns("NAME", "CLASS", "ADDRESS", "PROGRAMMED", "AGE"),
+    _crd_row(
+        _spec("gatewayClassName"),
+        lambda o: dig(o, "status", "addresses", 0, "value"),
+        lambda o: condition_status(o, "Programmed"),
+    ),
+)
 HTTPROUTE = TableDef(_columns("NAME", "HOSTNAMES", "AGE"), _crd_row(_spec("hostnames")))
 VIRTUALSERVICE = TableDef(_columns("NAME", "GATEWAYS", "HOSTS", "AGE"), _crd_row(_spec("gateways"), _spec("hosts")))
 DESTINATIONRULE = TableDef(_columns("NAME", "HOST", "AGE"), _crd_row(_spec("host")))
-SERVICEENTRY = TableDef(_columns("NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"),
-                        _crd_row(_spec("hosts"), _spec("location"), _spec("resolution")))
-MUTATINGWEBHOOKCONFIGURATION = TableDef(_columns("NAME", "WEBHOOKS", "AGE"),
-                                        _crd_row(lambda o: len(o.get("webhooks") or [])))
-GENERIC = TableDef(_columns("NAME", "AGE"), _generic_row)   # kinds without columns of their own
+SERVICEENTRY = TableDef(
+    _columns("NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"),
+    _crd_row(_spec("hosts"), _spec("location"), _spec("resolution")),
+)
+MUTATINGWEBHOOKCONFIGURATION = TableDef(
+    _columns("NAME", "WEBHOOKS", "AGE"), _crd_row(lambda o: len(o.get("webhooks") or []))
+)
+GENERIC = TableDef(_columns("NAME", "AGE"), _generic_row)  # kinds without columns of their own
 
 
 def to_table(table: TableDef, objects: Sequence[Mapping[str, Any]], now: datetime) -> dict[str, Any]:
     """OBJECTS as a meta.k8s.io/v1 Table: every column (kubectl drops priority 1 unless wide)
     and a row per object with its cells and its metadata (PartialObjectMetadata)."""
     return {
-        "apiVersion": "meta.k8s.io/v1", "kind": "Table",
-        "columnDefinitions": [{"name": c.name, "type": "string", "format": "", "description": "",
-                               "priority": c.priority} for c in table.columns],
-        "rows": [{"cells": table.row(obj, now),
-                  "object": {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                             "metadata": dig(obj, "metadata", default={})}} for obj in objects],
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "Table",
+        "columnDefinitions": [
+            {"name": c.name, "type": "string", "format": "", "description": "", "priority": c.priority}
+            for c in table.columns
+        ],
+        "rows": [
+            {
+                "cells": table.row(obj, now),
+                "object": {
+                    "apiVersion": "meta.k8s.io/v1",
+                    "kind": "PartialObjectMetadata",
+                    "metadata": dig(obj, "metadata", default={}),
+                },
+            }
+            for obj in objects
+        ],
     }

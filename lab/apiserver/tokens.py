@@ -8,6 +8,7 @@ the rejection reasons use the API server's wording.
 Keys: Ed25519 (EdDSA) by default, because it is generated in microseconds and the token is
 only ever verified by our own code; RSA (RS256, what clusters use) and P-256 (ES256) keys load too.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,15 +60,27 @@ class TokenVerifier:
     @classmethod
     def from_pem(cls, public_pem: str | bytes) -> TokenVerifier:
         data = public_pem.encode() if isinstance(public_pem, str) else public_pem
-        return cls(serialization.load_pem_public_key(data))
+        key = serialization.load_pem_public_key(data)
+        if not isinstance(key, (ed25519.Ed25519PublicKey, rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            raise ValueError(f"unsupported token key type {type(key).__name__}")  # as _algorithm_for says
+        return cls(key)
 
     def review(self, token: str, audience: str = CA_AUDIENCE, now: datetime | None = None) -> TokenUser:
         """The user a valid token names; InvalidToken for a bad signature, expiry, audience or shape."""
         now = _utc(now)
         try:
-            claims = jwt.decode(token, self._public_key, algorithms=[self._algorithm],
-                                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                                         "verify_aud": False, "verify_iss": False})
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[self._algorithm],
+                options={
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
         except jwt.InvalidSignatureError:
             raise InvalidToken("invalid signature: the token was not signed by the lab's API server") from None
         except jwt.InvalidTokenError as e:
@@ -100,20 +113,32 @@ class TokenIssuer:
 
     def to_pem(self) -> str:
         """The signing key (unencrypted PKCS#8): store it with mode 0600."""
-        return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()).decode()
+        return self._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
 
     def public_key_pem(self) -> str:
         """What a verifier needs (the API server's service-account public key)."""
-        return self._key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        return (
+            self._key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
 
     def verifier(self) -> TokenVerifier:
         return self._verifier
 
-    def issue(self, namespace: str, service_account: str, pod_name: str, pod_uid: str,
-              audience: str = CA_AUDIENCE, ttl: timedelta = DEFAULT_TOKEN_TTL,
-              node: str | None = None, now: datetime | None = None) -> str:
+    def issue(
+        self,
+        namespace: str,
+        service_account: str,
+        pod_name: str,
+        pod_uid: str,
+        audience: str = CA_AUDIENCE,
+        ttl: timedelta = DEFAULT_TOKEN_TTL,
+        node: str | None = None,
+        now: datetime | None = None,
+    ) -> str:
         """A token bound to one pod, as the kubelet projects into `/var/run/secrets/tokens/`."""
         now = _utc(now)
         issued = int(now.timestamp())
@@ -174,8 +199,13 @@ def _caller_from(claims: dict) -> TokenUser:
     pod = kube.get("pod") or {}
     if not pod.get("name") or not pod.get("uid"):
         raise InvalidToken("token is not bound to a pod")
-    return TokenUser(pod_name=pod["name"], pod_uid=pod["uid"], namespace=namespace,
-                  service_account=service_account, node=(kube.get("node") or {}).get("name"))
+    return TokenUser(
+        pod_name=pod["name"],
+        pod_uid=pod["uid"],
+        namespace=namespace,
+        service_account=service_account,
+        node=(kube.get("node") or {}).get("name"),
+    )
 
 
 def _utc(now: datetime | None) -> datetime:

@@ -9,10 +9,12 @@ Istio's echo (Go), header names are canonicalized (`X-Forwarded-For`) and sorted
 reported as `Host=` rather than as a request header. Query parameters steer the answer:
 `codes=503` or `codes=503:1,200:3` (status, weighted), `delay=100ms` (a Go duration), and
 `headers=Name:value,...` (extra response headers). A parameter that cannot be used is reported
-in the body's first lines; a bad `codes` also makes the status 400 (as Istio's echo does). One line per request goes to stdout: `<ip> <method> <url> <status>`.
+in the body's first lines; a bad `codes` also makes the status 400 (as Istio's echo does).
+One line per request goes to stdout: `<ip> <method> <url> <status>`.
 
 A `--tcp-port` is a plain TCP echo: it writes back the bytes it reads, nothing else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,6 +43,7 @@ _FIELD_VALUE = re.compile(r"[\x20-\x7e]*")  # what we accept as a header value f
 
 # ---- the sans-IO core --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AppInfo:
     """Who this workload is, as the environment of its container says."""
@@ -50,8 +53,7 @@ class AppInfo:
     namespace: str = ""
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] = os.environ,
-                     namespace_file: str = SA_NAMESPACE_FILE) -> AppInfo:
+    def from_environ(cls, environ: Mapping[str, str] = os.environ, namespace_file: str = SA_NAMESPACE_FILE) -> AppInfo:
         namespace = environ.get("POD_NAMESPACE") or environ.get(ENV_POD_NAMESPACE, "")
         if not namespace:
             try:
@@ -163,23 +165,26 @@ def echo(request: EchoRequest, info: AppInfo, rng: random.Random) -> EchoRespons
             host = host or value
         else:
             grouped.setdefault(canonical_header(name), []).append(value)
-    lines = [*problems,
-             f"ServiceVersion={info.service_version}",
-             f"ServicePort={request.local_port}",
-             f"Host={host}",
-             f"URL={request.target}",
-             f"Method={request.method}",
-             f"Proto={request.http_version}",
-             f"IP={request.peer_ip}",
-             *(f"RequestHeader={name}:{value}" for name in sorted(grouped) for value in grouped[name]),
-             f"Hostname={info.hostname}",
-             f"Namespace={info.namespace}",
-             f"StatusCode={status}"]
+    lines = [
+        *problems,
+        f"ServiceVersion={info.service_version}",
+        f"ServicePort={request.local_port}",
+        f"Host={host}",
+        f"URL={request.target}",
+        f"Method={request.method}",
+        f"Proto={request.http_version}",
+        f"IP={request.peer_ip}",
+        *(f"RequestHeader={name}:{value}" for name in sorted(grouped) for value in grouped[name]),
+        f"Hostname={info.hostname}",
+        f"Namespace={info.namespace}",
+        f"StatusCode={status}",
+    ]
     body = ("\n".join(lines) + "\n").encode("utf-8", "replace")
     return EchoResponse(status, [("Content-Type", "text/plain"), *extra_headers], body, delay)
 
 
 # ---- the trio shell ----------------------------------------------------------------------
+
 
 async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> object:
     while True:
@@ -191,8 +196,15 @@ async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> object
         conn.receive_data(await stream.receive_some(MAX_RECEIVE))
 
 
-async def _answer(conn: h11.Connection, stream: trio.SocketStream, request: h11.Request,
-                  peer_ip: str, local_port: int, info: AppInfo, rng: random.Random) -> None:
+async def _answer(
+    conn: h11.Connection,
+    stream: trio.SocketStream,
+    request: h11.Request,
+    peer_ip: str,
+    local_port: int,
+    info: AppInfo,
+    rng: random.Random,
+) -> None:
     while not isinstance(await _next_event(conn, stream), h11.EndOfMessage):
         pass  # the body is not echoed; read it so the connection can be reused
     decoded = EchoRequest(
@@ -200,7 +212,9 @@ async def _answer(conn: h11.Connection, stream: trio.SocketStream, request: h11.
         target=request.target.decode("ascii", "replace"),
         http_version="HTTP/" + request.http_version.decode("ascii"),
         headers=[(n.decode("ascii", "replace"), v.decode("latin-1")) for n, v in request.headers.raw_items()],
-        peer_ip=peer_ip, local_port=local_port)
+        peer_ip=peer_ip,
+        local_port=local_port,
+    )
     response = echo(decoded, info, rng)
     if response.delay:
         await trio.sleep(response.delay)
@@ -250,8 +264,9 @@ async def _refuse(conn: h11.Connection, stream: trio.SocketStream, error: h11.Re
         return
     body = f"bad request: {error}\n".encode()
     headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("Connection", "close")]
-    data = conn.send(h11.Response(status_code=error.error_status_hint, headers=headers,
-                                  reason=_reason(error.error_status_hint)))
+    data = conn.send(
+        h11.Response(status_code=error.error_status_hint, headers=headers, reason=_reason(error.error_status_hint))
+    )
     data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
     try:
         await stream.send_all(data)
@@ -273,8 +288,13 @@ async def _tcp_echo_connection(stream: trio.SocketStream) -> None:
         print(f"{peer_ip} TCP :{local_port} {total} bytes", flush=True)
 
 
-async def _serve(handler: Callable[[trio.SocketStream], Awaitable[None]], host: str, port: int,
-                 what: str, task_status: trio.TaskStatus[int]) -> None:
+async def _serve(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    host: str,
+    port: int,
+    what: str,
+    task_status: trio.TaskStatus[int],
+) -> None:
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
@@ -283,15 +303,20 @@ async def _serve(handler: Callable[[trio.SocketStream], Awaitable[None]], host: 
         task_status.started(bound)
 
 
-async def serve_http(host: str, port: int, *, info: AppInfo | None = None, rng: random.Random | None = None,
-                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(
+    host: str,
+    port: int,
+    *,
+    info: AppInfo | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serves the HTTP echo until cancelled; reports the bound port (useful with port 0)."""
     handler = partial(_http_connection, info=info or AppInfo.from_environ(), rng=rng or random.Random())
     await _serve(handler, host, port, "HTTP/1.1", task_status)
 
 
-async def serve_tcp_echo(host: str, port: int, *,
-                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_tcp_echo(host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serves the raw TCP echo until cancelled; reports the bound port."""
     await _serve(_tcp_echo_connection, host, port, "TCP echo", task_status)
 
@@ -312,8 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")
     args = parser.parse_args(argv)
     http_ports = args.port or ([] if args.tcp_port else [8080])
-    return run_main(_run, args.host, http_ports, args.tcp_port,  # OSError: a port that cannot be bound
-                    on_os_error=lambda e: print(f"echo: {e}", file=sys.stderr, flush=True))
+    return run_main(
+        _run,
+        args.host,
+        http_ports,
+        args.tcp_port,  # OSError: a port that cannot be bound
+        on_os_error=lambda e: print(f"echo: {e}", file=sys.stderr, flush=True),
+    )
 
 
 if __name__ == "__main__":

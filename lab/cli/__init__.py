@@ -4,6 +4,7 @@ Lab verbs (`up`, `down`, `status`) manage labs; the kubectl verbs talk to a runn
 The lab is chosen with `--lab NAME` (or `AMBIENT_LAB`), default `default`. Errors print one line
 and exit 1, as kubectl does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,11 +14,23 @@ import sys
 from lab import addons
 from lab.apiserver import kinds
 from lab.cli.common import CliError
-from lab.cli.kubectl import (cmd_apply, cmd_create, cmd_delete, cmd_describe, cmd_events, cmd_exec, cmd_get,
-                             cmd_label, cmd_logs, cmd_rollout, cmd_scale, cmd_wait)
-from lab.cli.lifecycle import cmd_capture, cmd_down, cmd_graph, cmd_status, cmd_up
-from lab.cli.top import cmd_top
+from lab.cli.kubectl import (
+    cmd_apply,
+    cmd_create,
+    cmd_delete,
+    cmd_describe,
+    cmd_events,
+    cmd_exec,
+    cmd_get,
+    cmd_label,
+    cmd_logs,
+    cmd_rollout,
+    cmd_scale,
+    cmd_wait,
+)
+from lab.cli.lifecycle import cmd_capture, cmd_down, cmd_graph, cmd_kubeconfig, cmd_status, cmd_up
 from lab.cli.load import cmd_load
+from lab.cli.top import cmd_top
 from lab.client import LabClient, LabError
 from lab.client.contract import ENV_LAB
 
@@ -30,15 +43,19 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def _sub(sub, name: str, help: str, **kw):
-    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                          formatter_class=_Formatter, **kw)
+    return sub.add_parser(
+        name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Formatter, **kw
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lab", description="ambient-lab: an Istio ambient mesh lab in network namespaces",
-                                formatter_class=_Formatter,
-                                epilog="`lab VERB --help` describes a verb. The lab is chosen with --lab NAME or "
-                                       "AMBIENT_LAB (default: default).")
+    p = argparse.ArgumentParser(
+        prog="lab",
+        description="ambient-lab: an Istio ambient mesh lab in network namespaces",
+        formatter_class=_Formatter,
+        epilog="`lab VERB --help` describes a verb. The lab is chosen with --lab NAME or "
+        "AMBIENT_LAB (default: default).",
+    )
     p.add_argument("--lab", default=os.environ.get(ENV_LAB, "default"), help="which lab to talk to")
     sub = p.add_subparsers(dest="verb", metavar="VERB", title="verbs")
 
@@ -57,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _sub(sub, "status", "the lab's nodes and state")
     sp.add_argument("-o", "--output")
     sp.set_defaults(fn=cmd_status)
+    sp = _sub(sub, "kubeconfig", "print the kubeconfig for kubectl and Kubernetes clients (--path: its file)")
+    sp.add_argument("--path", action="store_true", help="print the file's path (export KUBECONFIG=$(...))")
+    sp.set_defaults(fn=cmd_kubeconfig, needs_lab=False)
 
     sp = _sub(sub, "apply", "apply Kubernetes/Istio YAML (all-or-nothing)")
     sp.add_argument("-f", "--filename", action="append", default=[])
@@ -77,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-f", "--filename", action="append", default=[])
     ns_flags(sp, False)
     sp.set_defaults(fn=cmd_create)
-    for verb, field, what in (("label", "labels", "set or remove (key-) labels of an object"),
-                              ("annotate", "annotations", "set or remove (key-) annotations of an object")):
+    for verb, field, what in (
+        ("label", "labels", "set or remove (key-) labels of an object"),
+        ("annotate", "annotations", "set or remove (key-) annotations of an object"),
+    ):
         sp = _sub(sub, verb, what)
         sp.add_argument("args", nargs="+")
         sp.add_argument("--overwrite", action="store_true")
@@ -161,19 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _sub(sub, "graph", "the lab as a Mermaid graph")
     sp.set_defaults(fn=cmd_graph)
     addons.add_cli_verbs(sub, _sub)
-    sp = _sub(sub, "load", "HTTP load at a fixed rate from inside a pod: --from POD URL --qps Q "
-                           "--duration D")
+    sp = _sub(sub, "load", "HTTP load at a fixed rate from inside a pod: --from POD URL --qps Q --duration D")
     sp.add_argument("url", metavar="URL", help="http:// URL; its host must be a lab address (pod or Service)")
-    sp.add_argument("--from", dest="from_", required=True, metavar="POD",
-                    help="the client pod (or deploy/NAME); the load runs in its network namespace as its user")
+    sp.add_argument(
+        "--from",
+        dest="from_",
+        required=True,
+        metavar="POD",
+        help="the client pod (or deploy/NAME); the load runs in its network namespace as its user",
+    )
     sp.add_argument("-c", "--container", help="the client pod's container (default: its default container)")
-    sp.add_argument("--qps", type=float, required=True,
-                    help="requests per second, scheduled open-loop (0: as fast as the connections go)")
+    sp.add_argument(
+        "--qps",
+        type=float,
+        required=True,
+        help="requests per second, scheduled open-loop (0: as fast as the connections go)",
+    )
     sp.add_argument("--duration", required=True, help="how long, e.g. 10s, 500ms, 1m (at most 10m)")
     sp.add_argument("--connections", type=int, default=4, help="keep-alive connections (default: 4)")
     sp.add_argument("--timeout", default="2s", help="per request (default: 2s)")
-    sp.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                    help="a request header (repeatable)")
+    sp.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help="a request header (repeatable)"
+    )
     sp.add_argument("-X", "--method", default="GET", help="the HTTP method (default: GET)")
     sp.add_argument("-o", "--output", help="json: the full report (default: a short table)")
     ns_flags(sp, False)
@@ -181,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def verbs(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """{verb: one-line help} of a parser's subcommands, aliases folded into their verb."""
+def verbs(parser: argparse.ArgumentParser) -> dict[str, str | None]:
+    """{verb: one-line help (None if none)} of a parser's subcommands, aliases folded into their verb."""
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return {choice.dest: choice.help for choice in action._choices_actions}
 
@@ -194,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     # `capture POD [flags] -- FILTER...` likewise passes the tcpdump filter through.
     rest = None
     for verb in ("exec", "capture"):
-        if verb in argv and "--" in argv[argv.index(verb):]:
+        if verb in argv and "--" in argv[argv.index(verb) :]:
             cut = argv.index("--", argv.index(verb))
-            argv, rest = argv[:cut], argv[cut + 1:]
+            argv, rest = argv[:cut], argv[cut + 1 :]
             break
     args = parser.parse_args(argv)
     if rest is not None:

@@ -1,4 +1,5 @@
 """What the `lab` verbs share: the error type, argument helpers, small formatting helpers."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -48,7 +49,8 @@ def columns(rows: list[list[str]]) -> str:
 def kind_and_names(words: list[str]) -> tuple[str, list[str]]:
     first = words[0]
     if "/" in first:
-        kind, name = kinds.split_type_name(first)
+        kind, type_name = kinds.split_type_name(first)
+        name = type_name or ""  # never None: FIRST has a "/"
         names = [name] + [kinds.split_type_name(w)[1] or w for w in words[1:]]
         return kind, names
     return first, words[1:]

@@ -18,6 +18,7 @@ Two deliberate extensions: `['a.b/c']` is a literal map key (kubectl would split
 `.a\\.b/c` works in both), and a template without braces is read as one path, the way kubectl's
 custom-columns and `wait --for=jsonpath` relax it (`.metadata.name` -> `{.metadata.name}`).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ class JSONPathError(ValueError):
 
 
 # --- the template's syntax tree ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Field:
@@ -73,7 +75,7 @@ class Literal:
 @dataclass(frozen=True)
 class Filter:
     left: tuple["Step", ...]
-    operator: str | None                    # None: the item passes if `left` finds anything
+    operator: str | None  # None: the item passes if `left` finds anything
     right: Union[Literal, tuple["Step", ...], None] = None
 
 
@@ -104,8 +106,7 @@ Node = Union[Text, Path, Range]
 _FIELD_TERMINATORS = set(" \t\r\n.,[]$@{}")
 _SLICE = re.compile(r"(-?\d*)(?::(-?\d*))?(?::(-?\d*))?")
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v",
-            "\\": "\\", "'": "'", '"': '"'}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "\\": "\\", "'": "'", '"': '"'}
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[0-7]{3}|.)", re.S)
 
 
@@ -115,6 +116,7 @@ class _ParseError(Exception):
 
 def _unescape(body: str) -> str:
     """Resolves Go-style backslash escapes in a quoted string's body."""
+
     def one(match: re.Match) -> str:
         code = match.group(1)
         if code in _ESCAPES:
@@ -124,6 +126,7 @@ def _unescape(body: str) -> str:
         if code[0].isdigit():
             return chr(int(code, 8))
         raise _ParseError(f"invalid escape sequence \\{code} in quoted string")
+
     return _ESCAPE.sub(one, body)
 
 
@@ -226,11 +229,12 @@ class _PathParser:
             elif char == "[":
                 steps.append(self.bracket())
             elif char.isalnum() or char == "_":
-                word = re.match(r"[^\s.,\[\]$@{}]+", text[self.pos:]).group(0)
+                word_match = re.match(r"[^\s.,\[\]$@{}]+", text[self.pos :])
+                word = word_match.group(0) if word_match else char  # it matches: CHAR is alnum or _
                 raise _ParseError(f"unrecognized identifier {word}")
             else:
                 raise _ParseError(f"unrecognized character in action: U+{ord(char):04X} '{char}'")
-        return tuple(s for s in steps if s != Field(""))   # `{.}` is the current object
+        return tuple(s for s in steps if s != Field(""))  # `{.}` is the current object
 
     def field(self) -> Step:
         """A name up to the next unescaped terminator; `\\.` keeps a dot in the name."""
@@ -247,7 +251,7 @@ class _PathParser:
         end = _find_outside_quotes(self.text, self.pos, "]")
         if end < 0:
             raise _ParseError("unterminated array")
-        inner = self.text[self.pos + 1:end]
+        inner = self.text[self.pos + 1 : end]
         self.pos = end + 1
         parts = [p.strip() for p in _split_outside_quotes(inner, ",")]
         steps = [self.subscript(p) for p in parts]
@@ -271,16 +275,17 @@ class _PathParser:
         end = _find_outside_quotes(self.text, self.pos + 3, ")]")
         if end < 0:
             raise _ParseError("unterminated filter")
-        expression = self.text[self.pos + 3:end].strip()
+        expression = self.text[self.pos + 3 : end].strip()
         self.pos = end + 2
         operator_at = _first_operator(expression)
         if operator_at < 0:
             return Filter(_PathParser(expression).parse(), None)
-        operator = re.match(r"[!<>=]+", expression[operator_at:]).group(0)
+        operator_match = re.match(r"[!<>=]+", expression[operator_at:])
+        operator = operator_match.group(0) if operator_match else ""  # it matches: see _first_operator
         if operator not in _OPERATORS:
             raise _ParseError(f"unrecognized filter operator {operator}")
         left = _PathParser(expression[:operator_at].strip()).parse()
-        right_text = expression[operator_at + len(operator):].strip()
+        right_text = expression[operator_at + len(operator) :].strip()
         right = _parse_literal(right_text)
         if right is None:
             return Filter(left, operator, _PathParser(right_text).parse())
@@ -305,8 +310,9 @@ def parse(template: str) -> tuple[Node, ...]:
 
 
 def _parse_nodes(template: str) -> tuple[Node, ...]:
-    # A stack of (range steps, body so far); the bottom entry is the template itself.
-    stack: list[tuple[tuple[Step, ...] | None, list[Node]]] = [(None, [])]
+    # A stack of (range steps, body so far); the bottom entry is the template itself (its steps,
+    # empty, are never used: it is never popped).
+    stack: list[tuple[tuple[Step, ...], list[Node]]] = [((), [])]
     pos = 0
     while pos < len(template):
         start = template.find("{", pos)
@@ -318,7 +324,7 @@ def _parse_nodes(template: str) -> tuple[Node, ...]:
         end = _find_outside_quotes(template, start + 1, "}")
         if end < 0:
             raise _ParseError("unclosed action")
-        action = template[start + 1:end].strip()
+        action = template[start + 1 : end].strip()
         pos = end + 1
         if _is_quoted(action):
             stack[-1][1].append(Text(_unescape(action[1:-1])))
@@ -328,16 +334,17 @@ def _parse_nodes(template: str) -> tuple[Node, ...]:
             steps, body = stack.pop()
             stack[-1][1].append(Range(steps, tuple(body)))
         elif re.match(r"range\s", action):
-            stack.append((_PathParser(action[len("range"):]).parse(), []))
+            stack.append((_PathParser(action[len("range") :]).parse(), []))
         else:
             stack[-1][1].append(Path(_PathParser(action).parse()))
-    while len(stack) > 1:                  # kubectl lets a trailing range run to the end
+    while len(stack) > 1:  # kubectl lets a trailing range run to the end
         steps, body = stack.pop()
         stack[-1][1].append(Range(steps, tuple(body)))
     return tuple(stack[0][1])
 
 
 # --- evaluation -------------------------------------------------------------------------------
+
 
 class _EvalError(Exception):
     pass
@@ -373,17 +380,14 @@ class _Evaluator:
         if isinstance(step, Field):
             return self.field(step.name, values)
         if isinstance(step, Index):
-            return [item for value in values if value is not None
-                    for item in self.index(step, value)]
+            return [item for value in values if value is not None for item in self.index(step, value)]
         if isinstance(step, Wildcard):
             return [item for value in values for item in _children(value)]
         if isinstance(step, Recursive):
             return [item for value in values for item in _descendants(value)]
         if isinstance(step, Alternatives):
-            return [item for alternative in step.alternatives
-                    for item in self.steps(alternative, values)]
-        return [item for value in values if value is not None
-                for item in self.filter(step, value)]
+            return [item for alternative in step.alternatives for item in self.steps(alternative, values)]
+        return [item for value in values if value is not None for item in self.filter(step, value)]
 
     def field(self, name: str, values: list[Any]) -> list[Any]:
         found = [v[name] for v in values if isinstance(v, dict) and name in v]
@@ -415,14 +419,14 @@ class _Evaluator:
             raise _EvalError(f"starting index {start} is greater than ending index {end}")
         if step.step is not None and step.step <= 0:
             raise _EvalError("step must be > 0")
-        return value[start:end:step.step or 1]
+        return value[start : end : step.step or 1]
 
     def filter(self, step: Filter, value: Any) -> list[Any]:
         if not isinstance(value, list):
             raise _EvalError(f"{_text(value)} is not array or slice and cannot be filtered")
         passed = []
         for item in value:
-            if step.operator is None:
+            if step.operator is None or step.right is None:  # the parser sets both or neither
                 try:
                     if self.steps(step.left, [item]):
                         passed.append(item)
@@ -477,12 +481,14 @@ def _descendants(value: Any) -> list[Any]:
 
 def _compare(left: Any, operator: str, right: Any) -> bool:
     """Go template comparison: same basic kind only; booleans only for (in)equality."""
+
     def kind(v: Any) -> str:
         if isinstance(v, bool):
             return "bool"
         if isinstance(v, (int, float)):
             return "number"
         return "string" if isinstance(v, str) else "other"
+
     left_kind, right_kind = kind(left), kind(right)
     if "other" in (left_kind, right_kind):
         raise _EvalError("invalid type for comparison")
@@ -494,8 +500,7 @@ def _compare(left: Any, operator: str, right: Any) -> bool:
         return left != right
     if left_kind == "bool":
         raise _EvalError("invalid type for comparison")
-    return {"<": left < right, ">": left > right,
-            "<=": left <= right, ">=": left >= right}[operator]
+    return {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[operator]
 
 
 def _go_float(value: float) -> str:
@@ -503,6 +508,7 @@ def _go_float(value: float) -> str:
     if value != value or value in (float("inf"), float("-inf")):
         return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
     sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)  # a finite value's ('n', 'N', 'F' are NaN and the infinities)
     mantissa = "".join(map(str, digits))
     exp10 = len(digits) + exponent - 1
     prefix = "-" if sign else ""
@@ -515,8 +521,13 @@ def _go_float(value: float) -> str:
 def _go_json(value: Any) -> str:
     """encoding/json's compact form: sorted keys, HTML-safe escapes."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escape in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escape)
     return text
 
@@ -542,5 +553,6 @@ def render(template: str, data: Any, *, allow_missing_keys: bool = True) -> str:
     try:
         return _Evaluator(allow_missing_keys).render(nodes, data)
     except _EvalError as e:
-        raise JSONPathError(f"error: error executing jsonpath {json.dumps(template)}: "
-                            f"Error executing template: {e}") from None
+        raise JSONPathError(
+            f"error: error executing jsonpath {json.dumps(template)}: Error executing template: {e}"
+        ) from None

@@ -1,5 +1,6 @@
 """kubectl's verbs against a running lab's API: apply, delete, create, label/annotate, get,
 describe, exec, logs, scale, rollout, wait, events."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,22 @@ import time
 
 from lab.apiserver import kinds
 from lab.cli import printers
-from lab.cli.common import (CliError, condition, duration, exists, get_or_none, kind_and_names, ns, utc_now,
-                            read_sources, ref, wait_gone)
+from lab.cli.common import (
+    CliError,
+    condition,
+    duration,
+    exists,
+    get_or_none,
+    kind_and_names,
+    ns,
+    read_sources,
+    ref,
+    utc_now,
+    wait_gone,
+)
+from lab.cli.jsonpath import JSONPathError
+from lab.cli.jsonpath import render as render_jsonpath
 from lab.client import LabError
-from lab.cli.jsonpath import JSONPathError, render as render_jsonpath
 
 
 def cmd_apply(args, client) -> int:
@@ -35,6 +48,7 @@ def cmd_apply(args, client) -> int:
 def _force_namespace(text: str, ns: str) -> str:
     """`apply -n NS`: objects without a namespace go to NS (kubectl's behaviour)."""
     import yaml
+
     try:
         docs = [d for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as e:
@@ -51,8 +65,9 @@ def _force_namespace(text: str, ns: str) -> str:
 def cmd_delete(args, client) -> int:
     if args.filename:
         text = "\n---\n".join(t for _, t in read_sources(args.filename))
-        done = client.call("delete", manifests=text, source=",".join(args.filename),
-                           ignore_not_found=args.ignore_not_found)
+        done = client.call(
+            "delete", manifests=text, source=",".join(args.filename), ignore_not_found=args.ignore_not_found
+        )
     else:
         if not args.args:
             raise CliError("error: You must provide one or more resources by argument or filename.")
@@ -60,9 +75,16 @@ def cmd_delete(args, client) -> int:
         if not names and not args.selector and not args.all:
             raise CliError("error: resource(s) were provided, but no name was specified")
         done = []
-        for n in names or [None]:
-            done += client.call("delete", kind=kind, name=n, namespace=ns(args), selector=args.selector,
-                                ignore_not_found=args.ignore_not_found)
+        targets: list[str | None] = list(names) if names else [None]  # no name: by selector or --all
+        for n in targets:
+            done += client.call(
+                "delete",
+                kind=kind,
+                name=n,
+                namespace=ns(args),
+                selector=args.selector,
+                ignore_not_found=args.ignore_not_found,
+            )
     for r in done:
         print(f'{kinds.qualified(r["kind"], r["group"])} "{r["name"]}" deleted')
     if args.wait:
@@ -111,7 +133,8 @@ def cmd_label(args, client, field: str = "labels") -> int:
     if not words:
         raise CliError("error: one or more resources must be specified as <resource> <name> or <resource>/<name>")
     if "/" in words[0]:
-        kind, name = kinds.split_type_name(words.pop(0))
+        kind, type_name = kinds.split_type_name(words.pop(0))
+        name = type_name or ""  # never None: the word has a "/"
     else:
         if len(words) < 2:
             raise CliError("error: one or more resources must be specified as <resource> <name> or <resource>/<name>")
@@ -124,8 +147,14 @@ def cmd_label(args, client, field: str = "labels") -> int:
         before = client.call("get", kind=kind, name=name, namespace=args.namespace)
     except LabError:
         pass
-    obj = client.call("label" if field == "labels" else "annotate", kind=kind, name=name,
-                      namespace=args.namespace, changes=changes, overwrite=args.overwrite)
+    obj = client.call(
+        "label" if field == "labels" else "annotate",
+        kind=kind,
+        name=name,
+        namespace=args.namespace,
+        changes=changes,
+        overwrite=args.overwrite,
+    )
     k = kinds.resolve(kind)
     verb = "labeled" if field == "labels" else "annotated"
     if before is not None and before["metadata"].get(field) == obj["metadata"].get(field):
@@ -164,7 +193,7 @@ def cmd_get(args, client) -> int:
         if out.startswith("jsonpath="):
             data = objs[0] if single else {"apiVersion": "v1", "kind": "List", "items": objs}
             try:
-                outputs.append(render_jsonpath(out[len("jsonpath="):], data))
+                outputs.append(render_jsonpath(out[len("jsonpath=") :], data))
             except JSONPathError as e:
                 raise CliError(str(e))
         elif out in ("json", "yaml"):
@@ -176,11 +205,16 @@ def cmd_get(args, client) -> int:
             if not objs:
                 print(printers.no_resources(None if args.all_namespaces else ns), file=sys.stderr)
                 continue
-            outputs.append(printers.table(k.kind, objs, wide=out == "wide",
-                                          all_namespaces=args.all_namespaces and k.namespaced, now=now))
+            outputs.append(
+                printers.table(
+                    k.kind, objs, wide=out == "wide", all_namespaces=args.all_namespaces and k.namespaced, now=now
+                )
+            )
         else:
-            raise CliError(f'error: unable to match a printer suitable for the output format "{out}", '
-                           f"allowed formats are: json,jsonpath,name,wide,yaml")
+            raise CliError(
+                f'error: unable to match a printer suitable for the output format "{out}", '
+                f"allowed formats are: json,jsonpath,name,wide,yaml"
+            )
     text = ("\n\n" if out in ("", "wide") else "\n").join(o.rstrip("\n") for o in outputs if o != "")
     if out.startswith("jsonpath="):
         sys.stdout.write("".join(outputs))
@@ -195,8 +229,11 @@ def cmd_describe(args, client) -> int:
     kind, names = kind_and_names(args.args)
     k = kinds.resolve(kind)
     ns = args.namespace if k.namespaced else None
-    objs = [client.call("get", kind=k.kind, name=n, namespace=ns) for n in names] if names else \
-        client.call("get", kind=k.kind, namespace=ns, selector=args.selector)["items"]
+    objs = (
+        [client.call("get", kind=k.kind, name=n, namespace=ns) for n in names]
+        if names
+        else client.call("get", kind=k.kind, namespace=ns, selector=args.selector)["items"]
+    )
     events = client.call("get", kind="Event", namespace=ns)["items"] if k.namespaced else []
     now = utc_now()
     chunks = []
@@ -255,17 +292,21 @@ def cmd_logs(args, client) -> int:
         name = pod["metadata"]["name"]
         container = args.container
         if container is None and len(pod["spec"]["containers"]) > 1 and not args.selector:
-            container = pod["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/default-container") \
+            container = (
+                pod["metadata"].get("annotations", {}).get("kubectl.kubernetes.io/default-container")
                 or pod["spec"]["containers"][0]["name"]
+            )
         prefix = f"[pod/{name}/{container or pod['spec']['containers'][0]['name']}] " if args.prefix else ""
         if args.follow and len(pods) == 1:
-            for msg in client.stream("logs", namespace=args.namespace, pod=name, container=container,
-                                     follow=True, tail=args.tail):
+            for msg in client.stream(
+                "logs", namespace=args.namespace, pod=name, container=container, follow=True, tail=args.tail
+            ):
                 sys.stdout.write(msg.get("data", ""))
                 sys.stdout.flush()
             return 0
-        text = client.call("logs", namespace=args.namespace, pod=name, container=container,
-                           previous=args.previous, tail=args.tail)
+        text = client.call(
+            "logs", namespace=args.namespace, pod=name, container=container, previous=args.previous, tail=args.tail
+        )
         if prefix:
             text = "".join(prefix + line for line in text.splitlines(keepends=True))
         sys.stdout.write(text)
@@ -302,13 +343,19 @@ def _rollout_status(client, k, name, ns, timeout: float) -> None:
         st, spec = obj.get("status", {}), obj["spec"]
         if k.kind == "Deployment":
             want = spec.get("replicas", 1)
-            done = (st.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1)
-                    and st.get("updatedReplicas", 0) == want and st.get("readyReplicas", 0) == want
-                    and st.get("replicas", 0) == want)
+            done = (
+                st.get("observedGeneration", 0) >= obj["metadata"].get("generation", 1)
+                and st.get("updatedReplicas", 0) == want
+                and st.get("readyReplicas", 0) == want
+                and st.get("replicas", 0) == want
+            )
         else:
             want = st.get("desiredNumberScheduled", 0)
-            done = st.get("updatedNumberScheduled", 0) == want and st.get("numberReady", 0) == want \
+            done = (
+                st.get("updatedNumberScheduled", 0) == want
+                and st.get("numberReady", 0) == want
                 and st.get("currentNumberScheduled", 0) == want
+            )
         if done:
             print(f'{k.kind.lower()} "{name}" successfully rolled out')
             return
@@ -328,8 +375,10 @@ def cmd_wait(args, client) -> int:
     deadline = time.monotonic() + timeout
     if cond == "delete":
         if not names:
-            names = [o["metadata"]["name"] for o in
-                     client.call("get", kind=k.kind, namespace=ns, selector=args.selector)["items"]]
+            names = [
+                o["metadata"]["name"]
+                for o in client.call("get", kind=k.kind, namespace=ns, selector=args.selector)["items"]
+            ]
         pending = list(names)
         while pending:
             pending = [n for n in pending if exists(client, k.kind, n, ns)]

@@ -7,6 +7,7 @@ pid *and* start time, never by name), then replays the journal to remove exactly
 files the lab recorded, and its cgroups (the processes still in them killed first, children
 before parents), and finally the lab's directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-from lab.runtime import journal
-from lab.client import LabClient, LabError, LabUnavailable
-from lab.client.paths import journal_path, lab_dir
-from lab.runtime import cgroups
-from lab.client import netns
-from lab.client.paths import node_netns_name
+from lab.client import LabClient, LabError, LabUnavailable, netns
+from lab.client.paths import journal_path, lab_dir, node_netns_name
+from lab.runtime import cgroups, journal
 from lab.runtime.sandbox import fabric_netns_name
 from lab.topology import Topology, TopologyError, check_lab_name, load_file
 
@@ -53,7 +51,7 @@ def _start_time(pid: int) -> int | None:
             data = f.read()
     except OSError:
         return None
-    fields = data[data.rfind(")") + 2:].split()
+    fields = data[data.rfind(")") + 2 :].split()
     if fields[0] == "Z":
         return None
     return int(fields[19])
@@ -77,8 +75,12 @@ def running(name: str) -> ProcessRecord | None:
     return rec if rec is not None and rec.alive() else None
 
 
-def up(topology_path: str, name: str | None = None, progress: Callable[[str], None] = lambda s: None,
-       timeout: float = 120.0) -> dict:
+def up(
+    topology_path: str,
+    name: str | None = None,
+    progress: Callable[[str], None] = lambda s: None,
+    timeout: float = 120.0,
+) -> dict:
     topo: Topology = load_file(topology_path)
     if name:
         topo = topo.with_name(name)
@@ -86,21 +88,43 @@ def up(topology_path: str, name: str | None = None, progress: Callable[[str], No
     if running(topo.name):
         raise LaunchError(f'lab "{topo.name}" is already running; run `lab down --name {topo.name}` first')
     if os.path.exists(d):
-        raise LaunchError(f'lab "{topo.name}" left state behind in {d} (its labd died); '
-                          f"run `lab down --name {topo.name}` to clean it up first")
-    clashes = [n for n in [fabric_netns_name(topo.name)] + [node_netns_name(topo.name, x.name) for x in topo.nodes]
-               if netns.exists(n)]
+        raise LaunchError(
+            f'lab "{topo.name}" left state behind in {d} (its labd died); '
+            f"run `lab down --name {topo.name}` to clean it up first"
+        )
+    clashes = [
+        n
+        for n in [fabric_netns_name(topo.name)] + [node_netns_name(topo.name, x.name) for x in topo.nodes]
+        if netns.exists(n)
+    ]
     if clashes:
-        raise LaunchError(f'network namespace "{clashes[0]}" already exists and is not recorded by lab '
-                          f'"{topo.name}"; remove it by hand (ip netns del {clashes[0]}) or pick another --name')
+        raise LaunchError(
+            f'network namespace "{clashes[0]}" already exists and is not recorded by lab '
+            f'"{topo.name}"; remove it by hand (ip netns del {clashes[0]}) or pick another --name'
+        )
     os.makedirs(d, mode=0o700)
     log_path = os.path.join(d, "labd.log")
-    cmd = ["unshare", "--pid", "--fork", "--kill-child",
-           sys.executable, "-m", "lab.runtime.init", "--",
-           sys.executable, "-m", "lab.daemon.lab", "--topology", os.path.abspath(topology_path), "--name", topo.name]
+    cmd = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        sys.executable,
+        "-m",
+        "lab.runtime.init",
+        "--",
+        sys.executable,
+        "-m",
+        "lab.daemon.lab",
+        "--topology",
+        os.path.abspath(topology_path),
+        "--name",
+        topo.name,
+    ]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True
+        )
     rec = ProcessRecord.of(proc.pid)
     with open(_record_path(topo.name), "w") as f:
         json.dump({"pid": proc.pid, "start_time": rec.start_time if rec else 0, "topology": topology_path}, f)
@@ -146,7 +170,7 @@ def down(name: str, progress: Callable[[str], None] = lambda s: None, grace: flo
     except TopologyError as e:
         raise LaunchError(str(e)) from None
     d = lab_dir(name)
-    removed = {"graceful": False, "killed": False, "netns": [], "dirs": [], "cgroups": []}
+    removed: dict[str, Any] = {"graceful": False, "killed": False, "netns": [], "dirs": [], "cgroups": []}
     rec = _read_record(name)
     if rec is not None and rec.alive():
         try:

@@ -1,4 +1,5 @@
 """Lab verbs: `up`, `down`, `status`, and the lab user's tools `capture` and `graph`."""
+
 from __future__ import annotations
 
 import json
@@ -9,27 +10,48 @@ import time
 
 from lab.cli.common import CliError, columns
 from lab.client.contract import NETNS_ANNOTATION
+from lab.client.paths import kubeconfig_path
 
-DEFAULT_TOPOLOGY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "topologies", "default.yaml")
+DEFAULT_TOPOLOGY = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "topologies", "default.yaml"
+)
 
 
 def cmd_up(args, client) -> int:
     from lab.cli import launcher
+
     topo = args.topology or DEFAULT_TOPOLOGY
     t0 = time.monotonic()
     try:
         st = launcher.up(topo, args.name, progress=lambda p: print(f"  {p} ...", file=sys.stderr, flush=True))
     except launcher.LaunchError as e:
         raise CliError(f"error: {e}")
-    print(f'lab "{st["name"]}" is ready in {time.monotonic() - t0:.1f}s: {len(st["nodes"])} nodes, '
-          f'{st["ready_pods"]} system pods ready')
+    print(
+        f'lab "{st["name"]}" is ready in {time.monotonic() - t0:.1f}s: {len(st["nodes"])} nodes, '
+        f'{st["ready_pods"]} system pods ready'
+    )
     print(f"  use it: lab get pods -A{'' if st['name'] == 'default' else ' --lab ' + st['name']}")
+    print(f"  or with kubectl: export KUBECONFIG={kubeconfig_path(st['name'])}")
+    return 0
+
+
+def cmd_kubeconfig(args, client) -> int:
+    """The kubeconfig of the lab's Kubernetes endpoint (labd writes it at start), or its path."""
+    path = kubeconfig_path(args.lab)
+    if args.path:
+        print(path)
+        return 0
+    try:
+        with open(path) as f:
+            sys.stdout.write(f.read())
+    except FileNotFoundError:
+        raise CliError(f'error: lab "{args.lab}" has no kubeconfig ({path}): is it running? (lab up)')
     return 0
 
 
 def cmd_down(args, client) -> int:
     from lab.cli import launcher
+
     name = args.name or args.lab
     t0 = time.monotonic()
     try:
@@ -39,8 +61,10 @@ def cmd_down(args, client) -> int:
     what = "stopped" if removed["graceful"] else ("killed" if removed["killed"] else "was not running")
     leftovers = ""
     if removed["netns"] or removed["dirs"]:
-        leftovers = (f'; removed {len(removed["netns"])} leftover namespaces and '
-                     f'{len(removed["dirs"])} leftover directories it had recorded')
+        leftovers = (
+            f'; removed {len(removed["netns"])} leftover namespaces and '
+            f'{len(removed["dirs"])} leftover directories it had recorded'
+        )
     print(f'lab "{name}" {what}{leftovers} ({time.monotonic() - t0:.1f}s)')
     return 0
 
@@ -50,8 +74,10 @@ def cmd_status(args, client) -> int:
     if args.output == "json":
         print(json.dumps(st, indent=2))
         return 0
-    print(f'lab {st["name"]}: {st["phase"]}, labd pid {st["pid"]}, up {st["uptime"]:.0f}s, '
-          f'{st["pods"]} pods ({st["ready_pods"]} ready), {st["services"]} services')
+    print(
+        f'lab {st["name"]}: {st["phase"]}, labd pid {st["pid"]}, up {st["uptime"]:.0f}s, '
+        f'{st["pods"]} pods ({st["ready_pods"]} ready), {st["services"]} services'
+    )
     rows = [["NODE", "ROLE", "IP", "POD CIDR", "PODS", "NETNS"]]
     for n in st["nodes"]:
         rows.append([n["name"], n["role"], n["ip"], n["podCIDR"], str(n["pods"]), n["netns"]])

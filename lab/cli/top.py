@@ -3,6 +3,7 @@
 The figures come from labd's `top` op (CPU sampled twice over --interval, memory the working set);
 a node's figures are the sums of its pods', its percentages of the machine's cores and MemTotal.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,19 @@ def cmd_top(args, client) -> int:
         raise CliError("error: Metrics API not available (the machine has no usable cgroups)")
     pods = [p for p in data["pods"] if not args.name or p["name"] == args.name]
     if args.name and not pods:
-        raise CliError(f'Error from server (NotFound): podmetrics.metrics.k8s.io "{namespace}/{args.name}" '
-                       f"not found")
+        raise CliError(f'Error from server (NotFound): podmetrics.metrics.k8s.io "{namespace}/{args.name}" not found')
     if args.output == "json":
         print(json.dumps(pods, indent=2))
         return 0
     if not pods:
         print(printers.no_resources(namespace), file=sys.stderr)
         return 0
-    sys.stdout.write(printers.top_pods(_sort(pods, args.sort_by), all_namespaces=namespace is None,
-                                       containers=args.containers, headers=not args.no_headers))
+    sys.stdout.write(
+        printers.top_pods(
+            _sort(pods, args.sort_by),
+            all_namespaces=namespace is None,
+            containers=args.containers,
+            headers=not args.no_headers,
+        )
+    )
     return 0

@@ -9,16 +9,17 @@ This package is all of `lab` that the mesh's processes may import:
 - `netns`: sockets and commands inside a network namespace; `process`: how a lab process stops
   on SIGTERM; `backoff`: retry pacing; `cli`: what a command-line tool on the API needs.
 """
+
 from __future__ import annotations
 
 import socket
 from functools import partial
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncGenerator, Iterator
 
 import trio
 
-from lab.client.protocol import LineDecoder, encode
 from lab.client.paths import LAB_NAME_RE, api_socket_path
+from lab.client.protocol import LineDecoder, encode
 
 
 class LabError(Exception):
@@ -88,8 +89,9 @@ class LabClient:
     def apply(self, manifests: str, source: str = "-") -> list[dict[str, Any]]:
         return self.call("apply", manifests=manifests, source=source)
 
-    def get(self, kind: str, name: str | None = None, namespace: str | None = "default",
-            selector: str | None = None) -> Any:
+    def get(
+        self, kind: str, name: str | None = None, namespace: str | None = "default", selector: str | None = None
+    ) -> Any:
         return self.call("get", kind=kind, name=name, namespace=namespace, selector=selector)
 
 
@@ -111,7 +113,7 @@ class AsyncLabClient:
                 for msg in dec.feed(data):
                     return _unwrap(msg)
 
-    async def watch(self, kinds: list[str], namespace: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, kinds: list[str], namespace: str | None = None) -> AsyncGenerator[dict[str, Any], None]:
         """Yields watch events ({"type", "object"} and SYNCED) for one connection.
 
         The caller reconnects (and so gets a fresh initial list) when this ends or raises.

@@ -1,4 +1,5 @@
 """Reconnect and retry delays shared by the lab's and the mesh's long-running clients."""
+
 from __future__ import annotations
 
 

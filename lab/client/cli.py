@@ -3,6 +3,7 @@ durations as kubectl writes them, and a get that answers None for "not found".
 
 The `lab` verbs and the verbs add-ons give it (the mesh's `istioctl`) share these.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,4 +30,3 @@ def get_or_none(client, kind, name, ns):
         return client.call("get", kind=kind, name=name, namespace=ns)
     except LabError:
         return None
-

@@ -5,6 +5,7 @@ container and leaves these files in a pod's directory; the mesh (which may impor
 the lab's own apps and its CLI read them. Spelled in one place, writer and reader cannot drift
 apart. Istio's own names are in mesh/contract.py.
 """
+
 from __future__ import annotations
 
 # ---- annotations and labels (`lab.ambient/*`) ------------------------------------------------------

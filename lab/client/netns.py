@@ -11,6 +11,7 @@ switches switches back in a `finally`, and the switched sections are kept short 
 few netlink messages). Anything created while switched in (sockets, netlink sockets, child
 processes) stays bound to that namespace after the thread switches back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,7 @@ MNT_DETACH = 2
 
 _THREAD_NETNS = "/proc/thread-self/ns/net"
 _LIBC = ctypes.CDLL(None, use_errno=True)
-_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                        ctypes.c_void_p]
+_LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
 _LIBC.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _LIBC.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _LIBC.unshare.argtypes = [ctypes.c_int]
@@ -140,22 +140,23 @@ def iproute(name: str) -> Iterator[IPRoute]:
             ipr.close()
 
 
-def socket_in_fd(fd: int, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
-                 proto: int = 0) -> socket.socket:
+def socket_in_fd(
+    fd: int, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0
+) -> socket.socket:
     """A socket that lives in the namespace behind FD."""
     with entered_fd(fd):
         return socket.socket(family, type, proto)
 
 
-def socket_in(name: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
-              proto: int = 0) -> socket.socket:
+def socket_in(name: str, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
     """A socket that lives in namespace NAME (a socket keeps the netns it was created in)."""
     with entered(name):
         return socket.socket(family, type, proto)
 
 
-def run(name: str | None, argv: Sequence[str], input: str = "",
-        timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    name: str | None, argv: Sequence[str], input: str = "", timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ARGV to its end in namespace NAME (None: this thread's own), INPUT on its stdin; its
     stderr is captured, its stdout dropped. (`nft -f -` in a node or pod is what this is for.)
 
@@ -164,8 +165,9 @@ def run(name: str | None, argv: Sequence[str], input: str = "",
     back as soon as the child exists, and INPUT is fed afterwards. Raises OSError, or
     subprocess.TimeoutExpired once the child is killed."""
     with entered(name) if name is not None else contextlib.nullcontext():
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
     with proc:
         try:
             _, stderr = proc.communicate(input, timeout=timeout)
@@ -226,8 +228,7 @@ def _ensure_shared_run_dir() -> None:
     if ctypes.get_errno() != errno.EINVAL:  # EINVAL: not a mount point yet
         _check(-1, f"make {NETNS_RUN_DIR} shared")
     _mount(NETNS_RUN_DIR, NETNS_RUN_DIR, MS_BIND | MS_REC, f"bind {NETNS_RUN_DIR} onto itself")
-    _check(_LIBC.mount(b"none", run_dir, None, MS_SHARED | MS_REC, None),
-           f"make {NETNS_RUN_DIR} shared")
+    _check(_LIBC.mount(b"none", run_dir, None, MS_SHARED | MS_REC, None), f"make {NETNS_RUN_DIR} shared")
 
 
 def _mount(source: str, target: str, flags: int, what: str) -> None:

@@ -1,6 +1,7 @@
 """Where a lab keeps its files. Everything a lab writes lives under its own directory, except the
 per-pod resolver files that `ip netns exec` needs under /etc/netns/<netns>/ (recorded in the
 lab's journal and removed by name)."""
+
 from __future__ import annotations
 
 import os
@@ -22,6 +23,16 @@ def api_socket_path(name: str) -> str:
 
 def journal_path(name: str) -> str:
     return os.path.join(lab_dir(name), "journal.jsonl")
+
+
+def kubeconfig_path(name: str) -> str:
+    """The kubeconfig labd writes for its Kubernetes endpoint (`export KUBECONFIG=...`)."""
+    return os.path.join(lab_dir(name), "kubeconfig")
+
+
+def kube_api_port_path(name: str) -> str:
+    """The port of labd's Kubernetes endpoint on 127.0.0.1 (chosen free at start), as text."""
+    return os.path.join(lab_dir(name), "kube-api.port")
 
 
 def pod_dir(name: str, namespace: str, pod: str, uid: str) -> str:

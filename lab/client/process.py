@@ -4,6 +4,7 @@ SIGTERM (the kubelet stopping its container) or SIGINT ends its work by cancella
 task's cleanup runs, instead of Python's default handling, which would kill it (SIGTERM) or raise
 KeyboardInterrupt somewhere (SIGINT); a socket it cannot bind ends it with status 1, saying why.
 """
+
 from __future__ import annotations
 
 import signal
@@ -16,9 +17,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @asynccontextmanager
-async def open_nursery_until_signalled(on_signal: Callable[[signal.Signals], object] | None = None, *,
-                                       drain: float = 0.0, cancel: trio.CancelScope | None = None,
-                                       signals: Iterable[int] = STOP_SIGNALS) -> AsyncIterator[trio.Nursery]:
+async def open_nursery_until_signalled(
+    on_signal: Callable[[signal.Signals], object] | None = None,
+    *,
+    drain: float = 0.0,
+    cancel: trio.CancelScope | None = None,
+    signals: Iterable[int] = STOP_SIGNALS,
+) -> AsyncIterator[trio.Nursery]:
     """A nursery whose work is cancelled at the first of SIGNALS.
 
     At that signal ON_SIGNAL(signal) runs (a log line, start draining), then, after DRAIN seconds
@@ -33,8 +38,12 @@ async def open_nursery_until_signalled(on_signal: Callable[[signal.Signals], obj
             yield nursery
 
 
-async def _cancel_at_signal(received: AsyncIterator[int], scope: trio.CancelScope,
-                            on_signal: Callable[[signal.Signals], object] | None, drain: float) -> None:
+async def _cancel_at_signal(
+    received: AsyncIterator[int],
+    scope: trio.CancelScope,
+    on_signal: Callable[[signal.Signals], object] | None,
+    drain: float,
+) -> None:
     async for signum in received:
         if scope.cancel_called:
             continue  # already stopping: later signals are taken and dropped
@@ -46,8 +55,9 @@ async def _cancel_at_signal(received: AsyncIterator[int], scope: trio.CancelScop
         scope.cancel()
 
 
-def run_main(async_fn: Callable[..., Awaitable[object]], *args: object,
-             on_os_error: Callable[[OSError], object]) -> int:
+def run_main(
+    async_fn: Callable[..., Awaitable[object]], *args: object, on_os_error: Callable[[OSError], object]
+) -> int:
     """`trio.run(ASYNC_FN, *ARGS)` as a process's whole life, and its exit status: 0, or 1 when
     OSErrors ended it (a port or socket it could not bind), each first given to ON_OS_ERROR."""
     status = 0

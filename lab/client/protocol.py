@@ -8,6 +8,7 @@ Watch:     after {"op": "watch", ...} the server sends event lines until the cli
 
 Sans-IO: `LineDecoder` is fed bytes and yields decoded messages; `encode` makes a line.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ class LineDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
+    def feed(self, data: bytes | bytearray) -> Iterator[dict[str, Any]]:
         self._buf += data
         while True:
             nl = self._buf.find(b"\n")

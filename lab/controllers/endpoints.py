@@ -1,10 +1,11 @@
 """Service → Endpoints: the pods a Service selects, split into ready and not-ready addresses."""
+
 from __future__ import annotations
 
-from lab.controllers.workloads import is_ready, is_terminating
 from lab.apiserver.selectors import Selector
 from lab.apiserver.store import Store
 from lab.client.contract import MANAGED_LABEL
+from lab.controllers.workloads import is_ready, is_terminating
 
 
 def _target_port(svc_port: dict, pod: dict) -> int | None:
@@ -32,15 +33,27 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
             tp = _target_port(sp, pod)
             if tp is None:
                 continue
-            ports.append({k: v for k, v in (("name", sp.get("name")), ("port", tp),
-                                            ("protocol", sp.get("protocol", "TCP"))) if v is not None})
+            ports.append(
+                {
+                    k: v
+                    for k, v in (("name", sp.get("name")), ("port", tp), ("protocol", sp.get("protocol", "TCP")))
+                    if v is not None
+                }
+            )
         if not ports and svc["spec"].get("ports"):
             continue
         key = tuple(sorted((p.get("name", ""), p["port"], p["protocol"]) for p in ports))
         subset = subsets.setdefault(key, {"addresses": [], "notReadyAddresses": [], "ports": ports})
-        address = {"ip": ip, "nodeName": pod["spec"].get("nodeName"),
-                   "targetRef": {"kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"],
-                                 "uid": pod["metadata"]["uid"]}}
+        address = {
+            "ip": ip,
+            "nodeName": pod["spec"].get("nodeName"),
+            "targetRef": {
+                "kind": "Pod",
+                "namespace": ns,
+                "name": pod["metadata"]["name"],
+                "uid": pod["metadata"]["uid"],
+            },
+        }
         if pod["spec"].get("hostname") and pod["spec"].get("subdomain") == name:
             address["hostname"] = pod["spec"]["hostname"]
         subset["addresses" if is_ready(pod) else "notReadyAddresses"].append(address)
@@ -50,9 +63,12 @@ def endpoints_for(svc: dict, pods: list[dict]) -> dict:
         s["notReadyAddresses"].sort(key=lambda a: a["ip"])
         out.append({k: v for k, v in s.items() if v})
     labels = dict(svc["metadata"].get("labels") or {})
-    return {"apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": name, "namespace": ns, "labels": labels},
-            "subsets": out}
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "subsets": out,
+    }
 
 
 def reconcile_endpoints(store: Store, selector_for) -> None:

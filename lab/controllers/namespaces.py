@@ -1,4 +1,5 @@
 """Namespaces: a `default` ServiceAccount in each, and deletion of everything in a terminating one."""
+
 from __future__ import annotations
 
 from lab.apiserver import kinds
@@ -14,8 +15,9 @@ def reconcile(store: Store) -> None:
         if ns.get("status", {}).get("phase") != "Active":
             store.patch_status("Namespace", None, name, {"phase": "Active"})
         if store.get("ServiceAccount", name, "default") is None:
-            store.create({"apiVersion": "v1", "kind": "ServiceAccount",
-                          "metadata": {"name": "default", "namespace": name}})
+            store.create(
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}}
+            )
 
 
 def _drain(store: Store, namespace: str) -> None:

@@ -4,20 +4,25 @@ Filters by `nodeName`, `nodeSelector` and taints; scores by spreading — first 
 same owner on the node (so replicas land on different nodes), then the fewest pods overall (so the
 article's client and servers land apart), then topology order.
 """
+
 from __future__ import annotations
 
 import copy
 
-from lab.controllers.workloads import controller_of, is_terminating, node_admits
 from lab.apiserver.store import Store
 from lab.client.contract import NODE_INDEX_LABEL
+from lab.controllers.workloads import controller_of, is_terminating, node_admits
 
 
 def schedule_pending(store: Store) -> list[tuple[str, str, str]]:
     """Binds every unscheduled pod it can; returns (namespace, pod, node) bindings."""
     nodes = store.list("Node")
-    order = {n["metadata"]["name"]: i for i, n in enumerate(
-        sorted(nodes, key=lambda n: n["metadata"].get("labels", {}).get(NODE_INDEX_LABEL, "0").zfill(4)))}
+    order = {
+        n["metadata"]["name"]: i
+        for i, n in enumerate(
+            sorted(nodes, key=lambda n: n["metadata"].get("labels", {}).get(NODE_INDEX_LABEL, "0").zfill(4))
+        )
+    }
     pods = store.list("Pod")
     load: dict[str, int] = {n["metadata"]["name"]: 0 for n in nodes}
     owner_load: dict[tuple[str, str], int] = {}

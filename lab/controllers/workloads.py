@@ -3,6 +3,7 @@
 Level-triggered: each function looks at the whole store and makes it agree with the specs, so
 running it twice is harmless and a missed event is caught on the next pass.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,14 @@ def random_suffix(rng: random.Random, n: int = 5) -> str:
 
 
 def owner_ref(owner: dict) -> dict:
-    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def controller_of(obj: dict) -> dict | None:
@@ -54,8 +61,9 @@ def is_ready(pod: dict) -> bool:
     return False
 
 
-def pod_from_template(template: dict, namespace: str, name: str, owner: dict,
-                      extra_labels: dict | None = None, node: str | None = None) -> dict:
+def pod_from_template(
+    template: dict, namespace: str, name: str, owner: dict, extra_labels: dict | None = None, node: str | None = None
+) -> dict:
     meta = copy.deepcopy(template.get("metadata") or {})
     labels = dict(meta.get("labels") or {})
     labels.update(extra_labels or {})
@@ -63,10 +71,15 @@ def pod_from_template(template: dict, namespace: str, name: str, owner: dict,
     if node:
         spec["nodeName"] = node
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                     "annotations": dict(meta.get("annotations") or {}),
-                     "ownerReferences": [owner_ref(owner)]},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": dict(meta.get("annotations") or {}),
+            "ownerReferences": [owner_ref(owner)],
+        },
         "spec": spec,
         "status": {"phase": "Pending"},
     }
@@ -74,8 +87,11 @@ def pod_from_template(template: dict, namespace: str, name: str, owner: dict,
 
 def _owned_pods(store: Store, owner: dict) -> list[dict]:
     uid = owner["metadata"]["uid"]
-    return [p for p in store.list("Pod", owner["metadata"]["namespace"])
-            if (ref := controller_of(p)) is not None and ref.get("uid") == uid]
+    return [
+        p
+        for p in store.list("Pod", owner["metadata"]["namespace"])
+        if (ref := controller_of(p)) is not None and ref.get("uid") == uid
+    ]
 
 
 def _delete_pod(store: Store, pod: dict) -> None:
@@ -92,22 +108,41 @@ def reconcile_deployments(store: Store) -> None:
         h = template_hash(tmpl)
         rs_name = f"{name}-{h}"
         replicas = d["spec"].get("replicas", 1)
-        owned = [rs for rs in store.list("ReplicaSet", ns)
-                 if (ref := controller_of(rs)) is not None and ref.get("uid") == d["metadata"]["uid"]]
+        owned = [
+            rs
+            for rs in store.list("ReplicaSet", ns)
+            if (ref := controller_of(rs)) is not None and ref.get("uid") == d["metadata"]["uid"]
+        ]
         current = next((rs for rs in owned if rs["metadata"]["name"] == rs_name), None)
         if current is None:
-            current = store.create({
-                "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                "metadata": {"name": rs_name, "namespace": ns,
-                             "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}, **{"pod-template-hash": h}),
-                             "ownerReferences": [owner_ref(d)]},
-                "spec": {"replicas": replicas,
-                         "selector": {"matchLabels": dict(d["spec"]["selector"].get("matchLabels") or {},
-                                                          **{"pod-template-hash": h}),
-                                      **({"matchExpressions": d["spec"]["selector"]["matchExpressions"]}
-                                         if d["spec"]["selector"].get("matchExpressions") else {})},
-                         "template": tmpl},
-            })
+            current = store.create(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "metadata": {
+                        "name": rs_name,
+                        "namespace": ns,
+                        "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}, **{"pod-template-hash": h}),
+                        "ownerReferences": [owner_ref(d)],
+                    },
+                    "spec": {
+                        "replicas": replicas,
+                        "selector": {
+                            "matchLabels": dict(
+                                d["spec"]["selector"].get("matchLabels") or {}, **{"pod-template-hash": h}
+                            ),
+                            **(
+                                {"matchExpressions": d["spec"]["selector"]["matchExpressions"]}
+                                if d["spec"]["selector"].get("matchExpressions")
+                                else {}
+                            ),
+                        },
+                        "template": tmpl,
+                    },
+                }
+            )
+            if current is None:  # cannot happen: admission refuses Pods only
+                raise RuntimeError(f'ReplicaSet "{rs_name}" was refused by the store')
         elif current["spec"].get("replicas") != replicas:
             rs = copy.deepcopy(current)
             rs["spec"]["replicas"] = replicas
@@ -130,12 +165,19 @@ def reconcile_deployments(store: Store) -> None:
             "readyReplicas": len(ready),
             "availableReplicas": len(ready),
             "conditions": [
-                {"type": "Available", "status": "True" if len(ready) >= replicas else "False",
-                 "reason": "MinimumReplicasAvailable" if len(ready) >= replicas else "MinimumReplicasUnavailable"},
-                {"type": "Progressing", "status": "True",
-                 "reason": "NewReplicaSetAvailable" if len(updated) == replicas == len(ready)
-                 else "ReplicaSetUpdated",
-                 "message": f'ReplicaSet "{rs_name}" is progressing.'},
+                {
+                    "type": "Available",
+                    "status": "True" if len(ready) >= replicas else "False",
+                    "reason": "MinimumReplicasAvailable" if len(ready) >= replicas else "MinimumReplicasUnavailable",
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable"
+                    if len(updated) == replicas == len(ready)
+                    else "ReplicaSetUpdated",
+                    "message": f'ReplicaSet "{rs_name}" is progressing.',
+                },
             ],
         }
         if not ready:
@@ -154,18 +196,27 @@ def reconcile_replicasets(store: Store, rng: random.Random) -> None:
             h = rs["metadata"].get("labels", {}).get("pod-template-hash")
             for _ in range(want - len(live)):
                 name = f'{rs["metadata"]["name"]}-{random_suffix(rng)}'
-                store.create(pod_from_template(rs["spec"]["template"], ns, name, rs,
-                                               {"pod-template-hash": h} if h else None))
+                store.create(
+                    pod_from_template(rs["spec"]["template"], ns, name, rs, {"pod-template-hash": h} if h else None)
+                )
         elif len(live) > want:
             # Kubernetes deletes the least useful first: unscheduled, then not ready, then newest.
-            live.sort(key=lambda p: (bool(p["spec"].get("nodeName")), is_ready(p),
-                                     [-ord(c) for c in p["metadata"]["creationTimestamp"]]))
+            live.sort(
+                key=lambda p: (
+                    bool(p["spec"].get("nodeName")),
+                    is_ready(p),
+                    [-ord(c) for c in p["metadata"]["creationTimestamp"]],
+                )
+            )
             for p in live[: len(live) - want]:
                 _delete_pod(store, p)
         live = [p for p in _owned_pods(store, rs) if not is_terminating(p)]
         ready = sum(1 for p in live if is_ready(p))
-        status = {"replicas": len(live), "fullyLabeledReplicas": len(live),
-                  "observedGeneration": rs["metadata"].get("generation", 1)}
+        status = {
+            "replicas": len(live),
+            "fullyLabeledReplicas": len(live),
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
         if ready:
             status["readyReplicas"] = ready
             status["availableReplicas"] = ready
@@ -216,8 +267,9 @@ def reconcile_daemonsets(store: Store, rng: random.Random) -> None:
             # so two host-network pods never hold the node's ports and sockets at once.
             if len(current) - len(stale) == 0 and not stale and nname not in leaving:
                 name = f'{ds["metadata"]["name"]}-{random_suffix(rng)}'
-                store.create(pod_from_template(ds["spec"]["template"], ns, name, ds,
-                                               {"controller-revision-hash": h}, node=nname))
+                store.create(
+                    pod_from_template(ds["spec"]["template"], ns, name, ds, {"controller-revision-hash": h}, node=nname)
+                )
         eligible_names = {n["metadata"]["name"] for n in eligible}
         for nname, ps in by_node.items():
             if nname not in eligible_names:
@@ -226,10 +278,20 @@ def reconcile_daemonsets(store: Store, rng: random.Random) -> None:
         live = [p for p in _owned_pods(store, ds) if not is_terminating(p)]
         ready = sum(1 for p in live if is_ready(p))
         updated = sum(1 for p in live if p["metadata"]["labels"].get("controller-revision-hash") == h)
-        store.patch_status("DaemonSet", ns, ds["metadata"]["name"], {
-            "desiredNumberScheduled": len(eligible), "currentNumberScheduled": len(live),
-            "numberReady": ready, "updatedNumberScheduled": updated, "numberAvailable": ready,
-            "numberMisscheduled": 0, "observedGeneration": ds["metadata"].get("generation", 1)})
+        store.patch_status(
+            "DaemonSet",
+            ns,
+            ds["metadata"]["name"],
+            {
+                "desiredNumberScheduled": len(eligible),
+                "currentNumberScheduled": len(live),
+                "numberReady": ready,
+                "updatedNumberScheduled": updated,
+                "numberAvailable": ready,
+                "numberMisscheduled": 0,
+                "observedGeneration": ds["metadata"].get("generation", 1),
+            },
+        )
 
 
 def collect_garbage(store: Store) -> None:

@@ -2,6 +2,7 @@
 
 System add-ons are applied as ordinary manifests through the same API path users take.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,31 +31,57 @@ def admission_hooks() -> dict:
 def seed(lab: "Lab") -> None:
     t, store = lab.topo, lab.store
     for node in t.nodes:
-        labels = {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
-                  NODE_INDEX_LABEL: str(node.index), **dict(node.labels)}
+        labels = {
+            "kubernetes.io/hostname": node.name,
+            "kubernetes.io/os": "linux",
+            NODE_INDEX_LABEL: str(node.index),
+            **dict(node.labels),
+        }
         spec: dict = {"podCIDR": str(t.node_pod_cidr(node))}
         if node.role == "control-plane":
             labels["node-role.kubernetes.io/control-plane"] = ""
             spec["taints"] = [dict(CONTROL_PLANE_TAINT)]
-        store.create({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": labels},
-            "spec": spec,
-            "status": {"addresses": [{"type": "InternalIP", "address": str(t.node_ip(node))},
-                                     {"type": "Hostname", "address": node.name}],
-                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-                       "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "operatingSystem": "linux"}},
-        })
+        store.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": node.name, "labels": labels},
+                "spec": spec,
+                "status": {
+                    "addresses": [
+                        {"type": "InternalIP", "address": str(t.node_ip(node))},
+                        {"type": "Hostname", "address": node.name},
+                    ],
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                    "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "operatingSystem": "linux"},
+                },
+            }
+        )
     for ns in ("default", "kube-system", "kube-public"):
-        store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
-                      "labels": {"kubernetes.io/metadata.name": ns}}})
-    store.create({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"type": "ClusterIP", "clusterIP": str(t.kubernetes_service_ip()),
-                 "clusterIPs": [str(t.kubernetes_service_ip())],
-                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
-    })
+        store.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}},
+            }
+        )
+    store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"},
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": str(t.kubernetes_service_ip()),
+                "clusterIPs": [str(t.kubernetes_service_ip())],
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+            },
+        }
+    )
     if "dns" in t.install:
         with open(os.path.join(MANIFESTS, "coredns.yaml")) as f:
             text = f.read().replace("__CLUSTER_DNS_IP__", str(t.cluster_dns_ip()))

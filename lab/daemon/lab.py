@@ -5,10 +5,12 @@ makes it PID 2 of a PID namespace whose init dies with it). It builds the networ
 socket, runs the controllers, the scheduler, the kubelet and kube-proxy, and on `shutdown` or
 SIGTERM tears down everything it made before exiting.
 """
+
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -18,22 +20,22 @@ import time
 
 import trio
 
-from lab.runtime import kubeproxy
-from lab.apiserver.admission import AdmittingStore
 from lab.apiserver import endpoint
+from lab.apiserver.admission import AdmittingStore
+from lab.apiserver.api import ApiServer
 from lab.apiserver.dispatch import Dispatcher
 from lab.apiserver.events import EventRecorder
-from lab.apiserver.api import ApiServer
-from lab.controllers import endpoints, namespaces, scheduler, workloads
-from lab.runtime.journal import Journal
-from lab.client.paths import api_socket_path, journal_path, lab_dir
-from lab.runtime import network, sandbox
-from lab.client import netns, paths, process
-from lab.runtime.kubelet import Kubelet
+from lab.apiserver.rest import service as rest_service
 from lab.apiserver.selectors import from_label_selector
-from lab.topology import Topology, load_file
-from lab.daemon import bootstrap
 from lab.apiserver.tokens import CA_AUDIENCE, TokenIssuer
+from lab.client import netns, paths, process
+from lab.client.paths import api_socket_path, journal_path, lab_dir
+from lab.controllers import endpoints, namespaces, scheduler, workloads
+from lab.daemon import bootstrap
+from lab.runtime import kubeproxy, network, sandbox
+from lab.runtime.journal import Journal
+from lab.runtime.kubelet import Kubelet
+from lab.topology import Topology, load_file
 
 log = logging.getLogger("labd")
 
@@ -43,24 +45,27 @@ class Lab:
         self.topo = topo
         self.dir = lab_dir(topo.name)
         self.socket_path = api_socket_path(topo.name)
-        self.store = AdmittingStore()   # Pod CREATEs go through the mutating webhooks
+        self.store = AdmittingStore()  # Pod CREATEs go through the mutating webhooks
         self.journal = Journal(journal_path(topo.name))
         self.rng = random.Random()
         self.api = ApiServer(self.store, topo, self.dir, **bootstrap.admission_hooks())
         self.tokens = TokenIssuer.generate()  # the ServiceAccount token signer (kube-apiserver's)
         self.record_event = EventRecorder(self.store)
-        self.kubelet = Kubelet(topo, self.store, self.journal, self.dir, self.socket_path, self.record_event,
-                               self.issue_token)
-        self.dispatcher = Dispatcher(self.api, self.tokens, self.kubelet,
-                                     {"status": self.status, "shutdown": self._request_shutdown})
+        self.kubelet = Kubelet(
+            topo, self.store, self.journal, self.dir, self.socket_path, self.record_event, self.issue_token
+        )
+        self.dispatcher = Dispatcher(
+            self.api, self.tokens, self.kubelet, {"status": self.status, "shutdown": self._request_shutdown}
+        )
         self.phase = "starting"
+        self.kube_api_port: int | None = None  # the Kubernetes endpoint's, once it listens
         self.ready = False
         self.started = time.monotonic()
         self.timings: dict[str, float] = {}
         self._dirty = trio.Event()
         self._proxy_dirty = trio.Event()
         self._serving = trio.CancelScope()  # cancelled by SIGTERM/SIGINT or a `shutdown` request
-        self._wake_at = float("inf")     # when controllers retry pods the webhooks refused
+        self._wake_at = float("inf")  # when controllers retry pods the webhooks refused
         self._wake_changed = trio.Event()
         self.store.record_event = self.record_event
         self.store.retry_after = self._wake_controllers_after
@@ -91,9 +96,14 @@ class Lab:
 
     def issue_token(self, pod: dict) -> str:
         md = pod["metadata"]
-        return self.tokens.issue(md["namespace"], pod["spec"].get("serviceAccountName", "default"),
-                                 md["name"], md["uid"], audience=CA_AUDIENCE,
-                                 ttl=dt.timedelta(hours=24))
+        return self.tokens.issue(
+            md["namespace"],
+            pod["spec"].get("serviceAccountName", "default"),
+            md["name"],
+            md["uid"],
+            audience=CA_AUDIENCE,
+            ttl=dt.timedelta(hours=24),
+        )
 
     # Network ---------------------------------------------------------------------------------
     def build_network(self) -> None:
@@ -107,10 +117,15 @@ class Lab:
             node_ns = paths.node_netns_name(t.name, node.name)
             self.journal.added("netns", node_ns)
             netns.create(node_ns)
-            network.attach_node(fabric, node_ns, node.name, f"{t.node_ip(node)}/{t.node_cidr.prefixlen}",
-                                str(t.pod_gateway(node)))
-            sandbox.write_resolver_files(self.journal, node_ns, sandbox.resolv_conf("", str(t.cluster_dns_ip())),
-                                         sandbox.hosts_file(str(t.node_ip(node)), node.name))
+            network.attach_node(
+                fabric, node_ns, node.name, f"{t.node_ip(node)}/{t.node_cidr.prefixlen}", str(t.pod_gateway(node))
+            )
+            sandbox.write_resolver_files(
+                self.journal,
+                node_ns,
+                sandbox.resolv_conf("", str(t.cluster_dns_ip())),
+                sandbox.hosts_file(str(t.node_ip(node)), node.name),
+            )
         for node in t.nodes:
             routes = [(str(t.node_pod_cidr(peer)), str(t.node_ip(peer))) for peer in t.nodes if peer != node]
             network.route_node_to_peers(paths.node_netns_name(t.name, node.name), routes)
@@ -136,14 +151,15 @@ class Lab:
             # Each controller on its own: one failing (a bad object, a conflict) must not stop the
             # others, and a failed pass is retried.
             for name, step in (
-                    ("namespaces", lambda: namespaces.reconcile(self.store)),
-                    ("deployments", lambda: workloads.reconcile_deployments(self.store)),
-                    ("replicasets", lambda: workloads.reconcile_replicasets(self.store, self.rng)),
-                    ("daemonsets", lambda: workloads.reconcile_daemonsets(self.store, self.rng)),
-                    ("garbage collector", lambda: workloads.collect_garbage(self.store)),
-                    ("scheduler", self._schedule),
-                    ("endpoints", lambda: endpoints.reconcile_endpoints(self.store, from_label_selector_map)),
-                    ("kubelet", self.kubelet.sync)):
+                ("namespaces", lambda: namespaces.reconcile(self.store)),
+                ("deployments", lambda: workloads.reconcile_deployments(self.store)),
+                ("replicasets", lambda: workloads.reconcile_replicasets(self.store, self.rng)),
+                ("daemonsets", lambda: workloads.reconcile_daemonsets(self.store, self.rng)),
+                ("garbage collector", lambda: workloads.collect_garbage(self.store)),
+                ("scheduler", self._schedule),
+                ("endpoints", lambda: endpoints.reconcile_endpoints(self.store, from_label_selector_map)),
+                ("kubelet", self.kubelet.sync),
+            ):
                 try:
                     step()
                 except Exception:
@@ -171,7 +187,8 @@ class Lab:
                 try:
                     async with trio.open_nursery() as nursery:
                         for ns in nodes:
-                            nursery.start_soon(trio.to_thread.run_sync, network.apply_nft, ns, script)
+                            apply = functools.partial(network.apply_nft, ns, script)
+                            nursery.start_soon(trio.to_thread.run_sync, apply)
                     last = script
                 except* Exception as eg:
                     log.error("kube-proxy: applying rules failed: %s", eg.exceptions[0])
@@ -187,16 +204,29 @@ class Lab:
     def status(self) -> dict:
         pods = self.store.list("Pod")
         return {
-            "name": self.topo.name, "phase": self.phase, "ready": self.ready, "pid": self.kubelet.host_pid,
-            "topology": self.topo.source, "dir": self.dir,
-            "nodes": [{"name": n.name, "role": n.role, "ip": str(self.topo.node_ip(n)),
-                       "podCIDR": str(self.topo.node_pod_cidr(n)),
-                       "netns": paths.node_netns_name(self.topo.name, n.name),
-                       "pods": sum(1 for p in pods if p["spec"].get("nodeName") == n.name)}
-                      for n in self.topo.nodes],
-            "pods": len(pods), "running": sum(1 for p in pods if p.get("status", {}).get("phase") == "Running"),
+            "name": self.topo.name,
+            "phase": self.phase,
+            "ready": self.ready,
+            "pid": self.kubelet.host_pid,
+            "topology": self.topo.source,
+            "dir": self.dir,
+            "kubeApiPort": self.kube_api_port,
+            "nodes": [
+                {
+                    "name": n.name,
+                    "role": n.role,
+                    "ip": str(self.topo.node_ip(n)),
+                    "podCIDR": str(self.topo.node_pod_cidr(n)),
+                    "netns": paths.node_netns_name(self.topo.name, n.name),
+                    "pods": sum(1 for p in pods if p["spec"].get("nodeName") == n.name),
+                }
+                for n in self.topo.nodes
+            ],
+            "pods": len(pods),
+            "running": sum(1 for p in pods if p.get("status", {}).get("phase") == "Running"),
             "ready_pods": sum(1 for p in pods if workloads.is_ready(p)),
-            "services": len(self.store.list("Service")), "uptime": round(time.monotonic() - self.started, 3),
+            "services": len(self.store.list("Service")),
+            "uptime": round(time.monotonic() - self.started, 3),
             "timings": self.timings,
         }
 
@@ -209,6 +239,10 @@ class Lab:
             self.timings["network"] = round(time.monotonic() - t0, 3)
             await nursery.start(self.kubelet.run)
             await nursery.start(endpoint.serve, self.socket_path, self.dispatcher.handle)
+            # The Kubernetes endpoint (HTTPS on 127.0.0.1, a free port) and its kubeconfig.
+            self.kube_api_port = await nursery.start(
+                rest_service.serve, self.api, self.dispatcher, self.topo.name, self.dir
+            )
             controllers = trio.CancelScope()
 
             async def run_controllers() -> None:
@@ -217,6 +251,7 @@ class Lab:
                         inner.start_soon(self.controller_loop)
                         inner.start_soon(self._wake_loop)
                         inner.start_soon(self.kube_proxy_loop)
+
             nursery.start_soon(run_controllers)
             self.phase = "starting system pods"
             bootstrap.seed(self)
@@ -249,8 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--topology", required=True)
     p.add_argument("--name")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     topo = load_file(args.topology)
     if args.name:
         topo = topo.with_name(args.name)

@@ -28,14 +28,33 @@ Names outside `cluster.local` get NXDOMAIN, not REFUSED: the lab has no internet
 no upstream to recurse to, and REFUSED makes resolvers (and so curl) report a server failure
 instead of "could not resolve host". Such answers are not authoritative and carry no SOA.
 """
+
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from dnslib import (AAAA, CLASS, CNAME, NS, OPCODE, QTYPE, RCODE, RD, RR, SOA, SRV, A, DNSError,
-                    DNSHeader, DNSLabel, DNSQuestion, DNSRecord, EDNS0)
+from dnslib import (
+    AAAA,
+    CLASS,
+    CNAME,
+    EDNS0,
+    NS,
+    OPCODE,
+    QTYPE,
+    RCODE,
+    RD,
+    RR,
+    SOA,
+    SRV,
+    A,
+    DNSError,
+    DNSHeader,
+    DNSLabel,
+    DNSQuestion,
+    DNSRecord,
+)
 
 DEFAULT_DOMAIN = "cluster.local"
 TTL = 5
@@ -68,6 +87,11 @@ def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(value)
     except ValueError:
         return None
+
+
+def _ips(values: list[Any]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The valid IP addresses among VALUES, in order (see `_ip`)."""
+    return [ip for ip in map(_ip, values) if ip is not None]
 
 
 def _address_record(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Record:
@@ -113,7 +137,7 @@ class ClusterZone:
 
     # ---- feeding -------------------------------------------------------------------------
 
-    def apply_event(self, event_type: str, obj: Any) -> bool:
+    def apply_event(self, event_type: str | None, obj: Any) -> bool:
         """Applies one watch event; returns whether the zone's sources changed."""
         if not isinstance(obj, dict) or obj.get("kind") not in self._objects:
             return False
@@ -171,11 +195,11 @@ class ClusterZone:
         return {owner: list(records.values()) for owner, records in owners.items()}
 
     def _soa(self) -> SOA:
-        return SOA(f"ns.dns.{self.domain}.", f"hostmaster.{self.domain}.",
-                   (self._serial, 7200, 1800, 86400, self.ttl))
+        return SOA(f"ns.dns.{self.domain}.", f"hostmaster.{self.domain}.", (self._serial, 7200, 1800, 86400, self.ttl))
 
-    def _service_records(self, namespace: str, name: str,
-                         service: dict[str, Any]) -> Iterator[tuple[str, Record | None]]:
+    def _service_records(
+        self, namespace: str, name: str, service: dict[str, Any]
+    ) -> Iterator[tuple[str, Record | None]]:
         spec = _as_dict(service.get("spec"))
         base = f"{name}.{namespace}.svc.{self.domain}"
         yield base, None  # the Service's name exists even while it has no address
@@ -188,18 +212,17 @@ class ClusterZone:
             yield from self._headless_records(base, self._objects["Endpoints"].get((namespace, name)))
             return
         cluster_ips = [spec.get("clusterIP"), *_as_list(spec.get("clusterIPs"))]
-        for ip in filter(None, map(_ip, cluster_ips)):
+        for ip in _ips(cluster_ips):
             yield base, _address_record(ip)
         if (namespace, name) == ("kube-system", "kube-dns"):
-            for ip in filter(None, map(_ip, cluster_ips)):
+            for ip in _ips(cluster_ips):
                 yield f"ns.dns.{self.domain}", _address_record(ip)
         for port in map(_as_dict, _as_list(spec.get("ports"))):
             srv_name = self._srv_name(port, base)
             if srv_name and isinstance(port.get("port"), int):
                 yield srv_name, Record(QTYPE.SRV, SRV(0, 100, port["port"], base + "."))
 
-    def _headless_records(self, base: str,
-                          endpoints: dict[str, Any] | None) -> Iterator[tuple[str, Record]]:
+    def _headless_records(self, base: str, endpoints: dict[str, Any] | None) -> Iterator[tuple[str, Record]]:
         for subset in map(_as_dict, _as_list(_as_dict(endpoints).get("subsets"))):
             ports = [_as_dict(p) for p in _as_list(subset.get("ports"))]
             for address in map(_as_dict, _as_list(subset.get("addresses"))):
@@ -226,7 +249,7 @@ class ClusterZone:
         if status.get("phase") in _STOPPED_PHASES:
             return
         ips = [status.get("podIP"), *(_as_dict(p).get("ip") for p in _as_list(status.get("podIPs")))]
-        for ip in filter(None, map(_ip, ips)):
+        for ip in _ips(ips):
             yield f"{_dashed(ip)}.{namespace}.pod.{self.domain}", _address_record(ip)
 
     # ---- answering -----------------------------------------------------------------------
@@ -236,8 +259,10 @@ class ClusterZone:
 
     def answer(self, request: DNSRecord) -> DNSRecord:
         """The reply to one parsed query (never raises for well-formed dnslib records)."""
-        reply = DNSRecord(DNSHeader(id=request.header.id, qr=1, opcode=request.header.opcode,
-                                    rd=request.header.rd, ra=1), questions=list(request.questions))
+        reply = DNSRecord(
+            DNSHeader(id=request.header.id, qr=1, opcode=request.header.opcode, rd=request.header.rd, ra=1),
+            questions=list(request.questions),
+        )
         options = [rr for rr in request.ar if rr.rtype == QTYPE.OPT]
         if options:
             version = (options[0].ttl >> 16) & 0xFF
@@ -313,17 +338,26 @@ class ClusterZone:
             option = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
             limit = PLAIN_UDP_SIZE if option is None else max(PLAIN_UDP_SIZE, min(option.rclass, EDNS_UDP_SIZE))
             if len(data) > limit:
-                truncated = DNSRecord(DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1),
-                                      questions=list(reply.questions),
-                                      ar=[rr for rr in reply.ar if rr.rtype == QTYPE.OPT])
+                truncated = DNSRecord(
+                    DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1),
+                    questions=list(reply.questions),
+                    ar=[rr for rr in reply.ar if rr.rtype == QTYPE.OPT],
+                )
                 data = truncated.pack()
         return data
 
 
 def error_reply(wire: bytes, rcode: int) -> bytes:
     """A bare reply carrying only the query's id, opcode and RD bit (for unparseable input)."""
-    header = DNSHeader(id=int.from_bytes(wire[:2], "big"), bitmap=0, qr=1, ra=1, rcode=rcode,
-                       opcode=(wire[2] >> 3) & 0xF, rd=wire[2] & 1)
+    header = DNSHeader(
+        id=int.from_bytes(wire[:2], "big"),
+        bitmap=0,
+        qr=1,
+        ra=1,
+        rcode=rcode,
+        opcode=(wire[2] >> 3) & 0xF,
+        rd=wire[2] & 1,
+    )
     return DNSRecord(header).pack()
 
 

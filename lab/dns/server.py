@@ -10,6 +10,7 @@ that is Ready can answer every name. After a disconnect the watch reconnects wit
 answering until the new one is synced, then is swapped out whole, so a half-listed zone is
 never served and deletions missed while disconnected do not linger.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,12 +24,12 @@ from functools import partial
 import trio
 from dnslib import RCODE
 
-from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
+from lab.client.backoff import Backoff
 from lab.client.contract import ENV_API_SOCKET
 from lab.client.process import open_nursery_until_signalled, run_main
+from lab.client.protocol import ProtocolError
 from lab.dns.records import KINDS, ClusterZone, error_reply
-from lab.client.backoff import Backoff
 
 log = logging.getLogger("lab.dns")
 
@@ -49,8 +50,8 @@ class TcpFramer:
             size = int.from_bytes(self._buf[:2], "big")
             if len(self._buf) < 2 + size:
                 break
-            messages.append(bytes(self._buf[2:2 + size]))
-            del self._buf[:2 + size]
+            messages.append(bytes(self._buf[2 : 2 + size]))
+            del self._buf[: 2 + size]
         return messages
 
 
@@ -73,8 +74,9 @@ class ZoneRef:
             return error_reply(wire, RCODE.SERVFAIL)
 
 
-async def keep_zone_current(client: AsyncLabClient, ref: ZoneRef, synced: trio.Event,
-                            backoff: Backoff | None = None) -> None:
+async def keep_zone_current(
+    client: AsyncLabClient, ref: ZoneRef, synced: trio.Event, backoff: Backoff | None = None
+) -> None:
     """Follows the watch stream forever; sets `synced` after the first complete list.
 
     A failure that repeats the previous one is not logged again, so a lab API that is gone
@@ -92,9 +94,12 @@ async def keep_zone_current(client: AsyncLabClient, ref: ZoneRef, synced: trio.E
                         if ref.zone is not fresh:
                             ref.zone = fresh
                             counts = ", ".join(f"{n} {k}" for k, n in fresh.counts().items())
-                            log.info("%s: %s (resourceVersion %s)",
-                                     "re-synced" if synced.is_set() else "synced",
-                                     counts, event.get("resourceVersion"))
+                            log.info(
+                                "%s: %s (resourceVersion %s)",
+                                "re-synced" if synced.is_set() else "synced",
+                                counts,
+                                event.get("resourceVersion"),
+                            )
                             synced.set()
                             backoff.reset()
                             last_reason = None
@@ -161,8 +166,13 @@ async def _bind(host: str, port: int) -> tuple[trio.socket.SocketType, trio.Sock
     raise OSError(f"no free port on {host} for both UDP and TCP")
 
 
-async def serve(api_socket: str, host: str = "0.0.0.0", port: int = 53, *,
-                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    api_socket: str,
+    host: str = "0.0.0.0",
+    port: int = 53,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Runs the DNS server until cancelled; reports the bound port once it can answer."""
     ref = ZoneRef(ClusterZone())
     synced = trio.Event()
@@ -187,17 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.dns.server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=53)
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--api-socket", default=os.environ.get(ENV_API_SOCKET),
-                        help=f"the lab API socket (default: ${ENV_API_SOCKET})")
+    parser.add_argument(
+        "--api-socket", default=os.environ.get(ENV_API_SOCKET), help=f"the lab API socket (default: ${ENV_API_SOCKET})"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s dns %(levelname)s %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s dns %(levelname)s %(message)s")
     if not args.api_socket:
         log.error("no lab API socket: set %s or pass --api-socket", ENV_API_SOCKET)
         return 2
     # Only binding can fail with an OSError; the watcher retries its errors.
-    return run_main(_run, args.api_socket, args.host, args.port,
-                    on_os_error=lambda e: log.error("cannot serve on %s:%d: %s", args.host, args.port, e))
+    return run_main(
+        _run,
+        args.api_socket,
+        args.host,
+        args.port,
+        on_os_error=lambda e: log.error("cannot serve on %s:%d: %s", args.host, args.port, e),
+    )
 
 
 if __name__ == "__main__":

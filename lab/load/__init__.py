@@ -19,6 +19,7 @@ Python API (tests, scenarios, `lab load`):
 The runner's names are imported on first use, so that `python -m lab.load.generator` does not
 import the generator module twice.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -29,12 +30,25 @@ if TYPE_CHECKING:
     from lab.load.runner import LoadError, LoadRun, lab_networks, run, start
 
 _RUNNER = ("LoadError", "LoadRun", "lab_networks", "run", "start")
-__all__ = ["Latency", "LoadError", "LoadReport", "LoadRun", "Outcome", "Second", "classify_error", "lab_networks",
-           "percentile", "run", "start", "summarize"]
+__all__ = [
+    "Latency",
+    "LoadError",
+    "LoadReport",
+    "LoadRun",
+    "Outcome",
+    "Second",
+    "classify_error",
+    "lab_networks",
+    "percentile",
+    "run",
+    "start",
+    "summarize",
+]
 
 
 def __getattr__(name: str):
     if name in _RUNNER:
         from lab.load import runner
+
         return getattr(runner, name)
     raise AttributeError(f"module 'lab.load' has no attribute {name!r}")

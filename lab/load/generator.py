@@ -21,6 +21,7 @@ one of the `--allow` networks (the runner passes the lab's pod and service CIDRs
 the first connection and again whenever the name is resolved anew; outside them the run is
 refused (or stopped) without a packet sent to that address.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from lab.load.stats import (UNSENT, ConnectionClosed, LoadReport, Outcome, ProtocolError, classify_error,
-                            summarize)
+from lab.load.stats import UNSENT, ConnectionClosed, LoadReport, Outcome, ProtocolError, classify_error, summarize
 
 MAX_QPS = 20000
 MAX_DURATION = 600.0
@@ -93,7 +93,7 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def allowed(address: str, networks: list[ipaddress.IPv4Network]) -> bool:
+def allowed(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -106,8 +106,9 @@ def resolve(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
     out: list[str] = []
     for info in infos:
-        if info[4][0] not in out:
-            out.append(info[4][0])
+        address = info[4][0]  # AF_INET: (host, port), the host a str
+        if isinstance(address, str) and address not in out:
+            out.append(address)
     if not out:
         raise socket.gaierror(socket.EAI_NONAME, f"{host}: no IPv4 address")
     return out
@@ -137,7 +138,7 @@ def read_response(sock: socket.socket, buf: bytearray, deadline: float, no_body:
                 raise ProtocolError("response head too long")
             _recv(sock, buf, deadline)
         lines = bytes(buf[:end]).split(b"\r\n")
-        del buf[:end + 4]
+        del buf[: end + 4]
         status_line = lines[0].split(b" ", 2)
         if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
             raise ProtocolError(f"not an HTTP/1 status line: {lines[0][:60]!r}")
@@ -174,17 +175,17 @@ def read_response(sock: socket.socket, buf: bytearray, deadline: float, no_body:
                 size = int(bytes(buf[:eol]).split(b";")[0].strip(), 16)
             except ValueError:
                 raise ProtocolError("bad chunk size") from None
-            del buf[:eol + 2]
+            del buf[: eol + 2]
             if size == 0:
                 while True:  # trailers, up to the empty line
                     while (eol := buf.find(b"\r\n")) < 0:
                         _recv(sock, buf, deadline)
-                    del buf[:eol + 2]
+                    del buf[: eol + 2]
                     if eol == 0:
                         return status, keep
             while len(buf) < size + 2:
                 _recv(sock, buf, deadline)
-            del buf[:size + 2]
+            del buf[: size + 2]
     if length is not None:
         while len(buf) < length:
             _recv(sock, buf, deadline)
@@ -268,8 +269,9 @@ class Generator:
             try:
                 addresses = resolve(host, self.target.port)
             except (socket.gaierror, UnicodeError) as e:
-                raise Refused(f"cannot resolve {host!r} in the client pod: {e}; load goes only to the lab's "
-                              f"own addresses") from None
+                raise Refused(
+                    f"cannot resolve {host!r} in the client pod: {e}; load goes only to the lab's own addresses"
+                ) from None
             self._check(addresses)
         self.address = addresses[0]
         self._resolved_at = time.monotonic()
@@ -361,8 +363,10 @@ class Generator:
         counter = itertools.count()
         outs: list[list[Outcome]] = [[] for _ in range(cfg.connections)]
         t0 = time.perf_counter() + 0.01
-        threads = [threading.Thread(target=self._worker, args=(counter, t0, outs[i]), daemon=True,
-                                    name=f"load-{i}") for i in range(cfg.connections)]
+        threads = [
+            threading.Thread(target=self._worker, args=(counter, t0, outs[i]), daemon=True, name=f"load-{i}")
+            for i in range(cfg.connections)
+        ]
         for t in threads:
             t.start()
         hard_end = t0 + cfg.duration + cfg.timeout + 5.0
@@ -373,9 +377,18 @@ class Generator:
         if self.fatal:
             raise Refused(self.fatal)
         outcomes = sorted(itertools.chain.from_iterable(list(o) for o in outs), key=lambda o: o.at)
-        return summarize(outcomes, url=cfg.url, method=cfg.method, qps=cfg.qps, duration=cfg.duration,
-                         connections=cfg.connections, timeout=cfg.timeout, address=self.address,
-                         elapsed=elapsed, error_samples=self.samples)
+        return summarize(
+            outcomes,
+            url=cfg.url,
+            method=cfg.method,
+            qps=cfg.qps,
+            duration=cfg.duration,
+            connections=cfg.connections,
+            timeout=cfg.timeout,
+            address=self.address,
+            elapsed=elapsed,
+            error_samples=self.samples,
+        )
 
 
 def run(config: Config) -> LoadReport:
@@ -401,9 +414,16 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        config = Config(url=args.url, qps=args.qps, duration=args.duration, allow=args.allow,
-                        connections=args.connections, timeout=args.timeout,
-                        headers=[parse_header(h) for h in args.header], method=args.method.upper())
+        config = Config(
+            url=args.url,
+            qps=args.qps,
+            duration=args.duration,
+            allow=args.allow,
+            connections=args.connections,
+            timeout=args.timeout,
+            headers=[parse_header(h) for h in args.header],
+            method=args.method.upper(),
+        )
         report = run(config)
     except Refused as e:
         print(f"error: {e}", file=sys.stderr)

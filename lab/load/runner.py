@@ -7,6 +7,7 @@ pod and service CIDRs, taken from the lab's topology (`status` names its file); 
 is an address outside them is refused here, before anything starts, and the generator checks
 every address a name resolves to in the pod.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,7 +34,8 @@ def lab_networks(client) -> list[str]:
         pod_cidr, service_cidr = topo.pod_cidr, topo.service_cidr
     except (topology.TopologyError, KeyError, TypeError):
         topo = None
-    if topo is None or not all(c.subnet_of(pod_cidr) for c in node_cidrs):
+    # (the lab gives nodes IPv4 ranges; one of another version is not within the pod CIDR)
+    if topo is None or not all(isinstance(c, ipaddress.IPv4Network) and c.subnet_of(pod_cidr) for c in node_cidrs):
         # the file is gone or changed since the lab started: the nodes' own pod ranges, and the
         # default service range
         default = topology.load("nodes: [worker1]")
@@ -74,13 +76,17 @@ class LoadRun:
             out, err = self.process.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             self.cancel()
-            raise LoadError(f"the load generator in pod {self.namespace}/{self.pod} did not finish "
-                            f"within {limit:.0f}s") from None
+            raise LoadError(
+                f"the load generator in pod {self.namespace}/{self.pod} did not finish within {limit:.0f}s"
+            ) from None
         if self.process.returncode != 0:
             lines = [line for line in err.splitlines() if line.strip()]
             msg = lines[-1] if lines else f"exit status {self.process.returncode}"
-            raise LoadError(msg if msg.startswith("error") else
-                            f"error: the load generator in pod {self.namespace}/{self.pod} failed: {msg}")
+            raise LoadError(
+                msg
+                if msg.startswith("error")
+                else f"error: the load generator in pod {self.namespace}/{self.pod} failed: {msg}"
+            )
         lines = [line for line in out.splitlines() if line.startswith("{")]
         if not lines:
             raise LoadError(f"error: the load generator in pod {self.namespace}/{self.pod} printed no report")
@@ -104,9 +110,21 @@ class LoadRun:
             self.cancel()
 
 
-def start(client, namespace: str, pod: str, url: str, *, qps: float, duration: float, connections: int = 4,
-          timeout: float = 2.0, headers: Iterable[str] | Mapping[str, str] | None = None, method: str = "GET",
-          container: str | None = None, networks: list[str] | None = None) -> LoadRun:
+def start(
+    client,
+    namespace: str,
+    pod: str,
+    url: str,
+    *,
+    qps: float,
+    duration: float,
+    connections: int = 4,
+    timeout: float = 2.0,
+    headers: Iterable[str] | Mapping[str, str] | None = None,
+    method: str = "GET",
+    container: str | None = None,
+    networks: list[str] | None = None,
+) -> LoadRun:
     """Starts the generator in POD (NAMESPACE) against URL; returns at once.
 
     QPS requests per second (0: as fast as the connections go) for DURATION seconds over
@@ -117,8 +135,15 @@ def start(client, namespace: str, pod: str, url: str, *, qps: float, duration: f
     try:
         for h in header_lines:
             parse_header(h)
-        Config(url=url, qps=qps, duration=duration, allow=["0.0.0.0/32"], connections=connections,
-               timeout=timeout, method=method).check()
+        Config(
+            url=url,
+            qps=qps,
+            duration=duration,
+            allow=["0.0.0.0/32"],
+            connections=connections,
+            timeout=timeout,
+            method=method,
+        ).check()
         target = parse_url(url)
     except Refused as e:
         raise LoadError(f"error: {e}") from None
@@ -127,31 +152,79 @@ def start(client, namespace: str, pod: str, url: str, *, qps: float, duration: f
         literal = ipaddress.ip_address(target.host)
     except ValueError:
         literal = None
-    if literal is not None and not any(literal.version == n.version and literal in n
-                                       for n in map(ipaddress.ip_network, nets)):
-        raise LoadError(f"error: {target.host} is outside the lab (allowed: {', '.join(nets)}); "
-                        f"load goes only to the lab's own addresses")
+    if literal is not None and not any(
+        literal.version == n.version and literal in n for n in map(ipaddress.ip_network, nets)
+    ):
+        raise LoadError(
+            f"error: {target.host} is outside the lab (allowed: {', '.join(nets)}); "
+            f"load goes only to the lab's own addresses"
+        )
     exec_target = client.call("exec", namespace=namespace, pod=pod, container=container)
     prefix = exec_target.get("argv", ["ip", "netns", "exec", exec_target["netns"]])
-    argv = [*prefix, sys.executable, "-m", "lab.load.generator", "--url", url, "--qps", repr(float(qps)),
-            "--duration", repr(float(duration)), "--connections", str(connections), "--timeout",
-            repr(float(timeout)), "-X", method]
+    argv = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "lab.load.generator",
+        "--url",
+        url,
+        "--qps",
+        repr(float(qps)),
+        "--duration",
+        repr(float(duration)),
+        "--connections",
+        str(connections),
+        "--timeout",
+        repr(float(timeout)),
+        "-X",
+        method,
+    ]
     for n in nets:
         argv += ["--allow", n]
     for h in header_lines:
         argv += ["-H", h]
-    proc = subprocess.Popen(argv, env=exec_target["env"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd="/")
+    proc = subprocess.Popen(
+        argv,
+        env=exec_target["env"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
     return LoadRun(namespace, pod, url, proc, float(duration), float(timeout), argv)
 
 
-def run(client, namespace: str, pod: str, url: str, *, qps: float, duration: float, connections: int = 4,
-        timeout: float = 2.0, headers: Iterable[str] | Mapping[str, str] | None = None, method: str = "GET",
-        container: str | None = None, networks: list[str] | None = None) -> LoadReport:
+def run(
+    client,
+    namespace: str,
+    pod: str,
+    url: str,
+    *,
+    qps: float,
+    duration: float,
+    connections: int = 4,
+    timeout: float = 2.0,
+    headers: Iterable[str] | Mapping[str, str] | None = None,
+    method: str = "GET",
+    container: str | None = None,
+    networks: list[str] | None = None,
+) -> LoadReport:
     """`start(...)` and `wait()`: the report of a whole run."""
-    return start(client, namespace, pod, url, qps=qps, duration=duration, connections=connections,
-                 timeout=timeout, headers=headers, method=method, container=container,
-                 networks=networks).wait()
+    return start(
+        client,
+        namespace,
+        pod,
+        url,
+        qps=qps,
+        duration=duration,
+        connections=connections,
+        timeout=timeout,
+        headers=headers,
+        method=method,
+        container=container,
+        networks=networks,
+    ).wait()
 
 
 __all__ = ["LoadError", "LoadRun", "lab_networks", "run", "start"]

@@ -19,6 +19,7 @@ Error kinds (`classify_error` maps an exception to one):
   that rate);
 - `error <ERRNO>`: any other socket error.
 """
+
 from __future__ import annotations
 
 import errno
@@ -119,8 +120,9 @@ class Latency:
         v = sorted(values)
         if not v:
             return cls()
-        return cls(len(v), _r(percentile(v, 50)), _r(percentile(v, 90)), _r(percentile(v, 99)), _r(v[-1]),
-                   _r(sum(v) / len(v)))
+        return cls(
+            len(v), _r(percentile(v, 50)), _r(percentile(v, 90)), _r(percentile(v, 99)), _r(v[-1]), _r(sum(v) / len(v))
+        )
 
 
 @dataclass
@@ -179,16 +181,22 @@ class LoadReport:
     def table(self) -> str:
         """The text output of `lab load`: a summary and the per-second timeline."""
         rate = "max rate" if not self.qps else f"{self.qps:g} qps"
-        lines = [f"{self.method} {self.url} ({self.address or '?'}): {rate} for {self.duration:g}s over "
-                 f"{self.connections} connection{'s' if self.connections != 1 else ''}, timeout {self.timeout:g}s",
-                 f"requests   {self.requests} in {self.elapsed:.2f}s ({self.actual_qps:.1f}/s)",
-                 f"success    {self.successes}/{self.requests} ({self.success_rate * 100:.1f}%)"]
+        lines = [
+            f"{self.method} {self.url} ({self.address or '?'}): {rate} for {self.duration:g}s over "
+            f"{self.connections} connection{'s' if self.connections != 1 else ''}, timeout {self.timeout:g}s",
+            f"requests   {self.requests} in {self.elapsed:.2f}s ({self.actual_qps:.1f}/s)",
+            f"success    {self.successes}/{self.requests} ({self.success_rate * 100:.1f}%)",
+        ]
         lat = self.latency_ms
-        lines.append(f"latency    p50 {lat.p50:.2f} ms   p90 {lat.p90:.2f} ms   p99 {lat.p99:.2f} ms   "
-                     f"max {lat.max:.2f} ms   ({lat.count} answered)")
+        lines.append(
+            f"latency    p50 {lat.p50:.2f} ms   p90 {lat.p90:.2f} ms   p99 {lat.p99:.2f} ms   "
+            f"max {lat.max:.2f} ms   ({lat.count} answered)"
+        )
         if self.errors:
-            lines.append("errors     " + ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items(),
-                                                                             key=lambda kv: (-kv[1], kv[0]))))
+            lines.append(
+                "errors     "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0])))
+            )
         rows = [["SECOND", "REQUESTS", "OK", "ERRORS", "P50(ms)"]]
         rows += [[str(s.second), str(s.requests), str(s.ok), str(s.errors), f"{s.p50_ms:.2f}"] for s in self.timeline]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -225,9 +233,19 @@ def timeline(outcomes: Iterable[Outcome], seconds: int) -> list[Second]:
     return out
 
 
-def summarize(outcomes: list[Outcome], *, url: str, method: str = "GET", qps: float = 0.0, duration: float = 0.0,
-              connections: int = 0, timeout: float = 0.0, address: str = "", elapsed: float = 0.0,
-              error_samples: dict[str, str] | None = None) -> LoadReport:
+def summarize(
+    outcomes: list[Outcome],
+    *,
+    url: str,
+    method: str = "GET",
+    qps: float = 0.0,
+    duration: float = 0.0,
+    connections: int = 0,
+    timeout: float = 0.0,
+    address: str = "",
+    elapsed: float = 0.0,
+    error_samples: dict[str, str] | None = None,
+) -> LoadReport:
     """The report of a run from its outcomes."""
     errors: dict[str, int] = {}
     codes: dict[str, int] = {}
@@ -244,10 +262,21 @@ def summarize(outcomes: list[Outcome], *, url: str, method: str = "GET", qps: fl
             sent += 1
     n = len(outcomes)
     return LoadReport(
-        url=url, method=method, qps=qps, duration=duration, connections=connections, timeout=timeout,
-        address=address, requests=n, successes=successes, success_rate=round(successes / n, 4) if n else 0.0,
-        errors=errors, codes=codes,
+        url=url,
+        method=method,
+        qps=qps,
+        duration=duration,
+        connections=connections,
+        timeout=timeout,
+        address=address,
+        requests=n,
+        successes=successes,
+        success_rate=round(successes / n, 4) if n else 0.0,
+        errors=errors,
+        codes=codes,
         latency_ms=Latency.of(o.latency_ms for o in outcomes if o.latency_ms is not None),
-        actual_qps=round(sent / duration, 1) if duration else 0.0, elapsed=round(elapsed, 3),
+        actual_qps=round(sent / duration, 1) if duration else 0.0,
+        elapsed=round(elapsed, 3),
         timeline=timeline(outcomes, math.ceil(duration - 1e-9)),
-        error_samples=dict(error_samples or {}))
+        error_samples=dict(error_samples or {}),
+    )

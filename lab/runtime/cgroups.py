@@ -9,6 +9,7 @@ is separate from the thin writer below it. Layout, one cgroup per pod and one pe
 Every directory the lab makes is written to its journal (type `cgroup`) before it is made, and
 removed (its processes killed first, children first) by the kubelet or by `lab down`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,21 +21,34 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Mapping
 
-PARENT = "ambient-lab"       # the lab's cgroups live under <root>/ambient-lab/<lab>/
-CFS_PERIOD_US = 100_000      # 100 ms, as the kubelet
+PARENT = "ambient-lab"  # the lab's cgroups live under <root>/ambient-lab/<lab>/
+CFS_PERIOD_US = 100_000  # 100 ms, as the kubelet
 MIN_SHARES, MAX_SHARES = 2, 262_144
 MIN_QUOTA_US = 1_000
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory")
 
 # --- quantities (Kubernetes' resource.Quantity) ------------------------------------------------
 
-QUANTITY_PATTERN = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"   # the API server's wording
+QUANTITY_PATTERN = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"  # the API server's wording
 _QUANTITY = re.compile(r"([+-]?)(\d+(?:\.\d*)?|\.\d+)(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)")
-_SUFFIX = {"": Fraction(1), "n": Fraction(1, 10 ** 9), "u": Fraction(1, 10 ** 6), "m": Fraction(1, 1000),
-           "k": Fraction(10 ** 3), "M": Fraction(10 ** 6), "G": Fraction(10 ** 9), "T": Fraction(10 ** 12),
-           "P": Fraction(10 ** 15), "E": Fraction(10 ** 18),
-           "Ki": Fraction(2 ** 10), "Mi": Fraction(2 ** 20), "Gi": Fraction(2 ** 30), "Ti": Fraction(2 ** 40),
-           "Pi": Fraction(2 ** 50), "Ei": Fraction(2 ** 60)}
+_SUFFIX = {
+    "": Fraction(1),
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 1000),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+    "Ki": Fraction(2**10),
+    "Mi": Fraction(2**20),
+    "Gi": Fraction(2**30),
+    "Ti": Fraction(2**40),
+    "Pi": Fraction(2**50),
+    "Ei": Fraction(2**60),
+}
 
 
 class QuantityError(ValueError):
@@ -78,9 +92,10 @@ def format_memory(nbytes: float) -> str:
 
 # --- what the cgroups are set to ---------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Resources:
-    cpu_request: int | None = None     # millicores
+    cpu_request: int | None = None  # millicores
     cpu_limit: int | None = None
     memory_request: int | None = None  # bytes
     memory_limit: int | None = None
@@ -98,10 +113,15 @@ def container_resources(container: Mapping) -> Resources:
 
     def get(d: Mapping, key: str, conv):
         return conv(d[key]) if d.get(key) is not None else None
+
     cpu_limit, mem_limit = get(limits, "cpu", millicores), get(limits, "memory", memory_bytes)
     cpu_request, mem_request = get(requests, "cpu", millicores), get(requests, "memory", memory_bytes)
-    return Resources(cpu_limit if cpu_request is None else cpu_request, cpu_limit,
-                     mem_limit if mem_request is None else mem_request, mem_limit)
+    return Resources(
+        cpu_limit if cpu_request is None else cpu_request,
+        cpu_limit,
+        mem_limit if mem_request is None else mem_request,
+        mem_limit,
+    )
 
 
 def pod_resources(pod_spec: Mapping) -> Resources:
@@ -121,8 +141,7 @@ def pod_resources(pod_spec: Mapping) -> Resources:
             return None
         return max([sum(values)] + [getattr(r, attr) or 0 for r in init if getattr(r, attr)])
 
-    return Resources(request("cpu_request"), limit("cpu_limit"), request("memory_request"),
-                     limit("memory_limit"))
+    return Resources(request("cpu_request"), limit("cpu_limit"), request("memory_request"), limit("memory_limit"))
 
 
 def cpu_shares(request_millis: int | None) -> int:
@@ -168,9 +187,11 @@ def settings(version: int, res: Resources) -> list[tuple[str, str, str]]:
 
 # --- where the cgroups are ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Hierarchy:
     """The machine's cgroup mounts the lab uses: v1 {controller: mount point} or v2 {"": mount}."""
+
     version: int
     mounts: Mapping[str, str]
 
@@ -236,6 +257,7 @@ def machine() -> Hierarchy | None:
 
 # --- what the kernel reports -------------------------------------------------------------------
 
+
 def parse_flat_keyed(text: str) -> dict[str, int]:
     """`key value` lines (memory.stat, memory.oom_control, memory.events, cpu.stat)."""
     out = {}
@@ -251,10 +273,10 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Sample:
-    cpu_ns: int          # CPU time used since the cgroup was made
-    memory_usage: int    # what the memory controller charges (page cache included)
-    inactive_file: int   # page cache the kernel can reclaim first
-    oom_kills: int       # processes the OOM killer killed in this cgroup
+    cpu_ns: int  # CPU time used since the cgroup was made
+    memory_usage: int  # what the memory controller charges (page cache included)
+    inactive_file: int  # page cache the kernel can reclaim first
+    oom_kills: int  # processes the OOM killer killed in this cgroup
 
     @property
     def working_set(self) -> int:
@@ -277,17 +299,23 @@ def sample(h: Hierarchy, dirs: Mapping[str, str], read=None) -> Sample:
             return parse_flat_keyed(read(path))
         except OSError:
             return {}
+
     if h.version == 1:
         stat = keyed(os.path.join(dirs["memory"], "memory.stat"))
-        return Sample(num(os.path.join(dirs["cpuacct"], "cpuacct.usage")),
-                      num(os.path.join(dirs["memory"], "memory.usage_in_bytes")),
-                      stat.get("total_inactive_file", stat.get("inactive_file", 0)),
-                      keyed(os.path.join(dirs["memory"], "memory.oom_control")).get("oom_kill", 0))
+        return Sample(
+            num(os.path.join(dirs["cpuacct"], "cpuacct.usage")),
+            num(os.path.join(dirs["memory"], "memory.usage_in_bytes")),
+            stat.get("total_inactive_file", stat.get("inactive_file", 0)),
+            keyed(os.path.join(dirs["memory"], "memory.oom_control")).get("oom_kill", 0),
+        )
     d = dirs[""]
     stat = keyed(os.path.join(d, "memory.stat"))
-    return Sample(keyed(os.path.join(d, "cpu.stat")).get("usage_usec", 0) * 1000,
-                  num(os.path.join(d, "memory.current")), stat.get("inactive_file", 0),
-                  keyed(os.path.join(d, "memory.events")).get("oom_kill", 0))
+    return Sample(
+        keyed(os.path.join(d, "cpu.stat")).get("usage_usec", 0) * 1000,
+        num(os.path.join(d, "memory.current")),
+        stat.get("inactive_file", 0),
+        keyed(os.path.join(d, "memory.events")).get("oom_kill", 0),
+    )
 
 
 def cpu_millicores(before: Sample, after: Sample, seconds: float) -> float:
@@ -312,6 +340,7 @@ def machine_figures() -> tuple[int, int]:
 
 
 # --- the writer --------------------------------------------------------------------------------
+
 
 def _read(path: str) -> str:
     with open(path) as f:

@@ -20,6 +20,7 @@ plugin, in reverse order, when the pod is torn down (containers stopped, netns s
 best-effort. hostNetwork pods have no sandbox network and no plugin call. `lab` never imports the
 plugins' code: this module only knows the protocol.
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,9 +33,9 @@ from typing import Any
 
 import trio
 
-from lab.client.protocol import LineDecoder, ProtocolError, encode
 from lab.client.backoff import Backoff
 from lab.client.contract import CNI_PLUGIN_SUFFIX
+from lab.client.protocol import LineDecoder, ProtocolError, encode
 
 log = logging.getLogger("labd.cni")
 
@@ -74,10 +75,14 @@ def request(command: str, pod: Mapping[str, Any], netns: str, pod_ip: str | None
     md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
     return {
         "command": command,
-        "pod": {"namespace": md.get("namespace") or "default", "name": md.get("name", ""),
-                "uid": md.get("uid", ""), "labels": dict(md.get("labels") or {}),
-                "annotations": dict(md.get("annotations") or {}),
-                "serviceAccount": spec.get("serviceAccountName") or "default"},
+        "pod": {
+            "namespace": md.get("namespace") or "default",
+            "name": md.get("name", ""),
+            "uid": md.get("uid", ""),
+            "labels": dict(md.get("labels") or {}),
+            "annotations": dict(md.get("annotations") or {}),
+            "serviceAccount": spec.get("serviceAccountName") or "default",
+        },
         "netns": netns,
         "podIP": pod_ip or "",
     }
@@ -98,9 +103,11 @@ def parse_result(message: Any) -> str | None:
 def failure_message(pod: Mapping[str, Any], plugin: str, command: str, error: str) -> str:
     """The FailedCreatePodSandBox event text, worded as the kubelet words a CNI failure."""
     md = pod.get("metadata") or {}
-    return (f"Failed to create pod sandbox: failed to set up network for sandbox of pod "
-            f"\"{md.get('namespace') or 'default'}/{md.get('name', '')}\": plugin type=\"{plugin}\" "
-            f"failed ({command.lower()}): {error}")
+    return (
+        f"Failed to create pod sandbox: failed to set up network for sandbox of pod "
+        f"\"{md.get('namespace') or 'default'}/{md.get('name', '')}\": plugin type=\"{plugin}\" "
+        f"failed ({command.lower()}): {error}"
+    )
 
 
 async def call(path: str, message: Mapping[str, Any], timeout: float) -> str | None:
@@ -137,8 +144,14 @@ async def call(path: str, message: Mapping[str, Any], timeout: float) -> str | N
         return f"talking to the plugin at {path} failed: {e}"
 
 
-async def add(directory: str, pod: Mapping[str, Any], netns: str, pod_ip: str | None,
-              on_failure: Callable[[str], None], timeout: float = ADD_TIMEOUT) -> None:
+async def add(
+    directory: str,
+    pod: Mapping[str, Any],
+    netns: str,
+    pod_ip: str | None,
+    on_failure: Callable[[str], None],
+    timeout: float = ADD_TIMEOUT,
+) -> None:
     """ADD the pod to every plugin of the node, retrying with backoff until all have said ok.
 
     Each failed attempt is reported with ON_FAILURE (the event text). Returns at once when the node
@@ -161,8 +174,9 @@ async def add(directory: str, pod: Mapping[str, Any], netns: str, pod_ip: str | 
         await trio.sleep(backoff.next())
 
 
-async def delete(directory: str, pod: Mapping[str, Any], netns: str, pod_ip: str | None,
-                 timeout: float = DEL_TIMEOUT) -> None:
+async def delete(
+    directory: str, pod: Mapping[str, Any], netns: str, pod_ip: str | None, timeout: float = DEL_TIMEOUT
+) -> None:
     """DEL the pod from every plugin of the node, last first; failures are only logged."""
     message = request("DEL", pod, netns, pod_ip)
     md = pod.get("metadata") or {}
@@ -172,5 +186,10 @@ async def delete(directory: str, pod: Mapping[str, Any], netns: str, pod_ip: str
         except PluginGone:
             continue
         if error is not None:
-            log.warning("CNI DEL of pod %s/%s by plugin %s failed: %s", md.get("namespace"),
-                        md.get("name"), plugin_name(path), error)
+            log.warning(
+                "CNI DEL of pod %s/%s by plugin %s failed: %s",
+                md.get("namespace"),
+                md.get("name"),
+                plugin_name(path),
+                error,
+            )

@@ -11,6 +11,7 @@ pod's namespaces as the uid/gid `podspec.run_as` gives, as `lab exec` runs a com
 process joins its cgroups before it execs the container's program; one the memory cgroup's OOM
 killer killed ends `OOMKilled` (exit code 137) and shows so while it waits for its restart.
 """
+
 from __future__ import annotations
 
 import signal
@@ -30,7 +31,7 @@ from lab.runtime.probes import probe_readiness
 if TYPE_CHECKING:
     from lab.runtime.podworker import PodWorker
 
-MAX_GRACE = 5.0          # the lab caps terminationGracePeriodSeconds: labs are for fast loops
+MAX_GRACE = 5.0  # the lab caps terminationGracePeriodSeconds: labs are for fast loops
 BACKOFF_MAX = 20.0
 
 
@@ -46,11 +47,17 @@ class ContainerState:
     waiting_message: str | None = None
     terminated: dict | None = None
     last_terminated: dict | None = None
-    restart_pending: bool = False   # terminated, its restart is due (shown while OOMKilled)
+    restart_pending: bool = False  # terminated, its restart is due (shown while OOMKilled)
 
     def status(self) -> dict:
-        st: dict = {"name": self.name, "image": self.image, "imageID": "", "ready": self.ready,
-                    "restartCount": self.restarts, "started": self.running_since is not None}
+        st: dict = {
+            "name": self.name,
+            "image": self.image,
+            "imageID": "",
+            "ready": self.ready,
+            "restartCount": self.restarts,
+            "started": self.running_since is not None,
+        }
         if self.running_since is not None:
             st["state"] = {"running": {"startedAt": self.running_since}}
         elif self.terminated is not None and self.waiting_reason is None:
@@ -67,6 +74,7 @@ class ContainerState:
 
 
 # --- running a pod's containers -----------------------------------------------------------------
+
 
 async def run_init_containers(w: PodWorker) -> None:
     """Each init container in order, each until it succeeds (retried with backoff)."""
@@ -106,17 +114,22 @@ async def supervise(w: PodWorker, spec: dict, started: trio.Event | None = None)
         ran = time.monotonic() - began
         delay = 0.0 if ran > 60 else min(BACKOFF_MAX, 0.5 * 2 ** min(st.restarts - 1, 6))
         st.waiting_reason = "CrashLoopBackOff" if st.restarts > 1 and ran < 10 else "ContainerCreating"
-        st.waiting_message = f"back-off {delay:g}s restarting failed container={spec['name']}" \
-            if st.waiting_reason == "CrashLoopBackOff" else None
+        st.waiting_message = (
+            f"back-off {delay:g}s restarting failed container={spec['name']}"
+            if st.waiting_reason == "CrashLoopBackOff"
+            else None
+        )
         if (st.terminated or {}).get("reason") == "OOMKilled":
             # Until it runs again the container shows how it ended (STATUS OOMKilled).
             st.waiting_reason = st.waiting_message = None
             st.restart_pending = True
-        w.event("BackOff" if delay else "Pulled",
-                f"Back-off restarting container {spec['name']}" if delay else
-                f"Container {spec['name']} exited with {(st.terminated or {}).get('exitCode')}, "
-                f"restarting",
-                "Warning" if delay else "Normal")
+        w.event(
+            "BackOff" if delay else "Pulled",
+            f"Back-off restarting container {spec['name']}"
+            if delay
+            else f"Container {spec['name']} exited with {(st.terminated or {}).get('exitCode')}, restarting",
+            "Warning" if delay else "Normal",
+        )
         w.publish()
         await trio.sleep(delay)
         st.restart_pending = False
@@ -137,8 +150,10 @@ async def stop_container(w: PodWorker, name: str, proc: trio.Process, grace: flo
 
 
 def _hook_message(w: PodWorker, hook: list[str], container: str, output: str) -> str:
-    return (f'Exec lifecycle hook ({hook}) for Container "{container}" in Pod '
-            f'"{w.name}_{w.ns}({w.uid})" failed - error: {output}')
+    return (
+        f'Exec lifecycle hook ({hook}) for Container "{container}" in Pod '
+        f'"{w.name}_{w.ns}({w.uid})" failed - error: {output}'
+    )
 
 
 async def _run_hook(w: PodWorker, spec: dict, command: list[str]) -> tuple[bool, str]:
@@ -154,10 +169,17 @@ async def _run_hook(w: PodWorker, spec: dict, command: list[str]) -> tuple[bool,
         processes.signal_group(proc, signal.SIGKILL)
 
     try:
-        res = await trio.run_process(exec_argv(w.sandbox.netns, who, command), env=env, cwd="/",
-                                     check=False, stdin=b"", capture_stdout=True,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     deliver_cancel=kill_group)
+        res = await trio.run_process(
+            exec_argv(w.sandbox.netns, who, command),
+            env=env,
+            cwd="/",
+            check=False,
+            stdin=b"",
+            capture_stdout=True,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            deliver_cancel=kill_group,
+        )
     except OSError as e:
         return False, str(e)
     output = res.stdout.decode(errors="replace").strip()[-1024:]
@@ -214,9 +236,12 @@ async def _run_once(w: PodWorker, spec: dict, st: ContainerState, started: trio.
     finished = now_rfc3339()
     st.ready = False
     oom = code != 0 and w.oom_kills(cg) > ooms_before
-    term = {"exitCode": code if code >= 0 else 128 - code,
-            "reason": "OOMKilled" if oom else "Completed" if code == 0 else "Error",
-            "startedAt": st.running_since or began, "finishedAt": finished}
+    term = {
+        "exitCode": code if code >= 0 else 128 - code,
+        "reason": "OOMKilled" if oom else "Completed" if code == 0 else "Error",
+        "startedAt": st.running_since or began,
+        "finishedAt": finished,
+    }
     if code < 0:
         term["signal"] = -code
     if hook_error is not None:
@@ -226,13 +251,23 @@ async def _run_once(w: PodWorker, spec: dict, st: ContainerState, started: trio.
     return code
 
 
-async def _start(w: PodWorker, cg: dict[str, str] | None, argv: list[str], env: dict[str, str],
-                 log_path: str) -> trio.Process:
+async def _start(
+    w: PodWorker, cg: dict[str, str] | None, argv: list[str], env: dict[str, str], log_path: str
+) -> trio.Process:
     """The container's process in the pod's namespaces; with CG, it first joins those cgroups
     (outside `ip netns exec`, whose fresh /sys has no cgroup mounts), then execs: same pid."""
+    assert w.sandbox is not None  # containers start in the pod's sandbox, made first
     if cg is None:
         return await processes.start(w.sandbox.netns, argv, env, log_path)
+    assert w.k.cgroups is not None  # CG was made in this hierarchy (PodWorker.container_cgroup)
     command = cgroups.join_argv(w.k.cgroups, cg, processes.container_command(w.sandbox.netns, argv))
     with open(log_path, "ab", buffering=0) as log_file:
-        return await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                                stderr=log_file, env=env, cwd="/", start_new_session=True)
+        return await trio.lowlevel.open_process(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+        )

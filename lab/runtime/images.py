@@ -4,6 +4,7 @@ A container's argv is built as Kubernetes does: `command` replaces the image's E
 `args` replaces its CMD. Images are matched by repository without registry defaults or tag
 (`kennethreitz/httpbin`, `docker.io/kennethreitz/httpbin:latest` and `...@sha256:..` are the same).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,9 +37,12 @@ def _venv_bin(name: str) -> str:
 
 def _httpbin(repository: str, port: int, description: str) -> Image:
     """The real httpbin app under gunicorn on PORT (the two httpbin images differ only in port)."""
-    return Image(repository, entrypoint=(_venv_bin("gunicorn"),),
-                 cmd=("-b", f"0.0.0.0:{port}", "--threads", "4", "--access-logfile", "-", "httpbin:app"),
-                 description=description)
+    return Image(
+        repository,
+        entrypoint=(_venv_bin("gunicorn"),),
+        cmd=("-b", f"0.0.0.0:{port}", "--threads", "4", "--access-logfile", "-", "httpbin:app"),
+        description=description,
+    )
 
 
 CATALOG: tuple[Image, ...] = (
@@ -57,9 +61,7 @@ CATALOG: tuple[Image, ...] = (
         aliases=("gcr.io/istio-testing/app",),
     ),
     Image(
-        "networkstatic/iperf3",
-        entrypoint=("iperf3",),
-        description="the machine's iperf3 (the pod's args, e.g. [-s])",
+        "networkstatic/iperf3", entrypoint=("iperf3",), description="the machine's iperf3 (the pod's args, e.g. [-s])"
     ),
     Image(
         "registry.k8s.io/pause",
@@ -68,13 +70,16 @@ CATALOG: tuple[Image, ...] = (
         aliases=("busybox", "alpine"),
     ),
     _python_module("istio/pilot", "mesh.istiod", "istiod: the mesh CA and config push"),
-    _python_module("istio/install-cni", "mesh.cni",
-                   "the istio-cni node agent: in-pod traffic redirection for ambient pods"),
+    _python_module(
+        "istio/install-cni", "mesh.cni", "the istio-cni node agent: in-pod traffic redirection for ambient pods"
+    ),
     _python_module("istio/ztunnel", "mesh.ztunnel", "ztunnel: the per-node L4 proxy (HBONE, mTLS, L4 policy)"),
-    _python_module("istio/proxyv2", "mesh.proxy",
-                   "the L7 proxy (Envoy's role): `proxy waypoint` runs a waypoint"),
-    _python_module("registry.k8s.io/coredns/coredns", "lab.dns.server",
-                   "the cluster DNS (kube-dns): Kubernetes names from the lab API"),
+    _python_module("istio/proxyv2", "mesh.proxy", "the L7 proxy (Envoy's role): `proxy waypoint` runs a waypoint"),
+    _python_module(
+        "registry.k8s.io/coredns/coredns",
+        "lab.dns.server",
+        "the cluster DNS (kube-dns): Kubernetes names from the lab API",
+    ),
 )
 
 
@@ -87,7 +92,7 @@ def _normalize(image: str) -> str:
         ref = ref[: len(ref) - len(last)] + last.split(":", 1)[0]
     for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/"):
         if ref.startswith(prefix):
-            ref = ref[len(prefix):]
+            ref = ref[len(prefix) :]
             break
     return ref
 

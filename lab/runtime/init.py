@@ -4,6 +4,7 @@ When this process ends, the kernel kills every other process of the namespace, s
 outlives its lab, even when labd is killed with SIGKILL. Kept free of imports beyond the standard
 library's basics so it starts in milliseconds.
 """
+
 import os
 import signal
 import sys

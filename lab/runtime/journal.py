@@ -5,6 +5,7 @@ its directory, one per controller on cgroup v1). `outstanding()` replays the
 lines into the set of objects that may still exist. `lab down` deletes exactly those, so a lab whose
 daemon was killed mid-way is still torn down exactly, and nothing is ever found by pattern.
 """
+
 from __future__ import annotations
 
 import json

@@ -10,13 +10,14 @@ Resources: each pod gets a cgroup, and each container one beneath it (lab/runtim
 journaled before they are made and set from the containers' `resources` (cpu shares and CFS
 quota, memory limit without swap). `top` samples the cgroups for `lab top`.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import trio
 
@@ -48,8 +49,16 @@ class NodeIPAM:
 
 
 class Kubelet:
-    def __init__(self, topo: Topology, store: Store, journal: Journal, lab_dir: str, api_socket: str,
-                 record_event: Callable[..., None], issue_token: Callable[[dict], str]):
+    def __init__(
+        self,
+        topo: Topology,
+        store: Store,
+        journal: Journal,
+        lab_dir: str,
+        api_socket: str,
+        record_event: Callable[..., None],
+        issue_token: Callable[[dict], str],
+    ):
         self.topo = topo
         self.store = store
         self.journal = journal
@@ -59,11 +68,11 @@ class Kubelet:
         self.issue_token = issue_token
         self.ipam = {n.name: NodeIPAM(topo.node_pod_cidr(n)) for n in topo.nodes}
         self.nodes = {n.name: n for n in topo.nodes}
-        self.workers: dict[str, "PodWorker"] = {}   # by pod uid
+        self.workers: dict[str, "PodWorker"] = {}  # by pod uid
         self.host_pid = processes.own_host_pid()
-        self.limiter = trio.CapacityLimiter(8)       # concurrent netlink/netns work
+        self.limiter = trio.CapacityLimiter(8)  # concurrent netlink/netns work
         self._nursery: trio.Nursery | None = None
-        self.cgroups = cgroups.machine()             # None: the machine has no usable cgroups
+        self.cgroups = cgroups.machine()  # None: the machine has no usable cgroups
         self.lab_cgroup: dict[str, str] | None = None
 
     def lab_cgroup_dirs(self) -> dict[str, str] | None:
@@ -132,21 +141,34 @@ class Kubelet:
         memory (the working set, as the kubelet's: usage minus inactive file pages), per pod and
         per container, with the raw figures, and the sums per node."""
         cores, mem_total = cgroups.machine_figures()
-        result: dict = {"cgroupVersion": self.cgroups.version if self.cgroups else None,
-                        "interval": interval, "cores": cores, "memTotal": mem_total, "pods": [], "nodes": []}
-        targets = []   # (pod entry, container entry or None, dirs)
+        result: dict = {
+            "cgroupVersion": self.cgroups.version if self.cgroups else None,
+            "interval": interval,
+            "cores": cores,
+            "memTotal": mem_total,
+            "pods": [],
+            "nodes": [],
+        }
+        # (pod entry, container entry or None, dirs)
+        targets: list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, str]]] = []
         for pod in pods:
             w = self.workers.get(pod["metadata"]["uid"])
             if w is None or w.pod_cgroup is None:
                 continue
-            entry = {"namespace": w.ns, "name": w.name, "uid": w.uid, "node": pod["spec"].get("nodeName"),
-                     "cgroup": dict(w.pod_cgroup), "containers": []}
+            entry: dict[str, Any] = {
+                "namespace": w.ns,
+                "name": w.name,
+                "uid": w.uid,
+                "node": pod["spec"].get("nodeName"),
+                "cgroup": dict(w.pod_cgroup),
+                "containers": [],
+            }
             result["pods"].append(entry)
             targets.append((entry, None, w.pod_cgroup))
             for name, dirs in w.container_cgroups.items():
                 if name not in w.specs:
                     continue  # init containers are done by the time anyone asks
-                c = {"name": name, "cgroup": dict(dirs)}
+                c: dict[str, Any] = {"name": name, "cgroup": dict(dirs)}
                 entry["containers"].append(c)
                 targets.append((entry, c, dirs))
         if self.cgroups is None:
@@ -157,13 +179,19 @@ class Kubelet:
         await trio.sleep(interval)
         after = await trio.to_thread.run_sync(lambda: [cgroups.sample(h, d) for _, _, d in targets])
         elapsed = time.monotonic() - t0
-        for (entry, c, _), b, a in zip(targets, before, after):
-            figures = {"cpu": round(cgroups.cpu_millicores(b, a, elapsed), 3), "memory": a.working_set,
-                       "raw": {"cpuUsageNs": [b.cpu_ns, a.cpu_ns], "memoryUsage": a.memory_usage,
-                               "inactiveFile": a.inactive_file, "oomKills": a.oom_kills}}
-            (c if c is not None else entry).update(figures)
-        nodes: dict[str, dict] = {n.name: {"name": n.name, "cpu": 0.0, "memory": 0, "pods": 0}
-                                  for n in self.topo.nodes}
+        for (entry, container, _), b, a in zip(targets, before, after):
+            figures = {
+                "cpu": round(cgroups.cpu_millicores(b, a, elapsed), 3),
+                "memory": a.working_set,
+                "raw": {
+                    "cpuUsageNs": [b.cpu_ns, a.cpu_ns],
+                    "memoryUsage": a.memory_usage,
+                    "inactiveFile": a.inactive_file,
+                    "oomKills": a.oom_kills,
+                },
+            }
+            (container if container is not None else entry).update(figures)
+        nodes: dict[str, dict] = {n.name: {"name": n.name, "cpu": 0.0, "memory": 0, "pods": 0} for n in self.topo.nodes}
         for entry in result["pods"]:
             n = nodes.get(entry["node"])
             if n is not None:
@@ -180,5 +208,6 @@ class Kubelet:
     def container_env(self, pod: dict, container: dict, pod_ip: str | None) -> dict[str, str]:
         """CONTAINER's environment (lab/runtime/projection.py), with the pod's own group if it runs."""
         worker = self.workers.get(pod["metadata"]["uid"])
-        return projection.container_env(self.topo, self.api_socket, pod, container, pod_ip,
-                                        worker.gid if worker else None)
+        return projection.container_env(
+            self.topo, self.api_socket, pod, container, pod_ip, worker.gid if worker else None
+        )

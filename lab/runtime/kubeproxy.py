@@ -20,6 +20,7 @@ transaction whether it existed or not.
 Chain names are `svc-HASH-ns/name/proto/port` and `sep-HASH-ns/name/proto/port__ip/port`
 (kube-proxy's style): readable in `nft list ruleset`, deterministic, and unique through the hash.
 """
+
 from __future__ import annotations
 
 import base64
@@ -46,6 +47,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class ServicePort:
     """One port of one Service with a ClusterIP, and the ready endpoints it balances over."""
+
     namespace: str
     name: str
     port_name: str
@@ -76,8 +78,7 @@ def render(services: list[dict], endpoints: list[dict], table: str = "kube_proxy
     for sp in ports:
         body.append(_service_chain(sp))
         body.extend(_endpoint_chain(sp, ep) for ep in sp.endpoints)
-    return (f"table ip {table} {{}}\ndelete table ip {table}\n"
-            f"table ip {table} {{\n" + "\n".join(body) + "}\n")
+    return f"table ip {table} {{}}\ndelete table ip {table}\ntable ip {table} {{\n" + "\n".join(body) + "}\n"
 
 
 def service_ports(services: list[dict], endpoints: list[dict]) -> list[ServicePort]:
@@ -116,14 +117,12 @@ def _cluster_ip(svc: dict) -> str | None:
     return str(address) if address.version == 4 else None
 
 
-def _service_port(namespace: str, name: str, cluster_ip: str, spec: dict,
-                  endpoints_obj: dict | None) -> ServicePort:
+def _service_port(namespace: str, name: str, cluster_ip: str, spec: dict, endpoints_obj: dict | None) -> ServicePort:
     protocol = spec.get("protocol") or "TCP"
     if protocol not in NFT_PROTOCOLS:
         raise ValueError(f"service {namespace}/{name}: unsupported protocol {protocol!r}")
     port = _port_number(spec.get("port"), f"service {namespace}/{name} port")
-    sp = ServicePort(namespace, name, spec.get("name") or "", NFT_PROTOCOLS[protocol],
-                     cluster_ip, port, ())
+    sp = ServicePort(namespace, name, spec.get("name") or "", NFT_PROTOCOLS[protocol], cluster_ip, port, ())
     target = spec.get("targetPort") or port
     if isinstance(target, str) and target.isdigit():
         target = int(target)  # an IntOrString that came in as a string
@@ -153,8 +152,7 @@ def _endpoint_port(sp: ServicePort, target: int | str, ports: list[dict] | None)
     lists no ports at all serves a numeric targetPort as is."""
     if not ports:
         return None if isinstance(target, str) else _port_number(target, f"{sp.label} targetPort")
-    same_protocol = [p for p in ports
-                     if NFT_PROTOCOLS.get(p.get("protocol") or "TCP") == sp.protocol]
+    same_protocol = [p for p in ports if NFT_PROTOCOLS.get(p.get("protocol") or "TCP") == sp.protocol]
     wanted = [sp.port_name] + ([target] if isinstance(target, str) else [])
     for name in wanted:
         for p in same_protocol:
@@ -175,22 +173,22 @@ def _port_number(value: object, what: str) -> int:
 
 
 def _base_chains() -> Iterator[str]:
-    for chain, hook, priority in (("prerouting", "prerouting", "dstnat"),
-                                  ("output", "output", "-100")):
-        yield _chain(chain, [f"type nat hook {hook} priority {priority}; policy accept;",
-                             "jump services"])
-    yield _chain("postrouting", [
-        "type nat hook postrouting priority srcnat; policy accept;",
-        f"meta mark & {MASQUERADE_MARK:#x} == 0 return",
-        f"meta mark set meta mark ^ {MASQUERADE_MARK:#x}",
-        "masquerade fully-random",
-    ])
+    for chain, hook, priority in (("prerouting", "prerouting", "dstnat"), ("output", "output", "-100")):
+        yield _chain(chain, [f"type nat hook {hook} priority {priority}; policy accept;", "jump services"])
+    yield _chain(
+        "postrouting",
+        [
+            "type nat hook postrouting priority srcnat; policy accept;",
+            f"meta mark & {MASQUERADE_MARK:#x} == 0 return",
+            f"meta mark set meta mark ^ {MASQUERADE_MARK:#x}",
+            "masquerade fully-random",
+        ],
+    )
 
 
 def _services_chain(ports: list[ServicePort]) -> str:
     """Dispatch on VIP, protocol and port; any other port of a ClusterIP is rejected."""
-    rules = [f"ip daddr {sp.cluster_ip} {sp.protocol} dport {sp.port} goto {sp.chain}"
-             for sp in ports]
+    rules = [f"ip daddr {sp.cluster_ip} {sp.protocol} dport {sp.port} goto {sp.chain}" for sp in ports]
     vips = sorted({sp.cluster_ip for sp in ports}, key=ipaddress.IPv4Address)
     if vips:
         rules.append(f"ip daddr {{ {', '.join(vips)} }} reject")
@@ -205,10 +203,13 @@ def _service_chain(sp: ServicePort) -> str:
 
 
 def _endpoint_chain(sp: ServicePort, ep: Endpoint) -> str:
-    return _chain(sp.endpoint_chain(ep), [
-        f"ip saddr {ep.ip} meta mark set meta mark | {MASQUERADE_MARK:#x}",
-        f"meta l4proto {sp.protocol} dnat to {ep.ip}:{ep.port}",
-    ])
+    return _chain(
+        sp.endpoint_chain(ep),
+        [
+            f"ip saddr {ep.ip} meta mark set meta mark | {MASQUERADE_MARK:#x}",
+            f"meta l4proto {sp.protocol} dnat to {ep.ip}:{ep.port}",
+        ],
+    )
 
 
 def _chain(name: str, rules: Iterable[str]) -> str:

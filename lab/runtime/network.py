@@ -11,6 +11,7 @@ The functions are synchronous and thread-safe: labd runs them in trio worker thr
 once. veths are created with their far end already in the target namespace (one netlink request), so
 a crash can never strand an interface in the wrong namespace.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +54,7 @@ def build_fabric(fabric_ns: str) -> None:
         _link_up(ipr, BRIDGE)
 
 
-def attach_node(fabric_ns: str, node_ns: str, node_name: str, node_ip_cidr: str,
-                pod_gateway_ip: str) -> None:
+def attach_node(fabric_ns: str, node_ns: str, node_name: str, node_ip_cidr: str, pod_gateway_ip: str) -> None:
     """Plug node NODE_NAME into the fabric and make it a router for its pods.
 
     veth `<node_name>` (fabric, in br0, up) <-> `eth0` (node, NODE_IP_CIDR, up); `lo` up; the pod
@@ -72,8 +72,7 @@ def attach_node(fabric_ns: str, node_ns: str, node_name: str, node_ip_cidr: str,
         ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
         ipr.addr("replace", index=LOOPBACK_IFINDEX, address=str(gateway), prefixlen=32)
         eth0 = _index(ipr, NODE_IFNAME, node_ns)
-        ipr.addr("replace", index=eth0, address=str(node_ip.ip),
-                 prefixlen=node_ip.network.prefixlen)
+        ipr.addr("replace", index=eth0, address=str(node_ip.ip), prefixlen=node_ip.network.prefixlen)
         ipr.link("set", index=eth0, state="up")
     netns.set_sysctl(node_ns, "net.ipv4.ip_forward", 1)
 
@@ -82,8 +81,10 @@ def route_node_to_peers(node_ns: str, routes: Iterable[tuple[str, str]]) -> None
     """Routes from a node to the other nodes' pod CIDRs: [(pod_cidr, via_node_ip), ...].
 
     `replace`, so calling it again (or after a node moved) converges instead of failing."""
-    checked = [(_parse(ipaddress.IPv4Network, cidr, "pod CIDR"),
-                _parse(ipaddress.IPv4Address, via, "node address")) for cidr, via in routes]
+    checked = [
+        (_parse(ipaddress.IPv4Network, cidr, "pod CIDR"), _parse(ipaddress.IPv4Address, via, "node address"))
+        for cidr, via in routes
+    ]
     with _rtnl(node_ns, "route to peer nodes") as ipr:
         for cidr, via in checked:
             ipr.route("replace", dst=str(cidr), gateway=str(via))
@@ -104,8 +105,7 @@ def route_node_to_services(node_ns: str, service_cidr: str) -> None:
 # --- pods ------------------------------------------------------------------------------------
 
 
-def add_pod(node_ns: str, pod_ns: str, host_ifname: str, pod_ip: str, gateway_ip: str,
-            owner: str) -> None:
+def add_pod(node_ns: str, pod_ns: str, host_ifname: str, pod_ip: str, gateway_ip: str, owner: str) -> None:
     """Wire a pod: veth HOST_IFNAME (node) <-> `eth0` (made directly in the pod namespace).
 
     Pod: `lo` up, `eth0` POD_IP/32 up, `GATEWAY_IP dev eth0 scope link`, `default via GATEWAY_IP`.
@@ -149,8 +149,10 @@ def remove_pod(node_ns: str, host_ifname: str, owner: str | None = None) -> None
         except _NoSuchLink:
             return
         if owner is not None and link.get("IFLA_IFALIAS") != _owner_alias(owner):
-            raise NetworkError(f"{node_ns}: not deleting {host_ifname}: it is marked "
-                               f"{link.get('IFLA_IFALIAS')!r}, not {_owner_alias(owner)!r}")
+            raise NetworkError(
+                f"{node_ns}: not deleting {host_ifname}: it is marked "
+                f"{link.get('IFLA_IFALIAS')!r}, not {_owner_alias(owner)!r}"
+            )
         ipr.link("del", index=link["index"])
 
 
@@ -161,11 +163,10 @@ def owner_of(node_ns: str, host_ifname: str) -> str | None:
             alias = _link(ipr, host_ifname).get("IFLA_IFALIAS") or ""
         except _NoSuchLink:
             return None
-    return alias[len(OWNER_PREFIX):] if alias.startswith(OWNER_PREFIX) else None
+    return alias[len(OWNER_PREFIX) :] if alias.startswith(OWNER_PREFIX) else None
 
 
-def _ensure_pod_veth(ipr: IPRoute, node_ns: str, pod_ns: str, host_ifname: str,
-                     alias: str) -> tuple[bool, int, int]:
+def _ensure_pod_veth(ipr: IPRoute, node_ns: str, pod_ns: str, host_ifname: str, alias: str) -> tuple[bool, int, int]:
     """Create the pod's veth unless this pod's one is already there.
 
     Returns (created, host end's ifindex, pod end's ifindex in the pod namespace). The pod end's
@@ -179,13 +180,13 @@ def _ensure_pod_veth(ipr: IPRoute, node_ns: str, pod_ns: str, host_ifname: str,
     try:
         link = _link(ipr, host_ifname)
     except _NoSuchLink:
-        raise NetworkError(f"cannot create veth {host_ifname}: {pod_ns} already has an "
-                           f"{POD_IFNAME}") from None
+        raise NetworkError(f"cannot create veth {host_ifname}: {pod_ns} already has an {POD_IFNAME}") from None
     if created:
         ipr.link("set", index=link["index"], ifalias=alias)
     elif link.get("IFLA_IFALIAS") != alias:
-        raise NetworkError(f"{node_ns}: {host_ifname} exists and belongs to "
-                           f"{link.get('IFLA_IFALIAS') or 'someone else'}, not {alias}")
+        raise NetworkError(
+            f"{node_ns}: {host_ifname} exists and belongs to {link.get('IFLA_IFALIAS') or 'someone else'}, not {alias}"
+        )
     return created, link["index"], link.get("IFLA_LINK")
 
 
@@ -201,8 +202,7 @@ def apply_nft(ns: str, script: str, check: bool = False) -> None:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise NetworkError(f"{ns}: {' '.join(argv)}: {e}") from e
     if done.returncode != 0:
-        raise NetworkError(f"{ns}: {' '.join(argv)} failed (exit {done.returncode}):\n"
-                           f"{done.stderr.strip()}")
+        raise NetworkError(f"{ns}: {' '.join(argv)} failed (exit {done.returncode}):\n{done.stderr.strip()}")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -230,16 +230,16 @@ def _rtnl(ns: str, what: str) -> Iterator[IPRoute]:
         raise NetworkError(f"{what} in {ns}: {_describe(e)}") from e
 
 
-def _add_veth(ipr: IPRoute, ifname: str, peer_ns: str, peer_ifname: str,
-              master: int | None = None) -> None:
+def _add_veth(ipr: IPRoute, ifname: str, peer_ns: str, peer_ifname: str, master: int | None = None) -> None:
     """One netlink request: local end IFNAME (up, optionally enslaved), far end in PEER_NS.
 
     Raises _AlreadyExists if IFNAME exists here or PEER_IFNAME exists in PEER_NS."""
     peer_fd = os.open(netns.path(peer_ns), os.O_RDONLY | os.O_CLOEXEC)
     try:
         extra = {"master": master} if master is not None else {}
-        ipr.link("add", ifname=ifname, kind="veth", state="up",
-                 peer={"ifname": peer_ifname, "net_ns_fd": peer_fd}, **extra)
+        ipr.link(
+            "add", ifname=ifname, kind="veth", state="up", peer={"ifname": peer_ifname, "net_ns_fd": peer_fd}, **extra
+        )
     except NetlinkError as e:
         if e.code == errno.EEXIST:
             raise _AlreadyExists(f"{ifname} or {peer_ns}'s {peer_ifname} exists") from e
@@ -266,10 +266,14 @@ def _index(ipr: IPRoute, ifname: str, ns: str = "") -> int:
 
 def _check_ifname(name: str, reserved: tuple[str, ...] = ()) -> None:
     """Linux interface names: 1-15 bytes, no '/', ':' or whitespace, not '.' or '..'."""
-    if (not isinstance(name, str) or not name or len(name.encode()) >= IFNAMSIZ
-            or name in (".", "..") or any(c in "/:" or c.isspace() for c in name)):
-        raise NetworkError(f"invalid interface name {name!r}: 1-15 characters, no '/', ':' "
-                           "or whitespace")
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name.encode()) >= IFNAMSIZ
+        or name in (".", "..")
+        or any(c in "/:" or c.isspace() for c in name)
+    ):
+        raise NetworkError(f"invalid interface name {name!r}: 1-15 characters, no '/', ':' or whitespace")
     if name in reserved:
         raise NetworkError(f"interface name {name!r} is reserved")
 

@@ -6,6 +6,7 @@ A container with `securityContext.runAsUser` / `runAsGroup` (or the pod's) runs 
 namespaces; hooks and exec probes run the same way, and `exec_argv` gives `lab exec` the same
 prefix (docs/internals.md, "Processes").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ class RunAs:
 def _id(value, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 31:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
         raise ValueError(f"securityContext.{field}: {value!r} is not a valid id (an integer >= 0)")
     return value
 
@@ -48,6 +49,7 @@ def run_as(pod_spec: dict, container: dict, pod_gid: int | None = None) -> RunAs
 
     def pick(key: str):
         return sc[key] if sc.get(key) is not None else pod_sc.get(key)
+
     uid, gid = _id(pick("runAsUser"), "runAsUser"), _id(pick("runAsGroup"), "runAsGroup")
     groups = [_id(g, "supplementalGroups") for g in pod_sc.get("supplementalGroups") or []]
     if pod_sc.get("fsGroup") is not None:
@@ -76,7 +78,7 @@ def exec_argv(netns: str, who: RunAs | None, argv: Sequence[str] = ()) -> list[s
 
 def lifecycle_command(container: dict, hook: str) -> list[str] | None:
     """`lifecycle.<hook>.exec.command` (hook is postStart or preStop), or None."""
-    handler = ((container.get("lifecycle") or {}).get(hook) or {})
+    handler = (container.get("lifecycle") or {}).get(hook) or {}
     command = (handler.get("exec") or {}).get("command")
     return [str(a) for a in command] if command else None
 

@@ -6,6 +6,7 @@ and only then removes the pod object, so an object never outlives or predates wh
 The worker also owns the pod's cgroups (journaled before they are made, set from the containers'
 `resources`) and publishes the pod's status from its containers' states.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,9 @@ class PodWorker:
         specs = pod["spec"].get("containers", [])
         self.specs = {c["name"]: c for c in specs}
         self.states = {c["name"]: ContainerState(c["name"], c["image"]) for c in specs}
-        self.init_states = {c["name"]: ContainerState(c["name"], c["image"])
-                            for c in pod["spec"].get("initContainers", []) or []}
+        self.init_states = {
+            c["name"]: ContainerState(c["name"], c["image"]) for c in pod["spec"].get("initContainers", []) or []
+        }
         self.sandbox: sandbox.Sandbox | None = None
         self.dir = pod_dir(kubelet.topo.name, self.ns, self.name, self.uid)
         self.gid = kubelet.allocate_gid()
@@ -69,10 +71,16 @@ class PodWorker:
         all_ready = bool(states) and all(s.ready for s in states)
         running = any(s.running_since for s in states)
         restart_policy = pod["spec"].get("restartPolicy", "Always")
-        done = states and all(s.terminated is not None and s.running_since is None and
-                              s.waiting_reason is None and not s.restart_pending for s in states)
+        done = states and all(
+            s.terminated is not None and s.running_since is None and s.waiting_reason is None and not s.restart_pending
+            for s in states
+        )
         if done and restart_policy != "Always":
-            phase = "Succeeded" if all(s.terminated.get("exitCode") == 0 for s in states) else "Failed"
+            phase = (
+                "Succeeded"
+                if all(s.terminated is not None and s.terminated.get("exitCode") == 0 for s in states)
+                else "Failed"
+            )  # (all terminated: `done`)
         elif running or (self.initialized and any(s.restarts for s in states)):
             phase = "Running"
         else:
@@ -90,8 +98,12 @@ class PodWorker:
 
         status = {
             "phase": phase,
-            "conditions": [cond("PodScheduled", True), cond("Initialized", self.initialized),
-                           cond("ContainersReady", all_ready), cond("Ready", all_ready)],
+            "conditions": [
+                cond("PodScheduled", True),
+                cond("Initialized", self.initialized),
+                cond("ContainersReady", all_ready),
+                cond("Ready", all_ready),
+            ],
             "hostIP": str(self.k.topo.node_ip(self.k.nodes[pod["spec"]["nodeName"]])),
             "startTime": self.started_at,
             "containerStatuses": [s.status() for s in states],
@@ -109,8 +121,9 @@ class PodWorker:
         if pod is None or pod["metadata"]["uid"] != self.uid or self.sandbox is None:
             return
         upd = dict(pod, metadata=dict(pod["metadata"]))
-        upd["metadata"]["annotations"] = dict(pod["metadata"].get("annotations") or {},
-                                              **{NETNS_ANNOTATION: self.sandbox.netns})
+        upd["metadata"]["annotations"] = dict(
+            pod["metadata"].get("annotations") or {}, **{NETNS_ANNOTATION: self.sandbox.netns}
+        )
         self.k.store.update(upd, spec_changed=False)
 
     def event(self, reason: str, message: str, type_: str = "Normal") -> None:
@@ -135,17 +148,30 @@ class PodWorker:
                 else:
                     ip = self.k.ipam[node_name].allocate()
                     self.sandbox = await trio.to_thread.run_sync(
-                        sandbox.create_pod_sandbox, self.k.journal, self.k.topo.name, node_ns, self.ns,
-                        self.name, self.uid, ip, self.k.topo.pod_gateway(node), str(self.k.topo.cluster_dns_ip()),
-                        limiter=self.k.limiter)
+                        sandbox.create_pod_sandbox,
+                        self.k.journal,
+                        self.k.topo.name,
+                        node_ns,
+                        self.ns,
+                        self.name,
+                        self.uid,
+                        ip,
+                        self.k.topo.pod_gateway(node),
+                        str(self.k.topo.cluster_dns_ip()),
+                        limiter=self.k.limiter,
+                    )
                 self._annotate_netns()
                 self.publish()
                 if self.sandbox.host_ifname is not None:
                     # The node's CNI plugins (istio-cni) see the pod before any container runs;
                     # a failing one fails the sandbox, retried until it succeeds.
                     await cniplugins.add(
-                        cni_plugin_dir(self.k.topo.name, node_name), self.pod, self.sandbox.netns,
-                        self.sandbox.ip, lambda msg: self.event("FailedCreatePodSandBox", msg, "Warning"))
+                        cni_plugin_dir(self.k.topo.name, node_name),
+                        self.pod,
+                        self.sandbox.netns,
+                        self.sandbox.ip,
+                        lambda msg: self.event("FailedCreatePodSandBox", msg, "Warning"),
+                    )
                 await containers.run_init_containers(self)
                 self.initialized = True
                 self.publish()
@@ -162,8 +188,9 @@ class PodWorker:
                 await trio.sleep_forever()
         except Exception as e:  # one pod's failure must never take labd down
             log.exception("pod %s/%s failed", self.ns, self.name)
-            self.event("FailedCreatePodSandBox" if self.sandbox is None else "Failed",
-                       f"{type(e).__name__}: {e}", "Warning")
+            self.event(
+                "FailedCreatePodSandBox" if self.sandbox is None else "Failed", f"{type(e).__name__}: {e}", "Warning"
+            )
             for st in self.states.values():
                 st.waiting_reason, st.waiting_message = "RunContainerError", f"{type(e).__name__}: {e}"
             self.publish()
@@ -180,11 +207,13 @@ class PodWorker:
                 for name, proc in list(self.procs.items()):
                     nursery.start_soon(containers.stop_container, self, name, proc, min(self.grace, MAX_GRACE))
             if self.sandbox is not None and self.sandbox.host_ifname is not None:
-                await cniplugins.delete(cni_plugin_dir(self.k.topo.name, node_name), self.pod,
-                                        self.sandbox.netns, self.sandbox.ip)
+                await cniplugins.delete(
+                    cni_plugin_dir(self.k.topo.name, node_name), self.pod, self.sandbox.netns, self.sandbox.ip
+                )
                 node_ns = paths.node_netns_name(self.k.topo.name, node_name)
-                await trio.to_thread.run_sync(sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox,
-                                              limiter=self.k.limiter)
+                await trio.to_thread.run_sync(
+                    sandbox.remove_pod_sandbox, self.k.journal, node_ns, self.sandbox, limiter=self.k.limiter
+                )
             await trio.to_thread.run_sync(self._remove_cgroups)
         except Exception:
             # What could not be removed stays in the journal; `lab down` removes it by name.

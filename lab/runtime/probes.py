@@ -4,6 +4,7 @@ Apart from the containers' lifecycle because a probe only watches: it never star
 process, it sets `ready` and publishes. TCP and HTTP probes dial the pod's IP from a socket made
 in the pod's netns (the node's kubelet would dial from the node); exec probes run as `lab exec` does.
 """
+
 from __future__ import annotations
 
 import socket
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 async def probe_readiness(w: PodWorker, spec: dict, st: ContainerState) -> None:
     """Readiness: the probe if one is given, else every declared TCP port accepts connections."""
     probe = spec.get("readinessProbe") or {}
-    targets: list[tuple[str, int, str | None]] = []  # (kind, port, http path)
+    targets: list[tuple[str, int | None, str | None]] = []  # (kind, port or None if unknown, http path)
     if "tcpSocket" in probe:
         targets.append(("tcp", _port(spec, probe["tcpSocket"].get("port")), None))
     elif "httpGet" in probe:
@@ -30,8 +31,9 @@ async def probe_readiness(w: PodWorker, spec: dict, st: ContainerState) -> None:
     elif "exec" in probe:
         targets.append(("exec", 0, None))
     else:
-        targets = [("tcp", p["containerPort"], None) for p in spec.get("ports", []) or []
-                   if p.get("protocol", "TCP") == "TCP"]
+        targets = [
+            ("tcp", p["containerPort"], None) for p in spec.get("ports", []) or [] if p.get("protocol", "TCP") == "TCP"
+        ]
     await trio.sleep(seconds(probe.get("initialDelaySeconds"), 0.0))
     period = seconds(probe.get("periodSeconds"), 2.0) or 2.0
     failure_threshold = int(seconds(probe.get("failureThreshold"), 3)) or 1
@@ -72,8 +74,9 @@ async def _check(w: PodWorker, spec: dict, kind: str, port: int, path: str | Non
         env = w.k.container_env(w.pod, spec, w.sandbox.ip)
         try:
             with trio.fail_after(seconds(probe.get("timeoutSeconds"), 1.0) or 1.0):
-                res = await trio.run_process(cmd, check=False, capture_stdout=True, capture_stderr=True,
-                                             env=env, cwd="/")
+                res = await trio.run_process(
+                    cmd, check=False, capture_stdout=True, capture_stderr=True, env=env, cwd="/"
+                )
         except (trio.TooSlowError, OSError):
             return False
         return res.returncode == 0
@@ -87,8 +90,10 @@ async def _check(w: PodWorker, spec: dict, kind: str, port: int, path: str | Non
             await sock.connect((w.sandbox.ip, port))
             if kind == "tcp":
                 return True
-            await sock.send(f"GET {path} HTTP/1.1\r\nHost: {w.sandbox.ip}:{port}\r\n"
-                            f"User-Agent: lab-probe\r\nConnection: close\r\n\r\n".encode())
+            await sock.send(
+                f"GET {path} HTTP/1.1\r\nHost: {w.sandbox.ip}:{port}\r\n"
+                f"User-Agent: lab-probe\r\nConnection: close\r\n\r\n".encode()
+            )
             head = await sock.recv(64)
             parts = head.split(b" ", 2)
             return len(parts) >= 2 and parts[1].isdigit() and 200 <= int(parts[1]) < 400

@@ -5,6 +5,7 @@ mount namespace in which the pod's `/etc/netns/<netns>/{resolv.conf,hosts}` are 
 then execs the command (same pid). Each container leads its own process group so a stop reaches
 its children (gunicorn workers, shells) too.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,17 @@ def container_command(netns: str, argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv]
 
 
-async def start(netns: str, argv: list[str], env: dict[str, str], log_path: str,
-                cwd: str = "/") -> trio.Process:
+async def start(netns: str, argv: list[str], env: dict[str, str], log_path: str, cwd: str = "/") -> trio.Process:
     with open(log_path, "ab", buffering=0) as log:
         return await trio.lowlevel.open_process(
-            container_command(netns, argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            env=env, cwd=cwd, start_new_session=True)
+            container_command(netns, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
 
 
 def signal_group(proc: trio.Process, sig: int) -> None:
@@ -46,6 +52,7 @@ async def stop(proc: trio.Process, grace: float) -> int:
             await proc.wait()
     # Children that left the group or outlived the leader.
     signal_group(proc, signal.SIGKILL)
+    assert proc.returncode is not None  # waited for above
     return proc.returncode
 
 

@@ -4,6 +4,7 @@ fieldRefs and the lab's own variables, lab/client/contract.py) and the ServiceAc
 Its own module because this is the contract with the programs a pod runs: what they may read
 and who may read it.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,33 +17,48 @@ from lab.runtime.podspec import has_non_root, run_as
 from lab.topology import Topology
 
 
-def container_env(topo: Topology, api_socket: str, pod: dict, container: dict, pod_ip: str | None,
-                  pod_gid: int | None) -> dict[str, str]:
+def container_env(
+    topo: Topology, api_socket: str, pod: dict, container: dict, pod_ip: str | None, pod_gid: int | None
+) -> dict[str, str]:
     """CONTAINER's environment: the image's, the lab's variables, then the container's `env`."""
     md, spec = pod["metadata"], pod["spec"]
     node = spec.get("nodeName", "")
     nodes = {n.name: n for n in topo.nodes}
     node_ip = str(topo.node_ip(nodes[node])) if node in nodes else ""
-    fields = {"metadata.name": md["name"], "metadata.namespace": md["namespace"],
-              "metadata.uid": md["uid"], "spec.nodeName": node,
-              "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
-              "status.podIP": pod_ip or "", "status.hostIP": node_ip}
+    fields = {
+        "metadata.name": md["name"],
+        "metadata.namespace": md["namespace"],
+        "metadata.uid": md["uid"],
+        "spec.nodeName": node,
+        "spec.serviceAccountName": spec.get("serviceAccountName", "default"),
+        "status.podIP": pod_ip or "",
+        "status.hostIP": node_ip,
+    }
     image = images.lookup(container["image"])
     try:
         who = run_as(spec, container, pod_gid)
     except ValueError:
         who = None
     # The venv's bin first: the images' programs and console scripts (pilot-agent) resolve.
-    env = {"PATH": os.path.dirname(sys.executable) + ":" + processes.BASE_PATH,
-           "HOME": "/root" if who is None or who.uid == 0 else "/", "LANG": "C.UTF-8",
-           "PYTHONUNBUFFERED": "1",
-           "HOSTNAME": node if spec.get("hostNetwork") else md["name"],
-           contract.ENV_LAB: topo.name, contract.ENV_LAB_NAME: topo.name, contract.ENV_API_SOCKET: api_socket,
-           contract.ENV_POD_NAME: md["name"], contract.ENV_POD_NAMESPACE: md["namespace"],
-           contract.ENV_NODE_NAME: node, contract.ENV_POD_IP: pod_ip or "", contract.ENV_POD_UID: md["uid"],
-           contract.ENV_SERVICE_ACCOUNT: fields["spec.serviceAccountName"],
-           contract.ENV_SA_TOKEN_FILE: os.path.join(pod_dir(topo.name, md["namespace"], md["name"], md["uid"]),
-                                                    contract.TOKEN_FILE)}
+    env = {
+        "PATH": os.path.dirname(sys.executable) + ":" + processes.BASE_PATH,
+        "HOME": "/root" if who is None or who.uid == 0 else "/",
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "HOSTNAME": node if spec.get("hostNetwork") else md["name"],
+        contract.ENV_LAB: topo.name,
+        contract.ENV_LAB_NAME: topo.name,
+        contract.ENV_API_SOCKET: api_socket,
+        contract.ENV_POD_NAME: md["name"],
+        contract.ENV_POD_NAMESPACE: md["namespace"],
+        contract.ENV_NODE_NAME: node,
+        contract.ENV_POD_IP: pod_ip or "",
+        contract.ENV_POD_UID: md["uid"],
+        contract.ENV_SERVICE_ACCOUNT: fields["spec.serviceAccountName"],
+        contract.ENV_SA_TOKEN_FILE: os.path.join(
+            pod_dir(topo.name, md["namespace"], md["name"], md["uid"]), contract.TOKEN_FILE
+        ),
+    }
     env.update(dict(image.env))
     for e in container.get("env", []) or []:
         if "value" in e:

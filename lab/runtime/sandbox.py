@@ -4,6 +4,7 @@ The kubelet + CNI plugin part of the lab. Synchronous (labd runs these in worker
 namespace and directory is written to the journal before it is made, so teardown after a crash
 finds it by name.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -11,10 +12,10 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from lab.runtime.journal import Journal
+from lab.client import netns
 from lab.client.paths import ETC_NETNS, netns_prefix
 from lab.runtime import network
-from lab.client import netns
+from lab.runtime.journal import Journal
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,11 @@ def host_ifname(pod_uid: str) -> str:
 
 
 def resolv_conf(namespace: str, dns_ip: str) -> str:
-    search = f"{namespace}.svc.cluster.local svc.cluster.local cluster.local" if namespace else \
-        "svc.cluster.local cluster.local"
+    search = (
+        f"{namespace}.svc.cluster.local svc.cluster.local cluster.local"
+        if namespace
+        else "svc.cluster.local cluster.local"
+    )
     return f"search {search}\nnameserver {dns_ip}\noptions ndots:5\n"
 
 
@@ -70,8 +74,17 @@ def remove_dir(journal: Journal, path: str) -> None:
     journal.removed("dir", path)
 
 
-def create_pod_sandbox(journal: Journal, lab: str, node_ns: str, namespace: str, pod: str, uid: str,
-                       ip: ipaddress.IPv4Address, gateway: ipaddress.IPv4Address, dns_ip: str) -> Sandbox:
+def create_pod_sandbox(
+    journal: Journal,
+    lab: str,
+    node_ns: str,
+    namespace: str,
+    pod: str,
+    uid: str,
+    ip: ipaddress.IPv4Address,
+    gateway: ipaddress.IPv4Address,
+    dns_ip: str,
+) -> Sandbox:
     ns_name = pod_netns_name(lab, namespace, pod, uid)
     ifname = host_ifname(uid)
     journal.added("netns", ns_name)

@@ -30,6 +30,7 @@ On SIGTERM the agent exits at once and leaves the pods' rules in place: a restar
 open a window where captured pods talk in plaintext. Its successor rebuilds its state from the API
 (pods it marked before are re-enrolled, or released if no longer selected).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,26 +43,19 @@ from contextlib import aclosing
 
 import trio
 
-from lab.client.protocol import ProtocolError
-from lab.client import AsyncLabClient, LabError
-from lab.client.paths import cni_plugin_dir
+from lab.client import AsyncLabClient, LabError, netns
+from lab.client.backoff import Backoff
 from lab.client.contract import CNI_PLUGIN_SUFFIX, ENV_API_SOCKET, ENV_LAB_NAME, ENV_NODE_NAME
+from lab.client.paths import cni_plugin_dir
 from lab.client.process import open_nursery_until_signalled, run_main
-from lab.client import netns
+from lab.client.protocol import ProtocolError
 from mesh import paths
 from mesh.cni import inpod
-from mesh.contract import REDIRECTION_ANNOTATION, REDIRECTION_ENABLED
-from mesh.cni.enrollment import (
-    NETNS_ANNOTATION,
-    ClusterView,
-    Workload,
-    is_marked,
-    plan,
-)
+from mesh.cni.enrollment import NETNS_ANNOTATION, ClusterView, Workload, is_marked, plan
 from mesh.cni.plugin_server import PluginRequest, PluginServer
 from mesh.cni.ztunnelserver import ZtunnelLink, ZtunnelServer
+from mesh.contract import REDIRECTION_ANNOTATION, REDIRECTION_ENABLED
 from mesh.zds import AddWorkload, DelWorkload, SnapshotSent, WorkloadInfo, ZdsClosed
-from lab.client.backoff import Backoff
 
 log = logging.getLogger("mesh.cni")
 
@@ -98,8 +92,7 @@ class Agent:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; reports started once the ZDS socket accepts connections."""
-        log.info("starting on node %s: watching %s at %s", self.node, ", ".join(WATCH_KINDS),
-                 self.api.socket_path)
+        log.info("starting on node %s: watching %s at %s", self.node, ", ".join(WATCH_KINDS), self.api.socket_path)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.ztunnels.serve)
             nursery.start_soon(self._watch)
@@ -131,9 +124,12 @@ class Agent:
                     async for event in events:
                         if event.get("type") == "SYNCED":
                             if self.view is not fresh:
-                                log.info("%s with the lab API: %s to capture on %s",
-                                         "re-synced" if self.synced.is_set() else "synced",
-                                         _pods(len(fresh.wanted())), self.node)
+                                log.info(
+                                    "%s with the lab API: %s to capture on %s",
+                                    "re-synced" if self.synced.is_set() else "synced",
+                                    _pods(len(fresh.wanted())),
+                                    self.node,
+                                )
                                 self.view = fresh
                                 self.synced.set()
                                 backoff.reset()
@@ -192,8 +188,13 @@ class Agent:
             error = await self.cni_del(request)
         else:
             error = await self.cni_add(request)
-        log.info("CNI %s of pod %s: %s (%.0f ms)", request.command, request, error or "ok",
-                 (trio.current_time() - began) * 1000)
+        log.info(
+            "CNI %s of pod %s: %s (%.0f ms)",
+            request.command,
+            request,
+            error or "ok",
+            (trio.current_time() - began) * 1000,
+        )
         return error
 
     async def cni_add(self, request: PluginRequest) -> str | None:
@@ -221,8 +222,13 @@ class Agent:
         if self.ztunnels.current is None:
             return NO_ZTUNNEL
         pod = self.view.pod(uid)
-        if (uid in self.enrolled and uid in self._acked and self._live_link() is not None
-                and pod is not None and is_marked(pod)):
+        if (
+            uid in self.enrolled
+            and uid in self._acked
+            and self._live_link() is not None
+            and pod is not None
+            and is_marked(pod)
+        ):
             return True
         return None
 
@@ -252,16 +258,20 @@ class Agent:
         self.enrolled[workload.uid] = workload
         link = self._live_link()
         if link is None:
-            log.info("enrolled pod %s (netns %s); %s", workload, workload.netns,
-                     "no ztunnel connected yet: it gets the pod when it connects"
-                     if self.ztunnels.current is None else "ztunnel gets it with its snapshot")
+            log.info(
+                "enrolled pod %s (netns %s); %s",
+                workload,
+                workload.netns,
+                "no ztunnel connected yet: it gets the pod when it connects"
+                if self.ztunnels.current is None
+                else "ztunnel gets it with its snapshot",
+            )
             return True
         problem = await self._add(link, workload)
         if problem is None:
             log.info("enrolled pod %s (netns %s); ztunnel acked", workload, workload.netns)
             return True
-        log.warning("enrolled pod %s (netns %s), but ztunnel does not have it: %s", workload,
-                    workload.netns, problem)
+        log.warning("enrolled pod %s (netns %s), but ztunnel does not have it: %s", workload, workload.netns, problem)
         return False
 
     async def _release(self, workload: Workload, view: ClusterView) -> bool:
@@ -284,8 +294,7 @@ class Agent:
         pod = view.pod(workload.uid)
         if pod is not None and is_marked(pod) and not await self._annotate(workload, None):
             return False
-        log.info("un-enrolled pod %s (%s)", workload,
-                 "deleted" if pod is None else "no longer selected for ambient")
+        log.info("un-enrolled pod %s (%s)", workload, "deleted" if pod is None else "no longer selected for ambient")
         return True
 
     def _live_link(self) -> ZtunnelLink | None:
@@ -314,8 +323,7 @@ class Agent:
                 await link.request(SnapshotSent())
             except ZdsClosed:
                 return False
-            log.info("ztunnel connected (ZDS %s): sent a snapshot of %s", link.version,
-                     _pods(len(self._acked)))
+            log.info("ztunnel connected (ZDS %s): sent a snapshot of %s", link.version, _pods(len(self._acked)))
         for workload, problem in problems.items():
             log.warning("ztunnel does not have pod %s: %s", workload, problem)
         return not problems
@@ -340,9 +348,14 @@ class Agent:
 
     async def _annotate(self, workload: Workload, value: str | None) -> bool:
         try:
-            await self.api.call("annotate", kind="Pod", namespace=workload.namespace,
-                                name=workload.name, changes={REDIRECTION_ANNOTATION: value},
-                                overwrite=True)
+            await self.api.call(
+                "annotate",
+                kind="Pod",
+                namespace=workload.namespace,
+                name=workload.name,
+                changes={REDIRECTION_ANNOTATION: value},
+                overwrite=True,
+            )
         except _API_ERRORS as e:
             log.warning("cannot %s pod %s: %s", "annotate" if value else "un-annotate", workload, e)
             return False
@@ -351,8 +364,11 @@ class Agent:
 
 def _has_sandbox(pod: dict | None) -> bool:
     """The pod as the kubelet has published it before its CNI ADD: with its IP and netns."""
-    return (pod is not None and bool((pod.get("status") or {}).get("podIP"))
-            and bool((pod["metadata"].get("annotations") or {}).get(NETNS_ANNOTATION)))
+    return (
+        pod is not None
+        and bool((pod.get("status") or {}).get("podIP"))
+        and bool((pod["metadata"].get("annotations") or {}).get(NETNS_ANNOTATION))
+    )
 
 
 def _pods(count: int) -> str:
@@ -362,43 +378,55 @@ def _pods(count: int) -> str:
 # --- the process ---------------------------------------------------------------------------------
 
 
-async def _serve_until_signalled(api_socket: str, node: str, zds_path: str,
-                                 plugin_path: str | None) -> None:
+async def _serve_until_signalled(api_socket: str, node: str, zds_path: str, plugin_path: str | None) -> None:
     async with open_nursery_until_signalled(
-            lambda sig: log.info("%s: exiting; captured pods keep their rules", sig.name)) as nursery:
+        lambda sig: log.info("%s: exiting; captured pods keep their rules", sig.name)
+    ) as nursery:
         nursery.start_soon(Agent(api_socket, node, zds_path, plugin_path).run)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh.cni", description=__doc__.split("\n")[0])
-    parser.add_argument("--api-socket", default=os.environ.get(ENV_API_SOCKET),
-                        help="the lab API socket (default: $LAB_API_SOCKET)")
-    parser.add_argument("--node", default=os.environ.get(ENV_NODE_NAME),
-                        help="this node's name (default: $LAB_NODE_NAME)")
-    parser.add_argument("--zds-socket",
-                        help="where to serve ZDS (default: the node's socket of lab $LAB_NAME)")
-    parser.add_argument("--plugin-socket",
-                        help="where to serve the kubelet's CNI plugin calls (default: in the node's "
-                             "CNI plugin directory of lab $LAB_NAME; 'none' to serve none)")
+    parser.add_argument(
+        "--api-socket", default=os.environ.get(ENV_API_SOCKET), help="the lab API socket (default: $LAB_API_SOCKET)"
+    )
+    parser.add_argument(
+        "--node", default=os.environ.get(ENV_NODE_NAME), help="this node's name (default: $LAB_NODE_NAME)"
+    )
+    parser.add_argument("--zds-socket", help="where to serve ZDS (default: the node's socket of lab $LAB_NAME)")
+    parser.add_argument(
+        "--plugin-socket",
+        help="where to serve the kubelet's CNI plugin calls (default: in the node's "
+        "CNI plugin directory of lab $LAB_NAME; 'none' to serve none)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s istio-cni %(levelname)s %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s istio-cni %(levelname)s %(message)s")
     lab = os.environ.get(ENV_LAB_NAME)
     if not args.api_socket or not args.node or not (args.zds_socket or lab):
-        log.error("need the lab API socket, the node name and the lab name "
-                  "(LAB_API_SOCKET, LAB_NODE_NAME, LAB_NAME or the matching options)")
+        log.error(
+            "need the lab API socket, the node name and the lab name "
+            "(LAB_API_SOCKET, LAB_NODE_NAME, LAB_NAME or the matching options)"
+        )
         return 2
-    zds_path = args.zds_socket or paths.zds_socket_path(lab, args.node)
+    if args.zds_socket:
+        zds_path = args.zds_socket
+    else:
+        assert lab is not None  # checked above: without --zds-socket the lab name is required
+        zds_path = paths.zds_socket_path(lab, args.node)
     plugin_path = args.plugin_socket
     if plugin_path is None:
         plugin_path = os.path.join(cni_plugin_dir(lab, args.node), PLUGIN_SOCKET) if lab else "none"
     plugin_path = None if plugin_path == "none" else plugin_path
     # OSError: only serving the ZDS or plugin socket can fail this way.
-    return run_main(_serve_until_signalled, args.api_socket, args.node, zds_path, plugin_path,
-                    on_os_error=lambda e: log.error("cannot serve ZDS on %s or the CNI plugin on %s: %s",
-                                                    zds_path, plugin_path, e))
+    return run_main(
+        _serve_until_signalled,
+        args.api_socket,
+        args.node,
+        zds_path,
+        plugin_path,
+        on_os_error=lambda e: log.error("cannot serve ZDS on %s or the CNI plugin on %s: %s", zds_path, plugin_path, e),
+    )
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

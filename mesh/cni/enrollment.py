@@ -7,6 +7,7 @@ this node, is not hostNetwork, is not in a system namespace, is selected by
 netns and an IP. A terminating pod stays captured until it is gone, so its last connections still
 work.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -14,8 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.client.contract import NETNS_ANNOTATION
-from mesh.contract import (DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_NONE, ISTIO_NAMESPACE,
-                           REDIRECTION_ANNOTATION, REDIRECTION_ENABLED)
+from mesh.contract import (
+    DATAPLANE_MODE_AMBIENT,
+    DATAPLANE_MODE_LABEL,
+    DATAPLANE_MODE_NONE,
+    ISTIO_NAMESPACE,
+    REDIRECTION_ANNOTATION,
+    REDIRECTION_ENABLED,
+)
+
 SYSTEM_NAMESPACES = frozenset({ISTIO_NAMESPACE, "kube-system"})
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
@@ -36,9 +44,13 @@ class Workload:
 
 def workload_of(pod: Mapping[str, Any]) -> Workload:
     md, spec = pod["metadata"], pod.get("spec") or {}
-    return Workload(uid=md["uid"], name=md["name"], namespace=md.get("namespace", "default"),
-                    service_account=spec.get("serviceAccountName") or "default",
-                    netns=(md.get("annotations") or {}).get(NETNS_ANNOTATION, ""))
+    return Workload(
+        uid=md["uid"],
+        name=md["name"],
+        namespace=md.get("namespace", "default"),
+        service_account=spec.get("serviceAccountName") or "default",
+        netns=(md.get("annotations") or {}).get(NETNS_ANNOTATION, ""),
+    )
 
 
 def is_ambient(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
@@ -54,11 +66,13 @@ def is_ambient(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> b
 
 def should_capture(pod: Mapping[str, Any], namespace_labels: Mapping[str, str], node: str) -> bool:
     md, status = pod["metadata"], pod.get("status") or {}
-    return ((pod.get("spec") or {}).get("nodeName") == node
-            and is_ambient(pod, namespace_labels)
-            and status.get("phase") not in TERMINAL_PHASES
-            and bool(status.get("podIP"))
-            and bool((md.get("annotations") or {}).get(NETNS_ANNOTATION)))
+    return (
+        (pod.get("spec") or {}).get("nodeName") == node
+        and is_ambient(pod, namespace_labels)
+        and status.get("phase") not in TERMINAL_PHASES
+        and bool(status.get("podIP"))
+        and bool((md.get("annotations") or {}).get(NETNS_ANNOTATION))
+    )
 
 
 def is_marked(pod: Mapping[str, Any]) -> bool:
@@ -79,12 +93,16 @@ class ClusterView:
         kind, md = obj.get("kind"), obj.get("metadata") or {}
         if kind == "Pod":
             if event_type == "DELETED":
-                self._pods.pop(md.get("uid"), None)
+                uid = md.get("uid")
+                if uid is not None:
+                    self._pods.pop(uid, None)
             else:
                 self._pods[md["uid"]] = dict(obj)
         elif kind == "Namespace":
             if event_type == "DELETED":
-                self._namespace_labels.pop(md.get("name"), None)
+                name = md.get("name")
+                if name is not None:
+                    self._namespace_labels.pop(name, None)
             else:
                 self._namespace_labels[md["name"]] = dict(md.get("labels") or {})
 
@@ -93,16 +111,23 @@ class ClusterView:
 
     def wanted(self) -> dict[str, Workload]:
         """Pods of this node that should be captured, by uid."""
-        return {uid: workload_of(pod) for uid, pod in self._pods.items()
-                if should_capture(pod, self._labels_of(pod), self.node)}
+        return {
+            uid: workload_of(pod)
+            for uid, pod in self._pods.items()
+            if should_capture(pod, self._labels_of(pod), self.node)
+        }
 
     def marked(self) -> dict[str, Workload]:
         """Pods of this node (not hostNetwork) carrying `ambient.istio.io/redirection: enabled`.
 
         After an agent restart this is how it finds pods it captured before and must now release."""
-        return {uid: workload_of(pod) for uid, pod in self._pods.items()
-                if (pod.get("spec") or {}).get("nodeName") == self.node
-                and not (pod.get("spec") or {}).get("hostNetwork") and is_marked(pod)}
+        return {
+            uid: workload_of(pod)
+            for uid, pod in self._pods.items()
+            if (pod.get("spec") or {}).get("nodeName") == self.node
+            and not (pod.get("spec") or {}).get("hostNetwork")
+            and is_marked(pod)
+        }
 
     def _labels_of(self, pod: Mapping[str, Any]) -> dict[str, str]:
         return self._namespace_labels.get(pod["metadata"].get("namespace", "default"), {})
@@ -116,10 +141,11 @@ class Plan:
     capture: tuple[Workload, ...]
 
 
-def plan(wanted: Mapping[str, Workload], enrolled: Mapping[str, Workload],
-         marked: Mapping[str, Workload]) -> Plan:
+def plan(wanted: Mapping[str, Workload], enrolled: Mapping[str, Workload], marked: Mapping[str, Workload]) -> Plan:
     """Release what is enrolled or still marked but no longer wanted; capture what is wanted and
     not enrolled yet (marked pods included: after a restart their rules are re-applied)."""
     stale = {**marked, **enrolled}
-    return Plan(release=tuple(w for uid, w in stale.items() if uid not in wanted),
-                capture=tuple(w for uid, w in wanted.items() if uid not in enrolled))
+    return Plan(
+        release=tuple(w for uid, w in stale.items() if uid not in wanted),
+        capture=tuple(w for uid, w in wanted.items() if uid not in enrolled),
+    )

@@ -6,6 +6,7 @@ policy rule `fwmark 0x111/0xfff pref 32764 lookup 100`, and the route `local 0.0
 at once: the thread switches into the pod's namespace only for a few netlink messages or to spawn
 `nft` (a child starts in its creator's namespace), and always switches back.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,25 +62,46 @@ def is_enrolled(netns_name: str) -> bool:
         return False
     with _rtnl(netns_name, "read the inpod policy route") as ipr:
         routed = bool(_find_rules(ipr)) and bool(_find_routes(ipr))
-    return routed and _nft(netns_name, "list the inpod table",
-                           ["list", "table", rules.FAMILY, rules.TABLE], check=False) == 0
+    return (
+        routed
+        and _nft(netns_name, "list the inpod table", ["list", "table", rules.FAMILY, rules.TABLE], check=False) == 0
+    )
 
 
-_RULE = dict(family=socket.AF_INET, fwmark=rules.INPOD_TPROXY_MARK, fwmask=rules.INPOD_MASK,
-             priority=rules.RULE_PRIORITY, table=rules.ROUTE_TABLE)
-_ROUTE = dict(family=socket.AF_INET, dst="0.0.0.0/0", type="local", oif=LOOPBACK_IFINDEX,
-              table=rules.ROUTE_TABLE, scope=RT_SCOPE_HOST)
+_RULE = dict(
+    family=socket.AF_INET,
+    fwmark=rules.INPOD_TPROXY_MARK,
+    fwmask=rules.INPOD_MASK,
+    priority=rules.RULE_PRIORITY,
+    table=rules.ROUTE_TABLE,
+)
+_ROUTE = dict(
+    family=socket.AF_INET,
+    dst="0.0.0.0/0",
+    type="local",
+    oif=LOOPBACK_IFINDEX,
+    table=rules.ROUTE_TABLE,
+    scope=RT_SCOPE_HOST,
+)
 
 
 def _find_rules(ipr: IPRoute) -> list:
-    return [r for r in ipr.get_rules(family=socket.AF_INET)
-            if r.get("priority") == rules.RULE_PRIORITY and r.get("fwmark") == rules.INPOD_TPROXY_MARK
-            and r.get("fwmask") == rules.INPOD_MASK and r.get("table") == rules.ROUTE_TABLE]
+    return [
+        r
+        for r in ipr.get_rules(family=socket.AF_INET)
+        if r.get("priority") == rules.RULE_PRIORITY
+        and r.get("fwmark") == rules.INPOD_TPROXY_MARK
+        and r.get("fwmask") == rules.INPOD_MASK
+        and r.get("table") == rules.ROUTE_TABLE
+    ]
 
 
 def _find_routes(ipr: IPRoute) -> list:
-    return [r for r in ipr.get_routes(family=socket.AF_INET, table=rules.ROUTE_TABLE)
-            if r["dst_len"] == 0 and r.get("oif") == LOOPBACK_IFINDEX and r["type"] == RTN_LOCAL]
+    return [
+        r
+        for r in ipr.get_routes(family=socket.AF_INET, table=rules.ROUTE_TABLE)
+        if r["dst_len"] == 0 and r.get("oif") == LOOPBACK_IFINDEX and r["type"] == RTN_LOCAL
+    ]
 
 
 def _ignoring(code: int, request) -> None:
@@ -108,6 +130,7 @@ def _nft(netns_name: str, what: str, args: list[str], script: str = "", check: b
     except (OSError, subprocess.TimeoutExpired) as e:
         raise InpodError(f"{what} in {netns_name}: {' '.join(argv)}: {e}") from e
     if check and done.returncode != 0:
-        raise InpodError(f"{what} in {netns_name}: {' '.join(argv)} failed "
-                         f"(exit {done.returncode}): {done.stderr.strip()}")
+        raise InpodError(
+            f"{what} in {netns_name}: {' '.join(argv)} failed (exit {done.returncode}): {done.stderr.strip()}"
+        )
     return done.returncode

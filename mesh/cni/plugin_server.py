@@ -12,6 +12,7 @@ for the agent's handler, whose answer (None for ok, else an error) goes back as
 The socket is made by the agent (mode 0600, root's only) and removed when it stops; it lives in
 the lab's directory, so the lab's teardown removes it too after a crash.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,10 +63,17 @@ def parse_request(message: Mapping[str, Any]) -> PluginRequest:
     netns = message.get("netns")
     if not isinstance(netns, str) or not netns:
         raise ValueError("netns missing")
-    return PluginRequest(command=command, uid=pod["uid"], name=pod["name"], namespace=pod["namespace"],
-                         service_account=str(pod.get("serviceAccount") or "default"), netns=netns,
-                         pod_ip=str(message.get("podIP") or ""), labels=dict(pod.get("labels") or {}),
-                         annotations=dict(pod.get("annotations") or {}))
+    return PluginRequest(
+        command=command,
+        uid=pod["uid"],
+        name=pod["name"],
+        namespace=pod["namespace"],
+        service_account=str(pod.get("serviceAccount") or "default"),
+        netns=netns,
+        pod_ip=str(message.get("podIP") or ""),
+        labels=dict(pod.get("labels") or {}),
+        annotations=dict(pod.get("annotations") or {}),
+    )
 
 
 def answer(error: str | None) -> dict[str, Any]:

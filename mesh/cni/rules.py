@@ -9,16 +9,17 @@ as its nft comment, so `nft list table ip istio_inpod` in a pod reads like the g
 DNS capture (the udp/tcp 53 → 15053 REDIRECTs and the raw-table CT zones) is not written: the lab
 runs with Istio's default `DNS_CAPTURE=false` semantics for ztunnel.
 
-The script is atomic: `table` (make sure it exists), `delete table`, then the full definition, all
-in one `nft -f` transaction, so applying it again replaces the table instead of appending rules.
+The script is atomic (`mesh.nft`: `table`, `delete table`, then the full definition, all in one
+`nft -f` transaction), so applying it again replaces the table instead of appending rules.
 Alongside the table the pod needs a policy route (`ip rule fwmark 0x111/0xfff pref 32764 lookup
 100` + `local 0.0.0.0/0 dev lo table 100`), which `mesh.cni.inpod` adds with netlink.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from mesh import nft
 from mesh.contract import HBONE_PORT, INBOUND_CAPTURE_PORT, INPOD_MARK, OUTBOUND_CAPTURE_PORT
+from mesh.nft import Chain, Rule
 
 TABLE = "istio_inpod"
 FAMILY = "ip"
@@ -40,28 +41,6 @@ ZTUNNEL_INBOUND_HBONE_PORT = HBONE_PORT
 ROUTE_TABLE = 100
 RULE_PRIORITY = 32764
 
-#: nft limits a rule comment to 128 bytes.
-MAX_COMMENT = 128
-
-
-@dataclass(frozen=True)
-class Chain:
-    """A base chain: the iptables table and built-in chain it replaces, and where it hooks in."""
-
-    name: str
-    type: str
-    hook: str
-    priority: str
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One nft rule and the Istio iptables line (with its table) it is the translation of."""
-
-    chain: str
-    nft: str
-    iptables: str
-
 
 def _mark_is(value: int) -> str:
     return f"meta mark & {INPOD_MASK:#x} == {value:#x}"
@@ -73,10 +52,11 @@ def _mark_is_not(value: int) -> str:
 
 _KEEP_HIGH_BITS = 0xFFFFFFFF & ~INPOD_MASK
 
-# iptables' `mangle` table hooks at priority -150 and `nat` OUTPUT at -100 ("mangle" and "dstnat";
-# nft 1.0.6 only accepts the `dstnat` keyword on prerouting, so output spells the number). mangle
-# OUTPUT is a `route` chain: after it changes the mark, the kernel routes the packet again, which is
-# what sends replies marked 0x111 to table 100.
+# One base chain per iptables table and built-in chain it replaces. iptables' `mangle` table hooks
+# at priority -150 and `nat` OUTPUT at -100 ("mangle" and "dstnat"; nft 1.0.6 only accepts the
+# `dstnat` keyword on prerouting, so output spells the number). mangle OUTPUT is a `route` chain:
+# after it changes the mark, the kernel routes the packet again, which is what sends replies marked
+# 0x111 to table 100.
 CHAINS: tuple[Chain, ...] = (
     Chain("mangle_prerouting", "filter", "prerouting", "mangle"),
     Chain("mangle_output", "route", "output", "mangle"),
@@ -86,65 +66,64 @@ CHAINS: tuple[Chain, ...] = (
 
 RULES: tuple[Rule, ...] = (
     # Packets from ztunnel's inbound sockets (mark 0x539) tag their connection 0x111 ...
-    Rule("mangle_prerouting",
-         f"{_mark_is(INPOD_MARK)} ct mark set ct mark & {_KEEP_HIGH_BITS:#x} | {INPOD_TPROXY_MARK:#x}",
-         "mangle: -A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff"),
+    Rule(
+        "mangle_prerouting",
+        f"{_mark_is(INPOD_MARK)} ct mark set ct mark & {_KEEP_HIGH_BITS:#x} | {INPOD_TPROXY_MARK:#x}",
+        "mangle: -A ISTIO_PRERT -m mark --mark 0x539/0xfff -j CONNMARK --set-xmark 0x111/0xfff",
+    ),
     # ... so the app's replies on that connection carry mark 0x111 and route to table 100 (lo).
-    Rule("mangle_output",
-         f"ct mark & {INPOD_MASK:#x} == {INPOD_TPROXY_MARK:#x} meta mark set ct mark",
-         "mangle: -A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark"
-         " --nfmask 0xffffffff --ctmask 0xffffffff"),
+    Rule(
+        "mangle_output",
+        f"ct mark & {INPOD_MASK:#x} == {INPOD_TPROXY_MARK:#x} meta mark set ct mark",
+        "mangle: -A ISTIO_OUTPUT -m connmark --mark 0x111/0xfff -j CONNMARK --restore-mark"
+        " --nfmask 0xffffffff --ctmask 0xffffffff",
+    ),
     # kubelet probes, SNATed on the node, reach the app directly.
-    Rule("nat_prerouting",
-         f"ip saddr {PROBE_SNAT_IP} ip protocol tcp accept",
-         f"nat: -A ISTIO_PRERT -s {PROBE_SNAT_IP} -p tcp -m tcp -j ACCEPT"),
+    Rule(
+        "nat_prerouting",
+        f"ip saddr {PROBE_SNAT_IP} ip protocol tcp accept",
+        f"nat: -A ISTIO_PRERT -s {PROBE_SNAT_IP} -p tcp -m tcp -j ACCEPT",
+    ),
     # Inbound TCP goes to ztunnel's plaintext port, except HBONE (15008) and ztunnel's own packets.
-    Rule("nat_prerouting",
-         f"ip daddr != {LOCALHOST} tcp dport != {ZTUNNEL_INBOUND_HBONE_PORT} {_mark_is_not(INPOD_MARK)}"
-         f" redirect to :{ZTUNNEL_INBOUND_PLAINTEXT_PORT}",
-         "nat: -A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff"
-         " -j REDIRECT --to-ports 15006"),
+    Rule(
+        "nat_prerouting",
+        f"ip daddr != {LOCALHOST} tcp dport != {ZTUNNEL_INBOUND_HBONE_PORT} {_mark_is_not(INPOD_MARK)}"
+        f" redirect to :{ZTUNNEL_INBOUND_PLAINTEXT_PORT}",
+        "nat: -A ISTIO_PRERT ! -d 127.0.0.1/32 -p tcp ! --dport 15008 -m mark ! --mark 0x539/0xfff"
+        " -j REDIRECT --to-ports 15006",
+    ),
     # Replies to probes leave untouched.
-    Rule("nat_output",
-         f"ip daddr {PROBE_SNAT_IP} ip protocol tcp accept",
-         f"nat: -A ISTIO_OUTPUT -d {PROBE_SNAT_IP} -p tcp -m tcp -j ACCEPT"),
+    Rule(
+        "nat_output",
+        f"ip daddr {PROBE_SNAT_IP} ip protocol tcp accept",
+        f"nat: -A ISTIO_OUTPUT -d {PROBE_SNAT_IP} -p tcp -m tcp -j ACCEPT",
+    ),
     # Replies to connections ztunnel delivered inbound are not outbound traffic.
-    Rule("nat_output",
-         f"ip protocol tcp {_mark_is(INPOD_TPROXY_MARK)} accept",
-         "nat: -A ISTIO_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT"),
+    Rule(
+        "nat_output",
+        f"ip protocol tcp {_mark_is(INPOD_TPROXY_MARK)} accept",
+        "nat: -A ISTIO_OUTPUT -p tcp -m mark --mark 0x111/0xfff -j ACCEPT",
+    ),
     # Traffic to the pod's own addresses stays in the pod.
-    Rule("nat_output",
-         f'oifname "lo" ip daddr != {LOCALHOST} accept',
-         "nat: -A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT"),
+    Rule(
+        "nat_output",
+        f'oifname "lo" ip daddr != {LOCALHOST} accept',
+        "nat: -A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -j ACCEPT",
+    ),
     # Every other outbound TCP connection goes to ztunnel's outbound port.
-    Rule("nat_output",
-         f"ip daddr != {LOCALHOST} ip protocol tcp {_mark_is_not(INPOD_MARK)}"
-         f" redirect to :{ZTUNNEL_OUTBOUND_PORT}",
-         "nat: -A ISTIO_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff"
-         " -j REDIRECT --to-ports 15001"),
+    Rule(
+        "nat_output",
+        f"ip daddr != {LOCALHOST} ip protocol tcp {_mark_is_not(INPOD_MARK)} redirect to :{ZTUNNEL_OUTBOUND_PORT}",
+        "nat: -A ISTIO_OUTPUT ! -d 127.0.0.1/32 -p tcp -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15001",
+    ),
 )
-
-
-def _clear() -> list[str]:
-    """Make the table exist, then delete it: a no-op-safe way to start from nothing."""
-    return [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}"]
 
 
 def apply_script() -> str:
     """The `nft -f` script that (re)defines the table atomically."""
-    lines = _clear()
-    lines.append(f"table {FAMILY} {TABLE} {{")
-    for chain in CHAINS:
-        lines.append(f"    chain {chain.name} {{")
-        lines.append(f"        type {chain.type} hook {chain.hook} priority {chain.priority}; policy accept;")
-        for rule in RULES:
-            if rule.chain == chain.name:
-                lines.append(f'        {rule.nft} comment "{rule.iptables}"')
-        lines.append("    }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return nft.apply_script(FAMILY, TABLE, CHAINS, RULES)
 
 
 def remove_script() -> str:
     """The `nft -f` script that deletes the table, whether or not it exists."""
-    return "\n".join(_clear()) + "\n"
+    return nft.remove_script(FAMILY, TABLE)

@@ -9,6 +9,7 @@ Each connection has a reader task that turns the ztunnel's datagrams into acks f
 outstanding request. An ack with no request outstanding, a malformed datagram, a missing ack
 (ACK_TIMEOUT) or EOF ends the connection.
 """
+
 from __future__ import annotations
 
 import logging

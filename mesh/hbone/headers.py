@@ -102,11 +102,7 @@ def workload_baggage(
 
 
 def hbone_headers(
-    *,
-    source: str,
-    service_host: str | None = None,
-    baggage: str | None = None,
-    traceparent: str | None = None,
+    *, source: str, service_host: str | None = None, baggage: str | None = None, traceparent: str | None = None
 ) -> list[Header]:
     """The non-pseudo headers of an outbound CONNECT, in ztunnel's order.
 

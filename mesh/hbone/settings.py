@@ -49,18 +49,10 @@ class Http2Settings:
 
 
 #: The outbound pool's side (ztunnel `h2/client.rs`): push disabled, 100 streams per connection.
-CLIENT_SETTINGS = Http2Settings(
-    max_header_list_size=16 * KiB,
-    max_concurrent_streams=100,
-    max_send_buffer=4 * MiB,
-)
+CLIENT_SETTINGS = Http2Settings(max_header_list_size=16 * KiB, max_concurrent_streams=100, max_send_buffer=4 * MiB)
 
 #: The inbound 15008 side (ztunnel `h2/server.rs`): 200 streams advertised, hyper's 400 KiB send buffer.
-SERVER_SETTINGS = Http2Settings(
-    max_header_list_size=64 * KiB,
-    max_concurrent_streams=200,
-    max_send_buffer=400 * KiB,
-)
+SERVER_SETTINGS = Http2Settings(max_header_list_size=64 * KiB, max_concurrent_streams=200, max_send_buffer=400 * KiB)
 
 # The window every connection starts with before any WINDOW_UPDATE (RFC 9113 §6.9.2).
 _DEFAULT_CONNECTION_WINDOW = 65_535

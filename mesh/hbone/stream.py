@@ -388,4 +388,3 @@ class HboneStream(trio.abc.HalfCloseableStream):
             raise trio.BrokenResourceError("HBONE connection lost") from self._conn.error
         if self.status != CONNECTED:
             raise RuntimeError("the tunnel is not open: respond(200) first")
-

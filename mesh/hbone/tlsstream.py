@@ -180,8 +180,14 @@ class TlsStream(trio.abc.Stream):
         `aclose`, or over a transport that is not a socket. Like `send_all`, only one task
         may send at a time; this one never switches tasks, so it cannot overlap another.
         """
-        if (self._socket is None or self._sending or self._send_lock.locked() or not self._handshook
-                or self._closed or self._broken is not None):
+        if (
+            self._socket is None
+            or self._sending
+            or self._send_lock.locked()
+            or not self._handshook
+            or self._closed
+            or self._broken is not None
+        ):
             raise trio.WouldBlock
         try:
             self._ssl.write(data)

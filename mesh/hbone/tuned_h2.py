@@ -163,8 +163,11 @@ class HboneH2Connection(h2.connection.H2Connection):
         self.encoder = PlainEncoder()
         dispatch = getattr(self, "_frame_dispatch_table", None)
         self._tuned = False
-        if (isinstance(dispatch, dict) and DataFrame in dispatch
-                and isinstance(getattr(self, "_data_to_send", None), bytearray)):
+        if (
+            isinstance(dispatch, dict)
+            and DataFrame in dispatch
+            and isinstance(getattr(self, "_data_to_send", None), bytearray)
+        ):
             self._tuned = True
             dispatch[QuietDataFrame] = dispatch[DataFrame]
             self.incoming_buffer = TunnelFrameBuffer(server=not config.client_side)

@@ -11,6 +11,7 @@ lab that starts many identities and measures handshake rates. istiod's own self-
 RSA-2048 by default: `RootCA.from_pem` accepts an RSA root too, so a root made by istiod (or a
 plugged-in `cacerts`) can be loaded.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -26,9 +27,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, Identity, InvalidIdentity
 
-ROOT_TTL = timedelta(days=3650)         # istiod's self-signed root lifetime
+ROOT_TTL = timedelta(days=3650)  # istiod's self-signed root lifetime
 DEFAULT_CERT_TTL = timedelta(hours=24)  # DEFAULT_WORKLOAD_CERT_TTL, and ztunnel's SECRET_TTL
-MAX_CERT_TTL = timedelta(days=90)       # MAX_WORKLOAD_CERT_TTL: longer requests are refused
+MAX_CERT_TTL = timedelta(days=90)  # MAX_WORKLOAD_CERT_TTL: longer requests are refused
 CLOCK_SKEW_GRACE = timedelta(minutes=2)  # istiod backdates NotBefore so skewed peers accept new certs
 
 PemInput = Union[str, bytes, Sequence[str]]
@@ -96,8 +97,9 @@ class RootCA:
     cert: x509.Certificate
 
     @classmethod
-    def generate(cls, trust_domain: str = DEFAULT_TRUST_DOMAIN, ttl: timedelta = ROOT_TTL,
-                 now: datetime | None = None) -> RootCA:
+    def generate(
+        cls, trust_domain: str = DEFAULT_TRUST_DOMAIN, ttl: timedelta = ROOT_TTL, now: datetime | None = None
+    ) -> RootCA:
         """A new root shaped like istiod's self-signed one: subject O=<trust domain>, CA, CertSign."""
         now = _utc(now)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -132,8 +134,9 @@ class RootCA:
 
     def to_pem(self) -> RootPem:
         """(cert, key) as PEM; the key is unencrypted PKCS#8, so store it with mode 0600."""
-        key_pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()).decode()
+        key_pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
         return RootPem(self.cert_pem, key_pem)
 
     @property
@@ -146,8 +149,13 @@ class RootCA:
         orgs = self.cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         return str(orgs[0].value) if orgs else DEFAULT_TRUST_DOMAIN
 
-    def sign_csr(self, csr_pem: str | bytes, identities: Sequence[Identity],
-                 ttl: timedelta = DEFAULT_CERT_TTL, now: datetime | None = None) -> list[str]:
+    def sign_csr(
+        self,
+        csr_pem: str | bytes,
+        identities: Sequence[Identity],
+        ttl: timedelta = DEFAULT_CERT_TTL,
+        now: datetime | None = None,
+    ) -> list[str]:
         """Sign a workload CSR with istiod's template; returns the chain, leaf first and root last.
 
         The SANs come from `identities` (what the caller was authorized for), never from the CSR:
@@ -173,13 +181,16 @@ class RootCA:
             .not_valid_before(now - CLOCK_SKEW_GRACE)
             .not_valid_after(min(now + ttl, root_expiry))
             .add_extension(_key_usage(digital_signature=True, key_encipherment=True), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(self._authority_key_id(), critical=False)
             # RFC 5280 4.2.1.6: with an empty subject the SAN extension must be critical.
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(str(i)) for i in identities]), critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(i)) for i in identities]), critical=True
+            )
             .sign(self.key, hashes.SHA256())
         )
         return [_pem(leaf), self.cert_pem]
@@ -198,12 +209,12 @@ def make_csr(identity: Identity) -> tuple[str, str]:
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]),
-                       critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(identity))]), critical=True)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -265,15 +276,15 @@ def verify_chain(chain_pems: PemInput, root_pem: str | bytes, now: datetime | No
         if not _is_ca(issuer):
             raise UntrustedChain(f"{_describe(cert)} is followed by {_describe(issuer)}, which is not a CA")
         if not _issued_by(cert, issuer):
-            raise UntrustedChain(f"{_describe(cert)} was not issued by the next certificate in the chain, "
-                                 f"{_describe(issuer)}")
+            raise UntrustedChain(
+                f"{_describe(cert)} was not issued by the next certificate in the chain, {_describe(issuer)}"
+            )
     top = chain[-1]
     root = next((r for r in roots if _issued_by(top, r)), None)
     if root is None:
         # Every Istio root is named O=<trust domain>, so only the signature tells two CAs apart.
         via = "" if top is chain[0] else f" (its chain ends at {_describe(top)})"
-        raise UntrustedChain(f"{_describe(chain[0])}{via} was not issued by the trusted root: "
-                             f"it comes from another CA")
+        raise UntrustedChain(f"{_describe(chain[0])}{via} was not issued by the trusted root: it comes from another CA")
     for cert in [*chain, root]:
         _check_validity(cert, now)
     identities = identities_of(chain[0])
@@ -284,11 +295,11 @@ def verify_chain(chain_pems: PemInput, root_pem: str | bytes, now: datetime | No
 
 def _check_validity(cert: x509.Certificate, now: datetime) -> None:
     if now > cert.not_valid_after_utc:
-        raise CertExpired(f"{_describe(cert)} expired at {_rfc3339(cert.not_valid_after_utc)} "
-                          f"(now {_rfc3339(now)})")
+        raise CertExpired(f"{_describe(cert)} expired at {_rfc3339(cert.not_valid_after_utc)} (now {_rfc3339(now)})")
     if now < cert.not_valid_before_utc:
-        raise CertNotYetValid(f"{_describe(cert)} is not valid before {_rfc3339(cert.not_valid_before_utc)} "
-                              f"(now {_rfc3339(now)})")
+        raise CertNotYetValid(
+            f"{_describe(cert)} is not valid before {_rfc3339(cert.not_valid_before_utc)} (now {_rfc3339(now)})"
+        )
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -321,11 +332,20 @@ def _load_csr(csr_pem: str | bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
-def _key_usage(digital_signature: bool = False, key_encipherment: bool = False,
-               key_cert_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
-                         key_encipherment=key_encipherment, data_encipherment=False, key_agreement=False,
-                         key_cert_sign=key_cert_sign, crl_sign=False, encipher_only=False, decipher_only=False)
+def _key_usage(
+    digital_signature: bool = False, key_encipherment: bool = False, key_cert_sign: bool = False
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

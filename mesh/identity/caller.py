@@ -4,6 +4,7 @@ istiod learns it from the lab's token review (Kubernetes' TokenReview) and hands
 authorization. `node` is the token's own node claim when present (Kubernetes ≥ 1.30 adds one);
 the node authorization does not trust it and looks the pod's node up instead.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

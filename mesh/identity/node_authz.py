@@ -9,12 +9,13 @@ Pure: the reviewed caller, the requested identity and a snapshot of Pod objects 
 in; the identity to certify, or NotAuthorized with the reason for istiod's log, out. The client
 only ever sees CLIENT_MESSAGE, so a probing caller learns nothing about other nodes.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
-from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, Identity
 from mesh.identity.caller import Caller
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, Identity
 
 TRUSTED_NODE_ACCOUNTS = frozenset({"istio-system/ztunnel"})  # the Helm default of CA_TRUSTED_NODE_ACCOUNTS
 CLIENT_MESSAGE = "request impersonation authentication failure"  # gRPC Unauthenticated, as istiod
@@ -40,9 +41,13 @@ def parse_trusted_node_accounts(value: str) -> frozenset[str]:
     return accounts
 
 
-def authorize(caller: Caller, requested: Identity | None, pods: Iterable[dict],
-              trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
-              trust_domain: str = DEFAULT_TRUST_DOMAIN) -> Identity:
+def authorize(
+    caller: Caller,
+    requested: Identity | None,
+    pods: Iterable[Mapping],
+    trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+) -> Identity:
     """The identity to put in the certificate, or NotAuthorized.
 
     `requested` is None (or the caller's own identity) without impersonation: a workload may always
@@ -54,8 +59,10 @@ def authorize(caller: Caller, requested: Identity | None, pods: Iterable[dict],
 
     caller_account = f"{caller.namespace}/{caller.service_account}"
     if caller_account not in set(trusted_node_accounts):
-        raise NotAuthorized(f"caller {caller_account} (pod {caller.namespace}/{caller.pod_name}) "
-                            f"is not allowed to impersonate {requested}")
+        raise NotAuthorized(
+            f"caller {caller_account} (pod {caller.namespace}/{caller.pod_name}) "
+            f"is not allowed to impersonate {requested}"
+        )
 
     pods = list(pods)
     caller_pod = _find_pod(pods, caller.namespace, caller.pod_name)
@@ -76,23 +83,25 @@ def authorize(caller: Caller, requested: Identity | None, pods: Iterable[dict],
     return requested
 
 
-def _find_pod(pods: list[dict], namespace: str, name: str) -> dict | None:
+def _find_pod(pods: list[Mapping], namespace: str, name: str) -> Mapping | None:
     return next((p for p in pods if _namespace(p) == namespace and p.get("metadata", {}).get("name") == name), None)
 
 
-def _runs_on(pod: dict, node: str, identity: Identity) -> bool:
+def _runs_on(pod: Mapping, node: str, identity: Identity) -> bool:
     """istiod's (service account, node) index, which leaves failed pods out."""
-    return (pod.get("spec", {}).get("nodeName") == node
-            and _namespace(pod) == identity.namespace
-            and _service_account(pod) == identity.service_account
-            and pod.get("status", {}).get("phase") != "Failed")
+    return (
+        pod.get("spec", {}).get("nodeName") == node
+        and _namespace(pod) == identity.namespace
+        and _service_account(pod) == identity.service_account
+        and pod.get("status", {}).get("phase") != "Failed"
+    )
 
 
-def _namespace(pod: dict) -> str:
+def _namespace(pod: Mapping) -> str:
     return pod.get("metadata", {}).get("namespace") or "default"
 
 
-def _service_account(pod: dict) -> str:
+def _service_account(pod: Mapping) -> str:
     # Kubernetes' ServiceAccount admission fills serviceAccountName with "default"; the lab's
     # API server may not, so apply the same default here.
     spec = pod.get("spec", {})

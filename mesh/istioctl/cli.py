@@ -3,6 +3,7 @@
 
 The logic and the table formats live in one module per verb beside this one.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import time
 from lab.client import LabError
 from lab.client.cli import CliError, duration, get_or_none
 from lab.client.contract import NETNS_ANNOTATION
+from mesh.contract import DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL, ISTIO_NAMESPACE, USE_WAYPOINT_LABEL
 from mesh.istioctl import install, proxy_config, proxy_status, waypoint, ztunnel_config
 from mesh.istioctl.common import IstioctlError
 
@@ -35,10 +37,13 @@ def cmd_istioctl(args, client) -> int:
             if getattr(args, "x_verb", None) != "describe" or getattr(args, "describe_kind", None) not in ("pod", "po"):
                 raise CliError("error: usage: lab istioctl x describe pod POD [-n NS]")
             from mesh.istioctl.describe_pod import cmd_describe_pod
+
             return cmd_describe_pod(args, client)
         elif not args.istio_verb:
-            raise CliError("error: a command is required: install, proxy-status, ztunnel-config, proxy-config, "
-                           "waypoint or x describe; see lab istioctl --help")
+            raise CliError(
+                "error: a command is required: install, proxy-status, ztunnel-config, proxy-config, "
+                "waypoint or x describe; see lab istioctl --help"
+            )
         else:
             raise CliError(f"error: unknown istioctl command {args.istio_verb!r}; see lab istioctl --help")
     except IstioctlError as e:
@@ -47,12 +52,17 @@ def cmd_istioctl(args, client) -> int:
 
 
 def _proxy_status(args, client) -> int:
-    pods = client.call("get", kind="Pod", namespace="istio-system", selector="app=istiod")["items"]
-    pods = [p for p in sorted(pods, key=lambda p: p["metadata"]["name"])
-            if not p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") == "Running"]
+    pods = client.call("get", kind="Pod", namespace=ISTIO_NAMESPACE, selector="app=istiod")["items"]
+    pods = [
+        p
+        for p in sorted(pods, key=lambda p: p["metadata"]["name"])
+        if not p["metadata"].get("deletionTimestamp") and (p.get("status") or {}).get("phase") == "Running"
+    ]
     if not pods:
-        raise CliError("Error: no running istiod pod in istio-system; install the mesh with "
-                       "`lab istioctl install --set profile=ambient -y`")
+        raise CliError(
+            "Error: no running istiod pod in istio-system; install the mesh with "
+            "`lab istioctl install --set profile=ambient -y`"
+        )
     sources, errors = [], []
     for pod in pods:
         name = pod["metadata"]["name"]
@@ -65,8 +75,9 @@ def _proxy_status(args, client) -> int:
         except IstioctlError as e:
             errors.append(str(e))
             continue
-        image = next((c.get("image", "") for c in pod["spec"].get("containers") or []
-                      if c.get("name") == "discovery"), "")
+        image = next(
+            (c.get("image", "") for c in pod["spec"].get("containers") or [] if c.get("name") == "discovery"), ""
+        )
         sources.append((name, install.image_tag(image) or (doc.get("istiod") or {}).get("version"), doc))
     if not sources:
         raise CliError(errors[0] if errors else "Error: no istiod answered")
@@ -82,24 +93,29 @@ def _proxy_status(args, client) -> int:
 
 
 def _ztunnel_config(args, client) -> int:
-    view = ztunnel_config.ZTUNNEL_CONFIG_VIEWS.get(args.view)
-    if view is None and args.view != "all":
-        raise CliError(f'error: unknown ztunnel-config view "{args.view}"; one of workloads, services, '
-                       f"policies, certificates, connections, all")
-    zts = client.call("get", kind="Pod", namespace="istio-system", selector="app=ztunnel")["items"]
+    namespaced_view = ztunnel_config.NAMESPACED_VIEWS.get(args.view)
+    node_view = ztunnel_config.NODE_VIEWS.get(args.view)
+    if namespaced_view is None and node_view is None and args.view != "all":
+        raise CliError(
+            f'error: unknown ztunnel-config view "{args.view}"; one of workloads, services, '
+            f"policies, certificates, connections, all"
+        )
+    zts = client.call("get", kind="Pod", namespace=ISTIO_NAMESPACE, selector="app=ztunnel")["items"]
     if args.pod:
         zts = [p for p in zts if p["metadata"]["name"] == args.pod.split(".")[0]]
     elif args.node:
         zts = [p for p in zts if p["spec"].get("nodeName") == args.node]
     if not zts:
-        raise CliError("error: no ztunnel pod found" + (f" for {args.pod or args.node}" if args.pod or args.node else ""))
+        raise CliError(
+            "error: no ztunnel pod found" + (f" for {args.pod or args.node}" if args.pod or args.node else "")
+        )
     dump = ztunnel_config.fetch_config_dump(args.lab, zts[0]["spec"]["nodeName"])
     if args.output == "json" or args.view == "all":
         print(json.dumps(dump, indent=2))
-    elif args.view in ("certificate", "certificates", "certs", "cert", "connections", "cons"):
-        print(view(dump))
-    else:
-        print(view(dump, None if args.all_namespaces else args.namespace_filter))
+    elif node_view is not None:
+        print(node_view(dump))
+    elif namespaced_view is not None:
+        print(namespaced_view(dump, None if args.all_namespaces else args.namespace_filter))
     return 0
 
 
@@ -115,10 +131,12 @@ def _pod_and_namespace(args) -> tuple[str, str]:
 
 def _proxy_config(args, client) -> int:
     from mesh.istioctl.describe_pod import AMBIENT, NONE, pod_mode
+
     view = proxy_config.PROXY_CONFIG_VIEWS.get(args.view)
     if view is None and args.view != "all":
-        raise CliError(f'error: unknown proxy-config type "{args.view}"; one of listeners, clusters, routes, '
-                       f"secret, all")
+        raise CliError(
+            f'error: unknown proxy-config type "{args.view}"; one of listeners, clusters, routes, secret, all'
+        )
     name, ns = _pod_and_namespace(args)
     pod = get_or_none(client, "Pod", name, ns)
     if pod is None:
@@ -127,10 +145,12 @@ def _proxy_config(args, client) -> int:
     mode = pod_mode(pod, (namespace.get("metadata") or {}).get("labels") or {})
     if mode.kind == AMBIENT:
         node = pod["spec"].get("nodeName", "")
-        raise CliError(f"Error: pod {name}.{ns} runs no proxy of its own: it is in ambient mode, so the ztunnel on "
-                       f"node {node} captures its traffic (L4). See `lab istioctl ztunnel-config workloads "
-                       f"--node {node}`, and `lab istioctl x describe pod {name} -n {ns}` for the waypoint that "
-                       "serves it.")
+        raise CliError(
+            f"Error: pod {name}.{ns} runs no proxy of its own: it is in ambient mode, so the ztunnel on "
+            f"node {node} captures its traffic (L4). See `lab istioctl ztunnel-config workloads "
+            f"--node {node}`, and `lab istioctl x describe pod {name} -n {ns}` for the waypoint that "
+            "serves it."
+        )
     if mode.kind == NONE:
         raise CliError(f"Error: pod {name}.{ns} is {mode.text}: no proxy holds configuration for it")
     netns = (pod["metadata"].get("annotations") or {}).get(NETNS_ANNOTATION)
@@ -138,11 +158,12 @@ def _proxy_config(args, client) -> int:
         raise CliError(f"Error: pod {name}.{ns} has no network namespace yet")
     dump = proxy_config.fetch_proxy_config_dump(netns, f"{name}.{ns}")
     if args.output == "json":
-        section = dump if args.view == "all" else proxy_config.dump_section(dump, proxy_config.PROXY_CONFIG_SECTION[view])
+        # view is None only for "all" (any other unknown name was refused above)
+        section = dump if view is None else proxy_config.dump_section(dump, proxy_config.PROXY_CONFIG_SECTION[view])
         print(json.dumps(section, indent=2))
     elif args.output not in (None, "", "short"):
         raise CliError(f'error: unknown output format "{args.output}"; one of short, json')
-    elif args.view == "all":
+    elif view is None:  # "all"
         print(proxy_config.format_proxy_all(dump))
     else:
         print(view(dump))
@@ -172,8 +193,9 @@ def _waypoint(args, client) -> int:
     elif verb == "delete":
         return _waypoint_delete(args, client)
     else:
-        raise CliError("error: usage: lab istioctl waypoint list|status|generate|apply|delete; "
-                       "see lab istioctl waypoint --help")
+        raise CliError(
+            "error: usage: lab istioctl waypoint list|status|generate|apply|delete; see lab istioctl waypoint --help"
+        )
     return 0
 
 
@@ -183,7 +205,7 @@ def _implicit(client, ns) -> set[str]:
         namespaces = [n for n in namespaces if n["metadata"]["name"] == ns]
     labelled = []
     for kind in ("Service", "Pod"):
-        labelled += client.call("get", kind=kind, namespace=ns, selector=waypoint.USE_WAYPOINT_LABEL)["items"]
+        labelled += client.call("get", kind=kind, namespace=ns, selector=USE_WAYPOINT_LABEL)["items"]
     return waypoint.implicit_namespaces(namespaces, labelled)
 
 
@@ -193,21 +215,27 @@ def _waypoint_apply(args, client) -> int:
     if namespace is None:
         raise CliError(f'Error: namespace "{ns}" not found')
     ns_labels = namespace["metadata"].get("labels") or {}
-    current = ns_labels.get(waypoint.USE_WAYPOINT_LABEL)
+    current = ns_labels.get(USE_WAYPOINT_LABEL)
     if args.enroll_namespace and current not in (None, name) and not args.overwrite:
-        raise CliError(f'Error: namespace {ns} already uses waypoint "{current}" ({waypoint.USE_WAYPOINT_LABEL}); '
-                       "pass --overwrite to replace it")
+        raise CliError(
+            f'Error: namespace {ns} already uses waypoint "{current}" ({USE_WAYPOINT_LABEL}); '
+            "pass --overwrite to replace it"
+        )
     gateway = waypoint.waypoint_gateway(name, ns, args.traffic_type)
     client.call("apply", manifests=json.dumps(gateway), source="waypoint apply")
     print(f"\u2705 waypoint {ns}/{name} applied")
     if args.enroll_namespace:
-        client.call("label", kind="Namespace", name=ns, namespace=None,
-                    changes={waypoint.USE_WAYPOINT_LABEL: name}, overwrite=True)
-        print(f'\u2705 namespace {ns} labeled with "{waypoint.USE_WAYPOINT_LABEL}: {name}"')
-    if ns_labels.get(waypoint.DATAPLANE_MODE_LABEL) != "ambient":
-        print(f"\u26a0\ufe0f namespace {ns} is not in ambient mode (no {waypoint.DATAPLANE_MODE_LABEL}=ambient label): "
-              f"ztunnel does not capture its pods, so no traffic reaches the waypoint; "
-              f"`lab label ns {ns} {waypoint.DATAPLANE_MODE_LABEL}=ambient` enrolls it", file=sys.stderr)
+        client.call(
+            "label", kind="Namespace", name=ns, namespace=None, changes={USE_WAYPOINT_LABEL: name}, overwrite=True
+        )
+        print(f'\u2705 namespace {ns} labeled with "{USE_WAYPOINT_LABEL}: {name}"')
+    if ns_labels.get(DATAPLANE_MODE_LABEL) != DATAPLANE_MODE_AMBIENT:
+        print(
+            f"\u26a0\ufe0f namespace {ns} is not in ambient mode (no {DATAPLANE_MODE_LABEL}=ambient label): "
+            f"ztunnel does not capture its pods, so no traffic reaches the waypoint; "
+            f"`lab label ns {ns} {DATAPLANE_MODE_LABEL}=ambient` enrolls it",
+            file=sys.stderr,
+        )
     if args.wait:
         _wait_ready(client, ns, name, duration(args.timeout, 90.0))
         print(f"\u2705 waypoint {ns}/{name} is ready!")
@@ -224,15 +252,20 @@ def _wait_ready(client, ns: str, name: str, timeout: float) -> None:
             if ok:
                 return
         time.sleep(0.1)
-    raise CliError(f"Error: waypoint {ns}/{name} was not ready after {timeout:.0f}s: {why}; "
-                   f"see `lab istioctl waypoint status --name {name} -n {ns}`")
+    raise CliError(
+        f"Error: waypoint {ns}/{name} was not ready after {timeout:.0f}s: {why}; "
+        f"see `lab istioctl waypoint status --name {name} -n {ns}`"
+    )
 
 
 def _waypoint_delete(args, client) -> int:
     ns = args.namespace
     if args.all:
-        names = [g["metadata"]["name"] for g in client.call("get", kind="Gateway", namespace=ns)["items"]
-                 if waypoint.is_waypoint(g)]
+        names = [
+            g["metadata"]["name"]
+            for g in client.call("get", kind="Gateway", namespace=ns)["items"]
+            if waypoint.is_waypoint(g)
+        ]
         if not names:
             print("No waypoints found.")
             return 0
@@ -257,23 +290,36 @@ def _waypoint_delete(args, client) -> int:
 
 def add_cli_verbs(sub, _sub) -> None:
     """The `lab istioctl` verb and its commands (lab/addons.py calls this)."""
-    sp = _sub(sub, "istioctl", "the istioctl verbs: install, proxy-status, ztunnel-config, proxy-config, waypoint, "
-                               "x describe")
+    sp = _sub(
+        sub, "istioctl", "the istioctl verbs: install, proxy-status, ztunnel-config, proxy-config, waypoint, x describe"
+    )
     sp.set_defaults(fn=cmd_istioctl)
     isub = sp.add_subparsers(dest="istio_verb", metavar="COMMAND", title="commands")
     ip = _sub(isub, "install", "install or upgrade the ambient profile (--set profile=ambient [--set tag=X] -y)")
-    ip.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="profile=ambient; tag=X: Istio X (istiod, istio-cni and ztunnel roll to X, new pods get "
-                         "X sidecars, running app pods are not restarted)")
+    ip.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="profile=ambient; tag=X: Istio X (istiod, istio-cni and ztunnel roll to X, new pods get "
+        "X sidecars, running app pods are not restarted)",
+    )
     ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
 
-    sp_ = _sub(isub, "proxy-status", "istiod's sync status of every proxy: NAME CLUSTER CDS LDS EDS RDS ECDS "
-                                     "ISTIOD VERSION", aliases=["ps"])
+    sp_ = _sub(
+        isub,
+        "proxy-status",
+        "istiod's sync status of every proxy: NAME CLUSTER CDS LDS EDS RDS ECDS ISTIOD VERSION",
+        aliases=["ps"],
+    )
     sp_.epilog = textwrap.fill(proxy_status.PROXY_STATUS_HELP, 100)
     sp_.add_argument("-o", "--output", help="short (the table, the default) or json (each istiod's /debug/syncz)")
 
-    zp = _sub(isub, "ztunnel-config", "what a ztunnel knows: workloads, services, policies, certificates, "
-                                      "connections, all", aliases=["zc"])
+    zp = _sub(
+        isub,
+        "ztunnel-config",
+        "what a ztunnel knows: workloads, services, policies, certificates, connections, all",
+        aliases=["zc"],
+    )
     zp.add_argument("view")
     zp.add_argument("pod", nargs="?", help="a ztunnel pod (default: the first)")
     zp.add_argument("--node", help="the ztunnel of this node")
@@ -281,8 +327,12 @@ def add_cli_verbs(sub, _sub) -> None:
     zp.add_argument("-n", "--namespace", dest="namespace_filter", help="only this namespace")
     zp.add_argument("-A", "--all-namespaces", action="store_true")
 
-    pp = _sub(isub, "proxy-config", "what a pod's L7 proxy (a waypoint or sidecar) holds: listeners, clusters, "
-                                    "routes, secret, all", aliases=["pc"])
+    pp = _sub(
+        isub,
+        "proxy-config",
+        "what a pod's L7 proxy (a waypoint or sidecar) holds: listeners, clusters, routes, secret, all",
+        aliases=["pc"],
+    )
     pp.add_argument("view", metavar="TYPE", help="listeners, clusters, routes, secret or all")
     pp.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
     pp.add_argument("-n", "--namespace", default=None)
@@ -298,20 +348,34 @@ def add_cli_verbs(sub, _sub) -> None:
     w.add_argument("--name", help="only this waypoint")
     w.add_argument("-n", "--namespace", default=None)
     w.add_argument("-A", "--all-namespaces", action="store_true")
-    for action, what in (("generate", "print the waypoint Gateway's YAML"),
-                         ("apply", "apply a waypoint Gateway; istiod deploys the waypoint")):
+    for action, what in (
+        ("generate", "print the waypoint Gateway's YAML"),
+        ("apply", "apply a waypoint Gateway; istiod deploys the waypoint"),
+    ):
         w = _sub(wsub, action, what)
         w.add_argument("--name", default="waypoint", help="the waypoint's name (default: waypoint)")
-        w.add_argument("--for", dest="traffic_type", choices=waypoint.TRAFFIC_TYPES,
-                       help="the traffic it serves (label istio.io/waypoint-for; unset: service)")
+        w.add_argument(
+            "--for",
+            dest="traffic_type",
+            choices=waypoint.TRAFFIC_TYPES,
+            help="the traffic it serves (label istio.io/waypoint-for; unset: service)",
+        )
         w.add_argument("-n", "--namespace", default=None)
         if action == "apply":
-            w.add_argument("--enroll-namespace", action="store_true",
-                           help="label the namespace istio.io/use-waypoint=NAME")
-            w.add_argument("--overwrite", action="store_true",
-                           help="with --enroll-namespace: replace another waypoint the namespace uses")
-            w.add_argument("-w", "--wait", action="store_true",
-                           help="wait until the waypoint is Programmed and its Deployment ready")
+            w.add_argument(
+                "--enroll-namespace", action="store_true", help="label the namespace istio.io/use-waypoint=NAME"
+            )
+            w.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="with --enroll-namespace: replace another waypoint the namespace uses",
+            )
+            w.add_argument(
+                "-w",
+                "--wait",
+                action="store_true",
+                help="wait until the waypoint is Programmed and its Deployment ready",
+            )
             w.add_argument("--timeout", default="90s", help="how long --wait waits (default: 90s)")
     w = _sub(wsub, "delete", "delete waypoints (default: the one named waypoint)")
     w.add_argument("names", nargs="*", metavar="NAME")
@@ -322,7 +386,11 @@ def add_cli_verbs(sub, _sub) -> None:
     xsub = xp.add_subparsers(dest="x_verb", metavar="COMMAND", title="commands")
     dp = _sub(xsub, "describe", "what the mesh does with a pod: describe pod POD")
     dsub = dp.add_subparsers(dest="describe_kind", metavar="KIND", title="kinds")
-    d = _sub(dsub, "pod", "mode, identity, ztunnel, waypoint, Services and the policies that apply, with "
-                          "where each is enforced", aliases=["po"])
+    d = _sub(
+        dsub,
+        "pod",
+        "mode, identity, ztunnel, waypoint, Services and the policies that apply, with where each is enforced",
+        aliases=["po"],
+    )
     d.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
     d.add_argument("-n", "--namespace", default=None)

@@ -4,19 +4,21 @@ ztunnel's and the proxies' admin ports listen on 127.0.0.1 inside a node's or po
 namespace (as in Istio, where istioctl reaches them through a port-forward), so `admin_get` enters
 that namespace for one socket.
 """
+
 from __future__ import annotations
 
 import json
 import socket
 
 from lab.client import netns
+from mesh.contract import ADMIN_PORT
 
 
 class IstioctlError(Exception):
     pass
 
 
-def admin_get(netns_name: str, path: str, what: str, port: int = 15000) -> dict:
+def admin_get(netns_name: str, path: str, what: str, port: int = ADMIN_PORT) -> dict:
     """GET PATH (JSON) from an admin port on 127.0.0.1 of network namespace NETNS_NAME; WHAT names
     the proxy in error messages."""
     try:
@@ -52,7 +54,7 @@ def _dechunk(body: bytes) -> bytes:
         size = int(size_line.split(b";")[0] or b"0", 16)
         if size == 0:
             break
-        out, rest = out + rest[:size], rest[size + 2:]
+        out, rest = out + rest[:size], rest[size + 2 :]
     return out
 
 

@@ -5,6 +5,7 @@ component as istioctl does; `--set tag=X` installs (or upgrades to) Istio X: the
 istio-cni and ztunnel get tag X, so their controllers roll them, and the sidecar injector's
 `lab.ambient/proxy-tag` becomes X, so new pods get X proxies (running pods keep theirs).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ import time
 from lab.client import LabClient, LabError
 from lab.client.contract import PROXY_TAG_ANNOTATION
 from mesh.istioctl.common import IstioctlError
+
 MESH_MANIFESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "manifests")
 PROFILES = ("ambient",)
 INSTALL_SETTINGS = ("profile", "tag")
@@ -53,6 +55,7 @@ def profile_objects(tag: str | None = None) -> list[dict]:
     """The ambient profile's objects; with `tag`, Istio's images (istiod, istio-cni, ztunnel) and
     the sidecar injector's proxy tag set to it."""
     import yaml
+
     objs = [o for o in yaml.safe_load_all(ambient_manifest()) if o]
     if tag is None:
         return objs
@@ -70,8 +73,8 @@ def default_tag() -> str:
     """The tag of the profile's istiod image (the Istio version the lab installs by default)."""
     for obj in profile_objects():
         for c in _templates(obj):
-            if str(c.get("image", "")).startswith(ISTIO_REPOSITORY) and image_tag(c["image"]):
-                return image_tag(c["image"])
+            if str(c.get("image", "")).startswith(ISTIO_REPOSITORY) and (tag := image_tag(c["image"])):
+                return tag
     return "1.24.0"
 
 
@@ -90,8 +93,10 @@ def install_changes(current: dict | None, desired: dict) -> list[str]:
         before = ((current.get("metadata") or {}).get("annotations") or {}).get(PROXY_TAG_ANNOTATION)
         after = ((desired.get("metadata") or {}).get("annotations") or {}).get(PROXY_TAG_ANNOTATION)
         if after is not None and before != after:
-            out.append(f"{PROXY_TAG_ANNOTATION} {before or '(unset)'} -> {after} (new pods get proxies of {after}; "
-                       "running pods keep theirs until they are re-created)")
+            out.append(
+                f"{PROXY_TAG_ANNOTATION} {before or '(unset)'} -> {after} (new pods get proxies of {after}; "
+                "running pods keep theirs until they are re-created)"
+            )
     return out
 
 
@@ -103,14 +108,16 @@ def parse_install_settings(settings: list[str]) -> tuple[str, str | None]:
     values = dict(s.split("=", 1) for s in settings)
     profile = values.pop("profile", "default")
     if profile not in PROFILES:
-        raise IstioctlError(f'Error: profile "{profile}" is not available in this lab; '
-                            f'available: {", ".join(PROFILES)}')
+        raise IstioctlError(
+            f'Error: profile "{profile}" is not available in this lab; available: {", ".join(PROFILES)}'
+        )
     tag = values.pop("tag", None)
     if tag is not None and not _TAG.fullmatch(tag):
         raise IstioctlError(f'Error: --set tag={tag}: not an image tag')
     if values:
-        raise IstioctlError(f"Error: unsupported setting --set {next(iter(values))}; "
-                            f"supported: {', '.join(INSTALL_SETTINGS)}")
+        raise IstioctlError(
+            f"Error: unsupported setting --set {next(iter(values))}; supported: {', '.join(INSTALL_SETTINGS)}"
+        )
     return profile, tag
 
 
@@ -125,8 +132,11 @@ def _ready(client: LabClient, kind: str, name: str) -> bool:
         return False
     if kind == "Deployment":
         want = obj["spec"].get("replicas", 1)
-        return (st.get("readyReplicas", 0) >= want and st.get("updatedReplicas", want) >= want
-                and st.get("replicas", want) <= want)
+        return (
+            st.get("readyReplicas", 0) >= want
+            and st.get("updatedReplicas", want) >= want
+            and st.get("replicas", want) <= want
+        )
     want = st.get("desiredNumberScheduled", 0)
     return want > 0 and st.get("numberReady", 0) == want and st.get("updatedNumberScheduled", 0) == want
 
@@ -141,7 +151,8 @@ def install(client: LabClient, settings: list[str], timeout: float = 120.0, out=
         md = obj["metadata"]
         try:
             current[(obj["kind"], md.get("namespace"), md["name"])] = client.call(
-                "get", kind=obj["kind"], name=md["name"], namespace=md.get("namespace"))
+                "get", kind=obj["kind"], name=md["name"], namespace=md.get("namespace")
+            )
         except LabError:
             current[(obj["kind"], md.get("namespace"), md["name"])] = None
     manifests = ambient_manifest() if tag is None else "\n---\n".join(json.dumps(o) for o in objs)
@@ -149,8 +160,11 @@ def install(client: LabClient, settings: list[str], timeout: float = 120.0, out=
     print("\u2714 Istio core installed \u26f5\ufe0f", file=out, flush=True)
     changed = [r for r in results if r.get("action") != "unchanged"]
     if not changed:
-        print(f"  nothing changed: Istio {tag or default_tag()} (profile ambient) is already installed with these "
-              "values", file=out, flush=True)
+        print(
+            f"  nothing changed: Istio {tag or default_tag()} (profile ambient) is already installed with these values",
+            file=out,
+            flush=True,
+        )
     for r in changed:
         key = (r["kind"], r.get("namespace"), r["name"])
         desired = next(o for o in objs if (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) == key)
@@ -160,13 +174,17 @@ def install(client: LabClient, settings: list[str], timeout: float = 120.0, out=
         for line in what:
             print(f"  {r['kind']}/{r['name']}: {line}", file=out, flush=True)
     deadline = time.monotonic() + timeout
-    for kind, name, label in (("Deployment", "istiod", "Istiod installed \U0001f9e0"),
-                              ("DaemonSet", "istio-cni-node", "CNI installed \U0001fa62"),
-                              ("DaemonSet", "ztunnel", "Ztunnel installed \U0001f512")):
+    for kind, name, label in (
+        ("Deployment", "istiod", "Istiod installed \U0001f9e0"),
+        ("DaemonSet", "istio-cni-node", "CNI installed \U0001fa62"),
+        ("DaemonSet", "ztunnel", "Ztunnel installed \U0001f512"),
+    ):
         while not _ready(client, kind, name):
             if time.monotonic() > deadline:
-                raise IstioctlError(f"Error: {kind.lower()} istio-system/{name} was not ready after {timeout:.0f}s; "
-                                    f"see `lab logs -n istio-system {kind.lower()}/{name}`")
+                raise IstioctlError(
+                    f"Error: {kind.lower()} istio-system/{name} was not ready after {timeout:.0f}s; "
+                    f"see `lab logs -n istio-system {kind.lower()}/{name}`"
+                )
             time.sleep(0.05)
         print(f"\u2714 {label}", file=out, flush=True)
     print("\u2714 Installation complete", file=out, flush=True)

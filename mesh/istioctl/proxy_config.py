@@ -1,16 +1,15 @@
 """`istioctl proxy-config`: what a waypoint's or sidecar's L7 proxy holds, from its /config_dump."""
+
 from __future__ import annotations
 
+from mesh.contract import ADMIN_PORT, PASSTHROUGH_CLUSTER, TYPE_URL_PREFIX
 from mesh.istioctl.common import admin_get, table
 
-
-PROXY_ADMIN_PORT = 15000
-PROXY_CONTAINER = "istio-proxy"
 DUMP_TYPES = {
-    "listeners": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
-    "clusters": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
-    "routes": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
-    "secret": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+    "listeners": TYPE_URL_PREFIX + "envoy.admin.v3.ListenersConfigDump",
+    "clusters": TYPE_URL_PREFIX + "envoy.admin.v3.ClustersConfigDump",
+    "routes": TYPE_URL_PREFIX + "envoy.admin.v3.RoutesConfigDump",
+    "secret": TYPE_URL_PREFIX + "envoy.admin.v3.SecretsConfigDump",
 }
 
 
@@ -76,7 +75,7 @@ def _chain_match(match: dict | None) -> str:
     return "; ".join(parts) or "ALL"
 
 
-SPECIAL_CLUSTERS = ("PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster")
+SPECIAL_CLUSTERS = (PASSTHROUGH_CLUSTER, "BlackHoleCluster", "InboundPassthroughCluster")
 
 
 def _chain_destination(chain: dict) -> str:
@@ -89,8 +88,11 @@ def _chain_destination(chain: dict) -> str:
             if rds:
                 return "Route: " + str(_f(rds, "route_config_name", ""))
             inline = _f(cfg, "route_config") or {}
-            routes = [_f(_f(r, "route") or {}, "cluster") for vh in _f(inline, "virtual_hosts") or []
-                      for r in _f(vh, "routes") or []]
+            routes = [
+                _f(_f(r, "route") or {}, "cluster")
+                for vh in _f(inline, "virtual_hosts") or []
+                for r in _f(vh, "routes") or []
+            ]
             routes = [r for r in routes if r]
             if routes:
                 return "Inline Route: " + ",".join(dict.fromkeys(routes))
@@ -151,8 +153,10 @@ def _config_ref(obj: dict, kind: str) -> str:
 def format_proxy_clusters(dump: dict) -> str:
     rows = [["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"]]
     section = dump_section(dump, "clusters")
-    clusters = [_f(c, "cluster") or {} for c in
-                (_f(section, "static_clusters") or []) + (_f(section, "dynamic_active_clusters") or [])]
+    clusters = [
+        _f(c, "cluster") or {}
+        for c in (_f(section, "static_clusters") or []) + (_f(section, "dynamic_active_clusters") or [])
+    ]
     entries = []
     for c in clusters:
         name = str(_f(c, "name", ""))
@@ -182,15 +186,24 @@ def _route_match(match: dict | None) -> str:
 def format_proxy_routes(dump: dict) -> str:
     rows = [["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]]
     section = dump_section(dump, "routes")
-    configs = [_f(r, "route_config") or {} for r in
-               (_f(section, "static_route_configs") or []) + (_f(section, "dynamic_route_configs") or [])]
+    configs = [
+        _f(r, "route_config") or {}
+        for r in (_f(section, "static_route_configs") or []) + (_f(section, "dynamic_route_configs") or [])
+    ]
     for rc in configs:
         for vh in _f(rc, "virtual_hosts") or []:
             domains = _f(vh, "domains") or []
             routes = _f(vh, "routes") or [{}]
             for r in routes:
-                rows.append([str(_f(rc, "name", "")), str(_f(vh, "name", "")), ",".join(domains) or "-",
-                             _route_match(_f(r, "match")) if r else "-", _config_ref(r, "virtual-service")])
+                rows.append(
+                    [
+                        str(_f(rc, "name", "")),
+                        str(_f(vh, "name", "")),
+                        ",".join(domains) or "-",
+                        _route_match(_f(r, "match")) if r else "-",
+                        _config_ref(r, "virtual-service"),
+                    ]
+                )
     return table(rows)
 
 
@@ -198,6 +211,7 @@ def _pem_certs(source: dict | None) -> list:
     import base64
 
     from cryptography import x509
+
     if not source:
         return []
     if _f(source, "inline_bytes"):
@@ -218,6 +232,7 @@ def _rfc3339(moment) -> str:
 
 def format_proxy_secrets(dump: dict, now=None) -> str:
     import datetime as dt
+
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [["RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE"]]
     section = dump_section(dump, "secret")
@@ -245,22 +260,38 @@ def format_proxy_secrets(dump: dict, now=None) -> str:
 
 
 PROXY_CONFIG_VIEWS = {
-    "listeners": format_proxy_listeners, "listener": format_proxy_listeners, "l": format_proxy_listeners,
-    "clusters": format_proxy_clusters, "cluster": format_proxy_clusters, "c": format_proxy_clusters,
-    "routes": format_proxy_routes, "route": format_proxy_routes, "r": format_proxy_routes,
-    "secret": format_proxy_secrets, "secrets": format_proxy_secrets, "s": format_proxy_secrets,
+    "listeners": format_proxy_listeners,
+    "listener": format_proxy_listeners,
+    "l": format_proxy_listeners,
+    "clusters": format_proxy_clusters,
+    "cluster": format_proxy_clusters,
+    "c": format_proxy_clusters,
+    "routes": format_proxy_routes,
+    "route": format_proxy_routes,
+    "r": format_proxy_routes,
+    "secret": format_proxy_secrets,
+    "secrets": format_proxy_secrets,
+    "s": format_proxy_secrets,
 }
 PROXY_CONFIG_SECTION = {
-    format_proxy_listeners: "listeners", format_proxy_clusters: "clusters", format_proxy_routes: "routes",
+    format_proxy_listeners: "listeners",
+    format_proxy_clusters: "clusters",
+    format_proxy_routes: "routes",
     format_proxy_secrets: "secret",
 }
 
 
 def format_proxy_all(dump: dict, now=None) -> str:
-    return "\n\n".join([format_proxy_clusters(dump), format_proxy_listeners(dump), format_proxy_routes(dump),
-                        format_proxy_secrets(dump, now)])
+    return "\n\n".join(
+        [
+            format_proxy_clusters(dump),
+            format_proxy_listeners(dump),
+            format_proxy_routes(dump),
+            format_proxy_secrets(dump, now),
+        ]
+    )
 
 
 def fetch_proxy_config_dump(netns_name: str, pod: str) -> dict:
     """GET /config_dump from the L7 proxy's admin port, 127.0.0.1:15000 of the pod's namespace."""
-    return admin_get(netns_name, "/config_dump", f"the proxy of pod {pod}", PROXY_ADMIN_PORT)
+    return admin_get(netns_name, "/config_dump", f"the proxy of pod {pod}", ADMIN_PORT)

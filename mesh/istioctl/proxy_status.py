@@ -1,25 +1,25 @@
 """`istioctl proxy-status`: istiod's sync status of every proxy, from istiod's /debug/syncz."""
+
 from __future__ import annotations
 
+from mesh.contract import ADDRESS, AUTHORIZATION, CLUSTER, ISTIOD_DEBUG_PORT, LISTENER, PROXY_TYPES, ROUTE_CONFIGURATION
 from mesh.istioctl.common import admin_get, table
 
-
-ISTIOD_DEBUG_PORT = 15014
 SYNCZ_PATH = "/debug/syncz"
 CLUSTER_ID = "Kubernetes"
-ENVOY_COLUMNS = (("CDS", "Cluster"), ("LDS", "Listener"), ("EDS", "Cluster"), ("RDS", "RouteConfiguration"),
-                 ("ECDS", None))
-ENVOY_TYPES = ("Listener", "Cluster", "RouteConfiguration")
-WDS_TYPES = ("Address", "Authorization")
-PROXY_STATUS_HELP = ("One row per proxy connected to istiod (waypoints and sidecars as POD.NAMESPACE, and each "
-                     "ztunnel), from each istiod's sync status (its /debug/syncz on port 15014). CDS, LDS and RDS "
-                     "are the state of the Clusters, Listeners and Routes istiod sent: SYNCED (the proxy holds "
-                     "what istiod would send now), STALE (istiod has newer config it has not taken yet) or NOT "
-                     "SENT. EDS follows CDS (the lab sends endpoints inside the clusters) and ECDS is IGNORED. A "
-                     "ztunnel takes none of Envoy's types: those columns say IGNORED, and the last column, WDS, "
-                     "gives the state of its Address and Authorization resources (one word when both agree). "
-                     "VERSION is the Istio version the proxy reported; a version other than its istiod's is a "
-                     "version skew, noted under the table.")
+ENVOY_COLUMNS = (("CDS", CLUSTER), ("LDS", LISTENER), ("EDS", CLUSTER), ("RDS", ROUTE_CONFIGURATION), ("ECDS", None))
+WDS_COLUMN_TYPES = (ADDRESS, AUTHORIZATION)  # the order the WDS cell names them in
+PROXY_STATUS_HELP = (
+    "One row per proxy connected to istiod (waypoints and sidecars as POD.NAMESPACE, and each "
+    "ztunnel), from each istiod's sync status (its /debug/syncz on port 15014). CDS, LDS and RDS "
+    "are the state of the Clusters, Listeners and Routes istiod sent: SYNCED (the proxy holds "
+    "what istiod would send now), STALE (istiod has newer config it has not taken yet) or NOT "
+    "SENT. EDS follows CDS (the lab sends endpoints inside the clusters) and ECDS is IGNORED. A "
+    "ztunnel takes none of Envoy's types: those columns say IGNORED, and the last column, WDS, "
+    "gives the state of its Address and Authorization resources (one word when both agree). "
+    "VERSION is the Istio version the proxy reported; a version other than its istiod's is a "
+    "version skew, noted under the table."
+)
 
 
 def fetch_syncz(netns_name: str, istiod_pod: str) -> dict:
@@ -37,7 +37,7 @@ def _state(sub: dict, type_: str) -> str:
 
 
 def _wds(sub: dict) -> str:
-    states = [(t, _state(sub, t)) for t in WDS_TYPES if t in (sub.get("types") or {})]
+    states = [(t, _state(sub, t)) for t in WDS_COLUMN_TYPES if t in (sub.get("types") or {})]
     if not states:
         return "-"
     if len({s for _, s in states}) == 1:
@@ -52,7 +52,7 @@ def proxy_status_rows(sources: list[tuple[str, str | None, dict]]) -> list[list[
     for istiod_pod, _, doc in sources:
         for sub in doc.get("subscribers") or []:
             types = sub.get("types") or {}
-            if any(t in types for t in ENVOY_TYPES):
+            if any(t in types for t in PROXY_TYPES):
                 cells = [_state(sub, t) if t else "IGNORED" for _, t in ENVOY_COLUMNS]
                 wds = "-"
             else:
@@ -72,8 +72,11 @@ def format_proxy_status(sources: list[tuple[str, str | None, dict]]) -> str:
     if skewed:
         by_istiod = sorted({(r[7], versions[r[7]]) for r in skewed})
         others = sorted({r[8] for r in skewed})
-        text += (f"\n\nVersion skew: {len(skewed)} of {len(rows)} proxies run {', '.join(others)}, not the version "
-                 f"of their istiod ({', '.join(f'{p} runs {v}' for p, v in by_istiod)}): "
-                 + ", ".join(r[0] for r in skewed) + ". A proxy keeps its version until its pod is re-created: "
-                 "a sidecar then gets the injector's tag (`lab rollout restart deploy/NAME -n NS`).")
+        text += (
+            f"\n\nVersion skew: {len(skewed)} of {len(rows)} proxies run {', '.join(others)}, not the version "
+            f"of their istiod ({', '.join(f'{p} runs {v}' for p, v in by_istiod)}): "
+            + ", ".join(r[0] for r in skewed)
+            + ". A proxy keeps its version until its pod is re-created: "
+            "a sidecar then gets the injector's tag (`lab rollout restart deploy/NAME -n NS`)."
+        )
     return text

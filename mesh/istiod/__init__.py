@@ -8,5 +8,6 @@
 - `xds`: Subscribe, the config stream (full state, SYNCED, deltas).
 - `trust`: the mesh root in the lab API and istiod's own serving certificate.
 - `channel`: port 15012's TLS + JSON-lines transport; `server`: the process assembled.
-- `client`: what ztunnel (and others) call: `create_certificate`, `subscribe`, `ConfigCache`.
+- `client`: what ztunnel (and others) call: `create_certificate`, `subscribe`, `keep_streaming`
+  (the reconnect loop), `ConfigCache`.
 """

@@ -3,10 +3,11 @@
 Kubernetes' TokenReview's role is played by the lab API op `token_review` (audience `istio-ca`).
 The reason a token is refused goes to istiod's log; the caller only learns CLIENT_MESSAGE.
 """
+
 from __future__ import annotations
 
-from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
+from lab.client.protocol import ProtocolError
 from mesh.identity.caller import CA_AUDIENCE, Caller
 
 CLIENT_MESSAGE = "request authenticate failure"  # istiod's gRPC Unauthenticated message
@@ -40,7 +41,13 @@ class TokenReviewer:
             raise Unauthenticated(f"the lab API cannot review tokens now: {e}") from None
         user = (result or {}).get("user") or {}
         if not (result or {}).get("authenticated") or not all(
-                user.get(k) for k in ("namespace", "serviceAccount", "podName", "podUID")):
+            user.get(k) for k in ("namespace", "serviceAccount", "podName", "podUID")
+        ):
             raise Unauthenticated(f"token review did not authenticate the token: {result!r}")
-        return Caller(pod_name=user["podName"], pod_uid=user["podUID"], namespace=user["namespace"],
-                      service_account=user["serviceAccount"], node=user.get("nodeName"))
+        return Caller(
+            pod_name=user["podName"],
+            pod_uid=user["podUID"],
+            namespace=user["namespace"],
+            service_account=user["serviceAccount"],
+            node=user.get("nodeName"),
+        )

@@ -8,6 +8,7 @@ A refusal tells the client only istiod's generic message; the real reason is log
 Request: {"op": "CreateCertificate", "token", "csr", "validitySeconds", "impersonatedIdentity"?}
 Reply:   {"ok": true, "certChain": [leaf, root]} or {"ok": false, "error": "..."}.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,9 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
 from mesh.identity.ca import DEFAULT_CERT_TTL, CAError, RootCA, cert_info
+from mesh.identity.caller import Caller
 from mesh.identity.node_authz import CLIENT_MESSAGE, TRUSTED_NODE_ACCOUNTS, NotAuthorized, authorize
 from mesh.identity.spiffe import Identity, InvalidIdentity
-from mesh.identity.caller import Caller
 from mesh.istiod.auth import TokenReviewer, Unauthenticated
 
 log = logging.getLogger("istiod.ca")
@@ -53,17 +54,23 @@ class CertificateRequest:
         if not isinstance(csr, str) or not csr:
             raise Refused("invalid request: no CSR", "the request carries no CSR")
         if isinstance(validity, bool) or not isinstance(validity, (int, float)) or not math.isfinite(validity):
-            raise Refused("invalid request: validitySeconds must be a number",
-                          f"validitySeconds {validity!r} is not a number")
+            raise Refused(
+                "invalid request: validitySeconds must be a number", f"validitySeconds {validity!r} is not a number"
+            )
         validity = min(validity, _LONGER_THAN_ANY_TTL)
         if impersonated is not None and not isinstance(impersonated, str):
             raise Refused(CLIENT_MESSAGE, f"impersonatedIdentity {impersonated!r} is not a string")
         return cls(csr, timedelta(seconds=validity), impersonated)
 
 
-def issue(request: CertificateRequest, caller: Caller, pods: Iterable[Mapping], root: RootCA,
-          trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
-          now: datetime | None = None) -> tuple[Identity, list[str]]:
+def issue(
+    request: CertificateRequest,
+    caller: Caller,
+    pods: Iterable[Mapping],
+    root: RootCA,
+    trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
+    now: datetime | None = None,
+) -> tuple[Identity, list[str]]:
     """(the certified identity, the chain) for an authenticated caller, or Refused."""
     requested = None
     if request.impersonated is not None:
@@ -84,8 +91,13 @@ def issue(request: CertificateRequest, caller: Caller, pods: Iterable[Mapping], 
 class CertificateAuthority:
     """Answers CreateCertificate requests; `pods` gives istiod's current view of the Pods."""
 
-    def __init__(self, root: RootCA, reviewer: TokenReviewer, pods: Callable[[], Iterable[Mapping]],
-                 trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS):
+    def __init__(
+        self,
+        root: RootCA,
+        reviewer: TokenReviewer,
+        pods: Callable[[], Iterable[Mapping]],
+        trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
+    ):
         self._root = root
         self._reviewer = reviewer
         self._pods = pods
@@ -106,13 +118,26 @@ class CertificateAuthority:
             log.warning("refused %s for %s (pod %s): %s", wanted, who, pod, e.reason)
             return {"ok": False, "error": e.client_message}
         info = cert_info(chain[0])
-        log.info("issued %s for %s (pod %s, serial %s, expires %s)", identity, who, pod, info.serial_hex,
-                 info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        log.info(
+            "issued %s for %s (pod %s, serial %s, expires %s)",
+            identity,
+            who,
+            pod,
+            info.serial_hex,
+            info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
         return {"ok": True, "certChain": chain}
 
 
 def _node_of(caller: Caller, pods: list[Mapping]) -> str:
     """The caller pod's node, as istiod's pod index has it (for the log)."""
-    pod = next((p for p in pods if (p.get("metadata") or {}).get("name") == caller.pod_name
-                and (p.get("metadata") or {}).get("namespace") == caller.namespace), None)
+    pod = next(
+        (
+            p
+            for p in pods
+            if (p.get("metadata") or {}).get("name") == caller.pod_name
+            and (p.get("metadata") or {}).get("namespace") == caller.namespace
+        ),
+        None,
+    )
     return ((pod or {}).get("spec") or {}).get("nodeName") or caller.node or "an unknown node"

@@ -4,6 +4,7 @@ TLS 1.3 with istiod's SPIFFE certificate, verified against the mesh root with no
 no client certificate (callers authenticate with their token, as with istiod's gRPC CA); then one
 JSON request line from the client and JSON lines back (`lab.client.protocol`).
 """
+
 from __future__ import annotations
 
 import ssl

@@ -2,29 +2,30 @@
 
 - `create_certificate`: one CreateCertificate call → the chain (leaf first, root last).
 - `subscribe`: one Subscribe connection → the decoded stream lines. It ends when the connection
-  does; the caller keeps a `ConfigCache`, reconnects with backoff (ztunnel: 10 ms doubling to
-  15 s) and passes `cache.known()` so istiod sends only what changed.
+  does; the caller keeps a `ConfigCache` and passes `cache.known()` so istiod sends only what changed.
+- `keep_streaming`: every subscriber's loop (ztunnel's, the L7 proxies' agent): one stream after
+  another, reconnecting with backoff (ztunnel's: 10 ms doubling to 15 s).
 
 Every connection checks istiod's chain against the mesh root and that its certificate carries
 istiod's SPIFFE identity. Failures raise `IstiodRefused` (istiod said no; retrying the same
 request will not help until something changes) or `IstiodUnavailable` (no answer; retry).
 """
+
 from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, NoReturn, Protocol
 
 import trio
 
-from lab.client.protocol import ProtocolError, encode
 from lab.client import LabError
 from lab.client.contract import ENV_POD_NAME, ENV_POD_NAMESPACE
+from lab.client.protocol import ProtocolError, encode
 from mesh import tls
+from mesh.contract import ADDRESS, AUTHORIZATION, ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, SYNCED
 from mesh.identity.spiffe import Identity
 from mesh.istiod.channel import HANDSHAKE_TIMEOUT, MessageReader, client_context, istiod_identity
-from mesh.contract import (ADDRESS, AUTHORIZATION, ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY,
-                           SYNCED)
 
 Address = tuple[str, int]
 log = logging.getLogger("mesh.istiod.client")
@@ -42,8 +43,14 @@ class IstiodUnavailable(IstiodError):
     """istiod could not be reached, failed TLS verification, or broke the connection."""
 
 
-_TRANSPORT_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError,
-                     tls.PeerRejected, trio.TooSlowError)
+_TRANSPORT_ERRORS = (
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ProtocolError,
+    tls.PeerRejected,
+    trio.TooSlowError,
+)
 
 
 @asynccontextmanager
@@ -66,13 +73,20 @@ def _check(reply: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return reply
 
 
-async def create_certificate(address: Address, root_pem: str | bytes, token: str, csr_pem: str,
-                             impersonated: str | None = None, validity: int = 86400, *,
-                             timeout: float = 10.0, server_identity: Identity | None = None) -> list[str]:
+async def create_certificate(
+    address: Address,
+    root_pem: str | bytes,
+    token: str,
+    csr_pem: str,
+    impersonated: str | None = None,
+    validity: int = 86400,
+    *,
+    timeout: float = 10.0,
+    server_identity: Identity | None = None,
+) -> list[str]:
     """A certificate for the CSR: the caller's own identity, or `impersonated`
     ("spiffe://td/ns/NS/sa/SA") if the caller is a node proxy with a pod of that SA on its node."""
-    request: dict[str, Any] = {"op": "CreateCertificate", "token": token, "csr": csr_pem,
-                               "validitySeconds": validity}
+    request: dict[str, Any] = {"op": "CreateCertificate", "token": token, "csr": csr_pem, "validitySeconds": validity}
     if impersonated:
         request["impersonatedIdentity"] = str(impersonated)
     try:
@@ -88,16 +102,28 @@ async def create_certificate(address: Address, root_pem: str | bytes, token: str
     return chain
 
 
-async def subscribe(address: Address, root_pem: str | bytes, token: str, node: str,
-                    known: Mapping[str, Mapping[str, str]] | None = None, *,
-                    server_identity: Identity | None = None, types: list[str] | None = None,
-                    proxy: str | None = None, version: str | None = None) -> AsyncIterator[dict[str, Any]]:
+async def subscribe(
+    address: Address,
+    root_pem: str | bytes,
+    token: str,
+    node: str,
+    known: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    server_identity: Identity | None = None,
+    types: list[str] | None = None,
+    proxy: str | None = None,
+    version: str | None = None,
+) -> AsyncGenerator[dict[str, Any], None]:
     """The config stream's lines ({"type": "Address"|"Authorization", ...}, {"type": "SYNCED"}) for
     one connection; use it with `contextlib.aclosing`. Returns when istiod closes the stream.
     A waypoint passes Envoy's `types` and its `proxy` name ("ns/name"); every subscriber may pass
     its Istio `version` (istiod shows it in its sync status, `lab istioctl proxy-status`)."""
-    request: dict[str, Any] = {"op": "Subscribe", "token": token, "node": node,
-                               "known": {type_: dict(versions) for type_, versions in (known or {}).items()}}
+    request: dict[str, Any] = {
+        "op": "Subscribe",
+        "token": token,
+        "node": node,
+        "known": {type_: dict(versions) for type_, versions in (known or {}).items()},
+    }
     if types is not None:
         request["types"] = list(types)
     if proxy is not None:
@@ -112,6 +138,36 @@ async def subscribe(address: Address, root_pem: str | bytes, token: str, node: s
                 yield dict(_check(message))
     except _TRANSPORT_ERRORS as e:
         raise IstiodUnavailable(f"Subscribe at {address[0]}:{address[1]}: {e}") from e
+
+
+RECONNECT_INITIAL = 0.010
+RECONNECT_MAX = 15.0
+
+
+class StreamStatus(Protocol):
+    connected: bool
+    last_error: str | None
+
+
+async def keep_streaming(
+    status: StreamStatus, stream_once: Callable[[], Awaitable[bool]], *, logger: logging.Logger = log
+) -> NoReturn:
+    """Run one config stream after another, forever: every istiod client's loop (ztunnel's, the L7
+    proxies' agent). A stream that delivered a complete push (`stream_once` returned True) resets
+    the backoff; `status` says whether a stream is up and why the last one ended."""
+    backoff = RECONNECT_INITIAL
+    while True:
+        try:
+            if await stream_once():
+                backoff = RECONNECT_INITIAL  # the stream was healthy: retry fast
+            status.last_error = "istiod closed the stream"
+        except Exception as exc:  # any failure of the stream means: reconnect
+            status.last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            status.connected = False
+        logger.warning("config stream to istiod down (%s); reconnecting in %.3fs", status.last_error, backoff)
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, RECONNECT_MAX)
 
 
 DEFAULT_VERSION = "1.24.0"
@@ -139,13 +195,17 @@ async def own_version(api: Any, env: Mapping[str, str], container: str) -> str:
         except Exception:  # no answer means: the default
             pod = None
         for c in ((pod or {}).get("spec") or {}).get("containers") or []:
-            if c.get("name") == container and image_tag(str(c.get("image") or "")):
-                return image_tag(str(c["image"]))
+            if c.get("name") == container and (tag := image_tag(str(c.get("image") or ""))):
+                return tag
     return DEFAULT_VERSION
 
 
-async def mesh_root(api: Any, *, retry: float = 1.0,
-                    location: tuple[str, str, str] = (ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY)) -> str:
+async def mesh_root(
+    api: Any,
+    *,
+    retry: float = 1.0,
+    location: tuple[str, str, str] = (ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY),
+) -> str:
     """The mesh root (PEM) from the ConfigMap istiod publishes it in, read through the lab API
     (`api.call`), retried until it exists: what a proxy needs before it can trust istiod."""
     namespace, name, key = location
@@ -177,6 +237,8 @@ class ConfigCache:
         type_ = message.get("type")
         if type_ == SYNCED:
             self.synced = True
+            return [], []
+        if not isinstance(type_, str):  # no resource type to file it under: nothing to apply
             return [], []
         resources, versions = self.resources.setdefault(type_, {}), self.versions.setdefault(type_, {})
         updated = []

@@ -15,6 +15,7 @@ hash of what was last sent equals the hash of what istiod would send now, STALE 
 newer config the subscriber has not taken yet, NOT SENT before the first push. `lab istioctl
 proxy-status` reads this.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,9 +39,15 @@ def syncz(registry: SubscriberRegistry, published: Resources | None, istiod: Map
     return {"istiod": dict(istiod), "subscribers": registry.syncz(published)}
 
 
-async def serve_debug(host: str, port: int, registry: SubscriberRegistry,
-                      published: Callable[[], Resources | None], istiod: Mapping[str, Any], *,
-                      task_status: trio.TaskStatus[int | None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_debug(
+    host: str,
+    port: int,
+    registry: SubscriberRegistry,
+    published: Callable[[], Resources | None],
+    istiod: Mapping[str, Any],
+    *,
+    task_status: trio.TaskStatus[int | None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve /debug/syncz until cancelled; `started` gives the bound port. A port that cannot be
     bound is logged and leaves istiod running without it (reports None)."""
     routes = {SYNCZ: lambda: json_response(syncz(registry, published(), istiod))}

@@ -89,8 +89,11 @@ async def http_get(url: str, *, timeout: float = FETCH_TIMEOUT_SECONDS) -> bytes
 
 async def _exchange(stream: trio.abc.Stream, target: str, host: str) -> bytes:
     connection = h11.Connection(h11.CLIENT)
-    request = h11.Request(method="GET", target=target, headers=[
-        ("Host", host), ("User-Agent", "istiod-lab"), ("Accept", "application/json"), ("Connection", "close")])
+    request = h11.Request(
+        method="GET",
+        target=target,
+        headers=[("Host", host), ("User-Agent", "istiod-lab"), ("Accept", "application/json"), ("Connection", "close")],
+    )
     await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
     status, body = 0, bytearray()
     while True:
@@ -111,8 +114,13 @@ async def _exchange(stream: trio.abc.Stream, target: str, host: str) -> bytes:
 class JwksResolver:
     """What istiod knows of each JWKS URL: the mirror, plus in-lab URLs fetched so far."""
 
-    def __init__(self, *, mirror: dict[str, str] | None = None, fetch: Fetch = http_get,
-                 lab_networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = LAB_NETWORKS):
+    def __init__(
+        self,
+        *,
+        mirror: dict[str, str] | None = None,
+        fetch: Fetch = http_get,
+        lab_networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = LAB_NETWORKS,
+    ):
         self._mirror = load_mirror() if mirror is None else dict(mirror)
         self._fetch = fetch
         self._lab_networks = tuple(lab_networks)
@@ -138,8 +146,11 @@ class JwksResolver:
             if not self.is_in_lab(url):
                 if url not in self._warned:
                     self._warned.add(url)
-                    log.warning("cannot fetch jwksUri %s: the lab has no internet and the offline mirror "
-                                "does not have it; tokens for its issuer get 401 \"Jwks remote fetch is failed\"", url)
+                    log.warning(
+                        "cannot fetch jwksUri %s: the lab has no internet and the offline mirror "
+                        "does not have it; tokens for its issuer get 401 \"Jwks remote fetch is failed\"",
+                        url,
+                    )
                 continue
             try:
                 text = await self._resolve(url)

@@ -43,23 +43,29 @@ def ordered_rules(request_authns: Iterable[RequestAuthentication]) -> list[JwtRu
 def istio_requirement(provider_names: Sequence[str]) -> dict[str, Any]:
     """The requirement istiod builds: any one provider, or every token valid (allow_missing).
     The proxies build the same one for a filter given without rules (`mesh.proxy.jwt_authn`)."""
+
     def provider_or_missing(name: str) -> dict[str, Any]:
         return {"requires_any": {"requirements": [{"provider_name": name}, {"allow_missing": {}}]}}
 
     if len(provider_names) == 1:
         return provider_or_missing(provider_names[0])
     inner = [provider_or_missing(name) for name in provider_names]
-    return {"requires_any": {"requirements": [{"provider_name": name} for name in provider_names]
-                             + [{"requires_all": {"requirements": inner}}]}}
+    return {
+        "requires_any": {
+            "requirements": [{"provider_name": name} for name in provider_names]
+            + [{"requires_all": {"requirements": inner}}]
+        }
+    }
 
 
 def _unresolved_jwks(uri: str) -> dict[str, Any]:
     """`remote_jwks` for a URL istiod could not read; the cluster is named as istiod would name it."""
     parts = urlsplit(uri)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return {"http_uri": {"uri": uri, "cluster": f"outbound|{port}||{parts.hostname or ''}",
-                         "timeout": JWKS_FETCH_TIMEOUT},
-            "cache_duration": REMOTE_JWKS_CACHE_DURATION}
+    return {
+        "http_uri": {"uri": uri, "cluster": f"outbound|{port}||{parts.hostname or ''}", "timeout": JWKS_FETCH_TIMEOUT},
+        "cache_duration": REMOTE_JWKS_CACHE_DURATION,
+    }
 
 
 def jwt_provider(rule: JwtRule, jwks_for: Callable[[str], str | None]) -> dict[str, Any]:
@@ -75,8 +81,9 @@ def jwt_provider(rule: JwtRule, jwks_for: Callable[[str], str | None]) -> dict[s
     if rule.forward_original_token:
         provider["forward"] = True
     if rule.from_headers:
-        provider["from_headers"] = [{"name": h.name, **({"value_prefix": h.prefix} if h.prefix else {})}
-                                    for h in rule.from_headers]
+        provider["from_headers"] = [
+            {"name": h.name, **({"value_prefix": h.prefix} if h.prefix else {})} for h in rule.from_headers
+        ]
     if rule.from_params:
         provider["from_params"] = list(rule.from_params)
     if rule.from_cookies:
@@ -84,14 +91,16 @@ def jwt_provider(rule: JwtRule, jwks_for: Callable[[str], str | None]) -> dict[s
     if rule.output_payload_to_header:
         provider["forward_payload_header"] = rule.output_payload_to_header
     if rule.output_claim_to_headers:
-        provider["claim_to_headers"] = [{"header_name": c.header, "claim_name": c.claim}
-                                        for c in rule.output_claim_to_headers]
+        provider["claim_to_headers"] = [
+            {"header_name": c.header, "claim_name": c.claim} for c in rule.output_claim_to_headers
+        ]
     provider["payload_in_metadata"] = rule.issuer
     return provider
 
 
-def jwt_authn_filter(request_authns: list[RequestAuthentication],
-                     jwks_for: Callable[[str], str | None]) -> dict[str, Any] | None:
+def jwt_authn_filter(
+    request_authns: list[RequestAuthentication], jwks_for: Callable[[str], str | None]
+) -> dict[str, Any] | None:
     """The `envoy.filters.http.jwt_authn` HTTP filter for a proxy these policies apply to, or None
     when they have no JWT rule (then istiod adds no filter). `jwks_for(url)` is what istiod knows
     of a URL now (`JwksResolver.lookup`); it is never asked to fetch, so this stays pure."""

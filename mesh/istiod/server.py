@@ -5,6 +5,7 @@ so "the port accepts" means "a subscriber gets the whole mesh". Each connection 
 listener's nursery: TLS handshake, one request line, then the CA's reply or a config stream.
 The debug port (15014, `mesh.istiod.debug`) serves the sync status of the config stream.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,9 @@ from typing import Iterable
 
 import trio
 
-from lab.client.protocol import ProtocolError, encode
 from lab.client import AsyncLabClient
 from lab.client.contract import ENV_POD_NAME, ENV_POD_NAMESPACE
+from lab.client.protocol import ProtocolError, encode
 from mesh.identity.node_authz import TRUSTED_NODE_ACCOUNTS
 from mesh.istiod import ca, debug, xds
 from mesh.istiod.auth import TokenReviewer
@@ -57,8 +58,7 @@ class Istiod:
             elif op == xds.OP:
                 await self._stream.serve(conn, request)
             else:
-                await conn.send_all(encode({"ok": False, "error": f"unknown op {op!r}: expected "
-                                                                  f"{ca.OP} or {xds.OP}"}))
+                await conn.send_all(encode({"ok": False, "error": f"unknown op {op!r}: expected {ca.OP} or {xds.OP}"}))
         except* trio.TooSlowError:
             log.warning("dropped %s: too slow (handshake, request or taking data)", peer)
         except* ProtocolError as group:
@@ -80,11 +80,16 @@ def _peer(tcp: trio.SocketStream) -> str:
         return "a peer"
 
 
-async def serve(api_socket: str, host: str = "0.0.0.0", port: int = DEFAULT_PORT, *,
-                settings: Settings = Settings(),
-                trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
-                debug_port: int | None = debug.DEBUG_PORT,
-                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    api_socket: str,
+    host: str = "0.0.0.0",
+    port: int = DEFAULT_PORT,
+    *,
+    settings: Settings = Settings(),
+    trusted_node_accounts: Iterable[str] = TRUSTED_NODE_ACCOUNTS,
+    debug_port: int | None = debug.DEBUG_PORT,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Runs istiod until cancelled; reports the bound port once it serves the first translation.
     `debug_port` (None: none) serves /debug/syncz on `host`."""
     client = AsyncLabClient(api_socket)
@@ -97,8 +102,10 @@ async def serve(api_socket: str, host: str = "0.0.0.0", port: int = DEFAULT_PORT
     stream = xds.ConfigStream(state.publisher, reviewer, xds.SubscriberRegistry(root.trust_domain))
     istiod = Istiod(serving, ca.CertificateAuthority(root, reviewer, state.pods, trusted_node_accounts), stream)
     env = os.environ
-    me = {"pod": f'{env.get(ENV_POD_NAMESPACE, "istio-system")}/{env.get(ENV_POD_NAME, "istiod")}',
-          "version": await own_version(client, env, "discovery")}
+    me = {
+        "pod": f'{env.get(ENV_POD_NAMESPACE, "istio-system")}/{env.get(ENV_POD_NAME, "istiod")}',
+        "version": await own_version(client, env, "discovery"),
+    }
     async with trio.open_nursery() as nursery:
         if debug_port is not None:
             await nursery.start(debug.serve_debug, host, debug_port, stream.registry, lambda: stream.published, me)

@@ -11,6 +11,7 @@ A fourth, `mesh.istiod.waypoint_controller.reconcile_waypoints`, is woken by `wa
 translation and keeps the waypoints' objects and Gateway statuses (it reads the Gateways, and the
 ServiceAccounts and Deployments it owns, from the same objects).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,20 +21,29 @@ from typing import Any, Mapping
 
 import trio
 
-from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
+from lab.client.backoff import Backoff
+from lab.client.protocol import ProtocolError
 from mesh.istiod.jwks import JwksResolver
 from mesh.istiod.jwt import jwks_sources
 from mesh.istiod.translate import ALL_TYPES, Settings, Translation, diff, status_update, translate
-from mesh.policy.model import RequestAuthentication, parse_as
 from mesh.istiod.xds import ConfigPublisher
-from lab.client.backoff import Backoff
+from mesh.policy.model import RequestAuthentication, parse_as
 
 log = logging.getLogger("istiod.kube")
 status_log = logging.getLogger("istiod.status")
 
-KINDS = ("Namespace", "Pod", "Service", "AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication",
-         "Gateway", "ServiceAccount", "Deployment")
+KINDS = (
+    "Namespace",
+    "Pod",
+    "Service",
+    "AuthorizationPolicy",
+    "PeerAuthentication",
+    "RequestAuthentication",
+    "Gateway",
+    "ServiceAccount",
+    "Deployment",
+)
 JWKS_REFRESH = 300.0  # seconds between re-fetches of in-lab jwksUri (Envoy's remote JWKS cache time)
 DEBOUNCE = 0.01  # seconds between the first change of a burst and the recompute
 
@@ -151,9 +161,13 @@ async def keep_translated(state: MeshState, debounce: float = DEBOUNCE) -> None:
         deltas = {t: diff(previous.get(t, {}), translation.resources[t]) for t in ALL_TYPES}
         if state.publisher.current is None or any(changed or removed for changed, removed in deltas.values()):
             state.publisher.publish(translation.resources)
-            log.info("config: %s", "; ".join(
-                f"{len(translation.resources[t])} {t} ({len(changed)} changed, {len(removed)} removed)"
-                for t, (changed, removed) in deltas.items()))
+            log.info(
+                "config: %s",
+                "; ".join(
+                    f"{len(translation.resources[t])} {t} ({len(changed)} changed, {len(removed)} removed)"
+                    for t, (changed, removed) in deltas.items()
+                ),
+            )
         state.translated.set()
         state.waypoints_due.set()
         state.jwks_due.set()
@@ -204,20 +218,28 @@ async def write_statuses(client: AsyncLabClient, state: MeshState, retry_delay: 
             if status is None:
                 continue
             try:
-                updated = await client.call("update_status", kind="AuthorizationPolicy", namespace=namespace,
-                                            name=name, status=status)
+                updated = await client.call(
+                    "update_status", kind="AuthorizationPolicy", namespace=namespace, name=name, status=status
+                )
             except (OSError, LabError, ProtocolError) as e:
                 if str(e) != last_failure:  # a lasting failure costs one line, not one per retry
-                    status_log.warning("writing the status of AuthorizationPolicy %s/%s failed, retrying: %s",
-                                namespace, name, e)
+                    status_log.warning(
+                        "writing the status of AuthorizationPolicy %s/%s failed, retrying: %s", namespace, name, e
+                    )
                     last_failure = str(e)
                 await trio.sleep(retry_delay)
                 state.translated.set()
                 break
             last_failure = None
             written[namespace, name] = _version(updated)
-            status_log.info("AuthorizationPolicy %s/%s: %s=%s (%s)", namespace, name, condition["type"],
-                     condition["status"], condition["message"])
+            status_log.info(
+                "AuthorizationPolicy %s/%s: %s=%s (%s)",
+                namespace,
+                name,
+                condition["type"],
+                condition["status"],
+                condition["message"],
+            )
 
 
 def _version(obj: Mapping[str, Any]) -> int:

@@ -16,6 +16,7 @@ Shapes are the contract's (docs/mesh-internals.md), semantics istiod's ambient i
   (`mesh.istiod.proxyconfig`), named `<waypoint ns>/<waypoint name>/<envoy name>`; `jwks_for`
   answers the RequestAuthentications' `jwksUri` from what istiod has fetched so far.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,19 +25,38 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
-from mesh.contract import (ADDRESS, AUTHORIZATION, CANONICAL_NAME_LABEL, CANONICAL_REVISION_LABEL,
-                           DATAPLANE_MODE_AMBIENT, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_NONE, NETWORK_MODE_HOST,
-                           NETWORK_MODE_STANDARD, PROTOCOL_HBONE, PROTOCOL_TCP, PROXY_TYPES, REDIRECTION_ANNOTATION,
-                           REDIRECTION_ENABLED, SIDECAR_STATUS_ANNOTATION, STATUS_HEALTHY, STATUS_UNHEALTHY,
-                           TUNNEL_LABEL, WDS_TYPES)
+from mesh.contract import (
+    ADDRESS,
+    AUTHORIZATION,
+    CANONICAL_NAME_LABEL,
+    CANONICAL_REVISION_LABEL,
+    DATAPLANE_MODE_AMBIENT,
+    DATAPLANE_MODE_LABEL,
+    DATAPLANE_MODE_NONE,
+    NETWORK_MODE_HOST,
+    NETWORK_MODE_STANDARD,
+    PROTOCOL_HBONE,
+    PROTOCOL_TCP,
+    PROXY_TYPES,
+    REDIRECTION_ANNOTATION,
+    REDIRECTION_ENABLED,
+    SIDECAR_STATUS_ANNOTATION,
+    STATUS_HEALTHY,
+    STATUS_UNHEALTHY,
+    TUNNEL_LABEL,
+    WDS_TYPES,
+)
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
+from mesh.istiod.objects import TERMINAL_PHASES, Obj, is_ready, selects_pod, service_account
+from mesh.istiod.objects import labels as _labels
+from mesh.istiod.objects import meta as _meta
+from mesh.istiod.objects import name as _name
+from mesh.istiod.objects import namespace as _namespace
+from mesh.istiod.proxyconfig import proxy_id, sidecar_resources, waypoint_resources
+from mesh.istiod.waypoints import Attachments, is_waypoint
 from mesh.policy.model import AuthorizationPolicy, PeerAuthentication, parse_as
 from mesh.policy.peerauth import derived_authorizations, effective_mtls_mode, explain_mtls
 from mesh.policy.ztunnel import ZtunnelTranslation, to_ztunnel, workload_policy_keys
-from mesh.istiod.objects import (Obj, TERMINAL_PHASES, is_ready, selects_pod, service_account,
-                                 labels as _labels, meta as _meta, name as _name, namespace as _namespace)
-from mesh.istiod.proxyconfig import proxy_id, sidecar_resources, waypoint_resources
-from mesh.istiod.waypoints import Attachments, is_waypoint
 
 TYPES = WDS_TYPES  # push order: a policy arrives before the workloads that name it
 ALL_TYPES = TYPES + PROXY_TYPES
@@ -79,6 +99,7 @@ class Translation:
 
 # ---- versions and deltas -----------------------------------------------------------------------
 
+
 def version_of(resource: dict[str, Any]) -> str:
     """A stable version: the hash of the canonical JSON (same content, same version, any process)."""
     data = json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
@@ -91,13 +112,13 @@ def versioned(resource: dict[str, Any]) -> Versioned:
 
 def diff(old: Mapping[str, Versioned], new: Mapping[str, Versioned]) -> tuple[dict[str, Versioned], list[str]]:
     """(the resources of `new` that `old` lacks or has at another version, the names gone), sorted."""
-    changed = {name: res for name, res in sorted(new.items())
-               if name not in old or old[name].version != res.version}
+    changed = {name: res for name, res in sorted(new.items()) if name not in old or old[name].version != res.version}
     removed = sorted(name for name in old if name not in new)
     return changed, removed
 
 
 # ---- pods: enrollment, identity, ownership -------------------------------------------------------
+
 
 def is_enrolled(pod: Obj, namespace_labels: Mapping[str, str]) -> bool:
     """HBONE for this pod: ambient by its namespace or itself, not opted out, not hostNetwork, and
@@ -133,7 +154,7 @@ def workload_owner(pod: Obj) -> tuple[str, str]:
         if kind == "ReplicaSet":
             suffix = "-" + labels.get("pod-template-hash", "")
             if suffix != "-" and name.endswith(suffix):
-                return "deployment", name[:-len(suffix)]
+                return "deployment", name[: -len(suffix)]
             return "pod", name
         if name:
             return "pod", name
@@ -151,8 +172,11 @@ def canonical_revision(labels: Mapping[str, str]) -> str:
 def is_listed(pod: Obj) -> bool:
     """Pods istiod serves: with an IP, not terminating, not finished."""
     status = pod.get("status") or {}
-    return bool(status.get("podIP")) and not _meta(pod).get("deletionTimestamp") \
+    return (
+        bool(status.get("podIP"))
+        and not _meta(pod).get("deletionTimestamp")
         and status.get("phase") not in TERMINAL_PHASES
+    )
 
 
 def pod_addresses(pod: Obj) -> list[str]:
@@ -163,6 +187,7 @@ def pod_addresses(pod: Obj) -> list[str]:
 
 # ---- services -----------------------------------------------------------------------------------
 
+
 def hostname(service: Obj, settings: Settings = Settings()) -> str:
     return f"{_meta(service).get('name')}.{_namespace(service)}.svc.{settings.domain_suffix}"
 
@@ -172,8 +197,9 @@ def service_key(service: Obj, settings: Settings = Settings()) -> str:
     return f"{_namespace(service)}/{hostname(service, settings)}"
 
 
-def service_resource(service: Obj, settings: Settings = Settings(),
-                     waypoint: dict[str, Any] | None = None) -> dict[str, Any]:
+def service_resource(
+    service: Obj, settings: Settings = Settings(), waypoint: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The Service Address. A named targetPort is resolved per workload, so here it is 0."""
     spec = service.get("spec") or {}
     cluster_ip = spec.get("clusterIP")
@@ -181,12 +207,17 @@ def service_resource(service: Obj, settings: Settings = Settings(),
     for port in spec.get("ports") or []:
         target = port.get("targetPort", port.get("port"))
         ports.append({"servicePort": port.get("port"), "targetPort": target if isinstance(target, int) else 0})
-    return {"service": {
-        "name": _meta(service).get("name"), "namespace": _namespace(service),
-        "hostname": hostname(service, settings),
-        "addresses": [cluster_ip] if cluster_ip and cluster_ip != "None" else [],
-        "ports": ports, "subjectAltNames": [], "waypoint": waypoint,
-    }}
+    return {
+        "service": {
+            "name": _meta(service).get("name"),
+            "namespace": _namespace(service),
+            "hostname": hostname(service, settings),
+            "addresses": [cluster_ip] if cluster_ip and cluster_ip != "None" else [],
+            "ports": ports,
+            "subjectAltNames": [],
+            "waypoint": waypoint,
+        }
+    }
 
 
 def container_ports(pod: Obj) -> dict[str, int]:
@@ -201,8 +232,14 @@ def container_ports(pod: Obj) -> dict[str, int]:
 
 def container_ports_of(pod: Obj) -> list[int]:
     """Every port the pod's containers declare."""
-    return sorted({port["containerPort"] for container in (pod.get("spec") or {}).get("containers") or []
-                   for port in container.get("ports") or [] if port.get("containerPort") is not None})
+    return sorted(
+        {
+            port["containerPort"]
+            for container in (pod.get("spec") or {}).get("containers") or []
+            for port in container.get("ports") or []
+            if port.get("containerPort") is not None
+        }
+    )
 
 
 def pod_services(pod: Obj, services: Iterable[Obj], settings: Settings = Settings()) -> dict[str, dict[str, int]]:
@@ -226,13 +263,20 @@ def pod_services(pod: Obj, services: Iterable[Obj], settings: Settings = Setting
 
 # ---- workloads ----------------------------------------------------------------------------------
 
+
 def workload_name(pod: Obj, settings: Settings = Settings()) -> str:
     return f"{settings.cluster_id}//Pod/{_namespace(pod)}/{_meta(pod).get('name')}"
 
 
-def workload_resource(pod: Obj, namespace_labels: Mapping[str, str], services: Iterable[Obj],
-                      policies: Iterable[AuthorizationPolicy], peer_authns: Iterable[PeerAuthentication],
-                      settings: Settings = Settings(), waypoint: dict[str, Any] | None = None) -> dict[str, Any]:
+def workload_resource(
+    pod: Obj,
+    namespace_labels: Mapping[str, str],
+    services: Iterable[Obj],
+    policies: Iterable[AuthorizationPolicy],
+    peer_authns: Iterable[PeerAuthentication],
+    settings: Settings = Settings(),
+    waypoint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The Workload Address of a listed pod (see `is_listed`)."""
     spec = pod.get("spec") or {}
     labels = _labels(pod)
@@ -240,36 +284,53 @@ def workload_resource(pod: Obj, namespace_labels: Mapping[str, str], services: I
     kind, owner = workload_owner(pod)
     host_network = bool(spec.get("hostNetwork"))
     name = workload_name(pod, settings)
-    return {"workload": {
-        "uid": name, "name": _meta(pod).get("name"), "namespace": namespace,
-        "addresses": pod_addresses(pod),
-        "protocol": PROTOCOL_HBONE if is_enrolled(pod, namespace_labels) or sidecar_takes_hbone(pod) else PROTOCOL_TCP,
-        "trustDomain": settings.trust_domain,
-        "serviceAccount": service_account(pod),
-        "node": spec.get("nodeName") or "",
-        "canonicalName": canonical_name(labels, owner), "canonicalRevision": canonical_revision(labels),
-        "workloadType": kind, "workloadName": owner,
-        "waypoint": waypoint,
-        "services": pod_services(pod, services, settings),
-        "authorizationPolicies": workload_policy_keys(policies, peer_authns, labels, namespace,
-                                                      settings.root_namespace,
-                                                      dry_run_enabled=settings.dry_run_enabled),
-        "status": STATUS_HEALTHY if is_ready(pod) else STATUS_UNHEALTHY,
-        "clusterId": settings.cluster_id,
-        "networkMode": NETWORK_MODE_HOST if host_network else NETWORK_MODE_STANDARD,
-    }}
+    return {
+        "workload": {
+            "uid": name,
+            "name": _meta(pod).get("name"),
+            "namespace": namespace,
+            "addresses": pod_addresses(pod),
+            "protocol": PROTOCOL_HBONE
+            if is_enrolled(pod, namespace_labels) or sidecar_takes_hbone(pod)
+            else PROTOCOL_TCP,
+            "trustDomain": settings.trust_domain,
+            "serviceAccount": service_account(pod),
+            "node": spec.get("nodeName") or "",
+            "canonicalName": canonical_name(labels, owner),
+            "canonicalRevision": canonical_revision(labels),
+            "workloadType": kind,
+            "workloadName": owner,
+            "waypoint": waypoint,
+            "services": pod_services(pod, services, settings),
+            "authorizationPolicies": workload_policy_keys(
+                policies,
+                peer_authns,
+                labels,
+                namespace,
+                settings.root_namespace,
+                dry_run_enabled=settings.dry_run_enabled,
+            ),
+            "status": STATUS_HEALTHY if is_ready(pod) else STATUS_UNHEALTHY,
+            "clusterId": settings.cluster_id,
+            "networkMode": NETWORK_MODE_HOST if host_network else NETWORK_MODE_STANDARD,
+        }
+    }
 
 
 # ---- policies -----------------------------------------------------------------------------------
+
 
 def ztunnel_condition(outcome: ZtunnelTranslation, generation: int | None = None) -> dict[str, Any] | None:
     """The `ZtunnelAccepted` condition istiod reports, or None for a policy that is not ztunnel's
     (targetRefs: a waypoint's). Sent with a caveat: True/UnsupportedValue; not sent: False."""
     if outcome.authorization is None and outcome.status_message is None:
         return None
-    condition: dict[str, Any] = {"type": CONDITION, "status": "True" if outcome.authorization is not None else "False",
-                 "reason": "UnsupportedValue" if outcome.status_message else "Accepted",
-                 "message": outcome.status_message or ACCEPTED_MESSAGE}
+    condition: dict[str, Any] = {
+        "type": CONDITION,
+        "status": "True" if outcome.authorization is not None else "False",
+        "reason": "UnsupportedValue" if outcome.status_message else "Accepted",
+        "message": outcome.status_message or ACCEPTED_MESSAGE,
+    }
     if generation is not None:
         condition["observedGeneration"] = generation
     return condition
@@ -301,9 +362,15 @@ def _parse_all(cls: type, objects: Iterable[dict[str, Any]], problems: list[str]
 
 # ---- waypoints ----------------------------------------------------------------------------------
 
-def proxy_resources(objects: Mapping[str, Iterable[dict[str, Any]]], attachments: Attachments,
-                    namespace_labels: Mapping[str, Mapping[str, str]], settings: Settings,
-                    jwks_for: Callable[[str], str | None], problems: list[str]) -> Resources:
+
+def proxy_resources(
+    objects: Mapping[str, Iterable[dict[str, Any]]],
+    attachments: Attachments,
+    namespace_labels: Mapping[str, Mapping[str, str]],
+    settings: Settings,
+    jwks_for: Callable[[str], str | None],
+    problems: list[str],
+) -> Resources:
     """Every waypoint's and sidecar's Envoy resources, keyed `<ns>/<proxy name>/<envoy name>` per type."""
     out: Resources = {t: {} for t in PROXY_TYPES}
     pods = [p for p in objects.get("Pod", ()) if is_listed(p)]
@@ -316,16 +383,25 @@ def proxy_resources(objects: Mapping[str, Iterable[dict[str, Any]]], attachments
         for type_, items in resources.items():
             for envoy_name, resource in items.items():
                 out[type_][prefix + envoy_name] = versioned(resource)
+
     for gateway in objects.get("Gateway", ()):
         if not is_waypoint(gateway):
             continue
         services, served_pods = attachments.served_by(gateway, objects)
         try:
             resources = waypoint_resources(
-                gateway, services, served_pods, pods, objects.get("AuthorizationPolicy", ()),
-                objects.get("RequestAuthentication", ()), jwks_for=jwks_for,
-                enrolled=hbone, trust_domain=settings.trust_domain, domain_suffix=settings.domain_suffix,
-                root_namespace=settings.root_namespace)
+                gateway,
+                services,
+                served_pods,
+                pods,
+                objects.get("AuthorizationPolicy", ()),
+                objects.get("RequestAuthentication", ()),
+                jwks_for=jwks_for,
+                enrolled=hbone,
+                trust_domain=settings.trust_domain,
+                domain_suffix=settings.domain_suffix,
+                root_namespace=settings.root_namespace,
+            )
         except (ValueError, TypeError) as e:
             problems.append(f"waypoint {_namespace(gateway)}/{_meta(gateway).get('name')} left out: {e}")
             continue
@@ -341,14 +417,34 @@ def proxy_resources(objects: Mapping[str, Iterable[dict[str, Any]]], attachments
             mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode
             # Every port a PeerAuthentication names, and the pod's own: a port-level mode applies
             # whether or not the pod declares the port.
-            named = {int(p) for pa in peer_authns for p in ((pa.get("spec") or {}).get("portLevelMtls") or {})
-                     if str(p).isdigit()}
-            ports = {port: effective_mtls_mode(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace, port)
-                     for port in sorted(named | set(container_ports_of(pod)))} if peer_authns else {}
+            named = {
+                int(p)
+                for pa in peer_authns
+                for p in ((pa.get("spec") or {}).get("portLevelMtls") or {})
+                if str(p).isdigit()
+            }
+            ports = (
+                {
+                    port: effective_mtls_mode(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace, port)
+                    for port in sorted(named | set(container_ports_of(pod)))
+                }
+                if peer_authns
+                else {}
+            )
             resources = sidecar_resources(
-                pod, services, pods, objects.get("AuthorizationPolicy", ()), objects.get("RequestAuthentication", ()),
-                mtls_mode=mtls, mtls_ports=ports, jwks_for=jwks_for, hbone=hbone, trust_domain=settings.trust_domain,
-                domain_suffix=settings.domain_suffix, root_namespace=settings.root_namespace)
+                pod,
+                services,
+                pods,
+                objects.get("AuthorizationPolicy", ()),
+                objects.get("RequestAuthentication", ()),
+                mtls_mode=mtls,
+                mtls_ports=ports,
+                jwks_for=jwks_for,
+                hbone=hbone,
+                trust_domain=settings.trust_domain,
+                domain_suffix=settings.domain_suffix,
+                root_namespace=settings.root_namespace,
+            )
         except (ValueError, TypeError) as e:
             problems.append(f"sidecar of {_namespace(pod)}/{_meta(pod).get('name')} left out: {e}")
             continue
@@ -358,8 +454,12 @@ def proxy_resources(objects: Mapping[str, Iterable[dict[str, Any]]], attachments
 
 # ---- the whole translation ------------------------------------------------------------------------
 
-def translate(objects: Mapping[str, Iterable[dict[str, Any]]], settings: Settings = Settings(),
-              jwks_for: Callable[[str], str | None] = lambda uri: None) -> Translation:
+
+def translate(
+    objects: Mapping[str, Iterable[dict[str, Any]]],
+    settings: Settings = Settings(),
+    jwks_for: Callable[[str], str | None] = lambda uri: None,
+) -> Translation:
     """Everything ztunnels and waypoints are sent, from the objects by kind: Namespace, Pod, Service,
     AuthorizationPolicy, PeerAuthentication, RequestAuthentication, Gateway (missing kinds count as
     none)."""
@@ -395,9 +495,15 @@ def translate(objects: Mapping[str, Iterable[dict[str, Any]]], settings: Setting
         if not is_listed(pod):
             continue
         namespace = _namespace(pod)
-        resource = workload_resource(pod, namespace_labels.get(namespace, {}), services_by_namespace[namespace],
-                                     policies, peer_authns, settings,
-                                     attachments.reference(attachments.for_pod(pod)))
+        resource = workload_resource(
+            pod,
+            namespace_labels.get(namespace, {}),
+            services_by_namespace[namespace],
+            policies,
+            peer_authns,
+            settings,
+            attachments.reference(attachments.for_pod(pod)),
+        )
         addresses[workload_name(pod, settings)] = versioned(resource)
 
     resources = {AUTHORIZATION: dict(sorted(authorizations.items())), ADDRESS: dict(sorted(addresses.items()))}

@@ -6,6 +6,7 @@ certificate is published in ConfigMap `istio-system/istio-ca-root-cert` (`root-c
 ztunnel reads it. istiod's certificate for port 15012 is signed directly by that root and renewed at
 half-life; connections accepted after a renewal get the new one.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from typing import Awaitable, Callable, TypeVar
 
 import trio
 
-from lab.client.protocol import ProtocolError
 from lab.client import AsyncLabClient, LabError
+from lab.client.protocol import ProtocolError
 from mesh.contract import ISTIO_NAMESPACE, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY
 from mesh.identity.ca import CAError, RootCA, make_csr, refresh_at
 from mesh.identity.spiffe import Identity
@@ -34,15 +35,26 @@ T = TypeVar("T")
 
 def secret_manifest(root: RootCA) -> str:
     cert, key = root.to_pem()
-    return json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "istio.io/ca-root",
-                       "metadata": {"name": CA_SECRET, "namespace": NAMESPACE},
-                       "data": {"ca-cert.pem": cert, "ca-key.pem": key}})
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "istio.io/ca-root",
+            "metadata": {"name": CA_SECRET, "namespace": NAMESPACE},
+            "data": {"ca-cert.pem": cert, "ca-key.pem": key},
+        }
+    )
 
 
 def configmap_manifest(root: RootCA) -> str:
-    return json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": ROOT_CONFIGMAP, "namespace": NAMESPACE},
-                       "data": {ROOT_CERT_KEY: root.cert_pem}})
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": ROOT_CONFIGMAP, "namespace": NAMESPACE},
+            "data": {ROOT_CERT_KEY: root.cert_pem},
+        }
+    )
 
 
 async def _find(client: AsyncLabClient, kind: str, name: str) -> dict | None:
@@ -62,9 +74,14 @@ async def load_or_create_root(client: AsyncLabClient) -> RootCA:
             raise LabError(f"Secret {NAMESPACE}/{CA_SECRET} vanished right after it was created")
     data = secret.get("data") or {}
     root = RootCA.from_pem(data["ca-cert.pem"], data["ca-key.pem"])
-    log.info("mesh root CA %s (trust domain %s, expires %s), from Secret %s/%s",
-             format(root.cert.serial_number, "x"), root.trust_domain,
-             root.cert.not_valid_after_utc.strftime("%Y-%m-%d"), NAMESPACE, CA_SECRET)
+    log.info(
+        "mesh root CA %s (trust domain %s, expires %s), from Secret %s/%s",
+        format(root.cert.serial_number, "x"),
+        root.trust_domain,
+        root.cert.not_valid_after_utc.strftime("%Y-%m-%d"),
+        NAMESPACE,
+        CA_SECRET,
+    )
     return root
 
 

@@ -3,6 +3,7 @@
 What to deploy and what the status says is decided by the pure model in `mesh.istiod.waypoints`;
 this module only applies it through the lab API, one reconcile pass at a time, retried with backoff.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,22 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import trio
 
-from lab.client.protocol import ProtocolError
-from lab.client.backoff import Backoff
 from lab.client import AsyncLabClient, LabError, LabUnavailable
-from mesh.istiod.objects import meta as _meta, name as _name, namespace as _namespace
-from mesh.istiod.waypoints import (DEFAULT_TAG, attached_route_count, desired_objects, drift, gateway_status,
-                                   is_owned_by, is_waypoint, status_update)
+from lab.client.backoff import Backoff
+from lab.client.protocol import ProtocolError
+from mesh.istiod.objects import meta as _meta
+from mesh.istiod.objects import name as _name
+from mesh.istiod.objects import namespace as _namespace
+from mesh.istiod.waypoints import (
+    DEFAULT_TAG,
+    attached_route_count,
+    desired_objects,
+    drift,
+    gateway_status,
+    is_owned_by,
+    is_waypoint,
+    status_update,
+)
 
 if TYPE_CHECKING:
     from mesh.istiod.state import MeshState
@@ -84,8 +95,14 @@ class WaypointController:
             current = self.state.objects.get(kind, namespace, name)
             if current is not None and not is_owned_by(current, gateway):
                 # A former Gateway's (the garbage collector removes it) or the user's: not ours to change.
-                self.once.warn(key, "waypoint %s/%s: %s %s exists and is not owned by this Gateway; leaving it",
-                               namespace, name, kind, name)
+                self.once.warn(
+                    key,
+                    "waypoint %s/%s: %s %s exists and is not owned by this Gateway; leaving it",
+                    namespace,
+                    name,
+                    kind,
+                    name,
+                )
                 problem = problem or f"{kind} {name} exists and is not owned by this Gateway"
                 continue
             patch = drift(current, desired)
@@ -122,15 +139,17 @@ class WaypointController:
         if service is not None and not is_owned_by(service, gateway):
             service = None
         routes = self.state.objects.list("HTTPRoute")
-        desired = gateway_status(gateway, service, problem, attached_route_count(gateway, routes),
-                                 self.state.settings.domain_suffix)
+        desired = gateway_status(
+            gateway, service, problem, attached_route_count(gateway, routes), self.state.settings.domain_suffix
+        )
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         status = status_update(gateway.get("status"), desired, now)
         if status is None:
             return
         try:
-            updated = await self.client.call("update_status", kind="Gateway", namespace=namespace, name=name,
-                                             status=status)
+            updated = await self.client.call(
+                "update_status", kind="Gateway", namespace=namespace, name=name, status=status
+            )
         except LabError as e:
             if "not found" in str(e):
                 return  # deleted meanwhile
@@ -140,8 +159,9 @@ class WaypointController:
         log.info("Gateway %s/%s: Programmed=%s (%s)", namespace, name, programmed["status"], programmed["message"])
 
 
-async def reconcile_waypoints(client: AsyncLabClient, state: "MeshState", backoff: Backoff | None = None,
-                              tag: str = DEFAULT_TAG) -> None:
+async def reconcile_waypoints(
+    client: AsyncLabClient, state: "MeshState", backoff: Backoff | None = None, tag: str = DEFAULT_TAG
+) -> None:
     """Keeps every waypoint Gateway's objects and status current, forever: woken by
     `state.waypoints_due` (set after each translation); a failed pass is retried with backoff and
     logged once."""

@@ -18,25 +18,41 @@ HBONE listener on 15008 (`is_waypoint`). The model is docs/waypoints.md; in shor
 Everything here is pure; the controller that talks to the lab API is `mesh.istiod.waypoint_controller`,
 kept apart so istiod's translation (which reads the attachment model) stays pure.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from mesh.contract import (CANONICAL_NAME_LABEL, DATAPLANE_MODE_LABEL, DATAPLANE_MODE_NONE, ENV_GATEWAY_NAME,
-                           ENV_ISTIOD_ADDRESS, ENVOY_PROMETHEUS_PORT,
-                           GATEWAY_NAME_LABEL, HBONE_PORT, ISTIO_NAMESPACE, ISTIOD_ADDRESS, METRICS_PORT,
-                           READINESS_PORT, SIDECAR_INJECT_LABEL, USE_WAYPOINT_LABEL, WAYPOINT_FOR_LABEL)
-from mesh.istiod.objects import (Obj, annotations as _annotations, is_live as _is_live, labels as _labels,
-                                 meta as _meta, name as _name, namespace as _namespace, selects_pod,
-                                 service_account as _service_account)
+from mesh.contract import (
+    CANONICAL_NAME_LABEL,
+    DATAPLANE_MODE_LABEL,
+    DATAPLANE_MODE_NONE,
+    ENV_GATEWAY_NAME,
+    ENV_ISTIOD_ADDRESS,
+    ENVOY_PROMETHEUS_PORT,
+    GATEWAY_NAME_LABEL,
+    HBONE_PORT,
+    ISTIO_NAMESPACE,
+    ISTIOD_ADDRESS,
+    METRICS_PORT,
+    READINESS_PORT,
+    SIDECAR_INJECT_LABEL,
+    USE_WAYPOINT_LABEL,
+    WAYPOINT_FOR_LABEL,
+)
+from mesh.istiod.objects import Obj, selects_pod
+from mesh.istiod.objects import annotations as _annotations
+from mesh.istiod.objects import is_live as _is_live
+from mesh.istiod.objects import labels as _labels
+from mesh.istiod.objects import meta as _meta
+from mesh.istiod.objects import name as _name
+from mesh.istiod.objects import namespace as _namespace
+from mesh.istiod.objects import service_account as _service_account
 
 WAYPOINT_CLASSES = ("istio-waypoint", "istio")
-USE_WAYPOINT = USE_WAYPOINT_LABEL
-WAYPOINT_FOR = WAYPOINT_FOR_LABEL
 FOR_SERVICE_ACCOUNT = "istio.io/for-service-account"
-GATEWAY_NAME = GATEWAY_NAME_LABEL
 MANAGED = "gateway.istio.io/managed"
 MANAGED_VALUE = "istio.io-mesh-controller"
 NONE = "#none"  # a use-waypoint value: no waypoint for this object
@@ -55,27 +71,29 @@ IMPLICIT_NAMESPACE = "implicit (namespace)"
 IMPLICIT_SERVICE_ACCOUNT = "implicit (service account)"
 
 
-
 # ---- which Gateways are waypoints -----------------------------------------------------------------
+
 
 def is_waypoint(gateway: Obj) -> bool:
     """A Gateway of a waypoint class with an HBONE listener on 15008."""
     spec = gateway.get("spec") or {}
     if gateway.get("kind", "Gateway") != "Gateway" or spec.get("gatewayClassName") not in WAYPOINT_CLASSES:
         return False
-    return any(isinstance(listener, Mapping) and listener.get("protocol") == "HBONE"
-               and listener.get("port") == HBONE_PORT for listener in spec.get("listeners") or [])
+    return any(
+        isinstance(listener, Mapping) and listener.get("protocol") == "HBONE" and listener.get("port") == HBONE_PORT
+        for listener in spec.get("listeners") or []
+    )
 
 
 def traffic_type(gateway: Obj) -> str:
     """`istio.io/waypoint-for`: service (when unset), workload, all or none. Another value is
     returned as written and serves nothing."""
-    return _labels(gateway).get(WAYPOINT_FOR) or DEFAULT_TRAFFIC_TYPE
+    return _labels(gateway).get(WAYPOINT_FOR_LABEL) or DEFAULT_TRAFFIC_TYPE
 
 
 def is_implicit(gateway: Obj) -> bool:
     """A waypoint of the article's era: no `istio.io/waypoint-for` label (see `Attachments`)."""
-    return WAYPOINT_FOR not in _labels(gateway)
+    return WAYPOINT_FOR_LABEL not in _labels(gateway)
 
 
 def service_hostname(namespace: str, name: str, domain_suffix: str = "cluster.local") -> str:
@@ -84,14 +102,24 @@ def service_hostname(namespace: str, name: str, domain_suffix: str = "cluster.lo
 
 # ---- what istiod deploys for a waypoint ---------------------------------------------------------------
 
+
 def owner_reference(gateway: Obj) -> dict[str, Any]:
-    return {"apiVersion": gateway.get("apiVersion") or "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "name": _name(gateway), "uid": _meta(gateway).get("uid") or "", "controller": True}
+    return {
+        "apiVersion": gateway.get("apiVersion") or "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "name": _name(gateway),
+        "uid": _meta(gateway).get("uid") or "",
+        "controller": True,
+    }
 
 
 def _object_meta(gateway: Obj, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    meta = {"name": _name(gateway), "namespace": _namespace(gateway), "labels": labels,
-            "ownerReferences": [owner_reference(gateway)]}
+    meta = {
+        "name": _name(gateway),
+        "namespace": _namespace(gateway),
+        "labels": labels,
+        "ownerReferences": [owner_reference(gateway)],
+    }
     if annotations:
         meta["annotations"] = annotations
     return meta
@@ -99,46 +127,73 @@ def _object_meta(gateway: Obj, labels: dict[str, str], annotations: dict[str, st
 
 def desired_service_account(gateway: Obj) -> dict[str, Any]:
     name = _name(gateway)
-    return {"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": _object_meta(gateway, {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE})}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _object_meta(gateway, {GATEWAY_NAME_LABEL: name, MANAGED: MANAGED_VALUE}),
+    }
 
 
 def desired_deployment(gateway: Obj, tag: str = DEFAULT_TAG) -> dict[str, Any]:
     """The waypoint's Deployment, without `replicas` (1 on creation, the user's afterwards)."""
     name = _name(gateway)
-    labels = {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE}
-    pod_labels = {**labels, DATAPLANE_MODE_LABEL: DATAPLANE_MODE_NONE, SIDECAR_INJECT_LABEL: "false",
-                  CANONICAL_NAME_LABEL: name}
+    labels = {GATEWAY_NAME_LABEL: name, MANAGED: MANAGED_VALUE}
+    pod_labels = {
+        **labels,
+        DATAPLANE_MODE_LABEL: DATAPLANE_MODE_NONE,
+        SIDECAR_INJECT_LABEL: "false",
+        CANONICAL_NAME_LABEL: name,
+    }
     container = {
         "name": "istio-proxy",
         "image": f"{PROXY_REPOSITORY}:{tag}",
         "args": ["proxy", "waypoint"],
-        "ports": [{"name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP"},
-                  {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-                  {"name": "status-port", "containerPort": READINESS_PORT, "protocol": "TCP"},
-                  {"name": "http-envoy-prom", "containerPort": ENVOY_PROMETHEUS_PORT, "protocol": "TCP"}],
-        "env": [{"name": ENV_ISTIOD_ADDRESS, "value": ISTIOD_ADDRESS},
-                {"name": ENV_GATEWAY_NAME, "value": name},
-                {"name": "ISTIO_META_WAYPOINT_FOR", "value": traffic_type(gateway)}],
+        "ports": [
+            {"name": "mesh", "containerPort": HBONE_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": "status-port", "containerPort": READINESS_PORT, "protocol": "TCP"},
+            {"name": "http-envoy-prom", "containerPort": ENVOY_PROMETHEUS_PORT, "protocol": "TCP"},
+        ],
+        "env": [
+            {"name": ENV_ISTIOD_ADDRESS, "value": ISTIOD_ADDRESS},
+            {"name": ENV_GATEWAY_NAME, "value": name},
+            {"name": "ISTIO_META_WAYPOINT_FOR", "value": traffic_type(gateway)},
+        ],
         "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": READINESS_PORT}, "periodSeconds": 1},
     }
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": _object_meta(gateway, labels),
-            "spec": {"selector": {"matchLabels": {GATEWAY_NAME: name}},
-                     "template": {"metadata": {"labels": pod_labels},
-                                  "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 2,
-                                           "containers": [container]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _object_meta(gateway, labels),
+        "spec": {
+            "selector": {"matchLabels": {GATEWAY_NAME_LABEL: name}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 2, "containers": [container]},
+            },
+        },
+    }
 
 
 def desired_service(gateway: Obj) -> dict[str, Any]:
     name = _name(gateway)
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": _object_meta(gateway, {GATEWAY_NAME: name, MANAGED: MANAGED_VALUE},
-                                     {"networking.istio.io/traffic-distribution": "PreferClose"}),
-            "spec": {"type": "ClusterIP", "selector": {GATEWAY_NAME: name},
-                     "ports": [{"name": "status-port", "port": READINESS_PORT, "protocol": "TCP",
-                                "targetPort": READINESS_PORT},
-                               {"name": "mesh", "port": HBONE_PORT, "protocol": "TCP", "targetPort": HBONE_PORT}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _object_meta(
+            gateway,
+            {GATEWAY_NAME_LABEL: name, MANAGED: MANAGED_VALUE},
+            {"networking.istio.io/traffic-distribution": "PreferClose"},
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {GATEWAY_NAME_LABEL: name},
+            "ports": [
+                {"name": "status-port", "port": READINESS_PORT, "protocol": "TCP", "targetPort": READINESS_PORT},
+                {"name": "mesh", "port": HBONE_PORT, "protocol": "TCP", "targetPort": HBONE_PORT},
+            ],
+        },
+    }
 
 
 def desired_objects(gateway: Obj, tag: str = DEFAULT_TAG) -> list[dict[str, Any]]:
@@ -148,8 +203,10 @@ def desired_objects(gateway: Obj, tag: str = DEFAULT_TAG) -> list[dict[str, Any]
 
 def is_owned_by(obj: Obj, gateway: Obj) -> bool:
     uid = _meta(gateway).get("uid")
-    return any(ref.get("controller") and ref.get("kind") == "Gateway" and ref.get("uid") == uid
-               for ref in _meta(obj).get("ownerReferences") or [])
+    return any(
+        ref.get("controller") and ref.get("kind") == "Gateway" and ref.get("uid") == uid
+        for ref in _meta(obj).get("ownerReferences") or []
+    )
 
 
 def drift(current: Obj | None, desired: Obj) -> dict[str, Any] | None:
@@ -164,13 +221,17 @@ def drift(current: Obj | None, desired: Obj) -> dict[str, Any] | None:
     meta, live_meta = desired["metadata"], _meta(current)
     wanted = copy_json(desired)
     if desired["kind"] == "Deployment":
-        stamp = (((current.get("spec") or {}).get("template") or {}).get("metadata") or {}) \
-            .get("annotations", {}).get(RESTARTED_AT)
+        stamp = (
+            (((current.get("spec") or {}).get("template") or {}).get("metadata") or {})
+            .get("annotations", {})
+            .get(RESTARTED_AT)
+        )
         if stamp:
             wanted["spec"]["template"]["metadata"].setdefault("annotations", {})[RESTARTED_AT] = stamp
     labels_ok = all((live_meta.get("labels") or {}).get(k) == v for k, v in (meta.get("labels") or {}).items())
-    annotations_ok = all((live_meta.get("annotations") or {}).get(k) == v
-                         for k, v in (meta.get("annotations") or {}).items())
+    annotations_ok = all(
+        (live_meta.get("annotations") or {}).get(k) == v for k, v in (meta.get("annotations") or {}).items()
+    )
     live_spec = dict(current.get("spec") or {})
     if desired["kind"] == "Deployment":
         live_spec.pop("replicas", None)
@@ -187,13 +248,19 @@ def copy_json(obj: Any) -> Any:
 
 # ---- the Gateway's status ------------------------------------------------------------------------------
 
+
 def waypoint_service_address(service: Obj | None) -> str | None:
     ip = ((service or {}).get("spec") or {}).get("clusterIP")
     return ip if ip and ip != "None" else None
 
 
-def gateway_status(gateway: Obj, service: Obj | None, problem: str | None = None,
-                   attached_routes: int = 0, domain_suffix: str = "cluster.local") -> dict[str, Any]:
+def gateway_status(
+    gateway: Obj,
+    service: Obj | None,
+    problem: str | None = None,
+    attached_routes: int = 0,
+    domain_suffix: str = "cluster.local",
+) -> dict[str, Any]:
     """The status istiod reports for a waypoint Gateway (conditions without lastTransitionTime).
 
     Programmed once its Service has a ClusterIP; False/Invalid when istiod could not create its
@@ -213,8 +280,9 @@ def gateway_status(gateway: Obj, service: Obj | None, problem: str | None = None
     if problem:
         programmed = condition("Programmed", False, "Invalid", f"Failed to create the waypoint: {problem}")
     elif ip:
-        programmed = condition("Programmed", True, "Programmed",
-                               f"Resource programmed, assigned to service(s) {host}:{HBONE_PORT}")
+        programmed = condition(
+            "Programmed", True, "Programmed", f"Resource programmed, assigned to service(s) {host}:{HBONE_PORT}"
+        )
     else:
         programmed = condition("Programmed", False, "Pending", f"Waiting for service {host} to get an address")
     status: dict[str, Any] = {
@@ -223,12 +291,19 @@ def gateway_status(gateway: Obj, service: Obj | None, problem: str | None = None
         "listeners": [],
     }
     for listener in (gateway.get("spec") or {}).get("listeners") or []:
-        status["listeners"].append({
-            "name": listener.get("name", ""), "supportedKinds": [], "attachedRoutes": attached_routes,
-            "conditions": [condition("Accepted", True, "Accepted", "No errors found"),
-                           condition("Conflicted", False, "NoConflicts", "No errors found"),
-                           condition("Programmed", True, "Programmed", "No errors found"),
-                           condition("ResolvedRefs", True, "ResolvedRefs", "No errors found")]})
+        status["listeners"].append(
+            {
+                "name": listener.get("name", ""),
+                "supportedKinds": [],
+                "attachedRoutes": attached_routes,
+                "conditions": [
+                    condition("Accepted", True, "Accepted", "No errors found"),
+                    condition("Conflicted", False, "NoConflicts", "No errors found"),
+                    condition("Programmed", True, "Programmed", "No errors found"),
+                    condition("ResolvedRefs", True, "ResolvedRefs", "No errors found"),
+                ],
+            }
+        )
     return status
 
 
@@ -238,8 +313,11 @@ def attached_route_count(gateway: Obj, routes: Iterable[Obj]) -> int:
     count = 0
     for route in routes:
         for ref in (route.get("spec") or {}).get("parentRefs") or []:
-            if (ref.get("kind") or "Gateway") == "Gateway" and ref.get("name") == name \
-                    and (ref.get("namespace") or _namespace(route)) == namespace:
+            if (
+                (ref.get("kind") or "Gateway") == "Gateway"
+                and ref.get("name") == name
+                and (ref.get("namespace") or _namespace(route)) == namespace
+            ):
                 count += 1
                 break
     return count
@@ -278,6 +356,7 @@ def status_update(current: Obj | None, desired: Obj, now: str) -> dict[str, Any]
 
 
 # ---- attachment: which workloads and services a waypoint serves -------------------------------------
+
 
 @dataclass(frozen=True)
 class WaypointChoice:
@@ -331,9 +410,9 @@ class Attachments:
         for pod in objects.get("Pod", ()):
             if _is_live(pod):
                 self._pods.setdefault(_namespace(pod), []).append(pod)
-        self._labelled = {ns for ns, labels in self._namespace_labels.items() if USE_WAYPOINT in labels}
+        self._labelled = {ns for ns, labels in self._namespace_labels.items() if USE_WAYPOINT_LABEL in labels}
         for obj in [*self._services.values(), *(p for pods in self._pods.values() for p in pods)]:
-            if USE_WAYPOINT in _labels(obj):
+            if USE_WAYPOINT_LABEL in _labels(obj):
                 self._labelled.add(_namespace(obj))
         self._implicit: dict[str, list[Obj]] = {}
         for (ns, _), gw in sorted(self._gateways.items()):
@@ -360,15 +439,15 @@ class Attachments:
         if namespace in SKIPPED_NAMESPACES:
             return None
         labels = _labels(obj)
-        gateway_of = labels.get(GATEWAY_NAME)  # set on a waypoint's own pods and Service
+        gateway_of = labels.get(GATEWAY_NAME_LABEL)  # set on a waypoint's own pods and Service
         if self.is_implicit_namespace(namespace):
             return None if gateway_of else self._implicit_choice(obj, own_how == POD_LABEL)
-        if USE_WAYPOINT in labels:
-            target, how = parse_use_waypoint(labels[USE_WAYPOINT], namespace), own_how
+        if USE_WAYPOINT_LABEL in labels:
+            target, how = parse_use_waypoint(labels[USE_WAYPOINT_LABEL], namespace), own_how
         elif gateway_of:
             return None
         else:
-            value = self._namespace_labels.get(namespace, {}).get(USE_WAYPOINT, "")
+            value = self._namespace_labels.get(namespace, {}).get(USE_WAYPOINT_LABEL, "")
             target, how = parse_use_waypoint(value, namespace), NAMESPACE_LABEL
         if target is None or (gateway_of and target == (namespace, gateway_of)):
             return None
@@ -404,15 +483,16 @@ class Attachments:
             return None
         ref: dict[str, Any] = {"destination": f"{choice.namespace}/{choice.hostname(self.domain_suffix)}"}
         service = self._services.get((choice.namespace, choice.name))
-        if choice.found and service is not None and _labels(service).get(GATEWAY_NAME) == choice.name:
+        if choice.found and service is not None and _labels(service).get(GATEWAY_NAME_LABEL) == choice.name:
             ip = waypoint_service_address(service)
             if ip:
                 ref["address"] = ip
         ref["hboneMtlsPort"] = HBONE_PORT
         return ref
 
-    def served_by(self, gateway: Obj,
-                  objects: Mapping[str, Iterable[Obj]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def served_by(
+        self, gateway: Obj, objects: Mapping[str, Iterable[Obj]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         key = (_namespace(gateway), _name(gateway))
 
         def mine(choice: WaypointChoice | None) -> bool:
@@ -424,19 +504,22 @@ class Attachments:
         return sorted(services, key=order), sorted(pods, key=order)
 
 
-def waypoint_for_service(service: Obj, objects: Mapping[str, Iterable[Obj]],
-                         domain_suffix: str = "cluster.local") -> WaypointChoice | None:
+def waypoint_for_service(
+    service: Obj, objects: Mapping[str, Iterable[Obj]], domain_suffix: str = "cluster.local"
+) -> WaypointChoice | None:
     """The waypoint `service` uses, given the objects by kind (Namespace, Gateway, Service, Pod)."""
     return Attachments(objects, domain_suffix).for_service(service)
 
 
-def waypoint_for_pod(pod: Obj, objects: Mapping[str, Iterable[Obj]],
-                     domain_suffix: str = "cluster.local") -> WaypointChoice | None:
+def waypoint_for_pod(
+    pod: Obj, objects: Mapping[str, Iterable[Obj]], domain_suffix: str = "cluster.local"
+) -> WaypointChoice | None:
     """The waypoint `pod` uses, given the objects by kind (Namespace, Gateway, Service, Pod)."""
     return Attachments(objects, domain_suffix).for_pod(pod)
 
 
-def served_by(waypoint_gateway: Obj, objects: Mapping[str, Iterable[Obj]],
-              domain_suffix: str = "cluster.local") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def served_by(
+    waypoint_gateway: Obj, objects: Mapping[str, Iterable[Obj]], domain_suffix: str = "cluster.local"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the Services, the live Pods) that use this waypoint, each sorted by namespace and name."""
     return Attachments(objects, domain_suffix).served_by(waypoint_gateway, objects)

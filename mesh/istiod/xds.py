@@ -18,6 +18,7 @@ whose names start with `<ns>/<name>/` (`mesh.istiod.proxyconfig`).
 /debug/syncz by `mesh.istiod.debug`): who each is, what it asked for, its version, and per type
 the version hash of what was last sent against what is current (SYNCED, STALE or NOT SENT).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,8 @@ import trio
 
 from lab.client.protocol import encode
 from mesh import contract
-from mesh.istiod.auth import TokenReviewer, Unauthenticated
 from mesh.contract import PROXY_TYPES
+from mesh.istiod.auth import TokenReviewer, Unauthenticated
 from mesh.istiod.proxyconfig import proxy_id
 from mesh.istiod.translate import ALL_TYPES, TYPES, Resources, Versioned, diff
 
@@ -56,12 +57,11 @@ def parse_known(known: object) -> Resources:
     result: Resources = {}
     for type_, versions in known.items():
         if not isinstance(versions, Mapping) or not all(
-                isinstance(name, str) and isinstance(version, str) for name, version in versions.items()):
+            isinstance(name, str) and isinstance(version, str) for name, version in versions.items()
+        ):
             raise BadRequest(f"known[{type_!r}] must map resource names to version strings")
         result[type_] = {name: Versioned(version, None) for name, version in versions.items()}
     return result
-
-
 
 
 def parse_view(types: object, proxy: object) -> tuple[tuple[str, ...], str | None]:
@@ -98,8 +98,16 @@ def delta_messages(sent: Resources, current: Resources, types: tuple[str, ...] =
     for type_ in types:
         changed, removed = diff(sent.get(type_, {}), current.get(type_, {}))
         if changed or removed:
-            messages.append({"type": type_, "removed": removed, "resources": [
-                {"name": name, "version": res.version, "resource": res.resource} for name, res in changed.items()]})
+            messages.append(
+                {
+                    "type": type_,
+                    "removed": removed,
+                    "resources": [
+                        {"name": name, "version": res.version, "resource": res.resource}
+                        for name, res in changed.items()
+                    ],
+                }
+            )
     return messages
 
 
@@ -194,13 +202,30 @@ class SubscriberRegistry:
         self._ids = itertools.count(1)
         self._live: dict[str, Subscriber] = {}
 
-    def connect(self, *, namespace: str, service_account: str, pod_name: str, node: str,
-                types: tuple[str, ...], proxy: str | None = None, prefix: str | None = None,
-                version: str | None = None) -> Subscriber:
-        sub = Subscriber(id=f"{node or '?'}-{next(self._ids)}", service_account=f"{namespace}/{service_account}",
-                         identity=f"spiffe://{self.trust_domain}/ns/{namespace}/sa/{service_account}",
-                         node=node, pod=f"{namespace}/{pod_name}", proxy=proxy, types=tuple(types),
-                         version=version, prefix=prefix, connected_at=self._clock())
+    def connect(
+        self,
+        *,
+        namespace: str,
+        service_account: str,
+        pod_name: str,
+        node: str,
+        types: tuple[str, ...],
+        proxy: str | None = None,
+        prefix: str | None = None,
+        version: str | None = None,
+    ) -> Subscriber:
+        sub = Subscriber(
+            id=f"{node or '?'}-{next(self._ids)}",
+            service_account=f"{namespace}/{service_account}",
+            identity=f"spiffe://{self.trust_domain}/ns/{namespace}/sa/{service_account}",
+            node=node,
+            pod=f"{namespace}/{pod_name}",
+            proxy=proxy,
+            types=tuple(types),
+            version=version,
+            prefix=prefix,
+            connected_at=self._clock(),
+        )
         self._live[sub.id] = sub
         return sub
 
@@ -227,12 +252,25 @@ class SubscriberRegistry:
         types = {}
         for type_ in sub.types:
             current = type_version(mine.get(type_, {})) if published is not None else None
-            types[type_] = {"state": sub.state(type_, current), "sent": sub.sent.get(type_), "current": current,
-                            "resources": len(mine.get(type_, {}))}
-        return {"id": sub.id, "pod": sub.pod, "node": sub.node, "identity": sub.identity,
-                "serviceAccount": sub.service_account, "proxy": sub.proxy, "version": sub.version,
-                "connectedAt": _rfc3339(sub.connected_at), "lastSentAt": _rfc3339(sub.sent_at),
-                "pushes": sub.pushes, "types": types}
+            types[type_] = {
+                "state": sub.state(type_, current),
+                "sent": sub.sent.get(type_),
+                "current": current,
+                "resources": len(mine.get(type_, {})),
+            }
+        return {
+            "id": sub.id,
+            "pod": sub.pod,
+            "node": sub.node,
+            "identity": sub.identity,
+            "serviceAccount": sub.service_account,
+            "proxy": sub.proxy,
+            "version": sub.version,
+            "connectedAt": _rfc3339(sub.connected_at),
+            "lastSentAt": _rfc3339(sub.sent_at),
+            "pushes": sub.pushes,
+            "types": types,
+        }
 
     def syncz(self, published: Resources | None) -> list[dict[str, Any]]:
         return [self.status(sub, published) for sub in self]
@@ -242,8 +280,7 @@ class ConfigStream:
     """Serves Subscribe requests from a publisher (one call of `serve` per subscriber connection);
     `registry` holds the live ones."""
 
-    def __init__(self, publisher: ConfigPublisher, reviewer: TokenReviewer,
-                 registry: SubscriberRegistry | None = None):
+    def __init__(self, publisher: ConfigPublisher, reviewer: TokenReviewer, registry: SubscriberRegistry | None = None):
         self._publisher = publisher
         self._reviewer = reviewer
         self.registry = registry if registry is not None else SubscriberRegistry()
@@ -269,11 +306,24 @@ class ConfigStream:
             log.warning("refused a subscription from %s: %s", who, e)
             await stream.send_all(encode({"ok": False, "error": f"bad request: {e}"}))
             return
-        log.info("%s connected (pod %s/%s, version %s, %d known resources)", who, caller.namespace,
-                 caller.pod_name, version or "unknown", sum(len(v) for v in known.values()))
-        sub = self.registry.connect(namespace=caller.namespace, service_account=caller.service_account,
-                                    pod_name=caller.pod_name, node=node, types=types,
-                                    proxy=request.get("proxy"), prefix=prefix, version=version)
+        log.info(
+            "%s connected (pod %s/%s, version %s, %d known resources)",
+            who,
+            caller.namespace,
+            caller.pod_name,
+            version or "unknown",
+            sum(len(v) for v in known.values()),
+        )
+        sub = self.registry.connect(
+            namespace=caller.namespace,
+            service_account=caller.service_account,
+            pod_name=caller.pod_name,
+            node=node,
+            types=types,
+            proxy=request.get("proxy"),
+            prefix=prefix,
+            version=version,
+        )
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_at_eof, stream, nursery.cancel_scope)
@@ -282,9 +332,15 @@ class ConfigStream:
             self.registry.disconnect(sub)
             log.info("%s disconnected", who)
 
-    async def _push(self, stream: trio.abc.SendStream, sent: Resources, who: str,
-                    types: tuple[str, ...] = TYPES, prefix: str | None = None,
-                    sub: Subscriber | None = None) -> None:
+    async def _push(
+        self,
+        stream: trio.abc.SendStream,
+        sent: Resources,
+        who: str,
+        types: tuple[str, ...] = TYPES,
+        prefix: str | None = None,
+        sub: Subscriber | None = None,
+    ) -> None:
         """Full state (the difference from `sent`), SYNCED, then a delta per published change."""
         published = await self._publisher.next(None)
         first = True
@@ -299,8 +355,13 @@ class ConfigStream:
                 self.registry.record_sent(sub, current, pushed=bool(lines))
             if messages or first:
                 pushed, removed = count(messages)
-                log.info("pushed %d resources%s to %s%s", pushed, f" ({removed} removed)" if removed else "",
-                         who, " (synced)" if first else "")
+                log.info(
+                    "pushed %d resources%s to %s%s",
+                    pushed,
+                    f" ({removed} removed)" if removed else "",
+                    who,
+                    " (synced)" if first else "",
+                )
             sent, first = current, False
             published = await self._publisher.next(published)
 

@@ -5,6 +5,7 @@ turns each received resource into these types once, where it arrives (`Authoriza
 ztunnel's `TryFrom` conversions do), so a malformed policy is refused (NACKed) on arrival with the
 bad field named, instead of failing a connection later. `mesh.policy.rbac` evaluates them.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -87,14 +88,15 @@ class ServiceAccountMatch:
     def from_xds(cls, raw: Any, path: str) -> ServiceAccountMatch:
         raw = _mapping(raw, path)
         try:
-            return cls(_string(raw["namespace"], f"{path}.namespace"),
-                       _string(raw["serviceAccount"], f"{path}.serviceAccount"))
+            return cls(
+                _string(raw["namespace"], f"{path}.namespace"), _string(raw["serviceAccount"], f"{path}.serviceAccount")
+            )
         except KeyError as e:
             raise InvalidAuthorization(f"{path}.{e.args[0]}: required") from None
 
 
 def _network(raw: Any, path: str) -> IpNetwork:
-    """"ip/len" (a bare IP is a host prefix); host bits are ignored, as ztunnel's IpNet."""
+    """ "ip/len" (a bare IP is a host prefix); host bits are ignored, as ztunnel's IpNet."""
     try:
         return ipaddress.ip_network(_string(raw, path), strict=False)
     except ValueError:

@@ -57,6 +57,7 @@ class HttpDecision:
 
 # --- string matching as Istio builds Envoy StringMatchers ---------------------------------------
 
+
 def _string(pattern: str, value: str | None, *, ignore_case: bool = False, star_is_presence: bool = False) -> bool:
     """Istio's StringMatcher: `*` is any non-empty value, `*x` suffix, `x*` prefix, else exact."""
     if value is None:
@@ -124,6 +125,7 @@ def _ip_match(cidr: str, ip: str | None) -> bool:
 
 # --- JWT claims ------------------------------------------------------------------------------------
 
+
 def _claim_strings(claims: Mapping[str, Any] | None, path: list[str]) -> list[str]:
     """A claim's string value(s): a string, or the strings of a list (Envoy's list-or-value)."""
     value: Any = claims
@@ -140,7 +142,7 @@ def _claim_strings(claims: Mapping[str, Any] | None, path: list[str]) -> list[st
 
 def claim_path(key: str) -> list[str]:
     """`request.auth.claims[a][b]` -> ["a", "b"]; a single bracket keeps dots: [a.b] -> ["a.b"]."""
-    return re.findall(r"\[([^\[\]]*)\]", key[len("request.auth.claims"):])
+    return re.findall(r"\[([^\[\]]*)\]", key[len("request.auth.claims") :])
 
 
 def _claim_match(pattern: str, claims: Mapping[str, Any] | None, path: list[str]) -> bool:
@@ -203,7 +205,9 @@ def normalize_path(target: str) -> str:
 def _path_template_regex(template: str) -> str:
     """Envoy's uri_template: {*} one segment, {**} any number of segments."""
     parts = re.split(r"(\{\*\*\}|\{\*\})", template)
-    return "".join({"{*}": _PCHAR + "+", "{**}": r"[a-zA-Z0-9\-._~%!$&'()+,;:@=/]*"}.get(p, re.escape(p)) for p in parts)
+    return "".join(
+        {"{*}": _PCHAR + "+", "{**}": r"[a-zA-Z0-9\-._~%!$&'()+,;:@=/]*"}.get(p, re.escape(p)) for p in parts
+    )
 
 
 def _path_match(pattern: str, path: str) -> bool:
@@ -213,6 +217,7 @@ def _path_match(pattern: str, path: str) -> bool:
 
 
 # --- rules ----------------------------------------------------------------------------------------
+
 
 def _field(values: Iterable[str], not_values: Iterable[str], predicate: Callable[[str], bool]) -> bool:
     """Any value must match (if there are values), and no negative value may."""
@@ -227,26 +232,33 @@ def _port_match(port: str, actual: int) -> bool:
 def _source_matches(src: Source, request: Request, policy_namespace: str) -> bool:
     identity, claims = request.src_identity, request.jwt_claims
     remote_ip = request.remote_ip or request.src_ip
-    return all((
-        _field(src.principals, src.not_principals, lambda p: _principal_match(p, identity)),
-        _field(src.request_principals, src.not_request_principals, lambda p: _request_principal_match(p, claims)),
-        _field(src.namespaces, src.not_namespaces, lambda p: _namespace_match(p, identity)),
-        _field(src.service_accounts, src.not_service_accounts,
-               lambda p: _service_account_match(p, identity, policy_namespace)),
-        _field(src.ip_blocks, src.not_ip_blocks, lambda p: _ip_match(p, request.src_ip)),
-        _field(src.remote_ip_blocks, src.not_remote_ip_blocks, lambda p: _ip_match(p, remote_ip)),
-        _field(src.trust_domains, src.not_trust_domains, lambda p: _trust_domain_match(p, identity)),
-    ))
+    return all(
+        (
+            _field(src.principals, src.not_principals, lambda p: _principal_match(p, identity)),
+            _field(src.request_principals, src.not_request_principals, lambda p: _request_principal_match(p, claims)),
+            _field(src.namespaces, src.not_namespaces, lambda p: _namespace_match(p, identity)),
+            _field(
+                src.service_accounts,
+                src.not_service_accounts,
+                lambda p: _service_account_match(p, identity, policy_namespace),
+            ),
+            _field(src.ip_blocks, src.not_ip_blocks, lambda p: _ip_match(p, request.src_ip)),
+            _field(src.remote_ip_blocks, src.not_remote_ip_blocks, lambda p: _ip_match(p, remote_ip)),
+            _field(src.trust_domains, src.not_trust_domains, lambda p: _trust_domain_match(p, identity)),
+        )
+    )
 
 
 def _operation_matches(op: Operation, request: Request) -> bool:
     path = normalize_path(request.path)
-    return all((
-        _field(op.hosts, op.not_hosts, lambda p: _string(p, request.host, ignore_case=True, star_is_presence=True)),
-        _field(op.ports, op.not_ports, lambda p: _port_match(p, request.dst_port)),
-        _field(op.methods, op.not_methods, lambda p: _header_match(p, request.method)),
-        _field(op.paths, op.not_paths, lambda p: _path_match(p, path)),
-    ))
+    return all(
+        (
+            _field(op.hosts, op.not_hosts, lambda p: _string(p, request.host, ignore_case=True, star_is_presence=True)),
+            _field(op.ports, op.not_ports, lambda p: _port_match(p, request.dst_port)),
+            _field(op.methods, op.not_methods, lambda p: _header_match(p, request.method)),
+            _field(op.paths, op.not_paths, lambda p: _path_match(p, path)),
+        )
+    )
 
 
 def _condition_predicate(key: str, request: Request, policy_namespace: str) -> Callable[[str], bool]:
@@ -268,7 +280,7 @@ def _condition_predicate(key: str, request: Request, policy_namespace: str) -> C
     if key in simple:
         return simple[key]
     if key.startswith("request.headers["):
-        name = key[len("request.headers["):-1]
+        name = key[len("request.headers[") : -1]
         return lambda v: _header_match(v, request.header(name))
     if key.startswith("request.auth.claims["):
         path = claim_path(key)
@@ -283,9 +295,11 @@ def _condition_matches(condition: Condition, request: Request, policy_namespace:
 
 def rule_matches(rule: Rule, request: Request, policy_namespace: str) -> bool:
     """One `from` (if any), one `to` (if any) and every `when`. An empty rule matches all."""
-    return ((not rule.from_ or any(_source_matches(s, request, policy_namespace) for s in rule.from_))
-            and (not rule.to or any(_operation_matches(o, request) for o in rule.to))
-            and all(_condition_matches(c, request, policy_namespace) for c in rule.when))
+    return (
+        (not rule.from_ or any(_source_matches(s, request, policy_namespace) for s in rule.from_))
+        and (not rule.to or any(_operation_matches(o, request) for o in rule.to))
+        and all(_condition_matches(c, request, policy_namespace) for c in rule.when)
+    )
 
 
 def matching_rule(policy: AuthorizationPolicy, request: Request) -> int | None:
@@ -298,6 +312,7 @@ def matching_rule(policy: AuthorizationPolicy, request: Request) -> int | None:
 
 # --- the decision ---------------------------------------------------------------------------------
 
+
 def _envoy_policy_id(policy: AuthorizationPolicy, rule: int) -> str:
     return f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{rule}]"
 
@@ -309,8 +324,9 @@ def _deny(policy: AuthorizationPolicy | None, reason: str, dry_run: tuple[str, .
 ExtAuthz = Callable[[str, Request], bool]
 
 
-def evaluate(request: Request, policies: Iterable[dict[str, Any] | AuthorizationPolicy], *,
-             ext_authz: ExtAuthz | None = None) -> HttpDecision:
+def evaluate(
+    request: Request, policies: Iterable[dict[str, Any] | AuthorizationPolicy], *, ext_authz: ExtAuthz | None = None
+) -> HttpDecision:
     """The decision for `request` under the policies that apply to the proxy serving it.
 
     A matching CUSTOM policy asks `ext_authz(provider, request)`; without one, the provider is
@@ -319,8 +335,11 @@ def evaluate(request: Request, policies: Iterable[dict[str, Any] | Authorization
     return evaluate_views([(request, policies)], ext_authz=ext_authz)
 
 
-def evaluate_views(views: Iterable[tuple[Request, Iterable[dict[str, Any] | AuthorizationPolicy]]], *,
-                   ext_authz: ExtAuthz | None = None) -> HttpDecision:
+def evaluate_views(
+    views: Iterable[tuple[Request, Iterable[dict[str, Any] | AuthorizationPolicy]]],
+    *,
+    ext_authz: ExtAuthz | None = None,
+) -> HttpDecision:
     """`evaluate` where each group of policies sees its own view of the request: at a waypoint a
     workload's selector policies see the workload's ip:port, targetRefs policies the Service's."""
     pairs = [(request, parse_as(AuthorizationPolicy, p)) for request, policies in views for p in policies]
@@ -330,8 +349,11 @@ def evaluate_views(views: Iterable[tuple[Request, Iterable[dict[str, Any] | Auth
         if matching_rule(policy, request) is None:
             continue
         if ext_authz is None:
-            return _deny(policy, f'ext_authz provider "{policy.provider}" is not defined: '
-                                 f"{policy.key} denies what it matches", dry_run)
+            return _deny(
+                policy,
+                f'ext_authz provider "{policy.provider}" is not defined: {policy.key} denies what it matches',
+                dry_run,
+            )
         if not ext_authz(policy.provider or "", request):
             return _deny(policy, f"ext_authz_denied by provider {policy.provider}", dry_run)
     for request, policy in ((r, p) for r, p in enforced if p.action == "DENY"):

@@ -12,14 +12,40 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar, Union
 
 from mesh.policy.validation import (
-    AUTHORIZATION_POLICY, DRY_RUN_ANNOTATION, OPERATION_FIELDS, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION,
-    SOURCE_FIELDS, Problem, parse_duration, validate, warnings,
+    AUTHORIZATION_POLICY,
+    DRY_RUN_ANNOTATION,
+    OPERATION_FIELDS,
+    PEER_AUTHENTICATION,
+    REQUEST_AUTHENTICATION,
+    SOURCE_FIELDS,
+    Problem,
+    parse_duration,
+    validate,
+    warnings,
 )
 
 __all__ = [
-    "validate", "warnings", "Problem", "InvalidPolicy", "parse", "parse_as", "parse_bool", "Policy", "Namespaced",
-    "AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication", "Selector", "TargetRef", "Rule",
-    "Source", "Operation", "Condition", "JwtRule", "JwtHeader", "ClaimToHeader",
+    "validate",
+    "warnings",
+    "Problem",
+    "InvalidPolicy",
+    "parse",
+    "parse_as",
+    "parse_bool",
+    "Policy",
+    "Namespaced",
+    "AuthorizationPolicy",
+    "PeerAuthentication",
+    "RequestAuthentication",
+    "Selector",
+    "TargetRef",
+    "Rule",
+    "Source",
+    "Operation",
+    "Condition",
+    "JwtRule",
+    "JwtHeader",
+    "ClaimToHeader",
 ]
 
 
@@ -167,6 +193,7 @@ P = TypeVar("P", AuthorizationPolicy, PeerAuthentication, RequestAuthentication)
 # ---------------------------------------------------------------------------------------------
 # Parsing
 
+
 def _strings(d: Mapping[str, Any], field: str) -> tuple[str, ...]:
     return tuple(d.get(field) or ())
 
@@ -183,8 +210,10 @@ def _selector(spec: Mapping[str, Any]) -> Selector | None:
 
 def _target_refs(spec: Mapping[str, Any]) -> tuple[TargetRef, ...]:
     refs = ([spec["targetRef"]] if spec.get("targetRef") else []) + list(spec.get("targetRefs") or [])
-    return tuple(TargetRef(kind=r["kind"], name=r["name"], group=r.get("group") or "",
-                           namespace=r.get("namespace") or "") for r in refs)
+    return tuple(
+        TargetRef(kind=r["kind"], name=r["name"], group=r.get("group") or "", namespace=r.get("namespace") or "")
+        for r in refs
+    )
 
 
 def parse_bool(value: str) -> bool | None:
@@ -198,35 +227,45 @@ def parse_bool(value: str) -> bool | None:
 
 def _parse_rule(rule: Mapping[str, Any]) -> Rule:
     return Rule(
-        from_=tuple(Source(**{_snake(f): _strings(item["source"], f) for f in SOURCE_FIELDS})
-                    for item in rule.get("from") or ()),
-        to=tuple(Operation(**{_snake(f): _strings(item["operation"], f) for f in OPERATION_FIELDS})
-                 for item in rule.get("to") or ()),
-        when=tuple(Condition(c["key"], _strings(c, "values"), _strings(c, "notValues"))
-                   for c in rule.get("when") or ()),
+        from_=tuple(
+            Source(**{_snake(f): _strings(item["source"], f) for f in SOURCE_FIELDS}) for item in rule.get("from") or ()
+        ),
+        to=tuple(
+            Operation(**{_snake(f): _strings(item["operation"], f) for f in OPERATION_FIELDS})
+            for item in rule.get("to") or ()
+        ),
+        when=tuple(
+            Condition(c["key"], _strings(c, "values"), _strings(c, "notValues")) for c in rule.get("when") or ()
+        ),
     )
 
 
-def _parse_authorization_policy(name: str, namespace: str, metadata: Mapping[str, Any],
-                                spec: Mapping[str, Any]) -> AuthorizationPolicy:
+def _parse_authorization_policy(
+    name: str, namespace: str, metadata: Mapping[str, Any], spec: Mapping[str, Any]
+) -> AuthorizationPolicy:
     dry_run = parse_bool((metadata.get("annotations") or {}).get(DRY_RUN_ANNOTATION) or "")
     return AuthorizationPolicy(
-        name=name, namespace=namespace, action=spec.get("action") or "ALLOW",
-        selector=_selector(spec), target_refs=_target_refs(spec),
+        name=name,
+        namespace=namespace,
+        action=spec.get("action") or "ALLOW",
+        selector=_selector(spec),
+        target_refs=_target_refs(spec),
         provider=(spec.get("provider") or {}).get("name"),
         rules=tuple(_parse_rule(rule) for rule in spec.get("rules") or ()),
         dry_run=bool(dry_run),
     )
 
 
-def _parse_peer_authentication(name: str, namespace: str, metadata: Mapping[str, Any],
-                               spec: Mapping[str, Any]) -> PeerAuthentication:
+def _parse_peer_authentication(
+    name: str, namespace: str, metadata: Mapping[str, Any], spec: Mapping[str, Any]
+) -> PeerAuthentication:
     ports = spec.get("portLevelMtls") or {}
     return PeerAuthentication(
-        name=name, namespace=namespace, selector=_selector(spec),
+        name=name,
+        namespace=namespace,
+        selector=_selector(spec),
         mode=(spec.get("mtls") or {}).get("mode") or "UNSET",
-        port_level_mtls=tuple(sorted((int(port), (mtls or {}).get("mode") or "UNSET")
-                                     for port, mtls in ports.items())),
+        port_level_mtls=tuple(sorted((int(port), (mtls or {}).get("mode") or "UNSET") for port, mtls in ports.items())),
         creation_timestamp=str(metadata.get("creationTimestamp") or ""),
     )
 
@@ -243,17 +282,22 @@ def _parse_jwt_rule(rule: Mapping[str, Any]) -> JwtRule:
         from_cookies=_strings(rule, "fromCookies"),
         forward_original_token=bool(rule.get("forwardOriginalToken")),
         output_payload_to_header=rule.get("outputPayloadToHeader") or "",
-        output_claim_to_headers=tuple(ClaimToHeader(o["header"], o["claim"])
-                                      for o in rule.get("outputClaimToHeaders") or ()),
+        output_claim_to_headers=tuple(
+            ClaimToHeader(o["header"], o["claim"]) for o in rule.get("outputClaimToHeaders") or ()
+        ),
         space_delimited_claims=_strings(rule, "spaceDelimitedClaims"),
         timeout_seconds=parse_duration(timeout) if timeout is not None else None,
     )
 
 
-def _parse_request_authentication(name: str, namespace: str, metadata: Mapping[str, Any],
-                                  spec: Mapping[str, Any]) -> RequestAuthentication:
+def _parse_request_authentication(
+    name: str, namespace: str, metadata: Mapping[str, Any], spec: Mapping[str, Any]
+) -> RequestAuthentication:
     return RequestAuthentication(
-        name=name, namespace=namespace, selector=_selector(spec), target_refs=_target_refs(spec),
+        name=name,
+        namespace=namespace,
+        selector=_selector(spec),
+        target_refs=_target_refs(spec),
         jwt_rules=tuple(_parse_jwt_rule(rule) for rule in spec.get("jwtRules") or ()),
     )
 
@@ -275,8 +319,9 @@ def parse(obj: Any) -> Policy:
     if problems:
         raise InvalidPolicy(problems)
     metadata = obj["metadata"]
-    return _PARSERS[obj["kind"]](metadata["name"], metadata.get("namespace") or "default",
-                                 metadata, obj.get("spec") or {})
+    return _PARSERS[obj["kind"]](
+        metadata["name"], metadata.get("namespace") or "default", metadata, obj.get("spec") or {}
+    )
 
 
 def parse_as(cls: type[P], obj: Mapping[str, Any] | P) -> P:

@@ -21,8 +21,9 @@ from mesh.policy.model import PeerAuthentication, parse_as
 
 STATIC_STRICT_NAME = "istio_converted_static_strict"
 CONVERTED_PREFIX = "converted_peer_authentication_"
-DISABLE_NOTE = ("mTLS mode DISABLE is ignored in ambient (HBONE is always mutual TLS): "
-                "plaintext is accepted as with PERMISSIVE")
+DISABLE_NOTE = (
+    "mTLS mode DISABLE is ignored in ambient (HBONE is always mutual TLS): plaintext is accepted as with PERMISSIVE"
+)
 
 _PRESENCE: dict[str, Any] = {"presence": {}}
 _NO_IDENTITY: dict[str, Any] = {"notPrincipals": [_PRESENCE]}
@@ -31,8 +32,12 @@ _NO_IDENTITY: dict[str, Any] = {"notPrincipals": [_PRESENCE]}
 def static_strict(root_namespace: str = "istio-system") -> dict[str, Any]:
     """The DENY-plaintext policy a STRICT workload references by name."""
     return {
-        "name": STATIC_STRICT_NAME, "namespace": root_namespace, "scope": WORKLOAD_SELECTOR,
-        "action": DENY, "rules": [{"clauses": [{"matches": [dict(_NO_IDENTITY)]}]}], "dryRun": False,
+        "name": STATIC_STRICT_NAME,
+        "namespace": root_namespace,
+        "scope": WORKLOAD_SELECTOR,
+        "action": DENY,
+        "rules": [{"clauses": [{"matches": [dict(_NO_IDENTITY)]}]}],
+        "dryRun": False,
     }
 
 
@@ -46,7 +51,7 @@ class EffectiveMtls:
     note: str | None = None
 
 
-def _parsed(peer_authns: Iterable[dict[str, Any] | PeerAuthentication]) -> list[PeerAuthentication]:
+def _parsed(peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication]) -> list[PeerAuthentication]:
     return [parse_as(PeerAuthentication, pa) for pa in peer_authns]
 
 
@@ -69,8 +74,12 @@ def _has_labels(pa: PeerAuthentication) -> bool:
     return pa.selector is not None and bool(pa.selector.match_labels)
 
 
-def applicable(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
-               pod_labels: Mapping[str, str], root_namespace: str = "istio-system") -> list[PeerAuthentication]:
+def applicable(
+    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
+    namespace: str,
+    pod_labels: Mapping[str, str],
+    root_namespace: str = "istio-system",
+) -> list[PeerAuthentication]:
     """The PeerAuthentications that bear on a pod: its namespace's (selector-less or selecting
     it) and the root namespace's selector-less ones."""
     result = []
@@ -94,8 +103,12 @@ def _levels(pas: list[PeerAuthentication], root_namespace: str) -> Levels:
     return _oldest(mesh), _oldest(namespace), _oldest(workload)
 
 
-def explain_mtls(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
-                 pod_labels: Mapping[str, str], root_namespace: str = "istio-system") -> EffectiveMtls:
+def explain_mtls(
+    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
+    namespace: str,
+    pod_labels: Mapping[str, str],
+    root_namespace: str = "istio-system",
+) -> EffectiveMtls:
     """The workload-level mode: workload beats namespace beats mesh; UNSET inherits."""
     mesh, ns, workload = _levels(applicable(peer_authns, namespace, pod_labels, root_namespace), root_namespace)
     decider = mesh
@@ -109,8 +122,12 @@ def explain_mtls(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], nam
     return EffectiveMtls(mode, decider.key, DISABLE_NOTE if decider.mode == "DISABLE" else None)
 
 
-def workload_keys(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
-                  pod_labels: Mapping[str, str], root_namespace: str = "istio-system") -> list[str]:
+def workload_keys(
+    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
+    namespace: str,
+    pod_labels: Mapping[str, str],
+    root_namespace: str = "istio-system",
+) -> list[str]:
     """The PeerAuthentication-derived names istiod puts in Workload.authorization_policies:
     the static STRICT policy and/or the workload's converted port-level policy."""
     mesh, ns, workload = _levels(applicable(peer_authns, namespace, pod_labels, root_namespace), root_namespace)
@@ -143,8 +160,11 @@ def workload_keys(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], na
     return sorted(keys)
 
 
-def convert(pa: dict[str, Any] | PeerAuthentication, peer_authns: Iterable[dict[str, Any] | PeerAuthentication],
-            root_namespace: str = "istio-system") -> dict[str, Any] | None:
+def convert(
+    pa: Mapping[str, Any] | PeerAuthentication,
+    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
+    root_namespace: str = "istio-system",
+) -> dict[str, Any] | None:
     """The DENY policy istiod derives from a workload PeerAuthentication with port-level mTLS,
     or None when it derives none. `peer_authns` supplies the namespace and mesh policies."""
     pa = parse_as(PeerAuthentication, pa)
@@ -169,9 +189,11 @@ def convert(pa: dict[str, Any] | PeerAuthentication, peer_authns: Iterable[dict[
         elif mode in ("PERMISSIVE", "DISABLE"):
             if pa.mode in ("PERMISSIVE", "DISABLE"):
                 continue
-            if pa.mode == "UNSET" and ((ns is not None and not ns_strict)
-                                       or (ns is None and mesh is not None and not mesh_strict)
-                                       or (ns is None and mesh is None)):
+            if pa.mode == "UNSET" and (
+                (ns is not None and not ns_strict)
+                or (ns is None and mesh is not None and not mesh_strict)
+                or (ns is None and mesh is None)
+            ):
                 continue  # nothing strict to make an exception from
             found_non_strict = True
             clauses.append({"matches": [{"notDestinationPorts": [port]}]})
@@ -184,12 +206,19 @@ def convert(pa: dict[str, Any] | PeerAuthentication, peer_authns: Iterable[dict[
         clauses.append({"matches": [dict(_NO_IDENTITY)]})
     if clauses:
         rules.append({"clauses": clauses})
-    return {"name": CONVERTED_PREFIX + pa.name, "namespace": pa.namespace, "scope": WORKLOAD_SELECTOR,
-            "action": DENY, "rules": rules, "dryRun": False}
+    return {
+        "name": CONVERTED_PREFIX + pa.name,
+        "namespace": pa.namespace,
+        "scope": WORKLOAD_SELECTOR,
+        "action": DENY,
+        "rules": rules,
+        "dryRun": False,
+    }
 
 
-def derived_authorizations(peer_authns: Iterable[dict[str, Any] | PeerAuthentication],
-                           root_namespace: str = "istio-system") -> list[dict[str, Any]]:
+def derived_authorizations(
+    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication], root_namespace: str = "istio-system"
+) -> list[dict[str, Any]]:
     """Every PeerAuthentication-derived Authorization istiod pushes: the static STRICT policy
     (whenever any PeerAuthentication exists) and each converted port-level policy."""
     pas = _parsed(peer_authns)
@@ -198,10 +227,14 @@ def derived_authorizations(peer_authns: Iterable[dict[str, Any] | PeerAuthentica
     return static + [c for c in converted if c is not None]
 
 
-def effective_mtls_mode(peer_authns: Iterable[dict[str, Any] | PeerAuthentication], namespace: str,
-                        pod_labels: Mapping[str, str], root_namespace: str = "istio-system",
-                        port: int | None = None) -> str:
-    """"STRICT" or "PERMISSIVE" for a pod; with `port`, for plaintext to that port, decided the
+def effective_mtls_mode(
+    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
+    namespace: str,
+    pod_labels: Mapping[str, str],
+    root_namespace: str = "istio-system",
+    port: int | None = None,
+) -> str:
+    """ "STRICT" or "PERMISSIVE" for a pod; with `port`, for plaintext to that port, decided the
     way ztunnel decides it: by evaluating the derived policies the workload references."""
     pas = _parsed(peer_authns)
     if port is None:

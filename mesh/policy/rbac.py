@@ -17,12 +17,32 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from mesh.identity.spiffe import SCHEME, Identity
-from mesh.policy.authorization import (ALLOW, DENY, GLOBAL, NAMESPACE, Authorization, AuthorizationLike, Clause,
-                                       IpNetwork, Match, StringMatch, typed)
+from mesh.policy.authorization import (
+    ALLOW,
+    DENY,
+    GLOBAL,
+    NAMESPACE,
+    Authorization,
+    AuthorizationLike,
+    Clause,
+    IpNetwork,
+    Match,
+    StringMatch,
+    typed,
+)
 
 __all__ = [
-    "Authorization", "Connection", "Decision", "Identity", "NO_ALLOW_POLICIES", "NOT_ALLOWED", "evaluate", "key",
-    "matches", "policies_for", "string_matches",
+    "Authorization",
+    "Connection",
+    "Decision",
+    "Identity",
+    "NO_ALLOW_POLICIES",
+    "NOT_ALLOWED",
+    "evaluate",
+    "key",
+    "matches",
+    "policies_for",
+    "string_matches",
 ]
 
 T = TypeVar("T")
@@ -83,7 +103,7 @@ def string_matches(match: StringMatch | Mapping[str, Any], value: str) -> bool:
 
 def _principal_matches(match: StringMatch, identity: str) -> bool:
     # Policies hold principals without "spiffe://"; no identity ("") never matches, even presence.
-    return identity.startswith(SCHEME) and match.matches(identity[len(SCHEME):])
+    return identity.startswith(SCHEME) and match.matches(identity[len(SCHEME) :])
 
 
 def _ip_in(network: IpNetwork, address: IpAddress) -> bool:
@@ -102,10 +122,14 @@ def _match_matches(m: Match, conn: Connection) -> bool:
         _field_matches(m.destination_ips, m.not_destination_ips, lambda net: _ip_in(net, conn.dst_address))
         and _field_matches(m.source_ips, m.not_source_ips, lambda net: _ip_in(net, conn.src_address))
         and _field_matches(m.destination_ports, m.not_destination_ports, lambda port: port == conn.dst_port)
-        and _field_matches(m.service_accounts, m.not_service_accounts, lambda sa: peer is not None
-                           and (sa.namespace, sa.service_account) == (peer.namespace, peer.service_account))
-        and _field_matches(m.principals, m.not_principals,
-                           lambda p: _principal_matches(p, conn.src_identity or ""))
+        and _field_matches(
+            m.service_accounts,
+            m.not_service_accounts,
+            lambda sa: (
+                peer is not None and (sa.namespace, sa.service_account) == (peer.namespace, peer.service_account)
+            ),
+        )
+        and _field_matches(m.principals, m.not_principals, lambda p: _principal_matches(p, conn.src_identity or ""))
         and _field_matches(m.namespaces, m.not_namespaces, lambda s: s.matches(namespace))
     )
 

@@ -23,10 +23,20 @@ ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
 MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 
 SOURCE_FIELDS = (
-    "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
-    "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts",
-    "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
-    "trustDomains", "notTrustDomains",
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "serviceAccounts",
+    "notServiceAccounts",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+    "trustDomains",
+    "notTrustDomains",
 )
 OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
 
@@ -35,6 +45,7 @@ Problem = tuple[str, str]
 
 # ---------------------------------------------------------------------------------------------
 # Shape: the CRD schemas (types, unknown fields, enums, item limits)
+
 
 @dataclass(frozen=True)
 class _List:
@@ -65,15 +76,26 @@ _RULE = {
 }
 _MTLS = {"mode": _Enum(MTLS_MODES)}
 _JWT_RULE = {
-    "issuer": str, "audiences": _STRINGS, "jwksUri": str, "jwks_uri": str, "jwks": str,
-    "fromHeaders": _List({"name": str, "prefix": str}), "fromParams": _STRINGS,
-    "fromCookies": _STRINGS, "forwardOriginalToken": bool, "outputPayloadToHeader": str,
+    "issuer": str,
+    "audiences": _STRINGS,
+    "jwksUri": str,
+    "jwks_uri": str,
+    "jwks": str,
+    "fromHeaders": _List({"name": str, "prefix": str}),
+    "fromParams": _STRINGS,
+    "fromCookies": _STRINGS,
+    "forwardOriginalToken": bool,
+    "outputPayloadToHeader": str,
     "outputClaimToHeaders": _List({"header": str, "claim": str}),
-    "spaceDelimitedClaims": _List(str, 64), "timeout": str,
+    "spaceDelimitedClaims": _List(str, 64),
+    "timeout": str,
 }
 SPECS = {
     AUTHORIZATION_POLICY: {
-        **_ATTACHMENT, "action": _Enum(ACTIONS), "provider": {"name": str}, "rules": _List(_RULE, 512),
+        **_ATTACHMENT,
+        "action": _Enum(ACTIONS),
+        "provider": {"name": str},
+        "rules": _List(_RULE, 512),
     },
     PEER_AUTHENTICATION: {"selector": _SELECTOR, "mtls": _MTLS, "portLevelMtls": _Map(_MTLS, port_keys=True)},
     REQUEST_AUTHENTICATION: {**_ATTACHMENT, "jwtRules": _List(_JWT_RULE, 4096)},
@@ -82,8 +104,9 @@ TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "status")
 
 
 def type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "object"}.get(type(value), type(value).__name__)
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def check_shape(value: Any, schema: Any, path: str, out: list[Problem]) -> None:
@@ -151,8 +174,9 @@ def port_number(value: Any) -> int | None:
 
 def check_header(obj: Any, out: list[Problem]) -> None:
     if obj.get("apiVersion") not in API_VERSIONS:
-        out.append(("apiVersion", f'unsupported apiVersion "{obj.get("apiVersion")}": '
-                    f"must be {' or '.join(API_VERSIONS)}"))
+        out.append(
+            ("apiVersion", f'unsupported apiVersion "{obj.get("apiVersion")}": must be {" or ".join(API_VERSIONS)}')
+        )
     if obj.get("kind") not in KINDS:
         out.append(("kind", f'unsupported kind "{obj.get("kind")}": must be one of {", ".join(KINDS)}'))
     for key in obj:
@@ -167,6 +191,7 @@ def check_header(obj: Any, out: list[Problem]) -> None:
         out.append(("metadata.name", "must be set"))
     elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
         out.append(("metadata.name", f'invalid name "{name}": must be a lowercase RFC 1123 subdomain'))
-    if namespace is not None and (not isinstance(namespace, str) or len(namespace) > 63
-                                  or not _DNS_LABEL.match(namespace)):
+    if namespace is not None and (
+        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace)
+    ):
         out.append(("metadata.namespace", f'invalid namespace "{namespace}": must be a lowercase RFC 1123 label'))

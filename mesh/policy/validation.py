@@ -19,15 +19,46 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from mesh.policy.schema import (
-    ACTIONS, API_VERSIONS, AUTHORIZATION_POLICY, GROUP, KINDS, MTLS_MODES, OPERATION_FIELDS, PEER_AUTHENTICATION,
-    REQUEST_AUTHENTICATION, SOURCE_FIELDS, SPECS, Problem, check_header, check_shape, port_number, type_name,
+    ACTIONS,
+    API_VERSIONS,
+    AUTHORIZATION_POLICY,
+    GROUP,
+    KINDS,
+    MTLS_MODES,
+    OPERATION_FIELDS,
+    PEER_AUTHENTICATION,
+    REQUEST_AUTHENTICATION,
+    SOURCE_FIELDS,
+    SPECS,
+    Problem,
+    check_header,
+    check_shape,
+    port_number,
+    type_name,
 )
 
 __all__ = [
-    "ACTIONS", "API_VERSIONS", "AUTHORIZATION_POLICY", "DRY_RUN_ANNOTATION", "GROUP", "KINDS", "MTLS_MODES",
-    "OPERATION_FIELDS", "PEER_AUTHENTICATION", "REQUEST_AUTHENTICATION", "SOURCE_FIELDS", "TARGET_REF_KINDS",
-    "WHEN_KEYS", "WHEN_MAP_KEYS", "Problem", "ip_problem", "parse_duration", "port_problem", "validate",
-    "warnings", "when_key_problem",
+    "ACTIONS",
+    "API_VERSIONS",
+    "AUTHORIZATION_POLICY",
+    "DRY_RUN_ANNOTATION",
+    "GROUP",
+    "KINDS",
+    "MTLS_MODES",
+    "OPERATION_FIELDS",
+    "PEER_AUTHENTICATION",
+    "REQUEST_AUTHENTICATION",
+    "SOURCE_FIELDS",
+    "TARGET_REF_KINDS",
+    "WHEN_KEYS",
+    "WHEN_MAP_KEYS",
+    "Problem",
+    "ip_problem",
+    "parse_duration",
+    "port_problem",
+    "validate",
+    "warnings",
+    "when_key_problem",
 ]
 
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
@@ -42,9 +73,18 @@ TARGET_REF_KINDS = (
 
 # `when` keys istiod knows (pkg/config/security ValidateAttribute); bracketed ones are prefixes.
 WHEN_KEYS = (
-    "source.ip", "remote.ip", "source.namespace", "source.serviceAccount", "source.principal",
-    "source.trustDomain", "request.auth.principal", "request.auth.audiences",
-    "request.auth.presenter", "destination.ip", "destination.port", "connection.sni",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.serviceAccount",
+    "source.principal",
+    "source.trustDomain",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
 )
 WHEN_MAP_KEYS = ("request.headers", "request.auth.claims", "experimental.envoy.filters.")
 
@@ -175,6 +215,7 @@ def _when_value_problem(key: str, value: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Semantic checks (run once the shape is right, so they can trust types)
 
+
 def _check_selector(selector: dict[str, Any] | None, path: str, out: list[Problem]) -> None:
     for key, value in ((selector or {}).get("matchLabels") or {}).items():
         sub = f'{path}.matchLabels["{key}"]'
@@ -209,8 +250,9 @@ def _check_attachment(spec: dict[str, Any], out: list[Problem]) -> None:
         _check_target_ref(ref, f"spec.targetRefs[{i}]", out)
 
 
-def _check_values(values: list[str], path: str, out: list[Problem],
-                  check: Callable[[str], str | None] | None = None) -> None:
+def _check_values(
+    values: list[str], path: str, out: list[Problem], check: Callable[[str], str | None] | None = None
+) -> None:
     for i, value in enumerate(values):
         problem = "empty value not allowed" if value == "" else check(value) if check else None
         if problem:
@@ -224,10 +266,14 @@ def _check_source(source: dict[str, Any], path: str, out: list[Problem]) -> None
     if any(source.get(f) for f in identity) and any(source.get(f) for f in ("serviceAccounts", "notServiceAccounts")):
         out.append((path, "cannot set serviceAccounts with namespaces or principals"))
     checks = {
-        "ipBlocks": ip_problem, "notIpBlocks": ip_problem,
-        "remoteIpBlocks": ip_problem, "notRemoteIpBlocks": ip_problem,
-        "serviceAccounts": _service_account_problem, "notServiceAccounts": _service_account_problem,
-        "trustDomains": _trust_domain_problem, "notTrustDomains": _trust_domain_problem,
+        "ipBlocks": ip_problem,
+        "notIpBlocks": ip_problem,
+        "remoteIpBlocks": ip_problem,
+        "notRemoteIpBlocks": ip_problem,
+        "serviceAccounts": _service_account_problem,
+        "notServiceAccounts": _service_account_problem,
+        "trustDomains": _trust_domain_problem,
+        "notTrustDomains": _trust_domain_problem,
     }
     for field in SOURCE_FIELDS:
         _check_values(source.get(field) or [], f"{path}.{field}", out, checks.get(field))
@@ -236,8 +282,12 @@ def _check_source(source: dict[str, Any], path: str, out: list[Problem]) -> None
 def _check_operation(operation: dict[str, Any], path: str, out: list[Problem]) -> None:
     if not any(operation.get(field) for field in OPERATION_FIELDS):
         out.append((path, "must not be empty"))
-    checks = {"ports": port_problem, "notPorts": port_problem,
-              "paths": _path_template_problem, "notPaths": _path_template_problem}
+    checks = {
+        "ports": port_problem,
+        "notPorts": port_problem,
+        "paths": _path_template_problem,
+        "notPaths": _path_template_problem,
+    }
     for field in OPERATION_FIELDS:
         _check_values(operation.get(field) or [], f"{path}.{field}", out, checks.get(field))
 
@@ -254,8 +304,7 @@ def _check_condition(condition: dict[str, Any], path: str, out: list[Problem]) -
     if not condition.get("values") and not condition.get("notValues"):
         out.append((path, f"at least one of `values` or `notValues` must be set for key {key}"))
     for field in ("values", "notValues"):
-        _check_values(condition.get(field) or [], f"{path}.{field}", out,
-                      lambda value: _when_value_problem(key, value))
+        _check_values(condition.get(field) or [], f"{path}.{field}", out, lambda value: _when_value_problem(key, value))
 
 
 def _check_rule(rule: dict[str, Any], path: str, out: list[Problem]) -> None:
@@ -276,8 +325,16 @@ def _check_rule(rule: dict[str, Any], path: str, out: list[Problem]) -> None:
 
 
 _CUSTOM_UNSUPPORTED_SOURCE = (
-    "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts", "trustDomains",
-    "notTrustDomains", "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "serviceAccounts",
+    "notServiceAccounts",
+    "trustDomains",
+    "notTrustDomains",
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
 )
 _CUSTOM_UNSUPPORTED_KEYS = ("source.namespace", "source.serviceAccount", "source.trustDomain", "source.principal")
 
@@ -287,8 +344,9 @@ def _check_custom_rules(rules: list[dict[str, Any]], out: list[Problem]) -> None
         for j, item in enumerate(rule.get("from") or []):
             for field in _CUSTOM_UNSUPPORTED_SOURCE:
                 if (item.get("source") or {}).get(field):
-                    out.append((f"spec.rules[{i}].from[{j}].source.{field}",
-                                "is currently not supported with CUSTOM action"))
+                    out.append(
+                        (f"spec.rules[{i}].from[{j}].source.{field}", "is currently not supported with CUSTOM action")
+                    )
         for j, condition in enumerate(rule.get("when") or []):
             key = condition.get("key") or ""
             if key in _CUSTOM_UNSUPPORTED_KEYS or key.startswith("request.auth."):
@@ -301,16 +359,26 @@ def _check_authorization_policy(spec: dict[str, Any], out: list[Problem]) -> Non
     rules = spec.get("rules")
     if action == "CUSTOM":
         if not rules:
-            out.append(("spec.rules", "CUSTOM action without `rules` is meaningless as it will never be "
-                        "triggered, add an empty rule `{}` if you want it be triggered for every request"))
+            out.append(
+                (
+                    "spec.rules",
+                    "CUSTOM action without `rules` is meaningless as it will never be "
+                    "triggered, add an empty rule `{}` if you want it be triggered for every request",
+                )
+            )
         elif not (spec.get("provider") or {}).get("name"):
             out.append(("spec.provider.name", "must not be empty with action CUSTOM"))
         _check_custom_rules(rules or [], out)
     elif spec.get("provider") is not None:
         out.append(("spec.provider", f"must not be set with non CUSTOM action, found {action}"))
     if action == "DENY" and not rules:
-        out.append(("spec.rules", "DENY action without `rules` is meaningless as it will never be "
-                    "triggered, add an empty rule `{}` if you want it be triggered for every request"))
+        out.append(
+            (
+                "spec.rules",
+                "DENY action without `rules` is meaningless as it will never be "
+                "triggered, add an empty rule `{}` if you want it be triggered for every request",
+            )
+        )
     for i, rule in enumerate(rules or []):
         _check_rule(rule, f"spec.rules[{i}]", out)
 
@@ -432,8 +500,16 @@ _HTTP_ONLY_DENY_WARNING = (
     "of only HTTP attributes in a DENY rule; it is recommended to explicitly specify the port"
 )
 _TCP_SOURCE_FIELDS = (
-    "principals", "notPrincipals", "ipBlocks", "notIpBlocks", "namespaces", "notNamespaces",
-    "remoteIpBlocks", "notRemoteIpBlocks", "serviceAccounts", "notServiceAccounts",
+    "principals",
+    "notPrincipals",
+    "ipBlocks",
+    "notIpBlocks",
+    "namespaces",
+    "notNamespaces",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+    "serviceAccounts",
+    "notServiceAccounts",
 )
 
 
@@ -445,10 +521,15 @@ def warnings(obj: dict[str, Any]) -> list[Problem]:
     if selector is not None and not selector.get("matchLabels"):
         out.append(("spec.selector", "workload selector specified without labels"))
     if obj.get("kind") == AUTHORIZATION_POLICY and spec.get("action") == "CUSTOM":
-        out.append(("spec.action", f'lab hint: the lab\'s mesh config defines no ext_authz provider, so '
-                    f'CUSTOM policies are not supported: at a waypoint or sidecar this one denies every request '
-                    f'it matches (provider "{(spec.get("provider") or {}).get("name", "")}" is unknown), and '
-                    f'ztunnel ignores it'))
+        out.append(
+            (
+                "spec.action",
+                f'lab hint: the lab\'s mesh config defines no ext_authz provider, so '
+                f'CUSTOM policies are not supported: at a waypoint or sidecar this one denies every request '
+                f'it matches (provider "{(spec.get("provider") or {}).get("name", "")}" is unknown), and '
+                f'ztunnel ignores it',
+            )
+        )
     if obj.get("kind") == AUTHORIZATION_POLICY:
         for i, rule in enumerate(spec.get("rules") or []):
             sources = [item["source"] for item in rule.get("from") or []]
@@ -462,15 +543,23 @@ def warnings(obj: dict[str, Any]) -> list[Problem]:
                 for field in ("principals", "notPrincipals"):
                     for k, value in enumerate(source.get(field) or []):
                         if value.startswith("spiffe://"):
-                            out.append((f"spec.rules[{i}].from[{j}].source.{field}[{k}]",
-                                        'lab hint: principals are written without "spiffe://", '
-                                        "so this value never matches"))
+                            out.append(
+                                (
+                                    f"spec.rules[{i}].from[{j}].source.{field}[{k}]",
+                                    'lab hint: principals are written without "spiffe://", so this value never matches',
+                                )
+                            )
     if obj.get("kind") == REQUEST_AUTHENTICATION:
         for i, rule in enumerate(spec.get("jwtRules") or []):
             if rule.get("jwks") and _jwks_problem(rule["jwks"]) is None:
                 document = json.loads(rule["jwks"])
                 for k, key in enumerate(document.get("keys", [document])):
                     if "d" in key or key.get("kty") == "oct":
-                        out.append((f"spec.jwtRules[{i}].jwks", f"jwks key at index {k} contains private key "
-                                    "material; only public keys are used for verification"))
+                        out.append(
+                            (
+                                f"spec.jwtRules[{i}].jwks",
+                                f"jwks key at index {k} contains private key "
+                                "material; only public keys are used for verification",
+                            )
+                        )
     return out

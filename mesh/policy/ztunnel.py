@@ -16,26 +16,38 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from mesh.policy.authorization import GLOBAL, NAMESPACE, WORKLOAD_SELECTOR
-from mesh.policy.model import (AuthorizationPolicy, Condition, Operation, PeerAuthentication, Rule, Source,
-                               parse_as)
+from mesh.policy.model import AuthorizationPolicy, Condition, Operation, PeerAuthentication, Rule, Source, parse_as
 from mesh.policy.peerauth import STATIC_STRICT, EffectiveMtls, effective_mtls_mode, explain_mtls, workload_keys
 
 __all__ = [
-    "ZtunnelTranslation", "to_ztunnel", "selects", "workload_policy_keys", "string_match",
-    "STATIC_STRICT", "EffectiveMtls", "effective_mtls_mode", "explain_mtls",
+    "ZtunnelTranslation",
+    "to_ztunnel",
+    "selects",
+    "workload_policy_keys",
+    "string_match",
+    "STATIC_STRICT",
+    "EffectiveMtls",
+    "effective_mtls_mode",
+    "explain_mtls",
 ]
 
 L4_WHEN_KEYS = ("source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port")
 
-HTTP_RULE_FORMAT = ("ztunnel does not support HTTP attributes (found: {found}). "
-                    "In ambient mode you must use a waypoint proxy to enforce HTTP rules. {detail}")
-HTTP_ALLOW_DETAIL = ("Within an ALLOW policy, rules matching HTTP attributes are omitted. "
-                     "This will be more restrictive than requested.")
-HTTP_DENY_MIXED_DETAIL = ("DENY policy with HTTP attributes is enforced without the HTTP rules. "
-                          "This will be more restrictive than requested.")
-HTTP_DENY_NO_EFFECT_DETAIL = ("After omitting unsupported HTTP attributes, this DENY policy has no "
-                              "enforceable rules at ztunnel and will have no effect. Deploy a waypoint "
-                              "proxy and use a targetRef to enforce this policy.")
+HTTP_RULE_FORMAT = (
+    "ztunnel does not support HTTP attributes (found: {found}). "
+    "In ambient mode you must use a waypoint proxy to enforce HTTP rules. {detail}"
+)
+HTTP_ALLOW_DETAIL = (
+    "Within an ALLOW policy, rules matching HTTP attributes are omitted. This will be more restrictive than requested."
+)
+HTTP_DENY_MIXED_DETAIL = (
+    "DENY policy with HTTP attributes is enforced without the HTTP rules. This will be more restrictive than requested."
+)
+HTTP_DENY_NO_EFFECT_DETAIL = (
+    "After omitting unsupported HTTP attributes, this DENY policy has no "
+    "enforceable rules at ztunnel and will have no effect. Deploy a waypoint "
+    "proxy and use a targetRef to enforce this policy."
+)
 
 
 @dataclass(frozen=True)
@@ -92,28 +104,46 @@ def _match(**fields: list[Any]) -> dict[str, Any]:
 
 
 def _http_operation_fields(op: Operation) -> set[str]:
-    return {name for name, values in (("hosts", op.hosts), ("notHosts", op.not_hosts),
-                                      ("methods", op.methods), ("notMethods", op.not_methods),
-                                      ("paths", op.paths), ("notPaths", op.not_paths)) if values}
+    return {
+        name
+        for name, values in (
+            ("hosts", op.hosts),
+            ("notHosts", op.not_hosts),
+            ("methods", op.methods),
+            ("notMethods", op.not_methods),
+            ("paths", op.paths),
+            ("notPaths", op.not_paths),
+        )
+        if values
+    }
 
 
 def _http_source_fields(src: Source) -> set[str]:
-    return {name for name, values in (("remoteIpBlocks", src.remote_ip_blocks),
-                                      ("notRemoteIpBlocks", src.not_remote_ip_blocks),
-                                      ("requestPrincipals", src.request_principals),
-                                      ("notRequestPrincipals", src.not_request_principals),
-                                      # no Match field can say "trust domain" without widening
-                                      ("trustDomains", src.trust_domains),
-                                      ("notTrustDomains", src.not_trust_domains)) if values}
+    return {
+        name
+        for name, values in (
+            ("remoteIpBlocks", src.remote_ip_blocks),
+            ("notRemoteIpBlocks", src.not_remote_ip_blocks),
+            ("requestPrincipals", src.request_principals),
+            ("notRequestPrincipals", src.not_request_principals),
+            # no Match field can say "trust domain" without widening
+            ("trustDomains", src.trust_domains),
+            ("notTrustDomains", src.not_trust_domains),
+        )
+        if values
+    }
 
 
 def _source_match(src: Source, policy_namespace: str) -> dict[str, Any]:
     return _match(
-        sourceIps=_cidrs(src.ip_blocks), notSourceIps=_cidrs(src.not_ip_blocks),
-        namespaces=_string_matches(src.namespaces), notNamespaces=_string_matches(src.not_namespaces),
+        sourceIps=_cidrs(src.ip_blocks),
+        notSourceIps=_cidrs(src.not_ip_blocks),
+        namespaces=_string_matches(src.namespaces),
+        notNamespaces=_string_matches(src.not_namespaces),
         serviceAccounts=_service_accounts(src.service_accounts, policy_namespace),
         notServiceAccounts=_service_accounts(src.not_service_accounts, policy_namespace),
-        principals=_string_matches(src.principals), notPrincipals=_string_matches(src.not_principals),
+        principals=_string_matches(src.principals),
+        notPrincipals=_string_matches(src.not_principals),
     )
 
 
@@ -143,8 +173,14 @@ def _translate_rule(action: str, rule: Rule, policy_namespace: str) -> tuple[lis
     if rule.to:
         for op in rule.to:
             http |= _http_operation_fields(op)
-        clauses.append({"matches": [_match(destinationPorts=_ports(op.ports),
-                                           notDestinationPorts=_ports(op.not_ports)) for op in rule.to]})
+        clauses.append(
+            {
+                "matches": [
+                    _match(destinationPorts=_ports(op.ports), notDestinationPorts=_ports(op.not_ports))
+                    for op in rule.to
+                ]
+            }
+        )
     if rule.from_:
         for src in rule.from_:
             http |= _http_source_fields(src)
@@ -170,8 +206,12 @@ def scope(policy: AuthorizationPolicy, root_namespace: str = "istio-system") -> 
     return GLOBAL if policy.namespace == root_namespace else NAMESPACE
 
 
-def to_ztunnel(policy_obj: dict[str, Any] | AuthorizationPolicy, root_namespace: str = "istio-system", *,
-               dry_run_enabled: bool = False) -> ZtunnelTranslation:
+def to_ztunnel(
+    policy_obj: dict[str, Any] | AuthorizationPolicy,
+    root_namespace: str = "istio-system",
+    *,
+    dry_run_enabled: bool = False,
+) -> ZtunnelTranslation:
     """What istiod sends ztunnel for one AuthorizationPolicy, and the status it reports.
 
     `dry_run_enabled` is istiod's AMBIENT_ENABLE_DRY_RUN_AUTHORIZATION_POLICY (default off: a
@@ -179,8 +219,11 @@ def to_ztunnel(policy_obj: dict[str, Any] | AuthorizationPolicy, root_namespace:
     """
     policy = parse_as(AuthorizationPolicy, policy_obj)
     if policy.dry_run and not dry_run_enabled:
-        return ZtunnelTranslation(None, f'found policy "{policy.key}" using dry-run annotation, but support '
-                                        "for ambient dry-run authorizationPolicies isn't enabled")
+        return ZtunnelTranslation(
+            None,
+            f'found policy "{policy.key}" using dry-run annotation, but support '
+            "for ambient dry-run authorizationPolicies isn't enabled",
+        )
     if policy.target_refs:
         return ZtunnelTranslation(None, None)  # enforced by a waypoint, never by ztunnel
     if policy.action not in ("ALLOW", "DENY"):
@@ -191,8 +234,14 @@ def to_ztunnel(policy_obj: dict[str, Any] | AuthorizationPolicy, root_namespace:
         if clauses is not None:
             rules.append({"clauses": clauses})
         http |= found
-    authorization = {"name": policy.name, "namespace": policy.namespace, "scope": scope(policy, root_namespace),
-                     "action": policy.action, "rules": rules, "dryRun": policy.dry_run}
+    authorization = {
+        "name": policy.name,
+        "namespace": policy.namespace,
+        "scope": scope(policy, root_namespace),
+        "action": policy.action,
+        "rules": rules,
+        "dryRun": policy.dry_run,
+    }
     if not http:
         return ZtunnelTranslation(authorization, None)
     if policy.action == "ALLOW":
@@ -202,8 +251,12 @@ def to_ztunnel(policy_obj: dict[str, Any] | AuthorizationPolicy, root_namespace:
     return ZtunnelTranslation(authorization, HTTP_RULE_FORMAT.format(found=", ".join(sorted(http)), detail=detail))
 
 
-def selects(policy_obj: dict[str, Any] | AuthorizationPolicy, pod_labels: Mapping[str, str], pod_namespace: str,
-            root_namespace: str = "istio-system") -> bool:
+def selects(
+    policy_obj: dict[str, Any] | AuthorizationPolicy,
+    pod_labels: Mapping[str, str],
+    pod_namespace: str,
+    root_namespace: str = "istio-system",
+) -> bool:
     """Whether the policy is attached to a pod, as istiod's ambient index decides (whether
     ztunnel can enforce it is `to_ztunnel`'s business). targetRef policies attach to no pod
     (they are a waypoint's); a policy without selector to its whole namespace (root namespace:
@@ -217,10 +270,15 @@ def selects(policy_obj: dict[str, Any] | AuthorizationPolicy, pod_labels: Mappin
     return bool(policy.selector.match_labels) and policy.selector.matches(pod_labels)
 
 
-def workload_policy_keys(policies: Iterable[dict[str, Any] | AuthorizationPolicy],
-                         peer_authns: Iterable[dict[str, Any] | PeerAuthentication], pod_labels: Mapping[str, str],
-                         pod_namespace: str, root_namespace: str = "istio-system", *,
-                         dry_run_enabled: bool = False) -> list[str]:
+def workload_policy_keys(
+    policies: Iterable[dict[str, Any] | AuthorizationPolicy],
+    peer_authns: Iterable[dict[str, Any] | PeerAuthentication],
+    pod_labels: Mapping[str, str],
+    pod_namespace: str,
+    root_namespace: str = "istio-system",
+    *,
+    dry_run_enabled: bool = False,
+) -> list[str]:
     """Workload.authorization_policies as istiod fills it: the sorted "ns/name" of the selector
     policies that select the pod and reach ztunnel, then the PeerAuthentication-derived ones."""
     keys = []

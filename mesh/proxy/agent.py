@@ -5,11 +5,13 @@
   ServiceAccount token as credential (no impersonation: a proxy pod is its own workload), renewed
   at half-life by `mesh.ztunnel.identity.SecretManager`;
 - the config stream: a Subscribe for Envoy's types with this proxy's name, reconnecting with
-  backoff and keeping the last good configuration while istiod is away (`ProxyConfig.build`
-  refusing an update keeps the previous one, as an Envoy NACK does).
+  backoff as ztunnel does (`mesh.istiod.client.keep_streaming`) and keeping the last good
+  configuration while istiod is away (`ProxyConfig.build` refusing an update keeps the previous
+  one, as an Envoy NACK does).
 
 `current` is what the engine reads for every new tunnel; `ready` gates the readiness probe.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,9 +24,11 @@ from typing import Any
 import trio
 
 from lab.client import AsyncLabClient
+from mesh.contract import CLUSTER, LISTENER, PROXY_TYPES, ROUTE_CONFIGURATION, SYNCED, TYPE_URL_PREFIX
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.istiod import client as istiod
 from mesh.istiod.channel import istiod_identity
-from mesh.istiod.proxyconfig import PROXY_TYPES, proxy_id
+from mesh.istiod.proxyconfig import proxy_id
 from mesh.proxy.config import InvalidConfig, ProxyConfig
 from mesh.ztunnel.config import split_host_port
 from mesh.ztunnel.identity import SecretManager, WorkloadCertificate
@@ -32,8 +36,7 @@ from mesh.ztunnel.identity import SecretManager, WorkloadCertificate
 log = logging.getLogger("mesh.proxy.agent")
 
 ROOT_RETRY = 1.0
-RECONNECT_INITIAL = 0.01
-RECONNECT_MAX = 15.0
+SECRET_TYPE_URL = TYPE_URL_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class AgentSettings:
     name: str  # the proxy's name on the config stream: the Gateway's, for a waypoint
     identity: str  # spiffe://td/ns/NS/sa/SA of the pod
     node: str = ""
-    trust_domain: str = "cluster.local"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
     cert_validity: int = 86400
     version: str | None = None  # reported to istiod; None: istiod.own_version (env, image tag, default)
 
@@ -77,10 +80,15 @@ class ProxyAgent:
         with open(self.settings.token_file) as f:
             return f.read().strip()
 
-    async def certificate(self) -> WorkloadCertificate:
-        return await self.secrets.fetch_certificate(self.settings.identity)
+    def _secret_manager(self) -> SecretManager:
+        if self.secrets is None:  # set by `run` once the mesh root is known
+            raise RuntimeError("the proxy agent is not running yet: no SecretManager")
+        return self.secrets
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def certificate(self) -> WorkloadCertificate:
+        return await self._secret_manager().fetch_certificate(self.settings.identity)
+
+    async def run(self, *, task_status: trio.TaskStatus[ProxyAgent] = trio.TASK_STATUS_IGNORED) -> None:
         root = await self._root_cert()
         self.secrets = SecretManager(self._sign, root)
         async with trio.open_nursery() as nursery:
@@ -96,44 +104,48 @@ class ProxyAgent:
         return await istiod.mesh_root(self.api, retry=ROOT_RETRY)
 
     async def _sign(self, csr_pem: str, identity: str) -> list[str]:
-        return await istiod.create_certificate(self.address, self.secrets.root_pem, self.token(), csr_pem,
-                                               validity=self.settings.cert_validity,
-                                               server_identity=istiod_identity(self.settings.trust_domain))
+        return await istiod.create_certificate(
+            self.address,
+            self._secret_manager().root_pem,
+            self.token(),
+            csr_pem,
+            validity=self.settings.cert_validity,
+            server_identity=istiod_identity(self.settings.trust_domain),
+        )
 
     async def _follow_config(self, root: str) -> None:
-        backoff = RECONNECT_INITIAL
-        while True:
-            try:
-                if await self._stream(root):
-                    backoff = RECONNECT_INITIAL
-                self.last_error = "istiod closed the stream"
-            except Exception as exc:  # any failure of the stream means: reconnect
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            finally:
-                self.connected = False
-            log.warning("config stream to istiod down (%s); reconnecting in %.3fs", self.last_error, backoff)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX)
+        await istiod.keep_streaming(self, lambda: self._stream(root), logger=log)
 
     async def _stream(self, root: str) -> bool:
         synced = False
         proxy = f"{self.settings.namespace}/{self.settings.name}"
         if self.version is None:
             self.version = await istiod.own_version(self.api, os.environ, "istio-proxy")
-        stream = istiod.subscribe(self.address, root, self.token(), self.settings.node, self.versions,
-                                  server_identity=istiod_identity(self.settings.trust_domain),
-                                  types=list(PROXY_TYPES), proxy=proxy, version=self.version)
+        stream = istiod.subscribe(
+            self.address,
+            root,
+            self.token(),
+            self.settings.node,
+            self.versions,
+            server_identity=istiod_identity(self.settings.trust_domain),
+            types=list(PROXY_TYPES),
+            proxy=proxy,
+            version=self.version,
+        )
         async with aclosing(stream) as messages:
             async for message in messages:
                 self.connected = True
-                if message.get("type") == "SYNCED":
+                if message.get("type") == SYNCED:
                     synced = True
                     self._rebuild()
                     if not self.synced:
                         self.synced = True
                         self._synced_event.set()
-                        log.info("config synced from istiod: %d filter chains, %d clusters",
-                                 len(self.current.chains), len(self.current.clusters))
+                        log.info(
+                            "config synced from istiod: %d filter chains, %d clusters",
+                            len(self.current.chains),
+                            len(self.current.clusters),
+                        )
                     continue
                 self._apply(message)
                 if synced:
@@ -146,11 +158,11 @@ class ProxyAgent:
             return
         prefix = proxy_id(self.settings.namespace, self.settings.name)
         for name in message.get("removed") or []:
-            self.resources[type_].pop(name[len(prefix):] if name.startswith(prefix) else name, None)
+            self.resources[type_].pop(name[len(prefix) :] if name.startswith(prefix) else name, None)
             self.versions[type_].pop(name, None)
         for entry in message.get("resources") or []:
             name = entry["name"]
-            self.resources[type_][name[len(prefix):] if name.startswith(prefix) else name] = entry["resource"]
+            self.resources[type_][name[len(prefix) :] if name.startswith(prefix) else name] = entry["resource"]
             self.versions[type_][name] = entry["version"]
 
     def _rebuild(self) -> None:
@@ -159,7 +171,10 @@ class ProxyAgent:
         try:
             self.current = ProxyConfig.build(*(self.resources[t] for t in PROXY_TYPES))
             self.rejected = None
-            self._good = ({t: dict(r) for t, r in self.resources.items()}, {t: dict(v) for t, v in self.versions.items()})
+            self._good = (
+                {t: dict(r) for t, r in self.resources.items()},
+                {t: dict(v) for t, v in self.versions.items()},
+            )
         except (InvalidConfig, KeyError, TypeError, ValueError) as exc:
             self.rejected = str(exc)
             self.resources = {t: dict(r) for t, r in self._good[0].items()}
@@ -171,33 +186,68 @@ class ProxyAgent:
     def secrets_dump(self) -> list[dict]:
         """Envoy's SecretsConfigDump entries: `default` (the pod's chain) and `ROOTCA`."""
         out = []
-        for entry in (self.secrets.dump() if self.secrets else []):
+        for entry in self.secrets.dump() if self.secrets else []:
             chain = "".join(base64.b64decode(c["pem"]).decode() for c in entry.get("certChain", []))
             roots = "".join(base64.b64decode(c["pem"]).decode() for c in entry.get("rootCerts", []))
             if chain:
-                out.append({"name": "default", "version_info": entry.get("refreshAt", ""), "secret": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-                    "name": "default", "tls_certificate": {
-                        "certificate_chain": {"inline_bytes": base64.b64encode(chain.encode()).decode()},
-                        "private_key": {"inline_bytes": "W3JlZGFjdGVkXQ=="}}}})
+                out.append(
+                    {
+                        "name": "default",
+                        "version_info": entry.get("refreshAt", ""),
+                        "secret": {
+                            "@type": SECRET_TYPE_URL,
+                            "name": "default",
+                            "tls_certificate": {
+                                "certificate_chain": {"inline_bytes": base64.b64encode(chain.encode()).decode()},
+                                "private_key": {"inline_bytes": "W3JlZGFjdGVkXQ=="},
+                            },
+                        },
+                    }
+                )
             if roots:
-                out.append({"name": "ROOTCA", "secret": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-                    "name": "ROOTCA", "validation_context": {
-                        "trusted_ca": {"inline_bytes": base64.b64encode(roots.encode()).decode()}}}})
+                out.append(
+                    {
+                        "name": "ROOTCA",
+                        "secret": {
+                            "@type": SECRET_TYPE_URL,
+                            "name": "ROOTCA",
+                            "validation_context": {
+                                "trusted_ca": {"inline_bytes": base64.b64encode(roots.encode()).decode()}
+                            },
+                        },
+                    }
+                )
         return out
 
     def config_dump(self) -> dict:
         """Envoy's /config_dump: listeners, clusters, routes and secrets as this proxy holds them."""
         raw = self.current.raw
-        prefix = "type.googleapis.com/envoy.admin.v3."
-        return {"configs": [
-            {"@type": prefix + "ListenersConfigDump", "dynamic_listeners": [
-                {"name": name, "active_state": {"listener": listener}} for name, listener in raw.get("Listener", {}).items()]},
-            {"@type": prefix + "ClustersConfigDump", "dynamic_active_clusters": [
-                {"cluster": cluster} for cluster in raw.get("Cluster", {}).values()]},
-            {"@type": prefix + "RoutesConfigDump", "dynamic_route_configs": [
-                {"route_config": route} for route in raw.get("RouteConfiguration", {}).values()]},
-            {"@type": prefix + "SecretsConfigDump", "dynamic_active_secrets": self.secrets_dump()},
-        ], "xds": {"connected": self.connected, "synced": self.synced, "lastError": self.last_error,
-                   "rejected": self.rejected}}
+        prefix = TYPE_URL_PREFIX + "envoy.admin.v3."
+        return {
+            "configs": [
+                {
+                    "@type": prefix + "ListenersConfigDump",
+                    "dynamic_listeners": [
+                        {"name": name, "active_state": {"listener": listener}}
+                        for name, listener in raw.get(LISTENER, {}).items()
+                    ],
+                },
+                {
+                    "@type": prefix + "ClustersConfigDump",
+                    "dynamic_active_clusters": [{"cluster": cluster} for cluster in raw.get(CLUSTER, {}).values()],
+                },
+                {
+                    "@type": prefix + "RoutesConfigDump",
+                    "dynamic_route_configs": [
+                        {"route_config": route} for route in raw.get(ROUTE_CONFIGURATION, {}).values()
+                    ],
+                },
+                {"@type": prefix + "SecretsConfigDump", "dynamic_active_secrets": self.secrets_dump()},
+            ],
+            "xds": {
+                "connected": self.connected,
+                "synced": self.synced,
+                "lastError": self.last_error,
+                "rejected": self.rejected,
+            },
+        }

@@ -11,11 +11,12 @@
   already fails on its L4 attributes. A denied tunnel is refused with 401, as ztunnel refuses
   one (so a client sees a reset, curl exit 56); everything else is left to the request.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 from mesh.policy import http
 from mesh.policy.model import AuthorizationPolicy, Operation, Rule, Source
@@ -53,9 +54,11 @@ def _allow_names(policies: Iterable[AuthorizationPolicy]) -> str | None:
 
 
 def _has_l7(rule: Rule) -> bool:
-    return (any(getattr(s, f) for s in rule.from_ for f in _L7_SOURCE_FIELDS)
-            or any(getattr(o, f) for o in rule.to for f in _L7_OPERATION_FIELDS)
-            or any(c.key not in L4_WHEN_KEYS for c in rule.when))
+    return (
+        any(getattr(s, f) for s in rule.from_ for f in _L7_SOURCE_FIELDS)
+        or any(getattr(o, f) for o in rule.to for f in _L7_OPERATION_FIELDS)
+        or any(c.key not in L4_WHEN_KEYS for c in rule.when)
+    )
 
 
 def _relaxed(rule: Rule) -> Rule:
@@ -70,8 +73,15 @@ def _relaxed(rule: Rule) -> Rule:
 
 
 def _as_request(conn: Connection) -> http.Request:
-    return http.Request(method="", path="/", host="", src_ip=conn.src_ip, dst_ip=conn.dst_ip,
-                        dst_port=conn.dst_port, src_identity=conn.src_identity)
+    return http.Request(
+        method="",
+        path="/",
+        host="",
+        src_ip=conn.src_ip,
+        dst_ip=conn.dst_ip,
+        dst_port=conn.dst_port,
+        src_identity=conn.src_identity,
+    )
 
 
 def _rule_matches(rule: Rule, conn: Connection, namespace: str) -> bool:
@@ -82,7 +92,10 @@ Views = Iterable[tuple[Connection, Iterable[AuthorizationPolicy]]]
 RequestViews = Iterable[tuple[http.Request, Iterable[AuthorizationPolicy]]]
 
 
-def _flatten(views) -> list[tuple[object, AuthorizationPolicy]]:
+_V = TypeVar("_V")
+
+
+def _flatten(views: Iterable[tuple[_V, Iterable[AuthorizationPolicy]]]) -> list[tuple[_V, AuthorizationPolicy]]:
     """(view, policy) pairs: each policy judged on its own view of the destination (a selector
     policy sees the workload's ip:port, a targetRefs policy the Service's VIP:port)."""
     return [(view, p) for view, policies in views for p in _enforced(policies)]
@@ -92,8 +105,9 @@ def early_decision(views: Views) -> Verdict | None:
     """A denial certain from the connection alone, or None (decide per request)."""
     pairs = [(conn, p) for conn, p in _flatten(views) if p.action in ("ALLOW", "DENY")]
     for conn, policy in pairs:
-        if policy.action == "DENY" and any(not _has_l7(rule) and _rule_matches(rule, conn, policy.namespace)
-                                           for rule in policy.rules):
+        if policy.action == "DENY" and any(
+            not _has_l7(rule) and _rule_matches(rule, conn, policy.namespace) for rule in policy.rules
+        ):
             return Verdict(False, policy.key, f"explicitly denied by: {policy.key}")
     allows = [(conn, p) for conn, p in pairs if p.action == "ALLOW"]
     if not allows:
@@ -122,8 +136,9 @@ def tcp_decision(views: Views) -> Verdict:
     names an HTTP attribute never matches (fail closed); targetRefs policies included."""
     pairs = _flatten(views)
     for conn, policy in pairs:
-        if policy.action in ("CUSTOM", "DENY") and any(_rule_matches(_relaxed(rule), conn, policy.namespace)
-                                                       for rule in policy.rules):
+        if policy.action in ("CUSTOM", "DENY") and any(
+            _rule_matches(_relaxed(rule), conn, policy.namespace) for rule in policy.rules
+        ):
             return Verdict(False, policy.key, f"explicitly denied by: {policy.key}")
     allows = [(conn, p) for conn, p in pairs if p.action == "ALLOW"]
     if not allows:

@@ -23,9 +23,28 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Request methods recognised in an HTTP/1.x request line: the standard ones and WebDAV's.
 HTTP_METHODS = frozenset(
     {
-        b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
-        b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK",
-        b"REPORT", b"MKACTIVITY", b"CHECKOUT", b"MERGE", b"SEARCH", b"PURGE",
+        b"GET",
+        b"HEAD",
+        b"POST",
+        b"PUT",
+        b"DELETE",
+        b"CONNECT",
+        b"OPTIONS",
+        b"TRACE",
+        b"PATCH",
+        b"PROPFIND",
+        b"PROPPATCH",
+        b"MKCOL",
+        b"COPY",
+        b"MOVE",
+        b"LOCK",
+        b"UNLOCK",
+        b"REPORT",
+        b"MKACTIVITY",
+        b"CHECKOUT",
+        b"MERGE",
+        b"SEARCH",
+        b"PURGE",
     }
 )
 _LONGEST_METHOD = max(len(m) for m in HTTP_METHODS)
@@ -65,9 +84,7 @@ def looks_like_http(prefix: bytes) -> bool | None:
 
 
 async def sniff(
-    stream: trio.abc.ReceiveStream,
-    max_bytes: int = DEFAULT_SNIFF_BYTES,
-    timeout: float = DEFAULT_SNIFF_TIMEOUT,
+    stream: trio.abc.ReceiveStream, max_bytes: int = DEFAULT_SNIFF_BYTES, timeout: float = DEFAULT_SNIFF_TIMEOUT
 ) -> tuple[bytes, bool]:
     """Read the first bytes of `stream` until `looks_like_http` decides.
 
@@ -93,11 +110,7 @@ async def sniff(
 
 
 async def serve_http(
-    stream: trio.abc.Stream,
-    handler: Handler,
-    *,
-    initial: bytes = b"",
-    options: ServeOptions = DEFAULT_SERVE_OPTIONS,
+    stream: trio.abc.Stream, handler: Handler, *, initial: bytes = b"", options: ServeOptions = DEFAULT_SERVE_OPTIONS
 ) -> None:
     """Serve HTTP on `stream`: HTTP/2 if it starts with the preface, else HTTP/1.x.
 

@@ -8,19 +8,27 @@ sidecar's `virtualInbound`), which outbound chain a sidecar's captured connectio
 rbac filters name, and the sidecar's mTLS mode. Anything malformed raises `InvalidConfig`; the engine then
 keeps the previous configuration, as Envoy rejects (NACKs) a bad update.
 """
+
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mesh.contract import (
+    CLUSTER,
+    HTTP_CONNECTION_MANAGER,
+    JWT_AUTHN_FILTER,
+    LISTENER,
+    MAIN_INTERNAL,
+    PROTOCOL_TCP,
+    RBAC_HTTP_FILTER,
+    ROUTE_CONFIGURATION,
+    TCP_PROXY,
+    VIRTUAL_INBOUND,
+    VIRTUAL_OUTBOUND,
+)
 from mesh.policy.model import AuthorizationPolicy, parse_as
-
-HCM = "envoy.filters.network.http_connection_manager"
-TCP_PROXY = "envoy.filters.network.tcp_proxy"
-JWT_AUTHN = "envoy.filters.http.jwt_authn"
-RBAC_HTTP = "envoy.filters.http.rbac"
-RBAC_NETWORK = "envoy.filters.network.rbac"
 
 
 class InvalidConfig(ValueError):
@@ -68,20 +76,21 @@ class ProxyConfig:
     policies: dict[str, AuthorizationPolicy] = field(default_factory=dict)
     identity: str | None = None
     gateway: str | None = None
-    raw: dict[str, dict[str, dict]] = field(default_factory=dict)  # type → name → resource, for config_dump
+    raw: dict[str, dict[str, Mapping]] = field(default_factory=dict)  # type → name → resource, for config_dump
 
     @classmethod
-    def build(cls, listeners: Mapping[str, Mapping], clusters: Mapping[str, Mapping],
-              routes: Mapping[str, Mapping]) -> ProxyConfig:
-        config = cls(raw={"Listener": dict(listeners), "Cluster": dict(clusters), "RouteConfiguration": dict(routes)})
+    def build(
+        cls, listeners: Mapping[str, Mapping], clusters: Mapping[str, Mapping], routes: Mapping[str, Mapping]
+    ) -> ProxyConfig:
+        config = cls(raw={LISTENER: dict(listeners), CLUSTER: dict(clusters), ROUTE_CONFIGURATION: dict(routes)})
         for name, cluster in clusters.items():
-            if name == "main_internal":
+            if name == MAIN_INTERNAL:
                 continue
             config.clusters[name] = _cluster(name, cluster)
         route_clusters = {name: _route_cluster(name, route) for name, route in routes.items()}
-        for chain in (listeners.get("virtualOutbound") or {}).get("filter_chains") or []:
+        for chain in (listeners.get(VIRTUAL_OUTBOUND) or {}).get("filter_chains") or []:
             config.outbound_chains.append(_outbound_chain(chain))
-        main = listeners.get("main_internal") or listeners.get("virtualInbound")
+        main = listeners.get(MAIN_INTERNAL) or listeners.get(VIRTUAL_INBOUND)
         if main is None:
             return config
         istio = ((main.get("metadata") or {}).get("filter_metadata") or {}).get("istio") or {}
@@ -92,9 +101,15 @@ class ProxyConfig:
         for key, obj in (istio.get("policies") or {}).items():
             meta = obj.get("metadata") or {}
             try:
-                config.policies[key] = parse_as(AuthorizationPolicy, {
-                    "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-                    "metadata": meta, "spec": obj.get("spec") or {}})
+                config.policies[key] = parse_as(
+                    AuthorizationPolicy,
+                    {
+                        "apiVersion": "security.istio.io/v1",
+                        "kind": "AuthorizationPolicy",
+                        "metadata": meta,
+                        "spec": obj.get("spec") or {},
+                    },
+                )
             except (ValueError, TypeError) as e:
                 raise InvalidConfig(f"policy {key}: {e}") from None
         for chain in main.get("filter_chains") or []:
@@ -146,9 +161,17 @@ def _cluster(name: str, raw: Mapping) -> Cluster:
         for lb in group.get("lb_endpoints") or []:
             ip, port = _socket_address(lb)
             istio = ((lb.get("metadata") or {}).get("filter_metadata") or {}).get("istio") or {}
-            endpoints.append(Endpoint(ip, port, lb.get("health_status", "HEALTHY") == "HEALTHY",
-                                      istio.get("workload", ""), istio.get("identity", ""),
-                                      istio.get("tunnel", "TCP"), tuple(istio.get("policies") or ())))
+            endpoints.append(
+                Endpoint(
+                    ip,
+                    port,
+                    lb.get("health_status", "HEALTHY") == "HEALTHY",
+                    istio.get("workload", ""),
+                    istio.get("identity", ""),
+                    istio.get("tunnel", PROTOCOL_TCP),
+                    tuple(istio.get("policies") or ()),
+                )
+            )
     services = (((raw.get("metadata") or {}).get("filter_metadata") or {}).get("istio") or {}).get("services") or []
     return Cluster(name, tuple(endpoints), services[0].get("host") if services else None)
 
@@ -177,16 +200,22 @@ def _chain(raw: Mapping, route_clusters: Mapping[str, str]) -> Chain | None:
         return None
     network = _network(raw)
     filters = {f.get("name"): f.get("typed_config") or {} for f in raw.get("filters") or []}
-    hcm = filters.get(HCM)
+    hcm = filters.get(HTTP_CONNECTION_MANAGER)
     if hcm is None:
         raise InvalidConfig(f"chain {raw.get('name')} has no http_connection_manager")
     http_filters = {f.get("name"): f.get("typed_config") or {} for f in hcm.get("http_filters") or []}
     route = (hcm.get("rds") or {}).get("route_config_name")
-    if route not in route_clusters:
+    if route is None or route not in route_clusters:
         raise InvalidConfig(f"chain {raw.get('name')} names unknown route {route!r}")
-    return Chain(name=raw.get("name", ""), network=network, port=match.get("destination_port"),
-                 cluster=route_clusters[route], policies=tuple((http_filters.get(RBAC_HTTP) or {}).get("policy_keys") or ()),
-                 jwt_config=http_filters.get(JWT_AUTHN), route=route)
+    return Chain(
+        name=raw.get("name", ""),
+        network=network,
+        port=match.get("destination_port"),
+        cluster=route_clusters[route],
+        policies=tuple((http_filters.get(RBAC_HTTP_FILTER) or {}).get("policy_keys") or ()),
+        jwt_config=http_filters.get(JWT_AUTHN_FILTER),
+        route=route,
+    )
 
 
 def _outbound_chain(raw: Mapping) -> Chain:
@@ -195,5 +224,12 @@ def _outbound_chain(raw: Mapping) -> Chain:
     tcp = next((f.get("typed_config") or {} for f in raw.get("filters") or [] if f.get("name") == TCP_PROXY), None)
     if tcp is None or not tcp.get("cluster"):
         raise InvalidConfig(f"outbound chain {raw.get('name')} has no tcp_proxy cluster")
-    return Chain(name=raw.get("name", ""), network=network, port=match.get("destination_port"), cluster=tcp["cluster"],
-                 policies=(), jwt_config=None, route=None)
+    return Chain(
+        name=raw.get("name", ""),
+        network=network,
+        port=match.get("destination_port"),
+        cluster=tcp["cluster"],
+        policies=(),
+        jwt_config=None,
+        route=None,
+    )

@@ -23,6 +23,7 @@ goes over HBONE as the pod's own identity, anything else passes through as plain
 Every request and every TCP connection writes one access-log line naming the decision and who
 took it. Policy and JWT decisions are pure (`authz`, `jwt_authn`); this module is the shell.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,6 +35,8 @@ from typing import Callable, Protocol
 
 import trio
 
+from mesh import tls
+from mesh.contract import PROTOCOL_TCP
 from mesh.hbone import splice
 from mesh.hbone.splice import SpliceStats
 from mesh.identity.spiffe import Identity
@@ -47,7 +50,6 @@ from mesh.proxy.http1 import BEFORE_HEADERS, UpstreamError
 from mesh.proxy.metrics import RequestLabels, RequestMetrics
 from mesh.proxy.upstream import UpstreamConnectError, Upstreams
 from mesh.ztunnel.sockets import abort
-from mesh import tls
 
 log = logging.getLogger("mesh.proxy.engine")
 
@@ -87,9 +89,18 @@ class Tunnel:
 class Engine:
     """The filter chains and router of one proxy; `component` names it in logs ("waypoint")."""
 
-    def __init__(self, config: ConfigSource, upstreams: Upstreams, *, component: str, own_identity: str,
-                 log_line: Callable[[str], None], rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time, sniff_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: ConfigSource,
+        upstreams: Upstreams,
+        *,
+        component: str,
+        own_identity: str,
+        log_line: Callable[[str], None],
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+        sniff_timeout: float = 1.0,
+    ) -> None:
         self.config = config
         self.upstreams = upstreams
         self.component = component
@@ -118,8 +129,9 @@ class Engine:
         cluster = config.clusters.get(chain.cluster)
         verdict = self._early(config, chain, cluster, tunnel)
         if verdict is not None:
-            self._connection_log(tunnel, chain, "deny", f"{self.component} rbac (L4)", verdict.policy,
-                                 verdict.reason, started)
+            self._connection_log(
+                tunnel, chain, "deny", f"{self.component} rbac (L4)", verdict.policy, verdict.reason, started
+            )
             await respond(POLICY_DENIED)
             return
         await respond(200)
@@ -137,8 +149,15 @@ class Engine:
         config = self.config.current
         tunnel = Tunnel(src[0], src[1], None, None, target[0], target[1])
         if config.mtls_for(target[1]) == "STRICT":
-            self._connection_log(tunnel, None, "deny", f"{self.component} peer_authentication", None,
-                                 "STRICT mTLS: plaintext refused", time.monotonic())
+            self._connection_log(
+                tunnel,
+                None,
+                "deny",
+                f"{self.component} peer_authentication",
+                None,
+                "STRICT mTLS: plaintext refused",
+                time.monotonic(),
+            )
             abort(stream)
             return
 
@@ -157,13 +176,15 @@ class Engine:
         config = self.config.current
         tunnel = Tunnel(src[0], src[1], self.own_identity, None, target[0], target[1])
         chain = config.outbound_chain_for(*target)
+        endpoint: Endpoint | None
         if chain is None:
-            endpoint = Endpoint(target[0], target[1], True, "", "", "TCP", ())  # PassthroughCluster
+            endpoint = Endpoint(target[0], target[1], True, "", "", PROTOCOL_TCP, ())  # PassthroughCluster
         else:
             endpoint = self.pick(config.clusters.get(chain.cluster))
             if endpoint is None:
-                self._connection_log(tunnel, chain, "allow", None, None, None, started, error="no healthy upstream",
-                                     direction="outbound")
+                self._connection_log(
+                    tunnel, chain, "allow", None, None, None, started, error="no healthy upstream", direction="outbound"
+                )
                 abort(stream)
                 return
         port = endpoint.port or target[1]
@@ -172,8 +193,18 @@ class Engine:
         try:
             upstream = await self.upstreams.open(endpoint, port, _tunnel_headers(tunnel))
         except UpstreamConnectError as exc:
-            self._connection_log(tunnel, chain, "allow", None, None, None, started, endpoint=endpoint,
-                                 error=exc.reason, direction="outbound")
+            self._connection_log(
+                tunnel,
+                chain,
+                "allow",
+                None,
+                None,
+                None,
+                started,
+                endpoint=endpoint,
+                error=exc.reason,
+                direction="outbound",
+            )
             abort(stream)
             return
         try:
@@ -183,12 +214,25 @@ class Engine:
         finally:
             await trio.aclose_forcefully(upstream)
             await trio.aclose_forcefully(stream)
-        self._connection_log(tunnel, chain, "allow", None, None, None, started, endpoint=endpoint, stats=stats,
-                             error=error, direction="outbound")
+        self._connection_log(
+            tunnel,
+            chain,
+            "allow",
+            None,
+            None,
+            None,
+            started,
+            endpoint=endpoint,
+            stats=stats,
+            error=error,
+            direction="outbound",
+        )
 
-    def _early(self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel) -> authz.Verdict | None:
+    def _early(
+        self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel
+    ) -> authz.Verdict | None:
         """A denial every endpoint's policy set agrees on, or None."""
-        endpoints = [e for e in (cluster.endpoints if cluster else ()) if e.healthy] or [None]
+        endpoints: list[Endpoint | None] = [e for e in (cluster.endpoints if cluster else ()) if e.healthy] or [None]
         verdicts = [authz.early_decision(_views(config, chain, e, tunnel, _connection_view(tunnel))) for e in endpoints]
         if all(v is not None for v in verdicts):
             return verdicts[0]
@@ -200,8 +244,16 @@ class Engine:
 
     # --- TCP ------------------------------------------------------------------------------------
 
-    async def _proxy_tcp(self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel,
-                         stream: trio.abc.HalfCloseableStream, prefix: bytes, started: float) -> None:
+    async def _proxy_tcp(
+        self,
+        config: ProxyConfig,
+        chain: Chain,
+        cluster: Cluster | None,
+        tunnel: Tunnel,
+        stream: trio.abc.HalfCloseableStream,
+        prefix: bytes,
+        started: float,
+    ) -> None:
         endpoint = self.pick(cluster)
         if endpoint is None:
             self._connection_log(tunnel, chain, "allow", None, None, None, started, error="no healthy upstream")
@@ -209,8 +261,16 @@ class Engine:
             return
         verdict = authz.tcp_decision(_views(config, chain, endpoint, tunnel, _connection_view(tunnel)))
         if not verdict.allowed:
-            self._connection_log(tunnel, chain, "deny", f"{self.component} rbac (TCP)", verdict.policy,
-                                 verdict.reason, started, endpoint=endpoint)
+            self._connection_log(
+                tunnel,
+                chain,
+                "deny",
+                f"{self.component} rbac (TCP)",
+                verdict.policy,
+                verdict.reason,
+                started,
+                endpoint=endpoint,
+            )
             await trio.aclose_forcefully(stream)
             return
         port = endpoint.port or tunnel.target_port
@@ -219,8 +279,9 @@ class Engine:
         try:
             upstream = await self.upstreams.open(endpoint, port, _tunnel_headers(tunnel))
         except UpstreamConnectError as exc:
-            self._connection_log(tunnel, chain, "allow", None, verdict.policy, None, started, endpoint=endpoint,
-                                 error=exc.reason)
+            self._connection_log(
+                tunnel, chain, "allow", None, verdict.policy, None, started, endpoint=endpoint, error=exc.reason
+            )
             await trio.aclose_forcefully(stream)
             return
         try:
@@ -231,22 +292,60 @@ class Engine:
             error = f"connection reset: {exc}"
         finally:
             await trio.aclose_forcefully(upstream)
-        self._connection_log(tunnel, chain, "allow", f"{self.component} rbac (TCP)" if verdict.policy else None,
-                             verdict.policy, None, started, endpoint=endpoint, stats=stats, error=error)
+        self._connection_log(
+            tunnel,
+            chain,
+            "allow",
+            f"{self.component} rbac (TCP)" if verdict.policy else None,
+            verdict.policy,
+            None,
+            started,
+            endpoint=endpoint,
+            stats=stats,
+            error=error,
+        )
 
-    def _connection_log(self, tunnel: Tunnel, chain: Chain | None, decision: str, decided_by: str | None,
-                        policy: str | None, reason: str | None, started: float, *, endpoint: Endpoint | None = None,
-                        stats: SpliceStats | None = None, error: str | None = None,
-                        direction: str = "inbound") -> None:
+    def _connection_log(
+        self,
+        tunnel: Tunnel,
+        chain: Chain | None,
+        decision: str,
+        decided_by: str | None,
+        policy: str | None,
+        reason: str | None,
+        started: float,
+        *,
+        endpoint: Endpoint | None = None,
+        stats: SpliceStats | None = None,
+        error: str | None = None,
+        direction: str = "inbound",
+    ) -> None:
         if decision == "allow" and error is None:
-            self.metrics.record_tcp(self.reporter if direction == "inbound" else "source",
-                                    tunnel.peer_identity or "unknown", endpoint.workload if endpoint else "unknown")
-        self.log_line(connection_line(direction=direction,
-            component=self.component, src_addr=tunnel.client_addr or tunnel.src, src_identity=tunnel.peer_identity,
-            target=tunnel.target, chain=chain.name if chain else None, decision=decision, decided_by=decided_by,
-            policy=policy, reason=reason, dst_addr=f"{endpoint.ip}:{endpoint.port or tunnel.target_port}" if endpoint else None,
-            dst_workload=endpoint.workload if endpoint else None, bytes_recv=stats.bytes_recv if stats else 0,
-            bytes_sent=stats.bytes_sent if stats else 0, duration_ms=(time.monotonic() - started) * 1000, error=error))
+            self.metrics.record_tcp(
+                self.reporter if direction == "inbound" else "source",
+                tunnel.peer_identity or "unknown",
+                endpoint.workload if endpoint else "unknown",
+            )
+        self.log_line(
+            connection_line(
+                direction=direction,
+                component=self.component,
+                src_addr=tunnel.client_addr or tunnel.src,
+                src_identity=tunnel.peer_identity,
+                target=tunnel.target,
+                chain=chain.name if chain else None,
+                decision=decision,
+                decided_by=decided_by,
+                policy=policy,
+                reason=reason,
+                dst_addr=f"{endpoint.ip}:{endpoint.port or tunnel.target_port}" if endpoint else None,
+                dst_workload=endpoint.workload if endpoint else None,
+                bytes_recv=stats.bytes_recv if stats else 0,
+                bytes_sent=stats.bytes_sent if stats else 0,
+                duration_ms=(time.monotonic() - started) * 1000,
+                error=error,
+            )
+        )
 
 
 def _views(config: ProxyConfig, chain: Chain, endpoint: Endpoint | None, tunnel: Tunnel, make):
@@ -270,15 +369,18 @@ def _tunnel_headers(tunnel: Tunnel) -> list[tuple[str, str]]:
 class _Handler:
     """The HTTP filter chain of one tunnel: called once per request by the codec."""
 
+    config: ProxyConfig  # set by `_use`, with the chain of it that serves the tunnel
+
     def __init__(self, engine: Engine, config: ProxyConfig, chain: Chain, tunnel: Tunnel) -> None:
         self.engine = engine
         self.tunnel = tunnel
-        self.config: ProxyConfig | None = None
         self._use(config, chain)
 
     def _use(self, config: ProxyConfig, chain: Chain) -> None:
         self.config, self.chain = config, chain
-        self.providers = jwt_authn.filter_from_config(chain.jwt_config) if chain.jwt_config else []
+        self.providers: jwt_authn.JwtAuthnFilter | list[jwt_authn.Provider] = (
+            jwt_authn.filter_from_config(chain.jwt_config) if chain.jwt_config else []
+        )
         self.cluster = config.clusters.get(chain.cluster)
 
     def _refresh(self) -> bool:
@@ -295,19 +397,36 @@ class _Handler:
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         engine, tunnel = self.engine, self.tunnel
         started = time.monotonic()
-        record = RequestRecord(method=request.method, path=request.target, protocol=f"HTTP/{request.version}",
-                               authority=request.authority, src_addr=tunnel.client_addr or tunnel.src,
-                               src_identity=tunnel.peer_identity, component=engine.component, chain=self.chain.name,
-                               user_agent=request.header("user-agent"), bytes_received=len(request.body))
+        record = RequestRecord(
+            method=request.method,
+            path=request.target,
+            protocol=f"HTTP/{request.version}",
+            authority=request.authority,
+            src_addr=tunnel.client_addr or tunnel.src,
+            src_identity=tunnel.peer_identity,
+            component=engine.component,
+            chain=self.chain.name,
+            user_agent=request.header("user-agent"),
+            bytes_received=len(request.body),
+        )
         response = await self._filter(request, record)
         record.status = response.status
         record.bytes_sent = len(response.body)
         took = (time.monotonic() - started) * 1000
         engine.log_line(record.line(took))
         workload = record.dst_workload or "unknown/unknown"
-        engine.metrics.record_request(RequestLabels(
-            engine.reporter, tunnel.peer_identity or "unknown", record.dst_identity or "unknown",
-            workload.partition("/")[2], workload.partition("/")[0], str(response.status), record.flags), took)
+        engine.metrics.record_request(
+            RequestLabels(
+                engine.reporter,
+                tunnel.peer_identity or "unknown",
+                record.dst_identity or "unknown",
+                workload.partition("/")[2],
+                workload.partition("/")[0],
+                str(response.status),
+                record.flags,
+            ),
+            took,
+        )
         return response
 
     async def _filter(self, request: HttpRequest, record: RequestRecord) -> HttpResponse:
@@ -317,9 +436,15 @@ class _Handler:
             return _local(NO_ROUTE, "no route")
         record.chain = self.chain.name
         # 1. jwt_authn
-        outcome = jwt_authn.authenticate(self.providers, scheme=request.scheme or "http",
-                                         authority=request.authority, path=request.target,
-                                         headers=request.headers, now=engine.clock(), method=request.method)
+        outcome = jwt_authn.authenticate(
+            self.providers,
+            scheme=request.scheme or "http",
+            authority=request.authority,
+            path=request.target,
+            headers=request.headers,
+            now=engine.clock(),
+            method=request.method,
+        )
         record.request_principal = outcome.principal
         if outcome.status is not None:
             record.decision, record.decided_by, record.reason = "deny", f"{engine.component} jwt_authn", outcome.detail
@@ -332,13 +457,22 @@ class _Handler:
             return _local(503, "no healthy upstream")
         record.dst_addr = f"{endpoint.ip}:{endpoint.port or tunnel.target_port}"
         record.dst_workload, record.dst_identity = endpoint.workload, endpoint.identity
+
         # 3. rbac
         def view(ip: str, port: int) -> http_policy.Request:
             # The headers as jwt_authn left them: a client cannot forge its output headers.
             return http_policy.Request(
-                method=request.method, path=outcome.path or request.target, host=request.authority,
-                src_ip=tunnel.src_ip, dst_ip=ip, dst_port=port, src_identity=tunnel.peer_identity,
-                headers=tuple(outcome.request_headers), jwt_claims=outcome.claims)
+                method=request.method,
+                path=outcome.path or request.target,
+                host=request.authority,
+                src_ip=tunnel.src_ip,
+                dst_ip=ip,
+                dst_port=port,
+                src_identity=tunnel.peer_identity,
+                headers=tuple(outcome.request_headers),
+                jwt_claims=outcome.claims,
+            )
+
         verdict = authz.request_decision(_views(self.config, self.chain, endpoint, tunnel, view))
         record.audit = verdict.audit
         record.policy, record.reason = verdict.policy, verdict.reason
@@ -364,10 +498,25 @@ class _Handler:
         if request.header("x-request-id") is None:
             headers.append(("x-request-id", str(uuid.uuid4())))
         if tunnel.peer_leaf is not None:  # APPEND_FORWARD; without mTLS a client's own XFCC is dropped
-            headers.append(("x-forwarded-client-cert", tls.xfcc(Identity.parse(self.engine.own_identity),
-                                                                tunnel.peer_leaf, request.header("x-forwarded-client-cert"))))
-        return HttpRequest(method=request.method, target=outcome.path or request.target, authority=request.authority,
-                           scheme=request.scheme, headers=headers, body=request.body, version="1.1")
+            headers.append(
+                (
+                    "x-forwarded-client-cert",
+                    tls.xfcc(
+                        Identity.parse(self.engine.own_identity),
+                        tunnel.peer_leaf,
+                        request.header("x-forwarded-client-cert"),
+                    ),
+                )
+            )
+        return HttpRequest(
+            method=request.method,
+            target=outcome.path or request.target,
+            authority=request.authority,
+            scheme=request.scheme,
+            headers=headers,
+            body=request.body,
+            version="1.1",
+        )
 
     async def _forward(self, request: HttpRequest, endpoint: Endpoint, record: RequestRecord) -> HttpResponse:
         engine, tunnel = self.engine, self.tunnel
@@ -383,8 +532,13 @@ class _Handler:
                 response = await client.request(request)
             except UpstreamError as exc:
                 await trio.aclose_forcefully(client.stream)
-                if reused and attempt == 1 and exc.status == 503 and not exc.response_started \
-                        and request.method in IDEMPOTENT:
+                if (
+                    reused
+                    and attempt == 1
+                    and exc.status == 503
+                    and not exc.response_started
+                    and request.method in IDEMPOTENT
+                ):
                     continue  # a kept-alive connection the app had closed: one fresh try, never twice a POST
                 record.flags = "UC"
                 return _local(exc.status, exc.reason)

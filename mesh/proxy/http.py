@@ -28,9 +28,7 @@ MiB = 1024 * KiB
 
 #: Connection-specific headers: they describe one hop, so they never cross the proxy
 #: (and HTTP/2 forbids them outright).
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
-)
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"})
 
 #: Total size of a request's headers (names + values) before the codec answers 431.
 MAX_HEADER_BYTES = 60 * KiB
@@ -112,11 +110,7 @@ class _HeaderAccess:
         return _get(self.headers, name)
 
     def with_headers(
-        self,
-        set: Iterable[tuple[str, str]] = (),
-        *,
-        add: Iterable[tuple[str, str]] = (),
-        remove: Iterable[str] = (),
+        self, set: Iterable[tuple[str, str]] = (), *, add: Iterable[tuple[str, str]] = (), remove: Iterable[str] = ()
     ) -> Self:
         """A copy with `remove` and the names in `set` dropped, then `set` and `add` appended."""
         return dataclasses.replace(self, headers=_edit(self.headers, set, add, remove))

@@ -58,11 +58,7 @@ def _encode(headers) -> list[tuple[bytes, bytes]]:
 
 
 async def serve_http1(
-    stream: trio.abc.Stream,
-    handler: Handler,
-    *,
-    initial: bytes = b"",
-    options: ServeOptions = DEFAULT_SERVE_OPTIONS,
+    stream: trio.abc.Stream, handler: Handler, *, initial: bytes = b"", options: ServeOptions = DEFAULT_SERVE_OPTIONS
 ) -> None:
     """Serve HTTP/1.x requests on `stream` until either side ends the connection.
 
@@ -101,7 +97,7 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream, idle_timeou
         if event is not h11.NEED_DATA:
             return event
         with trio.move_on_after(idle_timeout):
-            conn.receive_data(await stream.receive_some(READ_SIZE))
+            conn.receive_data(await stream.receive_some(READ_SIZE))  # type: ignore[arg-type]  # h11 says bytes; its docs take bytes-like
             continue
         return None
 
@@ -192,7 +188,9 @@ def _to_request(event: h11.Request, body: bytes, scheme: str) -> HttpRequest:
     )
 
 
-async def _send(conn: h11.Connection, stream: trio.abc.Stream, response: HttpResponse, *, head: bool, close: bool) -> bool:
+async def _send(
+    conn: h11.Connection, stream: trio.abc.Stream, response: HttpResponse, *, head: bool, close: bool
+) -> bool:
     """Write `response` in one piece; False if it could not be (h11 refused it)."""
     headers, body = wire_response(response, head=head)
     if close:
@@ -338,9 +336,9 @@ class Http1Client:
             try:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    data = await self._stream.receive_some(READ_SIZE)
-                    eof = not data
-                    conn.receive_data(data)
+                    chunk = await self._stream.receive_some(READ_SIZE)
+                    eof = not chunk
+                    conn.receive_data(chunk)  # type: ignore[arg-type]  # h11 says bytes; its docs take bytes-like
                     continue
             except h11.RemoteProtocolError as exc:
                 # h11 reports a close in the middle of a message as a protocol error.
@@ -361,8 +359,4 @@ class Http1Client:
             else:  # ConnectionClosed before the end of the response
                 raise UpstreamError(prefix + "connection termination", response_started=head is not None)
         assert head is not None
-        return HttpResponse(
-            status=head.status_code,
-            headers=clean_headers(_decode(head.headers)),
-            body=bytes(body),
-        )
+        return HttpResponse(status=head.status_code, headers=clean_headers(_decode(head.headers)), body=bytes(body))

@@ -63,11 +63,7 @@ class _Stream:
 
 
 async def serve_http2(
-    stream: trio.abc.Stream,
-    handler: Handler,
-    *,
-    initial: bytes = b"",
-    options: ServeOptions = DEFAULT_SERVE_OPTIONS,
+    stream: trio.abc.Stream, handler: Handler, *, initial: bytes = b"", options: ServeOptions = DEFAULT_SERVE_OPTIONS
 ) -> None:
     """Serve h2c on `stream`, whose client starts with the connection preface.
 
@@ -171,7 +167,7 @@ class _H2Server:
 
     # -- events ----------------------------------------------------------------------
 
-    def _receive(self, data: bytes) -> None:
+    def _receive(self, data: bytes | bytearray) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:

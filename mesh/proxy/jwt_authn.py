@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
+from mesh.istiod.jwt import istio_requirement
+
 from .jwt_keys import VerificationKey, parse_jwks
 from .jwt_token import (
     JWKS_FETCH_FAILED,
@@ -46,8 +48,6 @@ from .jwt_token import (
     verify_signature,
 )
 
-FILTER_NAME = "envoy.filters.http.jwt_authn"
-CONFIG_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 DEFAULT_HEADER = ("authorization", "Bearer ")
 DEFAULT_PARAM = "access_token"
 DEFAULT_CLOCK_SKEW_SECONDS = 60
@@ -58,6 +58,7 @@ _JWT_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
+
 
 @dataclass(frozen=True)
 class Provider:
@@ -96,18 +97,6 @@ class JwtAuthnFilter:
     providers: tuple[Provider, ...]
     rules: tuple[tuple[str, Mapping[str, Any]], ...]
     bypass_cors_preflight: bool = True
-
-
-def istio_requirement(provider_names: Sequence[str]) -> dict:
-    """The requirement istiod builds: any one provider, or every token valid (allow_missing)."""
-    def provider_or_missing(name: str) -> dict:
-        return {"requires_any": {"requirements": [{"provider_name": name}, {"allow_missing": {}}]}}
-
-    if len(provider_names) == 1:
-        return provider_or_missing(provider_names[0])
-    inner = [provider_or_missing(name) for name in provider_names]
-    return {"requires_any": {"requirements": [{"provider_name": name} for name in provider_names]
-                             + [{"requires_all": {"requirements": inner}}]}}
 
 
 def _typed_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -158,8 +147,9 @@ def filter_from_config(config: Mapping[str, Any]) -> JwtAuthnFilter:
     unknown = sorted(_named_providers([req for _, req in rules]) - {p.name for p in providers})
     if unknown:
         raise ValueError(f"Required provider {unknown} is not configured")
-    return JwtAuthnFilter(providers=providers, rules=tuple(rules),
-                          bypass_cors_preflight=bool(typed.get("bypass_cors_preflight", False)))
+    return JwtAuthnFilter(
+        providers=providers, rules=tuple(rules), bypass_cors_preflight=bool(typed.get("bypass_cors_preflight", False))
+    )
 
 
 def _named_providers(requirements: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -177,6 +167,7 @@ def _named_providers(requirements: Iterable[Mapping[str, Any]]) -> set[str]:
 
 # ---------------------------------------------------------------------------------------------
 # One request
+
 
 @dataclass(frozen=True)
 class JwtOutcome:
@@ -288,12 +279,16 @@ def _extract(providers: Sequence[Provider], request: _Request) -> list[_Location
                     continue
                 value = _strip_to_token(value, position + len(prefix))
             tokens.append(_Location(value, header_specs[name, prefix], "header", name))
-    params = _query_params(request.path) if param_specs else {}
-    tokens += [_Location(params[name], param_specs[name], "param", name) for name in sorted(param_specs)
-               if name in params]
-    cookies = _cookies(request) if cookie_specs else {}
-    tokens += [_Location(cookies[name], cookie_specs[name], "cookie", name) for name in sorted(cookie_specs)
-               if name in cookies]
+    query = _query_params(request.path) if param_specs else {}
+    tokens += [
+        _Location(query[name], param_specs[name], "param", name) for name in sorted(param_specs) if name in query
+    ]
+    request_cookies = _cookies(request) if cookie_specs else {}
+    tokens += [
+        _Location(request_cookies[name], cookie_specs[name], "cookie", name)
+        for name in sorted(cookie_specs)
+        if name in request_cookies
+    ]
     return tokens
 
 
@@ -316,8 +311,9 @@ class _Run:
     def sanitize(self, providers: Iterable[Provider]) -> None:
         """Drop client-sent copies of the headers a provider writes, so they cannot be forged."""
         for provider in providers:
-            names = ([provider.forward_payload_header] if provider.forward_payload_header else []) \
-                + [header for header, _ in provider.claim_to_headers]
+            names = ([provider.forward_payload_header] if provider.forward_payload_header else []) + [
+                header for header, _ in provider.claim_to_headers
+            ]
             for name in names:
                 if self.request.values(name.lower()):
                     self.request.remove(name.lower())
@@ -343,16 +339,21 @@ class _Run:
     def any(self, children: Sequence[Mapping[str, Any]]) -> str:
         """Regular children in order, the bypass one (allow_missing[_or_failed]) last."""
         regular = [c for c in children if "allow_missing" not in c and "allow_missing_or_failed" not in c]
-        bypass = next((c for c in children if "allow_missing_or_failed" in c),
-                      next((c for c in children if "allow_missing" in c), None))
+        bypass = next(
+            (c for c in children if "allow_missing_or_failed" in c),
+            next((c for c in children if "allow_missing" in c), None),
+        )
         status = OK
         for child in regular:
             status = self.requirement(child)
             if status == OK:
                 return OK
         if bypass is not None:
-            used = [self.by_name[c.get("provider_name") or c["provider_and_audiences"]["provider_name"]]
-                    for c in regular if "provider_name" in c or "provider_and_audiences" in c]
+            used = [
+                self.by_name[c.get("provider_name") or c["provider_and_audiences"]["provider_name"]]
+                for c in regular
+                if "provider_name" in c or "provider_and_audiences" in c
+            ]
             status = self.tokens_of(used, allow_failed="allow_missing_or_failed" in bypass)
         return status
 
@@ -437,8 +438,9 @@ def _denied(status: str, scheme: str, authority: str, path: str, request: _Reque
     if status != JWT_MISSING:
         realm += ', error="invalid_token"'
     detail = DETAIL_PREFIX + "{" + re.sub(r"\s", "_", status) + "}"  # no spaces: it goes to access logs
-    return JwtOutcome(status=code, body=status, response_headers=(("www-authenticate", realm),),
-                      path=path, detail=detail)
+    return JwtOutcome(
+        status=code, body=status, response_headers=(("www-authenticate", realm),), path=path, detail=detail
+    )
 
 
 def _is_cors_preflight(method: str, headers: Sequence[tuple[str, str]]) -> bool:
@@ -446,12 +448,26 @@ def _is_cors_preflight(method: str, headers: Sequence[tuple[str, str]]) -> bool:
     return method == "OPTIONS" and "origin" in present and "access-control-request-method" in present
 
 
-def authenticate(providers: Sequence[Provider] | JwtAuthnFilter, *, scheme: str, authority: str, path: str,
-                 headers: Sequence[tuple[str, str]], now: float, method: str = "GET") -> JwtOutcome:
+def authenticate(
+    providers: Sequence[Provider] | JwtAuthnFilter,
+    *,
+    scheme: str,
+    authority: str,
+    path: str,
+    headers: Sequence[tuple[str, str]],
+    now: float,
+    method: str = "GET",
+) -> JwtOutcome:
     """Authenticate one request. `providers` as a plain list means Istio's requirement over them;
     `headers` have lower-case names; `path` is the request target, query included."""
-    jwt_filter = providers if isinstance(providers, JwtAuthnFilter) else JwtAuthnFilter(
-        providers=tuple(providers), rules=(("/", istio_requirement([p.name for p in providers])),) if providers else ())
+    jwt_filter = (
+        providers
+        if isinstance(providers, JwtAuthnFilter)
+        else JwtAuthnFilter(
+            providers=tuple(providers),
+            rules=(("/", istio_requirement([p.name for p in providers])),) if providers else (),
+        )
+    )
     headers = [(name.lower(), value) for name, value in headers]
     passed = JwtOutcome(status=None, path=path, request_headers=tuple(headers))
     if jwt_filter.bypass_cors_preflight and _is_cors_preflight(method, headers):
@@ -465,14 +481,28 @@ def authenticate(providers: Sequence[Provider] | JwtAuthnFilter, *, scheme: str,
         return _denied(status, scheme, authority, path, request)
     removed, added = _changes(request.log)
     # Istio's request.auth.* come from the first provider (in config order) with a verified payload.
-    verified = next((request.payloads[key] for key in
-                     (p.payload_in_metadata or p.name for p in jwt_filter.providers) if key in request.payloads), None)
+    verified = next(
+        (
+            request.payloads[key]
+            for key in (p.payload_in_metadata or p.name for p in jwt_filter.providers)
+            if key in request.payloads
+        ),
+        None,
+    )
     claims = principal = provider_name = None
     audiences: tuple[str, ...] = ()
     if verified is not None:
         provider, jwt = verified
         claims, provider_name, audiences = dict(jwt.payload), provider.name, jwt.audiences
         principal = f"{jwt.iss}/{jwt.sub}" if jwt.iss and jwt.sub else None
-    return JwtOutcome(status=None, claims=claims, principal=principal, audiences=audiences, provider=provider_name,
-                      request_headers_to_remove=removed, request_headers_to_add=added, path=request.path,
-                      request_headers=tuple(request.headers))
+    return JwtOutcome(
+        status=None,
+        claims=claims,
+        principal=principal,
+        audiences=audiences,
+        provider=provider_name,
+        request_headers_to_remove=removed,
+        request_headers_to_add=added,
+        path=request.path,
+        request_headers=tuple(request.headers),
+    )

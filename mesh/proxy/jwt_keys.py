@@ -33,7 +33,7 @@ class VerificationKey:
     public_key: Any = None
 
 
-def b64url_decode(text: str) -> bytes | None:
+def b64url_decode(text: object) -> bytes | None:
     """base64url as JWTs and JWKs carry it (padding optional); None if `text` is not that."""
     if not isinstance(text, str) or not _BASE64URL.match(text) or len(text.rstrip("=")) % 4 == 1:
         return None
@@ -83,8 +83,9 @@ def _verification_key(jwk: Mapping[str, Any]) -> VerificationKey | None:
     kty = jwk.get("kty")
     if not isinstance(kty, str):
         return None
-    kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else ""
-    alg = jwk.get("alg") if isinstance(jwk.get("alg"), str) else ""
+    raw_kid, raw_alg = jwk.get("kid"), jwk.get("alg")
+    kid = raw_kid if isinstance(raw_kid, str) else ""
+    alg = raw_alg if isinstance(raw_alg, str) else ""
     if kty == "oct":
         usable = (not alg or alg in ("HS256", "HS384", "HS512")) and b64url_decode(jwk.get("k")) is not None
         return VerificationKey(kty, kid, alg, None) if usable else None

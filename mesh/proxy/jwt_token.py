@@ -36,8 +36,23 @@ JWKS_KID_ALG_MISMATCH = "Jwks doesn't have key to match kid or alg from Jwt"
 JWKS_FETCH_FAILED = "Jwks remote fetch is failed"
 
 # Algorithms Envoy's parser accepts; anything else (e.g. "none") is refused while parsing.
-SUPPORTED_ALGS = frozenset({"ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "RS256", "RS384",
-                            "RS512", "PS256", "PS384", "PS512", "EdDSA"})
+SUPPORTED_ALGS = frozenset(
+    {
+        "ES256",
+        "ES384",
+        "ES512",
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "EdDSA",
+    }
+)
 _UINT64_MAX = 2**64 - 1
 
 
@@ -100,10 +115,12 @@ def parse_jwt(token: str) -> ParsedJwt | str:
     for name in ("iss", "sub"):
         if not isinstance(payload.get(name, ""), str):
             return f"Jwt payload [{name}] field is not a string"
-    times = {name: _time_claim(payload, name) for name in ("iat", "nbf", "exp")}
-    for value in times.values():
+    times: dict[str, int] = {}
+    for name in ("iat", "nbf", "exp"):
+        value = _time_claim(payload, name)
         if isinstance(value, str):
             return value
+        times[name] = value
     if not isinstance(payload.get("jti", ""), str):
         return "Jwt payload [jti] field is not a string"
     aud = payload.get("aud", [])
@@ -113,17 +130,27 @@ def parse_jwt(token: str) -> ParsedJwt | str:
     signature = b64url_decode(parts[2])
     if signature is None:
         return JWT_SIGNATURE_BAD_BASE64
-    return ParsedJwt(header=header, payload=payload, payload_base64url=parts[1],
-                     signed_data=f"{parts[0]}.{parts[1]}".encode(), signature=signature, alg=alg, kid=kid,
-                     iss=payload.get("iss", ""), sub=payload.get("sub", ""), nbf=times["nbf"],
-                     exp=times["exp"], audiences=tuple(audiences))
+    return ParsedJwt(
+        header=header,
+        payload=payload,
+        payload_base64url=parts[1],
+        signed_data=f"{parts[0]}.{parts[1]}".encode(),
+        signature=signature,
+        alg=alg,
+        kid=kid,
+        iss=payload.get("iss", ""),
+        sub=payload.get("sub", ""),
+        nbf=times["nbf"],
+        exp=times["exp"],
+        audiences=tuple(audiences),
+    )
 
 
 def _sanitize_audience(audience: str) -> str:
     """Envoy compares audiences without an http(s):// prefix and a trailing slash."""
     for prefix in ("http://", "https://"):
         if audience.startswith(prefix):
-            audience = audience[len(prefix):]
+            audience = audience[len(prefix) :]
             break
     return audience[:-1] if audience.endswith("/") else audience
 

@@ -5,6 +5,7 @@ Istio's standard metrics are (`reporter`, source and destination principal, work
 namespace, `response_code`, `response_flags`), plus `istio_tcp_connections_opened_total` for
 connections the proxy carried as TCP. The names and labels are Istio's (docs/proxy.md).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -25,12 +26,16 @@ class RequestLabels:
     request_protocol: str = "http"
 
     def items(self) -> list[tuple[str, str]]:
-        return [("reporter", self.reporter), ("source_principal", self.source_principal),
-                ("destination_principal", self.destination_principal),
-                ("destination_workload", self.destination_workload),
-                ("destination_workload_namespace", self.destination_workload_namespace),
-                ("request_protocol", self.request_protocol), ("response_code", self.response_code),
-                ("response_flags", self.response_flags)]
+        return [
+            ("reporter", self.reporter),
+            ("source_principal", self.source_principal),
+            ("destination_principal", self.destination_principal),
+            ("destination_workload", self.destination_workload),
+            ("destination_workload_namespace", self.destination_workload_namespace),
+            ("request_protocol", self.request_protocol),
+            ("response_code", self.response_code),
+            ("response_flags", self.response_flags),
+        ]
 
 
 def _labels(items: list[tuple[str, str]], extra: str = "") -> str:
@@ -56,8 +61,9 @@ class RequestMetrics:
         self.duration_sum[labels] += duration_ms
 
     def record_tcp(self, reporter: str, source_principal: str, destination: str) -> None:
-        self.tcp_opened[(("reporter", reporter), ("source_principal", source_principal),
-                         ("destination_workload", destination))] += 1
+        self.tcp_opened[
+            (("reporter", reporter), ("source_principal", source_principal), ("destination_workload", destination))
+        ] += 1
 
     def render(self) -> str:
         out = ["# TYPE istio_requests_total counter"]
@@ -75,6 +81,6 @@ class RequestMetrics:
             out.append(f"istio_request_duration_milliseconds_sum{_labels(items)} {self.duration_sum[labels]:.3f}")
             out.append(f"istio_request_duration_milliseconds_count{_labels(items)} {total}")
         out.append("# TYPE istio_tcp_connections_opened_total counter")
-        for items, n in sorted(self.tcp_opened.items()):
-            out.append(f"istio_tcp_connections_opened_total{_labels(list(items))} {n}")
+        for tcp_items, n in sorted(self.tcp_opened.items()):
+            out.append(f"istio_tcp_connections_opened_total{_labels(list(tcp_items))} {n}")
         return "\n".join(out) + "\n"

@@ -12,6 +12,7 @@ On SIGTERM the pod keeps serving for the drain time (Envoy's drain; Istio's
 `terminationDrainDuration`), so connections routed to it before its removal reached every
 ztunnel still complete, then exits.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,12 +25,28 @@ from typing import Awaitable, Callable
 
 import trio
 
-from lab.client.contract import (ENV_API_SOCKET, ENV_NODE_NAME, ENV_POD_IP, ENV_POD_NAMESPACE, ENV_SA_TOKEN_FILE,
-                                 ENV_SERVICE_ACCOUNT)
+from lab.client.contract import (
+    ENV_API_SOCKET,
+    ENV_NODE_NAME,
+    ENV_POD_IP,
+    ENV_POD_NAMESPACE,
+    ENV_SA_TOKEN_FILE,
+    ENV_SERVICE_ACCOUNT,
+)
 from lab.client.process import open_nursery_until_signalled
 from mesh import tls
+from mesh.contract import (
+    ADMIN_PORT,
+    ENV_ISTIOD_ADDRESS,
+    ENV_TRUST_DOMAIN,
+    HBONE_PORT,
+    ISTIOD_ADDRESS,
+    METRICS_PORT,
+    READINESS_PORT,
+)
 from mesh.hbone import ConnectRequest, HboneStream, serve_hbone
 from mesh.hbone.tlsstream import TlsStream
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.proxy.agent import AgentSettings, ProxyAgent
 from mesh.proxy.engine import Engine, Tunnel
 from mesh.proxy.upstream import Upstreams
@@ -38,7 +55,6 @@ from mesh.ztunnel.sockets import serve_guarded
 
 log = logging.getLogger("mesh.proxy.pod")
 
-HBONE_PORT = 15008
 HANDSHAKE_TIMEOUT = 10.0
 DRAIN_SECONDS = 2.0  # shortened from Istio's 5 s default: the lab's grace period is at most 5 s
 
@@ -51,22 +67,31 @@ class PodSettings:
     pod_ip: str
     component: str  # "waypoint" or "sidecar"
     hbone_addr: Address = ("0.0.0.0", HBONE_PORT)
-    admin_addr: Address | None = ("127.0.0.1", 15000)
-    readiness_addr: Address | None = ("0.0.0.0", 15021)
-    metrics_addrs: tuple[Address, ...] = (("0.0.0.0", 15020),)
+    admin_addr: Address | None = ("127.0.0.1", ADMIN_PORT)
+    readiness_addr: Address | None = ("0.0.0.0", READINESS_PORT)
+    metrics_addrs: tuple[Address, ...] = (("0.0.0.0", METRICS_PORT),)
     local_source: str | None = None  # the source a sidecar uses to reach its own app
 
     @classmethod
     def from_env(cls, env: dict[str, str], *, component: str, name: str, **overrides) -> PodSettings:
         namespace = env[ENV_POD_NAMESPACE]
-        trust_domain = env.get("TRUST_DOMAIN", "cluster.local")
+        trust_domain = env.get(ENV_TRUST_DOMAIN, DEFAULT_TRUST_DOMAIN)
         sa = env.get(ENV_SERVICE_ACCOUNT) or "default"
-        return cls(agent=AgentSettings(
-            api_socket=env[ENV_API_SOCKET], token_file=env[ENV_SA_TOKEN_FILE],
-            istiod_address=env.get("ISTIOD_ADDRESS", "istiod.istio-system.svc:15012"), namespace=namespace,
-            name=name, identity=f"spiffe://{trust_domain}/ns/{namespace}/sa/{sa}",
-            node=env.get(ENV_NODE_NAME, ""), trust_domain=trust_domain),
-            pod_ip=env.get(ENV_POD_IP, ""), component=component, **overrides)
+        return cls(
+            agent=AgentSettings(
+                api_socket=env[ENV_API_SOCKET],
+                token_file=env[ENV_SA_TOKEN_FILE],
+                istiod_address=env.get(ENV_ISTIOD_ADDRESS, ISTIOD_ADDRESS),
+                namespace=namespace,
+                name=name,
+                identity=f"spiffe://{trust_domain}/ns/{namespace}/sa/{sa}",
+                node=env.get(ENV_NODE_NAME, ""),
+                trust_domain=trust_domain,
+            ),
+            pod_ip=env.get(ENV_POD_IP, ""),
+            component=component,
+            **overrides,
+        )
 
 
 def print_line(line: str) -> None:
@@ -80,8 +105,13 @@ ExtraListener = Callable[["ProxyPod", trio.Nursery], Awaitable[None]]
 class ProxyPod:
     """The proxy pod core, usable in-process (tests give it other ports)."""
 
-    def __init__(self, settings: PodSettings, *, extra_listeners: tuple[ExtraListener, ...] = (),
-                 log_line: Callable[[str], None] = print_line) -> None:
+    def __init__(
+        self,
+        settings: PodSettings,
+        *,
+        extra_listeners: tuple[ExtraListener, ...] = (),
+        log_line: Callable[[str], None] = print_line,
+    ) -> None:
         self.settings = settings
         self.agent = ProxyAgent(settings.agent)
         self.readiness = Readiness(["certificate", "config"])
@@ -90,21 +120,29 @@ class ProxyPod:
         self.engine: Engine | None = None
         self.ports: dict[str, int] = {}
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[ProxyPod] = trio.TASK_STATUS_IGNORED) -> None:
         s = self.settings
         async with trio.open_nursery() as nursery:
-            servers = [("readiness", s.readiness_addr, {"/healthz/ready": self.readiness.route}),
-                       ("admin", s.admin_addr, {"/config_dump": lambda: json_response(self.agent.config_dump()),
-                                                "/ready": self.readiness.route})]
-            servers += [(f"metrics{i}", address, {"/stats/prometheus": self._metrics, "/metrics": self._metrics})
-                        for i, address in enumerate(s.metrics_addrs)]
+            servers = [
+                ("readiness", s.readiness_addr, {"/healthz/ready": self.readiness.route}),
+                (
+                    "admin",
+                    s.admin_addr,
+                    {"/config_dump": lambda: json_response(self.agent.config_dump()), "/ready": self.readiness.route},
+                ),
+            ]
+            servers += [
+                (f"metrics{i}", address, {"/stats/prometheus": self._metrics, "/metrics": self._metrics})
+                for i, address in enumerate(s.metrics_addrs)
+            ]
             for name, address, routes in servers:
                 if address is not None:
                     self.ports[name] = await nursery.start(serve_http, address, routes)
             await nursery.start(self.agent.run)
             upstreams = Upstreams(nursery, self.agent.certificate, s.pod_ip, local_source=s.local_source)
-            self.engine = Engine(self.agent, upstreams, component=s.component, own_identity=s.agent.identity,
-                                 log_line=self.log_line)
+            self.engine = Engine(
+                self.agent, upstreams, component=s.component, own_identity=s.agent.identity, log_line=self.log_line
+            )
             await self.agent.certificate()
             self.readiness.done("certificate")
             await self.agent.wait_synced()
@@ -143,10 +181,21 @@ class ProxyPod:
 
         async def handle(request: ConnectRequest, respond, tunnel: HboneStream) -> None:
             target = request.authority
-            await self.engine.serve_connect(Tunnel(
-                src_ip=src_ip, src_port=src_port, peer_identity=peer, peer_leaf=leaf,
-                target_ip=str(target.ip) if target.ip is not None else target.host, target_port=target.port,
-                client_addr=request.forwarded_for), respond, tunnel)
+            engine = self.engine
+            assert engine is not None  # `run` creates the engine before it serves HBONE
+            await engine.serve_connect(
+                Tunnel(
+                    src_ip=src_ip,
+                    src_port=src_port,
+                    peer_identity=peer,
+                    peer_leaf=leaf,
+                    target_ip=str(target.ip) if target.ip is not None else target.host,
+                    target_port=target.port,
+                    client_addr=request.forwarded_for,
+                ),
+                respond,
+                tunnel,
+            )
 
         await serve_hbone(stream, handle)
 
@@ -159,6 +208,7 @@ async def run_until_signalled(pod: ProxyPod, env: dict[str, str]) -> None:
         log.info("received %s: draining for %.1fs, then exiting", sig.name, drain)
         if pod.engine is not None:
             pod.engine.draining = True
+
     async with open_nursery_until_signalled(start_draining, drain=drain) as nursery:
         await nursery.start(pod.run)
 

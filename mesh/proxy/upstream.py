@@ -9,15 +9,18 @@ destination ztunnel sees the proxy's identity (docs/waypoints.md).
 HTTP requests reuse upstream connections (Envoy's per-cluster connection pool): a response that
 leaves its connection reusable returns it to the idle list of its endpoint and port.
 """
+
 from __future__ import annotations
 
 import logging
+import ssl
 from collections import defaultdict
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable, Protocol
 
 import trio
 
 from mesh import tls
+from mesh.contract import HBONE_PORT, PROTOCOL_HBONE
 from mesh.hbone import HboneError, HbonePool, WorkloadKey
 from mesh.hbone.tlsstream import TlsStream
 from mesh.identity.spiffe import Identity
@@ -26,7 +29,6 @@ from mesh.proxy.http1 import Http1Client
 
 log = logging.getLogger("mesh.proxy.upstream")
 
-HBONE_PORT = 15008
 MAX_IDLE_PER_ENDPOINT = 32
 IDLE_TIMEOUT = 60.0  # seconds an unused upstream HTTP connection is kept (then its tunnel closes)
 
@@ -39,14 +41,30 @@ class UpstreamConnectError(Exception):
         self.reason = reason
 
 
-Certificate = Callable[[], Awaitable["object"]]  # returns something with client_context() and identity
+class ProxyCertificate(Protocol):
+    """What the proxy's certificate gives the upstream side (`WorkloadCertificate` does)."""
+
+    @property
+    def identity(self) -> Identity: ...
+
+    def client_context(self) -> ssl.SSLContext: ...
+
+
+Certificate = Callable[[], Awaitable[ProxyCertificate]]
 
 
 class Upstreams:
     """Opens tunnels to endpoints and keeps idle HTTP/1.1 clients; lives in `nursery`."""
 
-    def __init__(self, nursery: trio.Nursery, certificate: Certificate, own_ip: str, *,
-                 connect_timeout: float = 10.0, local_source: str | None = None) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        certificate: Certificate,
+        own_ip: str,
+        *,
+        connect_timeout: float = 10.0,
+        local_source: str | None = None,
+    ) -> None:
         self._certificate = certificate
         self._own_ip = own_ip
         #: A sidecar reaches its own app from 127.0.0.6, the source its redirection lets through.
@@ -63,20 +81,31 @@ class Upstreams:
         self._idle.clear()
         await self._pool.aclose()
 
-    async def open(self, endpoint: Endpoint, port: int, headers: list[tuple[str, str]] = ()) -> trio.abc.HalfCloseableStream:
+    async def open(
+        self, endpoint: Endpoint, port: int, headers: Iterable[tuple[str, str]] = ()
+    ) -> trio.abc.HalfCloseableStream:
         """A byte stream to endpoint:port (a CONNECT tunnel, or plain TCP outside the mesh)."""
-        if endpoint.tunnel == "HBONE":
+        if endpoint.tunnel == PROTOCOL_HBONE:
             cert = await self._certificate()
-            key = WorkloadKey(src_id=str(cert.identity), src=self._own_ip, dst_ids=(endpoint.identity,),
-                              dst=f"{endpoint.ip}:{HBONE_PORT}")
+            key = WorkloadKey(
+                src_id=str(cert.identity),
+                src=self._own_ip,
+                dst_ids=(endpoint.identity,),
+                dst=f"{endpoint.ip}:{HBONE_PORT}",
+            )
             try:
                 return await self._pool.open_stream(key, f"{endpoint.ip}:{port}", list(headers))
             except HboneError as exc:
                 raise UpstreamConnectError(f"remote connection failure, HBONE status {exc.status}") from exc
             except trio.TooSlowError as exc:
                 raise UpstreamConnectError("connection timeout") from exc
-            except (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError, OSError,
-                    tls.PeerRejected) as exc:
+            except (
+                trio.BrokenResourceError,
+                trio.BusyResourceError,
+                trio.ClosedResourceError,
+                OSError,
+                tls.PeerRejected,
+            ) as exc:
                 raise UpstreamConnectError(f"connection failure: {exc}") from exc
         local = self._local_source if endpoint.ip == self._own_ip else None
         try:

@@ -12,6 +12,7 @@ it, running as UID 1337 so istio-init's redirection lets its own traffic through
 It reaches its own app from 127.0.0.6 (the source istio-init's rules let through) and reports
 metrics on 15020 and 15090 (Envoy's port).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,18 +21,17 @@ import logging
 import trio
 
 from lab.client.contract import ENV_POD_NAME
+from mesh.contract import ENVOY_PROMETHEUS_PORT, INBOUND_CAPTURE_PORT, METRICS_PORT, OUTBOUND_CAPTURE_PORT, PROXY_PORTS
 from mesh.proxy.pod import PodSettings, ProxyPod, environment, run_until_signalled
+from mesh.sidecar.iptables import INBOUND_PASSTHROUGH_IP
 from mesh.ztunnel.sockets import abort, format_addr, original_dst, serve_guarded
 
 log = logging.getLogger("mesh.sidecar")
 
-OUTBOUND_PORT = 15001
-INBOUND_PLAINTEXT_PORT = 15006
-LOCAL_SOURCE = "127.0.0.6"
-
 
 async def _serve_captured(port: int, direction: str, pod: ProxyPod, nursery: trio.Nursery) -> None:
     engine = pod.engine
+    assert engine is not None  # ProxyPod.run creates the engine before it starts extra listeners
     serve = engine.serve_outbound if direction == "outbound" else engine.serve_plaintext
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -42,7 +42,7 @@ async def _serve_captured(port: int, direction: str, pod: ProxyPod, nursery: tri
             log.warning("%s: cannot read the original destination: %s", direction, exc)
             abort(stream)
             return
-        if target[1] in (OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, 15008) and target[0] == pod.settings.pod_ip:
+        if target[1] in PROXY_PORTS and target[0] == pod.settings.pod_ip:
             log.warning("%s: refused a connection to the proxy itself (%s)", direction, format_addr(target))
             abort(stream)
             return
@@ -54,13 +54,20 @@ async def _serve_captured(port: int, direction: str, pod: ProxyPod, nursery: tri
 
 
 def sidecar(env: dict[str, str]) -> ProxyPod:
-    settings = PodSettings.from_env(env, component="sidecar", name=env.get(ENV_POD_NAME, ""),
-                                    metrics_addrs=(("0.0.0.0", 15020), ("0.0.0.0", 15090)),
-                                    local_source=LOCAL_SOURCE)
-    return ProxyPod(settings, extra_listeners=(
-        functools.partial(_serve_captured, OUTBOUND_PORT, "outbound"),
-        functools.partial(_serve_captured, INBOUND_PLAINTEXT_PORT, "inbound"),
-    ))
+    settings = PodSettings.from_env(
+        env,
+        component="sidecar",
+        name=env.get(ENV_POD_NAME, ""),
+        metrics_addrs=(("0.0.0.0", METRICS_PORT), ("0.0.0.0", ENVOY_PROMETHEUS_PORT)),
+        local_source=INBOUND_PASSTHROUGH_IP,
+    )
+    return ProxyPod(
+        settings,
+        extra_listeners=(
+            functools.partial(_serve_captured, OUTBOUND_CAPTURE_PORT, "outbound"),
+            functools.partial(_serve_captured, INBOUND_CAPTURE_PORT, "inbound"),
+        ),
+    )
 
 
 async def amain(env: dict[str, str] | None = None) -> None:

@@ -5,6 +5,7 @@ The injected `istio-init` init container runs as root with NET_ADMIN in the pod'
 feeds the nft script to `nft -f -` and prints what it applied, as istio-init's log shows the
 resulting rules. Running it again replaces the table. `apply` can also target a named netns (tests).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -62,6 +63,10 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
         print(f"error\t{e}", file=err, flush=True)
         return 1
     print("info\tRunning iptables restore with:\n" + iptables.iptables_save(config), file=out, end="", flush=True)
-    print(f"info\tApplied as nftables table {iptables.FAMILY} {iptables.TABLE}:\n" + iptables.apply_script(config),
-          file=out, end="", flush=True)
+    print(
+        f"info\tApplied as nftables table {iptables.FAMILY} {iptables.TABLE}:\n" + iptables.apply_script(config),
+        file=out,
+        end="",
+        flush=True,
+    )
     return 0

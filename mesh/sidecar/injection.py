@@ -19,6 +19,7 @@ model is docs/sidecars.md; in short:
 - **Refusal**: a setting that cannot be honoured raises ValueError; labd refuses the pod with
   that message (the webhook's failurePolicy is Fail), so no half-made pod exists.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,12 +31,31 @@ from typing import Any
 
 import yaml
 
-from lab.client.contract import HANDLER_ANNOTATION, HOLD_APPLICATION_ANNOTATION, PROXY_TAG_ANNOTATION
+from lab.client.contract import HOLD_APPLICATION_ANNOTATION, PROXY_TAG_ANNOTATION
+from mesh.contract import (
+    CANONICAL_NAME_LABEL,
+    CANONICAL_REVISION_LABEL,
+    DATAPLANE_MODE_LABEL,
+    DATAPLANE_MODE_NONE,
+    ENV_ISTIOD_ADDRESS,
+    ENV_TRUST_DOMAIN,
+    ENVOY_PROMETHEUS_PORT,
+    INBOUND_CAPTURE_PORT,
+    ISTIO_NAMESPACE,
+    ISTIOD_ADDRESS,
+    METRICS_PORT,
+    OUTBOUND_CAPTURE_PORT,
+    PROXY_UID,
+    READINESS_PORT,
+    REVISION_LABEL,
+    SIDECAR_INJECT_LABEL,
+    SIDECAR_STATUS_ANNOTATION,
+    TUNNEL_LABEL,
+)
+from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.sidecar import iptables
 
-# Labels and annotations (Istio's names).
-INJECT = "sidecar.istio.io/inject"
-STATUS = "sidecar.istio.io/status"
+# Labels and annotations (Istio's names; those other processes read too are mesh.contract's).
 PROXY_CONFIG = "proxy.istio.io/config"
 PROXY_IMAGE = "sidecar.istio.io/proxyImage"
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
@@ -48,45 +68,35 @@ INCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/includeInboundPorts"
 EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
 NAMESPACE_INJECTION = "istio-injection"
-REVISION = "istio.io/rev"
-DATAPLANE_MODE = "istio.io/dataplane-mode"
 TLS_MODE = "security.istio.io/tlsMode"
-TUNNEL = "networking.istio.io/tunnel"
-CANONICAL_NAME = "service.istio.io/canonical-name"
-CANONICAL_REVISION = "service.istio.io/canonical-revision"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 DEFAULT_LOGS_CONTAINER = "kubectl.kubernetes.io/default-logs-container"
 PROMETHEUS_SCRAPE = "prometheus.io/scrape"
 PROMETHEUS_PORT = "prometheus.io/port"
 PROMETHEUS_PATH = "prometheus.io/path"
 
-# The lab's annotations on the MutatingWebhookConfiguration.
-HANDLER = HANDLER_ANNOTATION
-PROXY_TAG = PROXY_TAG_ANNOTATION
-HOLD_APPLICATION = HOLD_APPLICATION_ANNOTATION
-
 DEFAULT_TAG = "1.24.0"
 DEFAULT_REVISION = "default"
 PROXY_REPOSITORY = "docker.io/istio/proxyv2"
 INIT_CONTAINER = "istio-init"
 PROXY_CONTAINER = "istio-proxy"
-PROXY_UID = 1337
-PROXY_GID = 1337
-STATUS_PORT = 15020
-READINESS_PORT = 15021
-PROMETHEUS_STATS_PORT = 15090
 CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_ID = "Kubernetes"
-TRUST_DOMAIN = "cluster.local"
-ISTIOD_ADDRESS = "istiod.istio-system.svc:15012"
 # The volumes Istio's template adds, as its status annotation lists them. The lab mounts none: the
 # proxy gets its certificate from istiod with the pod's token (LAB_SA_TOKEN_FILE).
-TEMPLATE_VOLUMES = ("workload-socket", "credential-socket", "workload-certs", "istio-envoy", "istio-data",
-                    "istio-podinfo", "istio-token", "istiod-ca-cert")
+TEMPLATE_VOLUMES = (
+    "workload-socket",
+    "credential-socket",
+    "workload-certs",
+    "istio-envoy",
+    "istio-data",
+    "istio-podinfo",
+    "istio-token",
+    "istiod-ca-cert",
+)
 # Istio's injector skips the Kubernetes system namespaces; the lab also keeps the mesh's own pods
 # (istio-system) out, as mesh.cni.enrollment does for ambient.
-IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage",
-                                "istio-system"})
+IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage", ISTIO_NAMESPACE})
 _TRUE_VALUES = ("y", "yes", "true", "on")  # the injector's reading of sidecar.istio.io/inject
 
 # The ambient profile's mesh-wide proxy defaults (meshConfig.defaultConfig).
@@ -94,30 +104,62 @@ MESH_DEFAULT_PROXY_CONFIG: dict[str, Any] = {
     "discoveryAddress": ISTIOD_ADDRESS,
     "drainDuration": "45s",
     "terminationDrainDuration": "5s",
-    "statusPort": STATUS_PORT,
+    "statusPort": METRICS_PORT,
     "interceptionMode": "REDIRECT",
     "holdApplicationUntilProxyStarts": False,
     "proxyMetadata": {"ISTIO_META_ENABLE_HBONE": "true"},
 }
 # ProxyConfig's fields (istio.io/api mesh/v1alpha1 ProxyConfig); anything else is refused, as the
 # injector refuses an annotation that does not parse into a ProxyConfig.
-PROXY_CONFIG_FIELDS = frozenset({
-    "configPath", "binaryPath", "serviceCluster", "drainDuration", "discoveryAddress",
-    "discoveryRefreshDelay", "zipkinAddress", "statsdUdpAddress", "envoyMetricsServiceAddress",
-    "proxyAdminPort", "availabilityZone", "controlPlaneAuthPolicy", "customConfigFile",
-    "statNameLength", "concurrency", "proxyBootstrapTemplatePath", "interceptionMode", "tracing",
-    "sds", "envoyAccessLogService", "envoyMetricsService", "proxyMetadata", "runtimeValues",
-    "statusPort", "extraStatTags", "gatewayTopology", "terminationDrainDuration", "meshId",
-    "readinessProbe", "proxyStatsMatcher", "holdApplicationUntilProxyStarts", "caCertificatesPem",
-    "image", "privateKeyProvider", "proxyHeaders", "fileFlushInterval", "fileFlushMinSizeKb",
-    "parentShutdownDuration",
-})
+PROXY_CONFIG_FIELDS = frozenset(
+    {
+        "configPath",
+        "binaryPath",
+        "serviceCluster",
+        "drainDuration",
+        "discoveryAddress",
+        "discoveryRefreshDelay",
+        "zipkinAddress",
+        "statsdUdpAddress",
+        "envoyMetricsServiceAddress",
+        "proxyAdminPort",
+        "availabilityZone",
+        "controlPlaneAuthPolicy",
+        "customConfigFile",
+        "statNameLength",
+        "concurrency",
+        "proxyBootstrapTemplatePath",
+        "interceptionMode",
+        "tracing",
+        "sds",
+        "envoyAccessLogService",
+        "envoyMetricsService",
+        "proxyMetadata",
+        "runtimeValues",
+        "statusPort",
+        "extraStatTags",
+        "gatewayTopology",
+        "terminationDrainDuration",
+        "meshId",
+        "readinessProbe",
+        "proxyStatsMatcher",
+        "holdApplicationUntilProxyStarts",
+        "caCertificatesPem",
+        "image",
+        "privateKeyProvider",
+        "proxyHeaders",
+        "fileFlushInterval",
+        "fileFlushMinSizeKb",
+        "parentShutdownDuration",
+    }
+)
 _DURATION_FIELDS = ("drainDuration", "terminationDrainDuration", "parentShutdownDuration", "fileFlushInterval")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
 # --- small accessors ------------------------------------------------------------------------------
+
 
 def _meta(obj: Mapping | None) -> Mapping:
     return (obj or {}).get("metadata") or {}
@@ -137,7 +179,7 @@ def _namespace_name(pod: Mapping, namespace: Mapping | None) -> str:
 
 def is_injected(pod: Mapping) -> bool:
     """The pod went through the injector (the status annotation is the injector's own marker)."""
-    return STATUS in _annotations(pod)
+    return SIDECAR_STATUS_ANNOTATION in _annotations(pod)
 
 
 def proxy_container(pod: Mapping) -> dict | None:
@@ -150,13 +192,14 @@ def proxy_container(pod: Mapping) -> dict | None:
 
 # --- whether -------------------------------------------------------------------------------------
 
+
 def _object_choice(pod: Mapping) -> bool | None:
     """`sidecar.istio.io/inject` as the injector reads it: the label wins over the annotation;
     a true value forces, any other non-empty value refuses, absence leaves it to the namespace."""
-    value = _annotations(pod).get(INJECT, "")
+    value = _annotations(pod).get(SIDECAR_INJECT_LABEL, "")
     labels = _labels(pod)
-    if INJECT in labels:
-        value = labels[INJECT]
+    if SIDECAR_INJECT_LABEL in labels:
+        value = labels[SIDECAR_INJECT_LABEL]
     value = str(value).strip().lower()
     if not value:
         return None
@@ -165,45 +208,48 @@ def _object_choice(pod: Mapping) -> bool | None:
 
 def _selected_by(pod_labels: Mapping[str, str], ns_labels: Mapping[str, str], revision: str) -> str | None:
     """Which of the webhook configuration's four selectors matches (labels only), or None."""
-    ns_injection, ns_rev = ns_labels.get(NAMESPACE_INJECTION), ns_labels.get(REVISION)
-    pod_inject, pod_rev = pod_labels.get(INJECT), pod_labels.get(REVISION)
+    ns_injection, ns_rev = ns_labels.get(NAMESPACE_INJECTION), ns_labels.get(REVISION_LABEL)
+    pod_inject, pod_rev = pod_labels.get(SIDECAR_INJECT_LABEL), pod_labels.get(REVISION_LABEL)
     if ns_rev == revision and ns_injection is None and pod_inject != "false":
-        return f"namespace label {REVISION}={revision}"
+        return f"namespace label {REVISION_LABEL}={revision}"
     if ns_rev is None and ns_injection is None and pod_inject != "false" and pod_rev == revision:
-        return f"pod label {REVISION}={revision}"
+        return f"pod label {REVISION_LABEL}={revision}"
     if ns_injection == "enabled" and pod_inject != "false":
         return f"namespace label {NAMESPACE_INJECTION}=enabled"
     if ns_injection is None and ns_rev is None and pod_inject == "true" and pod_rev is None:
-        return f"pod label {INJECT}=true"
+        return f"pod label {SIDECAR_INJECT_LABEL}=true"
     return None
 
 
-def injection_wanted(pod: Mapping, namespace: Mapping | None,
-                     revision: str = DEFAULT_REVISION) -> tuple[bool, str]:
+def injection_wanted(pod: Mapping, namespace: Mapping | None, revision: str = DEFAULT_REVISION) -> tuple[bool, str]:
     """(inject?, why) for POD in NAMESPACE (the Namespace object), for the injector of REVISION."""
     ns_name = _namespace_name(pod, namespace)
     if is_injected(pod):
-        return False, f"already injected ({STATUS} is set)"
+        return False, f"already injected ({SIDECAR_STATUS_ANNOTATION} is set)"
     if (pod.get("spec") or {}).get("hostNetwork"):
         return False, "hostNetwork pod"
     if ns_name in IGNORED_NAMESPACES:
         return False, f"system namespace {ns_name}"
     if _object_choice(pod) is False:
-        return False, f"pod opts out with {INJECT}"
+        return False, f"pod opts out with {SIDECAR_INJECT_LABEL}"
     ns_labels, pod_labels = _labels(namespace), _labels(pod)
     how = _selected_by(pod_labels, ns_labels, revision)
     if how is not None:
         return True, how
     if ns_labels.get(NAMESPACE_INJECTION) not in (None, "enabled"):
         return False, f"namespace has {NAMESPACE_INJECTION}={ns_labels[NAMESPACE_INJECTION]}"
-    if ns_labels.get(REVISION) not in (None, revision):
-        return False, f"namespace selects revision {ns_labels[REVISION]!r}, not {revision!r}"
-    if pod_labels.get(REVISION) not in (None, revision):
-        return False, f"pod selects revision {pod_labels[REVISION]!r}, not {revision!r}"
-    return False, f"neither the namespace ({NAMESPACE_INJECTION}, {REVISION}) nor the pod ({INJECT} label) asks for it"
+    if ns_labels.get(REVISION_LABEL) not in (None, revision):
+        return False, f"namespace selects revision {ns_labels[REVISION_LABEL]!r}, not {revision!r}"
+    if pod_labels.get(REVISION_LABEL) not in (None, revision):
+        return False, f"pod selects revision {pod_labels[REVISION_LABEL]!r}, not {revision!r}"
+    return False, (
+        f"neither the namespace ({NAMESPACE_INJECTION}, {REVISION_LABEL}) nor the pod "
+        f"({SIDECAR_INJECT_LABEL} label) asks for it"
+    )
 
 
 # --- settings ------------------------------------------------------------------------------------
+
 
 def parse_duration(value: Any, what: str) -> float:
     """A protobuf/Go duration ("5s", "1m30s", "500ms") in seconds."""
@@ -222,7 +268,7 @@ def parse_duration(value: Any, what: str) -> float:
 def _proxy_config(pod: Mapping, webhook: Mapping | None) -> dict[str, Any]:
     """The pod's effective ProxyConfig: mesh defaults, then `proxy.istio.io/config` over them."""
     config = copy.deepcopy(MESH_DEFAULT_PROXY_CONFIG)
-    if str(_annotations(webhook).get(HOLD_APPLICATION, "")).lower() == "true":
+    if str(_annotations(webhook).get(HOLD_APPLICATION_ANNOTATION, "")).lower() == "true":
         config["holdApplicationUntilProxyStarts"] = True
     raw = _annotations(pod).get(PROXY_CONFIG)
     if raw is None:
@@ -271,7 +317,7 @@ class Settings:
 
 def _exclude_inbound_ports(extra: str) -> str:
     """Istio's `excludeInboundPort`: the status port, then the user's ports without it."""
-    ports = [str(STATUS_PORT)] + [p for p in iptables.split(extra) if p != str(STATUS_PORT)]
+    ports = [str(METRICS_PORT)] + [p for p in iptables.split(extra) if p != str(METRICS_PORT)]
     return ",".join(ports)
 
 
@@ -279,7 +325,7 @@ def settings(pod: Mapping, webhook: Mapping | None = None) -> Settings:
     """Resolve the injection settings; ValueError names the annotation that cannot be honoured."""
     annotations = _annotations(pod)
     config = _proxy_config(pod, webhook)
-    tag = str(_annotations(webhook).get(PROXY_TAG) or DEFAULT_TAG)
+    tag = str(_annotations(webhook).get(PROXY_TAG_ANNOTATION) or DEFAULT_TAG)
     image = annotations.get(PROXY_IMAGE, "")
     if "/" not in image:
         image = f"{PROXY_REPOSITORY}:{tag}"
@@ -289,15 +335,23 @@ def settings(pod: Mapping, webhook: Mapping | None = None) -> Settings:
     agent_level = annotations.get(AGENT_LOG_LEVEL, "default:info")
     init_args = [
         "istio-iptables",
-        "-p", "15001",
-        "-z", "15006",
-        "-u", str(PROXY_UID),
-        "-m", mode,
-        "-i", annotations.get(INCLUDE_OUTBOUND_IP_RANGES, "*"),
-        "-x", annotations.get(EXCLUDE_OUTBOUND_IP_RANGES, ""),
-        "-b", annotations.get(INCLUDE_INBOUND_PORTS, "*"),
-        "-d", f"{PROMETHEUS_STATS_PORT},{READINESS_PORT},"
-              + _exclude_inbound_ports(annotations.get(EXCLUDE_INBOUND_PORTS, "")),
+        "-p",
+        str(OUTBOUND_CAPTURE_PORT),
+        "-z",
+        str(INBOUND_CAPTURE_PORT),
+        "-u",
+        str(PROXY_UID),
+        "-m",
+        mode,
+        "-i",
+        annotations.get(INCLUDE_OUTBOUND_IP_RANGES, "*"),
+        "-x",
+        annotations.get(EXCLUDE_OUTBOUND_IP_RANGES, ""),
+        "-b",
+        annotations.get(INCLUDE_INBOUND_PORTS, "*"),
+        "-d",
+        f"{ENVOY_PROMETHEUS_PORT},{READINESS_PORT},"
+        + _exclude_inbound_ports(annotations.get(EXCLUDE_INBOUND_PORTS, "")),
     ]
     if annotations.get(EXCLUDE_OUTBOUND_PORTS):
         init_args += ["-o", annotations[EXCLUDE_OUTBOUND_PORTS]]
@@ -308,15 +362,20 @@ def settings(pod: Mapping, webhook: Mapping | None = None) -> Settings:
         except iptables.FlagError as e:
             raise ValueError(f"traffic.sidecar.istio.io annotations: {e}") from None
     return Settings(
-        proxy_config=config, image=image, hold=bool(config["holdApplicationUntilProxyStarts"]),
+        proxy_config=config,
+        image=image,
+        hold=bool(config["holdApplicationUntilProxyStarts"]),
         drain_seconds=parse_duration(config["terminationDrainDuration"], "terminationDrainDuration"),
-        interception_mode=mode, init_args=init_args,
+        interception_mode=mode,
+        init_args=init_args,
         log_level=annotations.get(LOG_LEVEL, "warning"),
         component_log_level=annotations.get(COMPONENT_LOG_LEVEL, "misc:error"),
-        agent_log_level=agent_level)
+        agent_log_level=agent_level,
+    )
 
 
 # --- what ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WorkloadMeta:
@@ -342,14 +401,19 @@ def workload_meta(pod: Mapping) -> WorkloadMeta:
 
 
 def _canonical_name(labels: Mapping[str, str], workload: WorkloadMeta) -> str:
-    value = (labels.get(CANONICAL_NAME) or labels.get("app.kubernetes.io/name") or labels.get("app")
-             or workload.name)
+    value = (
+        labels.get(CANONICAL_NAME_LABEL) or labels.get("app.kubernetes.io/name") or labels.get("app") or workload.name
+    )
     return value[:63].rstrip("-")
 
 
 def _canonical_revision(labels: Mapping[str, str]) -> str:
-    return (labels.get(CANONICAL_REVISION) or labels.get("app.kubernetes.io/version")
-            or labels.get("version") or "latest")
+    return (
+        labels.get(CANONICAL_REVISION_LABEL)
+        or labels.get("app.kubernetes.io/version")
+        or labels.get("version")
+        or "latest"
+    )
 
 
 def _field(name: str, path: str) -> dict:
@@ -387,12 +451,13 @@ def _init_container(s: Settings) -> dict:
     }
 
 
-def _proxy_container(ns_name: str, app_containers: list[dict], s: Settings,
-                     workload: WorkloadMeta, prometheus_env: str | None) -> dict:
+def _proxy_container(
+    ns_name: str, app_containers: list[dict], s: Settings, workload: WorkloadMeta, prometheus_env: str | None
+) -> dict:
     env = [
         {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
         {"name": "CA_ADDR", "value": ISTIOD_ADDRESS},
-        {"name": "ISTIOD_ADDRESS", "value": str(s.proxy_config.get("discoveryAddress") or ISTIOD_ADDRESS)},
+        {"name": ENV_ISTIOD_ADDRESS, "value": str(s.proxy_config.get("discoveryAddress") or ISTIOD_ADDRESS)},
         _field("POD_NAME", "metadata.name"),
         _field("POD_NAMESPACE", "metadata.namespace"),
         _field("INSTANCE_IP", "status.podIP"),
@@ -408,12 +473,16 @@ def _proxy_container(ns_name: str, app_containers: list[dict], s: Settings,
     ]
     if workload.name:
         env.append({"name": "ISTIO_META_WORKLOAD_NAME", "value": workload.name})
-        env.append({"name": "ISTIO_META_OWNER",
-                    "value": f"kubernetes://apis/{workload.api_version}/namespaces/{ns_name}/"
-                             f"{workload.kind.lower()}s/{workload.name}"})
+        env.append(
+            {
+                "name": "ISTIO_META_OWNER",
+                "value": f"kubernetes://apis/{workload.api_version}/namespaces/{ns_name}/"
+                f"{workload.kind.lower()}s/{workload.name}",
+            }
+        )
     env += [
-        {"name": "ISTIO_META_MESH_ID", "value": TRUST_DOMAIN},
-        {"name": "TRUST_DOMAIN", "value": TRUST_DOMAIN},
+        {"name": "ISTIO_META_MESH_ID", "value": DEFAULT_TRUST_DOMAIN},
+        {"name": ENV_TRUST_DOMAIN, "value": DEFAULT_TRUST_DOMAIN},
         {"name": "TERMINATION_DRAIN_DURATION_SECONDS", "value": _format_seconds(s.drain_seconds)},
     ]
     env += [{"name": k, "value": v} for k, v in sorted(s.proxy_config["proxyMetadata"].items())]
@@ -422,28 +491,40 @@ def _proxy_container(ns_name: str, app_containers: list[dict], s: Settings,
     container: dict[str, Any] = {
         "name": PROXY_CONTAINER,
         "image": s.image,
-        "ports": [{"containerPort": PROMETHEUS_STATS_PORT, "protocol": "TCP", "name": "http-envoy-prom"}],
-        "args": ["proxy", "sidecar", "--domain", f"{ns_name}.svc.{CLUSTER_DOMAIN}",
-                 f"--proxyLogLevel={s.log_level}", f"--proxyComponentLogLevel={s.component_log_level}",
-                 f"--log_output_level={s.agent_log_level}"],
+        "ports": [{"containerPort": ENVOY_PROMETHEUS_PORT, "protocol": "TCP", "name": "http-envoy-prom"}],
+        "args": [
+            "proxy",
+            "sidecar",
+            "--domain",
+            f"{ns_name}.svc.{CLUSTER_DOMAIN}",
+            f"--proxyLogLevel={s.log_level}",
+            f"--proxyComponentLogLevel={s.component_log_level}",
+            f"--log_output_level={s.agent_log_level}",
+        ],
     }
     if s.hold:
         container["lifecycle"] = {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
-    container.update({
-        "env": env,
-        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": READINESS_PORT},
-                           "initialDelaySeconds": 0, "periodSeconds": 1, "timeoutSeconds": 3,
-                           "failureThreshold": 4},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsGroup": PROXY_GID,
-            "runAsNonRoot": True,
-            "runAsUser": PROXY_UID,
-        },
-    })
+    container.update(
+        {
+            "env": env,
+            "readinessProbe": {
+                "httpGet": {"path": "/healthz/ready", "port": READINESS_PORT},
+                "initialDelaySeconds": 0,
+                "periodSeconds": 1,
+                "timeoutSeconds": 3,
+                "failureThreshold": 4,
+            },
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "privileged": False,
+                "readOnlyRootFilesystem": True,
+                "runAsGroup": PROXY_UID,
+                "runAsNonRoot": True,
+                "runAsUser": PROXY_UID,
+            },
+        }
+    )
     return container
 
 
@@ -453,22 +534,33 @@ def _prometheus_merge(annotations: dict[str, str]) -> tuple[bool, str | None]:
     scrape = annotations.get(PROMETHEUS_SCRAPE)
     if scrape is not None and scrape.strip().lower() in ("false", "0", "f"):
         return False, None
-    if annotations.get(PROMETHEUS_PORT) == str(STATUS_PORT):
+    if annotations.get(PROMETHEUS_PORT) == str(METRICS_PORT):
         return False, None
-    own = {k: annotations[a] for k, a in (("scrape", PROMETHEUS_SCRAPE), ("path", PROMETHEUS_PATH),
-                                          ("port", PROMETHEUS_PORT)) if a in annotations}
+    own = {
+        k: annotations[a]
+        for k, a in (("scrape", PROMETHEUS_SCRAPE), ("path", PROMETHEUS_PATH), ("port", PROMETHEUS_PORT))
+        if a in annotations
+    }
     return True, (json.dumps(own, sort_keys=True, separators=(",", ":")) if own else None)
 
 
 def status_annotation(s: Settings, revision: str = DEFAULT_REVISION) -> str:
     """`sidecar.istio.io/status`: what the injector added, in its field order."""
-    return json.dumps({"initContainers": [INIT_CONTAINER] if s.interception_mode != "NONE" else None,
-                       "containers": [PROXY_CONTAINER], "volumes": list(TEMPLATE_VOLUMES),
-                       "imagePullSecrets": None, "revision": revision}, separators=(",", ":"))
+    return json.dumps(
+        {
+            "initContainers": [INIT_CONTAINER] if s.interception_mode != "NONE" else None,
+            "containers": [PROXY_CONTAINER],
+            "volumes": list(TEMPLATE_VOLUMES),
+            "imagePullSecrets": None,
+            "revision": revision,
+        },
+        separators=(",", ":"),
+    )
 
 
-def inject(pod: Mapping, namespace: Mapping | None = None, webhook: Mapping | None = None,
-           revision: str = DEFAULT_REVISION) -> dict:
+def inject(
+    pod: Mapping, namespace: Mapping | None = None, webhook: Mapping | None = None, revision: str = DEFAULT_REVISION
+) -> dict:
     """POD with the sidecar added (a new dict; POD is not changed). ValueError when a setting
     cannot be honoured."""
     s = settings(pod, webhook)
@@ -485,13 +577,13 @@ def inject(pod: Mapping, namespace: Mapping | None = None, webhook: Mapping | No
 
     labels.setdefault(TLS_MODE, "istio")
     if s.proxy_config["proxyMetadata"].get("ISTIO_META_ENABLE_HBONE") == "true":
-        labels.setdefault(TUNNEL, "http")
-    labels[CANONICAL_NAME] = _canonical_name(labels, workload)
-    labels[CANONICAL_REVISION] = _canonical_revision(labels)
+        labels.setdefault(TUNNEL_LABEL, "http")
+    labels[CANONICAL_NAME_LABEL] = _canonical_name(labels, workload)
+    labels[CANONICAL_REVISION_LABEL] = _canonical_revision(labels)
     # A sidecar pod is never also captured for ztunnel (istio-cni skips injected pods).
-    labels[DATAPLANE_MODE] = "none"
+    labels[DATAPLANE_MODE_LABEL] = DATAPLANE_MODE_NONE
 
-    annotations[REVISION] = revision
+    annotations[REVISION_LABEL] = revision
     first = app_containers[0]["name"]
     annotations.setdefault(DEFAULT_LOGS_CONTAINER, first)
     annotations.setdefault(DEFAULT_CONTAINER, first)
@@ -500,9 +592,9 @@ def inject(pod: Mapping, namespace: Mapping | None = None, webhook: Mapping | No
         for key in (PROMETHEUS_SCRAPE, PROMETHEUS_PORT, PROMETHEUS_PATH):
             annotations.pop(key, None)
         annotations[PROMETHEUS_PATH] = "/stats/prometheus"
-        annotations[PROMETHEUS_PORT] = str(STATUS_PORT)
+        annotations[PROMETHEUS_PORT] = str(METRICS_PORT)
         annotations[PROMETHEUS_SCRAPE] = "true"
-    annotations[STATUS] = status_annotation(s, revision)
+    annotations[SIDECAR_STATUS_ANNOTATION] = status_annotation(s, revision)
 
     proxy = _proxy_container(ns_name, app_containers, s, workload, prometheus_env)
     # The proxy goes last so `exec`/`logs` default to the app, or first when the app must wait for it.
@@ -526,4 +618,4 @@ def admit(pod: dict, namespace: dict, webhook: dict) -> dict | None:
 
 
 def _webhook_revision(webhook: Mapping | None) -> str:
-    return _labels(webhook).get(REVISION) or DEFAULT_REVISION
+    return _labels(webhook).get(REVISION_LABEL) or DEFAULT_REVISION

@@ -7,7 +7,7 @@ ISTIO_OUTPUT, ISTIO_REDIRECT) hooked from PREROUTING and OUTPUT (docs/sidecars.m
 interception"). Here they live in one table, `ip istio_sidecar`, with the same chain names: the two
 hooks are base chains at the nat priorities and Istio's chains are regular chains reached by
 `jump`, so a packet walks the same rules in the same order. Every rule carries the iptables line
-it stands for as its nft comment (the style of `mesh.cni.rules`).
+it stands for as its nft comment (`mesh.nft`, as `mesh.cni.rules` writes its table too).
 
 How the proxy is told apart from the app: by socket owner. Envoy runs as uid/gid 1337, so its own
 outbound connections leave untouched (`meta skuid 1337 return`), while the app's are redirected
@@ -20,19 +20,23 @@ exclusions and outbound-port inclusion are refused by `parse_args` rather than s
 The script is atomic (`table`, `delete table`, then the full definition in one `nft -f`
 transaction), so running istio-init again replaces the table instead of adding to it.
 """
+
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 
+from mesh import nft
+from mesh.contract import HBONE_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, PROXY_UID
+from mesh.nft import Chain, Rule
+
 TABLE = "istio_sidecar"
 FAMILY = "ip"
 
-#: nft limits a rule comment to 128 bytes.
-MAX_COMMENT = 128
-
 LOOPBACK_CIDR = "127.0.0.1/32"  # istio-iptables' HostIPv4LoopbackCidr default
-INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6/32"  # Envoy's inbound passthrough binds this address
+#: Envoy's inbound passthrough binds this address: the sidecar reaches its own app from it.
+INBOUND_PASSTHROUGH_IP = "127.0.0.6"
+INBOUND_PASSTHROUGH_SOURCE = f"{INBOUND_PASSTHROUGH_IP}/32"
 
 # Istio's chain names.
 INBOUND = "ISTIO_INBOUND"
@@ -50,10 +54,10 @@ class FlagError(ValueError):
 class Config:
     """The settings istio-iptables reads from its flags (names as its flags' long forms)."""
 
-    proxy_port: str = "15001"  # -p --envoy-port
-    inbound_capture_port: str = "15006"  # -z --inbound-capture-port
-    inbound_tunnel_port: str = "15008"  # -e --inbound-tunnel-port
-    proxy_uid: str = "1337"  # -u --proxy-uid (comma list)
+    proxy_port: str = str(OUTBOUND_CAPTURE_PORT)  # -p --envoy-port
+    inbound_capture_port: str = str(INBOUND_CAPTURE_PORT)  # -z --inbound-capture-port
+    inbound_tunnel_port: str = str(HBONE_PORT)  # -e --inbound-tunnel-port
+    proxy_uid: str = str(PROXY_UID)  # -u --proxy-uid (comma list)
     proxy_gid: str = ""  # -g --proxy-gid (comma list; defaults to the uid list)
     inbound_interception_mode: str = "REDIRECT"  # -m --istio-inbound-interception-mode
     outbound_ip_ranges_include: str = ""  # -i --istio-service-cidr ("*" = all)
@@ -69,56 +73,59 @@ class Config:
         return split(self.proxy_gid) if self.proxy_gid else split(self.proxy_uid)
 
 
-@dataclass(frozen=True)
-class Chain:
-    """One nft chain: a base chain (with its hook) or one of Istio's regular chains."""
-
-    name: str
-    hook: str = ""  # "" for a regular chain
-    priority: str = ""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One nft rule and the istio-iptables line (with its table) it is the translation of."""
-
-    chain: str
-    nft: str
-    iptables: str
-
-
-# iptables' nat PREROUTING hooks at dstnat (-100) and nat OUTPUT at -100; nft 1.0.6 only takes the
-# `dstnat` keyword on prerouting, so output spells the number (as mesh.cni.rules does).
-BASE_CHAINS = (Chain("PREROUTING", "prerouting", "dstnat"), Chain("OUTPUT", "output", "-100"))
+# Istio's chains are regular chains; the two hooks are base chains. iptables' nat PREROUTING hooks
+# at dstnat (-100) and nat OUTPUT at -100; nft 1.0.6 only takes the `dstnat` keyword on
+# prerouting, so output spells the number (as mesh.cni.rules does).
+BASE_CHAINS = (Chain("PREROUTING", "nat", "prerouting", "dstnat"), Chain("OUTPUT", "nat", "output", "-100"))
 CHAINS: tuple[Chain, ...] = (*(Chain(name) for name in USER_CHAINS), *BASE_CHAINS)
 
 
 # --- flags ---------------------------------------------------------------------------------------
 
-_SHORT = {"-p": "proxy_port", "-z": "inbound_capture_port", "-e": "inbound_tunnel_port",
-          "-u": "proxy_uid", "-g": "proxy_gid", "-m": "inbound_interception_mode",
-          "-i": "outbound_ip_ranges_include", "-x": "outbound_ip_ranges_exclude",
-          "-b": "inbound_ports_include", "-d": "inbound_ports_exclude",
-          "-o": "outbound_ports_exclude"}
-_LONG = {"--envoy-port": "proxy_port", "--inbound-capture-port": "inbound_capture_port",
-         "--inbound-tunnel-port": "inbound_tunnel_port", "--proxy-uid": "proxy_uid",
-         "--proxy-gid": "proxy_gid", "--istio-inbound-interception-mode": "inbound_interception_mode",
-         "--istio-service-cidr": "outbound_ip_ranges_include",
-         "--istio-service-exclude-cidr": "outbound_ip_ranges_exclude",
-         "--istio-inbound-ports": "inbound_ports_include",
-         "--istio-local-exclude-ports": "inbound_ports_exclude",
-         "--istio-local-outbound-ports-exclude": "outbound_ports_exclude",
-         "--log_output_level": "log_output_level"}
+_SHORT = {
+    "-p": "proxy_port",
+    "-z": "inbound_capture_port",
+    "-e": "inbound_tunnel_port",
+    "-u": "proxy_uid",
+    "-g": "proxy_gid",
+    "-m": "inbound_interception_mode",
+    "-i": "outbound_ip_ranges_include",
+    "-x": "outbound_ip_ranges_exclude",
+    "-b": "inbound_ports_include",
+    "-d": "inbound_ports_exclude",
+    "-o": "outbound_ports_exclude",
+}
+_LONG = {
+    "--envoy-port": "proxy_port",
+    "--inbound-capture-port": "inbound_capture_port",
+    "--inbound-tunnel-port": "inbound_tunnel_port",
+    "--proxy-uid": "proxy_uid",
+    "--proxy-gid": "proxy_gid",
+    "--istio-inbound-interception-mode": "inbound_interception_mode",
+    "--istio-service-cidr": "outbound_ip_ranges_include",
+    "--istio-service-exclude-cidr": "outbound_ip_ranges_exclude",
+    "--istio-inbound-ports": "inbound_ports_include",
+    "--istio-local-exclude-ports": "inbound_ports_exclude",
+    "--istio-local-outbound-ports-exclude": "outbound_ports_exclude",
+    "--log_output_level": "log_output_level",
+}
 _BOOLEAN = {"-n": "dry_run", "--dry-run": "dry_run"}
 # Flags istio-iptables has whose behaviour the lab does not reproduce: refused, with the reason.
 _UNSUPPORTED = {
-    "-q": "outbound port inclusion", "--istio-outbound-ports": "outbound port inclusion",
-    "-c": "interface exclusion", "--istio-exclude-interfaces": "interface exclusion",
-    "-k": "kube-virt interfaces", "--kube-virt-interfaces": "kube-virt interfaces",
-    "-t": "TPROXY marks", "--inbound-tproxy-mark": "TPROXY marks",
-    "-r": "TPROXY route table", "--inbound-tproxy-route-table": "TPROXY route table",
-    "--redirect-dns": "DNS capture", "--capture-all-dns": "DNS capture",
-    "--dual-stack": "IPv6", "--drop-invalid": "the invalid-packet drop",
+    "-q": "outbound port inclusion",
+    "--istio-outbound-ports": "outbound port inclusion",
+    "-c": "interface exclusion",
+    "--istio-exclude-interfaces": "interface exclusion",
+    "-k": "kube-virt interfaces",
+    "--kube-virt-interfaces": "kube-virt interfaces",
+    "-t": "TPROXY marks",
+    "--inbound-tproxy-mark": "TPROXY marks",
+    "-r": "TPROXY route table",
+    "--inbound-tproxy-route-table": "TPROXY route table",
+    "--redirect-dns": "DNS capture",
+    "--capture-all-dns": "DNS capture",
+    "--dual-stack": "IPv6",
+    "--drop-invalid": "the invalid-packet drop",
 }
 
 
@@ -161,8 +168,11 @@ def _validate(config: Config) -> None:
     mode = config.inbound_interception_mode
     if mode != "REDIRECT":
         raise FlagError(f"istio-iptables: -m {mode}: only REDIRECT interception is supported in the lab")
-    for flag, value in (("-p", config.proxy_port), ("-z", config.inbound_capture_port),
-                        ("-e", config.inbound_tunnel_port)):
+    for flag, value in (
+        ("-p", config.proxy_port),
+        ("-z", config.inbound_capture_port),
+        ("-e", config.inbound_tunnel_port),
+    ):
         _port(flag, value)
     for flag, value in (("-d", config.inbound_ports_exclude), ("-o", config.outbound_ports_exclude)):
         for port in split(value):
@@ -214,93 +224,111 @@ def build_rules(config: Config) -> list[Rule]:
     loopback = LOOPBACK_CIDR.split("/")[0]
     rules = [
         # The tunnel port (HBONE into the sidecar) is never captured.
-        Rule(INBOUND, f"tcp dport {c.inbound_tunnel_port} return",
-             _nat(f"-A {INBOUND} -p tcp --dport {c.inbound_tunnel_port} -j RETURN")),
-        Rule(REDIRECT, f"meta l4proto tcp redirect to :{c.proxy_port}",
-             _nat(f"-A {REDIRECT} -p tcp -j REDIRECT --to-ports {c.proxy_port}")),
-        Rule(IN_REDIRECT, f"meta l4proto tcp redirect to :{c.inbound_capture_port}",
-             _nat(f"-A {IN_REDIRECT} -p tcp -j REDIRECT --to-ports {c.inbound_capture_port}")),
+        Rule(
+            INBOUND,
+            f"tcp dport {c.inbound_tunnel_port} return",
+            _nat(f"-A {INBOUND} -p tcp --dport {c.inbound_tunnel_port} -j RETURN"),
+        ),
+        Rule(
+            REDIRECT,
+            f"meta l4proto tcp redirect to :{c.proxy_port}",
+            _nat(f"-A {REDIRECT} -p tcp -j REDIRECT --to-ports {c.proxy_port}"),
+        ),
+        Rule(
+            IN_REDIRECT,
+            f"meta l4proto tcp redirect to :{c.inbound_capture_port}",
+            _nat(f"-A {IN_REDIRECT} -p tcp -j REDIRECT --to-ports {c.inbound_capture_port}"),
+        ),
     ]
     if c.inbound_ports_include:
-        rules.append(Rule("PREROUTING", f"meta l4proto tcp jump {INBOUND}",
-                          _nat(f"-A PREROUTING -p tcp -j {INBOUND}")))
+        rules.append(Rule("PREROUTING", f"meta l4proto tcp jump {INBOUND}", _nat(f"-A PREROUTING -p tcp -j {INBOUND}")))
         if c.inbound_ports_include == "*":
             for port in split(c.inbound_ports_exclude):
-                rules.append(Rule(INBOUND, f"tcp dport {port} return",
-                                  _nat(f"-A {INBOUND} -p tcp --dport {port} -j RETURN")))
-            rules.append(Rule(INBOUND, f"meta l4proto tcp jump {IN_REDIRECT}",
-                              _nat(f"-A {INBOUND} -p tcp -j {IN_REDIRECT}")))
+                rules.append(
+                    Rule(INBOUND, f"tcp dport {port} return", _nat(f"-A {INBOUND} -p tcp --dport {port} -j RETURN"))
+                )
+            rules.append(
+                Rule(INBOUND, f"meta l4proto tcp jump {IN_REDIRECT}", _nat(f"-A {INBOUND} -p tcp -j {IN_REDIRECT}"))
+            )
         else:
             for port in split(c.inbound_ports_include):
-                rules.append(Rule(INBOUND, f"tcp dport {port} jump {IN_REDIRECT}",
-                                  _nat(f"-A {INBOUND} -p tcp --dport {port} -j {IN_REDIRECT}")))
-    rules.append(Rule("OUTPUT", f"meta l4proto tcp jump {OUTPUT_CHAIN}",
-                      _nat(f"-A OUTPUT -p tcp -j {OUTPUT_CHAIN}")))
+                rules.append(
+                    Rule(
+                        INBOUND,
+                        f"tcp dport {port} jump {IN_REDIRECT}",
+                        _nat(f"-A {INBOUND} -p tcp --dport {port} -j {IN_REDIRECT}"),
+                    )
+                )
+    rules.append(Rule("OUTPUT", f"meta l4proto tcp jump {OUTPUT_CHAIN}", _nat(f"-A OUTPUT -p tcp -j {OUTPUT_CHAIN}")))
     for port in split(c.outbound_ports_exclude):
-        rules.append(Rule(OUTPUT_CHAIN, f"tcp dport {port} return",
-                          _nat(f"-A {OUTPUT_CHAIN} -p tcp --dport {port} -j RETURN")))
-    passthrough = INBOUND_PASSTHROUGH_SOURCE.split("/")[0]
-    rules.append(Rule(OUTPUT_CHAIN, f'oifname "lo" ip saddr {passthrough} return',
-                      _nat(f"-A {OUTPUT_CHAIN} -o lo -s {INBOUND_PASSTHROUGH_SOURCE} -j RETURN")))
+        rules.append(
+            Rule(OUTPUT_CHAIN, f"tcp dport {port} return", _nat(f"-A {OUTPUT_CHAIN} -p tcp --dport {port} -j RETURN"))
+        )
+    rules.append(
+        Rule(
+            OUTPUT_CHAIN,
+            f'oifname "lo" ip saddr {INBOUND_PASSTHROUGH_IP} return',
+            _nat(f"-A {OUTPUT_CHAIN} -o lo -s {INBOUND_PASSTHROUGH_SOURCE} -j RETURN"),
+        )
+    )
     include = [] if c.outbound_ip_ranges_include.strip() == "*" else _cidrs("-i", c.outbound_ip_ranges_include)
     include_has_loopback = any(net.network_address.is_loopback for net in include)
     for owner, meta, ids in (("uid", "skuid", split(c.proxy_uid)), ("gid", "skgid", c.gids)):
         for ident in ids:
             # The proxy calling its own pod (app -> VIP -> proxy -> this pod) goes through inbound.
-            rules.append(Rule(
-                OUTPUT_CHAIN,
-                f'oifname "lo" ip daddr != {loopback} tcp dport != {c.inbound_tunnel_port}'
-                f" meta {meta} {ident} jump {IN_REDIRECT}",
-                _nat(f"-A {OUTPUT_CHAIN} -o lo ! -d {LOOPBACK_CIDR} -p tcp ! --dport {c.inbound_tunnel_port}"
-                     f" -m owner --{owner}-owner {ident} -j {IN_REDIRECT}")))
+            rules.append(
+                Rule(
+                    OUTPUT_CHAIN,
+                    f'oifname "lo" ip daddr != {loopback} tcp dport != {c.inbound_tunnel_port}'
+                    f" meta {meta} {ident} jump {IN_REDIRECT}",
+                    _nat(
+                        f"-A {OUTPUT_CHAIN} -o lo ! -d {LOOPBACK_CIDR} -p tcp ! --dport {c.inbound_tunnel_port}"
+                        f" -m owner --{owner}-owner {ident} -j {IN_REDIRECT}"
+                    ),
+                )
+            )
             # The app calling itself by its own address stays on lo.
             if not include_has_loopback:
-                rules.append(Rule(OUTPUT_CHAIN, f'oifname "lo" meta {meta} != {ident} return',
-                                  _nat(f"-A {OUTPUT_CHAIN} -o lo -m owner ! --{owner}-owner {ident} -j RETURN")))
+                rules.append(
+                    Rule(
+                        OUTPUT_CHAIN,
+                        f'oifname "lo" meta {meta} != {ident} return',
+                        _nat(f"-A {OUTPUT_CHAIN} -o lo -m owner ! --{owner}-owner {ident} -j RETURN"),
+                    )
+                )
             # The proxy's own outbound connections are never sent back to it.
-            rules.append(Rule(OUTPUT_CHAIN, f"meta {meta} {ident} return",
-                              _nat(f"-A {OUTPUT_CHAIN} -m owner --{owner}-owner {ident} -j RETURN")))
+            rules.append(
+                Rule(
+                    OUTPUT_CHAIN,
+                    f"meta {meta} {ident} return",
+                    _nat(f"-A {OUTPUT_CHAIN} -m owner --{owner}-owner {ident} -j RETURN"),
+                )
+            )
     # Localhost (container to container, Envoy-aware apps) is left alone.
-    rules.append(Rule(OUTPUT_CHAIN, f"ip daddr {loopback} return",
-                      _nat(f"-A {OUTPUT_CHAIN} -d {LOOPBACK_CIDR} -j RETURN")))
+    rules.append(
+        Rule(OUTPUT_CHAIN, f"ip daddr {loopback} return", _nat(f"-A {OUTPUT_CHAIN} -d {LOOPBACK_CIDR} -j RETURN"))
+    )
     for net in _cidrs("-x", c.outbound_ip_ranges_exclude):
-        rules.append(Rule(OUTPUT_CHAIN, f"ip daddr {net} return",
-                          _nat(f"-A {OUTPUT_CHAIN} -d {net} -j RETURN")))
+        rules.append(Rule(OUTPUT_CHAIN, f"ip daddr {net} return", _nat(f"-A {OUTPUT_CHAIN} -d {net} -j RETURN")))
     if c.outbound_ip_ranges_include.strip() == "*":
         rules.append(Rule(OUTPUT_CHAIN, f"jump {REDIRECT}", _nat(f"-A {OUTPUT_CHAIN} -j {REDIRECT}")))
     else:
         for net in include:
-            rules.append(Rule(OUTPUT_CHAIN, f"ip daddr {net} jump {REDIRECT}",
-                              _nat(f"-A {OUTPUT_CHAIN} -d {net} -j {REDIRECT}")))
+            rules.append(
+                Rule(OUTPUT_CHAIN, f"ip daddr {net} jump {REDIRECT}", _nat(f"-A {OUTPUT_CHAIN} -d {net} -j {REDIRECT}"))
+            )
     return rules
-
-
-def _clear() -> list[str]:
-    """Make the table exist, then delete it: a no-op-safe way to start from nothing."""
-    return [f"table {FAMILY} {TABLE}", f"delete table {FAMILY} {TABLE}"]
 
 
 def apply_script(config: Config) -> str:
     """The `nft -f` script that (re)defines the table atomically. Istio's chains come before the
     base chains that jump to them."""
-    rules = build_rules(config)
-    lines = _clear()
-    lines.append(f"table {FAMILY} {TABLE} {{")
-    for chain in CHAINS:
-        lines.append(f"    chain {chain.name} {{")
-        if chain.hook:
-            lines.append(f"        type nat hook {chain.hook} priority {chain.priority}; policy accept;")
-        for rule in rules:
-            if rule.chain == chain.name:
-                lines.append(f'        {rule.nft} comment "{rule.iptables}"')
-        lines.append("    }")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return nft.apply_script(FAMILY, TABLE, CHAINS, build_rules(config))
 
 
 def remove_script() -> str:
     """The `nft -f` script that deletes the table, whether or not it exists."""
-    return "\n".join(_clear()) + "\n"
+    return nft.remove_script(FAMILY, TABLE)
 
 
 def iptables_save(config: Config) -> str:
@@ -313,12 +341,17 @@ def iptables_save(config: Config) -> str:
 
 def describe(config: Config) -> str:
     """istio-iptables' configuration dump, one `NAME=value` a line."""
-    rows = {"PROXY_PORT": config.proxy_port, "PROXY_INBOUND_CAPTURE_PORT": config.inbound_capture_port,
-            "PROXY_TUNNEL_PORT": config.inbound_tunnel_port, "PROXY_UID": config.proxy_uid,
-            "PROXY_GID": ",".join(config.gids), "INBOUND_INTERCEPTION_MODE": config.inbound_interception_mode,
-            "INBOUND_PORTS_INCLUDE": config.inbound_ports_include,
-            "INBOUND_PORTS_EXCLUDE": config.inbound_ports_exclude,
-            "OUTBOUND_IP_RANGES_INCLUDE": config.outbound_ip_ranges_include,
-            "OUTBOUND_IP_RANGES_EXCLUDE": config.outbound_ip_ranges_exclude,
-            "OUTBOUND_PORTS_EXCLUDE": config.outbound_ports_exclude}
+    rows = {
+        "PROXY_PORT": config.proxy_port,
+        "PROXY_INBOUND_CAPTURE_PORT": config.inbound_capture_port,
+        "PROXY_TUNNEL_PORT": config.inbound_tunnel_port,
+        "PROXY_UID": config.proxy_uid,
+        "PROXY_GID": ",".join(config.gids),
+        "INBOUND_INTERCEPTION_MODE": config.inbound_interception_mode,
+        "INBOUND_PORTS_INCLUDE": config.inbound_ports_include,
+        "INBOUND_PORTS_EXCLUDE": config.inbound_ports_exclude,
+        "OUTBOUND_IP_RANGES_INCLUDE": config.outbound_ip_ranges_include,
+        "OUTBOUND_IP_RANGES_EXCLUDE": config.outbound_ip_ranges_exclude,
+        "OUTBOUND_PORTS_EXCLUDE": config.outbound_ports_exclude,
+    }
     return "\n".join(f"{k}={v}" for k, v in rows.items()) + "\n"

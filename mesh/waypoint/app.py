@@ -6,14 +6,16 @@ itself, to the chosen endpoint. Ready (15021) once its certificate is issued and
 has arrived; until then ztunnels do not send it traffic (its endpoint is not Healthy), and a
 waypoint without a ready endpoint fails closed at the source ztunnel.
 """
+
 from __future__ import annotations
 
 from lab.client.contract import ENV_SERVICE_ACCOUNT
+from mesh.contract import ENV_GATEWAY_NAME
 from mesh.proxy.pod import PodSettings, ProxyPod, environment, run_until_signalled
 
 
 def waypoint(env: dict[str, str]) -> ProxyPod:
-    name = env.get("GATEWAY_NAME") or env.get(ENV_SERVICE_ACCOUNT) or "waypoint"
+    name = env.get(ENV_GATEWAY_NAME) or env.get(ENV_SERVICE_ACCOUNT) or "waypoint"
     return ProxyPod(PodSettings.from_env(env, component="waypoint", name=name))
 
 

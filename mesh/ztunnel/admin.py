@@ -5,6 +5,7 @@
 A tiny HTTP/1.1 server on h11: GET only, one request per connection, the answer computed by a route
 function. `Readiness` is ztunnel's readiness gate: ready once every named task reported done.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,14 +54,19 @@ class Readiness:
         return text_response(f"not ready, pending: {', '.join(sorted(self.pending))}\n", 503)
 
 
-async def serve_http(address: tuple[str, int], routes: dict[str, Route], *,
-                     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(
+    address: tuple[str, int], routes: dict[str, Route], *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
+) -> None:
     """Serve `routes` ({path: route}) on `address` until cancelled; `started` gives the bound port."""
     listeners = await trio.open_tcp_listeners(address[1], host=address[0])
     port = listeners[0].socket.getsockname()[1]
     async with trio.open_nursery() as nursery:
         task_status.started(port)
-        await trio.serve_listeners(lambda s: _handle(s, routes), listeners, handler_nursery=nursery)
+
+        async def handle(stream: trio.SocketStream) -> None:  # TCP listeners hand out SocketStreams
+            await _handle(stream, routes)
+
+        await trio.serve_listeners(handle, listeners, handler_nursery=nursery)
 
 
 async def _handle(stream: trio.SocketStream, routes: dict[str, Route]) -> None:
@@ -76,7 +82,9 @@ async def _handle(stream: trio.SocketStream, routes: dict[str, Route]) -> None:
                 if request.method not in (b"GET", b"HEAD"):
                     status, ctype, body = text_response("method not allowed\n", 405)
                 elif route is None:
-                    status, ctype, body = text_response(f"no such endpoint {path}; try: {', '.join(sorted(routes))}\n", 404)
+                    status, ctype, body = text_response(
+                        f"no such endpoint {path}; try: {', '.join(sorted(routes))}\n", 404
+                    )
                 else:
                     try:
                         status, ctype, body = route()
@@ -105,4 +113,4 @@ async def next_event(stream: trio.abc.ReceiveStream, conn: h11.Connection) -> An
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        conn.receive_data(await stream.receive_some(65536))
+        conn.receive_data(await stream.receive_some(65536))  # type: ignore[arg-type]  # h11 says bytes; its docs (and code) take any bytes-like

@@ -17,12 +17,13 @@ call: projected tokens rotate). Tests plug in a fake with a local CA (`mesh.ztun
 
 SIGTERM or SIGINT cancel everything: the pods' listeners close at once and the process exits.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -56,7 +57,7 @@ class ControlPlane(Protocol):
     async def create_certificate(self, root_pem: str, csr_pem: str, identity: str) -> list[str]:
         """Have `csr_pem` signed for `identity`; the chain, leaf first."""
 
-    def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
+    def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncGenerator[dict[str, Any], None]:
         """One config stream: the pushed messages until it ends."""
 
 
@@ -76,21 +77,36 @@ class IstiodControlPlane:
             return f.read().strip()
 
     async def root_cert(self) -> str:
-        return await istiod.mesh_root(self.api, retry=ROOT_RETRY,
-                                      location=(*ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY))
+        return await istiod.mesh_root(self.api, retry=ROOT_RETRY, location=(*ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY))
 
     async def create_certificate(self, root_pem: str, csr_pem: str, identity: str) -> list[str]:
-        return await istiod.create_certificate(self.address, root_pem, self.token(), csr_pem, impersonated=identity,
-                                               validity=self.config.cert_validity, server_identity=self.istiod)
+        return await istiod.create_certificate(
+            self.address,
+            root_pem,
+            self.token(),
+            csr_pem,
+            impersonated=identity,
+            validity=self.config.cert_validity,
+            server_identity=self.istiod,
+        )
 
-    def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
+    def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncGenerator[dict[str, Any], None]:
         return self._subscribe(root_pem, known)
 
-    async def _subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
+    async def _subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncGenerator[dict[str, Any], None]:
         if self.version is None:  # reported to istiod: env, else this pod's image tag (mesh.istiod.client)
             self.version = await istiod.own_version(self.api, os.environ, "istio-proxy")
-        async with aclosing(istiod.subscribe(self.address, root_pem, self.token(), self.config.node_name, known,
-                                             server_identity=self.istiod, version=self.version)) as messages:
+        async with aclosing(
+            istiod.subscribe(
+                self.address,
+                root_pem,
+                self.token(),
+                self.config.node_name,
+                known,
+                server_identity=self.istiod,
+                version=self.version,
+            )
+        ) as messages:
             async for message in messages:
                 yield message
 
@@ -111,8 +127,11 @@ class Ztunnel:
         self.metrics = Metrics()
         self.readiness = Readiness(["root", "config", "pods"])
         self.secrets = SecretManager(self._create_certificate, "")
-        self.xds = XdsClient(self.state, lambda known: control_plane.subscribe(self.secrets.root_pem, known),
-                             on_synced=lambda: self.readiness.done("config"))
+        self.xds = XdsClient(
+            self.state,
+            lambda known: control_plane.subscribe(self.secrets.root_pem, known),
+            on_synced=lambda: self.readiness.done("config"),
+        )
         factory = ProxyFactory(config, self.state, self.secrets, self.metrics, log)
         self.pods = WorkloadProxyManager(factory, config.zds_path, on_snapshot=lambda: self.readiness.done("pods"))
         #: The bound ports of the node-netns servers (useful when a test asked for port 0).
@@ -121,14 +140,17 @@ class Ztunnel:
     async def _create_certificate(self, csr_pem: str, identity: str) -> list[str]:
         return await self.control_plane.create_certificate(self.secrets.root_pem, csr_pem, identity)
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[Ztunnel] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
             servers = (
                 ("readiness", cfg.readiness_addr, {"/healthz/ready": self.readiness.route}),
                 ("metrics", cfg.metrics_addr, {"/metrics": self._metrics, "/stats/prometheus": self._metrics}),
-                ("admin", cfg.admin_addr, {"/config_dump": lambda: json_response(self.config_dump()),
-                                           "/healthz/ready": self.readiness.route}),
+                (
+                    "admin",
+                    cfg.admin_addr,
+                    {"/config_dump": lambda: json_response(self.config_dump()), "/healthz/ready": self.readiness.route},
+                ),
             )
             for name, address, routes in servers:
                 if address is not None:
@@ -159,10 +181,16 @@ class Ztunnel:
             "xds": self.xds.dump(),
             "ready": self.readiness.ready,
             "config": {
-                "nodeName": cfg.node_name, "clusterId": cfg.cluster_id, "trustDomain": cfg.trust_domain,
-                "xdsAddress": cfg.istiod_address, "caAddress": cfg.istiod_address,
-                "secretTtl": cfg.cert_validity, "zdsPath": cfg.zds_path, "inpodMark": cfg.inpod_mark,
-                "outboundPort": cfg.outbound_port, "inboundPlaintextPort": cfg.inbound_plaintext_port,
+                "nodeName": cfg.node_name,
+                "clusterId": cfg.cluster_id,
+                "trustDomain": cfg.trust_domain,
+                "xdsAddress": cfg.istiod_address,
+                "caAddress": cfg.istiod_address,
+                "secretTtl": cfg.cert_validity,
+                "zdsPath": cfg.zds_path,
+                "inpodMark": cfg.inpod_mark,
+                "outboundPort": cfg.outbound_port,
+                "inboundPlaintextPort": cfg.inbound_plaintext_port,
                 "inboundPort": cfg.inbound_port,
             },
         }
@@ -173,11 +201,15 @@ async def amain(env: dict[str, str] | None = None) -> None:
     config = Config.from_env(env)
     control_plane = IstiodControlPlane(config, AsyncLabClient(env[ENV_API_SOCKET]), env[ENV_SA_TOKEN_FILE])
     async with open_nursery_until_signalled(
-            lambda sig: log.info("received %s: closing listeners and exiting", sig.name)) as nursery:
+        lambda sig: log.info("received %s: closing listeners and exiting", sig.name)
+    ) as nursery:
         await nursery.start(Ztunnel(config, control_plane).run)
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     trio.run(amain)

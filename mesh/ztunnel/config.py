@@ -3,6 +3,7 @@
 Everything a test may want to change is a field, so the core runs in-process with other ports,
 shorter timeouts, or admin servers turned off (an address of None).
 """
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lab.client.contract import ENV_LAB_NAME, ENV_NODE_NAME
-from mesh.contract import (ADMIN_PORT, ENV_ISTIOD_ADDRESS, ENV_TRUST_DOMAIN, HBONE_PORT, INBOUND_CAPTURE_PORT,
-                           INPOD_MARK, ISTIO_NAMESPACE, ISTIOD_ADDRESS, ISTIOD_PORT, METRICS_PORT, OUTBOUND_CAPTURE_PORT,
-                           PROXY_PORTS, READINESS_PORT, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY)
+from mesh.contract import (
+    ADMIN_PORT,
+    ENV_ISTIOD_ADDRESS,
+    ENV_TRUST_DOMAIN,
+    HBONE_PORT,
+    INBOUND_CAPTURE_PORT,
+    INPOD_MARK,
+    ISTIO_NAMESPACE,
+    ISTIOD_ADDRESS,
+    ISTIOD_PORT,
+    METRICS_PORT,
+    OUTBOUND_CAPTURE_PORT,
+    PROXY_PORTS,
+    READINESS_PORT,
+    ROOT_CERT_CONFIGMAP,
+    ROOT_CERT_KEY,
+)
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
 from mesh.paths import zds_socket_path
 

@@ -15,6 +15,7 @@ against istiod's CreateCertificate in production and a local `RootCA` in tests. 
 made here with `mesh.identity.ca.make_csr` (P-256, one URI SAN), and every answer is checked
 against the mesh root before use.
 """
+
 from __future__ import annotations
 
 import base64
@@ -139,15 +140,16 @@ class _Entry:
 class SecretManager:
     """Certificates per identity (ztunnel `SecretManager`); run it with `nursery.start(sm.run)`."""
 
-    def __init__(self, ca: CaClient, root_pem: str, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(
+        self, ca: CaClient, root_pem: str, *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    ) -> None:
         self._ca = ca
         self.root_pem = root_pem
         self._now = now
         self._entries: dict[str, _Entry] = {}
         self._nursery: trio.Nursery | None = None
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[SecretManager] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the per-identity refresh tasks until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -166,6 +168,7 @@ class SecretManager:
         while entry.state == INITIALIZING:
             await entry.wait_changed()
         if entry.state == AVAILABLE:
+            assert entry.cert is not None  # AVAILABLE is only ever set with a certificate (`_maintain`)
             return entry.cert
         raise CertificateUnavailable(f"no certificate for {identity}: {entry.error}")
 
@@ -233,12 +236,19 @@ class SecretManager:
                     kept = entry.cert if entry.cert is not None and entry.cert.info.not_after > now else None
                     if kept is not None:
                         delay = min(delay, max((kept.info.not_after - now).total_seconds(), 0.0))
-                        log.warning("certificate renewal for %s failed (%s); keeping the current one until "
-                                    "%s, retrying in %.1fs", entry.identity, exc, kept.info.not_after, delay)
+                        log.warning(
+                            "certificate renewal for %s failed (%s); keeping the current one until "
+                            "%s, retrying in %.1fs",
+                            entry.identity,
+                            exc,
+                            kept.info.not_after,
+                            delay,
+                        )
                         entry.set(AVAILABLE, kept, exc)
                     else:
-                        log.warning("certificate fetch for %s failed (%s); retrying in %.1fs",
-                                    entry.identity, exc, delay)
+                        log.warning(
+                            "certificate fetch for %s failed (%s); retrying in %.1fs", entry.identity, exc, delay
+                        )
                         entry.set(UNAVAILABLE, None, exc)
                 else:
                     backoff = None
@@ -255,4 +265,3 @@ class SecretManager:
         if parsed not in got:
             raise WrongIdentity(f"asked for {identity}, got a certificate for {', '.join(map(str, got))}")
         return WorkloadCertificate(parsed, tuple(chain), key_pem, self.root_pem, cert_info(chain[0]))
-

@@ -13,6 +13,7 @@ Peers dial `podIP:15008` directly (the redirection leaves 15008 alone). Each con
 
 One access-log line per CONNECT; `dst.addr` is podIP:15008 and `dst.hbone_addr` the target.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,17 +23,34 @@ from dataclasses import dataclass
 import trio
 
 from mesh import tls
-from mesh.hbone import (BAD_REQUEST, CONNECTED, POLICY_DENIED, UPSTREAM_FAILED, ConnectRequest, HboneStream,
-                        serve_hbone, splice, workload_baggage)
+from mesh.hbone import (
+    BAD_REQUEST,
+    CONNECTED,
+    POLICY_DENIED,
+    UPSTREAM_FAILED,
+    ConnectRequest,
+    HboneStream,
+    serve_hbone,
+    splice,
+    workload_baggage,
+)
 from mesh.hbone.tlsstream import TlsStream
 from mesh.ztunnel import metrics
-from mesh.ztunnel.proxy import (DRAINED, IpMismatch, PodListener, PolicyRejection, ProxyError, SelfCall, TlsFailed,
-                                closing_upstream, outcome_of)
+from mesh.ztunnel.proxy import (
+    DRAINED,
+    IpMismatch,
+    PodListener,
+    PolicyRejection,
+    ProxyError,
+    SelfCall,
+    TlsFailed,
+    closing_upstream,
+    outcome_of,
+)
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr
 from mesh.ztunnel.resources import Service, Workload
+from mesh.ztunnel.sockets import abort, format_addr
 from mesh.ztunnel.state import ProxyState
-
 
 
 @dataclass(frozen=True)
@@ -80,10 +98,19 @@ def guess_inbound_service(state: ProxyState, local: Workload, port: int, for_hos
 
 def response_baggage(local: Workload) -> list[tuple[str, str]]:
     """The 200's `baggage`, describing the destination workload (ENABLE_RESPONSE_BAGGAGE)."""
-    return [("baggage", workload_baggage(
-        cluster=local.cluster_id, namespace=local.namespace, workload_type=local.workload_type,
-        workload_name=local.workload_name or local.name, service_name=local.canonical_name,
-        service_version=local.canonical_revision))]
+    return [
+        (
+            "baggage",
+            workload_baggage(
+                cluster=local.cluster_id,
+                namespace=local.namespace,
+                workload_type=local.workload_type,
+                workload_name=local.workload_name or local.name,
+                service_name=local.canonical_name,
+                service_version=local.canonical_revision,
+            ),
+        )
+    ]
 
 
 #: A Workload is immutable, so its response baggage is computed once (per Workload object).
@@ -139,8 +166,9 @@ class Inbound(PodListener):
         conn = InboundConnection(src_ip, src_port, dst_ip, dst_port, str(peer))
         await serve_hbone(stream, functools.partial(self.serve_connect, conn))
 
-    async def serve_connect(self, conn: InboundConnection, request: ConnectRequest, respond,
-                            stream: HboneStream) -> None:
+    async def serve_connect(
+        self, conn: InboundConnection, request: ConnectRequest, respond, stream: HboneStream
+    ) -> None:
         """One CONNECT: validate, authorize, dial the app, answer, splice."""
         pi = self.pi
         try:
@@ -156,17 +184,31 @@ class Inbound(PodListener):
         source = state.find_workload_by_ip(conn.src_ip)
         service = guess_inbound_service(state, local, target[1], request.forwarded_host)
         result = metrics.ConnectionResult(
-            pi.metrics, pi.log,
-            labels=metrics.TrafficLabels.build(metrics.DESTINATION, source=source, source_identity=conn.identity,
-                                               destination=local, service=service, mtls=True),
-            src=conn.src, dst=conn.dst, hbone_target=str(request.authority),
+            pi.metrics,
+            pi.log,
+            labels=metrics.TrafficLabels.build(
+                metrics.DESTINATION,
+                source=source,
+                source_identity=conn.identity,
+                destination=local,
+                service=service,
+                mtls=True,
+            ),
+            src=conn.src,
+            dst=conn.dst,
+            hbone_target=str(request.authority),
             original_dst=service.hostname if service else None,
-            src_workload=source.name if source else None, dst_workload=local.name, pod=pi.pod, protocol="HBONE")
+            src_workload=source.name if source else None,
+            dst_workload=local.name,
+            pod=pi.pod,
+            protocol="HBONE",
+        )
         outcome = DRAINED
         try:
             try:
-                assert_rbac(state, local, src_ip=conn.src_ip, src_identity=conn.identity, dst_ip=target[0],
-                            dst_port=target[1])
+                assert_rbac(
+                    state, local, src_ip=conn.src_ip, src_identity=conn.identity, dst_ip=target[0], dst_port=target[1]
+                )
                 upstream = await pi.connect_app(target, conn.src_ip)
             except ProxyError as exc:
                 outcome = outcome_of(exc)

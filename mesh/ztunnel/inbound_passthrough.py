@@ -6,8 +6,8 @@ that needs a principal denies it, and so does STRICT PeerAuthentication's static
 connections are simply closed. Allowed ones are dialled to their original destination from inside
 the pod with the client's IP as source, and spliced.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import trio
 
@@ -17,7 +17,6 @@ from mesh.ztunnel.inbound import guess_inbound_service
 from mesh.ztunnel.proxy import DRAINED, PodListener, ProxyError, SelfCall, closing_upstream, outcome_of
 from mesh.ztunnel.rbac import assert_rbac
 from mesh.ztunnel.sockets import abort, format_addr, original_dst
-
 
 
 class InboundPassthrough(PodListener):
@@ -47,11 +46,19 @@ class InboundPassthrough(PodListener):
         source = state.find_workload_by_ip(src_ip)
         service = guess_inbound_service(state, local, target[1], None)
         result = metrics.ConnectionResult(
-            pi.metrics, pi.log,
-            labels=metrics.TrafficLabels.build(metrics.DESTINATION, source=source, destination=local,
-                                               service=service, mtls=False),
-            src=src, dst=format_addr(target), original_dst=service.hostname if service else None,
-            src_workload=source.name if source else None, dst_workload=local.name, pod=pi.pod, protocol="TCP")
+            pi.metrics,
+            pi.log,
+            labels=metrics.TrafficLabels.build(
+                metrics.DESTINATION, source=source, destination=local, service=service, mtls=False
+            ),
+            src=src,
+            dst=format_addr(target),
+            original_dst=service.hostname if service else None,
+            src_workload=source.name if source else None,
+            dst_workload=local.name,
+            pod=pi.pod,
+            protocol="TCP",
+        )
         outcome = DRAINED
         try:
             try:

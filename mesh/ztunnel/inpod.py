@@ -13,6 +13,7 @@ HBONE, bound to 0.0.0.0 inside the pod's netns, running in one cancel scope. Can
 `del`, a snapshot that leaves the pod out, ztunnel stopping) closes the listeners and the pod's
 connections, releases its certificate and closes its netns fd.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,14 +62,15 @@ class PodProxy:
         self.netns = netns
         self.scope = trio.CancelScope()
         self.stopped = trio.Event()
-        self.identity = (f"spiffe://{factory.config.trust_domain}/ns/{info.namespace}"
-                         f"/sa/{info.service_account or 'default'}")
+        self.identity = (
+            f"spiffe://{factory.config.trust_domain}/ns/{info.namespace}/sa/{info.service_account or 'default'}"
+        )
 
     @property
     def name(self) -> str:
         return f"{self.info.namespace}/{self.info.name}"
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[PodProxy] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind the three listeners (errors raise before `started`), then serve until cancelled."""
         f, cfg = self.factory, self.factory.config
         listeners = []
@@ -132,15 +134,14 @@ class ProtocolError(Exception):
 class WorkloadProxyManager:
     """ztunnel's ZDS client and the pods it runs (run with `nursery.start(manager.run)`)."""
 
-    def __init__(self, factory: ProxyFactory, path: str, *,
-                 on_snapshot: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, factory: ProxyFactory, path: str, *, on_snapshot: Callable[[], None] = lambda: None) -> None:
         self.factory = factory
         self.path = path
         self.on_snapshot = on_snapshot
         self.pods = PodStates()
         self._nursery: trio.Nursery | None = None
 
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[WorkloadProxyManager] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -194,6 +195,8 @@ class WorkloadProxyManager:
         pods = self.pods
         match request:
             case zds.AddWorkload(uid, winfo):
+                if fd is None:  # not from the transport, which refuses an AddWorkload without one
+                    raise ProtocolError("AddWorkload carries no netns fd")
                 if winfo is None:
                     os.close(fd)
                     raise ProtocolError("workload_info is required but not present")
@@ -230,6 +233,7 @@ class WorkloadProxyManager:
             stale.netns.close()
         proxy = PodProxy(self.factory, uid, info, netns.dup())  # the proxy closes its own fd
         try:
+            assert self._nursery is not None  # `run` sets it before any ZDS request is processed
             await self._nursery.start(proxy.run)
         except Exception:
             self.pods.pending[uid] = _Pending(info, netns)  # retried every PENDING_RETRY seconds
@@ -259,11 +263,24 @@ class WorkloadProxyManager:
 
     def dump(self) -> list[dict]:
         """The pods and their proxies' state, for config_dump."""
-        out = [{"uid": uid, "name": p.info.name, "namespace": p.info.namespace,
-                "serviceAccount": p.info.service_account, "state": "Up"}
-               for uid, p in sorted(self.pods.running.items())]
-        out += [{"uid": uid, "name": p.info.name, "namespace": p.info.namespace,
-                 "serviceAccount": p.info.service_account, "state": "Pending"}
-                for uid, p in sorted(self.pods.pending.items())]
+        out = [
+            {
+                "uid": uid,
+                "name": p.info.name,
+                "namespace": p.info.namespace,
+                "serviceAccount": p.info.service_account,
+                "state": "Up",
+            }
+            for uid, p in sorted(self.pods.running.items())
+        ]
+        out += [
+            {
+                "uid": uid,
+                "name": p.info.name,
+                "namespace": p.info.namespace,
+                "serviceAccount": p.info.service_account,
+                "state": "Pending",
+            }
+            for uid, p in sorted(self.pods.pending.items())
+        ]
         return out
-

@@ -12,6 +12,7 @@ log sink it was given.
 Byte directions follow ztunnel: the metrics count `received` = client→server and `sent` =
 server→client for both reporters; the access log shows bytes from the logging side's point of view.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -77,9 +78,16 @@ class TrafficLabels:
     connection_security_policy: str = NO_TLS
 
     @classmethod
-    def build(cls, reporter: str, *, source: Workload | None = None, source_identity: str | None = None,
-              destination: Workload | None = None, service: Service | None = None,
-              mtls: bool = False) -> TrafficLabels:
+    def build(
+        cls,
+        reporter: str,
+        *,
+        source: Workload | None = None,
+        source_identity: str | None = None,
+        destination: Workload | None = None,
+        service: Service | None = None,
+        mtls: bool = False,
+    ) -> TrafficLabels:
         """From what the proxy knows (ztunnel `From<ConnectionOpen>`).
 
         The source principal is only ever the identity proven in the TLS handshake (or our own,
@@ -93,35 +101,57 @@ class TrafficLabels:
         if labels is None:
             if len(_LABELS_CACHE) >= _LABELS_CACHE_SIZE:
                 _LABELS_CACHE.clear()  # state churned: forget old Workload/Service objects
-            labels = _LABELS_CACHE[key] = cls._build(reporter, source=source, source_identity=source_identity,
-                                                     destination=destination, service=service, mtls=mtls)
+            labels = _LABELS_CACHE[key] = cls._build(
+                reporter,
+                source=source,
+                source_identity=source_identity,
+                destination=destination,
+                service=service,
+                mtls=mtls,
+            )
         return labels
 
     @classmethod
-    def _build(cls, reporter: str, *, source: Workload | None, source_identity: str | None,
-               destination: Workload | None, service: Service | None, mtls: bool) -> TrafficLabels:
-        labels: dict[str, str] = {"reporter": reporter,
-                                  "connection_security_policy": MUTUAL_TLS if mtls else NO_TLS}
+    def _build(
+        cls,
+        reporter: str,
+        *,
+        source: Workload | None,
+        source_identity: str | None,
+        destination: Workload | None,
+        service: Service | None,
+        mtls: bool,
+    ) -> TrafficLabels:
+        labels: dict[str, str] = {"reporter": reporter, "connection_security_policy": MUTUAL_TLS if mtls else NO_TLS}
         if source_identity:
             labels["source_principal"] = source_identity
         if source is not None:
             labels.update(
-                source_workload=_known(source.workload_name), source_canonical_service=_known(source.canonical_name),
+                source_workload=_known(source.workload_name),
+                source_canonical_service=_known(source.canonical_name),
                 source_canonical_revision=_known(source.canonical_revision),
-                source_workload_namespace=_known(source.namespace), source_app=_known(source.canonical_name),
-                source_version=_known(source.canonical_revision), source_cluster=_known(source.cluster_id))
+                source_workload_namespace=_known(source.namespace),
+                source_app=_known(source.canonical_name),
+                source_version=_known(source.canonical_revision),
+                source_cluster=_known(source.cluster_id),
+            )
         if destination is not None:
             labels.update(
                 destination_workload=_known(destination.workload_name),
                 destination_canonical_service=_known(destination.canonical_name),
                 destination_canonical_revision=_known(destination.canonical_revision),
                 destination_workload_namespace=_known(destination.namespace),
-                destination_principal=destination.identity, destination_app=_known(destination.canonical_name),
+                destination_principal=destination.identity,
+                destination_app=_known(destination.canonical_name),
                 destination_version=_known(destination.canonical_revision),
-                destination_cluster=_known(destination.cluster_id))
+                destination_cluster=_known(destination.cluster_id),
+            )
         if service is not None:
-            labels.update(destination_service=service.hostname, destination_service_name=service.name,
-                          destination_service_namespace=service.namespace)
+            labels.update(
+                destination_service=service.hostname,
+                destination_service_name=service.name,
+                destination_service_namespace=service.namespace,
+            )
         return cls(**labels)
 
     def items(self) -> list[tuple[str, str]]:
@@ -142,8 +172,7 @@ class _Family:
 
 OPENED = _Family("tcp_connections_opened", "The total number of TCP connections opened")
 CLOSED = _Family("tcp_connections_closed", "The total number of TCP connections closed")
-RECEIVED = _Family("tcp_received_bytes",
-                   "The size of total bytes received during request in case of a TCP connection")
+RECEIVED = _Family("tcp_received_bytes", "The size of total bytes received during request in case of a TCP connection")
 SENT = _Family("tcp_sent_bytes", "The size of total bytes sent during response in case of a TCP connection")
 PREFIX = "istio_"
 CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -179,8 +208,7 @@ class Metrics:
             received[conn.labels] += conn.stats_received
             sent[conn.labels] += conn.stats_sent
         out = []
-        for family, counter in ((OPENED, self.opened), (CLOSED, self.closed), (RECEIVED, received),
-                                (SENT, sent)):
+        for family, counter in ((OPENED, self.opened), (CLOSED, self.closed), (RECEIVED, received), (SENT, sent)):
             out.append(f"# HELP {PREFIX}{family.name} {family.help}.")
             out.append(f"# TYPE {PREFIX}{family.name} counter")
             for labels in sorted(counter, key=lambda lab: tuple(asdict(lab).values())):
@@ -222,8 +250,12 @@ def format_access_log(at: datetime, level: str, message: str, entries: Iterable[
 
 def early_deny_line(at: datetime, src: str, dst: str, direction: str, error: str) -> str:
     """What ztunnel logs when a connection fails before it knows its workloads (`log_early_deny`)."""
-    return format_access_log(at, "warn", "connection failed", [
-        ("src.addr", Bare(src)), ("dst.addr", Bare(dst)), ("direction", direction), ("error", error)])
+    return format_access_log(
+        at,
+        "warn",
+        "connection failed",
+        [("src.addr", Bare(src)), ("dst.addr", Bare(dst)), ("direction", direction), ("error", error)],
+    )
 
 
 @dataclass(frozen=True)
@@ -244,11 +276,23 @@ class ConnectionResult:
     must be called once; it writes the access-log line through `log`.
     """
 
-    def __init__(self, metrics: Metrics, log: Callable[[str], None], *, labels: TrafficLabels,
-                 src: str, dst: str, hbone_target: str | None = None, original_dst: str | None = None,
-                 src_workload: str | None = None, dst_workload: str | None = None, pod: str = "",
-                 protocol: str = "TCP", clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        log: Callable[[str], None],
+        *,
+        labels: TrafficLabels,
+        src: str,
+        dst: str,
+        hbone_target: str | None = None,
+        original_dst: str | None = None,
+        src_workload: str | None = None,
+        dst_workload: str | None = None,
+        pod: str = "",
+        protocol: str = "TCP",
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
         self.id = metrics.next_id()
         self.metrics = metrics
         self.log = log
@@ -307,8 +351,7 @@ class ConnectionResult:
         labels = labels or self.labels
         mtls = labels.connection_security_policy == MUTUAL_TLS
         # The log shows bytes from this side's view: outbound sends the request, inbound the response.
-        sent, recv = (self.stats_received, self.stats_sent) if self.outbound else (self.stats_sent,
-                                                                                   self.stats_received)
+        sent, recv = (self.stats_received, self.stats_sent) if self.outbound else (self.stats_sent, self.stats_received)
         millis = int((self._clock() - self.started) * 1000)
         entries: list[tuple[str, object]] = [
             ("src.addr", Bare(self.src)),

@@ -16,6 +16,7 @@ The pod's redirection sends every TCP connection the app opens to 15001. For eac
 When the CONNECT is refused (401 policy, 503) or the peer cannot be reached, the app's socket is
 reset at once (curl exit 56, docs/ambient-facts.md §1.5). There is never a plaintext fallback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,16 +27,29 @@ from dataclasses import dataclass, field
 import trio
 
 from mesh import tls
+from mesh.contract import HBONE_PORT
 from mesh.hbone import HboneError, HbonePool, WorkloadKey, hbone_headers, splice, workload_baggage
 from mesh.hbone.tlsstream import TlsStream
-from mesh.contract import HBONE_PORT
 from mesh.identity.spiffe import Identity
 from mesh.ztunnel import metrics
-from mesh.ztunnel.proxy import (DRAINED, ConnectionFailed, HbonePortUnreachable, HttpStatus, NoHealthyUpstream,
-                                NoValidDestination, PodListener, ProxyError, ProxyInputs, SelfCall, TlsFailed,
-                                UnknownWaypoint, closing_upstream, outcome_of)
-from mesh.ztunnel.sockets import Address, abort, close_now, format_addr, guarded, original_dst
+from mesh.ztunnel.proxy import (
+    DRAINED,
+    ConnectionFailed,
+    HbonePortUnreachable,
+    HttpStatus,
+    NoHealthyUpstream,
+    NoValidDestination,
+    PodListener,
+    ProxyError,
+    ProxyInputs,
+    SelfCall,
+    TlsFailed,
+    UnknownWaypoint,
+    closing_upstream,
+    outcome_of,
+)
 from mesh.ztunnel.resources import HBONE, TCP, Service, Workload
+from mesh.ztunnel.sockets import Address, abort, close_now, format_addr, guarded, original_dst
 from mesh.ztunnel.state import ProxyState, Rng, Upstream
 
 log = logging.getLogger("mesh.ztunnel.outbound")
@@ -59,8 +73,9 @@ class Request:
     upstream_sans: tuple[str, ...] = field(default=())
 
 
-def build_request(state: ProxyState, source: Workload, target: Address, *, hbone_port: int = HBONE_PORT,
-                  rng: Rng = random.choice) -> Request:
+def build_request(
+    state: ProxyState, source: Workload, target: Address, *, hbone_port: int = HBONE_PORT, rng: Rng = random.choice
+) -> Request:
     """Decide where a connection from `source` to `target` goes (ztunnel `build_request`). Pure.
 
     Raises NoHealthyUpstream (a known service without a usable endpoint), UnknownWaypoint, or
@@ -92,23 +107,36 @@ def build_request(state: ProxyState, source: Workload, target: Address, *, hbone
     if upstream_ip is None:
         raise NoValidDestination(wl.name)
     if wl.protocol == HBONE:
-        return Request(HBONE, source, (upstream_ip, hbone_port), f"{upstream_ip}:{upstream.port}", wl,
-                       upstream.service, upstream.sans)
+        return Request(
+            HBONE,
+            source,
+            (upstream_ip, hbone_port),
+            f"{upstream_ip}:{upstream.port}",
+            wl,
+            upstream.service,
+            upstream.sans,
+        )
     return Request(TCP, source, (upstream_ip, upstream.port), None, wl, upstream.service, upstream.sans)
 
 
 def _via_waypoint(source: Workload, target: Address, waypoint: Upstream, service: Service | None) -> Request:
     """HBONE to the waypoint's pod, asking it for the original target (`:authority` = VIP:port)."""
-    return Request(HBONE, source, (waypoint.ip, waypoint.port), format_addr(target), waypoint.workload, service,
-                   waypoint.sans)
+    return Request(
+        HBONE, source, (waypoint.ip, waypoint.port), format_addr(target), waypoint.workload, service, waypoint.sans
+    )
 
 
 def request_labels(req: Request) -> metrics.TrafficLabels:
     """The metric labels of an outbound connection (ztunnel `conn_metrics_from_request`)."""
     mtls = req.protocol == HBONE
     return metrics.TrafficLabels.build(
-        metrics.SOURCE, source=req.source, source_identity=req.source.identity if mtls else None,
-        destination=req.destination_workload, service=req.destination_service, mtls=mtls)
+        metrics.SOURCE,
+        source=req.source,
+        source_identity=req.source.identity if mtls else None,
+        destination=req.destination_workload,
+        service=req.destination_service,
+        mtls=mtls,
+    )
 
 
 def connect_headers(req: Request, client: Address) -> list[tuple[str, str]]:
@@ -128,9 +156,13 @@ def source_baggage(src: Workload) -> str:
     baggage = _BAGGAGE.get(src)
     if baggage is None:
         baggage = _BAGGAGE[src] = workload_baggage(
-            cluster=src.cluster_id, namespace=src.namespace, workload_type=src.workload_type,
-            workload_name=src.workload_name or src.name, service_name=src.canonical_name,
-            service_version=src.canonical_revision)
+            cluster=src.cluster_id,
+            namespace=src.namespace,
+            workload_type=src.workload_type,
+            workload_name=src.workload_name or src.name,
+            service_name=src.canonical_name,
+            service_version=src.canonical_revision,
+        )
     return baggage
 
 
@@ -174,11 +206,18 @@ class Outbound(PodListener):
             return
 
         result = metrics.ConnectionResult(
-            pi.metrics, pi.log, labels=request_labels(req), src=format_addr(client),
-            dst=format_addr(req.actual_destination), hbone_target=req.hbone_target,
-            original_dst=format_addr(target), src_workload=source.name,
+            pi.metrics,
+            pi.log,
+            labels=request_labels(req),
+            src=format_addr(client),
+            dst=format_addr(req.actual_destination),
+            hbone_target=req.hbone_target,
+            original_dst=format_addr(target),
+            src_workload=source.name,
             dst_workload=req.destination_workload.name if req.destination_workload else None,
-            pod=pi.pod, protocol=req.protocol)
+            pod=pi.pod,
+            protocol=req.protocol,
+        )
         outcome = DRAINED  # what the log says if we are cancelled (pod removed, shutdown)
         try:
             try:
@@ -195,10 +234,17 @@ class Outbound(PodListener):
             result.record(outcome)
 
     async def _open_hbone(self, req: Request, client: Address) -> trio.abc.HalfCloseableStream:
-        key = WorkloadKey(src_id=req.source.identity, src=client[0], dst_ids=req.upstream_sans,
-                          dst=format_addr(req.actual_destination))
+        key = WorkloadKey(
+            src_id=req.source.identity,
+            src=client[0],
+            dst_ids=req.upstream_sans,
+            dst=format_addr(req.actual_destination),
+        )
+        pool = self.pool
+        assert pool is not None  # `run` creates the pool before it serves the listener
+        assert req.hbone_target is not None  # `build_request` sets it on every HBONE request
         try:
-            return await self.pool.open_stream(key, req.hbone_target, connect_headers(req, client))
+            return await pool.open_stream(key, req.hbone_target, connect_headers(req, client))
         except HboneError as exc:
             raise HttpStatus(exc.status) from exc
         except ProxyError:

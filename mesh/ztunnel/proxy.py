@@ -9,6 +9,7 @@ Workload, waiting for it up to 5 s since a pod's first connection may beat istio
 Errors carry ztunnel's messages, because they end up in access logs people compare with ztunnel's,
 and the response flag their metrics get.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,8 @@ from mesh.hbone.headers import status_text
 from mesh.ztunnel import metrics
 from mesh.ztunnel.config import Config
 from mesh.ztunnel.identity import SecretManager, WorkloadCertificate
-from mesh.ztunnel.sockets import InpodNetns, abort, close_now, serve_guarded
 from mesh.ztunnel.resources import Workload
+from mesh.ztunnel.sockets import InpodNetns, abort, close_now, serve_guarded
 from mesh.ztunnel.state import StateHandle
 
 
@@ -135,8 +136,7 @@ class WorkloadInfo:
 class LocalWorkload:
     """The pod a proxy serves: its Workload from the state (waited for) and its certificate."""
 
-    def __init__(self, info: WorkloadInfo, state: StateHandle, secrets: SecretManager,
-                 wait: float = 5.0) -> None:
+    def __init__(self, info: WorkloadInfo, state: StateHandle, secrets: SecretManager, wait: float = 5.0) -> None:
         self.info = info
         self._state = state
         self._secrets = secrets
@@ -150,7 +150,8 @@ class LocalWorkload:
         """The pod's Workload; UnknownSourceWorkload if istiod has not sent it within the wait."""
         i = self.info
         wl = await self._state.wait_for(
-            lambda s: s.find_workload_by_info(i.name, i.namespace, i.service_account), self._wait)
+            lambda s: s.find_workload_by_info(i.name, i.namespace, i.service_account), self._wait
+        )
         if wl is None:
             raise UnknownSourceWorkload(i)
         return wl
@@ -206,8 +207,9 @@ class PodListener:
         self.listener = listener
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_guarded(self.listener, self.handle, self.what, logging.getLogger(type(self).__module__),
-                            task_status=task_status)
+        await serve_guarded(
+            self.listener, self.handle, self.what, logging.getLogger(type(self).__module__), task_status=task_status
+        )
 
     async def handle(self, stream: trio.SocketStream) -> None:
         raise NotImplementedError
@@ -218,8 +220,7 @@ RESETS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 @asynccontextmanager
-async def closing_upstream(upstream: trio.abc.AsyncResource,
-                           *pass_reset_to: trio.SocketStream) -> AsyncIterator[None]:
+async def closing_upstream(upstream: trio.abc.AsyncResource, *pass_reset_to: trio.SocketStream) -> AsyncIterator[None]:
     """Around the splice of one connection: a reset on either side is no error (as in ztunnel)
     and is passed on by resetting `pass_reset_to`; `upstream` is closed at once in any case."""
     try:

@@ -12,6 +12,7 @@ rule: the lab follows the article's waypoint model (Istio 1.18-1.21), where ztun
 its own check (docs/waypoints.md). Traffic that does not come through the waypoint is checked
 here as usual, so an ALLOW policy with HTTP rules still fails closed for it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,20 +51,21 @@ def waypoint_identities(state: ProxyState, destination: Workload) -> set[str]:
 WAYPOINT_ENFORCED = "enforced by the waypoint"
 
 
-def assert_rbac(state: ProxyState, destination: Workload, *, src_ip: str, src_identity: str | None,
-                dst_ip: str, dst_port: int) -> rbac.Decision:
+def assert_rbac(
+    state: ProxyState, destination: Workload, *, src_ip: str, src_identity: str | None, dst_ip: str, dst_port: int
+) -> rbac.Decision:
     """The decision for one connection to `destination`; raises PolicyRejection when denied."""
     if src_identity is not None and src_identity in waypoint_identities(state, destination):
         return rbac.Decision(True, None, WAYPOINT_ENFORCED)
-    conn = rbac.Connection(src_ip=src_ip, src_identity=src_identity, dst_ip=dst_ip, dst_port=dst_port,
-                           dst_namespace=destination.namespace)
+    conn = rbac.Connection(
+        src_ip=src_ip, src_identity=src_identity, dst_ip=dst_ip, dst_port=dst_port, dst_namespace=destination.namespace
+    )
     policies = state.policies_for(destination)
     decision = rbac.evaluate(conn, policies)
     for name in decision.dry_run_matches:
         log.info("dry-run policy %s matched %s -> %s:%d", name, src_identity or src_ip, dst_ip, dst_port)
     if not decision.allowed:
         # A DENY names itself; "none allowed" names the ALLOW policies that were not satisfied.
-        deciding = decision.policy or ",".join(
-            p.key for p in policies if p.action == ALLOW and not p.dry_run)
+        deciding = decision.policy or ",".join(p.key for p in policies if p.action == ALLOW and not p.dry_run)
         raise PolicyRejection(decision.reason, deciding or None)
     return decision

@@ -5,14 +5,21 @@ conversions in `src/state/workload.rs` and `service.rs`): a resource that cannot
 is refused with the field named (`InvalidResource`), the push goes on without it. Defaults follow
 ztunnel (docs/ambient-facts.md §2.1). Policies are `mesh.policy.authorization.Authorization`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mesh.contract import (HBONE_PORT, NETWORK_MODE_HOST, NETWORK_MODE_STANDARD, PROTOCOL_HBONE, PROTOCOL_TCP,
-                           STATUS_HEALTHY)
+from mesh.contract import (
+    HBONE_PORT,
+    NETWORK_MODE_HOST,
+    NETWORK_MODE_STANDARD,
+    PROTOCOL_HBONE,
+    PROTOCOL_TCP,
+    STATUS_HEALTHY,
+)
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, SCHEME
 
 T = TypeVar("T")
@@ -100,8 +107,11 @@ class GatewayAddress:
     @classmethod
     def from_xds(cls, raw: Any, where: str = "waypoint") -> GatewayAddress:
         fields = _Fields(raw, where)
-        return cls(fields.optional("destination", _string, None), fields.optional("address", _string, None),
-                   fields.optional("hboneMtlsPort", _int, HBONE_PORT))
+        return cls(
+            fields.optional("destination", _string, None),
+            fields.optional("address", _string, None),
+            fields.optional("hboneMtlsPort", _int, HBONE_PORT),
+        )
 
 
 @dataclass(frozen=True, eq=False)

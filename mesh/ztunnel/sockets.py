@@ -8,6 +8,7 @@ how ztunnel's own connections escape its own capture (docs/ambient-facts.md §3.
 
 `parse_sockaddr_in` (the SO_ORIGINAL_DST answer) is pure; the rest are thin socket helpers.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -15,7 +16,6 @@ import logging
 import os
 import socket
 import struct
-
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -157,8 +157,7 @@ class InpodNetns:
             sock.close()
             raise
 
-    async def connect(self, dst: Address, *, source_ip: str | None = None,
-                      timeout: float = 10.0) -> trio.SocketStream:
+    async def connect(self, dst: Address, *, source_ip: str | None = None, timeout: float = 10.0) -> trio.SocketStream:
         """A TCP connection from inside the pod (ztunnel `freebind_connect`).
 
         With `source_ip` the connection carries that source address although it is not the pod's
@@ -186,22 +185,30 @@ class InpodNetns:
         return proxy_stream(trio.SocketStream(tsock))
 
 
-def guarded(handle: Callable[[trio.SocketStream], Awaitable[None]], what: str,
-            logger: logging.Logger) -> Callable[[trio.SocketStream], Awaitable[None]]:
+def guarded(
+    handle: Callable[[trio.SocketStream], Awaitable[None]], what: str, logger: logging.Logger
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
     """A listener's per-connection handler: tunes the accepted socket for proxying, and turns a bug
     in HANDLE into a reset of that one connection (logged), never into the listener's death."""
+
     async def serve(stream: trio.SocketStream) -> None:
         try:
             await handle(proxy_stream(stream))
         except Exception:
             logger.exception("%s connection failed unexpectedly", what)
             abort(stream)
+
     return serve
 
 
-async def serve_guarded(listener: trio.SocketListener, handle: Callable[[trio.SocketStream], Awaitable[None]],
-                        what: str, logger: logging.Logger, *,
-                        task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_guarded(
+    listener: trio.SocketListener,
+    handle: Callable[[trio.SocketStream], Awaitable[None]],
+    what: str,
+    logger: logging.Logger,
+    *,
+    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve LISTENER until cancelled: each connection in its own task, through `guarded`."""
     async with trio.open_nursery() as nursery:
         task_status.started()

@@ -17,6 +17,7 @@ Endpoints are not sent by istiod: like ztunnel, the state derives them from ever
 `StateHandle` is the thin trio shell the proxies share: the state plus a way to wait for a change
 (a pod's own Workload may arrive after its first connection).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,6 +32,7 @@ from mesh.contract import ADDRESS, AUTHORIZATION
 from mesh.policy import rbac
 from mesh.policy.authorization import Authorization
 from mesh.ztunnel.resources import HOST_NETWORK, GatewayAddress, InvalidResource, Service, Workload
+
 
 @dataclass(frozen=True)
 class Upstream:
@@ -203,8 +205,9 @@ class ProxyState:
         """The known Services `wl` is an endpoint of."""
         return [self.services[key] for key in sorted(wl.services) if key in self.services]
 
-    def find_upstream(self, source: Workload, ip: str, port: int, rng: Rng = random.choice, *,
-                      waypoint_mode: bool = False) -> Upstream | None:
+    def find_upstream(
+        self, source: Workload, ip: str, port: int, rng: Rng = random.choice, *, waypoint_mode: bool = False
+    ) -> Upstream | None:
         """Where a connection from `source` to ip:port goes (ztunnel `find_upstream`).
 
         A Service VIP is load-balanced over its endpoints (None when none is usable); a workload IP
@@ -219,8 +222,9 @@ class ProxyState:
             return Upstream(wl, ip, port)
         return None
 
-    def upstream_from_service(self, svc: Service, port: int, rng: Rng = random.choice, *,
-                              waypoint_mode: bool = False) -> Upstream | None:
+    def upstream_from_service(
+        self, svc: Service, port: int, rng: Rng = random.choice, *, waypoint_mode: bool = False
+    ) -> Upstream | None:
         """A random Healthy endpoint of `svc` that serves `port`, and the port to dial on it.
 
         The target port is the endpoint's own mapping, else the service's targetPort (ztunnel
@@ -242,8 +246,7 @@ class ProxyState:
         wl, target = rng(options)
         return Upstream(wl, wl.pick_ip(), target, svc)
 
-    def resolve_waypoint(self, gateway: GatewayAddress, source: Workload,
-                         rng: Rng = random.choice) -> Upstream | None:
+    def resolve_waypoint(self, gateway: GatewayAddress, source: Workload, rng: Rng = random.choice) -> Upstream | None:
         """The waypoint instance to send to, dialled on its HBONE port (ztunnel `fetch_waypoint`)."""
         port = gateway.hbone_mtls_port
         if gateway.destination:
@@ -280,9 +283,15 @@ class ProxyState:
         services = []
         for svc in sorted(self.services.values(), key=lambda s: s.key):
             eps = self.endpoints(svc)
-            services.append({**svc.raw, "endpoints": {
-                wl.uid: {"workloadUid": wl.uid, "status": wl.status, "port": {str(k): v for k, v in pm.items()}}
-                for wl, pm in eps}})
+            services.append(
+                {
+                    **svc.raw,
+                    "endpoints": {
+                        wl.uid: {"workloadUid": wl.uid, "status": wl.status, "port": {str(k): v for k, v in pm.items()}}
+                        for wl, pm in eps
+                    },
+                }
+            )
         return {
             "workloads": [dict(wl.raw) for wl in sorted(self.workloads.values(), key=lambda w: w.uid)],
             "services": services,
@@ -319,4 +328,3 @@ class StateHandle:
                     return found
                 await self._changed.park()
         return None
-

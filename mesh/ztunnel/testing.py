@@ -4,10 +4,11 @@
 test (`push`), so the core can run in-process exactly as it runs against istiod: the tests then
 see the same pushes, SYNCED and reconnects that the real stream gives.
 """
+
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -19,29 +20,67 @@ from mesh.identity.ca import RootCA
 from mesh.identity.spiffe import Identity
 
 
-def workload(name: str, ip: str | None, *, namespace: str = "default", sa: str | None = None,
-             protocol: str = "HBONE", services: dict[str, dict[str, int]] | None = None,
-             status: str = "Healthy", waypoint: dict | None = None, policies: list[str] | None = None,
-             network_mode: str = "STANDARD", node: str = "worker1") -> dict[str, Any]:
+def workload(
+    name: str,
+    ip: str | None,
+    *,
+    namespace: str = "default",
+    sa: str | None = None,
+    protocol: str = "HBONE",
+    services: dict[str, dict[str, int]] | None = None,
+    status: str = "Healthy",
+    waypoint: dict | None = None,
+    policies: list[str] | None = None,
+    network_mode: str = "STANDARD",
+    node: str = "worker1",
+) -> dict[str, Any]:
     """An Address resource holding a Workload; the app label is the name's first dash-part."""
     app = name.split("-")[0]
-    return {"workload": {
-        "uid": f"Kubernetes//Pod/{namespace}/{name}", "name": name, "namespace": namespace,
-        "addresses": [ip] if ip else [], "protocol": protocol, "trustDomain": "cluster.local",
-        "serviceAccount": sa or app, "node": node, "canonicalName": app, "canonicalRevision": "v1",
-        "workloadType": "deployment", "workloadName": app, "waypoint": waypoint,
-        "services": {k: {str(p): t for p, t in v.items()} for k, v in (services or {}).items()},
-        "authorizationPolicies": policies or [], "status": status, "clusterId": "Kubernetes",
-        "networkMode": network_mode}}
+    return {
+        "workload": {
+            "uid": f"Kubernetes//Pod/{namespace}/{name}",
+            "name": name,
+            "namespace": namespace,
+            "addresses": [ip] if ip else [],
+            "protocol": protocol,
+            "trustDomain": "cluster.local",
+            "serviceAccount": sa or app,
+            "node": node,
+            "canonicalName": app,
+            "canonicalRevision": "v1",
+            "workloadType": "deployment",
+            "workloadName": app,
+            "waypoint": waypoint,
+            "services": {k: {str(p): t for p, t in v.items()} for k, v in (services or {}).items()},
+            "authorizationPolicies": policies or [],
+            "status": status,
+            "clusterId": "Kubernetes",
+            "networkMode": network_mode,
+        }
+    }
 
 
-def service(name: str, vip: str, ports: dict[int, int], *, namespace: str = "default",
-            waypoint: dict | None = None, sans: list[str] | None = None) -> dict[str, Any]:
+def service(
+    name: str,
+    vip: str,
+    ports: dict[int, int],
+    *,
+    namespace: str = "default",
+    waypoint: dict | None = None,
+    sans: list[str] | None = None,
+) -> dict[str, Any]:
     """An Address resource holding a Service."""
-    return {"service": {
-        "name": name, "namespace": namespace, "hostname": f"{name}.{namespace}.svc.cluster.local",
-        "addresses": [vip], "ports": [{"servicePort": p, "targetPort": t} for p, t in ports.items()],
-        "subjectAltNames": sans or [], "waypoint": waypoint}}
+    return {
+        "service": {
+            "name": name,
+            "namespace": namespace,
+            "hostname": f"{name}.{namespace}.svc.cluster.local",
+            "addresses": [vip],
+            "ports": [{"servicePort": p, "targetPort": t} for p, t in ports.items()],
+            "subjectAltNames": sans or [],
+            "waypoint": waypoint,
+        }
+    }
 
 
 def address_name(resource: dict[str, Any]) -> str:
@@ -51,25 +90,28 @@ def address_name(resource: dict[str, Any]) -> str:
     return f"{svc['namespace']}/{svc['hostname']}"
 
 
-def address_push(*resources: dict[str, Any], removed: list[str] = (), version: str = "1") -> dict[str, Any]:
-    return {"type": ADDRESS,
-            "resources": [{"name": address_name(r), "version": version, "resource": r} for r in resources],
-            "removed": list(removed)}
+def address_push(*resources: dict[str, Any], removed: Iterable[str] = (), version: str = "1") -> dict[str, Any]:
+    return {
+        "type": ADDRESS,
+        "resources": [{"name": address_name(r), "version": version, "resource": r} for r in resources],
+        "removed": list(removed),
+    }
 
 
-def authorization(name: str, namespace: str, action: str, principals: list[str] | None = None, *,
-                  scope: str = "WORKLOAD_SELECTOR") -> dict[str, Any]:
+def authorization(
+    name: str, namespace: str, action: str, principals: list[str] | None = None, *, scope: str = "WORKLOAD_SELECTOR"
+) -> dict[str, Any]:
     """An Authorization with one rule matching `principals` (none: a rule-less policy)."""
     rules = [{"clauses": [{"matches": [{"principals": [{"exact": p} for p in principals]}]}]}] if principals else []
-    return {"name": name, "namespace": namespace, "scope": scope, "action": action, "rules": rules,
-            "dryRun": False}
+    return {"name": name, "namespace": namespace, "scope": scope, "action": action, "rules": rules, "dryRun": False}
 
 
-def authorization_push(*policies: dict[str, Any], removed: list[str] = (), version: str = "1") -> dict[str, Any]:
-    return {"type": AUTHORIZATION,
-            "resources": [{"name": f"{p['namespace']}/{p['name']}", "version": version, "resource": p}
-                          for p in policies],
-            "removed": list(removed)}
+def authorization_push(*policies: dict[str, Any], removed: Iterable[str] = (), version: str = "1") -> dict[str, Any]:
+    return {
+        "type": AUTHORIZATION,
+        "resources": [{"name": f"{p['namespace']}/{p['name']}", "version": version, "resource": p} for p in policies],
+        "removed": list(removed),
+    }
 
 
 SYNCED = {"type": contract.SYNCED}
@@ -103,7 +145,7 @@ class FakeControlPlane:
         self.issued.append(identity)
         return self.ca.sign_csr(csr_pem, [Identity.parse(identity)], ttl=self.validity)
 
-    async def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncIterator[dict[str, Any]]:
+    async def subscribe(self, root_pem: str, known: dict[str, dict[str, str]]) -> AsyncGenerator[dict[str, Any], None]:
         self.subscriptions.append(known)
         send, receive = trio.open_memory_channel(math.inf)
         for message in self.initial:

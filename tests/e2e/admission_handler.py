@@ -4,6 +4,7 @@
 It adds a `sidecar` container listening on 15021 and the label `injected: "true"`, and refuses
 pods labelled `refuse: "yes"`.
 """
+
 from __future__ import annotations
 
 
@@ -13,9 +14,13 @@ def admit(pod: dict, namespace: dict, webhook: dict) -> dict | None:
         raise ValueError(f'pod {pod["metadata"]["name"]} asked to be refused')
     if any(c["name"] == "sidecar" for c in pod["spec"]["containers"]):
         return None
-    pod["spec"]["containers"].append({
-        "name": "sidecar", "image": "ambient-lab/echo", "args": ["--port", "15021"],
-        "ports": [{"containerPort": 15021, "name": "health"}],
-    })
+    pod["spec"]["containers"].append(
+        {
+            "name": "sidecar",
+            "image": "ambient-lab/echo",
+            "args": ["--port", "15021"],
+            "ports": [{"containerPort": 15021, "name": "health"}],
+        }
+    )
     labels["injected"] = "true"
     return pod

@@ -1,5 +1,6 @@
 """What the end-to-end tests share on the session's lab: namespaces of apps made and removed
 around a module, calls from a pod with curl, finding a node's ztunnel, and running a scenario."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,13 @@ AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 
 
 @contextlib.contextmanager
-def app_namespaces(lab: TestLab, namespaces: dict[str, dict[str, str] | None], *manifests: object,
-                   ready: tuple[tuple[str, str], ...] = (), mesh: bool = False) -> Iterator[dict[str, dict]]:
+def app_namespaces(
+    lab: TestLab,
+    namespaces: dict[str, dict[str, str] | None],
+    *manifests: object,
+    ready: tuple[tuple[str, str], ...] = (),
+    mesh: bool = False,
+) -> Iterator[dict[str, dict]]:
     """NAMESPACES (name: labels) made and MANIFESTS applied (with the mesh installed first if MESH);
     yields the first ready pod of each (namespace, app) in READY, by app, once every pod of the
     ambient namespaces is enrolled. The namespaces are deleted after."""
@@ -44,16 +50,23 @@ def app_pod(lab: TestLab, ns: str, app: str) -> dict:
 
 def curl(lab: TestLab, ns: str, app: str, url: str, *args: str, timeout: int = 10) -> tuple[int | None, str, int]:
     """(HTTP status or None, body, curl's exit code) of one call from the app's pod."""
-    r = lab.exec(app_pod(lab, ns, app)["metadata"]["name"], ns,
-                 ["curl", "-sS", "--max-time", str(timeout), "-w", "\n%{http_code}", *args, url], timeout=timeout + 10)
+    r = lab.exec(
+        app_pod(lab, ns, app)["metadata"]["name"],
+        ns,
+        ["curl", "-sS", "--max-time", str(timeout), "-w", "\n%{http_code}", *args, url],
+        timeout=timeout + 10,
+    )
     body, _, code = r.stdout.rpartition("\n")
     return (int(code) if r.returncode == 0 else None), body, r.returncode
 
 
 def ztunnel_on(lab: TestLab, node: str) -> dict | None:
     """NODE's ztunnel pod (not one being deleted), if there is one."""
-    pods = [p for p in lab.pods("istio-system", "app=ztunnel")
-            if p["spec"].get("nodeName") == node and not p["metadata"].get("deletionTimestamp")]
+    pods = [
+        p
+        for p in lab.pods("istio-system", "app=ztunnel")
+        if p["spec"].get("nodeName") == node and not p["metadata"].get("deletionTimestamp")
+    ]
     return pods[0] if pods else None
 
 

@@ -1,5 +1,6 @@
 """Ambient L4 (issue 3): enrollment without restart, HBONE on the wire, the article's L4 policy,
 policy semantics end to end, refused clients, un-enrollment, and ztunnel restarts."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,7 @@ def apps(mesh):
 
 def test_enrollment_without_restart_and_hbone_on_the_wire(apps):
     lab, sleep, httpbin = apps
-    before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["pid"]
-              for p in (sleep, httpbin)}
+    before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["pid"] for p in (sleep, httpbin)}
     r = lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}=ambient")
     assert r.returncode == 0 and r.stdout.strip() == "namespace/ambient-apps labeled"
     eventually(lambda: lab.all_enrolled("ambient-apps", "app in (sleep-ambient,httpbin-ambient)"), timeout=20)
@@ -61,13 +61,21 @@ def test_enrollment_without_restart_and_hbone_on_the_wire(apps):
     node_ns = lab.get("Pod", sleep_pod, "ambient-apps")["metadata"]["annotations"]["lab.ambient/netns"]
     client_node = f"al-{lab.name}-node-{sleep['spec']['nodeName']}"
     pcap = f"/tmp/{lab.name}-hbone.pcap"
-    dump = subprocess.Popen(["ip", "netns", "exec", client_node, "tcpdump", "-U", "-n", "-i", "eth0",
-                             "-w", pcap, "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dump = subprocess.Popen(
+        ["ip", "netns", "exec", client_node, "tcpdump", "-U", "-n", "-i", "eth0", "-w", pcap, "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         time.sleep(0.5)
-        r = eventually(lambda: (res := curl(lab, sleep_pod, "ambient-apps",
-                                            "http://httpbin-ambient.ambient-apps:8000/ip")).returncode == 0 and res,
-                       timeout=20)
+        r = eventually(
+            lambda: (
+                (res := curl(lab, sleep_pod, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/ip")).returncode
+                == 0
+                and res
+            ),
+            timeout=20,
+        )
         assert json.loads(r.stdout)["origin"] == sleep["status"]["podIP"]  # the original source IP is kept
         time.sleep(0.5)
     finally:
@@ -88,8 +96,12 @@ def test_article_l4_policy_denies_the_rogue_client_with_a_reset(apps):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "authorizationpolicy.security.istio.io/require-sleep-identity created"
     sleep_pod = sleep["metadata"]["name"]
-    eventually(lambda: curl(lab, sleep_pod, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/headers")
-               .returncode == 0, timeout=20)
+    eventually(
+        lambda: (
+            curl(lab, sleep_pod, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/headers").returncode == 0
+        ),
+        timeout=20,
+    )
     lab.apply(os.path.join(ARTICLE, "rogue-client.yaml"))
     rogue = lab.wait_ready("ambient-apps", "app=rogue-client")[0]["metadata"]["name"]
     eventually(lambda: lab.all_enrolled("ambient-apps", "app=rogue-client"), timeout=20)
@@ -101,8 +113,12 @@ def test_article_l4_policy_denies_the_rogue_client_with_a_reset(apps):
     node = httpbin["spec"]["nodeName"]
 
     def denial_logged():
-        return [line for line in ztunnel_log(lab, node)
-                if "spiffe://cluster.local/ns/ambient-apps/sa/rogue-sa" in line and "policy rejection" in line]
+        return [
+            line
+            for line in ztunnel_log(lab, node)
+            if "spiffe://cluster.local/ns/ambient-apps/sa/rogue-sa" in line and "policy rejection" in line
+        ]
+
     lines = eventually(denial_logged, timeout=10)
     assert 'direction="inbound"' in lines[-1]
     assert "allow policies exist, but none allowed" in lines[-1]
@@ -117,8 +133,12 @@ def test_unlabel_returns_pods_to_plain_traffic(apps):
     eventually(lambda: lab.all_enrolled("ambient-apps", "app=httpbin-ambient"), timeout=20)
     r = lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}-")
     assert r.returncode == 0 and r.stdout.strip() == "namespace/ambient-apps unlabeled"
-    eventually(lambda: all("ambient.istio.io/redirection" not in p["metadata"].get("annotations", {})
-                           for p in lab.pods("ambient-apps")), timeout=20)
+    eventually(
+        lambda: all(
+            "ambient.istio.io/redirection" not in p["metadata"].get("annotations", {}) for p in lab.pods("ambient-apps")
+        ),
+        timeout=20,
+    )
     r = curl(lab, sleep["metadata"]["name"], "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/ip")
     assert r.returncode == 0
     # Back to plain traffic: no ztunnel listener in the pod any more.
@@ -131,15 +151,21 @@ def test_observability_ztunnel_config_metrics_and_logs(apps):
     lab.lab("label", "ns", "ambient-apps", f"{AMBIENT}=ambient", "--overwrite")
     eventually(lambda: lab.all_enrolled("ambient-apps", "app in (sleep-ambient,httpbin-ambient)"), timeout=20)
     sleep_pod = sleep["metadata"]["name"]
-    eventually(lambda: curl(lab, sleep_pod, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/ip")
-               .returncode == 0, timeout=20)
+    eventually(
+        lambda: curl(lab, sleep_pod, "ambient-apps", "http://httpbin-ambient.ambient-apps:8000/ip").returncode == 0,
+        timeout=20,
+    )
     node = httpbin["spec"]["nodeName"]
 
     def workloads():
         r = lab.lab("istioctl", "ztunnel-config", "workloads", "--node", node, "-n", "ambient-apps")
         rows = {line.split()[1]: line.split() for line in r.stdout.splitlines()[1:]}
-        return r.stdout.splitlines()[0].split() == ["NAMESPACE", "POD", "NAME", "ADDRESS", "NODE", "WAYPOINT",
-                                                    "PROTOCOL"] and rows.get(httpbin["metadata"]["name"]) and rows
+        return (
+            r.stdout.splitlines()[0].split() == ["NAMESPACE", "POD", "NAME", "ADDRESS", "NODE", "WAYPOINT", "PROTOCOL"]
+            and rows.get(httpbin["metadata"]["name"])
+            and rows
+        )
+
     rows = eventually(workloads, timeout=20)
     assert rows[httpbin["metadata"]["name"]][-1] == "HBONE"
     r = lab.lab("istioctl", "zc", "certificates", "--node", node)
@@ -151,10 +177,17 @@ def test_observability_ztunnel_config_metrics_and_logs(apps):
     r = lab.exec(zt["metadata"]["name"], "istio-system", ["curl", "-s", "http://127.0.0.1:15020/metrics"])
     assert r.returncode == 0
     opened = [line for line in r.stdout.splitlines() if line.startswith("istio_tcp_connections_opened_total{")]
-    assert any('reporter="destination"' in line and 'destination_workload="httpbin-ambient"' in line
-               and 'source_principal="spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"' in line
-               and 'connection_security_policy="mutual_tls"' in line for line in opened), opened
+    assert any(
+        'reporter="destination"' in line
+        and 'destination_workload="httpbin-ambient"' in line
+        and 'source_principal="spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"' in line
+        and 'connection_security_policy="mutual_tls"' in line
+        for line in opened
+    ), opened
     logs = lab.lab("logs", zt["metadata"]["name"], "-n", "istio-system").stdout
-    inbound = [line for line in logs.splitlines() if "access connection complete" in line
-               and 'direction="inbound"' in line and "sa/sleep-ambient" in line]
+    inbound = [
+        line
+        for line in logs.splitlines()
+        if "access connection complete" in line and 'direction="inbound"' in line and "sa/sleep-ambient" in line
+    ]
     assert inbound and "bytes_sent=" in inbound[-1] and 'dst.workload="httpbin-ambient-' in inbound[-1]

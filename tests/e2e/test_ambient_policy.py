@@ -1,5 +1,6 @@
 """L4 policy semantics end to end (issue 3): default allow, DENY before ALLOW, the fail-closed ALLOW
 with HTTP fields, namespace and root-namespace scope, PeerAuthentication STRICT vs PERMISSIVE."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,9 +12,13 @@ from tests.e2e.conftest import AMBIENT, app_namespaces
 NS = "pol-tests"
 OUTSIDE = "pol-outside"
 CLIENTS = ("client-a", "client-b")
-APPS = [*(service_account(sa, NS) for sa in ("server", *CLIENTS)),
-        deployment("server", NS, echo_container(), sa="server"), service("server", NS, ("http", 80, 8080)),
-        *(curl_client(NS, c, sa=c) for c in CLIENTS), curl_client(OUTSIDE, "outsider")]
+APPS = [
+    *(service_account(sa, NS) for sa in ("server", *CLIENTS)),
+    deployment("server", NS, echo_container(), sa="server"),
+    service("server", NS, ("http", 80, 8080)),
+    *(curl_client(NS, c, sa=c) for c in CLIENTS),
+    curl_client(OUTSIDE, "outsider"),
+]
 
 
 def principal(sa):
@@ -45,13 +50,19 @@ def expect(lab, clients, **want):
     def check():
         got = {who: outcome(lab, clients, who.replace("_", "-")) for who in want}
         return got == want or None
+
     eventually(check, timeout=20, interval=0.2, what=f"outcomes {want}")
 
 
 SERVER = {"selector": {"matchLabels": {"app": "server"}}}
-MADE = (("allow-ab", NS, "AuthorizationPolicy"), ("deny-a", NS, "AuthorizationPolicy"),
-        ("http-only", NS, "AuthorizationPolicy"), ("ns-wide", NS, "AuthorizationPolicy"),
-        ("mesh-deny-a", "istio-system", "AuthorizationPolicy"), ("strict", NS, "PeerAuthentication"))
+MADE = (
+    ("allow-ab", NS, "AuthorizationPolicy"),
+    ("deny-a", NS, "AuthorizationPolicy"),
+    ("http-only", NS, "AuthorizationPolicy"),
+    ("ns-wide", NS, "AuthorizationPolicy"),
+    ("mesh-deny-a", "istio-system", "AuthorizationPolicy"),
+    ("strict", NS, "PeerAuthentication"),
+)
 
 
 @pytest.fixture
@@ -79,21 +90,26 @@ def test_deny_wins_over_allow(clean):
 
 def test_allow_with_http_fields_fails_closed_and_says_why(clean):
     lab, clients = clean
-    lab.apply(policy("http-only", NS, {**SERVER, "action": "ALLOW",
-                                       "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}))
+    lab.apply(
+        policy("http-only", NS, {**SERVER, "action": "ALLOW", "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]})
+    )
     expect(lab, clients, client_a="deny", client_b="deny", outsider="deny")
 
     def status_message():
         st = lab.get("AuthorizationPolicy", "http-only", NS).get("status", {})
         return " ".join(c.get("message", "") for c in st.get("conditions", []))
+
     msg = eventually(status_message, timeout=10)
     assert "ztunnel does not support HTTP attributes" in msg
 
 
-@pytest.mark.parametrize("name, ns, action, sa", [
-    ("ns-wide", NS, "ALLOW", "client-b"),                 # the namespace's own, for all its workloads
-    ("mesh-deny-a", "istio-system", "DENY", "client-a"),  # the root namespace's: every namespace's
-])
+@pytest.mark.parametrize(
+    "name, ns, action, sa",
+    [
+        ("ns-wide", NS, "ALLOW", "client-b"),  # the namespace's own, for all its workloads
+        ("mesh-deny-a", "istio-system", "DENY", "client-a"),  # the root namespace's: every namespace's
+    ],
+)
 def test_policies_without_a_selector(clean, name, ns, action, sa):
     lab, clients = clean
     lab.apply(policy(name, ns, {"action": action, "rules": from_principals(sa)}))
@@ -107,14 +123,15 @@ def test_strict_refuses_clients_outside_the_mesh(clean):
     expect(lab, clients, outsider="deny", client_a="allow", client_b="allow")
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("ipBlocks", ["10.0.0.0/33"], "ipBlocks"),
-    ("principals", [""], "principals"),
-])
+@pytest.mark.parametrize(
+    "field,value,needle", [("ipBlocks", ["10.0.0.0/33"], "ipBlocks"), ("principals", [""], "principals")]
+)
 def test_invalid_policy_is_refused_with_the_field(world, field, value, needle):
     lab, _ = world
+
     def apply(rule):
         return lab.lab("apply", "-f", "-", input=manifest(policy("bad", NS, {"rules": [rule]})))
+
     r = apply({"from": [{"source": {field: value}}]})
     assert r.returncode == 1 and needle in r.stderr and "\n" not in r.stderr.strip(), r.stderr
     r = apply({"to": [{"operation": {"ports": ["http"]}}]})

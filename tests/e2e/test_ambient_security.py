@@ -1,6 +1,7 @@
 """Who ztunnel and istiod refuse (issue 3): clients without a mesh certificate, with a certificate
 from another CA, with TLS 1.2, plain TCP on 15008; a ztunnel asking for another node's identity;
 and a ztunnel restart failing closed, then recovering without restarting any app."""
+
 from __future__ import annotations
 
 import json
@@ -90,9 +91,13 @@ def test_ztunnel_gets_only_identities_of_its_own_node(world):
     lab, server, client, _ = world
     node = server["spec"]["nodeName"]
     # A worker with no pod of the namespace: its ztunnel may not have the namespace's identities.
-    other = next(n["name"] for n in lab.status["nodes"] if n["role"] == "worker"
-                 and not any(p["spec"]["nodeName"] == n["name"] for p in lab.pods(NS)))
-    script = """
+    other = next(
+        n["name"]
+        for n in lab.status["nodes"]
+        if n["role"] == "worker" and not any(p["spec"]["nodeName"] == n["name"] for p in lab.pods(NS))
+    )
+    script = (
+        """
 import json, os, sys, trio
 from mesh.identity.ca import make_csr
 from mesh.identity.spiffe import Identity
@@ -100,7 +105,8 @@ from mesh.istiod.client import create_certificate
 from lab.client import AsyncLabClient
 async def main(sa):
     api = AsyncLabClient(os.environ["LAB_API_SOCKET"])
-    root = (await api.call("get", kind="ConfigMap", name="istio-ca-root-cert", namespace="istio-system"))["data"]["root-cert.pem"]
+    cm = await api.call("get", kind="ConfigMap", name="istio-ca-root-cert", namespace="istio-system")
+    root = cm["data"]["root-cert.pem"]
     ident = Identity("cluster.local", "%s", sa)
     key, csr = make_csr(ident)
     token = open(os.environ["LAB_SA_TOKEN_FILE"]).read()
@@ -110,7 +116,9 @@ async def main(sa):
     except Exception as e:
         print(json.dumps({"ok": False, "error": str(e)}))
 trio.run(main, sys.argv[1])
-""" % NS
+"""
+        % NS
+    )
     for zt_node, want in ((node, True), (other, False)):
         zt = ztunnel_on(lab, zt_node)
         r = lab.exec(zt["metadata"]["name"], "istio-system", ["python3", "-c", script, "default"], timeout=30)
@@ -133,8 +141,9 @@ def test_ztunnel_restart_fails_closed_then_recovers(world):
 
     def traffic():
         while not stop.is_set():
-            r = lab.exec(client["metadata"]["name"], NS,
-                         ["curl", "-sS", "--max-time", "2", f"http://server.{NS}/"], timeout=10)
+            r = lab.exec(
+                client["metadata"]["name"], NS, ["curl", "-sS", "--max-time", "2", f"http://server.{NS}/"], timeout=10
+            )
             results.append((time.monotonic(), r.returncode))
             time.sleep(0.05)
 
@@ -144,9 +153,14 @@ def test_ztunnel_restart_fails_closed_then_recovers(world):
         time.sleep(1)
         r = lab.lab("delete", "pod", zt["metadata"]["name"], "-n", "istio-system")
         assert r.returncode == 0, r.stderr
-        eventually(lambda: (new := ztunnel_on(lab, node)) and new["metadata"]["uid"] != zt["metadata"]["uid"]
-                   and any(c["type"] == "Ready" and c["status"] == "True"
-                           for c in new["status"].get("conditions", [])), timeout=30)
+        eventually(
+            lambda: (
+                (new := ztunnel_on(lab, node))
+                and new["metadata"]["uid"] != zt["metadata"]["uid"]
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in new["status"].get("conditions", []))
+            ),
+            timeout=30,
+        )
         eventually(lambda: len(results) >= 3 and all(rc == 0 for _, rc in results[-3:]), timeout=30)
     finally:
         stop.set()

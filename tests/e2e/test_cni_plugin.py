@@ -1,6 +1,7 @@
 """The CNI plugin path (docs/mesh-internals.md, "CNI plugin"): a new pod of an ambient namespace is
 captured before its first container starts, and with its node's ztunnel gone it is held in
 ContainerCreating (FailedCreatePodSandBox "no ztunnel connection") until the ztunnel is back."""
+
 from __future__ import annotations
 
 import re
@@ -17,16 +18,27 @@ from tests.e2e.conftest import AMBIENT, app_namespaces, ztunnel_log, ztunnel_on
 NS = "cni-plugin"
 IDENTITY = f"spiffe://cluster.local/ns/{NS}/sa/caller"
 
-SERVER = [service_account("web", NS), service_account("caller", NS), service("web", NS, ("http", 8000, 80)),
-          deployment("web", NS, httpbin_container(), replicas=1, sa="web")]
+SERVER = [
+    service_account("web", NS),
+    service_account("caller", NS),
+    service("web", NS, ("http", 8000, 80)),
+    deployment("web", NS, httpbin_container(), replicas=1, sa="web"),
+]
 
 
 def caller(name: str, node: str | None = None) -> dict:
     """A pod whose only container calls the service the moment it starts, then idles."""
-    script = ("curl -s -o /dev/null --max-time 10 -w 'status=%{http_code}\\n' http://web:8000/status/200; "
-              "exec sleep 3650d")
-    return bare_pod(name, NS, curl_container("curl", ("sh", "-c", script)), labels={"app": "caller"}, sa="caller",
-                    **({"nodeName": node} if node else {}))
+    script = (
+        "curl -s -o /dev/null --max-time 10 -w 'status=%{http_code}\\n' http://web:8000/status/200; exec sleep 3650d"
+    )
+    return bare_pod(
+        name,
+        NS,
+        curl_container("curl", ("sh", "-c", script)),
+        labels={"app": "caller"},
+        sa="caller",
+        **({"nodeName": node} if node else {}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +50,14 @@ def web(lab):
 def inbound_lines(lab, node: str, src_ip: str) -> list[str]:
     """The access log lines of NODE's ztunnel for inbound connections from SRC_IP."""
     # The session's lab reuses pod IPs, so a line counts only with this test's identity as well.
-    return [line for line in ztunnel_log(lab, node)
-            if "access connection complete" in line and f"src.addr={src_ip}:" in line
-            and 'direction="inbound"' in line and f'src.identity="{IDENTITY}"' in line]
+    return [
+        line
+        for line in ztunnel_log(lab, node)
+        if "access connection complete" in line
+        and f"src.addr={src_ip}:" in line
+        and 'direction="inbound"' in line
+        and f'src.identity="{IDENTITY}"' in line
+    ]
 
 
 def curl_result(lab, name: str) -> str:
@@ -67,8 +84,11 @@ def test_pods_that_call_out_at_start_are_always_captured(lab, web):
         assert eventually(lambda: curl_result(lab, name), timeout=20) == "status=200", name
         # The server's ztunnel took the connection over HBONE with the caller's own identity: the
         # caller's very first connection was captured by its node's ztunnel.
-        lines = eventually(lambda: inbound_lines(lab, web["spec"]["nodeName"], p["status"]["podIP"]),
-                           timeout=10, what=f"{name}'s connection in the server ztunnel's log")
+        lines = eventually(
+            lambda: inbound_lines(lab, web["spec"]["nodeName"], p["status"]["podIP"]),
+            timeout=10,
+            what=f"{name}'s connection in the server ztunnel's log",
+        )
         assert f'src.identity="{IDENTITY}"' in lines[0], lines[0]
         # Its container started once, and not before the pod was enrolled.
         assert p["status"]["containerStatuses"][0]["restartCount"] == 0
@@ -81,8 +101,9 @@ def test_pods_that_call_out_at_start_are_always_captured(lab, web):
 
 
 def test_without_ztunnel_a_new_pod_waits_in_container_creating(lab, web):
-    node = next(n["name"] for n in lab.status["nodes"]
-                if n["role"] != "control-plane" and n["name"] != web["spec"]["nodeName"])
+    node = next(
+        n["name"] for n in lab.status["nodes"] if n["role"] != "control-plane" and n["name"] != web["spec"]["nodeName"]
+    )
     stop = threading.Event()
     known: set[str] = set()
 
@@ -100,16 +121,26 @@ def test_without_ztunnel_a_new_pod_waits_in_container_creating(lab, web):
     holder = threading.Thread(target=hold_ztunnel_away, daemon=True)
     holder.start()
     try:
-        eventually(lambda: ztunnel_on(lab, node) is None or
-                   all(p["metadata"]["uid"] in known for p in lab.pods("istio-system", "app=ztunnel")
-                       if p["spec"].get("nodeName") == node), timeout=20)
+        eventually(
+            lambda: (
+                ztunnel_on(lab, node) is None
+                or all(
+                    p["metadata"]["uid"] in known
+                    for p in lab.pods("istio-system", "app=ztunnel")
+                    if p["spec"].get("nodeName") == node
+                )
+            ),
+            timeout=20,
+        )
         time.sleep(1.0)  # the agent has seen its ztunnel go
         lab.apply(caller("held", node))
 
         def refused():
             events = lab.get("Event", namespace=NS)["items"]
-            return [e for e in events if e["involvedObject"]["name"] == "held"
-                    and e["reason"] == "FailedCreatePodSandBox"]
+            return [
+                e for e in events if e["involvedObject"]["name"] == "held" and e["reason"] == "FailedCreatePodSandBox"
+            ]
+
         events = eventually(refused, timeout=20)
         assert "no ztunnel connection" in events[0]["message"] and events[0]["type"] == "Warning"
         time.sleep(3.0)  # several retries, and still nothing runs

@@ -1,6 +1,7 @@
 """Generic Kubernetes behaviour the sidecar mode needs, on a lab without the mesh: mutating
 admission webhooks (in-process handlers), runAsUser/runAsGroup, container start order and
 postStart hooks."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,7 +39,6 @@ webhooks:
   sideEffects: None
   admissionReviewVersions: [v1]
 """
-
 
 
 def busybox(name: str, *command: str, **extra) -> dict:
@@ -108,8 +108,12 @@ def test_webhook_injects_into_deployment_pods_of_a_labelled_namespace(injecting)
 
 def test_refused_pod_leaves_nothing_and_names_the_webhook(injecting):
     lab = injecting
-    before = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "before", "namespace": "inject"},
-              "data": {"a": "b"}}
+    before = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "before", "namespace": "inject"},
+        "data": {"a": "b"},
+    }
     nope = bare_pod("nope", "inject", {"name": "c", "image": "busybox"}, labels={"refuse": "yes"})
     r = lab.lab("apply", "-f", "-", input=manifest(before, nope))
     assert r.returncode == 1, r.stdout
@@ -126,9 +130,14 @@ def test_refused_controller_pod_is_a_failed_create_event_on_its_replicaset(injec
 
     def failed_create():
         events = lab.get("Event", namespace="inject")["items"]
-        return [e for e in events if e["reason"] == "FailedCreate"
-                and e["involvedObject"]["kind"] == "ReplicaSet"
-                and e["involvedObject"]["name"].startswith("refused-")]
+        return [
+            e
+            for e in events
+            if e["reason"] == "FailedCreate"
+            and e["involvedObject"]["kind"] == "ReplicaSet"
+            and e["involvedObject"]["name"].startswith("refused-")
+        ]
+
     events = eventually(failed_create, timeout=20, what="FailedCreate event")
     assert f'admission webhook "{WEBHOOK}" denied the request' in events[0]["message"]
     assert lab.pods("inject", "app=refused") == []
@@ -136,11 +145,19 @@ def test_refused_controller_pod_is_a_failed_create_event_on_its_replicaset(injec
 
 def test_run_as_user(injecting):
     lab = injecting
-    lab.apply(bare_pod("runas", "plain", busybox("proxy", securityContext={"runAsUser": 1337, "runAsGroup": 1337}),
-                       busybox("app")))
-    pod = eventually(lambda: (p := lab.get("Pod", "runas", "plain"))["status"].get("phase") == "Running"
-                     and all("running" in c["state"] for c in p["status"]["containerStatuses"]) and p,
-                     timeout=20)
+    lab.apply(
+        bare_pod(
+            "runas", "plain", busybox("proxy", securityContext={"runAsUser": 1337, "runAsGroup": 1337}), busybox("app")
+        )
+    )
+    pod = eventually(
+        lambda: (
+            (p := lab.get("Pod", "runas", "plain"))["status"].get("phase") == "Running"
+            and all("running" in c["state"] for c in p["status"]["containerStatuses"])
+            and p
+        ),
+        timeout=20,
+    )
     r = lab.exec("runas", "plain", ["id", "-u"], container="proxy")
     assert (r.returncode, r.stdout.strip()) == (0, "1337"), r.stderr
     r = lab.exec("runas", "plain", ["id", "-g"], container="proxy")
@@ -153,8 +170,12 @@ def test_run_as_user(injecting):
         uid_line = next(line for line in f if line.startswith("Uid:"))
     assert uid_line.split()[1:] == ["1337"] * 4
     # Its ServiceAccount token stays readable.
-    r = lab.exec("runas", "plain", ["sh", "-c", 'test -s "$LAB_SA_TOKEN_FILE" && head -c 3 "$LAB_SA_TOKEN_FILE"'],
-              container="proxy")
+    r = lab.exec(
+        "runas",
+        "plain",
+        ["sh", "-c", 'test -s "$LAB_SA_TOKEN_FILE" && head -c 3 "$LAB_SA_TOKEN_FILE"'],
+        container="proxy",
+    )
     assert r.returncode == 0 and r.stdout == "eyJ", r.stderr
 
 
@@ -162,19 +183,31 @@ def test_next_container_starts_after_the_post_start_hook(injecting):
     lab = injecting
     token = uuid.uuid4().hex[:12]
     hook_done, second_began = f"/tmp/x-{token}", f"/tmp/y-{token}"
-    lab.apply(bare_pod("ordered", "plain",
-                       busybox("first", lifecycle={"postStart": exec_hook("sh", "-c", f"sleep 1; touch {hook_done}")}),
-                       busybox("second", "sh", "-c", f"date +%s.%N > {second_began}; exec sleep infinity")))
+    lab.apply(
+        bare_pod(
+            "ordered",
+            "plain",
+            busybox("first", lifecycle={"postStart": exec_hook("sh", "-c", f"sleep 1; touch {hook_done}")}),
+            busybox("second", "sh", "-c", f"date +%s.%N > {second_began}; exec sleep infinity"),
+        )
+    )
     try:
-        pod = eventually(lambda: (p := lab.get("Pod", "ordered", "plain"))["status"].get("phase") == "Running"
-                         and all("running" in c["state"] for c in p["status"]["containerStatuses"])
-                         and os.path.exists(second_began) and os.path.getsize(second_began) and p, timeout=20)
+        pod = eventually(
+            lambda: (
+                (p := lab.get("Pod", "ordered", "plain"))["status"].get("phase") == "Running"
+                and all("running" in c["state"] for c in p["status"]["containerStatuses"])
+                and os.path.exists(second_began)
+                and os.path.getsize(second_began)
+                and p
+            ),
+            timeout=20,
+        )
         hook_end = os.path.getmtime(hook_done)
         with open(second_began) as f:
             assert float(f.read()) >= hook_end
         started = {c["name"]: c["state"]["running"]["startedAt"] for c in pod["status"]["containerStatuses"]}
         second = dt.datetime.strptime(started["second"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-        assert second.timestamp() >= int(hook_end)   # the status has whole seconds
+        assert second.timestamp() >= int(hook_end)  # the status has whole seconds
         assert started["first"] <= started["second"]
     finally:
         for path in (hook_done, second_began):
@@ -184,16 +217,23 @@ def test_next_container_starts_after_the_post_start_hook(injecting):
 
 def test_failing_post_start_hook_kills_and_restarts_the_container(injecting):
     lab = injecting
-    lab.apply(bare_pod("badhook", "plain",
-                       busybox("c", lifecycle={"postStart": exec_hook("sh", "-c", "echo no way; exit 3")})))
+    lab.apply(
+        bare_pod(
+            "badhook", "plain", busybox("c", lifecycle={"postStart": exec_hook("sh", "-c", "echo no way; exit 3")})
+        )
+    )
 
     def restarted():
         st = lab.get("Pod", "badhook", "plain")["status"]["containerStatuses"][0]
         return st["restartCount"] >= 1 and st
+
     st = eventually(restarted, timeout=20, what="restarted after the failed hook")
     assert "PostStartHookError" in st["lastState"]["terminated"].get("message", "")
-    events = [e for e in lab.get("Event", namespace="plain")["items"]
-              if e["reason"] == "FailedPostStartHook" and e["involvedObject"]["name"] == "badhook"]
+    events = [
+        e
+        for e in lab.get("Event", namespace="plain")["items"]
+        if e["reason"] == "FailedPostStartHook" and e["involvedObject"]["name"] == "badhook"
+    ]
     assert events and "exited with 3: no way" in events[0]["message"]
 
 
@@ -201,18 +241,28 @@ def test_pre_stop_hook_runs_before_the_container_stops(injecting):
     lab = injecting
     token = uuid.uuid4().hex[:12]
     marker = f"/tmp/prestop-{token}"
-    lab.apply(bare_pod("prestop", "plain",
-                       busybox("c", securityContext={"runAsUser": 1337},
-                               lifecycle={"preStop": exec_hook("sh", "-c", f"id -u > {marker}")}),
-                       terminationGracePeriodSeconds=3))
+    lab.apply(
+        bare_pod(
+            "prestop",
+            "plain",
+            busybox(
+                "c",
+                securityContext={"runAsUser": 1337},
+                lifecycle={"preStop": exec_hook("sh", "-c", f"id -u > {marker}")},
+            ),
+            terminationGracePeriodSeconds=3,
+        )
+    )
     try:
-        eventually(lambda: "running" in lab.get("Pod", "prestop", "plain")["status"]["containerStatuses"][0]["state"],
-                   timeout=20)
+        eventually(
+            lambda: "running" in lab.get("Pod", "prestop", "plain")["status"]["containerStatuses"][0]["state"],
+            timeout=20,
+        )
         r = lab.lab("delete", "pod", "prestop", "-n", "plain")
         assert r.returncode == 0, r.stderr
         eventually(lambda: lab.lab("get", "pod", "prestop", "-n", "plain").returncode == 1, timeout=20)
         with open(marker) as f:
-            assert f.read().strip() == "1337"   # in the container, as its user
+            assert f.read().strip() == "1337"  # in the container, as its user
     finally:
         if os.path.exists(marker):
             os.unlink(marker)

@@ -1,5 +1,6 @@
 """The article's app manifests, applied verbatim in namespaces without mesh labels, driven through
 the `lab` command exactly as the article's kubectl commands (issue 2 acceptance)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def article(lab):
     assert "deployment.apps/httpbin-legacy created" in r.stdout
     assert "service/httpbin-ambient created" in r.stdout
     assert "serviceaccount/sleep-ambient created" in r.stdout
-    r = lab.lab("wait", "--for=condition=Ready", "pod", "-l", "app=sleep-ambient", "-n", "ambient-apps",
-                "--timeout=60s")
+    r = lab.lab(
+        "wait", "--for=condition=Ready", "pod", "-l", "app=sleep-ambient", "-n", "ambient-apps", "--timeout=60s"
+    )
     assert r.returncode == 0, r.stderr
     lab.wait_ready("ambient-apps", "app=httpbin-ambient")
     lab.wait_ready("legacy-apps", "app=httpbin-legacy")
@@ -59,13 +61,26 @@ def test_pods_table_and_wide(article):
 
 @pytest.mark.parametrize("service", ["httpbin-ambient.ambient-apps", "httpbin-legacy.legacy-apps"])
 def test_sleep_calls_both_services_across_nodes(article, service):
-    r = article.lab("get", "pod", "-n", "ambient-apps", "-l", "app=sleep-ambient",
-                    "-o", "jsonpath={.items[0].metadata.name}")
+    r = article.lab(
+        "get", "pod", "-n", "ambient-apps", "-l", "app=sleep-ambient", "-o", "jsonpath={.items[0].metadata.name}"
+    )
     assert r.returncode == 0, r.stderr
     sleep_pod = r.stdout
     assert sleep_pod.startswith("sleep-ambient-")
-    r = article.lab("exec", sleep_pod, "-n", "ambient-apps", "-c", "sleep", "--",
-                    "curl", "-sS", "--max-time", "10", f"http://{service}:8000/headers")
+    r = article.lab(
+        "exec",
+        sleep_pod,
+        "-n",
+        "ambient-apps",
+        "-c",
+        "sleep",
+        "--",
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        f"http://{service}:8000/headers",
+    )
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
     assert body["headers"]["Host"] == f"{service}:8000"
@@ -79,8 +94,11 @@ def test_sleep_calls_both_services_across_nodes(article, service):
 
 def test_httpbin_sees_the_client_pod_ip(article):
     sleep = article.pods("ambient-apps", "app=sleep-ambient")[0]
-    r = article.exec(sleep["metadata"]["name"], "ambient-apps",
-                     ["curl", "-sS", "--max-time", "10", "http://httpbin-ambient.ambient-apps:8000/ip"])
+    r = article.exec(
+        sleep["metadata"]["name"],
+        "ambient-apps",
+        ["curl", "-sS", "--max-time", "10", "http://httpbin-ambient.ambient-apps:8000/ip"],
+    )
     assert r.returncode == 0, r.stderr
     # kube-proxy DNATs without SNAT for pod-to-pod traffic: the server sees the pod's own IP.
     assert json.loads(r.stdout)["origin"] == sleep["status"]["podIP"]
@@ -99,8 +117,14 @@ def test_exec_passes_exit_code_and_stdin(article):
 def test_logs_of_a_deployment(article):
     sleep_pod = article.pods("ambient-apps", "app=sleep-ambient")[0]["metadata"]["name"]
     article.exec(sleep_pod, "ambient-apps", ["curl", "-s", "http://httpbin-ambient.ambient-apps:8000/status/418"])
-    r = eventually(lambda: (res := article.lab("logs", "deploy/httpbin-ambient", "-n", "ambient-apps"))
-                   and "/status/418" in res.stdout and res, timeout=10)
+    r = eventually(
+        lambda: (
+            (res := article.lab("logs", "deploy/httpbin-ambient", "-n", "ambient-apps"))
+            and "/status/418" in res.stdout
+            and res
+        ),
+        timeout=10,
+    )
     assert r.returncode == 0
 
 
@@ -109,15 +133,38 @@ def test_capture_and_graph(article):
     import sys
 
     from lab.testing import REPO
+
     httpbin = article.pods("ambient-apps", "app=httpbin-ambient")[0]
     sleep_pod = article.pods("ambient-apps", "app=sleep-ambient")[0]["metadata"]["name"]
-    cap = subprocess.Popen([sys.executable, "-m", "lab.cli", "--lab", article.name, "capture",
-                            httpbin["metadata"]["name"], "-n", "ambient-apps", "-c", "1", "--", "tcp", "port", "80"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    cap = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lab.cli",
+            "--lab",
+            article.name,
+            "capture",
+            httpbin["metadata"]["name"],
+            "-n",
+            "ambient-apps",
+            "-c",
+            "1",
+            "--",
+            "tcp",
+            "port",
+            "80",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
+
         def captured():
             article.exec(sleep_pod, "ambient-apps", ["curl", "-s", "http://httpbin-ambient.ambient-apps:8000/ip"])
             return cap.poll() is not None
+
         eventually(captured, timeout=15, interval=0.3)
         out = cap.stdout.read()
         assert f"{httpbin['status']['podIP']}.80" in out

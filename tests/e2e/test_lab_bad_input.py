@@ -1,4 +1,5 @@
 """Bad input: a one-line error naming the document, field or object, exit 1, nothing half-applied."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,15 +25,24 @@ def bad_deployment(name: str, image: str, selects: str | None = None) -> str:
 CASES = {
     "invalid-yaml": ("apiVersion: v1\nkind: Service\nmetadata: {name: x\n", "invalid YAML"),
     "unknown-kind": ("apiVersion: v1\nkind: Sandwich\nmetadata: {name: x}\n", 'Sandwich'),
-    "missing-name": ("apiVersion: v1\nkind: Service\nmetadata: {namespace: NS}\nspec: {ports: [{port: 80}]}\n",
-                     "metadata.name"),
-    "unknown-image": (bad_deployment("bad", "example.com/no-such-image:1.0"),
-                      'unknown image "example.com/no-such-image:1.0"'),
-    "duplicate": ("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: dup, namespace: NS}\n---\n"
-                  "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: dup, namespace: NS}\n", "dup"),
+    "missing-name": (
+        "apiVersion: v1\nkind: Service\nmetadata: {namespace: NS}\nspec: {ports: [{port: 80}]}\n",
+        "metadata.name",
+    ),
+    "unknown-image": (
+        bad_deployment("bad", "example.com/no-such-image:1.0"),
+        'unknown image "example.com/no-such-image:1.0"',
+    ),
+    "duplicate": (
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: dup, namespace: NS}\n---\n"
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: dup, namespace: NS}\n",
+        "dup",
+    ),
     "selector-mismatch": (bad_deployment("mismatch", "curlimages/curl", selects="one"), "selector"),
-    "missing-namespace": ("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: x, namespace: nowhere}\n",
-                          'namespaces "nowhere" not found'),
+    "missing-namespace": (
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: x, namespace: nowhere}\n",
+        'namespaces "nowhere" not found',
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """Pod lifecycle: restarts of killed containers, replacement of deleted pods, scale, rollout restart."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,11 @@ def test_killed_container_restarts_and_counts(lab, namespace):
     first = _status(lab, namespace, name)
     assert first["restartCount"] == 0
     os.kill(first["pid"], signal.SIGKILL)
-    st = eventually(lambda: (s := _status(lab, namespace, name))["restartCount"] == 1 and s["ready"] and s,
-                    timeout=30, what="container restarted and ready")
+    st = eventually(
+        lambda: (s := _status(lab, namespace, name))["restartCount"] == 1 and s["ready"] and s,
+        timeout=30,
+        what="container restarted and ready",
+    )
     assert st["pid"] != first["pid"]
     assert st["lastState"]["terminated"]["exitCode"] == 137
     r = lab.lab("get", "pod", name, "-n", namespace)
@@ -40,8 +44,9 @@ def test_deleted_pod_is_replaced(lab, namespace):
     r = lab.lab("delete", "pod", old, "-n", namespace)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f'pod "{old}" deleted'
-    new = eventually(lambda: [p for p in lab.wait_ready(namespace, "app=web") if p["metadata"]["name"] != old],
-                     timeout=30)
+    new = eventually(
+        lambda: [p for p in lab.wait_ready(namespace, "app=web") if p["metadata"]["name"] != old], timeout=30
+    )
     assert new[0]["metadata"]["name"].startswith("web-")
     # The old pod and its network namespace are gone, not just hidden.
     r = lab.lab("get", "pod", old, "-n", namespace)
@@ -50,10 +55,14 @@ def test_deleted_pod_is_replaced(lab, namespace):
 
 
 def test_completed_pod_stays_with_its_status_and_logs(lab, namespace):
-    lab.apply(bare_pod("once", namespace, curl_container("job", ("/bin/sh", "-c", "echo done; exit 3")),
-                       restartPolicy="Never"))
-    pod = eventually(lambda: (p := lab.get("Pod", "once", namespace))["status"].get("phase") == "Failed" and p,
-                     timeout=20)
+    lab.apply(
+        bare_pod(
+            "once", namespace, curl_container("job", ("/bin/sh", "-c", "echo done; exit 3")), restartPolicy="Never"
+        )
+    )
+    pod = eventually(
+        lambda: (p := lab.get("Pod", "once", namespace))["status"].get("phase") == "Failed" and p, timeout=20
+    )
     term = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 3 and pod["status"]["containerStatuses"][0]["restartCount"] == 0
     r = lab.lab("logs", "once", "-n", namespace)
@@ -87,6 +96,12 @@ def test_scale_and_rollout_restart(lab, namespace):
     assert r.returncode == 0 and r.stdout.strip() == "deployment.apps/web restarted"
     r = lab.lab("rollout", "status", "deploy/web", "-n", namespace, "--timeout=60s")
     assert r.returncode == 0, r.stderr
-    after = eventually(lambda: (ps := {p["metadata"]["name"] for p in lab.wait_ready(namespace, "app=web", count=3)})
-                       and not (ps & before) and ps, timeout=60)
+    after = eventually(
+        lambda: (
+            (ps := {p["metadata"]["name"] for p in lab.wait_ready(namespace, "app=web", count=3)})
+            and not (ps & before)
+            and ps
+        ),
+        timeout=60,
+    )
     assert len(after) == 3

@@ -1,6 +1,7 @@
 """`lab load` and lab.load in a real lab: load from a curl pod at the echo app, 503s counted, the
 Python API with a run in the background, out-of-lab URLs refused, and the generator at full speed
 against a direct (no mesh) echo."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,20 @@ def apps(lab):
 
 def test_lab_load_counts_503s(lab, apps):
     ns, client = apps
-    r = lab.lab("load", "--from", client, "-n", ns, "http://echo:8080/?codes=503:1,200:9", "--qps", "50",
-                "--duration", "2", "-o", "json")
+    r = lab.lab(
+        "load",
+        "--from",
+        client,
+        "-n",
+        ns,
+        "http://echo:8080/?codes=503:1,200:9",
+        "--qps",
+        "50",
+        "--duration",
+        "2",
+        "-o",
+        "json",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["requests"] == 100
@@ -34,8 +47,12 @@ def test_lab_load_counts_503s(lab, apps):
     assert report["errors"] == {"http 503": 100 - report["successes"]}
     assert report["codes"]["200"] == report["successes"]
     assert report["latency_ms"]["p50"] > 0
-    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p90"] <= report["latency_ms"]["p99"] \
+    assert (
+        report["latency_ms"]["p50"]
+        <= report["latency_ms"]["p90"]
+        <= report["latency_ms"]["p99"]
         <= report["latency_ms"]["max"]
+    )
     assert [s["second"] for s in report["timeline"]] == [0, 1]
     assert sum(s["requests"] for s in report["timeline"]) == 100
     assert report["address"].startswith("10.96.")  # the Service's ClusterIP, resolved in the pod
@@ -43,8 +60,22 @@ def test_lab_load_counts_503s(lab, apps):
 
 def test_lab_load_table(lab, apps):
     ns, client = apps
-    r = lab.lab("load", "--from", "deploy/client", "-n", ns, "http://echo.load-tests.svc.cluster.local:8080/",
-                "--qps", "20", "--duration", "1s", "-H", "X-Load: yes", "--connections", "2")
+    r = lab.lab(
+        "load",
+        "--from",
+        "deploy/client",
+        "-n",
+        ns,
+        "http://echo.load-tests.svc.cluster.local:8080/",
+        "--qps",
+        "20",
+        "--duration",
+        "1s",
+        "-H",
+        "X-Load: yes",
+        "--connections",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     assert "success    20/20 (100.0%)" in r.stdout
     assert "SECOND   REQUESTS   OK   ERRORS   P50(ms)" in r.stdout
@@ -55,8 +86,9 @@ def test_lab_load_table(lab, apps):
 def test_python_api_runs_in_the_background(lab, apps):
     ns, client = apps
     echo_ip = lab.pods(ns, "app=echo")[0]["status"]["podIP"]
-    with labload.start(lab.client, ns, client, f"http://{echo_ip}:8080/?codes=200:1,404:1", qps=40,
-                        duration=1.5) as run:
+    with labload.start(
+        lab.client, ns, client, f"http://{echo_ip}:8080/?codes=200:1,404:1", qps=40, duration=1.5
+    ) as run:
         assert not run.done()  # the caller can break something now
         report = run.wait()
     assert report.requests == 60
@@ -68,12 +100,18 @@ def test_python_api_runs_in_the_background(lab, apps):
     assert again.errors == {"refused": 5}
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://8.8.8.8/", "error: 8.8.8.8 is outside the lab (allowed: 10.244.0.0/16, 10.96.0.0/16); load goes "
-                        "only to the lab's own addresses"),
-    ("http://example.com/", "error: cannot resolve 'example.com' in the client pod"),
-    ("http://172.18.0.11:10250/", "error: 172.18.0.11 is outside the lab"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        (
+            "http://8.8.8.8/",
+            "error: 8.8.8.8 is outside the lab (allowed: 10.244.0.0/16, 10.96.0.0/16); load goes "
+            "only to the lab's own addresses",
+        ),
+        ("http://example.com/", "error: cannot resolve 'example.com' in the client pod"),
+        ("http://172.18.0.11:10250/", "error: 172.18.0.11 is outside the lab"),
+    ],
+)
 def test_outside_the_lab_is_refused(lab, apps, url, message):
     ns, client = apps
     r = lab.lab("load", "--from", client, "-n", ns, url, "--qps", "10", "--duration", "1")

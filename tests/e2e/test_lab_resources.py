@@ -3,6 +3,7 @@ killer gives `OOMKilled`, `lab top` reads the cgroups, a deleted pod leaves no c
 
 Runs its own small lab (bench/two-workers.yaml: no mesh), so the figures are not disturbed by
 other tests' pods."""
+
 from __future__ import annotations
 
 import os
@@ -24,16 +25,27 @@ def python(name: str, code: str, **resources: dict) -> dict:
 
 def oom_pod(name: str = "oom", memory: str = "50Mi") -> dict:
     """Allocates 100 MiB under a limit of MEMORY."""
-    return bare_pod(name, None, python("hog", "b = bytearray(100*1024*1024); import time; time.sleep(60)",
-                                       limits={"memory": memory}))
+    return bare_pod(
+        name,
+        None,
+        python("hog", "b = bytearray(100*1024*1024); import time; time.sleep(60)", limits={"memory": memory}),
+    )
 
 
-PODS = [oom_pod(),
-        bare_pod("busy", None, python("spin", "while True: pass", limits={"cpu": "100m", "memory": "64Mi"},
-                                      requests={"cpu": "50m"}),
-                 curl_container("idle", ("sleep", "1000"))),
-        bare_pod("holder", None, python("hold", "b = bytearray(40*1024*1024); b[::4096] = b'x' * len(b[::4096]); "
-                                                "import time; time.sleep(600)"))]
+PODS = [
+    oom_pod(),
+    bare_pod(
+        "busy",
+        None,
+        python("spin", "while True: pass", limits={"cpu": "100m", "memory": "64Mi"}, requests={"cpu": "50m"}),
+        curl_container("idle", ("sleep", "1000")),
+    ),
+    bare_pod(
+        "holder",
+        None,
+        python("hold", "b = bytearray(40*1024*1024); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(600)"),
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +89,7 @@ def test_limits_and_requests_are_the_cgroups_settings(rlab):
     if h.version == 1:
         assert read(os.path.join(spin["cpu"], "cpu.cfs_period_us")) == "100000"
         assert read(os.path.join(spin["cpu"], "cpu.cfs_quota_us")) == "10000"
-        assert read(os.path.join(spin["cpu"], "cpu.shares")) == "51"            # 50m * 1024 / 1000
+        assert read(os.path.join(spin["cpu"], "cpu.shares")) == "51"  # 50m * 1024 / 1000
         assert read(os.path.join(spin["memory"], "memory.limit_in_bytes")) == str(64 * MiB)
         assert read(os.path.join(oom["memory"], "memory.limit_in_bytes")) == str(50 * MiB)
         idle = pod_dirs(rlab, "busy", "idle")
@@ -104,8 +116,17 @@ def test_top_pod_agrees_with_the_cgroup_files(rlab):
     assert top(rlab, "pod")[0] == ["NAME", "CPU(cores)", "MEMORY(bytes)"]
     assert set(rows) == {"busy", "holder", "oom"}
     shown = int(rows["holder"][2].removesuffix("Mi"))
-    usage = int(read(os.path.join(dirs["memory"] if h.version == 1 else dirs[""],
-                                  "memory.usage_in_bytes" if h.version == 1 else "memory.current"))) // MiB
+    usage = (
+        int(
+            read(
+                os.path.join(
+                    dirs["memory"] if h.version == 1 else dirs[""],
+                    "memory.usage_in_bytes" if h.version == 1 else "memory.current",
+                )
+            )
+        )
+        // MiB
+    )
     assert 40 <= shown <= 60 and abs(shown - usage) <= 4, (shown, usage)
     # The op's raw figures are the files' figures.
     data = rlab.client.call("top", namespace="default", selector="app=holder")
@@ -129,6 +150,7 @@ def test_cpu_limit_holds_a_busy_loop_near_100m(rlab):
         millis = int(rows["busy"][1].removesuffix("m"))
         assert 50 <= millis <= 150, millis
         return millis
+
     eventually(near_100m, timeout=20, interval=0.2, what="busy at about 100m")
 
 
@@ -144,11 +166,16 @@ def test_top_node_sums_its_pods(rlab):
 
 
 def test_memory_limit_ooms_the_container(rlab):
-    seen = eventually(lambda: "OOMKilled" in rlab.lab("get", "pod", "oom").stdout.splitlines()[-1],
-                      timeout=30, interval=0.05, what="STATUS OOMKilled")
+    seen = eventually(
+        lambda: "OOMKilled" in rlab.lab("get", "pod", "oom").stdout.splitlines()[-1],
+        timeout=30,
+        interval=0.05,
+        what="STATUS OOMKilled",
+    )
     assert seen
-    cs = eventually(lambda: (c := rlab.get("Pod", "oom")["status"]["containerStatuses"][0])["restartCount"] >= 1
-                    and c, timeout=30)
+    cs = eventually(
+        lambda: (c := rlab.get("Pod", "oom")["status"]["containerStatuses"][0])["restartCount"] >= 1 and c, timeout=30
+    )
     last = cs["lastState"]["terminated"]
     assert last["reason"] == "OOMKilled" and last["exitCode"] == 137
     r = rlab.lab("describe", "pod", "oom")
@@ -166,8 +193,9 @@ def test_invalid_quantities_are_refused_at_apply(rlab):
 
 
 def test_a_deleted_pod_leaves_no_cgroup(rlab):
-    rlab.apply(bare_pod("brief", None, {**curl_container("c", ("sleep", "1000")),
-                                        "resources": {"limits": {"memory": "32Mi"}}}))
+    rlab.apply(
+        bare_pod("brief", None, {**curl_container("c", ("sleep", "1000")), "resources": {"limits": {"memory": "32Mi"}}})
+    )
     rlab.wait_ready("default", "app=brief")
     dirs = cgroups.machine().unique(pod_dirs(rlab, "brief"))
     assert all(os.path.isdir(d) for d in dirs)
@@ -176,4 +204,5 @@ def test_a_deleted_pod_leaves_no_cgroup(rlab):
     assert not any(os.path.exists(d) for d in dirs)
     journal = os.path.join(rlab.status["dir"], "journal.jsonl")
     from lab.runtime.journal import outstanding
+
     assert not [n for t, n in outstanding(journal) if t == "cgroup" and any(n.startswith(d) for d in dirs)]

@@ -1,5 +1,6 @@
 """Services and DNS: every Kubernetes name form, headless services, a VIP spreading over replicas
 on different nodes (issue 2 acceptance)."""
+
 from __future__ import annotations
 
 import collections
@@ -11,8 +12,11 @@ from tests.conftest import curl_client, echo_app, service
 from tests.e2e.conftest import app_namespaces
 
 NS = "svc-tests"
-APPS = [*echo_app(NS, replicas=3), service("echo-headless", NS, ("http", 8080, 8080), selector="echo", headless=True),
-        curl_client(NS)]
+APPS = [
+    *echo_app(NS, replicas=3),
+    service("echo-headless", NS, ("http", 8080, 8080), selector="echo", headless=True),
+    curl_client(NS),
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +30,7 @@ def _resolve(lab, ns, client, name):
     return sorted({line.split()[0] for line in r.stdout.splitlines()}) if r.returncode == 0 else []
 
 
-@pytest.mark.parametrize("name", ["echo", "echo.svc-tests", "echo.svc-tests.svc",
-                                  "echo.svc-tests.svc.cluster.local"])
+@pytest.mark.parametrize("name", ["echo", "echo.svc-tests", "echo.svc-tests.svc", "echo.svc-tests.svc.cluster.local"])
 def test_every_dns_form_resolves_to_the_vip(echo, name):
     lab, ns, _, client = echo
     vip = lab.get("Service", "echo", ns)["spec"]["clusterIP"]

@@ -1,6 +1,7 @@
 """Exact teardown: after `lab down`, and after `kill -9` of labd followed by `lab down`, nothing of
 the lab remains — namespaces, links, nft tables, processes, files, cgroups — and other labs are
 untouched."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ spec:
 
 
 def lab_cmd(*args, input=None):
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True, text=True,
-                          input=input, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "lab.cli", *args], capture_output=True, text=True, input=input, timeout=120, cwd=REPO
+    )
 
 
 def host_snapshot() -> dict:
@@ -83,7 +85,9 @@ def traces_of(name: str) -> dict:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return {
         "netns": [line.split()[0] for line in netns.splitlines() if line.startswith(netns_prefix(name))],
-        "etc": [d for d in os.listdir(ETC_NETNS) if d.startswith(netns_prefix(name))] if os.path.isdir(ETC_NETNS) else [],
+        "etc": [d for d in os.listdir(ETC_NETNS) if d.startswith(netns_prefix(name))]
+        if os.path.isdir(ETC_NETNS)
+        else [],
         "dir": os.path.exists(lab_dir(name)),
         "processes": processes_of(name),
         "mounts": mounts_of(name),
@@ -135,6 +139,7 @@ def test_down_after_labd_was_killed(fresh_lab):
     name, before = fresh_lab
     status = lab_cmd("--lab", name, "status", "-o", "json")
     import json
+
     pid = json.loads(status.stdout)["pid"]
     os.kill(pid, signal.SIGKILL)
     # Children do not outlive labd: its PID namespace dies with it.

@@ -1,6 +1,7 @@
 """The article's Steps 1-2 with sidecars: injection, and sidecar/ambient coexistence over HBONE
 (issue 8 acceptance). The article's manifests are applied unchanged from topologies/article/;
 `legacy-apps` is labelled for injection, `ambient-apps` for ambient, as the article says."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,13 @@ def article(lab):
     r = lab.lab("apply", *args)
     assert r.returncode == 0, r.stderr
     lab.apply([curl_client(LEGACY, "curl"), curl_client(OUTSIDE, "curl")])
-    for ns, app in ((LEGACY, "httpbin-legacy"), (LEGACY, "curl"), (OUTSIDE, "curl"), (AMBIENT, "httpbin-ambient"),
-                    (AMBIENT, "sleep-ambient")):
+    for ns, app in (
+        (LEGACY, "httpbin-legacy"),
+        (LEGACY, "curl"),
+        (OUTSIDE, "curl"),
+        (AMBIENT, "httpbin-ambient"),
+        (AMBIENT, "sleep-ambient"),
+    ):
         lab.wait_ready(ns, f"app={app}")
     eventually(lambda: lab.all_enrolled(AMBIENT), timeout=30)
     eventually(lambda: curl(lab, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/get")[0] == 200, timeout=30, interval=0.3)
@@ -62,8 +68,9 @@ def test_injection_gives_legacy_pods_a_sidecar_and_ambient_pods_none(article):
     assert legacy["metadata"]["labels"]["networking.istio.io/tunnel"] == "http"
     assert "sidecar.istio.io/status" in legacy["metadata"]["annotations"]
     for app in ("httpbin-ambient", "sleep-ambient"):
-        assert [c["name"] for c in pod(article, AMBIENT, app)["spec"]["containers"]] == \
-            ["httpbin" if app == "httpbin-ambient" else "sleep"]
+        assert [c["name"] for c in pod(article, AMBIENT, app)["spec"]["containers"]] == [
+            "httpbin" if app == "httpbin-ambient" else "sleep"
+        ]
     r = article.lab("get", "pods", "-n", LEGACY, "-l", "app=httpbin-legacy")
     assert r.stdout.splitlines()[1].split()[1] == "2/2"
     r = article.lab("describe", "pod", legacy["metadata"]["name"], "-n", LEGACY)
@@ -86,8 +93,12 @@ def test_only_tls_crosses_the_nodes(article):
     sleep = pod(article, AMBIENT, "sleep-ambient")
     node = sleep["spec"]["nodeName"]
     # tcpdump on the client node's link to the fabric, printing payloads (-A).
-    cap = subprocess.Popen(["ip", "netns", "exec", f"al-{article.name}-node-{node}", "tcpdump", "-U", "-n", "-A",
-                            "-i", "eth0", "tcp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cap = subprocess.Popen(
+        ["ip", "netns", "exec", f"al-{article.name}-node-{node}", "tcpdump", "-U", "-n", "-A", "-i", "eth0", "tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.0)  # tcpdump is listening
         for url in (f"{AMBIENT_URL}/headers?capture=1", f"{LEGACY_URL}/headers?capture=1"):
@@ -106,8 +117,12 @@ def test_sidecar_client_reaches_ambient_server_over_hbone(article):
     httpbin = pod(article, AMBIENT, "httpbin-ambient")
 
     def logged():
-        return [ln for ln in ztunnel_log(article, httpbin["spec"]["nodeName"]) if 'direction="inbound"' in ln
-                and 'src.identity="spiffe://cluster.local/ns/legacy-apps/sa/default"' in ln]
+        return [
+            ln
+            for ln in ztunnel_log(article, httpbin["spec"]["nodeName"])
+            if 'direction="inbound"' in ln and 'src.identity="spiffe://cluster.local/ns/legacy-apps/sa/default"' in ln
+        ]
+
     assert eventually(logged, timeout=10)
     r = article.lab("istioctl", "zc", "workloads", "-n", LEGACY)
     row = next(line for line in r.stdout.splitlines() if "httpbin-legacy" in line)
@@ -127,11 +142,20 @@ def test_outside_client_strict_refused_permissive_accepted(article):
 
 
 def test_path_policy_and_jwt_rules_on_the_sidecar(article):
-    article.apply(policy("only-ip", LEGACY, {"selector": {"matchLabels": {"app": "httpbin-legacy"}},
-                                             "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}))
+    article.apply(
+        policy(
+            "only-ip",
+            LEGACY,
+            {
+                "selector": {"matchLabels": {"app": "httpbin-legacy"}},
+                "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}],
+            },
+        )
+    )
     try:
-        eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers")[0] == 403,
-                   timeout=15, interval=0.3)
+        eventually(
+            lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers")[0] == 403, timeout=15, interval=0.3
+        )
         status, body, _ = curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers")
         assert (status, body) == (403, "RBAC: access denied")
         assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip")[0] == 200
@@ -141,13 +165,18 @@ def test_path_policy_and_jwt_rules_on_the_sidecar(article):
     article.apply([for_legacy_httpbin("jwt-policy.yaml"), for_legacy_httpbin("l7-authz-policy.yaml")])
     try:
         auth = ["-H", f"Authorization: Bearer {TOKEN}"]
-        eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip")[0] == 403, timeout=15,
-                   interval=0.3)
+        eventually(
+            lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip")[0] == 403, timeout=15, interval=0.3
+        )
         assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/headers", *auth)[0] == 403
         assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip", *auth)[0] == 200
-        assert curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip", "-H", "Authorization: Bearer deadbeef")[0] == 401
-        r = article.lab("logs", pod(article, LEGACY, "httpbin-legacy")["metadata"]["name"], "-n", LEGACY,
-                        "-c", "istio-proxy")
+        assert (
+            curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/ip", "-H", "Authorization: Bearer deadbeef")[0]
+            == 401
+        )
+        r = article.lab(
+            "logs", pod(article, LEGACY, "httpbin-legacy")["metadata"]["name"], "-n", LEGACY, "-c", "istio-proxy"
+        )
         assert 'decided_by="sidecar jwt_authn"' in r.stdout and 'decided_by="sidecar rbac"' in r.stdout
     finally:
         article.lab("delete", "authorizationpolicy", "allow-ip-path-with-jwt", "-n", LEGACY)
@@ -155,10 +184,20 @@ def test_path_policy_and_jwt_rules_on_the_sidecar(article):
 
 
 # An app that calls out once at start: it needs its sidecar ready by then.
-HOLD_APP = deployment("held", LEGACY, curl_container("app", (
-    "sh", "-c", "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://httpbin-ambient.ambient-apps:8000/get "
-                "> /tmp/held-$HOSTNAME; sleep infinity")),
-    annotations={"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'})
+HOLD_APP = deployment(
+    "held",
+    LEGACY,
+    curl_container(
+        "app",
+        (
+            "sh",
+            "-c",
+            "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://httpbin-ambient.ambient-apps:8000/get "
+            "> /tmp/held-$HOSTNAME; sleep infinity",
+        ),
+    ),
+    annotations={"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'},
+)
 
 
 def test_hold_application_until_proxy_starts(article):
@@ -178,6 +217,7 @@ def test_hold_application_until_proxy_starts(article):
                 os.remove(result)
     finally:
         article.lab("delete", "deploy", "held", "-n", LEGACY)
+        eventually(lambda: not article.pods(LEGACY, "app=held"), timeout=60, what="the held pod gone")
 
 
 def test_a_crashed_sidecar_never_turns_into_plaintext_bypass(article):
@@ -188,16 +228,29 @@ def test_a_crashed_sidecar_never_turns_into_plaintext_bypass(article):
     # Until the kubelet restarts it, the app's connections hit the redirect with nothing behind it.
     status, _, code = curl(article, LEGACY, "curl", f"{AMBIENT_URL}/get")
     assert status is None and code in (7, 56), (status, code)
-    eventually(lambda: next(c for c in pod(article, LEGACY, "curl")["status"]["containerStatuses"]
-                            if c["name"] == "istio-proxy").get("restartCount", 0) > restarts, timeout=30)
+    eventually(
+        lambda: (
+            next(
+                c for c in pod(article, LEGACY, "curl")["status"]["containerStatuses"] if c["name"] == "istio-proxy"
+            ).get("restartCount", 0)
+            > restarts
+        ),
+        timeout=30,
+    )
     eventually(lambda: curl(article, LEGACY, "curl", f"{AMBIENT_URL}/get")[0] == 200, timeout=30, interval=0.3)
 
 
 def test_injection_template_error_refuses_the_pod(article):
-    bad = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "bad-config", "namespace": LEGACY,
-                        "annotations": {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: [not, a, bool"}},
-           "spec": {"containers": [{"name": "app", "image": "curlimages/curl", "command": ["sleep", "infinity"]}]}}
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "bad-config",
+            "namespace": LEGACY,
+            "annotations": {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: [not, a, bool"},
+        },
+        "spec": {"containers": [{"name": "app", "image": "curlimages/curl", "command": ["sleep", "infinity"]}]},
+    }
     r = article.lab("apply", "-f", "-", input=json.dumps(bad))
     assert r.returncode != 0
     assert "sidecar-injector.istio.io" in r.stderr and "proxy.istio.io/config" in r.stderr
@@ -213,16 +266,24 @@ def test_upgrade_reaches_sidecars_only_when_their_pods_restart(article):
         assert after == before  # istiod and ztunnel were upgraded; no app pod was restarted
         legacy = pod(article, LEGACY, "httpbin-legacy")
         assert next(c for c in legacy["spec"]["containers"] if c["name"] == "istio-proxy")["image"].endswith(":1.24.0")
-        r = eventually(lambda: (res := article.lab("istioctl", "proxy-status")) and "Version skew" in res.stdout
-                       and res, timeout=30)
+        r = eventually(
+            lambda: (res := article.lab("istioctl", "proxy-status")) and "Version skew" in res.stdout and res,
+            timeout=30,
+        )
         assert "1.24.0" in r.stdout and "1.25.0" in r.stdout
         assert article.lab("rollout", "restart", "deploy/httpbin-legacy", "-n", LEGACY).returncode == 0
-        new = eventually(lambda: [p for p in article.pods(LEGACY, "app=httpbin-legacy")
-                                  if p["metadata"]["uid"] not in before and not p["metadata"].get("deletionTimestamp")],
-                         timeout=60)
+        new = eventually(
+            lambda: [
+                p
+                for p in article.pods(LEGACY, "app=httpbin-legacy")
+                if p["metadata"]["uid"] not in before and not p["metadata"].get("deletionTimestamp")
+            ],
+            timeout=60,
+        )
         assert next(c for c in new[0]["spec"]["containers"] if c["name"] == "istio-proxy")["image"].endswith(":1.25.0")
-        eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/get")[0] == 200, timeout=60,
-                   interval=0.3)
+        eventually(
+            lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/get")[0] == 200, timeout=60, interval=0.3
+        )
     finally:
         article.lab("istioctl", "install", "--set", "profile=ambient", "-y", timeout=240)
 
@@ -231,15 +292,23 @@ def test_sidecar_readiness_and_istio_request_metrics(article):
     article.wait_ready(LEGACY, "app=httpbin-legacy")  # one pod, after the upgrade test's rollout
     legacy = pod(article, LEGACY, "httpbin-legacy")
     # Right after the upgrade test reinstalls the mesh, the ztunnels may still be rolling.
-    eventually(lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/status/418")[0] == 418,
-               timeout=30, interval=0.3)
+    eventually(
+        lambda: curl(article, AMBIENT, "sleep-ambient", f"{LEGACY_URL}/status/418")[0] == 418, timeout=30, interval=0.3
+    )
     name = legacy["metadata"]["name"]
-    r = article.exec(name, LEGACY, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                    "http://127.0.0.1:15021/healthz/ready"], container="httpbin")
+    r = article.exec(
+        name,
+        LEGACY,
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:15021/healthz/ready"],
+        container="httpbin",
+    )
     assert r.stdout == "200"
     for port in (15020, 15090):
         r = article.exec(name, LEGACY, ["curl", "-s", f"http://127.0.0.1:{port}/stats/prometheus"], container="httpbin")
-        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("istio_requests_total{")
-                 and 'response_code="418"' in ln and 'reporter="destination"' in ln]
+        lines = [
+            ln
+            for ln in r.stdout.splitlines()
+            if ln.startswith("istio_requests_total{") and 'response_code="418"' in ln and 'reporter="destination"' in ln
+        ]
         assert lines and 'source_principal="spiffe://cluster.local/ns/ambient-apps/sa/sleep-ambient"' in lines[0]
     assert "istio_request_duration_milliseconds_bucket" in r.stdout

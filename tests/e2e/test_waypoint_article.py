@@ -4,6 +4,7 @@ The manifests are read from topologies/article/ and applied unchanged. Traffic i
 sleep pod, through its node's ztunnel, the waypoint pod and the destination node's ztunnel, to
 the real httpbin. The waypoint's decisions are read from its access log.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,10 @@ APPS = ["httpbin-ambient.yaml", "sleep-ambient.yaml", "rogue-client.yaml"]
 
 def echo(ns: str) -> list[dict]:
     """The echo app with HTTP on Service port 80 and a TCP echo on 9000."""
-    return [deployment("echo", ns, echo_container("--port", "8080", "--tcp-port", "9000", ports=(8080, 9000))),
-            service("echo", ns, ("http", 80, 8080), ("tcp", 9000, 9000))]
+    return [
+        deployment("echo", ns, echo_container("--port", "8080", "--tcp-port", "9000", ports=(8080, 9000))),
+        service("echo", ns, ("http", 80, 8080), ("tcp", 9000, 9000)),
+    ]
 
 
 def article_files(verb: str, lab, *names: str):
@@ -53,15 +56,24 @@ def delete_article(lab, *names: str) -> None:
 @pytest.fixture(scope="module")
 def article(lab):
     ready = (*((NS, app) for app in ("httpbin-ambient", "sleep-ambient", "rogue-client", "echo")), (OTHER, "echo"))
-    with app_namespaces(lab, {NS: AMBIENT, OTHER: AMBIENT}, *(os.path.join(ARTICLE, f) for f in APPS),
-                        [*echo(OTHER), *echo(NS)], ready=ready, mesh=True):
+    with app_namespaces(
+        lab,
+        {NS: AMBIENT, OTHER: AMBIENT},
+        *(os.path.join(ARTICLE, f) for f in APPS),
+        [*echo(OTHER), *echo(NS)],
+        ready=ready,
+        mesh=True,
+    ):
         before = {p["metadata"]["uid"]: p for p in lab.pods(NS)}
         apply_article(lab, "waypoint.yaml")
         lab.wait_ready(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")
         lab.before = before
         # The ztunnels route through the waypoint once its workload is Healthy in their config.
-        eventually(lambda: curl(lab, NS, "sleep-ambient", f"{URL}/headers")[0] == 200
-                   and waypoint_log(lab, "/headers"), timeout=30, interval=0.3)
+        eventually(
+            lambda: curl(lab, NS, "sleep-ambient", f"{URL}/headers")[0] == 200 and waypoint_log(lab, "/headers"),
+            timeout=30,
+            interval=0.3,
+        )
         yield lab
 
 
@@ -82,8 +94,7 @@ def test_step3_waypoint_deployment_appears_and_no_app_pod_restarts(article):
     assert rows["httpbin-ambient"] == "1/1" and rows["sleep-ambient"] == "1/1"
     now = {p["metadata"]["uid"]: p for p in article.pods(NS) if not p["metadata"]["name"].startswith(WAYPOINT)}
     assert set(now) == set(article.before)
-    assert all(c.get("restartCount", 0) == 0 for p in now.values()
-               for c in p["status"].get("containerStatuses", []))
+    assert all(c.get("restartCount", 0) == 0 for p in now.values() for c in p["status"].get("containerStatuses", []))
 
 
 def test_traffic_goes_through_the_waypoint_and_ztunnel_config_shows_it(article):
@@ -98,8 +109,11 @@ def test_traffic_goes_through_the_waypoint_and_ztunnel_config_shows_it(article):
     assert "status=200" in lines[-1]
     r = article.lab("istioctl", "ztunnel-config", "workloads", "-n", NS)
     assert r.returncode == 0, r.stderr
-    httpbin_rows = [line for line in r.stdout.splitlines() if line.split()[1].startswith("httpbin-ambient-")
-                    and not line.split()[1].startswith(WAYPOINT)]
+    httpbin_rows = [
+        line
+        for line in r.stdout.splitlines()
+        if line.split()[1].startswith("httpbin-ambient-") and not line.split()[1].startswith(WAYPOINT)
+    ]
     assert httpbin_rows and all(WAYPOINT in row for row in httpbin_rows)
 
 
@@ -111,8 +125,9 @@ def test_l4_policy_still_allows_sleep_and_denies_rogue(article):
         assert status == 200
         _, _, code = curl(article, NS, "rogue-client", f"{URL}/headers?rogue=1")
         assert code in (7, 56)  # a reset, at once: the waypoint refused the tunnel
-        lines = eventually(lambda: [ln for ln in waypoint_log(article, "rogue-sa") if 'decision="deny"' in ln],
-                           timeout=10)
+        lines = eventually(
+            lambda: [ln for ln in waypoint_log(article, "rogue-sa") if 'decision="deny"' in ln], timeout=10
+        )
         assert 'decided_by="waypoint rbac (L4)"' in lines[-1]
         assert 'policy="ambient-apps/require-sleep-identity"' in lines[-1]
     finally:
@@ -140,8 +155,10 @@ def test_article_jwt_and_path_scenario(jwt_rules):
     status, body, _ = curl(lab, NS, "sleep-ambient", f"{URL}/ip", "-H", "Authorization: Bearer deadbeef")
     assert status == 401 and body.startswith("Jwt is not in the form of Header.Payload.Signature")
     lines = waypoint_log(lab, 'path="/ip"')
-    assert any("status=200" in ln and 'request.auth.principal="testing@secure.istio.io/testing@secure.istio.io"' in ln
-               for ln in lines)
+    assert any(
+        "status=200" in ln and 'request.auth.principal="testing@secure.istio.io/testing@secure.istio.io"' in ln
+        for ln in lines
+    )
     assert any("status=401" in ln and 'decided_by="waypoint jwt_authn"' in ln for ln in lines)
     assert any("status=403" in ln and 'policy="ambient-apps/allow-ip-path-with-jwt"' in ln for ln in lines)
 
@@ -157,11 +174,21 @@ def test_tokens_minted_by_the_test(jwt_rules):
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     jwk["kid"] = "lab"
-    lab.apply(json.dumps({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-                          "metadata": {"name": "lab-issuer", "namespace": NS},
-                          "spec": {"selector": {"matchLabels": {"app": "httpbin-ambient"}},
-                                   "jwtRules": [{"issuer": "lab-tests", "audiences": ["billing"],
-                                                 "jwks": json.dumps({"keys": [jwk]})}]}}))
+    lab.apply(
+        json.dumps(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "RequestAuthentication",
+                "metadata": {"name": "lab-issuer", "namespace": NS},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "httpbin-ambient"}},
+                    "jwtRules": [
+                        {"issuer": "lab-tests", "audiences": ["billing"], "jwks": json.dumps({"keys": [jwk]})}
+                    ],
+                },
+            }
+        )
+    )
     now = int(time.time())
     good = {"iss": "lab-tests", "sub": "alice", "aud": "billing", "exp": now + 600}
     pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -181,8 +208,11 @@ def test_tokens_minted_by_the_test(jwt_rules):
         "tampered": f"{h}.{_b64(json.dumps({**good, 'sub': 'mallory'}).encode())}.{s}",
     }
     try:
-        eventually(lambda: curl(lab, NS, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {valid}")[0]
-                   == 403, timeout=15, interval=0.3)  # authenticated, then denied: the policy wants the article's issuer
+        eventually(
+            lambda: curl(lab, NS, "sleep-ambient", f"{URL}/ip", "-H", f"Authorization: Bearer {valid}")[0] == 403,
+            timeout=15,
+            interval=0.3,
+        )  # authenticated, then denied: the policy wants the article's issuer
         for name, token in bad.items():
             status, body, _ = curl(lab, NS, "sleep-ambient", f"{URL}/headers", "-H", f"Authorization: Bearer {token}")
             assert status == 401, (name, status, body)
@@ -195,51 +225,71 @@ def test_tokens_minted_by_the_test(jwt_rules):
         lab.lab("delete", "requestauthentication", "lab-issuer", "-n", NS)
 
 
+def sleep_curl(lab, *args: str, input: str | None = None):
+    """curl ARGS from the sleep pod (no -w of its own, unlike `curl`)."""
+    return lab.exec(pod(lab, "sleep-ambient"), NS, ["curl", "-sS", "--max-time", "10", *args], input=input)
+
+
 def test_http2_keepalive_chunked_and_tcp_through_the_waypoint(article):
     sleep = pod(article, "sleep-ambient")
-    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null",
-                                 "-w", "%{http_code} %{http_version}", f"{URL}/get"])
+    r = sleep_curl(
+        article, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", f"{URL}/get"
+    )
     assert r.stdout == "200 2", r.stderr
-    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-o", "/dev/null",
-                                 "-w", "%{http_code} %{num_connects}\n", f"{URL}/get", f"{URL}/get"])
+    no_body = ["-o", "/dev/null"]
+    r = sleep_curl(article, *no_body, *no_body, "-w", "%{http_code} %{num_connects}\n", f"{URL}/get", f"{URL}/get")
     assert r.stdout.split("\n")[:2] == ["200 1", "200 0"], r.stdout  # the second reuses the connection
-    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "-H", "Transfer-Encoding: chunked", "-H", "Content-Type: text/plain",
-                                 "--data-binary", "@-", f"{URL}/post"], input="x" * 20000)
+    chunked = ["-H", "Transfer-Encoding: chunked", "-H", "Content-Type: text/plain", "--data-binary", "@-"]
+    r = sleep_curl(article, *chunked, f"{URL}/post", input="x" * 20000)
     assert json.loads(r.stdout)["data"] == "x" * 20000
     # Raw TCP passes through the waypoint as TCP (the implicit waypoint serves the whole namespace),
     # and in a namespace without a waypoint it goes from ztunnel to ztunnel.
     for ns in (NS, OTHER):
         r = article.exec(sleep, NS, ["sh", "-c", f"printf hello-{ns} | curl -sS --max-time 5 telnet://echo.{ns}:9000"])
         assert r.stdout == f"hello-{ns}", r.stderr
-    lines = eventually(lambda: [ln for ln in waypoint_log(article, "connection complete") if ':9000"' in ln], timeout=10)
+    lines = eventually(
+        lambda: [ln for ln in waypoint_log(article, "connection complete") if ':9000"' in ln], timeout=10
+    )
     assert 'protocol="TCP"' in lines[-1] and 'decision="allow"' in lines[-1]
 
 
 def test_bad_input_fails_closed(article):
-    sleep = pod(article, "sleep-ambient")
     # Headers over Envoy's 60 KiB: 431 from the waypoint, never a crash.
-    r = article.exec(sleep, NS, ["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}",
-                                 "-H", "X-Big: " + "a" * 70000, f"{URL}/get"])
+    r = sleep_curl(article, "-o", "/dev/null", "-w", "%{http_code}", "-H", "X-Big: " + "a" * 70000, f"{URL}/get")
     assert r.stdout == "431"
     # A jwks that is not JSON is refused at apply, and nothing is created.
-    bad = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-           "metadata": {"name": "bad-jwks", "namespace": NS},
-           "spec": {"jwtRules": [{"issuer": "x", "jwks": "{not json"}]}}
+    bad = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "bad-jwks", "namespace": NS},
+        "spec": {"jwtRules": [{"issuer": "x", "jwks": "{not json"}]},
+    }
     r = article.lab("apply", "-f", "-", input=json.dumps(bad))
     assert r.returncode != 0 and "jwks" in r.stderr
     assert article.lab("get", "requestauthentication", "bad-jwks", "-n", NS).returncode != 0
     # A jwksUri the lab cannot reach: every token of that issuer is 401, never a pass.
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    unreachable = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-                   "metadata": {"name": "unreachable", "namespace": NS},
-                   "spec": {"selector": {"matchLabels": {"app": "httpbin-ambient"}},
-                            "jwtRules": [{"issuer": "nowhere", "jwksUri": "https://keys.invalid/jwks.json"}]}}
+    unreachable = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "unreachable", "namespace": NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "httpbin-ambient"}},
+            "jwtRules": [{"issuer": "nowhere", "jwksUri": "https://keys.invalid/jwks.json"}],
+        },
+    }
     article.apply(json.dumps(unreachable))
     try:
         token = pyjwt.encode({"iss": "nowhere", "sub": "x", "exp": int(time.time()) + 600}, key, algorithm="RS256")
-        status, body, _ = eventually(lambda: (res := curl(article, NS, "sleep-ambient", f"{URL}/get", "-H",
-                                                           f"Authorization: Bearer {token}")) and res[0] == 401 and res,
-                                     timeout=15, interval=0.3)
+        status, body, _ = eventually(
+            lambda: (
+                (res := curl(article, NS, "sleep-ambient", f"{URL}/get", "-H", f"Authorization: Bearer {token}"))
+                and res[0] == 401
+                and res
+            ),
+            timeout=15,
+            interval=0.3,
+        )
         assert body == "Jwks remote fetch is failed"
     finally:
         article.lab("delete", "requestauthentication", "unreachable", "-n", NS)
@@ -252,16 +302,25 @@ def test_waypoint_failure_two_replicas_keep_99_percent(article):
         lab.wait_ready(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}", count=2)
         eventually(lambda: len(waypoint_pods_serving(lab)) == 2, timeout=20)
         # 20 requests/s for 5 s, one replica deleted after 1 s.
-        script = ("i=0; while [ $i -lt 100 ]; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 "
-                  f"{URL}/status/200 & sleep 0.05; i=$((i+1)); done; wait")
+        script = (
+            "i=0; while [ $i -lt 100 ]; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 3 "
+            f"{URL}/status/200 & sleep 0.05; i=$((i+1)); done; wait"
+        )
         import subprocess
         import threading
+
         target = lab.client.call("exec", namespace=NS, pod=pod(lab, "sleep-ambient"), container=None)
         result = {}
 
         def load():
-            result["r"] = subprocess.run(["ip", "netns", "exec", target["netns"], "sh", "-c", script],
-                                         env=target["env"], capture_output=True, text=True, timeout=60)
+            result["r"] = subprocess.run(
+                ["ip", "netns", "exec", target["netns"], "sh", "-c", script],
+                env=target["env"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
         t = threading.Thread(target=load)
         t.start()
         time.sleep(1)
@@ -276,9 +335,12 @@ def test_waypoint_failure_two_replicas_keep_99_percent(article):
 
 
 def waypoint_pods_serving(lab) -> list[str]:
-    return [p["metadata"]["name"] for p in lab.pods(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")
-            if not p["metadata"].get("deletionTimestamp")
-            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+    return [
+        p["metadata"]["name"]
+        for p in lab.pods(NS, f"gateway.networking.k8s.io/gateway-name={WAYPOINT}")
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
 
 
 def test_only_replica_gone_fails_closed_for_its_services_only(article):

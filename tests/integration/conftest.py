@@ -7,6 +7,7 @@ redirection tables in them, and the ztunnel tests' node of four pods.
      ├─ c  10.244.0.4  legacy (not enrolled)      a client outside the mesh
      └─ d  10.244.0.5  plain  (not enrolled, TCP) the same echo app, reached directly
 """
+
 from __future__ import annotations
 
 import os
@@ -30,14 +31,15 @@ SO_ORIGINAL_DST = 80  # <linux/netfilter_ipv4.h>
 
 # ---- scratch namespaces ------------------------------------------------------------------------
 
+
 def ip(ns: str, *args: str) -> str:
-    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True,
-                          timeout=10).stdout
+    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True, timeout=10).stdout
 
 
 def nft_list(ns: str, table: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", table],
-                          capture_output=True, text=True, timeout=10)
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "list", "table", "ip", table], capture_output=True, text=True, timeout=10
+    )
 
 
 def join_with_veth(pod_ns: str, pod_ip: str, peer_ns: str, peer_ip: str) -> None:
@@ -117,14 +119,24 @@ def ztunnel_node() -> Iterator[dict[str, str]]:
         for pod in ("a", "b"):
             inpod.enroll(NS[pod])
         # Count what reaches b's 15008: the evidence that a connection went over HBONE.
-        network.apply_nft(NS["b"], "table ip zcount {\n chain input {\n type filter hook input priority 0;"
-                                   " tcp dport 15008 counter\n }\n}\n")
+        network.apply_nft(
+            NS["b"],
+            "table ip zcount {\n chain input {\n type filter hook input priority 0; tcp dport 15008 counter\n }\n}\n",
+        )
         for pod in ("b", "d"):
             env = {**os.environ, "HOSTNAME": f"app-{pod}", "POD_NAMESPACE": "default"}
-            for argv in ([sys.executable, "-m", "lab.apps.echo", "--port", "8080", "--tcp-port", "9000"],
-                         ["iperf3", "-s", "-p", "5201"]):
-                procs.append(subprocess.Popen(["ip", "netns", "exec", NS[pod], *argv], env=env,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for argv in (
+                [sys.executable, "-m", "lab.apps.echo", "--port", "8080", "--tcp-port", "9000"],
+                ["iperf3", "-s", "-p", "5201"],
+            ):
+                procs.append(
+                    subprocess.Popen(
+                        ["ip", "netns", "exec", NS[pod], *argv],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
         for pod in ("b", "d"):
             for port in (8080, 9000, 5201):
                 wait_listening(NS[pod], port)
@@ -138,13 +150,13 @@ def ztunnel_node() -> Iterator[dict[str, str]]:
 
 
 def echo_workload(policies: list[str] | None = None) -> dict:
-    return workload("echo-b", IP["b"], sa="echo", services={ECHO_SVC: {80: 8080, 9000: 9000}},
-                    policies=policies)
+    return workload("echo-b", IP["b"], sa="echo", services={ECHO_SVC: {80: 8080, 9000: 9000}}, policies=policies)
 
 
 async def run_in(pod: str, *argv: str, timeout: float = 10) -> subprocess.CompletedProcess:
-    return await trio.run_process(["ip", "netns", "exec", NS[pod], *argv], capture_stdout=True,
-                                  capture_stderr=True, check=False)
+    return await trio.run_process(
+        ["ip", "netns", "exec", NS[pod], *argv], capture_stdout=True, capture_stderr=True, check=False
+    )
 
 
 async def curl(pod: str, url: str) -> subprocess.CompletedProcess:

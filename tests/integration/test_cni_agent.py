@@ -1,6 +1,7 @@
 """The istio-cni agent's trio core, in-process, against labd's API in process
 (lab.testing.InProcessLabApi) and a fake ztunnel speaking ZDS over the real socket, enrolling a
 real network namespace."""
+
 from __future__ import annotations
 
 import os
@@ -17,16 +18,7 @@ from lab.client import netns
 from lab.testing import InProcessLabApi
 from mesh.cni import inpod
 from mesh.cni.agent import Agent
-from mesh.zds import (
-    Ack,
-    AddWorkload,
-    DelWorkload,
-    SnapshotSent,
-    WorkloadInfo,
-    ZdsClosed,
-    ZdsHello,
-    connect_zds,
-)
+from mesh.zds import Ack, AddWorkload, DelWorkload, SnapshotSent, WorkloadInfo, ZdsClosed, ZdsHello, connect_zds
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
@@ -72,6 +64,7 @@ def enrolled(name: str) -> Awaitable[bool]:
 
 # --- fixtures ------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def pod_netns() -> Iterator[str]:
     name = f"al-c{os.getpid()}-agent"
@@ -84,11 +77,18 @@ def pod_netns() -> Iterator[str]:
 
 def pod_object(netns_name: str, name: str = "web", node: str = NODE) -> dict[str, Any]:
     """A running pod as the kubelet has it (its network namespace in an annotation)."""
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "demo", "uid": f"uid-{name}",
-                         "annotations": {"lab.ambient/netns": netns_name}},
-            "spec": {"nodeName": node, "serviceAccountName": "web-sa", "containers": [{"name": "c", "image": "x"}]},
-            "status": {"phase": "Running", "podIP": "10.244.1.5"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "demo",
+            "uid": f"uid-{name}",
+            "annotations": {"lab.ambient/netns": netns_name},
+        },
+        "spec": {"nodeName": node, "serviceAccountName": "web-sa", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": "10.244.1.5"},
+    }
 
 
 @pytest.fixture
@@ -105,8 +105,7 @@ def zds_path(socket_dir: str) -> str:
 
 
 @pytest.fixture
-async def agent(nursery: trio.Nursery, api: InProcessLabApi, zds_path: str,
-                pod_netns: str) -> AsyncIterator[Agent]:
+async def agent(nursery: trio.Nursery, api: InProcessLabApi, zds_path: str, pod_netns: str) -> AsyncIterator[Agent]:
     agent = Agent(api.path, NODE, zds_path)
     await nursery.start(agent.run)
     try:
@@ -135,8 +134,10 @@ WEB = AddWorkload("uid-web", WorkloadInfo("web", "demo", "web-sa"))
 
 # --- tests ---------------------------------------------------------------------------------------
 
+
 async def test_labelling_the_namespace_enrolls_the_running_pod_and_unlabelling_releases_it(
-        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
+    nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str
+) -> None:
     ztunnel = await ztunnel_connected(nursery, zds_path)
     assert ztunnel.received == [SnapshotSent()]  # nothing selected yet
     assert not await enrolled(pod_netns)
@@ -154,7 +155,8 @@ async def test_labelling_the_namespace_enrolls_the_running_pod_and_unlabelling_r
 
 
 async def test_a_new_ztunnel_replaces_the_old_and_gets_a_snapshot(
-        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
+    nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str
+) -> None:
     label_namespace(api, "ambient")
     first = await ztunnel_connected(nursery, zds_path)
     assert first.received == [WEB, SnapshotSent()]
@@ -172,7 +174,8 @@ async def test_a_new_ztunnel_replaces_the_old_and_gets_a_snapshot(
 
 
 async def test_without_ztunnel_rules_are_written_and_the_add_waits_for_it(
-        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
+    nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str
+) -> None:
     api.label("Pod", "demo", "web", {AMBIENT: "ambient"})  # the pod opts in itself
     await eventually(lambda: "uid-web" in agent.enrolled)
     assert await enrolled(pod_netns)  # captured, failing closed: nothing listens yet
@@ -184,7 +187,8 @@ async def test_without_ztunnel_rules_are_written_and_the_add_waits_for_it(
 
 
 async def test_a_restarted_agent_keeps_the_rules_and_rebuilds_from_the_api(
-        nursery: trio.Nursery, api: InProcessLabApi, zds_path: str, pod_netns: str) -> None:
+    nursery: trio.Nursery, api: InProcessLabApi, zds_path: str, pod_netns: str
+) -> None:
     label_namespace(api, "ambient")
     try:
         async with trio.open_nursery() as first_run:
@@ -204,7 +208,8 @@ async def test_a_restarted_agent_keeps_the_rules_and_rebuilds_from_the_api(
 
 
 async def test_the_watch_reconnects_and_forgets_what_it_missed(
-        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str) -> None:
+    nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str, pod_netns: str
+) -> None:
     ztunnel = await ztunnel_connected(nursery, zds_path)
     label_namespace(api, "ambient")
     await eventually(lambda: annotation(api) == "enabled")
@@ -216,7 +221,8 @@ async def test_the_watch_reconnects_and_forgets_what_it_missed(
 
 
 async def test_the_program_serves_zds_and_exits_promptly_on_sigterm(
-        api: InProcessLabApi, zds_path: str, pod_netns: str) -> None:
+    api: InProcessLabApi, zds_path: str, pod_netns: str
+) -> None:
     label_namespace(api, "ambient")
     env = {**os.environ, "LAB_API_SOCKET": api.path, "LAB_NODE_NAME": NODE, "LAB_NAME": "unused"}
     # No CNI plugin socket: this test has no lab directory to put it in.
@@ -255,7 +261,8 @@ async def test_the_program_serves_zds_and_exits_promptly_on_sigterm(
 
 
 async def test_a_misbehaving_ztunnel_is_dropped_and_the_next_one_served(
-        nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str) -> None:
+    nursery: trio.Nursery, api: InProcessLabApi, agent: Agent, zds_path: str
+) -> None:
     async with await connect_zds(zds_path) as garbage:
         await garbage.send_raw(b"not a hello")
         with pytest.raises(ZdsClosed), trio.fail_after(2):

@@ -1,5 +1,6 @@
 """In-pod redirection in real network namespaces: what enroll writes, that it is idempotent, that
 unenroll removes it, and that real connections are redirected the way ztunnel expects."""
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,7 @@ def test_enroll_writes_table_rule_and_route_idempotently(pod: str) -> None:
         assert f'comment "{rule.iptables}"' in listed.stdout
     assert "redirect to :15001" in listed.stdout and "redirect to :15006" in listed.stdout
     assert "32764:\tfrom all fwmark 0x111/0xfff lookup 100" in ip(pod, "rule", "show")
-    assert ip(pod, "route", "show", "table", "100").split() == \
-        "local default dev lo proto static scope host".split()
+    assert ip(pod, "route", "show", "table", "100").split() == "local default dev lo proto static scope host".split()
     assert inpod.is_enrolled(pod)
 
     inpod.enroll(pod)  # again: the same, not doubled
@@ -83,10 +83,12 @@ def test_unenroll_of_a_vanished_netns_is_a_no_op() -> None:
 def test_real_connections_are_redirected_like_ztunnel_expects(pod_and_peer: tuple[str, str]) -> None:
     pod_ns, peer_ns = pod_and_peer
     inpod.enroll(pod_ns)
-    with (listener(pod_ns, rules.ZTUNNEL_OUTBOUND_PORT) as outbound,
-          listener(pod_ns, rules.ZTUNNEL_INBOUND_PLAINTEXT_PORT) as inbound,
-          listener(pod_ns, rules.ZTUNNEL_INBOUND_HBONE_PORT) as hbone,
-          listener(peer_ns, 8080) as peer_app):
+    with (
+        listener(pod_ns, rules.ZTUNNEL_OUTBOUND_PORT) as outbound,
+        listener(pod_ns, rules.ZTUNNEL_INBOUND_PLAINTEXT_PORT) as inbound,
+        listener(pod_ns, rules.ZTUNNEL_INBOUND_HBONE_PORT) as hbone,
+        listener(peer_ns, 8080) as peer_app,
+    ):
         # The app's outbound connection lands on ztunnel's 15001, which can read where it was going.
         with connect_from(pod_ns, (PEER_IP, 8080)):
             conn, _ = outbound.accept()
@@ -113,8 +115,7 @@ def test_real_connections_are_redirected_like_ztunnel_expects(pod_and_peer: tupl
         conn.close()
 
 
-def test_replies_to_ztunnels_spoofed_inbound_connections_come_back_to_it(
-        pod_and_peer: tuple[str, str]) -> None:
+def test_replies_to_ztunnels_spoofed_inbound_connections_come_back_to_it(pod_and_peer: tuple[str, str]) -> None:
     """ztunnel connects to the app from the client's address (IP_TRANSPARENT); the app's replies
     must reach ztunnel, not the real client: connmark 0x111 + the table-100 local route."""
     pod_ns, _ = pod_and_peer

@@ -1,6 +1,7 @@
 """lab.load.generator against small HTTP servers on 127.0.0.1 (threads of this process) for real
 seconds, and the process itself (`python -m lab.load.generator`). Its pace and its timeouts' wall
 time are figures of `make bench` (bench/checks.py)."""
+
 import json
 import socket
 import struct
@@ -89,6 +90,7 @@ def server(request):
         s = Server(answer)
         servers.append(s)
         return s
+
     yield make
     for s in servers:
         s.close()
@@ -171,6 +173,7 @@ def test_connection_close_and_chunked(server):
         if n % 2:
             return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n"
         return ok(b"bye", extra=b"Connection: close\r\n")
+
     s = server(answer)
     r = run(s.url, qps=40, duration=0.5, connections=1)
     assert r.successes == r.requests == 20
@@ -181,6 +184,7 @@ def test_open_loop_counts_what_it_could_not_send(server):
     def slow(n, head):
         time.sleep(0.1)
         return ok()
+
     s = server(slow)
     r = run(s.url, qps=100, duration=0.5, connections=1)
     assert r.requests == 50  # every scheduled request is counted
@@ -198,8 +202,13 @@ def test_max_rate(server):
 
 def test_headers_and_method(server):
     s = server()
-    r = run(s.url + "path?codes=200", qps=10, duration=0.3, method="POST",
-            headers=[("X-Test", "1"), ("Host", "echo.example")])
+    r = run(
+        s.url + "path?codes=200",
+        qps=10,
+        duration=0.3,
+        method="POST",
+        headers=[("X-Test", "1"), ("Host", "echo.example")],
+    )
     assert r.successes == 3
     head = s.heads[0].decode()
     assert head.startswith("POST /path?codes=200 HTTP/1.1\r\n")
@@ -222,8 +231,26 @@ def test_name_resolving_inside_allowed(server):
 
 def test_process_prints_one_json_line(server):
     s = server(lambda n, head: ok(b"no", b"503 Service Unavailable") if n % 2 else ok())
-    p = subprocess.run([sys.executable, "-m", "lab.load.generator", "--url", s.url, "--qps", "20", "--duration",
-                        "0.5", "--allow", "127.0.0.0/8", "-H", "X-A: 1"], capture_output=True, text=True, timeout=20)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.load.generator",
+            "--url",
+            s.url,
+            "--qps",
+            "20",
+            "--duration",
+            "0.5",
+            "--allow",
+            "127.0.0.0/8",
+            "-H",
+            "X-A: 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert len(lines) == 1
@@ -233,21 +260,40 @@ def test_process_prints_one_json_line(server):
 
 
 def test_process_refuses_with_one_line():
-    p = subprocess.run([sys.executable, "-m", "lab.load.generator", "--url", "http://8.8.8.8/", "--qps", "10",
-                        "--duration", "1", "--allow", "10.244.0.0/16", "--allow", "10.96.0.0/16"],
-                       capture_output=True, text=True, timeout=20)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lab.load.generator",
+            "--url",
+            "http://8.8.8.8/",
+            "--qps",
+            "10",
+            "--duration",
+            "1",
+            "--allow",
+            "10.244.0.0/16",
+            "--allow",
+            "10.96.0.0/16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert p.returncode == 2
     assert p.stdout == ""
-    assert p.stderr.strip() == ("error: 8.8.8.8 is outside the lab (allowed: 10.244.0.0/16, 10.96.0.0/16); "
-                                "load goes only to the lab's own addresses")
+    assert p.stderr.strip() == (
+        "error: 8.8.8.8 is outside the lab (allowed: 10.244.0.0/16, 10.96.0.0/16); "
+        "load goes only to the lab's own addresses"
+    )
 
 
 def test_runner_runs_the_generator_with_the_exec_prefix(server, tmp_path):
     from lab.load import start
+
     s = server()
     client = FakeClient(str(tmp_path / "gone.yaml"))
-    with start(client, "ns", "pod", s.url, qps=20, duration=0.5, networks=["127.0.0.0/8"],
-               headers={"X-A": "1"}) as run:
+    with start(client, "ns", "pod", s.url, qps=20, duration=0.5, networks=["127.0.0.0/8"], headers={"X-A": "1"}) as run:
         assert run.argv[:2] == ["env", "--"]
         report = run.wait()
     assert report.requests == report.successes == 10

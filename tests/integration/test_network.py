@@ -5,6 +5,7 @@ Every namespace made here is called `al-t<pid>-...`, is recorded as soon as it e
 deleted by its exact name in a finalizer, also when a test fails. Traffic is real: sockets made
 inside pod namespaces with `netns.socket_in`, no processes needed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,7 @@ def namespaces():
 
 
 def lab_netns_names() -> list[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                            check=True).stdout.split()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
     return [name for name in listed if name.startswith(PREFIX)]
 
 
@@ -104,16 +104,13 @@ def build_cluster(made: Namespaces) -> Cluster:
     for i in range(2):
         node = made.create(f"node-{i}")
         cluster.nodes.append(node)
-        network.attach_node(cluster.fabric, node, f"node{i}", f"172.18.0.{10 + i}/16",
-                            f"10.244.{i}.1")
+        network.attach_node(cluster.fabric, node, f"node{i}", f"172.18.0.{10 + i}/16", f"10.244.{i}.1")
         network.route_node_to_services(node, SERVICE_CIDR)
     for i, node in enumerate(cluster.nodes):
-        network.route_node_to_peers(node, [(f"10.244.{j}.0/24", f"172.18.0.{10 + j}")
-                                           for j in range(2) if j != i])
+        network.route_node_to_peers(node, [(f"10.244.{j}.0/24", f"172.18.0.{10 + j}") for j in range(2) if j != i])
         for k in range(2):
             pod = Pod(made.create(f"pod-{i}-{k}"), f"10.244.{i}.{10 + k}", i, f"v{i:04x}{k:04x}")
-            network.add_pod(node, pod.netns, pod.host_ifname, pod.ip, f"10.244.{i}.1",
-                            owner=f"test/{pod.netns}")
+            network.add_pod(node, pod.netns, pod.host_ifname, pod.ip, f"10.244.{i}.1", owner=f"test/{pod.netns}")
             cluster.pods.append(pod)
     return cluster
 
@@ -139,14 +136,18 @@ def kube_proxy(cluster):
     p = cluster.pods
     http = {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     dns = {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}
-    services = [service("web", [http], WEB_VIP), service("self", [http], SELF_VIP),
-                service("empty", [http], EMPTY_VIP),
-                service("kube-dns", [dns], DNS_VIP, namespace="kube-system")]
-    eps = [endpoints("web", [p[1].ip, p[2].ip, p[3].ip], [{"name": "http", "port": 8080}]),
-           endpoints("self", [p[1].ip], [{"name": "http", "port": 8081}]),
-           endpoints("empty", [], [{"name": "http", "port": 8080}], not_ready=[p[2].ip]),
-           endpoints("kube-dns", [p[2].ip], [{"name": "dns", "port": 5353, "protocol": "UDP"}],
-                     namespace="kube-system")]
+    services = [
+        service("web", [http], WEB_VIP),
+        service("self", [http], SELF_VIP),
+        service("empty", [http], EMPTY_VIP),
+        service("kube-dns", [dns], DNS_VIP, namespace="kube-system"),
+    ]
+    eps = [
+        endpoints("web", [p[1].ip, p[2].ip, p[3].ip], [{"name": "http", "port": 8080}]),
+        endpoints("self", [p[1].ip], [{"name": "http", "port": 8081}]),
+        endpoints("empty", [], [{"name": "http", "port": 8080}], not_ready=[p[2].ip]),
+        endpoints("kube-dns", [p[2].ip], [{"name": "dns", "port": 5353, "protocol": "UDP"}], namespace="kube-system"),
+    ]
     script = kubeproxy.render(services, eps)
     for node in cluster.nodes:
         network.apply_nft(node, script)
@@ -267,9 +268,12 @@ def test_create_makes_the_run_dir_a_shared_mount_like_iproute2():
         "finally:\n"
         f"    netns.remove({name!r})\n"
     )
-    subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-                    script], check=True, cwd=os.path.dirname(os.path.dirname(
-                        os.path.dirname(os.path.abspath(__file__)))), timeout=30)
+    subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script],
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        timeout=30,
+    )
     assert not netns.exists(name)
 
 
@@ -316,8 +320,7 @@ def test_wiring_again_converges(cluster):
     network.build_fabric(cluster.fabric)
     network.attach_node(cluster.fabric, cluster.nodes[0], "node0", "172.18.0.10/16", "10.244.0.1")
     pod = cluster.pods[0]
-    network.add_pod(cluster.nodes[0], pod.netns, pod.host_ifname, pod.ip, "10.244.0.1",
-                    owner=f"test/{pod.netns}")
+    network.add_pod(cluster.nodes[0], pod.netns, pod.host_ifname, pod.ip, "10.244.0.1", owner=f"test/{pod.netns}")
     test_pod_to_pod_on_the_same_node(cluster)
 
 
@@ -339,14 +342,12 @@ def test_pod_links_carry_their_owner_and_teardown_respects_it(cluster, namespace
 @pytest.mark.parametrize("node_name", ["", "a-node-name-too-long", "br0", "lo", "a/b", "a b"])
 def test_node_names_must_be_usable_link_names(cluster, node_name):
     with pytest.raises(network.NetworkError):
-        network.attach_node(cluster.fabric, cluster.nodes[0], node_name, "172.18.0.99/16",
-                            "10.244.9.1")
+        network.attach_node(cluster.fabric, cluster.nodes[0], node_name, "172.18.0.99/16", "10.244.9.1")
 
 
 def test_bad_arguments_raise_network_error(cluster):
     with pytest.raises(network.NetworkError, match="invalid pod IP"):
-        network.add_pod(cluster.nodes[0], cluster.pods[0].netns, "vbad", "10.244.0.300",
-                        "10.244.0.1", owner="x")
+        network.add_pod(cluster.nodes[0], cluster.pods[0].netns, "vbad", "10.244.0.300", "10.244.0.1", owner="x")
     with pytest.raises(network.NetworkError, match="does not exist"):
         network.build_fabric(PREFIX + "no-such-fabric")
 
@@ -370,18 +371,15 @@ async def test_concurrent_add_pod_from_trio_worker_threads(namespaces):
     seen: dict[int, str] = {}
 
     def wire(k: int) -> None:
-        network.add_pod(node, pods[k], f"vconc{k:04x}", f"10.244.5.{10 + k}", "10.244.5.1",
-                        owner=f"test/{pods[k]}")
+        network.add_pod(node, pods[k], f"vconc{k:04x}", f"10.244.5.{10 + k}", "10.244.5.1", owner=f"test/{pods[k]}")
         seen[k] = os.readlink("/proc/thread-self/ns/net")
 
     limiter = trio.CapacityLimiter(6)
     async with trio.open_nursery() as nursery:
         for k in range(len(pods)):
-            nursery.start_soon(functools.partial(trio.to_thread.run_sync, wire, k,
-                                                 limiter=limiter))
+            nursery.start_soon(functools.partial(trio.to_thread.run_sync, wire, k, limiter=limiter))
     assert set(seen.values()) == {HOST_NETNS}
-    assert [network.owner_of(node, f"vconc{k:04x}") for k in range(len(pods))] == [
-        f"test/{p}" for p in pods]
+    assert [network.owner_of(node, f"vconc{k:04x}") for k in range(len(pods))] == [f"test/{p}" for p in pods]
 
 
 def test_200_pods_set_up_and_torn_down(namespaces):
@@ -391,8 +389,14 @@ def test_200_pods_set_up_and_torn_down(namespaces):
     pods = []
     for k in range(count):
         pods.append(namespaces.create(f"scale-pod-{k}"))
-        network.add_pod(node, pods[-1], f"vscale{k:04x}", f"10.244.{k // 200}.{10 + k % 200}",
-                        "10.244.0.1", owner=f"test/{pods[-1]}")
+        network.add_pod(
+            node,
+            pods[-1],
+            f"vscale{k:04x}",
+            f"10.244.{k // 200}.{10 + k % 200}",
+            "10.244.0.1",
+            owner=f"test/{pods[-1]}",
+        )
     assert [network.owner_of(node, f"vscale{k:04x}") for k in range(count)] == [f"test/{p}" for p in pods]
     for pod in pods:  # the pod's veth pair dies with its namespace, freed by the kernel
         netns.remove(pod)
@@ -442,9 +446,10 @@ def test_cluster_ip_without_endpoints_refuses_at_once(cluster, kube_proxy):
 
 def test_cluster_ip_udp(cluster, kube_proxy):
     client, server = cluster.pods[0], cluster.pods[2]
-    with listening(server.netns, server.ip, 5353, socket.SOCK_DGRAM) as listener, \
-            contextlib.closing(netns.socket_in(client.netns, socket.AF_INET,
-                                               socket.SOCK_DGRAM)) as sock:
+    with (
+        listening(server.netns, server.ip, 5353, socket.SOCK_DGRAM) as listener,
+        contextlib.closing(netns.socket_in(client.netns, socket.AF_INET, socket.SOCK_DGRAM)) as sock,
+    ):
         sock.settimeout(2)
         sock.sendto(b"query", (DNS_VIP, 53))
         data, peer = listener.recvfrom(100)

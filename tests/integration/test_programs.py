@@ -1,5 +1,6 @@
 """The lab's and the mesh's API clients as the processes labd starts (`python -m ...`), against the
 lab API in this process: each serves, then exits 0 promptly on SIGTERM (as the kubelet stops it)."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """istio-init in a real network namespace: `python -m mesh.proxy istio-iptables <the injector's
 flags>` writes the table idempotently, and real connections are captured the way a sidecar
 expects (app outbound -> 15001, proxy outbound untouched, inbound -> 15006 except 15008)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,25 @@ from tests.integration.conftest import connect_from, ip, join_with_veth, listene
 POD_IP, PEER_IP = "10.98.0.2", "10.98.0.3"
 REMOTE = ("10.1.2.3", 80)  # somewhere outside the pod, reached through the peer
 REPO = Path(__file__).resolve().parents[2]
-INJECTED_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "",
-                  "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"]
+INJECTED_FLAGS = [
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
@@ -51,8 +69,24 @@ def pod_and_peer() -> Iterator[tuple[str, str]]:
 def connect_as_proxy(ns: str, address: tuple[str, int]) -> None:
     """Connect and send "hi" as uid/gid 1337 (the sidecar's identity), in a child process."""
     script = f"exec 3<>/dev/tcp/{address[0]}/{address[1]} && printf hi >&3"
-    subprocess.run(["ip", "netns", "exec", ns, "setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}",
-                    "--clear-groups", "bash", "-c", script], check=True, timeout=10, capture_output=True)
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "setpriv",
+            f"--reuid={PROXY_UID}",
+            f"--regid={PROXY_UID}",
+            "--clear-groups",
+            "bash",
+            "-c",
+            script,
+        ],
+        check=True,
+        timeout=10,
+        capture_output=True,
+    )
 
 
 def nothing_pending(sock: socket.socket) -> bool:
@@ -76,8 +110,13 @@ def accepted(sock: socket.socket) -> Iterator[tuple[socket.socket, tuple[str, in
 
 def run_istio_init(ns: str, *flags: str) -> subprocess.CompletedProcess:
     """The init container's command, as the kubelet runs it: in the pod's netns, as root."""
-    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "mesh.proxy", "istio-iptables", *flags],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "mesh.proxy", "istio-iptables", *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_istio_init_writes_the_table_idempotently_and_logs_it(pod_and_peer: tuple[str, str]) -> None:
@@ -103,12 +142,14 @@ def test_istio_init_writes_the_table_idempotently_and_logs_it(pod_and_peer: tupl
 def test_real_connections_are_captured_like_a_sidecar_expects(pod_and_peer: tuple[str, str]) -> None:
     pod_ns, peer_ns = pod_and_peer
     init.apply(iptables.parse_args(INJECTED_FLAGS), pod_ns)
-    with (listener(pod_ns, 15001) as outbound,
-          listener(pod_ns, 15006) as inbound,
-          listener(pod_ns, 15008) as hbone,
-          listener(pod_ns, 8080) as app,
-          listener(pod_ns, 9000, "127.0.0.1") as local,
-          listener(peer_ns, REMOTE[1], REMOTE[0]) as remote):
+    with (
+        listener(pod_ns, 15001) as outbound,
+        listener(pod_ns, 15006) as inbound,
+        listener(pod_ns, 15008) as hbone,
+        listener(pod_ns, 8080) as app,
+        listener(pod_ns, 9000, "127.0.0.1") as local,
+        listener(peer_ns, REMOTE[1], REMOTE[0]) as remote,
+    ):
         # The app's outbound connection lands on the proxy's 15001, which can read where it was going.
         with connect_from(pod_ns, REMOTE), accepted(outbound) as (conn, _):
             assert original_dst(conn) == REMOTE

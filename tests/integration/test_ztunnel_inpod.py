@@ -1,6 +1,7 @@
 """ztunnel in-process against real pods (the node of tests/integration/conftest.py): Istio's in-pod
 redirection (`mesh.cni.inpod.enroll`), the pods handed over a real ZDS socket, certificates and
 config from a fake control plane, and real clients (curl, iperf3, raw sockets) in the pods."""
+
 from __future__ import annotations
 
 import json
@@ -28,11 +29,18 @@ from tests.integration.conftest import IP, NS, POD_NAMES, SLEEP_ID, VIP, curl, e
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
+
 def hbone_packets() -> int:
-    out = subprocess.run(["ip", "netns", "exec", NS["b"], "nft", "-j", "list", "table", "ip", "zcount"],
-                         check=True, capture_output=True, text=True, timeout=10).stdout
-    return next(item["rule"]["expr"][-1]["counter"]["packets"] for item in json.loads(out)["nftables"]
-                if "rule" in item)
+    out = subprocess.run(
+        ["ip", "netns", "exec", NS["b"], "nft", "-j", "list", "table", "ip", "zcount"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return next(
+        item["rule"]["expr"][-1]["counter"]["packets"] for item in json.loads(out)["nftables"] if "rule" in item
+    )
 
 
 class Harness:
@@ -40,14 +48,24 @@ class Harness:
 
     def __init__(self, zds_path: str) -> None:
         self.cp = FakeControlPlane()
-        self.cp.push(address_push(
-            workload("sleep-a", IP["a"], sa="sleep"), echo_workload(),
-            workload("legacy-c", IP["c"], sa="legacy", protocol="TCP"),
-            workload("plain-d", IP["d"], sa="plain", protocol="TCP"),
-            service("echo", VIP, {80: 8080, 9000: 9000})))
+        self.cp.push(
+            address_push(
+                workload("sleep-a", IP["a"], sa="sleep"),
+                echo_workload(),
+                workload("legacy-c", IP["c"], sa="legacy", protocol="TCP"),
+                workload("plain-d", IP["d"], sa="plain", protocol="TCP"),
+                service("echo", VIP, {80: 8080, 9000: 9000}),
+            )
+        )
         self.logs: list[str] = []
-        config = Config(node_name="worker1", zds_path=zds_path, admin_addr=("127.0.0.1", 0),
-                        metrics_addr=("127.0.0.1", 0), readiness_addr=("127.0.0.1", 0), handshake_timeout=5)
+        config = Config(
+            node_name="worker1",
+            zds_path=zds_path,
+            admin_addr=("127.0.0.1", 0),
+            metrics_addr=("127.0.0.1", 0),
+            readiness_addr=("127.0.0.1", 0),
+            handshake_timeout=5,
+        )
         self.ztunnel = Ztunnel(config, self.cp, log=self.logs.append)
         self.zds_path = zds_path
         self.cni: zds.ZdsSocket | None = None
@@ -165,8 +183,10 @@ async def test_l4_policy_by_principal(zt):
     # first (a denial is quick, and a busy machine may delay curl between SYN and its check).
     assert res.returncode in (7, 56), (res.returncode, res.stderr)
     denied = await zt.wait_log(r'direction="inbound".*policy rejection')
-    assert denied.endswith('error="connection closed due to policy rejection: explicitly denied by: '
-                           'default/deny-sleep" decided_by="ztunnel" policy="default/deny-sleep"')
+    assert denied.endswith(
+        'error="connection closed due to policy rejection: explicitly denied by: '
+        'default/deny-sleep" decided_by="ztunnel" policy="default/deny-sleep"'
+    )
     assert await zt.wait_log(r'direction="outbound".*error="http status: 401 Unauthorized"')
 
     # An ALLOW for someone else: sleep is now denied because it is not allowed.
@@ -236,7 +256,7 @@ async def test_plaintext_to_15008_is_refused(zt):
     stream = await open_from("c")
     async with stream:
         await stream.send_all(b"CONNECT 10.244.0.3:8080 HTTP/1.1\r\nhost: x\r\n\r\n")
-        assert await read_all(stream, 5, resets_end=True) in (b"", )  # the TLS server never answers plaintext
+        assert await read_all(stream, 5, resets_end=True) in (b"",)  # the TLS server never answers plaintext
     assert await zt.wait_log(r'warn access connection failed .*direction="inbound" error="tls error')
 
 
@@ -286,12 +306,18 @@ async def test_telemetry_and_pod_removal(zt):
     status, text = await http_get(ports["metrics"], "/metrics")
     assert status == 200
     for reporter in ("source", "destination"):
-        assert re.search(rf'^istio_tcp_connections_opened_total\{{reporter="{reporter}",source_workload="sleep",'
-                         rf'.*destination_workload="echo".*connection_security_policy="mutual_tls"\}} 1$', text, re.M)
+        assert re.search(
+            rf'^istio_tcp_connections_opened_total\{{reporter="{reporter}",source_workload="sleep",'
+            rf'.*destination_workload="echo".*connection_security_policy="mutual_tls"\}} 1$',
+            text,
+            re.M,
+        )
     status, body = await http_get(ports["admin"], "/config_dump")
     dump = json.loads(body)
     assert {c["identity"]: c["state"] for c in dump["certificates"]} == {
-        SLEEP_ID: "Available", "spiffe://cluster.local/ns/default/sa/echo": "Available"}
+        SLEEP_ID: "Available",
+        "spiffe://cluster.local/ns/default/sa/echo": "Available",
+    }
     assert dump["certificates"][0]["certChain"][0]["serialNumber"]
     assert {w["name"] for w in dump["workloadState"]} == {"sleep-a", "echo-b"}
     assert len(dump["workloads"]) == 4 and dump["services"][0]["hostname"] == "echo.default.svc.cluster.local"
@@ -322,8 +348,11 @@ async def test_live_connections_show_in_config_dump(zt):
         status, body = await http_get(zt.ztunnel.ports["admin"], "/config_dump")
         conns = json.loads(body)["connections"]
         (out,) = conns["default/sleep-a"]["outbound"]
-        assert (out["originalDst"], out["actualDst"], out["protocol"]) == (f"{IP['b']}:9000", f"{IP['b']}:15008",
-                                                                           "HBONE")
+        assert (out["originalDst"], out["actualDst"], out["protocol"]) == (
+            f"{IP['b']}:9000",
+            f"{IP['b']}:15008",
+            "HBONE",
+        )
         (inb,) = conns["default/echo-b"]["inbound"]
         assert inb["actualDst"] == f"{IP['b']}:9000" and inb["src"].startswith(IP["a"])
         assert out["bytesSent"] == 1000 and inb["bytesRecv"] == 1000

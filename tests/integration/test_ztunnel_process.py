@@ -1,6 +1,7 @@
 """ztunnel as labd starts it (`python -m mesh.ztunnel`) in the node of tests/integration/conftest.py:
 its root certificate from labd's API in process, certificates and config from a fake istiod, the
 pods handed over ZDS; real traffic through it, and its exit on SIGTERM."""
+
 from __future__ import annotations
 
 import json
@@ -69,9 +70,22 @@ class FakeIstiod:
                 chain = self.ca.sign_csr(request["csr"], [identity])
                 await stream.send_all(encode({"ok": True, "certChain": chain}))
             elif request["op"] == "Subscribe":
-                await stream.send_all(encode({"type": "Address", "removed": [], "resources": [
-                    {"name": r["workload"]["uid"] if "workload" in r else ECHO_SVC, "version": "1", "resource": r}
-                    for r in self.resources]}))
+                await stream.send_all(
+                    encode(
+                        {
+                            "type": "Address",
+                            "removed": [],
+                            "resources": [
+                                {
+                                    "name": r["workload"]["uid"] if "workload" in r else ECHO_SVC,
+                                    "version": "1",
+                                    "resource": r,
+                                }
+                                for r in self.resources
+                            ],
+                        }
+                    )
+                )
                 await stream.send_all(encode({"type": "SYNCED"}))
                 await trio.sleep_forever()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -84,16 +98,24 @@ async def test_the_ztunnel_process(ztunnel_node, nursery):
     lab = f"z{PID}"
     with tempfile.TemporaryDirectory(prefix="zt-") as tmp:
         ca = RootCA.generate()
-        istiod = FakeIstiod(ca, tmp, [workload("sleep-a", IP["a"], sa="sleep"), echo_workload(),
-                                      service("echo", VIP, {80: 8080, 9000: 9000})])
+        istiod = FakeIstiod(
+            ca,
+            tmp,
+            [workload("sleep-a", IP["a"], sa="sleep"), echo_workload(), service("echo", VIP, {80: 8080, 9000: 9000})],
+        )
         sock = trio.socket.from_stdlib_socket(netns.socket_in(NS["node"]))
         await sock.bind(("127.0.0.1", 15012))
         sock.listen()
         await nursery.start(istiod.serve, sock)
         lab_api = InProcessLabApi(tmp, namespaces=("istio-system",))
-        lab_api.create({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": "istio-ca-root-cert", "namespace": "istio-system"},
-                        "data": {"root-cert.pem": ca.cert_pem}})
+        lab_api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "istio-ca-root-cert", "namespace": "istio-system"},
+                "data": {"root-cert.pem": ca.cert_pem},
+            }
+        )
         await nursery.start(lab_api.serve)
         api = lab_api.path
         token = os.path.join(tmp, "token")
@@ -103,14 +125,25 @@ async def test_the_ztunnel_process(ztunnel_node, nursery):
         os.makedirs(os.path.dirname(zds_path))
         cni = await zds.open_zds_listener(zds_path)
 
-        env = {**os.environ, "LAB_NAME": lab, "LAB_NODE_NAME": "worker1", "LAB_API_SOCKET": api,
-               "LAB_SA_TOKEN_FILE": token, "ISTIOD_ADDRESS": "localhost:15012", "AMBIENT_LAB_RUN_ROOT": tmp,
-               "LAB_POD_NAME": "ztunnel-x", "LAB_POD_NAMESPACE": "istio-system"}
+        env = {
+            **os.environ,
+            "LAB_NAME": lab,
+            "LAB_NODE_NAME": "worker1",
+            "LAB_API_SOCKET": api,
+            "LAB_SA_TOKEN_FILE": token,
+            "ISTIOD_ADDRESS": "localhost:15012",
+            "AMBIENT_LAB_RUN_ROOT": tmp,
+            "LAB_POD_NAME": "ztunnel-x",
+            "LAB_POD_NAMESPACE": "istio-system",
+        }
         stdout = open(os.path.join(tmp, "stdout"), "w+")
         stderr = open(os.path.join(tmp, "stderr"), "w+")
         proc = await trio.lowlevel.open_process(
             ["ip", "netns", "exec", NS["node"], sys.executable, "-m", "mesh.ztunnel"],
-            env=env, stdout=stdout, stderr=stderr)
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
         try:
             with trio.fail_after(10):
                 async with cni:
@@ -118,8 +151,9 @@ async def test_the_ztunnel_process(ztunnel_node, nursery):
                 assert await agent.receive_hello() == zds.ZdsHello("V1")
                 for pod, sa in (("a", "sleep"), ("b", "echo")):
                     fd = os.open(netns.path(NS[pod]), os.O_RDONLY | os.O_CLOEXEC)
-                    await agent.send(zds.AddWorkload(f"uid-{pod}", zds.WorkloadInfo(POD_NAMES[pod], "default", sa)),
-                                     [fd])
+                    await agent.send(
+                        zds.AddWorkload(f"uid-{pod}", zds.WorkloadInfo(POD_NAMES[pod], "default", sa)), [fd]
+                    )
                     os.close(fd)
                     assert (await agent.receive_response()).ok
                 await agent.send(zds.SnapshotSent())
@@ -132,12 +166,16 @@ async def test_the_ztunnel_process(ztunnel_node, nursery):
             assert f"IP={IP['a']}" in res.stdout.decode()
             dump = json.loads((await node_http(15000, "/config_dump"))[1])
             assert {c["identity"]: c["state"] for c in dump["certificates"]} == {
-                SLEEP_ID: "Available", "spiffe://cluster.local/ns/default/sa/echo": "Available"}
+                SLEEP_ID: "Available",
+                "spiffe://cluster.local/ns/default/sa/echo": "Available",
+            }
             assert "istio_tcp_connections_opened_total" in (await node_http(15020, "/metrics"))[1]
             ops = [r["op"] for r in istiod.requests]
             assert ops.count("Subscribe") == 1 and ops.count("CreateCertificate") == 2
             assert {r["impersonatedIdentity"] for r in istiod.requests if r["op"] == "CreateCertificate"} == {
-                SLEEP_ID, "spiffe://cluster.local/ns/default/sa/echo"}
+                SLEEP_ID,
+                "spiffe://cluster.local/ns/default/sa/echo",
+            }
             subscribe = next(r for r in istiod.requests if r["op"] == "Subscribe")
             assert subscribe["node"] == "worker1" and subscribe["known"] == {"Address": {}, "Authorization": {}}
 

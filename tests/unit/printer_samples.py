@@ -1,5 +1,6 @@
 """What the printer tests share: a fixed `now`, objects shaped as the lab stores them, and the
 expected-output helper. The AuthorizationPolicy is the article's l4-policy.yaml, read from its file."""
+
 from datetime import datetime, timedelta, timezone
 
 import yaml
@@ -18,61 +19,94 @@ def out(*lines: str) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def running_pod(name, namespace="ambient-apps", created=None, restarts=0, last_finished=None,
-                node="worker", ip="10.244.1.5"):
-    status = {"name": "main", "ready": True, "restartCount": restarts,
-              "state": {"running": {"startedAt": ago(minutes=4)}}}
+def running_pod(
+    name, namespace="ambient-apps", created=None, restarts=0, last_finished=None, node="worker", ip="10.244.1.5"
+):
+    status = {
+        "name": "main",
+        "ready": True,
+        "restartCount": restarts,
+        "state": {"running": {"startedAt": ago(minutes=4)}},
+    }
     if last_finished:
-        status["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error",
-                                              "finishedAt": last_finished}}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace,
-                         "creationTimestamp": created or ago(minutes=5)},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
-                       "containerStatuses": [status]}}
+        status["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": last_finished}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created or ago(minutes=5)},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "containerStatuses": [status]},
+    }
 
 
 def pod_with(statuses, phase="Running", containers=None, **extra):
     names_ = containers or [s["name"] for s in statuses]
-    pod = {"metadata": {"name": "p", "namespace": "default", "creationTimestamp": ago(hours=1)},
-           "spec": {"containers": [{"name": n, "image": "busybox"} for n in names_]},
-           "status": {"phase": phase, "containerStatuses": statuses}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "default", "creationTimestamp": ago(hours=1)},
+        "spec": {"containers": [{"name": n, "image": "busybox"} for n in names_]},
+        "status": {"phase": phase, "containerStatuses": statuses},
+    }
     for key, value in extra.items():
         pod[key].update(value)
     return pod
 
 
 DEPLOYMENT = {
-    "apiVersion": "apps/v1", "kind": "Deployment",
-    "metadata": {"name": "httpbin-ambient", "namespace": "ambient-apps",
-                 "creationTimestamp": ago(minutes=5), "labels": {"app": "httpbin-ambient"}},
-    "spec": {"replicas": 1,
-             "selector": {"matchLabels": {"app": "httpbin-ambient", "version": "v1"}},
-             "template": {"metadata": {"labels": {"app": "httpbin-ambient", "version": "v1"}},
-                          "spec": {"serviceAccountName": "httpbin-ambient",
-                                   "containers": [{"image": "docker.io/kennethreitz/httpbin",
-                                                   "name": "httpbin",
-                                                   "ports": [{"containerPort": 80}]}]}}},
-    "status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-               "conditions": [{"type": "Available", "status": "True",
-                               "reason": "MinimumReplicasAvailable"},
-                              {"type": "Progressing", "status": "True",
-                               "reason": "NewReplicaSetAvailable"}]},
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {
+        "name": "httpbin-ambient",
+        "namespace": "ambient-apps",
+        "creationTimestamp": ago(minutes=5),
+        "labels": {"app": "httpbin-ambient"},
+    },
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "httpbin-ambient", "version": "v1"}},
+        "template": {
+            "metadata": {"labels": {"app": "httpbin-ambient", "version": "v1"}},
+            "spec": {
+                "serviceAccountName": "httpbin-ambient",
+                "containers": [
+                    {"image": "docker.io/kennethreitz/httpbin", "name": "httpbin", "ports": [{"containerPort": 80}]}
+                ],
+            },
+        },
+    },
+    "status": {
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+        ],
+    },
 }
 
 
 def service(name, spec, namespace="default", created=None):
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace,
-                         "creationTimestamp": created or ago(hours=27)},
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created or ago(hours=27)},
+        "spec": spec,
+    }
 
 
-HTTPBIN_SERVICE = service("httpbin-ambient", {
-    "type": "ClusterIP", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
-    "ports": [{"name": "http", "port": 8000, "targetPort": 80, "protocol": "TCP"}],
-    "selector": {"app": "httpbin-ambient"}, "sessionAffinity": "None"}, "ambient-apps")
+HTTPBIN_SERVICE = service(
+    "httpbin-ambient",
+    {
+        "type": "ClusterIP",
+        "clusterIP": "10.96.0.20",
+        "clusterIPs": ["10.96.0.20"],
+        "ports": [{"name": "http", "port": 8000, "targetPort": 80, "protocol": "TCP"}],
+        "selector": {"app": "httpbin-ambient"},
+        "sessionAffinity": "None",
+    },
+    "ambient-apps",
+)
 
 
 POLICY = yaml.safe_load((ARTICLE / "l4-policy.yaml").read_text())

@@ -1,5 +1,6 @@
 """Mutating admission webhooks (lab/admission.py): matching, failure policies, handler imports,
 mutation applied on every Pod CREATE, and a refusal that leaves nothing behind."""
+
 from __future__ import annotations
 
 import copy
@@ -10,10 +11,10 @@ import pytest
 
 from lab.apiserver import admission
 from lab.apiserver.api import ApiError, ApiServer
-from lab.controllers import workloads
 from lab.apiserver.store import Store
-from lab.topology import Topology, load_file
 from lab.apiserver.validation import ManifestError, load
+from lab.controllers import workloads
+from lab.topology import Topology, load_file
 
 # --- a fake handler module, importable by name while these tests run -------------------------
 
@@ -51,23 +52,37 @@ def _break(pod: dict, namespace: dict, webhook: dict) -> dict | None:
 @pytest.fixture(autouse=True)
 def fake_module(monkeypatch):
     module = types.ModuleType(FAKE)
-    for name, fn in (("add_sidecar", _add_sidecar), ("refuse", _refuse), ("crash", _crash),
-                     ("rename", _rename), ("break_pod", _break)):
+    for name, fn in (
+        ("add_sidecar", _add_sidecar),
+        ("refuse", _refuse),
+        ("crash", _crash),
+        ("rename", _rename),
+        ("break_pod", _break),
+    ):
         setattr(module, name, fn)
     monkeypatch.setitem(sys.modules, FAKE, module)
     CALLS.clear()
     yield module
 
 
-def config(name: str = "injector", handler: str = "add_sidecar", *, policy: str | None = None,
-           namespace_selector: dict | None = None, object_selector: dict | None = None,
-           webhook: str = "sidecar-injector.lab.test", rules: list | None = None) -> dict:
+def config(
+    name: str = "injector",
+    handler: str = "add_sidecar",
+    *,
+    policy: str | None = None,
+    namespace_selector: dict | None = None,
+    object_selector: dict | None = None,
+    webhook: str = "sidecar-injector.lab.test",
+    rules: list | None = None,
+) -> dict:
     wh: dict = {
         "name": webhook,
         "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system", "path": "/inject"}},
-        "rules": rules if rules is not None else [
-            {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-        "sideEffects": "None", "admissionReviewVersions": ["v1"],
+        "rules": rules
+        if rules is not None
+        else [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
     }
     if policy:
         wh["failurePolicy"] = policy
@@ -75,15 +90,21 @@ def config(name: str = "injector", handler: str = "add_sidecar", *, policy: str 
         wh["namespaceSelector"] = namespace_selector
     if object_selector is not None:
         wh["objectSelector"] = object_selector
-    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": name, "annotations": {admission.HANDLER_ANNOTATION: f"{FAKE}:{handler}"}},
-            "webhooks": [wh]}
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "annotations": {admission.HANDLER_ANNOTATION: f"{FAKE}:{handler}"}},
+        "webhooks": [wh],
+    }
 
 
 def pod(name: str = "web", namespace: str = "apps", labels: dict | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
-            "spec": {"containers": [{"name": "app", "image": "ambient-lab/echo"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "spec": {"containers": [{"name": "app", "image": "ambient-lab/echo"}]},
+    }
 
 
 def ns(name: str = "apps", labels: dict | None = None) -> dict:
@@ -106,19 +127,28 @@ def test_matching_webhook_mutates_and_sees_copies():
     assert seen_ns["metadata"]["name"] == "apps" and seen_webhook["name"] == "sidecar-injector.lab.test"
 
 
-@pytest.mark.parametrize("selector, labels, hit", [
-    ({"matchLabels": {"istio-injection": "enabled"}}, {"istio-injection": "enabled"}, True),
-    ({"matchLabels": {"istio-injection": "enabled"}}, {}, False),
-    ({"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]},
-     {"istio-injection": "enabled"}, True),
-    ({"matchExpressions": [{"key": "istio-injection", "operator": "DoesNotExist"}]}, {}, True),
-    ({"matchExpressions": [{"key": "istio-injection", "operator": "NotIn", "values": ["disabled"]}]},
-     {}, True),  # NotIn also matches a namespace without the key, as Kubernetes
-    ({"matchExpressions": [{"key": "istio-injection", "operator": "Exists"}]}, {}, False),
-    # Kubernetes labels every namespace with its name.
-    ({"matchLabels": {"kubernetes.io/metadata.name": "apps"}}, {}, True),
-    ({}, {}, True),
-])
+@pytest.mark.parametrize(
+    "selector, labels, hit",
+    [
+        ({"matchLabels": {"istio-injection": "enabled"}}, {"istio-injection": "enabled"}, True),
+        ({"matchLabels": {"istio-injection": "enabled"}}, {}, False),
+        (
+            {"matchExpressions": [{"key": "istio-injection", "operator": "In", "values": ["enabled"]}]},
+            {"istio-injection": "enabled"},
+            True,
+        ),
+        ({"matchExpressions": [{"key": "istio-injection", "operator": "DoesNotExist"}]}, {}, True),
+        (
+            {"matchExpressions": [{"key": "istio-injection", "operator": "NotIn", "values": ["disabled"]}]},
+            {},
+            True,
+        ),  # NotIn also matches a namespace without the key, as Kubernetes
+        ({"matchExpressions": [{"key": "istio-injection", "operator": "Exists"}]}, {}, False),
+        # Kubernetes labels every namespace with its name.
+        ({"matchLabels": {"kubernetes.io/metadata.name": "apps"}}, {}, True),
+        ({}, {}, True),
+    ],
+)
 def test_namespace_selector(selector, labels, hit):
     r = REVIEW.review(pod(), ns(labels=labels), [config(namespace_selector=selector)])
     assert bool(r.mutated_by) is hit
@@ -127,9 +157,10 @@ def test_namespace_selector(selector, labels, hit):
 def test_object_selector_and_absent_selectors():
     sel = {"matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]}
     assert REVIEW.review(pod(labels={"app": "x"}), ns(), [config(object_selector=sel)]).mutated_by
-    assert not REVIEW.review(pod(labels={"sidecar.istio.io/inject": "false"}), ns(),
-                             [config(object_selector=sel)]).mutated_by
-    assert REVIEW.review(pod(), None, [config()]).mutated_by   # no selectors: every pod
+    assert not REVIEW.review(
+        pod(labels={"sidecar.istio.io/inject": "false"}), ns(), [config(object_selector=sel)]
+    ).mutated_by
+    assert REVIEW.review(pod(), None, [config()]).mutated_by  # no selectors: every pod
 
 
 def test_webhook_without_pod_create_rules_is_not_called():
@@ -138,8 +169,7 @@ def test_webhook_without_pod_create_rules_is_not_called():
 
 
 def test_webhooks_run_in_configuration_name_order_and_see_earlier_changes():
-    second = config("b-second", webhook="second.lab.test",
-                    object_selector={"matchLabels": {"injected": "true"}})
+    second = config("b-second", webhook="second.lab.test", object_selector={"matchLabels": {"injected": "true"}})
     second["metadata"]["annotations"][admission.HANDLER_ANNOTATION] = f"{FAKE}:refuse"
     with pytest.raises(admission.AdmissionDenied, match='"second.lab.test"'):
         REVIEW.review(pod(), ns(), [second, config("a-first")])  # a-first labels, then b-second sees it
@@ -161,14 +191,18 @@ def test_refusal_ignore_policy_passes_unmutated_and_says_why():
 
 
 def test_handler_bug_is_a_failed_call():
-    with pytest.raises(admission.AdmissionDenied, match=r'failed calling webhook "sidecar-injector.lab.test": KeyError'):
+    with pytest.raises(
+        admission.AdmissionDenied, match=r'failed calling webhook "sidecar-injector.lab.test": KeyError'
+    ):
         REVIEW.review(pod(), ns(), [config(handler="crash")])
     with pytest.raises(admission.AdmissionDenied, match="changed metadata.name"):
         REVIEW.review(pod(), ns(), [config(handler="rename")])
 
 
 def test_mutated_pod_is_validated_again():
-    with pytest.raises(admission.AdmissionDenied, match=r'invalid after admission webhook .*unknown image "no/such-image"'):
+    with pytest.raises(
+        admission.AdmissionDenied, match=r'invalid after admission webhook .*unknown image "no/such-image"'
+    ):
         REVIEW.review(pod(), ns(), [config(handler="break_pod")])
 
 
@@ -191,22 +225,28 @@ def test_a_handler_that_fails_to_import_at_pod_time_obeys_the_policy():
 
 # --- validation of the configuration ----------------------------------------------------------
 
+
 def _yaml_of(obj: dict) -> str:
     import yaml
+
     return yaml.safe_dump(obj)
 
 
 def test_configuration_validation_refuses_unsupported_rules_and_missing_handler():
     ok = config()
     assert load(_yaml_of(ok), "wh.yaml")[0]["metadata"] == ok["metadata"]
-    update = config(rules=[{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                            "resources": ["pods"]}])
+    update = config(
+        rules=[{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]
+    )
     with pytest.raises(ManifestError) as e:
         load(_yaml_of(update), "wh.yaml")
-    assert 'webhooks[0].rules[0].operations: Unsupported value: "UPDATE": the lab calls mutating webhooks ' \
-           'on CREATE of pods only' in str(e.value)
-    deploys = config(rules=[{"operations": ["CREATE"], "apiGroups": ["apps"], "apiVersions": ["v1"],
-                             "resources": ["deployments"]}])
+    assert (
+        'webhooks[0].rules[0].operations: Unsupported value: "UPDATE": the lab calls mutating webhooks '
+        'on CREATE of pods only' in str(e.value)
+    )
+    deploys = config(
+        rules=[{"operations": ["CREATE"], "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"]}]
+    )
     with pytest.raises(ManifestError, match="apiGroups"):
         load(_yaml_of(deploys), "wh.yaml")
     no_handler = config()
@@ -254,7 +294,8 @@ def world(topo):
     events: list[tuple[str, str, str]] = []
     retries: list[float] = []
     store.record_event = lambda obj, reason, message, type_="Normal": events.append(
-        (obj["metadata"]["name"], reason, message))
+        (obj["metadata"]["name"], reason, message)
+    )
     store.retry_after = retries.append
     api = ApiServer(store, topo, "/nonexistent")
     for name, labels in (("default", {}), ("apps", {"istio-injection": "enabled"}), ("plain", {})):
@@ -298,8 +339,10 @@ def test_refused_pod_leaves_nothing_of_the_apply(world):
     before = world.store.resource_version
     with pytest.raises(ApiError) as e:
         _apply(world.api, cm, pod("web", "apps"), source="app.yaml")
-    assert str(e.value) == ('Error from server: error when creating "app.yaml": admission webhook '
-                            '"sidecar-injector.lab.test" denied the request: no pods named web')
+    assert str(e.value) == (
+        'Error from server: error when creating "app.yaml": admission webhook '
+        '"sidecar-injector.lab.test" denied the request: no pods named web'
+    )
     assert world.store.resource_version == before
     assert world.store.get("ConfigMap", "apps", "c") is None and world.store.get("Pod", "apps", "web") is None
 
@@ -314,19 +357,34 @@ def test_ignore_policy_creates_the_pod_and_records_an_event(world):
     _apply(world.api, config(handler="refuse", policy="Ignore"))
     _apply(world.api, pod("web", "plain"))
     assert world.store.get("Pod", "plain", "web") is not None
-    assert world.events == [("web", "AdmissionWebhookIgnored",
-                             'admission webhook "sidecar-injector.lab.test" denied the request: no pods '
-                             "named web (failurePolicy Ignore: created without this webhook's change)")]
+    assert world.events == [
+        (
+            "web",
+            "AdmissionWebhookIgnored",
+            'admission webhook "sidecar-injector.lab.test" denied the request: no pods '
+            "named web (failurePolicy Ignore: created without this webhook's change)",
+        )
+    ]
 
 
-DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "apps"},
-          "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                   "template": {"metadata": {"labels": {"app": "web"}},
-                                "spec": {"containers": [{"name": "app", "image": "ambient-lab/echo"}]}}}}
+DEPLOY = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "apps"},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "ambient-lab/echo"}]},
+        },
+    },
+}
 
 
 def _reconcile(store):
     import random
+
     workloads.reconcile_deployments(store)
     workloads.reconcile_replicasets(store, random.Random(1))
 
@@ -352,8 +410,10 @@ def test_refused_controller_pod_is_an_owner_event_and_a_retry_with_backoff(world
     rs = world.store.list("ReplicaSet", "apps")[0]
     [(owner, reason, message)] = world.events
     assert (owner, reason) == (rs["metadata"]["name"], "FailedCreate")
-    assert message.startswith('Error creating: admission webhook "sidecar-injector.lab.test" denied the '
-                              f'request: no pods named {rs["metadata"]["name"]}-')
+    assert message.startswith(
+        'Error creating: admission webhook "sidecar-injector.lab.test" denied the '
+        f'request: no pods named {rs["metadata"]["name"]}-'
+    )
     assert world.retries[0] == 1.0
     # Within the backoff nothing is tried (no handler call, no event); the wake-up is re-armed.
     CALLS.clear()

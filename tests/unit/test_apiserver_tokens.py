@@ -4,9 +4,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from lab.apiserver.tokens import (
-    CA_AUDIENCE, ISSUER, InvalidToken, TokenIssuer, TokenUser, TokenVerifier,
-)
+from lab.apiserver.tokens import CA_AUDIENCE, ISSUER, InvalidToken, TokenIssuer, TokenUser, TokenVerifier
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 ZTUNNEL = TokenUser("ztunnel-abc", "5f1c-uid", "istio-system", "ztunnel")
@@ -28,10 +26,19 @@ def ztunnel_token(issuer, **kw):
 
 
 def claims(**overrides):
-    base = {"aud": [CA_AUDIENCE], "exp": int(NOW.timestamp()) + 3600, "iat": int(NOW.timestamp()),
-            "nbf": int(NOW.timestamp()), "iss": ISSUER, "sub": "system:serviceaccount:istio-system:ztunnel",
-            "kubernetes.io": {"namespace": "istio-system", "pod": {"name": "ztunnel-abc", "uid": "5f1c-uid"},
-                              "serviceaccount": {"name": "ztunnel"}}}
+    base = {
+        "aud": [CA_AUDIENCE],
+        "exp": int(NOW.timestamp()) + 3600,
+        "iat": int(NOW.timestamp()),
+        "nbf": int(NOW.timestamp()),
+        "iss": ISSUER,
+        "sub": "system:serviceaccount:istio-system:ztunnel",
+        "kubernetes.io": {
+            "namespace": "istio-system",
+            "pod": {"name": "ztunnel-abc", "uid": "5f1c-uid"},
+            "serviceaccount": {"name": "ztunnel"},
+        },
+    }
     base.update(overrides)
     return base
 
@@ -51,11 +58,18 @@ def test_claims_look_like_a_kubernetes_bound_token(issuer):
     body = jwt.decode(token, options={"verify_signature": False})
     iat = int(NOW.timestamp())
     assert body == {
-        "aud": ["istio-ca"], "iat": iat, "nbf": iat, "exp": iat + 600,
+        "aud": ["istio-ca"],
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + 600,
         "iss": "https://kubernetes.default.svc.cluster.local",
         "sub": "system:serviceaccount:istio-system:ztunnel",
-        "kubernetes.io": {"namespace": "istio-system", "pod": {"name": "ztunnel-abc", "uid": "5f1c-uid"},
-                          "serviceaccount": {"name": "ztunnel"}, "node": {"name": "node-a"}},
+        "kubernetes.io": {
+            "namespace": "istio-system",
+            "pod": {"name": "ztunnel-abc", "uid": "5f1c-uid"},
+            "serviceaccount": {"name": "ztunnel"},
+            "node": {"name": "node-a"},
+        },
     }
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "EdDSA" and len(header["kid"]) == 43
@@ -109,12 +123,15 @@ def test_wrong_issuer(issuer, key):
     assert "issuer" in rejected(issuer, token)
 
 
-@pytest.mark.parametrize("bad", [
-    {"sub": "system:serviceaccount:default:admin"},      # sub disagrees with kubernetes.io
-    {"sub": "alice"},
-    {"kubernetes.io": "nope"},
-    {"exp": "tomorrow"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sub": "system:serviceaccount:default:admin"},  # sub disagrees with kubernetes.io
+        {"sub": "alice"},
+        {"kubernetes.io": "nope"},
+        {"exp": "tomorrow"},
+    ],
+)
 def test_inconsistent_claims(issuer, key, bad):
     assert rejected(issuer, jwt.encode(claims(**bad), key, algorithm="EdDSA")).startswith("malformed token")
 

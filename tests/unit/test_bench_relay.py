@@ -30,8 +30,9 @@ def echo_server():
 def test_relay_copies_both_ways_and_passes_the_fin_on(mode, echo_server):
     port = free_port()
     dest = echo_server.getsockname()
-    relay = subprocess.Popen([sys.executable, "-m", "bench.relay", "--mode", mode, f"127.0.0.1:{port}",
-                              f"{dest[0]}:{dest[1]}"], cwd=REPO)
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "bench.relay", "--mode", mode, f"127.0.0.1:{port}", f"{dest[0]}:{dest[1]}"], cwd=REPO
+    )
     try:
         deadline = time.monotonic() + 10
         while True:

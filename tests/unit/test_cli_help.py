@@ -1,5 +1,6 @@
 """`lab --help` and `lab istioctl --help` list exactly the verbs the parser has, each with a
 one-line description."""
+
 import argparse
 import re
 
@@ -62,7 +63,12 @@ def test_the_new_verbs_parse():
     p = build_parser()
     a = p.parse_args(["istioctl", "x", "describe", "pod", "httpbin", "-n", "ambient-apps"])
     assert (a.istio_verb, a.x_verb, a.describe_kind, a.pod, a.namespace) == (
-        "x", "describe", "pod", "httpbin", "ambient-apps")
+        "x",
+        "describe",
+        "pod",
+        "httpbin",
+        "ambient-apps",
+    )
     a = p.parse_args(["istioctl", "pc", "all", "waypoint-1", "-o", "json"])
     assert (a.istio_verb, a.view, a.pod, a.output) == ("pc", "all", "waypoint-1", "json")
     a = p.parse_args(["istioctl", "waypoint", "apply", "--enroll-namespace", "--overwrite", "-w", "--for", "all"])

@@ -1,5 +1,6 @@
 """lab.client.process: how the lab's and the mesh's processes stop on SIGTERM/SIGINT, and their
 exit status when a socket cannot be bound."""
+
 from __future__ import annotations
 
 import os
@@ -61,7 +62,7 @@ async def test_a_signal_can_cancel_another_scope_and_later_ones_are_dropped():
             with serving:
                 _signal_self()
                 await trio.sleep_forever()
-            _signal_self()              # while "tearing down": taken and dropped
+            _signal_self()  # while "tearing down": taken and dropped
             await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
     assert serving.cancelled_caught and seen == [signal.SIGTERM]

@@ -1,5 +1,6 @@
 """The istio-cni agent's answers to the kubelet's CNI ADD/DEL, with fakes for the kernel, ztunnel and
 the lab API: who is captured before answering, "no ztunnel connection", and no double enrollment."""
+
 from __future__ import annotations
 
 import copy
@@ -19,17 +20,31 @@ AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 
 
 def pod(name: str, ns: str = "demo", *, ip: str | None = "10.244.1.5", **annotations) -> dict[str, Any]:
-    return {"kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{ns}-{name}", "labels": {},
-                         "annotations": {"lab.ambient/netns": f"al-x-pod-{ns}_{name}", **annotations}},
-            "spec": {"nodeName": NODE, "serviceAccountName": "sa"},
-            "status": {"phase": "Pending", **({"podIP": ip} if ip else {})}}
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": f"uid-{ns}-{name}",
+            "labels": {},
+            "annotations": {"lab.ambient/netns": f"al-x-pod-{ns}_{name}", **annotations},
+        },
+        "spec": {"nodeName": NODE, "serviceAccountName": "sa"},
+        "status": {"phase": "Pending", **({"podIP": ip} if ip else {})},
+    }
 
 
 def request(command: str, p: dict) -> PluginRequest:
     md = p["metadata"]
-    return PluginRequest(command, md["uid"], md["name"], md["namespace"], "sa",
-                         md["annotations"]["lab.ambient/netns"], p["status"].get("podIP", ""))
+    return PluginRequest(
+        command,
+        md["uid"],
+        md["name"],
+        md["namespace"],
+        "sa",
+        md["annotations"]["lab.ambient/netns"],
+        p["status"].get("podIP", ""),
+    )
 
 
 class FakeLink:
@@ -91,8 +106,11 @@ async def harness(tmp_path, monkeypatch, nursery):
     return h
 
 
-@pytest.mark.parametrize("namespace, labels, name", [("plain", None, "web"), ("istio-system", AMBIENT, "istiod")],
-                         ids=["pod-not-for-ambient", "system-namespace-pod"])
+@pytest.mark.parametrize(
+    "namespace, labels, name",
+    [("plain", None, "web"), ("istio-system", AMBIENT, "istiod")],
+    ids=["pod-not-for-ambient", "system-namespace-pod"],
+)
 async def test_pod_not_captured_gets_ok_at_once(harness, namespace, labels, name):
     harness.namespace(namespace, labels)
     harness.connect()

@@ -1,55 +1,69 @@
 """Which pods the agent captures, the view built from watch events, and the reconcile plan. Pure."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from mesh.cni.enrollment import (
-    ClusterView,
-    Plan,
-    Workload,
-    plan,
-    should_capture,
-    workload_of,
-)
+from mesh.cni.enrollment import ClusterView, Plan, Workload, plan, should_capture, workload_of
 
 NODE = "worker1"
 AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 
 
-def pod(name: str = "web", ns: str = "demo", *, node: str = NODE, labels: dict | None = None,
-        annotations: dict | None = None, host_network: bool = False, ip: str | None = "10.244.1.5",
-        phase: str = "Running", sa: str | None = "web-sa") -> dict[str, Any]:
+def pod(
+    name: str = "web",
+    ns: str = "demo",
+    *,
+    node: str = NODE,
+    labels: dict | None = None,
+    annotations: dict | None = None,
+    host_network: bool = False,
+    ip: str | None = "10.244.1.5",
+    phase: str = "Running",
+    sa: str | None = "web-sa",
+) -> dict[str, Any]:
     netns = {"lab.ambient/netns": f"al-x-pod-{ns}-{name}"}
     spec: dict[str, Any] = {"nodeName": node, "hostNetwork": host_network}
     if sa:
         spec["serviceAccountName"] = sa
-    return {"kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{ns}-{name}",
-                         "labels": labels or {}, "annotations": {**netns, **(annotations or {})}},
-            "spec": spec, "status": {"phase": phase, **({"podIP": ip} if ip else {})}}
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": f"uid-{ns}-{name}",
+            "labels": labels or {},
+            "annotations": {**netns, **(annotations or {})},
+        },
+        "spec": spec,
+        "status": {"phase": phase, **({"podIP": ip} if ip else {})},
+    }
 
 
 def namespace(name: str, labels: dict | None = None) -> dict[str, Any]:
     return {"kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
 
 
-@pytest.mark.parametrize("obj, ns_labels, captured", [
-    (pod(), AMBIENT, True),
-    (pod(), {}, False),
-    (pod(labels=AMBIENT), {}, True),  # the pod itself opts in
-    (pod(labels={"istio.io/dataplane-mode": "none"}), AMBIENT, False),  # ... or out
-    (pod(labels={"istio.io/dataplane-mode": "sidecar"}), AMBIENT, True),  # only "none" opts out
-    (pod(node="worker2"), AMBIENT, False),
-    (pod(host_network=True), AMBIENT, False),
-    (pod(ns="istio-system"), AMBIENT, False),
-    (pod(ns="kube-system", labels=AMBIENT), {}, False),
-    (pod(ip=None), AMBIENT, False),  # not wired yet
-    (pod(phase="Succeeded"), AMBIENT, False),
-    (pod(phase="Failed"), AMBIENT, False),
-    (pod(phase="Pending"), AMBIENT, True),  # running init containers are captured too
-])
+@pytest.mark.parametrize(
+    "obj, ns_labels, captured",
+    [
+        (pod(), AMBIENT, True),
+        (pod(), {}, False),
+        (pod(labels=AMBIENT), {}, True),  # the pod itself opts in
+        (pod(labels={"istio.io/dataplane-mode": "none"}), AMBIENT, False),  # ... or out
+        (pod(labels={"istio.io/dataplane-mode": "sidecar"}), AMBIENT, True),  # only "none" opts out
+        (pod(node="worker2"), AMBIENT, False),
+        (pod(host_network=True), AMBIENT, False),
+        (pod(ns="istio-system"), AMBIENT, False),
+        (pod(ns="kube-system", labels=AMBIENT), {}, False),
+        (pod(ip=None), AMBIENT, False),  # not wired yet
+        (pod(phase="Succeeded"), AMBIENT, False),
+        (pod(phase="Failed"), AMBIENT, False),
+        (pod(phase="Pending"), AMBIENT, True),  # running init containers are captured too
+    ],
+)
 def test_selection(obj: dict, ns_labels: dict, captured: bool) -> None:
     assert should_capture(obj, ns_labels, NODE) is captured
 

@@ -1,4 +1,5 @@
 """The kubelet's CNI plugin calls (lab.runtime.cniplugins): messages, answers, sockets, retries."""
+
 from __future__ import annotations
 
 import json
@@ -8,24 +9,39 @@ import socket
 import pytest
 import trio
 
-from lab.client.protocol import encode
 from lab.client.paths import cni_plugin_dir
+from lab.client.protocol import encode
 from lab.runtime import cniplugins
 from mesh.cni.plugin_server import PluginServer, parse_request
 
-POD = {"kind": "Pod",
-       "metadata": {"name": "web-1", "namespace": "demo", "uid": "u-1", "labels": {"app": "web"},
-                    "annotations": {"lab.ambient/netns": "al-x-pod-demo_web-1"}},
-       "spec": {"serviceAccountName": "web-sa", "nodeName": "worker1"}}
+POD = {
+    "kind": "Pod",
+    "metadata": {
+        "name": "web-1",
+        "namespace": "demo",
+        "uid": "u-1",
+        "labels": {"app": "web"},
+        "annotations": {"lab.ambient/netns": "al-x-pod-demo_web-1"},
+    },
+    "spec": {"serviceAccountName": "web-sa", "nodeName": "worker1"},
+}
 
 
 def test_request_shape():
     msg = cniplugins.request("ADD", POD, "al-x-pod-demo_web-1", "10.244.1.5")
-    assert msg == {"command": "ADD",
-                   "pod": {"namespace": "demo", "name": "web-1", "uid": "u-1", "labels": {"app": "web"},
-                           "annotations": {"lab.ambient/netns": "al-x-pod-demo_web-1"},
-                           "serviceAccount": "web-sa"},
-                   "netns": "al-x-pod-demo_web-1", "podIP": "10.244.1.5"}
+    assert msg == {
+        "command": "ADD",
+        "pod": {
+            "namespace": "demo",
+            "name": "web-1",
+            "uid": "u-1",
+            "labels": {"app": "web"},
+            "annotations": {"lab.ambient/netns": "al-x-pod-demo_web-1"},
+            "serviceAccount": "web-sa",
+        },
+        "netns": "al-x-pod-demo_web-1",
+        "podIP": "10.244.1.5",
+    }
     assert json.loads(encode(msg)) == msg and encode(msg).endswith(b"\n") and encode(msg).count(b"\n") == 1
 
 
@@ -40,23 +56,33 @@ def test_request_defaults_and_unknown_command():
 
 def test_the_agent_reads_what_the_kubelet_writes():
     req = parse_request(cniplugins.request("ADD", POD, "al-x-pod-demo_web-1", "10.244.1.5"))
-    assert (req.command, req.uid, req.namespace, req.name, req.service_account, req.netns, req.pod_ip) == \
-        ("ADD", "u-1", "demo", "web-1", "web-sa", "al-x-pod-demo_web-1", "10.244.1.5")
+    assert (req.command, req.uid, req.namespace, req.name, req.service_account, req.netns, req.pod_ip) == (
+        "ADD",
+        "u-1",
+        "demo",
+        "web-1",
+        "web-sa",
+        "al-x-pod-demo_web-1",
+        "10.244.1.5",
+    )
     with pytest.raises(ValueError, match="pod.uid"):
         parse_request({"command": "ADD", "pod": {"name": "a", "namespace": "b"}, "netns": "n"})
     with pytest.raises(ValueError, match="command"):
         parse_request({"command": "VERSION"})
 
 
-@pytest.mark.parametrize("answer, error", [
-    ({"ok": True}, None),
-    ({"ok": False, "error": "no ztunnel connection"}, "no ztunnel connection"),
-    ({"ok": False, "error": "two\n  lines"}, "two lines"),
-    ({"ok": False}, "failed without a message"),
-    ({"result": 1}, 'malformed answer: no "ok" field'),
-    ({"ok": "yes"}, 'malformed answer: no "ok" field'),
-    ([1], "malformed answer: not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ({"ok": True}, None),
+        ({"ok": False, "error": "no ztunnel connection"}, "no ztunnel connection"),
+        ({"ok": False, "error": "two\n  lines"}, "two lines"),
+        ({"ok": False}, "failed without a message"),
+        ({"result": 1}, 'malformed answer: no "ok" field'),
+        ({"ok": "yes"}, 'malformed answer: no "ok" field'),
+        ([1], "malformed answer: not a JSON object"),
+    ],
+)
 def test_parse_result(answer, error):
     assert cniplugins.parse_result(answer) == error
 
@@ -109,8 +135,9 @@ async def test_round_trip_and_socket_mode(tmp_path):
         assert os.stat(path).st_mode & 0o777 == 0o600
         assert await cniplugins.call(path, cniplugins.request("ADD", POD, "n", "10.0.0.1"), 2) is None
         other = {**POD, "metadata": {**POD["metadata"], "name": "web-2"}}
-        assert await cniplugins.call(path, cniplugins.request("ADD", other, "n", "10.0.0.2"), 2) == \
-            "no ztunnel connection"
+        assert (
+            await cniplugins.call(path, cniplugins.request("ADD", other, "n", "10.0.0.2"), 2) == "no ztunnel connection"
+        )
         nursery.cancel_scope.cancel()
     assert [r.name for r in seen] == ["web-1", "web-2"]
     assert not os.path.exists(path)  # removed when the server stops

@@ -1,13 +1,10 @@
 """The in-pod nft rules: the rendered script, rule by rule against Istio's iptables lines, and `nft -c`."""
+
 from __future__ import annotations
 
-import os
-import subprocess
-
-import pytest
-
-from lab.client import netns
 from mesh.cni import rules
+from mesh.nft import MAX_COMMENT
+from tests.unit.nft_helpers import assert_nft_accepts
 
 # Istio's default.golden (docs/ambient-facts.md §3.2) without the DNS-capture lines, which the lab does not write.
 ISTIO_INPOD_IPTABLES = [
@@ -68,7 +65,7 @@ def test_every_istio_line_is_translated_once_in_its_own_table_and_hook() -> None
 
 def test_comments_fit_nft_and_need_no_escaping() -> None:
     for rule in rules.RULES:
-        assert len(rule.iptables.encode()) < rules.MAX_COMMENT
+        assert len(rule.iptables.encode()) < MAX_COMMENT
         assert '"' not in rule.iptables and "\n" not in rule.iptables
 
 
@@ -80,25 +77,5 @@ def test_remove_script_deletes_whether_or_not_the_table_exists() -> None:
     assert rules.remove_script() == "table ip istio_inpod\ndelete table ip istio_inpod\n"
 
 
-@pytest.fixture
-def scratch_netns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    name = f"al-c{os.getpid()}-rules"
-    netns.create(name)
-    try:
-        yield name
-    finally:
-        netns.remove(name)
-
-
-def nft(ns: str, *args: str, script: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, "nft", *args], input=script, text=True,
-                          capture_output=True, timeout=10)
-
-
-def test_nft_accepts_both_scripts(scratch_netns: str) -> None:
-    for script in (rules.apply_script(), rules.remove_script()):
-        result = nft(scratch_netns, "-c", "-f", "-", script=script)
-        assert result.returncode == 0, result.stderr
-    assert nft(scratch_netns, "list", "ruleset").stdout == ""  # -c changed nothing
+def test_nft_accepts_both_scripts() -> None:
+    assert_nft_accepts([rules.apply_script(), rules.remove_script()], "rules")

@@ -1,18 +1,23 @@
 """The cluster DNS zone: every name form, headless services, NODATA vs NXDOMAIN, deletes."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from dnslib import CLASS, OPCODE, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord, EDNS0
+from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, DNSHeader, DNSQuestion, DNSRecord
 
 from lab.dns.records import ClusterZone
 
 
-def service(name: str, ns: str = "default", cluster_ip: str = "10.96.0.20",
-            ports: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
-    spec = {"clusterIP": cluster_ip, "ports": ports if ports is not None else [{"name": "http", "port": 8000}],
-            **spec}
+def service(
+    name: str,
+    ns: str = "default",
+    cluster_ip: str = "10.96.0.20",
+    ports: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    spec = {"clusterIP": cluster_ip, "ports": ports if ports is not None else [{"name": "http", "port": 8000}], **spec}
     return {"kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
@@ -37,34 +42,52 @@ def answers(reply: DNSRecord) -> list[str]:
 
 
 def is_nodata(reply: DNSRecord) -> bool:
-    return (reply.header.rcode == RCODE.NOERROR and not reply.rr
-            and [rr.rtype for rr in reply.auth] == [QTYPE.SOA])
+    return reply.header.rcode == RCODE.NOERROR and not reply.rr and [rr.rtype for rr in reply.auth] == [QTYPE.SOA]
 
 
 def is_nxdomain_with_soa(reply: DNSRecord) -> bool:
-    return (reply.header.rcode == RCODE.NXDOMAIN and not reply.rr
-            and [rr.rtype for rr in reply.auth] == [QTYPE.SOA] and reply.header.aa == 1)
+    return (
+        reply.header.rcode == RCODE.NXDOMAIN
+        and not reply.rr
+        and [rr.rtype for rr in reply.auth] == [QTYPE.SOA]
+        and reply.header.aa == 1
+    )
 
 
 @pytest.fixture
 def zone() -> ClusterZone:
     z = ClusterZone()
-    z.apply_event("ADDED", service("httpbin", "demo", "10.96.0.20",
-                                   [{"name": "http", "port": 8000}, {"port": 9000}]))
-    z.apply_event("ADDED", service("dns", "kube-system", "10.96.0.10",
-                                   [{"name": "dns", "port": 53, "protocol": "UDP"},
-                                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]))
+    z.apply_event("ADDED", service("httpbin", "demo", "10.96.0.20", [{"name": "http", "port": 8000}, {"port": 9000}]))
+    z.apply_event(
+        "ADDED",
+        service(
+            "dns",
+            "kube-system",
+            "10.96.0.10",
+            [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+        ),
+    )
     z.apply_event("ADDED", service("db", "demo", "None", [{"name": "pg", "port": 5432}]))
-    z.apply_event("ADDED", endpoints("db", "demo", [{
-        "addresses": [{"ip": "10.244.0.5", "hostname": "db-0"}, {"ip": "10.244.1.7"}],
-        "notReadyAddresses": [{"ip": "10.244.1.9", "hostname": "db-2"}],
-        "ports": [{"name": "pg", "port": 15432, "protocol": "TCP"}],
-    }]))
+    z.apply_event(
+        "ADDED",
+        endpoints(
+            "db",
+            "demo",
+            [
+                {
+                    "addresses": [{"ip": "10.244.0.5", "hostname": "db-0"}, {"ip": "10.244.1.7"}],
+                    "notReadyAddresses": [{"ip": "10.244.1.9", "hostname": "db-2"}],
+                    "ports": [{"name": "pg", "port": 15432, "protocol": "TCP"}],
+                }
+            ],
+        ),
+    )
     z.apply_event("ADDED", pod("httpbin-1", "10.244.0.3", "demo"))
     return z
 
 
 # ---- services ----------------------------------------------------------------------------
+
 
 def test_service_a_record_is_the_cluster_ip(zone: ClusterZone) -> None:
     reply = ask(zone, "httpbin.demo.svc.cluster.local")
@@ -85,8 +108,12 @@ def test_other_types_of_an_existing_name_are_nodata(zone: ClusterZone) -> None:
 
 
 def test_unknown_names_in_the_zone_are_nxdomain_with_soa(zone: ClusterZone) -> None:
-    for name in ("nope.demo.svc.cluster.local", "httpbin.other.svc.cluster.local",
-                 "x.httpbin.demo.svc.cluster.local", "foo.cluster.local"):
+    for name in (
+        "nope.demo.svc.cluster.local",
+        "httpbin.other.svc.cluster.local",
+        "x.httpbin.demo.svc.cluster.local",
+        "foo.cluster.local",
+    ):
         reply = ask(zone, name)
         assert is_nxdomain_with_soa(reply), name
         assert str(reply.auth[0].rname) == "cluster.local." and reply.auth[0].ttl == 5
@@ -104,8 +131,13 @@ def test_names_outside_the_zone_are_nxdomain_without_authority(zone: ClusterZone
 
 
 def test_ancestors_of_records_exist(zone: ClusterZone) -> None:
-    for name in ("demo.svc.cluster.local", "svc.cluster.local", "pod.cluster.local",
-                 "demo.pod.cluster.local", "_tcp.httpbin.demo.svc.cluster.local"):
+    for name in (
+        "demo.svc.cluster.local",
+        "svc.cluster.local",
+        "pod.cluster.local",
+        "demo.pod.cluster.local",
+        "_tcp.httpbin.demo.svc.cluster.local",
+    ):
         assert is_nodata(ask(zone, name)), name
 
 
@@ -135,8 +167,9 @@ def test_dual_stack_service_answers_aaaa() -> None:
 def test_external_name_is_a_cname() -> None:
     z = ClusterZone()
     z.apply_event("ADDED", service("ext", cluster_ip="", type="ExternalName", externalName="db.example.org"))
-    z.apply_event("ADDED", service("alias", cluster_ip="", type="ExternalName",
-                                   externalName="real.default.svc.cluster.local"))
+    z.apply_event(
+        "ADDED", service("alias", cluster_ip="", type="ExternalName", externalName="real.default.svc.cluster.local")
+    )
     z.apply_event("ADDED", service("real", cluster_ip="10.96.0.40"))
     reply = ask(z, "ext.default.svc.cluster.local")
     assert reply.header.rcode == RCODE.NOERROR
@@ -144,7 +177,8 @@ def test_external_name_is_a_cname() -> None:
     chased = ask(z, "alias.default.svc.cluster.local")
     assert [(rr.rtype, str(rr.rname), str(rr.rdata)) for rr in chased.rr] == [
         (QTYPE.CNAME, "alias.default.svc.cluster.local.", "real.default.svc.cluster.local."),
-        (QTYPE.A, "real.default.svc.cluster.local.", "10.96.0.40")]
+        (QTYPE.A, "real.default.svc.cluster.local.", "10.96.0.40"),
+    ]
     assert answers(ask(z, "ext.default.svc.cluster.local", "CNAME")) == ["db.example.org."]
 
 
@@ -156,6 +190,7 @@ def test_cname_loop_is_servfail() -> None:
 
 
 # ---- SRV ---------------------------------------------------------------------------------
+
 
 def test_srv_of_named_ports_points_at_the_service(zone: ClusterZone) -> None:
     reply = ask(zone, "_http._tcp.httpbin.demo.svc.cluster.local", "SRV")
@@ -175,11 +210,14 @@ def test_srv_needs_the_right_protocol_and_a_port_name(zone: ClusterZone) -> None
 def test_headless_srv_lists_each_ready_endpoint(zone: ClusterZone) -> None:
     reply = ask(zone, "_pg._tcp.db.demo.svc.cluster.local", "SRV")
     assert sorted((rr.rdata.port, str(rr.rdata.target)) for rr in reply.rr) == [
-        (15432, "10-244-1-7.db.demo.svc.cluster.local."), (15432, "db-0.db.demo.svc.cluster.local.")]
+        (15432, "10-244-1-7.db.demo.svc.cluster.local."),
+        (15432, "db-0.db.demo.svc.cluster.local."),
+    ]
     assert sorted(str(rr.rdata) for rr in reply.ar) == ["10.244.0.5", "10.244.1.7"]
 
 
 # ---- headless ----------------------------------------------------------------------------
+
 
 def test_headless_service_answers_ready_endpoint_addresses(zone: ClusterZone) -> None:
     assert answers(ask(zone, "db.demo.svc.cluster.local")) == ["10.244.0.5", "10.244.1.7"]
@@ -202,9 +240,16 @@ def test_endpoint_hostnames_only_for_headless_services() -> None:
 def test_headless_addresses_merge_subsets_without_duplicates() -> None:
     z = ClusterZone()
     z.apply_event("ADDED", service("h", cluster_ip="None"))
-    z.apply_event("ADDED", endpoints("h", subsets=[
-        {"addresses": [{"ip": "10.244.0.2"}], "ports": [{"name": "a", "port": 1}]},
-        {"addresses": [{"ip": "10.244.0.2"}, {"ip": "10.244.0.3"}], "ports": [{"name": "b", "port": 2}]}]))
+    z.apply_event(
+        "ADDED",
+        endpoints(
+            "h",
+            subsets=[
+                {"addresses": [{"ip": "10.244.0.2"}], "ports": [{"name": "a", "port": 1}]},
+                {"addresses": [{"ip": "10.244.0.2"}, {"ip": "10.244.0.3"}], "ports": [{"name": "b", "port": 2}]},
+            ],
+        ),
+    )
     assert answers(ask(z, "h.default.svc.cluster.local")) == ["10.244.0.2", "10.244.0.3"]
     assert len(ask(z, "_b._tcp.h.default.svc.cluster.local", "SRV").rr) == 2
 
@@ -216,6 +261,7 @@ def test_headless_service_without_endpoints_is_nodata() -> None:
 
 
 # ---- pods --------------------------------------------------------------------------------
+
 
 def test_pod_a_record_by_dashed_ip(zone: ClusterZone) -> None:
     assert answers(ask(zone, "10-244-0-3.demo.pod.cluster.local")) == ["10.244.0.3"]
@@ -235,6 +281,7 @@ def test_pods_without_ip_or_finished_have_no_record() -> None:
 
 
 # ---- changes -----------------------------------------------------------------------------
+
 
 def test_modify_and_delete_service(zone: ClusterZone) -> None:
     assert zone.apply_event("MODIFIED", service("httpbin", "demo", "10.96.0.21"))
@@ -268,15 +315,31 @@ def test_soa_serial_moves_with_changes(zone: ClusterZone) -> None:
 
 def test_junk_objects_are_ignored() -> None:
     z = ClusterZone()
-    for event, obj in [("ADDED", None), ("ADDED", "text"), ("ADDED", {"kind": "Deployment"}),
-                       ("ADDED", {"kind": "Service", "metadata": {}}), ("BOOKMARK", service("x"))]:
+    for event, obj in [
+        ("ADDED", None),
+        ("ADDED", "text"),
+        ("ADDED", {"kind": "Deployment"}),
+        ("ADDED", {"kind": "Service", "metadata": {}}),
+        ("BOOKMARK", service("x")),
+    ]:
         assert not z.apply_event(event, obj)
-    z.apply_event("ADDED", {"kind": "Service", "metadata": {"name": "bad"},
-                            "spec": {"clusterIP": "not-an-ip", "ports": "nope"}})
+    z.apply_event(
+        "ADDED", {"kind": "Service", "metadata": {"name": "bad"}, "spec": {"clusterIP": "not-an-ip", "ports": "nope"}}
+    )
     z.apply_event("ADDED", {"kind": "Service", "metadata": {"name": "h"}, "spec": {"clusterIP": "None"}})
-    z.apply_event("ADDED", {"kind": "Endpoints", "metadata": {"name": "h"},
-                            "subsets": [{"addresses": [{"ip": 7}, "x", {"ip": "10.244.0.1", "hostname": "a.b"}],
-                                         "ports": [{"name": "p", "port": "80"}, None]}]})
+    z.apply_event(
+        "ADDED",
+        {
+            "kind": "Endpoints",
+            "metadata": {"name": "h"},
+            "subsets": [
+                {
+                    "addresses": [{"ip": 7}, "x", {"ip": "10.244.0.1", "hostname": "a.b"}],
+                    "ports": [{"name": "p", "port": "80"}, None],
+                }
+            ],
+        },
+    )
     z.apply_event("ADDED", {"kind": "Pod", "metadata": {"name": "p"}, "status": {"podIPs": "bad"}})
     assert is_nodata(ask(z, "bad.default.svc.cluster.local"))
     assert answers(ask(z, "h.default.svc.cluster.local")) == ["10.244.0.1"]
@@ -285,6 +348,7 @@ def test_junk_objects_are_ignored() -> None:
 
 
 # ---- request handling --------------------------------------------------------------------
+
 
 def test_any_returns_every_record_of_a_name() -> None:
     z = ClusterZone()
@@ -322,8 +386,7 @@ def test_respond_formerr_for_garbage_and_drops_what_is_not_a_query(zone: Cluster
 def _big_headless_zone() -> ClusterZone:
     z = ClusterZone()
     z.apply_event("ADDED", service("big", cluster_ip="None"))
-    z.apply_event("ADDED", endpoints("big", subsets=[
-        {"addresses": [{"ip": f"10.244.0.{i}"} for i in range(2, 60)]}]))
+    z.apply_event("ADDED", endpoints("big", subsets=[{"addresses": [{"ip": f"10.244.0.{i}"} for i in range(2, 60)]}]))
     return z
 
 

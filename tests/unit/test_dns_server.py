@@ -1,5 +1,6 @@
 """The DNS server's trio shell against labd's API in process (lab.testing.InProcessLabApi),
 queried over UDP and TCP."""
+
 from __future__ import annotations
 
 import socket
@@ -19,8 +20,12 @@ HOST = "127.0.0.1"
 
 
 def service(name: str, ip: str, ns: str = "default") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-            "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
+    }
 
 
 def demo_api(api: InProcessLabApi) -> InProcessLabApi:
@@ -67,6 +72,7 @@ def addresses(reply: DNSRecord) -> list[str]:
 
 # ---- sans-IO helpers ---------------------------------------------------------------------
 
+
 def test_tcp_framer_handles_split_and_joined_messages() -> None:
     framer = TcpFramer()
     data = frame(b"abc") + frame(b"") + frame(b"xyz")
@@ -83,6 +89,7 @@ def test_backoff_doubles_to_a_cap_and_resets() -> None:
 
 
 # ---- the server --------------------------------------------------------------------------
+
 
 async def test_answers_over_udp_and_tcp(api: InProcessLabApi, dns_port: int) -> None:
     assert api.requests[0]["kinds"] == ["Service", "Endpoints", "Pod"]
@@ -108,12 +115,14 @@ async def test_changes_after_sync_show_up(api: InProcessLabApi, dns_port: int) -
 
     async def resolves() -> bool:
         return addresses(await ask_udp(dns_port, name)) == ["10.96.0.30"]
+
     await eventually(resolves)
 
-    api.api.delete("Service", "web", "demo")
+    api.delete("Service", "demo", "web")
 
     async def gone() -> bool:
         return (await ask_udp(dns_port, name)).header.rcode == RCODE.NXDOMAIN
+
     await eventually(gone)
 
 
@@ -134,19 +143,21 @@ async def test_listens_only_after_the_first_sync(nursery: trio.Nursery, api: InP
             return False
         await stream.aclose()
         return True
+
     await eventually(accepts)
     assert addresses(await ask_udp(port, "httpbin.demo.svc.cluster.local")) == ["10.96.0.20"]
 
 
 async def test_reconnects_and_rebuilds_from_the_fresh_list(api: InProcessLabApi, dns_port: int) -> None:
     with api.watchers_away():  # changed while the server is not listening...
-        api.api.delete("Service", "httpbin", "demo")
+        api.delete("Service", "demo", "httpbin")
         api.apply(service("late", "10.96.0.40", "demo"))
 
     async def rebuilt() -> bool:
         old = await ask_udp(dns_port, "httpbin.demo.svc.cluster.local")
         new = await ask_udp(dns_port, "late.demo.svc.cluster.local")
         return old.header.rcode == RCODE.NXDOMAIN and addresses(new) == ["10.96.0.40"]
+
     await eventually(rebuilt)
     assert api.ops() == ["watch", "watch"]
 
@@ -158,6 +169,7 @@ async def test_waits_for_the_api_to_come_up(nursery: trio.Nursery, socket_dir: s
     async def start_dns() -> None:
         await nursery.start(serve, api.path, HOST, 0)
         dns.set()
+
     nursery.start_soon(start_dns)
     await trio.testing.wait_all_tasks_blocked()
     assert not dns.is_set()  # retrying: nothing listens on the socket yet

@@ -1,4 +1,5 @@
 """The echo app: its pure answer, and its HTTP and TCP servers over real sockets."""
+
 from __future__ import annotations
 
 import random
@@ -8,9 +9,19 @@ from pathlib import Path
 import h11
 import pytest
 import trio
+import trio.testing
 
-from lab.apps.echo import (AppInfo, EchoRequest, canonical_header, echo, parse_codes, parse_duration,
-                           pick_code, serve_http, serve_tcp_echo)
+from lab.apps.echo import (
+    AppInfo,
+    EchoRequest,
+    canonical_header,
+    echo,
+    parse_codes,
+    parse_duration,
+    pick_code,
+    serve_http,
+    serve_tcp_echo,
+)
 from tests.conftest import read_all
 
 HOST = "127.0.0.1"
@@ -22,11 +33,13 @@ def fields(body: bytes) -> list[tuple[str, str]]:
 
 
 def request(target: str = "/", headers: list[tuple[str, str]] | None = None) -> EchoRequest:
-    return EchoRequest("GET", target, "HTTP/1.1", headers if headers is not None else [("Host", "echo:8080")],
-                       "10.244.0.7", 8080)
+    return EchoRequest(
+        "GET", target, "HTTP/1.1", headers if headers is not None else [("Host", "echo:8080")], "10.244.0.7", 8080
+    )
 
 
 # ---- the pure core -----------------------------------------------------------------------
+
 
 def test_body_fields_in_order() -> None:
     headers = [("Host", "echo.demo:8080"), ("user-agent", "curl/8"), ("X-B", "2"), ("x-a", "1"), ("X-B", "3")]
@@ -34,11 +47,21 @@ def test_body_fields_in_order() -> None:
     assert response.status == 200 and response.delay == 0
     assert ("Content-Type", "text/plain") in response.headers
     assert fields(response.body) == [
-        ("ServiceVersion", "v2"), ("ServicePort", "8080"), ("Host", "echo.demo:8080"), ("URL", "/path?x=1"),
-        ("Method", "GET"), ("Proto", "HTTP/1.1"), ("IP", "10.244.0.7"),
-        ("RequestHeader", "User-Agent:curl/8"), ("RequestHeader", "X-A:1"),
-        ("RequestHeader", "X-B:2"), ("RequestHeader", "X-B:3"),
-        ("Hostname", "echo-7d9f-abcde"), ("Namespace", "demo"), ("StatusCode", "200")]
+        ("ServiceVersion", "v2"),
+        ("ServicePort", "8080"),
+        ("Host", "echo.demo:8080"),
+        ("URL", "/path?x=1"),
+        ("Method", "GET"),
+        ("Proto", "HTTP/1.1"),
+        ("IP", "10.244.0.7"),
+        ("RequestHeader", "User-Agent:curl/8"),
+        ("RequestHeader", "X-A:1"),
+        ("RequestHeader", "X-B:2"),
+        ("RequestHeader", "X-B:3"),
+        ("Hostname", "echo-7d9f-abcde"),
+        ("Namespace", "demo"),
+        ("StatusCode", "200"),
+    ]
 
 
 def test_codes_delay_and_response_headers() -> None:
@@ -98,6 +121,7 @@ def test_app_info_from_environment(tmp_path: Path) -> None:
 
 # ---- the servers -------------------------------------------------------------------------
 
+
 class HttpClient:
     """A minimal h11 client over one TCP connection (so keep-alive is observable)."""
 
@@ -105,13 +129,16 @@ class HttpClient:
         self.stream = stream
         self.conn = h11.Connection(h11.CLIENT)
 
-    async def get(self, target: str, headers: list[tuple[str, str]] | None = None,
-                  method: str = "GET") -> tuple[h11.Response, bytes]:
+    async def get(
+        self, target: str, headers: list[tuple[str, str]] | None = None, method: str = "GET"
+    ) -> tuple[h11.Response, bytes]:
         if self.conn.our_state is h11.DONE:
             self.conn.start_next_cycle()
         all_headers = [("Host", "echo.test"), *(headers or [])]
-        await self.stream.send_all(self.conn.send(h11.Request(method=method, target=target, headers=all_headers))
-                                   + self.conn.send(h11.EndOfMessage()))
+        await self.stream.send_all(
+            self.conn.send(h11.Request(method=method, target=target, headers=all_headers))
+            + self.conn.send(h11.EndOfMessage())
+        )
         response, body = None, b""
         while True:
             event = self.conn.next_event()
@@ -157,7 +184,8 @@ async def test_keep_alive_status_and_head(http_port: int) -> None:
     assert head_body == b"" and int(dict(head.headers)[b"content-length"]) > 0
 
 
-async def test_delay(http_port: int) -> None:
+async def test_delay(autojump_clock: trio.testing.MockClock, http_port: int) -> None:
+    """The answer waits for the delay asked, on trio's clock (which jumps: no real waiting)."""
     async with await trio.open_tcp_stream(HOST, http_port) as stream:
         start = trio.current_time()
         response, _ = await HttpClient(stream).get("/?delay=100ms")
@@ -179,9 +207,11 @@ async def test_tcp_echo(nursery: trio.Nursery) -> None:
     payload = b"hello\n" + bytes(range(256)) * 512
     async with await trio.open_tcp_stream(HOST, port) as stream:
         async with trio.open_nursery() as inner:
+
             async def send() -> None:
                 await stream.send_all(payload)
                 await stream.send_eof()
+
             inner.start_soon(send)
             received = await read_all(stream)
     assert received == payload

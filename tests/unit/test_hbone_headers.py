@@ -37,7 +37,9 @@ def test_status_codes_are_ztunnels():
 
 
 def test_request_headers_in_ztunnel_order():
-    baggage = workload_baggage(cluster="Kubernetes", namespace="ns1", workload_name="sleep", service_name="sleep", service_version="v1")
+    baggage = workload_baggage(
+        cluster="Kubernetes", namespace="ns1", workload_name="sleep", service_name="sleep", service_version="v1"
+    )
     block = connect_request(
         "10.244.1.7:8080",
         hbone_headers(source="10.244.0.5:40312", service_host="httpbin.ns1.svc.cluster.local", baggage=baggage),
@@ -58,11 +60,16 @@ def test_request_headers_in_ztunnel_order():
 
 def test_forwarded_without_service_and_for_ipv6():
     assert format_forwarded("10.0.0.1:5555") == 'for="10.0.0.1:5555"'
-    assert format_forwarded("[fd00::5]:5555", "a.b.svc.cluster.local") == 'for="[fd00::5]:5555";host=a.b.svc.cluster.local'
+    assert (
+        format_forwarded("[fd00::5]:5555", "a.b.svc.cluster.local") == 'for="[fd00::5]:5555";host=a.b.svc.cluster.local'
+    )
 
 
 def test_empty_baggage_fields_and_header_are_left_out():
-    assert workload_baggage(namespace="ns", workload_type="pod", workload_name="p") == "k8s.namespace.name=ns,k8s.pod.name=p"
+    assert (
+        workload_baggage(namespace="ns", workload_type="pod", workload_name="p")
+        == "k8s.namespace.name=ns,k8s.pod.name=p"
+    )
     assert [k for k, _ in hbone_headers(source="1.1.1.1:1", baggage="")] == ["forwarded", "traceparent"]
 
 
@@ -90,8 +97,22 @@ def test_authority_forms(authority, host, port):
 
 @pytest.mark.parametrize(
     "authority",
-    ["", "10.0.0.1", "10.0.0.1:", ":80", "10.0.0.1:0", "10.0.0.1:65536", "10.0.0.1:http", "fd00::1:80",
-     "[fd00::1]", "[nope]:80", "999.1.1.1:80", "a b:80", "x/y:80", "1.2.3.4:80/path"],
+    [
+        "",
+        "10.0.0.1",
+        "10.0.0.1:",
+        ":80",
+        "10.0.0.1:0",
+        "10.0.0.1:65536",
+        "10.0.0.1:http",
+        "fd00::1:80",
+        "[fd00::1]",
+        "[nope]:80",
+        "999.1.1.1:80",
+        "a b:80",
+        "x/y:80",
+        "1.2.3.4:80/path",
+    ],
 )
 def test_bad_authority_is_400(authority):
     with pytest.raises(BadRequest) as info:

@@ -72,7 +72,9 @@ async def pool_and_upstreams(server_settings=SERVER_SETTINGS, **pool_options):
 
 
 async def test_key_normalizes_expected_identities():
-    assert WorkloadKey("a", "1.1.1.1", ("y", "x", "x"), "2.2.2.2:15008") == WorkloadKey("a", "1.1.1.1", ("x", "y"), "2.2.2.2:15008")
+    assert WorkloadKey("a", "1.1.1.1", ("y", "x", "x"), "2.2.2.2:15008") == WorkloadKey(
+        "a", "1.1.1.1", ("x", "y"), "2.2.2.2:15008"
+    )
 
 
 async def test_connection_is_reused_per_key():
@@ -104,11 +106,7 @@ async def test_concurrent_first_streams_share_one_connect():
             await stream.aclose()
 
 
-@pytest.mark.parametrize(
-    "client_limit, server_limit",
-    [(100, 2), (2, 200)],
-    ids=["peer advertises 2", "our cap is 2"],
-)
+@pytest.mark.parametrize("client_limit, server_limit", [(100, 2), (2, 200)], ids=["peer advertises 2", "our cap is 2"])
 async def test_a_full_connection_makes_the_pool_open_another(client_limit, server_limit):
     client = dataclasses.replace(CLIENT_SETTINGS, max_concurrent_streams=client_limit)
     server = dataclasses.replace(SERVER_SETTINGS, max_concurrent_streams=server_limit)

@@ -2,14 +2,7 @@
 
 import h2.events
 
-from mesh.hbone.settings import (
-    CLIENT_SETTINGS,
-    SERVER_SETTINGS,
-    KiB,
-    MiB,
-    new_h2_connection,
-    start_connection,
-)
+from mesh.hbone.settings import CLIENT_SETTINGS, SERVER_SETTINGS, KiB, MiB, new_h2_connection, start_connection
 
 
 def handshake():

@@ -13,9 +13,11 @@ from .test_hbone_stream import socket_pair
 async def test_a_read_waits_for_data_and_returns_what_is_there():
     a, b = socket_pair()
     async with trio.open_nursery() as nursery:
+
         async def later():
             await trio.sleep(0.05)
             await b.send_all(b"hello")
+
         nursery.start_soon(later)
         with trio.fail_after(2):
             assert await receive_from_socket(a, 1024) == b"hello"

@@ -372,7 +372,6 @@ async def test_garbage_from_a_peer_ends_only_that_connection():
                 pass
 
 
-
 # --- deliver_to: the reader writes straight into the app's socket -----------------------------
 
 

@@ -144,11 +144,13 @@ async def test_send_nowait_writes_without_yielding_and_keeps_order(contexts):
     big = bytes(range(256)) * 40000
     client.send_nowait(big)  # True or False: either way nothing is lost or reordered
     async with trio.open_nursery() as nursery:
+
         async def drain():
             buf = bytearray()
             while len(buf) < len(big) + 4:
                 buf += await server.receive_some()
             assert bytes(buf) == big + b"tail"
+
         nursery.start_soon(drain)
         await client.send_all(b"tail")
     await client.aclose()

@@ -9,7 +9,14 @@ import pytest
 from h2.exceptions import ProtocolError
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame
 
-from mesh.hbone.settings import CLIENT_SETTINGS, SERVER_SETTINGS, MiB, apply_settings, new_h2_connection, start_connection
+from mesh.hbone.settings import (
+    CLIENT_SETTINGS,
+    SERVER_SETTINGS,
+    MiB,
+    apply_settings,
+    new_h2_connection,
+    start_connection,
+)
 from mesh.hbone.tuned_h2 import HboneH2Connection, PlainEncoder, TunnelFrameBuffer
 
 CONNECT = [(b":method", b"CONNECT"), (b":authority", b"10.0.0.1:80"), (b"x-seq", b"1")]

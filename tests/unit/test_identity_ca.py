@@ -7,8 +7,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.identity.ca import (
-    CAError, CertExpired, CertInfo, CertNotYetValid, CSRError, NoSpiffeIdentity, RootCA, TTLError,
-    UntrustedChain, cert_info, identities_of, load_certs, make_csr, refresh_at, verify_chain,
+    CAError,
+    CertExpired,
+    CertInfo,
+    CertNotYetValid,
+    CSRError,
+    NoSpiffeIdentity,
+    RootCA,
+    TTLError,
+    UntrustedChain,
+    cert_info,
+    identities_of,
+    load_certs,
+    make_csr,
+    refresh_at,
+    verify_chain,
 )
 from mesh.identity.spiffe import Identity
 
@@ -49,15 +62,22 @@ def ext(cert, cls):
 def cert_signed_by(root, sans, now=NOW):
     """A leaf the CA would never issue (arbitrary SANs), for verify_chain's negative cases."""
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(root.cert.subject)
-               .public_key(key.public_key()).serial_number(7)
-               .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1)))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(hours=1))
+    )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=True)
     return builder.sign(root.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
 
 # --- the root -------------------------------------------------------------------------------------
+
 
 def test_root_is_self_signed_like_istiods(root):
     c = root.cert
@@ -101,12 +121,20 @@ def test_from_pem_refuses_a_leaf(chain, csr):
 def test_from_pem_accepts_an_rsa_root_like_istiods_default():
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # small: test speed only
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
     rsa_root = RootCA.from_pem(cert.public_bytes(serialization.Encoding.PEM), key_pem)
     _, csr_pem = make_csr(SLEEP)
     chain = rsa_root.sign_csr(csr_pem, [SLEEP], now=NOW)
@@ -114,6 +142,7 @@ def test_from_pem_accepts_an_rsa_root_like_istiods_default():
 
 
 # --- the CSR ztunnel makes ------------------------------------------------------------------------
+
 
 def test_csr_is_shaped_like_ztunnels(csr):
     key_pem, csr_pem = csr
@@ -130,6 +159,7 @@ def test_csr_is_shaped_like_ztunnels(csr):
 
 
 # --- istiod's signing template --------------------------------------------------------------------
+
 
 def test_chain_is_leaf_then_root(chain, root, leaf):
     assert len(chain) == 2
@@ -148,10 +178,17 @@ def test_key_usages(leaf):
     ku = ext(leaf, x509.KeyUsage)
     assert ku.critical
     assert ku.value.digital_signature and ku.value.key_encipherment
-    assert not (ku.value.key_cert_sign or ku.value.crl_sign or ku.value.content_commitment
-                or ku.value.data_encipherment or ku.value.key_agreement)
-    assert list(ext(leaf, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH,
-                                                            ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert not (
+        ku.value.key_cert_sign
+        or ku.value.crl_sign
+        or ku.value.content_commitment
+        or ku.value.data_encipherment
+        or ku.value.key_agreement
+    )
+    assert list(ext(leaf, x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    ]
     assert ext(leaf, x509.BasicConstraints).value.ca is False
 
 
@@ -195,8 +232,9 @@ def test_a_csr_with_a_bad_signature_is_refused(root, csr):
 
 def test_garbage_is_not_a_csr(root):
     with pytest.raises(CSRError):
-        root.sign_csr("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
-                      [SLEEP], now=NOW)
+        root.sign_csr(
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", [SLEEP], now=NOW
+        )
 
 
 def test_not_after_is_clamped_to_the_root(csr):
@@ -227,11 +265,17 @@ def test_no_identities_no_certificate(root, csr):
 
 # --- reading certificates -------------------------------------------------------------------------
 
+
 def test_cert_info_of_a_leaf(chain, leaf):
     info = cert_info(chain[0])
-    assert info == CertInfo(serial_hex=format(leaf.serial_number, "x"),
-                            not_before=NOW - timedelta(minutes=2), not_after=NOW + timedelta(hours=24),
-                            identities=(SLEEP,), is_ca=False, issuer="O=cluster.local")
+    assert info == CertInfo(
+        serial_hex=format(leaf.serial_number, "x"),
+        not_before=NOW - timedelta(minutes=2),
+        not_after=NOW + timedelta(hours=24),
+        identities=(SLEEP,),
+        is_ca=False,
+        issuer="O=cluster.local",
+    )
     assert info.serial_hex == info.serial_hex.lower() and not info.serial_hex.startswith("0")
     assert info.valid_at(NOW) and not info.valid_at(NOW + timedelta(days=2))
 
@@ -248,16 +292,23 @@ def test_refresh_at_half_life(chain):
 
 
 def test_identities_of_skips_non_spiffe_uris(root):
-    pem = cert_signed_by(root, [x509.UniformResourceIdentifier("https://example.com/x"),
-                                x509.UniformResourceIdentifier(str(HTTPBIN)), x509.DNSName("httpbin.default")])
+    pem = cert_signed_by(
+        root,
+        [
+            x509.UniformResourceIdentifier("https://example.com/x"),
+            x509.UniformResourceIdentifier(str(HTTPBIN)),
+            x509.DNSName("httpbin.default"),
+        ],
+    )
     assert identities_of(load_certs(pem)[0]) == [HTTPBIN]
 
 
 # --- verifying a CA answer ------------------------------------------------------------------------
 
+
 def test_verify_chain_returns_the_leaf_identities(chain, root):
     assert verify_chain(chain, root.cert_pem, now=NOW) == [SLEEP]
-    assert verify_chain(chain[:1], root.cert_pem, now=NOW) == [SLEEP]     # root left out
+    assert verify_chain(chain[:1], root.cert_pem, now=NOW) == [SLEEP]  # root left out
     assert verify_chain("".join(chain), root.cert_pem, now=NOW) == [SLEEP]  # one PEM string
 
 

@@ -1,19 +1,21 @@
 import pytest
 
-from mesh.identity.node_authz import (
-    CLIENT_MESSAGE, NotAuthorized, authorize, parse_trusted_node_accounts,
-)
-from mesh.identity.spiffe import Identity
 from mesh.identity.caller import Caller
+from mesh.identity.node_authz import CLIENT_MESSAGE, NotAuthorized, authorize, parse_trusted_node_accounts
+from mesh.identity.spiffe import Identity
 
 
 def pod(namespace, name, uid, sa, node, phase="Running"):
     spec = {"nodeName": node} if node else {}
     if sa is not None:
         spec["serviceAccountName"] = sa
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"namespace": namespace, "name": name, "uid": uid},
-            "spec": spec, "status": {"phase": phase}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": namespace, "name": name, "uid": uid},
+        "spec": spec,
+        "status": {"phase": phase},
+    }
 
 
 PODS = [
@@ -72,8 +74,9 @@ def test_only_trusted_node_accounts_may_impersonate():
 
 def test_the_trusted_list_is_configurable():
     trusted = {"default/sleep"}
-    assert authorize(SLEEP_CALLER, ident("default", "default"), PODS, trusted_node_accounts=trusted) \
-        == ident("default", "default")
+    assert authorize(SLEEP_CALLER, ident("default", "default"), PODS, trusted_node_accounts=trusted) == ident(
+        "default", "default"
+    )
     assert "not allowed" in refused(ZTUNNEL_A, ident("default", "sleep"), trusted_node_accounts=trusted)
 
 
@@ -90,8 +93,10 @@ def test_the_caller_pod_uid_must_match_the_token():
 def test_the_caller_pod_service_account_must_match_the_token():
     pods = PODS + [pod("istio-system", "impostor", "uid-i", "default", "node-a")]
     caller = Caller("impostor", "uid-i", "istio-system", "ztunnel")
-    assert refused(caller, ident("default", "sleep"), pods) == \
-        "pod found, but ServiceAccount does not match: default vs ztunnel"
+    assert (
+        refused(caller, ident("default", "sleep"), pods)
+        == "pod found, but ServiceAccount does not match: default vs ztunnel"
+    )
 
 
 def test_failed_pods_do_not_count_but_pending_ones_do():
@@ -116,8 +121,9 @@ def test_the_node_comes_from_the_pod_not_the_token():
 
 def test_another_trust_domain_is_impersonation_checked_by_namespace_and_account():
     # istiod checks only ns/sa against the node; the trust domain is whatever was asked for
-    assert authorize(ZTUNNEL_A, ident("default", "sleep", "example.org"), PODS) == \
-        ident("default", "sleep", "example.org")
+    assert authorize(ZTUNNEL_A, ident("default", "sleep", "example.org"), PODS) == ident(
+        "default", "sleep", "example.org"
+    )
     assert "not allowed" in refused(SLEEP_CALLER, ident("default", "sleep", "example.org"))
 
 
@@ -126,8 +132,10 @@ def test_pods_may_be_any_iterable():
 
 
 def test_parse_trusted_node_accounts():
-    assert parse_trusted_node_accounts("istio-system/ztunnel, kube-system/agent,") == \
-        {"istio-system/ztunnel", "kube-system/agent"}
+    assert parse_trusted_node_accounts("istio-system/ztunnel, kube-system/agent,") == {
+        "istio-system/ztunnel",
+        "kube-system/agent",
+    }
     for bad in ("ztunnel", "istio-system/", "/ztunnel", "a/b/c"):
         with pytest.raises(ValueError):
             parse_trusted_node_accounts(bad)

@@ -25,19 +25,22 @@ def test_identities_are_hashable_and_ordered():
     assert sorted([SLEEP, other]) == [other, SLEEP]
 
 
-@pytest.mark.parametrize("uri", [
-    "cluster.local/ns/default/sa/sleep",                  # no scheme
-    "SPIFFE://cluster.local/ns/default/sa/sleep",         # scheme is case-sensitive, as in ztunnel
-    "https://cluster.local/ns/default/sa/sleep",
-    "spiffe://cluster.local/ns/default/sa",               # four segments
-    "spiffe://cluster.local/ns/default/sa/sleep/extra",   # six segments
-    "spiffe://cluster.local/ns/default/sa/sleep/",        # trailing slash makes six
-    "spiffe://cluster.local/namespace/default/sa/sleep",  # literal must be "ns"
-    "spiffe://cluster.local/ns/default/serviceaccount/sleep",
-    "spiffe://cluster.local/sa/sleep/ns/default",         # order matters
-    "spiffe://cluster.local/NS/default/SA/sleep",
-    "",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "cluster.local/ns/default/sa/sleep",  # no scheme
+        "SPIFFE://cluster.local/ns/default/sa/sleep",  # scheme is case-sensitive, as in ztunnel
+        "https://cluster.local/ns/default/sa/sleep",
+        "spiffe://cluster.local/ns/default/sa",  # four segments
+        "spiffe://cluster.local/ns/default/sa/sleep/extra",  # six segments
+        "spiffe://cluster.local/ns/default/sa/sleep/",  # trailing slash makes six
+        "spiffe://cluster.local/namespace/default/sa/sleep",  # literal must be "ns"
+        "spiffe://cluster.local/ns/default/serviceaccount/sleep",
+        "spiffe://cluster.local/sa/sleep/ns/default",  # order matters
+        "spiffe://cluster.local/NS/default/SA/sleep",
+        "",
+    ],
+)
 def test_parse_refuses_anything_but_the_exact_shape(uri):
     with pytest.raises(InvalidIdentity) as e:
         Identity.parse(uri)
@@ -49,11 +52,14 @@ def test_invalid_identity_is_a_value_error():
         Identity.parse("nope")
 
 
-@pytest.mark.parametrize("uri, parts", [
-    ("spiffe:///ns/default/sa/sleep", ("", "default", "sleep")),           # empty trust domain
-    ("spiffe://cluster.local/ns//sa/sleep", ("cluster.local", "", "sleep")),  # empty namespace
-    ("spiffe://cluster.local/ns/default/sa/", ("cluster.local", "default", "")),  # empty service account
-])
+@pytest.mark.parametrize(
+    "uri, parts",
+    [
+        ("spiffe:///ns/default/sa/sleep", ("", "default", "sleep")),  # empty trust domain
+        ("spiffe://cluster.local/ns//sa/sleep", ("cluster.local", "", "sleep")),  # empty namespace
+        ("spiffe://cluster.local/ns/default/sa/", ("cluster.local", "default", "")),  # empty service account
+    ],
+)
 def test_empty_segments_parse_and_round_trip_as_in_ztunnel(uri, parts):
     # ztunnel's Identity::from_str checks only the prefix, the segment count and "ns"/"sa".
     assert Identity.parse(uri) == Identity(*parts)

@@ -1,5 +1,6 @@
 """`lab istioctl proxy-status` from istiod's /debug/syncz (rows, ztunnel's WDS column, version
 skew), and `lab istioctl install --set tag=X` (what it applies, what it reports, no-op reinstall)."""
+
 from __future__ import annotations
 
 import copy
@@ -9,28 +10,41 @@ import json
 import pytest
 import yaml
 
-from mesh.istioctl import common, install, proxy_status
 from lab.cli import build_parser
 from lab.cli.common import CliError
-from mesh.istioctl.cli import cmd_istioctl
 from lab.client import LabError
+from mesh.istioctl import common, install, proxy_status
+from mesh.istioctl.cli import cmd_istioctl
 
 ENVOY = ("Listener", "Cluster", "RouteConfiguration")
 
 
 def sub(pod: str, types: dict[str, str], version: str | None = "1.24.0", proxy: str | None = None) -> dict:
-    return {"pod": pod, "proxy": proxy, "version": version, "node": "worker1",
-            "types": {t: {"state": s, "sent": "a", "current": "a" if s == "SYNCED" else "b", "resources": 1}
-                      for t, s in types.items()}}
+    return {
+        "pod": pod,
+        "proxy": proxy,
+        "version": version,
+        "node": "worker1",
+        "types": {
+            t: {"state": s, "sent": "a", "current": "a" if s == "SYNCED" else "b", "resources": 1}
+            for t, s in types.items()
+        },
+    }
 
 
-SYNCZ = {"istiod": {"pod": "istio-system/istiod-5f4c-9xq2z", "version": "1.24.0"}, "subscribers": [
-    sub("istio-system/ztunnel-abcde", {"Authorization": "SYNCED", "Address": "SYNCED"}),
-    sub("istio-system/ztunnel-fghij", {"Authorization": "SYNCED", "Address": "STALE"}),
-    sub("ambient-apps/waypoint-7d9f-xk2lp", dict.fromkeys(ENVOY, "SYNCED"), proxy="ambient-apps/waypoint"),
-    sub("sidecar-apps/sleep-6b8-p9q", {"Listener": "STALE", "Cluster": "SYNCED", "RouteConfiguration": "NOT SENT"},
-        proxy="sidecar-apps/sleep-6b8-p9q"),
-]}
+SYNCZ = {
+    "istiod": {"pod": "istio-system/istiod-5f4c-9xq2z", "version": "1.24.0"},
+    "subscribers": [
+        sub("istio-system/ztunnel-abcde", {"Authorization": "SYNCED", "Address": "SYNCED"}),
+        sub("istio-system/ztunnel-fghij", {"Authorization": "SYNCED", "Address": "STALE"}),
+        sub("ambient-apps/waypoint-7d9f-xk2lp", dict.fromkeys(ENVOY, "SYNCED"), proxy="ambient-apps/waypoint"),
+        sub(
+            "sidecar-apps/sleep-6b8-p9q",
+            {"Listener": "STALE", "Cluster": "SYNCED", "RouteConfiguration": "NOT SENT"},
+            proxy="sidecar-apps/sleep-6b8-p9q",
+        ),
+    ],
+}
 SOURCES = [("istiod-5f4c-9xq2z", "1.24.0", SYNCZ)]
 
 
@@ -43,20 +57,61 @@ def test_rows_for_waypoints_sidecars_and_ztunnels():
     rows = cells(out)
     assert rows[0] == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION", "WDS"]
     assert rows[1:] == [
-        ["sleep-6b8-p9q.sidecar-apps", "Kubernetes", "SYNCED", "STALE", "SYNCED", "NOT", "SENT", "IGNORED",
-         "istiod-5f4c-9xq2z", "1.24.0", "-"],
-        ["waypoint-7d9f-xk2lp.ambient-apps", "Kubernetes", "SYNCED", "SYNCED", "SYNCED", "SYNCED", "IGNORED",
-         "istiod-5f4c-9xq2z", "1.24.0", "-"],
+        [
+            "sleep-6b8-p9q.sidecar-apps",
+            "Kubernetes",
+            "SYNCED",
+            "STALE",
+            "SYNCED",
+            "NOT",
+            "SENT",
+            "IGNORED",
+            "istiod-5f4c-9xq2z",
+            "1.24.0",
+            "-",
+        ],
+        [
+            "waypoint-7d9f-xk2lp.ambient-apps",
+            "Kubernetes",
+            "SYNCED",
+            "SYNCED",
+            "SYNCED",
+            "SYNCED",
+            "IGNORED",
+            "istiod-5f4c-9xq2z",
+            "1.24.0",
+            "-",
+        ],
         ["ztunnel-abcde.istio-system", "Kubernetes", *["IGNORED"] * 5, "istiod-5f4c-9xq2z", "1.24.0", "SYNCED"],
-        ["ztunnel-fghij.istio-system", "Kubernetes", *["IGNORED"] * 5, "istiod-5f4c-9xq2z", "1.24.0",
-         "Address", "STALE,", "Authorization", "SYNCED"],
+        [
+            "ztunnel-fghij.istio-system",
+            "Kubernetes",
+            *["IGNORED"] * 5,
+            "istiod-5f4c-9xq2z",
+            "1.24.0",
+            "Address",
+            "STALE,",
+            "Authorization",
+            "SYNCED",
+        ],
     ]
     assert "skew" not in out
 
 
 def test_eds_follows_cds():
-    rows = proxy_status.proxy_status_rows([("istiod-1", "1.24.0", {"subscribers": [
-        sub("a/p", {"Listener": "SYNCED", "Cluster": "STALE", "RouteConfiguration": "SYNCED"})]})])
+    rows = proxy_status.proxy_status_rows(
+        [
+            (
+                "istiod-1",
+                "1.24.0",
+                {
+                    "subscribers": [
+                        sub("a/p", {"Listener": "SYNCED", "Cluster": "STALE", "RouteConfiguration": "SYNCED"})
+                    ]
+                },
+            )
+        ]
+    )
     assert rows[0][2:7] == ["STALE", "SYNCED", "STALE", "SYNCED", "IGNORED"]
 
 
@@ -72,23 +127,31 @@ def test_version_skew_is_printed_as_is_with_a_footnote():
     assert rows["ztunnel-abcde.istio-system"][-2] == "1.25.0"
     assert rows["waypoint-7d9f-xk2lp.ambient-apps"][-2] == "unknown"
     footnote = out.split("\n\n", 1)[1]
-    assert footnote.startswith("Version skew: 2 of 4 proxies run 1.24.0, unknown, not the version of their istiod "
-                               "(istiod-77c-abcde runs 1.25.0)")
+    assert footnote.startswith(
+        "Version skew: 2 of 4 proxies run 1.24.0, unknown, not the version of their istiod "
+        "(istiod-77c-abcde runs 1.25.0)"
+    )
     assert "sleep-6b8-p9q.sidecar-apps" in footnote and "ztunnel-abcde" not in footnote
 
 
 def test_two_istiods_during_a_rollout_each_name_their_own_and_no_one_connected_is_just_the_header():
-    new = {"istiod": {"version": "1.25.0"}, "subscribers": [sub("istio-system/ztunnel-abcde", {"Address": "SYNCED"},
-                                                               version="1.25.0")]}
+    new = {
+        "istiod": {"version": "1.25.0"},
+        "subscribers": [sub("istio-system/ztunnel-abcde", {"Address": "SYNCED"}, version="1.25.0")],
+    }
     old = {"subscribers": [sub("a/sleep-1", dict.fromkeys(ENVOY, "SYNCED"), proxy="a/sleep-1")]}
     rows = cells(proxy_status.format_proxy_status([("istiod-new", None, new), ("istiod-old", "1.24.0", old)]))
-    assert [(r[0], r[7]) for r in rows[1:]] == [("sleep-1.a", "istiod-old"), ("ztunnel-abcde.istio-system",
-                                                                             "istiod-new")]
+    assert [(r[0], r[7]) for r in rows[1:]] == [
+        ("sleep-1.a", "istiod-old"),
+        ("ztunnel-abcde.istio-system", "istiod-new"),
+    ]
     assert proxy_status.format_proxy_status([("istiod-1", "1.24.0", {"subscribers": []})]).splitlines() == [
-        "NAME   CLUSTER   CDS   LDS   EDS   RDS   ECDS   ISTIOD   VERSION   WDS"]
+        "NAME   CLUSTER   CDS   LDS   EDS   RDS   ECDS   ISTIOD   VERSION   WDS"
+    ]
 
 
 # ---- the command ------------------------------------------------------------------------------------
+
 
 class FakeLab:
     """A lab API holding objects; `apply` merges as labd does (created / configured / unchanged)."""
@@ -123,14 +186,22 @@ class FakeLab:
                 else:
                     new = copy.deepcopy(cur)
                     new.update({k: copy.deepcopy(v) for k, v in obj.items() if k not in ("metadata", "status")})
-                    new["metadata"]["annotations"] = {**(cur["metadata"].get("annotations") or {}),
-                                                      **(obj["metadata"].get("annotations") or {})}
+                    new["metadata"]["annotations"] = {
+                        **(cur["metadata"].get("annotations") or {}),
+                        **(obj["metadata"].get("annotations") or {}),
+                    }
                     if not new["metadata"]["annotations"]:
                         new["metadata"].pop("annotations")
                     action = "unchanged" if new == cur else "configured"
                 self.objects[self.key(obj)] = new
-                results.append({"kind": obj["kind"], "namespace": obj["metadata"].get("namespace"),
-                                "name": obj["metadata"]["name"], "action": action})
+                results.append(
+                    {
+                        "kind": obj["kind"],
+                        "namespace": obj["metadata"].get("namespace"),
+                        "name": obj["metadata"]["name"],
+                        "action": action,
+                    }
+                )
             return results
         raise AssertionError(op)
 
@@ -145,10 +216,17 @@ def ready_status(obj: dict) -> dict:
 
 def istiod_pod(name="istiod-5f4c-9xq2z", tag="1.24.0", phase="Running", netns=True) -> dict:
     annotations = {"lab.ambient/netns": f"al-t-pod-istio-system_{name}"} if netns else {}
-    return {"kind": "Pod", "metadata": {"name": name, "namespace": "istio-system", "labels": {"app": "istiod"},
-                                        "annotations": annotations},
-            "spec": {"containers": [{"name": "discovery", "image": f"docker.io/istio/pilot:{tag}"}]},
-            "status": {"phase": phase}}
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "istio-system",
+            "labels": {"app": "istiod"},
+            "annotations": annotations,
+        },
+        "spec": {"containers": [{"name": "discovery", "image": f"docker.io/istio/pilot:{tag}"}]},
+        "status": {"phase": phase},
+    }
 
 
 def run(lab, argv):
@@ -174,6 +252,7 @@ def test_proxy_status_errors(monkeypatch, capsys):
 
     def refuse(netns, pod):
         raise common.IstioctlError(f"Error: cannot reach the admin port of istiod pod {pod}")
+
     monkeypatch.setattr(proxy_status, "fetch_syncz", refuse)
     with pytest.raises(CliError, match="cannot reach"):
         run(FakeLab(istiod_pod()), ["proxy-status"])
@@ -184,9 +263,12 @@ def test_proxy_status_errors(monkeypatch, capsys):
 
 # ---- install --set tag=X ----------------------------------------------------------------------------
 
-INJECTOR = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "istio-sidecar-injector", "annotations": {"lab.ambient/proxy-tag": "1.24.0"}},
-            "webhooks": [{"name": "namespace.sidecar-injector.istio.io"}]}
+INJECTOR = {
+    "apiVersion": "admissionregistration.k8s.io/v1",
+    "kind": "MutatingWebhookConfiguration",
+    "metadata": {"name": "istio-sidecar-injector", "annotations": {"lab.ambient/proxy-tag": "1.24.0"}},
+    "webhooks": [{"name": "namespace.sidecar-injector.istio.io"}],
+}
 
 
 @pytest.fixture
@@ -206,21 +288,28 @@ def images(objs) -> dict[str, str]:
 def test_settings():
     assert install.parse_install_settings(["profile=ambient"]) == ("ambient", None)
     assert install.parse_install_settings(["profile=ambient", "tag=1.25.0"]) == ("ambient", "1.25.0")
-    for bad, message in ((["profile=demo"], "not available"), (["tag=1.25.0"], 'profile "default" is not'),
-                         (["tag=1.25/0"], "not an image tag"), (["revision=x"], "unsupported setting --set revision"),
-                         (["tag"], "expected key=value")):
+    for bad, message in (
+        (["profile=demo"], "not available"),
+        (["tag=1.25.0"], 'profile "default" is not'),
+        (["tag=1.25/0"], "not an image tag"),
+        (["revision=x"], "unsupported setting --set revision"),
+        (["tag"], "expected key=value"),
+    ):
         with pytest.raises(common.IstioctlError, match=message):
-            install.parse_install_settings(bad if "profile=demo" in bad or bad == ["tag=1.25.0"]
-                                            else ["profile=ambient", *bad])
+            install.parse_install_settings(
+                bad if "profile=demo" in bad or bad == ["tag=1.25.0"] else ["profile=ambient", *bad]
+            )
 
 
 def test_a_tag_sets_istios_images_and_the_injectors_proxy_tag(manifest_with_injector):
     assert install.default_tag() == "1.24.0"
     assert install.profile_objects() == [o for o in yaml.safe_load_all(manifest_with_injector) if o]
     objs = install.profile_objects("1.25.0")
-    assert images(objs) == {"istiod": "docker.io/istio/pilot:1.25.0",
-                            "istio-cni-node": "docker.io/istio/install-cni:1.25.0",
-                            "ztunnel": "docker.io/istio/ztunnel:1.25.0"}
+    assert images(objs) == {
+        "istiod": "docker.io/istio/pilot:1.25.0",
+        "istio-cni-node": "docker.io/istio/install-cni:1.25.0",
+        "ztunnel": "docker.io/istio/ztunnel:1.25.0",
+    }
     injector = next(o for o in objs if o["kind"] == "MutatingWebhookConfiguration")
     assert injector["metadata"]["annotations"]["lab.ambient/proxy-tag"] == "1.25.0"
     assert install.image_tag("docker.io/istio/pilot:1.25.0") == "1.25.0"
@@ -240,12 +329,15 @@ def test_install_upgrades_then_reinstalling_the_same_values_changes_nothing(mani
     out = io.StringIO()
     install.install(lab, ["profile=ambient", "tag=1.25.0"], out=out, timeout=1)
     text = out.getvalue()
-    assert ("  Deployment/istiod: image docker.io/istio/pilot:1.24.0 -> docker.io/istio/pilot:1.25.0"
-            in text.splitlines())
+    assert (
+        "  Deployment/istiod: image docker.io/istio/pilot:1.24.0 -> docker.io/istio/pilot:1.25.0" in text.splitlines()
+    )
     assert "  DaemonSet/ztunnel: image docker.io/istio/ztunnel:1.24.0 -> docker.io/istio/ztunnel:1.25.0" in text
     assert "  DaemonSet/istio-cni-node: image" in text
-    assert ("  MutatingWebhookConfiguration/istio-sidecar-injector: lab.ambient/proxy-tag 1.24.0 -> 1.25.0 "
-            "(new pods get proxies of 1.25.0" in text)
+    assert (
+        "  MutatingWebhookConfiguration/istio-sidecar-injector: lab.ambient/proxy-tag 1.24.0 -> 1.25.0 "
+        "(new pods get proxies of 1.25.0" in text
+    )
     assert "Service/" not in text and text.endswith("\u2714 Installation complete\n")
     assert images(lab.objects.values())["ztunnel"] == "docker.io/istio/ztunnel:1.25.0"
 
@@ -265,11 +357,11 @@ def test_install_waits_for_the_rollout(manifest_with_injector):
     istiod = lab.objects[("Deployment", "istio-system", "istiod")]
     istiod["status"] = {"readyReplicas": 2, "updatedReplicas": 1, "replicas": 2}  # the old pod still runs
     with pytest.raises(common.IstioctlError, match="deployment istio-system/istiod was not ready"):
-        install.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0.1)
+        install.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0)
     istiod["status"] = {"readyReplicas": 1, "updatedReplicas": 1, "replicas": 1, "observedGeneration": 1}
     istiod["metadata"]["generation"] = 2  # the controller has not seen the new template yet
     with pytest.raises(common.IstioctlError):
-        install.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0.1)
+        install.install(lab, ["profile=ambient"], out=io.StringIO(), timeout=0)
 
 
 def test_install_needs_yes():

@@ -1,42 +1,61 @@
 """`lab istioctl waypoint ...` and the WAYPOINT column of `ztunnel-config`: tables from Gateway
 objects, the generated Gateway, and apply/delete against a fake lab API."""
+
 import json
 
 import pytest
 import yaml
 
-from mesh.istioctl import common, waypoint, ztunnel_config
 from lab.cli import build_parser
 from lab.cli.common import CliError
-from mesh.istioctl.cli import cmd_istioctl
 from lab.client import LabError
+from mesh.istioctl import common, waypoint, ztunnel_config
+from mesh.istioctl.cli import cmd_istioctl
 
 
 def gateway(name, ns="ambient-apps", cls="istio-waypoint", label=None, conditions=None, listener=True):
-    gw = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-          "metadata": {"name": name, "namespace": ns, "labels": {"istio.io/waypoint-for": label} if label else {}},
-          "spec": {"gatewayClassName": cls,
-                   "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}] if listener else
-                   [{"name": "http", "port": 80, "protocol": "HTTP"}]}}
+    gw = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": ns, "labels": {"istio.io/waypoint-for": label} if label else {}},
+        "spec": {
+            "gatewayClassName": cls,
+            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]
+            if listener
+            else [{"name": "http", "port": 80, "protocol": "HTTP"}],
+        },
+    }
     if conditions is not None:
         gw["status"] = {"conditions": conditions}
     return gw
 
 
-PROGRAMMED = [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "Resource accepted"},
-              {"type": "Programmed", "status": "True", "reason": "Programmed",
-               "message": "Resource programmed, assigned to service(s) waypoint.ambient-apps.svc.cluster.local:15008"}]
+PROGRAMMED = [
+    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "Resource accepted"},
+    {
+        "type": "Programmed",
+        "status": "True",
+        "reason": "Programmed",
+        "message": "Resource programmed, assigned to service(s) waypoint.ambient-apps.svc.cluster.local:15008",
+    },
+]
 
 
 def test_list_columns_traffic_types_and_all_namespaces():
-    gws = [gateway("waypoint", conditions=PROGRAMMED), gateway("wl", label="workload"),
-           gateway("httpbin-ambient-waypoint", cls="istio"), gateway("ingress", listener=False)]
+    gws = [
+        gateway("waypoint", conditions=PROGRAMMED),
+        gateway("wl", label="workload"),
+        gateway("httpbin-ambient-waypoint", cls="istio"),
+        gateway("ingress", listener=False),
+    ]
     out = waypoint.format_waypoint_list(gws).splitlines()
     assert out[0].split("  ")[0:1] == ["NAME"] and "TRAFFIC TYPE" in out[0] and out[0].endswith("PROGRAMMED")
     rows = [line.split() for line in out[1:]]
-    assert rows == [["httpbin-ambient-waypoint", "default", "namespace", "Unknown"],
-                    ["waypoint", "default", "service", "True"],
-                    ["wl", "default", "workload", "Unknown"]]
+    assert rows == [
+        ["httpbin-ambient-waypoint", "default", "namespace", "Unknown"],
+        ["waypoint", "default", "service", "True"],
+        ["wl", "default", "workload", "Unknown"],
+    ]
     wide = waypoint.format_waypoint_list(gws, all_namespaces=True).splitlines()
     assert wide[0].startswith("NAMESPACE") and wide[1].split()[0] == "ambient-apps"
     assert waypoint.format_waypoint_list([gateway("ingress", listener=False)]) == "No waypoints found."
@@ -45,11 +64,15 @@ def test_list_columns_traffic_types_and_all_namespaces():
 def test_unlabelled_waypoints_follow_the_implicit_namespaces():
     gws = [gateway("waypoint"), gateway("old", cls="istio", ns="labelled")]
     rows = [r.split() for r in waypoint.format_waypoint_list(gws, True, implicit={"ambient-apps"}).splitlines()[1:]]
-    assert rows == [["ambient-apps", "waypoint", "default", "namespace", "Unknown"],
-                    ["labelled", "old", "default", "service", "Unknown"]]
-    namespaces = [{"kind": "Namespace", "metadata": {"name": "a"}},
-                  {"kind": "Namespace", "metadata": {"name": "b", "labels": {"istio.io/use-waypoint": "w"}}},
-                  {"kind": "Namespace", "metadata": {"name": "c"}}]
+    assert rows == [
+        ["ambient-apps", "waypoint", "default", "namespace", "Unknown"],
+        ["labelled", "old", "default", "service", "Unknown"],
+    ]
+    namespaces = [
+        {"kind": "Namespace", "metadata": {"name": "a"}},
+        {"kind": "Namespace", "metadata": {"name": "b", "labels": {"istio.io/use-waypoint": "w"}}},
+        {"kind": "Namespace", "metadata": {"name": "c"}},
+    ]
     svc = {"kind": "Service", "metadata": {"name": "s", "namespace": "c", "labels": {"istio.io/use-waypoint": "w"}}}
     assert waypoint.implicit_namespaces(namespaces, [svc]) == {"a"}
 
@@ -66,11 +89,15 @@ def test_status_rows_from_conditions():
 
 def test_generate():
     gw = yaml.safe_load(waypoint.waypoint_yaml(waypoint.waypoint_gateway("waypoint", "ambient-apps", "service")))
-    assert gw == {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                  "metadata": {"name": "waypoint", "namespace": "ambient-apps",
-                               "labels": {"istio.io/waypoint-for": "service"}},
-                  "spec": {"gatewayClassName": "istio-waypoint",
-                           "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+    assert gw == {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "waypoint", "namespace": "ambient-apps", "labels": {"istio.io/waypoint-for": "service"}},
+        "spec": {
+            "gatewayClassName": "istio-waypoint",
+            "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}],
+        },
+    }
     assert "labels" not in waypoint.waypoint_gateway()["metadata"]
     assert waypoint.is_waypoint(gw)
     with pytest.raises(common.IstioctlError):
@@ -87,13 +114,27 @@ def test_ready_needs_programmed_and_the_deployment():
 
 
 def test_ztunnel_config_waypoint_column_shows_the_waypoints_name():
-    ref = {"destination": "ambient-apps/waypoint.ambient-apps.svc.cluster.local", "address": "10.96.0.9",
-           "hboneMtlsPort": 15008}
-    dump = {"workloads": [{"name": "h", "namespace": "ambient-apps", "addresses": ["10.244.1.2"], "node": "w1",
-                           "protocol": "HBONE", "waypoint": ref}],
-            "services": [{"name": "h", "namespace": "ambient-apps", "addresses": ["10.96.0.4"], "waypoint": ref,
-                          "endpoints": {}},
-                         {"name": "s", "namespace": "ambient-apps", "addresses": ["10.96.0.5"], "endpoints": {}}]}
+    ref = {
+        "destination": "ambient-apps/waypoint.ambient-apps.svc.cluster.local",
+        "address": "10.96.0.9",
+        "hboneMtlsPort": 15008,
+    }
+    dump = {
+        "workloads": [
+            {
+                "name": "h",
+                "namespace": "ambient-apps",
+                "addresses": ["10.244.1.2"],
+                "node": "w1",
+                "protocol": "HBONE",
+                "waypoint": ref,
+            }
+        ],
+        "services": [
+            {"name": "h", "namespace": "ambient-apps", "addresses": ["10.96.0.4"], "waypoint": ref, "endpoints": {}},
+            {"name": "s", "namespace": "ambient-apps", "addresses": ["10.96.0.5"], "endpoints": {}},
+        ],
+    }
     assert ztunnel_config.format_workloads(dump).splitlines()[1].split()[4] == "waypoint"
     services = ztunnel_config.format_services(dump).splitlines()
     assert services[1].split()[3] == "waypoint" and services[2].split()[3] == "None"
@@ -115,8 +156,11 @@ class FakeLab:
                 if key not in self.store:
                     raise LabError(f'{kw["kind"]} "{kw["name"]}" not found')
                 return self.store[key]
-            items = [o for (k, ns, _), o in sorted(self.store.items())
-                     if k == kw["kind"] and (kw.get("namespace") is None or ns == kw["namespace"])]
+            items = [
+                o
+                for (k, ns, _), o in sorted(self.store.items())
+                if k == kw["kind"] and (kw.get("namespace") is None or ns == kw["namespace"])
+            ]
             if kw.get("selector"):
                 items = [o for o in items if kw["selector"] in (o["metadata"].get("labels") or {})]
             return {"items": items}
@@ -152,16 +196,21 @@ def test_apply_enroll_and_wait(capsys):
     lab = FakeLab([ns("ambient-apps", {"istio.io/dataplane-mode": "ambient"})])
     assert run(lab, ["waypoint", "apply", "-n", "ambient-apps", "--enroll-namespace", "--for", "all"]) == 0
     out = capsys.readouterr()
-    assert out.out.splitlines() == ["\u2705 waypoint ambient-apps/waypoint applied",
-                                    '\u2705 namespace ambient-apps labeled with "istio.io/use-waypoint: waypoint"']
+    assert out.out.splitlines() == [
+        "\u2705 waypoint ambient-apps/waypoint applied",
+        '\u2705 namespace ambient-apps labeled with "istio.io/use-waypoint: waypoint"',
+    ]
     assert out.err == ""
     gw = lab.store[("Gateway", "ambient-apps", "waypoint")]
     assert gw["metadata"]["labels"] == {"istio.io/waypoint-for": "all"}
     assert lab.store[("Namespace", None, "ambient-apps")]["metadata"]["labels"]["istio.io/use-waypoint"] == "waypoint"
     gw["status"] = {"conditions": PROGRAMMED}
     lab.store[("Deployment", "ambient-apps", "waypoint")] = {
-        "kind": "Deployment", "metadata": {"name": "waypoint", "namespace": "ambient-apps"},
-        "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}
+        "kind": "Deployment",
+        "metadata": {"name": "waypoint", "namespace": "ambient-apps"},
+        "spec": {"replicas": 1},
+        "status": {"readyReplicas": 1},
+    }
     assert run(lab, ["waypoint", "apply", "-n", "ambient-apps", "--name", "waypoint", "-w"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "\u2705 waypoint ambient-apps/waypoint is ready!"
 
@@ -185,12 +234,20 @@ def test_wait_times_out_with_the_reason():
 
 
 def test_list_status_and_delete_through_the_cli(capsys):
-    lab = FakeLab([ns("ambient-apps"), gateway("waypoint", conditions=PROGRAMMED),
-                   gateway("httpbin-ambient-waypoint", cls="istio"), gateway("ingress", listener=False)])
+    lab = FakeLab(
+        [
+            ns("ambient-apps"),
+            gateway("waypoint", conditions=PROGRAMMED),
+            gateway("httpbin-ambient-waypoint", cls="istio"),
+            gateway("ingress", listener=False),
+        ]
+    )
     run(lab, ["waypoint", "list", "-n", "ambient-apps"])
     rows = [r.split() for r in capsys.readouterr().out.splitlines()[1:]]
-    assert rows == [["httpbin-ambient-waypoint", "default", "namespace", "Unknown"],
-                    ["waypoint", "default", "namespace", "True"]]
+    assert rows == [
+        ["httpbin-ambient-waypoint", "default", "namespace", "Unknown"],
+        ["waypoint", "default", "namespace", "True"],
+    ]
     run(lab, ["waypoint", "list", "-n", "empty"])
     assert capsys.readouterr().out == "No waypoints found.\n"
     run(lab, ["waypoint", "status", "--name", "waypoint", "-n", "ambient-apps"])
@@ -206,5 +263,8 @@ def test_list_status_and_delete_through_the_cli(capsys):
 def test_generate_through_the_cli(capsys):
     run(FakeLab([]), ["waypoint", "generate", "-n", "ambient-apps", "--for", "workload"])
     gw = yaml.safe_load(capsys.readouterr().out)
-    assert gw["metadata"] == {"name": "waypoint", "namespace": "ambient-apps",
-                              "labels": {"istio.io/waypoint-for": "workload"}}
+    assert gw["metadata"] == {
+        "name": "waypoint",
+        "namespace": "ambient-apps",
+        "labels": {"istio.io/waypoint-for": "workload"},
+    }

@@ -17,9 +17,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mesh.istiod.jwks import FetchError, JwksResolver, http_get, is_in_lab, load_mirror
-from mesh.istiod.jwt import istio_requirement, jwks_source, jwks_sources, jwt_authn_filter, ordered_rules
+from mesh.istiod.jwt import jwks_source, jwks_sources, jwt_authn_filter, ordered_rules
 from mesh.policy.model import InvalidPolicy, RequestAuthentication, parse, parse_as, validate
-from mesh.proxy import jwt_authn
 from mesh.proxy.jwt_authn import JWKS_FETCH_FAILED, authenticate, filter_from_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,18 +34,31 @@ def article_policy() -> RequestAuthentication:
 
 
 def request_authn(name: str, rules: list[dict], namespace: str = "apps") -> RequestAuthentication:
-    return parse_as(RequestAuthentication, {
-        "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-        "metadata": {"name": name, "namespace": namespace}, "spec": {"jwtRules": rules}})
+    return parse_as(
+        RequestAuthentication,
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "RequestAuthentication",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"jwtRules": rules},
+        },
+    )
 
 
 def check(jwt_filter: dict | None, token: str | None, *, path: str = "/headers", headers=()):
     sent = list(headers) + ([("authorization", f"Bearer {token}")] if token else [])
-    return authenticate(filter_from_config(jwt_filter["typed_config"]), scheme="http", authority="httpbin",
-                        path=path, headers=sent, now=NOW)
+    return authenticate(
+        filter_from_config(jwt_filter["typed_config"]),
+        scheme="http",
+        authority="httpbin",
+        path=path,
+        headers=sent,
+        now=NOW,
+    )
 
 
 # --- translation -------------------------------------------------------------------------------
+
 
 def test_article_policy_becomes_istios_filter():
     resolver = JwksResolver()
@@ -54,13 +66,21 @@ def test_article_policy_becomes_istios_filter():
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": {"origins-0": {
-                "issuer": "testing@secure.istio.io",
-                "local_jwks": {"inline_string": SAMPLE_JWKS},
-                "payload_in_metadata": "testing@secure.istio.io",
-            }},
-            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
-                {"provider_name": "origins-0"}, {"allow_missing": {}}]}}}],
+            "providers": {
+                "origins-0": {
+                    "issuer": "testing@secure.istio.io",
+                    "local_jwks": {"inline_string": SAMPLE_JWKS},
+                    "payload_in_metadata": "testing@secure.istio.io",
+                }
+            },
+            "rules": [
+                {
+                    "match": {"prefix": "/"},
+                    "requires": {
+                        "requires_any": {"requirements": [{"provider_name": "origins-0"}, {"allow_missing": {}}]}
+                    },
+                }
+            ],
             "bypass_cors_preflight": True,
         },
     }
@@ -74,12 +94,8 @@ def test_article_token_end_to_end():
     assert check(jwt_filter, None).status is None  # no token: through, without identity
     bad = check(jwt_filter, "deadbeef")
     assert bad.status == 401 and bad.response_headers == (
-        ("www-authenticate", 'Bearer realm="http://httpbin/headers", error="invalid_token"'),)
-
-
-@pytest.mark.parametrize("names", [["origins-0"], ["origins-0", "origins-1", "origins-2"]])
-def test_istiod_and_the_proxies_build_the_same_requirement(names):
-    assert istio_requirement(names) == jwt_authn.istio_requirement(names)
+        ("www-authenticate", 'Bearer realm="http://httpbin/headers", error="invalid_token"'),
+    )
 
 
 def test_no_jwt_rules_no_filter():
@@ -88,17 +104,30 @@ def test_no_jwt_rules_no_filter():
 
 
 def test_every_field_of_a_rule():
-    rule = {"issuer": "iss@lab", "jwks": SAMPLE_JWKS, "audiences": ["a", "b"], "forwardOriginalToken": True,
-            "fromHeaders": [{"name": "x-jwt", "prefix": "Token "}, {"name": "x-raw"}], "fromParams": ["t"],
-            "fromCookies": ["session"], "outputPayloadToHeader": "x-payload",
-            "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}]}
+    rule = {
+        "issuer": "iss@lab",
+        "jwks": SAMPLE_JWKS,
+        "audiences": ["a", "b"],
+        "forwardOriginalToken": True,
+        "fromHeaders": [{"name": "x-jwt", "prefix": "Token "}, {"name": "x-raw"}],
+        "fromParams": ["t"],
+        "fromCookies": ["session"],
+        "outputPayloadToHeader": "x-payload",
+        "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}],
+    }
     typed = jwt_authn_filter([request_authn("all", [rule])], lambda url: None)["typed_config"]
     provider = typed["providers"]["origins-0"]
     assert provider == {
-        "issuer": "iss@lab", "audiences": ["a", "b"], "local_jwks": {"inline_string": SAMPLE_JWKS}, "forward": True,
-        "from_headers": [{"name": "x-jwt", "value_prefix": "Token "}, {"name": "x-raw"}], "from_params": ["t"],
-        "from_cookies": ["session"], "forward_payload_header": "x-payload",
-        "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"}], "payload_in_metadata": "iss@lab",
+        "issuer": "iss@lab",
+        "audiences": ["a", "b"],
+        "local_jwks": {"inline_string": SAMPLE_JWKS},
+        "forward": True,
+        "from_headers": [{"name": "x-jwt", "value_prefix": "Token "}, {"name": "x-raw"}],
+        "from_params": ["t"],
+        "from_cookies": ["session"],
+        "forward_payload_header": "x-payload",
+        "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"}],
+        "payload_in_metadata": "iss@lab",
     }
 
 
@@ -109,14 +138,25 @@ def test_provider_order_is_stable():
         request_authn("beta", [{"issuer": "b@lab", "jwksUri": "http://keys.auth.svc/jwks"}], namespace="aaa"),
     ]
     assert [(r.issuer, r.jwks_uri) for r in ordered_rules(policies)] == [
-        ("a@lab", ""), ("b@lab", "http://keys.auth.svc/jwks"), ("b@lab", ""), ("c@lab", "")]
+        ("a@lab", ""),
+        ("b@lab", "http://keys.auth.svc/jwks"),
+        ("b@lab", ""),
+        ("c@lab", ""),
+    ]
     typed = jwt_authn_filter(policies, lambda url: None)["typed_config"]
     assert jwt_authn_filter(list(reversed(policies)), lambda url: None)["typed_config"] == typed
     assert list(typed["providers"]) == ["origins-0", "origins-1", "origins-2", "origins-3"]
-    inner = [{"requires_any": {"requirements": [{"provider_name": f"origins-{i}"}, {"allow_missing": {}}]}}
-             for i in range(4)]
-    assert typed["rules"][0]["requires"] == {"requires_any": {"requirements": [
-        *({"provider_name": f"origins-{i}"} for i in range(4)), {"requires_all": {"requirements": inner}}]}}
+    inner = [
+        {"requires_any": {"requirements": [{"provider_name": f"origins-{i}"}, {"allow_missing": {}}]}} for i in range(4)
+    ]
+    assert typed["rules"][0]["requires"] == {
+        "requires_any": {
+            "requirements": [
+                *({"provider_name": f"origins-{i}"} for i in range(4)),
+                {"requires_all": {"requirements": inner}},
+            ]
+        }
+    }
 
 
 def test_unresolved_jwks_uri_gets_remote_jwks_and_fails_every_token():
@@ -125,9 +165,13 @@ def test_unresolved_jwks_uri_gets_remote_jwks_and_fails_every_token():
     provider = jwt_filter["typed_config"]["providers"]["origins-0"]
     assert "local_jwks" not in provider
     assert provider["remote_jwks"] == {
-        "http_uri": {"uri": "https://idp.example.com:8443/keys", "cluster": "outbound|8443||idp.example.com",
-                     "timeout": "5s"},
-        "cache_duration": "300s"}
+        "http_uri": {
+            "uri": "https://idp.example.com:8443/keys",
+            "cluster": "outbound|8443||idp.example.com",
+            "timeout": "5s",
+        },
+        "cache_duration": "300s",
+    }
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     token = pyjwt.encode({"iss": "far@away", "sub": "x"}, key, algorithm="RS256")
     outcome = check(jwt_filter, token)
@@ -142,6 +186,7 @@ def test_issuer_only_rule_uses_openid_discovery():
 
 
 # --- the resolver ------------------------------------------------------------------------------
+
 
 def test_mirror_answers_the_article_urls():
     resolver = JwksResolver()
@@ -168,12 +213,20 @@ async def test_unknown_outside_url_is_unresolvable_and_warned_once(caplog):
     assert len(warnings) == 1 and "Jwks remote fetch is failed" in warnings[0]
 
 
-@pytest.mark.parametrize("url, inside", [
-    ("http://keys.auth.svc.cluster.local:8080/jwks", True), ("http://keys.auth.svc/jwks", True),
-    ("http://keys/jwks", True), ("http://10.96.0.12/jwks", True), ("https://10.244.1.7:8443/jwks", True),
-    ("https://raw.githubusercontent.com/x", False), ("http://8.8.8.8/jwks", False), ("http://keys.auth/jwks", False),
-    ("not a url", False),
-])
+@pytest.mark.parametrize(
+    "url, inside",
+    [
+        ("http://keys.auth.svc.cluster.local:8080/jwks", True),
+        ("http://keys.auth.svc/jwks", True),
+        ("http://keys/jwks", True),
+        ("http://10.96.0.12/jwks", True),
+        ("https://10.244.1.7:8443/jwks", True),
+        ("https://raw.githubusercontent.com/x", False),
+        ("http://8.8.8.8/jwks", False),
+        ("http://keys.auth/jwks", False),
+        ("not a url", False),
+    ],
+)
 def test_in_lab_urls(url, inside):
     assert is_in_lab(url) is inside
 
@@ -197,8 +250,14 @@ class JwksServer:
             elif isinstance(event, h11.EndOfMessage):
                 break
         status, body = self.routes.get(self.requests[-1].target.decode(), (404, b"not found"))
-        await stream.send_all(connection.send(h11.Response(status_code=status, headers=[
-            ("Content-Length", str(len(body))), ("Content-Type", "application/json")])))
+        await stream.send_all(
+            connection.send(
+                h11.Response(
+                    status_code=status,
+                    headers=[("Content-Length", str(len(body))), ("Content-Type", "application/json")],
+                )
+            )
+        )
         await stream.send_all(connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage()))
         await stream.aclose()
 
@@ -247,7 +306,9 @@ async def test_failed_in_lab_fetch_stays_unresolved(jwks_server, caplog):
 
 async def test_openid_discovery_inside_the_lab(jwks_server):
     jwks_server.routes["/.well-known/openid-configuration"] = (
-        200, json.dumps({"issuer": "x", "jwks_uri": jwks_server.url("/keys")}).encode())
+        200,
+        json.dumps({"issuer": "x", "jwks_uri": jwks_server.url("/keys")}).encode(),
+    )
     jwks_server.routes["/keys"] = (200, SAMPLE_JWKS.encode())
     resolver = JwksResolver(lab_networks=LOOPBACK)
     discovery = jwks_server.url("/.well-known/openid-configuration")
@@ -257,21 +318,33 @@ async def test_openid_discovery_inside_the_lab(jwks_server):
 
 # --- apply-time validation of inline jwks ------------------------------------------------------
 
-@pytest.mark.parametrize("jwks, problem", [
-    ({"keys": []}, "jwks parse error: the key set has no key"),
-    ({"keys": [{"kty": "RSA", "e": "AQAB"}]}, 'jwks parse error: key at index 0 (RSA) has no "n"'),
-    ({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA"}]}, 'jwks parse error: key at index 0 (EC) has no "y"'),
-    ({"keys": [{"kty": "ABC"}]}, 'jwks parse error: key at index 0: unsupported kty "ABC"'),
-])
+
+@pytest.mark.parametrize(
+    "jwks, problem",
+    [
+        ({"keys": []}, "jwks parse error: the key set has no key"),
+        ({"keys": [{"kty": "RSA", "e": "AQAB"}]}, 'jwks parse error: key at index 0 (RSA) has no "n"'),
+        ({"keys": [{"kty": "EC", "crv": "P-256", "x": "AA"}]}, 'jwks parse error: key at index 0 (EC) has no "y"'),
+        ({"keys": [{"kty": "ABC"}]}, 'jwks parse error: key at index 0: unsupported kty "ABC"'),
+    ],
+)
 def test_jwks_without_a_usable_key_is_refused_at_apply(jwks, problem):
-    obj = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication", "metadata": {"name": "r"},
-           "spec": {"jwtRules": [{"issuer": "i", "jwks": json.dumps(jwks)}]}}
+    obj = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "r"},
+        "spec": {"jwtRules": [{"issuer": "i", "jwks": json.dumps(jwks)}]},
+    }
     assert validate(obj) == [("spec.jwtRules[0].jwks", problem)]
     with pytest.raises(InvalidPolicy):
         parse(obj)
 
 
 def test_sample_jwks_is_valid_inline():
-    obj = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication", "metadata": {"name": "r"},
-           "spec": {"jwtRules": [{"issuer": "i", "jwks": SAMPLE_JWKS}]}}
+    obj = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "r"},
+        "spec": {"jwtRules": [{"issuer": "i", "jwks": SAMPLE_JWKS}]},
+    }
     assert validate(obj) == []

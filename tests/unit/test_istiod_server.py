@@ -2,6 +2,7 @@
 on 127.0.0.1: trust bootstrap, CreateCertificate (own identity, impersonation, refusals), Subscribe
 (full state, deltas, reconnect with `known`), policy statuses and readiness. The process's SIGTERM
 exit: tests/integration/test_programs.py."""
+
 from __future__ import annotations
 
 import copy
@@ -28,12 +29,24 @@ ZTUNNEL_SA = "spiffe://cluster.local/ns/istio-system/sa/ztunnel"
 
 
 def pod(name: str, ns: str, sa: str, node: str, ip: str, labels: dict | None = None, **spec) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "labels": labels or {},
-                         "annotations": {"ambient.istio.io/redirection": "enabled"}},
-            "spec": {"nodeName": node, "serviceAccountName": sa, "containers": [{"name": "c", "image": "x"}], **spec},
-            "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": f"uid-{name}",
+            "labels": labels or {},
+            "annotations": {"ambient.istio.io/redirection": "enabled"},
+        },
+        "spec": {"nodeName": node, "serviceAccountName": sa, "containers": [{"name": "c", "image": "x"}], **spec},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
 
 
 ZTUNNEL_1 = pod("ztunnel-w1", "istio-system", "ztunnel", "worker1", "172.18.0.11", hostNetwork=True)
@@ -46,13 +59,29 @@ def seed(api: InProcessLabApi) -> InProcessLabApi:
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
     for p in (ZTUNNEL_1, HTTPBIN, SLEEP):
         api.create(copy.deepcopy(p))  # as the kubelet has them: scheduled, running, ready
-    api.apply([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "httpbin", "namespace": "demo"},
-                "spec": {"clusterIP": "10.96.0.20", "selector": {"app": "httpbin"},
-                         "ports": [{"port": 8000, "targetPort": 80}]}},
-               {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+    api.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "httpbin", "namespace": "demo"},
+                "spec": {
+                    "clusterIP": "10.96.0.20",
+                    "selector": {"app": "httpbin"},
+                    "ports": [{"port": 8000, "targetPort": 80}],
+                },
+            },
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
                 "metadata": {"name": "allow-sleep", "namespace": "demo"},
-                "spec": {"selector": {"matchLabels": {"app": "httpbin"}},
-                         "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/demo/sa/sleep"]}}]}]}}])
+                "spec": {
+                    "selector": {"matchLabels": {"app": "httpbin"}},
+                    "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/demo/sa/sleep"]}}]}],
+                },
+            },
+        ]
+    )
     return api
 
 
@@ -77,14 +106,18 @@ def root_pem(api: InProcessLabApi) -> str:
 
 
 async def certificate(api: InProcessLabApi, address, caller: dict, identity: str | None = None) -> list[Identity]:
-    wanted = Identity.parse(identity) if identity else Identity("cluster.local", caller["metadata"]["namespace"],
-                                                                 caller["spec"]["serviceAccountName"])
+    wanted = (
+        Identity.parse(identity)
+        if identity
+        else Identity("cluster.local", caller["metadata"]["namespace"], caller["spec"]["serviceAccountName"])
+    )
     _, csr = make_csr(wanted)
     chain = await create_certificate(address, root_pem(api), token_of(api, caller), csr, identity)
     return verify_chain(chain, root_pem(api))
 
 
 # ---- trust bootstrap ------------------------------------------------------------------------------
+
 
 async def test_bootstrap_creates_the_root_once(nursery: trio.Nursery, api: InProcessLabApi, address) -> None:
     secret = api.get("Secret", "istio-system", "istio-ca-secret")
@@ -98,15 +131,18 @@ async def test_bootstrap_creates_the_root_once(nursery: trio.Nursery, api: InPro
 
 # ---- CreateCertificate ------------------------------------------------------------------------------
 
+
 async def test_certificates_own_and_impersonated(api: InProcessLabApi, address, caplog) -> None:
     caplog.set_level(logging.INFO)
     assert await certificate(api, address, HTTPBIN) == [Identity("cluster.local", "demo", "httpbin")]
     assert await certificate(api, address, ZTUNNEL_1, "spiffe://cluster.local/ns/demo/sa/httpbin") == [
-        Identity("cluster.local", "demo", "httpbin")]
+        Identity("cluster.local", "demo", "httpbin")
+    ]
     assert await certificate(api, address, ZTUNNEL_1) == [Identity.parse(ZTUNNEL_SA)]
     issued = [r.getMessage() for r in caplog.records if r.name == "istiod.ca"]
-    assert issued[1].startswith("issued spiffe://cluster.local/ns/demo/sa/httpbin for ztunnel on worker1 "
-                                "(pod istio-system/ztunnel-w1, serial ")
+    assert issued[1].startswith(
+        "issued spiffe://cluster.local/ns/demo/sa/httpbin for ztunnel on worker1 (pod istio-system/ztunnel-w1, serial "
+    )
 
 
 async def test_certificates_refused(api: InProcessLabApi, address, caplog) -> None:
@@ -127,6 +163,7 @@ async def test_certificates_refused(api: InProcessLabApi, address, caplog) -> No
 
 # ---- Subscribe ---------------------------------------------------------------------------------------
 
+
 async def next_batch(stream, cache: ConfigCache) -> list[dict]:
     """Lines up to SYNCED on first use, else one line; applied to the cache."""
     lines = []
@@ -145,8 +182,11 @@ async def test_subscribe_full_state_deltas_and_reconnect(api: InProcessLabApi, a
         first = await next_batch(stream, cache)
         assert [m["type"] for m in first] == ["Authorization", "Address", "SYNCED"]
         assert sorted(cache.resources["Address"]) == [
-            "Kubernetes//Pod/demo/httpbin-1", "Kubernetes//Pod/demo/sleep-1",
-            "Kubernetes//Pod/istio-system/ztunnel-w1", "demo/httpbin.demo.svc.cluster.local"]
+            "Kubernetes//Pod/demo/httpbin-1",
+            "Kubernetes//Pod/demo/sleep-1",
+            "Kubernetes//Pod/istio-system/ztunnel-w1",
+            "demo/httpbin.demo.svc.cluster.local",
+        ]
         httpbin = cache.resources["Address"]["Kubernetes//Pod/demo/httpbin-1"]["workload"]
         assert (httpbin["protocol"], httpbin["authorizationPolicies"]) == ("HBONE", ["demo/allow-sleep"])
         assert httpbin["services"] == {"demo/httpbin.demo.svc.cluster.local": {"8000": 80}}
@@ -165,10 +205,15 @@ async def test_subscribe_full_state_deltas_and_reconnect(api: InProcessLabApi, a
     known = cache.known()
     with api.watchers_away():  # istiod re-lists after, and so learns of what it missed
         api.store.delete("Pod", "demo", "sleep-1")
-        api.apply({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-                   "metadata": {"name": "deny-9", "namespace": "demo"},
-                   "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"ports": ["9000"]}}]}]}})
-        api.api.label("Namespace", "demo", None, {"istio.io/dataplane-mode": None})
+        api.apply(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "AuthorizationPolicy",
+                "metadata": {"name": "deny-9", "namespace": "demo"},
+                "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"ports": ["9000"]}}]}]},
+            }
+        )
+        api.label("Namespace", None, "demo", {"istio.io/dataplane-mode": None})
     await eventually(lambda: api.ops().count("watch") >= 2)
     await trio.sleep(0.1)
     again = ConfigCache()
@@ -194,8 +239,7 @@ async def open_stuck_subscriber(address, root: str, token: str) -> trio.SSLStrea
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # also turns receive autotuning off
     await sock.connect(address)
-    conn = trio.SSLStream(trio.SocketStream(sock), client_context(root), server_hostname=None,
-                          https_compatible=True)
+    conn = trio.SSLStream(trio.SocketStream(sock), client_context(root), server_hostname=None, https_compatible=True)
     await conn.send_all(encode({"op": "Subscribe", "token": token, "node": "stuck", "known": {}}))
     return conn
 
@@ -215,19 +259,25 @@ async def test_a_stuck_subscriber_does_not_hold_back_others(api: InProcessLabApi
             assert [r["name"] for r in delta["resources"]] == ["Kubernetes//Pod/demo/small"]
     pushes = [r.getMessage() for r in caplog.records if r.name == "istiod.xds" and "pushed" in r.getMessage()]
     assert [p for p in pushes if p.endswith("to ztunnel stuck (synced)")]  # its first push went out...
-    assert not [p for p in pushes if p.endswith("to ztunnel stuck")]      # ...the 8 MB one never completed
+    assert not [p for p in pushes if p.endswith("to ztunnel stuck")]  # ...the 8 MB one never completed
 
 
 # ---- statuses and readiness -----------------------------------------------------------------------
+
 
 async def test_policy_status_is_written_once(api: InProcessLabApi, address) -> None:
     def condition() -> dict | None:
         status = api.get("AuthorizationPolicy", "demo", "allow-sleep").get("status") or {}
         return next(iter(status.get("conditions") or []), None)
+
     await eventually(lambda: condition() is not None)
     assert {k: v for k, v in condition().items() if k != "lastTransitionTime"} == {
-        "type": "ZtunnelAccepted", "status": "True", "reason": "Accepted", "message": "attached to ztunnel",
-        "observedGeneration": 1}
+        "type": "ZtunnelAccepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "attached to ztunnel",
+        "observedGeneration": 1,
+    }
     api.create(pod("other", "demo", "x", "worker1", "10.244.1.9"))
     await trio.sleep(0.1)
     assert api.ops().count("update_status") == 1

@@ -1,4 +1,5 @@
 """The sans-IO parts of istiod's two ops: the CA decision and the config stream's deltas."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -7,12 +8,12 @@ import pytest
 import trio
 import trio.testing
 
+from mesh.contract import ADDRESS, AUTHORIZATION
 from mesh.identity.ca import RootCA, make_csr, verify_chain
-from mesh.identity.spiffe import Identity
 from mesh.identity.caller import Caller
+from mesh.identity.spiffe import Identity
 from mesh.istiod.ca import CertificateRequest, Refused, issue
 from mesh.istiod.client import ConfigCache
-from mesh.contract import ADDRESS, AUTHORIZATION
 from mesh.istiod.translate import Versioned, versioned
 from mesh.istiod.xds import BadRequest, ConfigPublisher, delta_messages, parse_known
 
@@ -22,11 +23,17 @@ HTTPBIN = Identity("cluster.local", "demo", "httpbin")
 
 
 def pod(name: str, ns: str, sa: str, node: str, uid: str | None = None, phase: str = "Running") -> dict:
-    return {"metadata": {"name": name, "namespace": ns, "uid": uid or f"uid-{name}"},
-            "spec": {"nodeName": node, "serviceAccountName": sa}, "status": {"phase": phase}}
+    return {
+        "metadata": {"name": name, "namespace": ns, "uid": uid or f"uid-{name}"},
+        "spec": {"nodeName": node, "serviceAccountName": sa},
+        "status": {"phase": phase},
+    }
 
 
-PODS = [pod("ztunnel-w1", "istio-system", "ztunnel", "worker1", "uid-z"), pod("httpbin-1", "demo", "httpbin", "worker1")]
+PODS = [
+    pod("ztunnel-w1", "istio-system", "ztunnel", "worker1", "uid-z"),
+    pod("httpbin-1", "demo", "httpbin", "worker1"),
+]
 
 
 def request(identity: Identity | None = None, **fields) -> CertificateRequest:
@@ -38,6 +45,7 @@ def request(identity: Identity | None = None, **fields) -> CertificateRequest:
 
 
 # ---- CreateCertificate ------------------------------------------------------------------------------
+
 
 def test_issue_for_an_impersonated_identity_on_the_node():
     identity, chain = issue(request(HTTPBIN), ZTUNNEL, PODS, ROOT)
@@ -51,17 +59,36 @@ def test_issue_defaults_to_24_hours():
     assert request(validitySeconds=3600).validity == timedelta(hours=1)
 
 
-@pytest.mark.parametrize("fields, pods, client_message, reason", [
-    ({"impersonatedIdentity": "spiffe://cluster.local/ns/demo/sa/sleep"}, PODS,
-     "request impersonation authentication failure", 'no instances of "demo/sleep" found on node "worker1"'),
-    ({"impersonatedIdentity": "spiffe://cluster.local/demo/httpbin"}, PODS,
-     "request impersonation authentication failure", "invalid SPIFFE identity"),
-    ({"impersonatedIdentity": str(HTTPBIN)}, [pod("ztunnel-w1", "istio-system", "ztunnel", "worker1", "uid-old"), PODS[1]],
-     "request impersonation authentication failure", "UID does not match"),
-    ({"impersonatedIdentity": str(HTTPBIN)}, [PODS[0], pod("httpbin-1", "demo", "httpbin", "worker1", phase="Failed")],
-     "request impersonation authentication failure", "no instances"),
-    ({"validitySeconds": 91 * 86400}, PODS, "CSR signing error", "greater than the max allowed TTL"),
-])
+@pytest.mark.parametrize(
+    "fields, pods, client_message, reason",
+    [
+        (
+            {"impersonatedIdentity": "spiffe://cluster.local/ns/demo/sa/sleep"},
+            PODS,
+            "request impersonation authentication failure",
+            'no instances of "demo/sleep" found on node "worker1"',
+        ),
+        (
+            {"impersonatedIdentity": "spiffe://cluster.local/demo/httpbin"},
+            PODS,
+            "request impersonation authentication failure",
+            "invalid SPIFFE identity",
+        ),
+        (
+            {"impersonatedIdentity": str(HTTPBIN)},
+            [pod("ztunnel-w1", "istio-system", "ztunnel", "worker1", "uid-old"), PODS[1]],
+            "request impersonation authentication failure",
+            "UID does not match",
+        ),
+        (
+            {"impersonatedIdentity": str(HTTPBIN)},
+            [PODS[0], pod("httpbin-1", "demo", "httpbin", "worker1", phase="Failed")],
+            "request impersonation authentication failure",
+            "no instances",
+        ),
+        ({"validitySeconds": 91 * 86400}, PODS, "CSR signing error", "greater than the max allowed TTL"),
+    ],
+)
 def test_issue_refusals(fields, pods, client_message, reason):
     _, csr = make_csr(HTTPBIN)
     with pytest.raises(Refused) as refused:
@@ -70,14 +97,16 @@ def test_issue_refusals(fields, pods, client_message, reason):
     assert reason in refused.value.reason
 
 
-@pytest.mark.parametrize("message", [{"csr": ""}, {"csr": "x", "validitySeconds": "1d"},
-                                     {"csr": "x", "validitySeconds": float("nan")}])
+@pytest.mark.parametrize(
+    "message", [{"csr": ""}, {"csr": "x", "validitySeconds": "1d"}, {"csr": "x", "validitySeconds": float("nan")}]
+)
 def test_malformed_requests(message):
     with pytest.raises(Refused):
         CertificateRequest.parse(message)
 
 
 # ---- Subscribe ------------------------------------------------------------------------------------
+
 
 def resources(**by_type: dict[str, dict]) -> dict[str, dict[str, Versioned]]:
     return {t: {name: versioned(r) for name, r in items.items()} for t, items in by_type.items()}
@@ -88,8 +117,11 @@ def test_delta_messages_policies_first_and_only_differences():
     new = resources(Address={"a": {"x": 1}, "c": {"x": 3}}, Authorization={"p": {"y": 2}})
     messages = delta_messages(old, new)
     assert [m["type"] for m in messages] == [AUTHORIZATION, ADDRESS]
-    assert messages[1] == {"type": ADDRESS, "removed": ["b"],
-                           "resources": [{"name": "c", "version": new[ADDRESS]["c"].version, "resource": {"x": 3}}]}
+    assert messages[1] == {
+        "type": ADDRESS,
+        "removed": ["b"],
+        "resources": [{"name": "c", "version": new[ADDRESS]["c"].version, "resource": {"x": 3}}],
+    }
     assert delta_messages(new, new) == []
     known = parse_known({t: {n: r.version for n, r in items.items()} for t, items in new.items()})
     assert delta_messages(known, new) == []

@@ -1,5 +1,6 @@
 """istiod's sync status: the subscriber registry (who is connected, what it asked for, its version,
 and per type SYNCED / STALE / NOT SENT), the Subscribe stream feeding it, and /debug/syncz."""
+
 from __future__ import annotations
 
 import json
@@ -9,14 +10,24 @@ import trio
 import trio.testing
 
 from lab.client.protocol import LineDecoder
+from mesh.contract import ADDRESS, AUTHORIZATION, PROXY_TYPES
 from mesh.identity.caller import Caller
 from mesh.istiod import debug
 from mesh.istiod.client import image_tag, own_version
-from mesh.contract import ADDRESS, AUTHORIZATION, PROXY_TYPES
 from mesh.istiod.proxyconfig import proxy_id
 from mesh.istiod.translate import TYPES, versioned
-from mesh.istiod.xds import (NOT_SENT, STALE, SYNCED_STATE, BadRequest, ConfigPublisher, ConfigStream,
-                             SubscriberRegistry, parse_version, type_version, view)
+from mesh.istiod.xds import (
+    NOT_SENT,
+    STALE,
+    SYNCED_STATE,
+    BadRequest,
+    ConfigPublisher,
+    ConfigStream,
+    SubscriberRegistry,
+    parse_version,
+    type_version,
+    view,
+)
 
 
 def resources(workload: str = "w1", policy: str = "p1", listener: str = "l1", other_listener: str = "x1"):
@@ -24,8 +35,10 @@ def resources(workload: str = "w1", policy: str = "p1", listener: str = "l1", ot
     return {
         ADDRESS: {"Kubernetes//Pod/demo/httpbin": versioned({"workload": workload})},
         AUTHORIZATION: {"demo/allow": versioned({"policy": policy})},
-        "Listener": {"demo/waypoint/main_internal": versioned({"l": listener}),
-                     "demo/other/main_internal": versioned({"l": other_listener})},
+        "Listener": {
+            "demo/waypoint/main_internal": versioned({"l": listener}),
+            "demo/other/main_internal": versioned({"l": other_listener}),
+        },
         "Cluster": {"demo/waypoint/c": versioned({"c": 1}), "demo/other/c": versioned({"c": 1})},
         "RouteConfiguration": {"demo/waypoint/r": versioned({"r": 1})},
     }
@@ -41,11 +54,24 @@ class Clock:
 
 def registry_with_two() -> tuple[SubscriberRegistry, object, object]:
     reg = SubscriberRegistry("cluster.local", clock=Clock())
-    zt = reg.connect(namespace="istio-system", service_account="ztunnel", pod_name="ztunnel-abcde",
-                     node="worker1", types=TYPES, version="1.24.0")
-    wp = reg.connect(namespace="demo", service_account="waypoint", pod_name="waypoint-7d9f-xk2lp", node="worker2",
-                     types=PROXY_TYPES, proxy="demo/waypoint", prefix=proxy_id("demo", "waypoint"),
-                     version="1.23.2")
+    zt = reg.connect(
+        namespace="istio-system",
+        service_account="ztunnel",
+        pod_name="ztunnel-abcde",
+        node="worker1",
+        types=TYPES,
+        version="1.24.0",
+    )
+    wp = reg.connect(
+        namespace="demo",
+        service_account="waypoint",
+        pod_name="waypoint-7d9f-xk2lp",
+        node="worker2",
+        types=PROXY_TYPES,
+        proxy="demo/waypoint",
+        prefix=proxy_id("demo", "waypoint"),
+        version="1.23.2",
+    )
     return reg, zt, wp
 
 
@@ -82,7 +108,10 @@ def test_nothing_sent_yet_is_not_sent_then_synced_then_stale():
     entries = by_pod(reg, newer)
     assert states(entries["istio-system/ztunnel-abcde"]) == {AUTHORIZATION: SYNCED_STATE, ADDRESS: STALE}
     assert states(entries["demo/waypoint-7d9f-xk2lp"]) == {
-        "Listener": STALE, "Cluster": SYNCED_STATE, "RouteConfiguration": SYNCED_STATE}
+        "Listener": STALE,
+        "Cluster": SYNCED_STATE,
+        "RouteConfiguration": SYNCED_STATE,
+    }
     stale = entries["istio-system/ztunnel-abcde"]["types"][ADDRESS]
     assert stale["sent"] != stale["current"] and stale["resources"] == 1
 
@@ -152,8 +181,14 @@ class FakeApi:
 
 
 async def test_own_version_env_then_image_tag_then_default():
-    pod = {"spec": {"containers": [{"name": "app", "image": "x:9"},
-                                   {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.25.1"}]}}
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "app", "image": "x:9"},
+                {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.25.1"},
+            ]
+        }
+    }
     env = {"LAB_POD_NAME": "p", "LAB_POD_NAMESPACE": "ns"}
     assert await own_version(FakeApi(pod), {**env, "ISTIO_META_ISTIO_VERSION": "1.26.0"}, "istio-proxy") == "1.26.0"
     assert await own_version(FakeApi(pod), env, "istio-proxy") == "1.25.1"
@@ -163,6 +198,7 @@ async def test_own_version_env_then_image_tag_then_default():
 
 
 # ---- the stream feeds the registry ----------------------------------------------------------------
+
 
 class Reviewer:
     def __init__(self, caller: Caller) -> None:
@@ -185,8 +221,14 @@ async def test_the_stream_registers_and_unregisters_its_subscriber():
     caller = Caller("waypoint-7d9f-xk2lp", "uid-w", "demo", "waypoint", "worker2")
     stream = ConfigStream(publisher, Reviewer(caller))
     server_side, client_side = trio.testing.memory_stream_pair()
-    request = {"op": "Subscribe", "token": "t", "node": "worker2", "types": list(PROXY_TYPES),
-               "proxy": "demo/waypoint", "version": "1.23.2"}
+    request = {
+        "op": "Subscribe",
+        "token": "t",
+        "node": "worker2",
+        "types": list(PROXY_TYPES),
+        "proxy": "demo/waypoint",
+        "version": "1.23.2",
+    }
     decoder = LineDecoder()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream.serve, server_side, request)
@@ -220,6 +262,7 @@ async def test_a_bad_version_is_refused_and_not_registered():
 
 # ---- /debug/syncz -----------------------------------------------------------------------------------
 
+
 async def test_debug_syncz_over_http():
     reg, zt, _ = registry_with_two()
     reg.record_sent(zt, view(resources(), zt.types, None))
@@ -236,11 +279,14 @@ async def test_debug_syncz_over_http():
     assert head.startswith(b"HTTP/1.1 200")
     if b"chunked" in head.lower():
         from mesh.istioctl.common import _dechunk
+
         body = _dechunk(body)
     doc = json.loads(body)
     assert doc["istiod"] == me
     assert {e["pod"]: states(e) for e in doc["subscribers"]}["istio-system/ztunnel-abcde"] == {
-        AUTHORIZATION: SYNCED_STATE, ADDRESS: SYNCED_STATE}
+        AUTHORIZATION: SYNCED_STATE,
+        ADDRESS: SYNCED_STATE,
+    }
 
 
 async def test_a_debug_port_that_cannot_be_bound_leaves_istiod_running():
@@ -250,8 +296,9 @@ async def test_a_debug_port_that_cannot_be_bound_leaves_istiod_running():
     port = taken.getsockname()[1]
     try:
         async with trio.open_nursery() as nursery:
-            assert await nursery.start(debug.serve_debug, "127.0.0.1", port, SubscriberRegistry(),
-                                       lambda: None, {}) is None
+            assert (
+                await nursery.start(debug.serve_debug, "127.0.0.1", port, SubscriberRegistry(), lambda: None, {})
+                is None
+            )
     finally:
         taken.close()
-

@@ -1,6 +1,7 @@
 """istiod's waypoints (docs/waypoints.md): which Gateways are waypoints, the objects istiod deploys
 for them, their status, attachment to workloads and services, and the controller over a real API
 server and store (no processes); plus the lab's garbage collector honouring any owner."""
+
 from __future__ import annotations
 
 import copy
@@ -11,21 +12,34 @@ import pytest
 import trio
 import yaml
 
-from lab.runtime import images
 from lab.apiserver import validation
 from lab.apiserver.api import ApiServer
+from lab.apiserver.store import Store
 from lab.client import LabError
 from lab.controllers import workloads
-from lab.apiserver.store import Store
+from lab.runtime import images
 from lab.testing import ARTICLE
 from lab.topology import load_file
 from mesh.istiod import waypoints as wp
 from mesh.istiod.state import ClusterObjects, MeshState
 from mesh.istiod.waypoint_controller import WaypointController
 from mesh.istiod.waypoints import (
-    IMPLICIT_NAMESPACE, IMPLICIT_SERVICE_ACCOUNT, NAMESPACE_LABEL, POD_LABEL, SERVICE_LABEL, Attachments,
-    WaypointChoice, desired_objects, drift, gateway_status, is_waypoint, served_by,
-    status_update, traffic_type, waypoint_for_pod, waypoint_for_service,
+    IMPLICIT_NAMESPACE,
+    IMPLICIT_SERVICE_ACCOUNT,
+    NAMESPACE_LABEL,
+    POD_LABEL,
+    SERVICE_LABEL,
+    Attachments,
+    WaypointChoice,
+    desired_objects,
+    drift,
+    gateway_status,
+    is_waypoint,
+    served_by,
+    status_update,
+    traffic_type,
+    waypoint_for_pod,
+    waypoint_for_service,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,14 +48,31 @@ USE = "istio.io/use-waypoint"
 FOR = "istio.io/waypoint-for"
 
 
-def gateway(name: str = "waypoint", ns: str = "demo", cls: str = "istio-waypoint", labels: dict | None = None,
-            annotations: dict | None = None, listeners: list | None = None, api: str = "v1") -> dict:
-    return {"apiVersion": f"gateway.networking.k8s.io/{api}", "kind": "Gateway",
-            "metadata": {"name": name, "namespace": ns, "uid": f"uid-gw-{ns}-{name}", "generation": 1,
-                         "labels": labels or {}, "annotations": annotations or {}},
-            "spec": {"gatewayClassName": cls,
-                     "listeners": listeners if listeners is not None
-                     else [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}}
+def gateway(
+    name: str = "waypoint",
+    ns: str = "demo",
+    cls: str = "istio-waypoint",
+    labels: dict | None = None,
+    annotations: dict | None = None,
+    listeners: list | None = None,
+    api: str = "v1",
+) -> dict:
+    return {
+        "apiVersion": f"gateway.networking.k8s.io/{api}",
+        "kind": "Gateway",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": f"uid-gw-{ns}-{name}",
+            "generation": 1,
+            "labels": labels or {},
+            "annotations": annotations or {},
+        },
+        "spec": {
+            "gatewayClassName": cls,
+            "listeners": listeners if listeners is not None else [{"name": "mesh", "port": 15008, "protocol": "HBONE"}],
+        },
+    }
 
 
 def namespace(name: str = "demo", labels: dict | None = None) -> dict:
@@ -49,18 +80,28 @@ def namespace(name: str = "demo", labels: dict | None = None) -> dict:
 
 
 def pod(name: str, ns: str = "demo", labels: dict | None = None, sa: str = "default", phase: str = "Running") -> dict:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "labels": labels or {"app": name}},
-            "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": "x"}]},
-            "status": {"phase": phase, "podIP": "10.244.1.9"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}", "labels": labels or {"app": name}},
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": phase, "podIP": "10.244.1.9"},
+    }
 
 
-def service(name: str, ns: str = "demo", selector: dict | None = None, labels: dict | None = None,
-            ip: str = "10.96.0.50") -> dict:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
-            "spec": {"clusterIP": ip, "selector": selector if selector is not None else {"app": name},
-                     "ports": [{"port": 80}]}}
+def service(
+    name: str, ns: str = "demo", selector: dict | None = None, labels: dict | None = None, ip: str = "10.96.0.50"
+) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "spec": {
+            "clusterIP": ip,
+            "selector": selector if selector is not None else {"app": name},
+            "ports": [{"port": 80}],
+        },
+    }
 
 
 def waypoint_service(name: str = "waypoint", ns: str = "demo", ip: str = "10.96.0.99") -> dict:
@@ -76,28 +117,41 @@ def objects(*items: dict) -> dict[str, list[dict]]:
 
 # ---- which Gateways are waypoints -------------------------------------------------------------------
 
-@pytest.mark.parametrize("gw, expected", [
-    (gateway(), True),
-    (gateway(cls="istio", api="v1beta1"), True),                                # the article's 1.18 form
-    (gateway(cls="istio-remote"), False),
-    (gateway(listeners=[{"name": "http", "port": 80, "protocol": "HTTP"}]), False),
-    (gateway(listeners=[{"name": "mesh", "port": 15009, "protocol": "HBONE"}]), False),
-    (gateway(listeners=[{"name": "http", "port": 80, "protocol": "HTTP"},
-                        {"name": "mesh", "port": 15008, "protocol": "HBONE"}]), True),
-    (gateway(listeners=[]), False),
-])
+
+@pytest.mark.parametrize(
+    "gw, expected",
+    [
+        (gateway(), True),
+        (gateway(cls="istio", api="v1beta1"), True),  # the article's 1.18 form
+        (gateway(cls="istio-remote"), False),
+        (gateway(listeners=[{"name": "http", "port": 80, "protocol": "HTTP"}]), False),
+        (gateway(listeners=[{"name": "mesh", "port": 15009, "protocol": "HBONE"}]), False),
+        (
+            gateway(
+                listeners=[
+                    {"name": "http", "port": 80, "protocol": "HTTP"},
+                    {"name": "mesh", "port": 15008, "protocol": "HBONE"},
+                ]
+            ),
+            True,
+        ),
+        (gateway(listeners=[]), False),
+    ],
+)
 def test_is_waypoint(gw, expected):
     assert is_waypoint(gw) is expected
 
 
-@pytest.mark.parametrize("labels, expected", [
-    ({}, "service"), ({FOR: "workload"}, "workload"), ({FOR: "all"}, "all"), ({FOR: "none"}, "none"),
-])
+@pytest.mark.parametrize(
+    "labels, expected",
+    [({}, "service"), ({FOR: "workload"}, "workload"), ({FOR: "all"}, "all"), ({FOR: "none"}, "none")],
+)
 def test_traffic_type(labels, expected):
     assert traffic_type(gateway(labels=labels)) == expected
 
 
 # ---- the objects istiod deploys ---------------------------------------------------------------------
+
 
 def article_gateway() -> dict:
     with open(os.path.join(ARTICLE, "waypoint.yaml")) as f:
@@ -108,8 +162,13 @@ def article_gateway() -> dict:
 
 def test_desired_objects_follow_istios_waypoint_template():
     sa, svc, deploy = desired_objects(article_gateway())
-    owner = {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "Gateway",
-             "name": "httpbin-ambient-waypoint", "uid": "uid-article-gw", "controller": True}
+    owner = {
+        "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "kind": "Gateway",
+        "name": "httpbin-ambient-waypoint",
+        "uid": "uid-article-gw",
+        "controller": True,
+    }
     for obj in (sa, svc, deploy):
         assert obj["metadata"]["name"] == "httpbin-ambient-waypoint"
         assert obj["metadata"]["namespace"] == "ambient-apps"
@@ -121,18 +180,27 @@ def test_desired_objects_follow_istios_waypoint_template():
     assert "replicas" not in deploy["spec"]  # 1 by default on creation, the user's afterwards
     template = deploy["spec"]["template"]
     assert template["metadata"]["labels"] == {
-        GW: "httpbin-ambient-waypoint", "gateway.istio.io/managed": "istio.io-mesh-controller",
-        "istio.io/dataplane-mode": "none", "sidecar.istio.io/inject": "false",
-        "service.istio.io/canonical-name": "httpbin-ambient-waypoint"}
+        GW: "httpbin-ambient-waypoint",
+        "gateway.istio.io/managed": "istio.io-mesh-controller",
+        "istio.io/dataplane-mode": "none",
+        "sidecar.istio.io/inject": "false",
+        "service.istio.io/canonical-name": "httpbin-ambient-waypoint",
+    }
     assert template["spec"]["serviceAccountName"] == "httpbin-ambient-waypoint"
     [container] = template["spec"]["containers"]
     assert container["name"] == "istio-proxy" and container["image"] == "docker.io/istio/proxyv2:1.24.0"
     assert container["args"] == ["proxy", "waypoint"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
-        "mesh": 15008, "metrics": 15020, "status-port": 15021, "http-envoy-prom": 15090}
+        "mesh": 15008,
+        "metrics": 15020,
+        "status-port": 15021,
+        "http-envoy-prom": 15090,
+    }
     assert {e["name"]: e["value"] for e in container["env"]} == {
-        "ISTIOD_ADDRESS": "istiod.istio-system.svc:15012", "GATEWAY_NAME": "httpbin-ambient-waypoint",
-        "ISTIO_META_WAYPOINT_FOR": "service"}
+        "ISTIOD_ADDRESS": "istiod.istio-system.svc:15012",
+        "GATEWAY_NAME": "httpbin-ambient-waypoint",
+        "ISTIO_META_WAYPOINT_FOR": "service",
+    }
     assert container["readinessProbe"] == {"httpGet": {"path": "/healthz/ready", "port": 15021}, "periodSeconds": 1}
 
     assert svc["spec"]["type"] == "ClusterIP"
@@ -156,6 +224,7 @@ def proxy_image(monkeypatch):
         if "istio/proxyv2" in image:
             return images.Image("istio/proxyv2", entrypoint=("true",))
         return real(image)
+
     monkeypatch.setattr(images, "lookup", lookup)
 
 
@@ -165,13 +234,14 @@ def test_desired_objects_pass_the_lab_validation(proxy_image):
 
 # ---- drift ---------------------------------------------------------------------------------------------
 
+
 def test_drift_of_what_istiod_owns_but_not_replicas():
     gw = gateway()
     sa, svc, deploy = desired_objects(gw)
     assert drift(None, deploy) == deploy
     live = copy.deepcopy(deploy)
     live["spec"]["replicas"] = 3
-    live["metadata"]["labels"]["team"] = "a"   # labels of others are fine
+    live["metadata"]["labels"]["team"] = "a"  # labels of others are fine
     assert drift(live, deploy) is None
     live["spec"]["template"]["spec"]["containers"][0]["image"] = "other"
     patch = drift(live, deploy)
@@ -197,17 +267,24 @@ def test_rollout_restart_is_not_drift():
 
 # ---- status ---------------------------------------------------------------------------------------------
 
+
 def test_status_programmed_once_the_service_has_an_address():
     gw = gateway("httpbin-ambient-waypoint", "ambient-apps")
     status = gateway_status(gw, waypoint_service("httpbin-ambient-waypoint", "ambient-apps", "10.96.0.20"))
     accepted, programmed = status["conditions"]
     assert (accepted["type"], accepted["status"], accepted["reason"]) == ("Accepted", "True", "Accepted")
-    assert programmed == {"type": "Programmed", "status": "True", "reason": "Programmed", "observedGeneration": 1,
-                          "message": "Resource programmed, assigned to service(s) "
-                                     "httpbin-ambient-waypoint.ambient-apps.svc.cluster.local:15008"}
-    assert status["addresses"] == [{"type": "IPAddress", "value": "10.96.0.20"},
-                                   {"type": "Hostname",
-                                    "value": "httpbin-ambient-waypoint.ambient-apps.svc.cluster.local"}]
+    assert programmed == {
+        "type": "Programmed",
+        "status": "True",
+        "reason": "Programmed",
+        "observedGeneration": 1,
+        "message": "Resource programmed, assigned to service(s) "
+        "httpbin-ambient-waypoint.ambient-apps.svc.cluster.local:15008",
+    }
+    assert status["addresses"] == [
+        {"type": "IPAddress", "value": "10.96.0.20"},
+        {"type": "Hostname", "value": "httpbin-ambient-waypoint.ambient-apps.svc.cluster.local"},
+    ]
     [listener] = status["listeners"]
     assert listener["name"] == "mesh" and listener["attachedRoutes"] == 0
     assert all(c["observedGeneration"] == 1 for c in listener["conditions"])
@@ -237,27 +314,39 @@ def test_status_update_only_on_change_and_transition_times():
 
 def test_attached_routes_count_http_routes_naming_the_gateway():
     gw = gateway("wp", "demo")
-    routes = [{"kind": "HTTPRoute", "metadata": {"name": "r1", "namespace": "demo"},
-               "spec": {"parentRefs": [{"name": "wp", "kind": "Gateway"}]}},
-              {"kind": "HTTPRoute", "metadata": {"name": "r2", "namespace": "demo"},
-               "spec": {"parentRefs": [{"name": "httpbin", "kind": "Service", "group": ""}]}},
-              {"kind": "HTTPRoute", "metadata": {"name": "r3", "namespace": "other"},
-               "spec": {"parentRefs": [{"name": "wp", "namespace": "demo"}]}}]
+    routes = [
+        {
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r1", "namespace": "demo"},
+            "spec": {"parentRefs": [{"name": "wp", "kind": "Gateway"}]},
+        },
+        {
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r2", "namespace": "demo"},
+            "spec": {"parentRefs": [{"name": "httpbin", "kind": "Service", "group": ""}]},
+        },
+        {
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r3", "namespace": "other"},
+            "spec": {"parentRefs": [{"name": "wp", "namespace": "demo"}]},
+        },
+    ]
     assert wp.attached_route_count(gw, routes) == 2
 
 
 # ---- attachment: the modern labels ------------------------------------------------------------------
 
+
 def test_namespace_label_serves_services_by_default_not_pods():
-    world = objects(namespace("demo", {USE: "waypoint"}), gateway(), waypoint_service(),
-                    service("web"), pod("web"))
+    world = objects(namespace("demo", {USE: "waypoint"}), gateway(), waypoint_service(), service("web"), pod("web"))
     assert waypoint_for_service(service("web"), world) == WaypointChoice("demo", "waypoint", NAMESPACE_LABEL)
-    assert waypoint_for_pod(pod("web"), world) is None   # waypoint-for defaults to service
+    assert waypoint_for_pod(pod("web"), world) is None  # waypoint-for defaults to service
 
 
-@pytest.mark.parametrize("for_, svc_gets, pod_gets", [
-    ("service", True, False), ("workload", False, True), ("all", True, True), ("none", False, False),
-])
+@pytest.mark.parametrize(
+    "for_, svc_gets, pod_gets",
+    [("service", True, False), ("workload", False, True), ("all", True, True), ("none", False, False)],
+)
 def test_waypoint_for_decides_service_and_pod_traffic(for_, svc_gets, pod_gets):
     world = objects(namespace("demo", {USE: "waypoint"}), gateway(labels={FOR: for_}), service("web"), pod("web"))
     assert (waypoint_for_service(service("web"), world) is not None) is svc_gets
@@ -265,8 +354,9 @@ def test_waypoint_for_decides_service_and_pod_traffic(for_, svc_gets, pod_gets):
 
 
 def test_own_label_beats_the_namespace_and_none_opts_out():
-    world = objects(namespace("demo", {USE: "waypoint"}), gateway(labels={FOR: "all"}),
-                    gateway("special", labels={FOR: "all"}))
+    world = objects(
+        namespace("demo", {USE: "waypoint"}), gateway(labels={FOR: "all"}), gateway("special", labels={FOR: "all"})
+    )
     web = service("web", labels={USE: "special"})
     assert waypoint_for_service(web, world) == WaypointChoice("demo", "special", SERVICE_LABEL)
     p = pod("web", labels={"app": "web", USE: "special"})
@@ -277,43 +367,57 @@ def test_own_label_beats_the_namespace_and_none_opts_out():
 
 
 def test_own_label_naming_a_waypoint_of_the_wrong_type_gives_none():
-    world = objects(namespace("demo", {USE: "waypoint"}), gateway(labels={FOR: "all"}),
-                    gateway("svc-only"))
+    world = objects(namespace("demo", {USE: "waypoint"}), gateway(labels={FOR: "all"}), gateway("svc-only"))
     assert waypoint_for_pod(pod("web", labels={USE: "svc-only"}), world) is None
 
 
 def test_cross_namespace_label_value():
     web = service("web", labels={USE: "infra/shared"})
-    world = objects(namespace("demo"), namespace("infra"), gateway("shared", "infra", labels={FOR: "all"}),
-                    waypoint_service("shared", "infra", "10.96.0.77"), web)
+    world = objects(
+        namespace("demo"),
+        namespace("infra"),
+        gateway("shared", "infra", labels={FOR: "all"}),
+        waypoint_service("shared", "infra", "10.96.0.77"),
+        web,
+    )
     choice = waypoint_for_service(web, world)
     assert choice == WaypointChoice("infra", "shared", SERVICE_LABEL)
     assert Attachments(world).reference(choice) == {
-        "destination": "infra/shared.infra.svc.cluster.local", "address": "10.96.0.77", "hboneMtlsPort": 15008}
+        "destination": "infra/shared.infra.svc.cluster.local",
+        "address": "10.96.0.77",
+        "hboneMtlsPort": 15008,
+    }
 
 
 @pytest.mark.parametrize("gw", [None, gateway("wp", cls="something-else")])
 def test_missing_or_non_waypoint_gateway_fails_closed(gw):
-    world = objects(namespace("demo", {USE: "wp"}), service("wp", labels={}, ip="10.96.0.5"),
-                    *([gw] if gw else []))
+    world = objects(namespace("demo", {USE: "wp"}), service("wp", labels={}, ip="10.96.0.5"), *([gw] if gw else []))
     for choice in (waypoint_for_service(service("web"), world), waypoint_for_pod(pod("web"), world)):
         assert choice == WaypointChoice("demo", "wp", NAMESPACE_LABEL, found=False)
         # No address: a Service of that name that no waypoint owns is not a waypoint.
-        assert Attachments(world).reference(choice) == {"destination": "demo/wp.demo.svc.cluster.local",
-                                                        "hboneMtlsPort": 15008}
+        assert Attachments(world).reference(choice) == {
+            "destination": "demo/wp.demo.svc.cluster.local",
+            "hboneMtlsPort": 15008,
+        }
 
 
 def test_reference_without_address_until_the_service_has_one():
     world = objects(namespace("demo", {USE: "waypoint"}), gateway())
     attachments = Attachments(world)
     assert attachments.reference(attachments.for_service(service("web"))) == {
-        "destination": "demo/waypoint.demo.svc.cluster.local", "hboneMtlsPort": 15008}
+        "destination": "demo/waypoint.demo.svc.cluster.local",
+        "hboneMtlsPort": 15008,
+    }
     assert attachments.reference(None) is None
 
 
 def test_never_its_own_pods_and_service_nor_system_namespaces():
-    world = objects(namespace("demo", {USE: "waypoint"}), gateway(labels={FOR: "all"}), waypoint_service(),
-                    namespace("istio-system", {USE: "waypoint"}))
+    world = objects(
+        namespace("demo", {USE: "waypoint"}),
+        gateway(labels={FOR: "all"}),
+        waypoint_service(),
+        namespace("istio-system", {USE: "waypoint"}),
+    )
     own_pod = pod("waypoint-abc", labels={GW: "waypoint"})
     assert waypoint_for_pod(own_pod, world) is None
     assert waypoint_for_service(waypoint_service(), world) is None
@@ -325,9 +429,16 @@ def test_never_its_own_pods_and_service_nor_system_namespaces():
 
 # ---- attachment: the article's implicit model -------------------------------------------------------
 
+
 def test_implicit_waypoint_serves_its_whole_namespace():
-    world = objects(namespace("demo"), gateway(cls="istio"), waypoint_service(), service("web"), pod("web"),
-                    pod("waypoint-x", labels={GW: "waypoint"}))
+    world = objects(
+        namespace("demo"),
+        gateway(cls="istio"),
+        waypoint_service(),
+        service("web"),
+        pod("web"),
+        pod("waypoint-x", labels={GW: "waypoint"}),
+    )
     expected = WaypointChoice("demo", "waypoint", IMPLICIT_NAMESPACE)
     assert waypoint_for_service(service("web"), world) == expected
     assert waypoint_for_pod(pod("web"), world) == expected
@@ -341,8 +452,11 @@ def test_labelled_waypoints_and_labelled_namespaces_are_not_implicit():
     world = objects(namespace("demo"), gateway(labels={FOR: "service"}), service("web"), pod("web"))
     assert waypoint_for_service(service("web"), world) is None
     # Anything in the namespace carrying use-waypoint (even #none) switches the namespace to labels.
-    for marker in (namespace("demo", {USE: "#none"}), service("other", labels={USE: "#none"}),
-                   pod("other", labels={USE: "#none"})):
+    for marker in (
+        namespace("demo", {USE: "#none"}),
+        service("other", labels={USE: "#none"}),
+        pod("other", labels={USE: "#none"}),
+    ):
         world = objects(namespace("demo"), gateway(), service("web"), pod("web"))
         kind = marker["kind"]
         world[kind] = [o for o in world.get(kind, []) if o["metadata"]["name"] != marker["metadata"]["name"]]
@@ -354,18 +468,27 @@ def test_labelled_waypoints_and_labelled_namespaces_are_not_implicit():
 def test_implicit_service_account_waypoint_wins_over_the_namespace_one():
     ns_wide = gateway("ns-wide", cls="istio")
     by_sa = gateway("for-httpbin", cls="istio", annotations={"istio.io/for-service-account": "httpbin"})
-    world = objects(namespace("demo"), ns_wide, by_sa,
-                    service("httpbin"), pod("httpbin-1", labels={"app": "httpbin"}, sa="httpbin"),
-                    pod("httpbin-2", labels={"app": "httpbin"}, sa="httpbin"),
-                    service("mixed", selector={"tier": "x"}),
-                    pod("m1", labels={"tier": "x"}, sa="httpbin"), pod("m2", labels={"tier": "x"}, sa="other"),
-                    service("sleep"), pod("sleep", sa="sleep"))
+    world = objects(
+        namespace("demo"),
+        ns_wide,
+        by_sa,
+        service("httpbin"),
+        pod("httpbin-1", labels={"app": "httpbin"}, sa="httpbin"),
+        pod("httpbin-2", labels={"app": "httpbin"}, sa="httpbin"),
+        service("mixed", selector={"tier": "x"}),
+        pod("m1", labels={"tier": "x"}, sa="httpbin"),
+        pod("m2", labels={"tier": "x"}, sa="other"),
+        service("sleep"),
+        pod("sleep", sa="sleep"),
+    )
     a = Attachments(world)
-    assert a.for_pod(pod("httpbin-1", labels={"app": "httpbin"}, sa="httpbin")) == \
-        WaypointChoice("demo", "for-httpbin", IMPLICIT_SERVICE_ACCOUNT)
+    assert a.for_pod(pod("httpbin-1", labels={"app": "httpbin"}, sa="httpbin")) == WaypointChoice(
+        "demo", "for-httpbin", IMPLICIT_SERVICE_ACCOUNT
+    )
     assert a.for_service(service("httpbin")) == WaypointChoice("demo", "for-httpbin", IMPLICIT_SERVICE_ACCOUNT)
-    assert a.for_service(service("mixed", selector={"tier": "x"})) == \
-        WaypointChoice("demo", "ns-wide", IMPLICIT_NAMESPACE)   # not all its pods run as httpbin
+    assert a.for_service(service("mixed", selector={"tier": "x"})) == WaypointChoice(
+        "demo", "ns-wide", IMPLICIT_NAMESPACE
+    )  # not all its pods run as httpbin
     assert a.for_pod(pod("sleep", sa="sleep")) == WaypointChoice("demo", "ns-wide", IMPLICIT_NAMESPACE)
     # Without the namespace-wide one, only the account's pods and services are served.
     world["Gateway"] = [by_sa]
@@ -377,23 +500,35 @@ def test_implicit_service_account_waypoint_wins_over_the_namespace_one():
 
 def test_finished_pods_do_not_count_for_a_service_account():
     by_sa = gateway("for-httpbin", cls="istio", annotations={"istio.io/for-service-account": "httpbin"})
-    world = objects(namespace("demo"), by_sa, service("httpbin"),
-                    pod("h1", labels={"app": "httpbin"}, sa="httpbin"),
-                    pod("old", labels={"app": "httpbin"}, sa="legacy", phase="Succeeded"))
+    world = objects(
+        namespace("demo"),
+        by_sa,
+        service("httpbin"),
+        pod("h1", labels={"app": "httpbin"}, sa="httpbin"),
+        pod("old", labels={"app": "httpbin"}, sa="legacy", phase="Succeeded"),
+    )
     assert waypoint_for_service(service("httpbin"), world).name == "for-httpbin"
 
 
 def test_served_by_lists_services_and_pods():
     gw = gateway(labels={FOR: "all"})
-    world = objects(namespace("demo", {USE: "waypoint"}), gw, waypoint_service(), service("web"), service("api"),
-                    pod("web"), pod("api", labels={"app": "api", USE: "#none"}),
-                    pod("waypoint-1", labels={GW: "waypoint"}))
+    world = objects(
+        namespace("demo", {USE: "waypoint"}),
+        gw,
+        waypoint_service(),
+        service("web"),
+        service("api"),
+        pod("web"),
+        pod("api", labels={"app": "api", USE: "#none"}),
+        pod("waypoint-1", labels={GW: "waypoint"}),
+    )
     services, pods = served_by(gw, world)
     assert [s["metadata"]["name"] for s in services] == ["api", "web"]
     assert [p["metadata"]["name"] for p in pods] == ["web"]
 
 
 # ---- the controller over a real API server and store ----------------------------------------------------
+
 
 class FakeLab:
     """The lab API's apply / update_status over a real ApiServer and Store; the watch is `sync`."""
@@ -402,10 +537,11 @@ class FakeLab:
         self.store = Store()
         self.api = ApiServer(self.store, load_file(os.path.join(REPO, "topologies", "default.yaml")), str(tmp_path))
         self.calls: list[tuple[str, str]] = []
-        self.sent = 0   # apply calls, refused ones included
+        self.sent = 0  # apply calls, refused ones included
 
     async def call(self, op, **params):
         from lab.apiserver.api import ApiError
+
         try:
             if op == "apply":
                 self.sent += 1
@@ -441,8 +577,9 @@ class FakeLab:
         for _ in range(5):
             self.calls.clear()
             self.reconcile(controller)
-            if all(action == "unchanged" for op, action in self.calls if op == "apply") \
-                    and not any(op == "update_status" for op, _ in self.calls):
+            if all(action == "unchanged" for op, action in self.calls if op == "apply") and not any(
+                op == "update_status" for op, _ in self.calls
+            ):
                 return
         raise AssertionError(f"still writing: {self.calls}")
 
@@ -463,7 +600,7 @@ def test_controller_creates_owned_objects_and_reports_programmed(lab):
     controller = WaypointController(lab, lab.state())
     lab.reconcile(controller)
     assert lab.store.get("Gateway", NS, NAME)["status"]["conditions"][1]["reason"] == "Pending"
-    lab.settle(controller)   # the watch brings the Service and its address
+    lab.settle(controller)  # the watch brings the Service and its address
     gw = lab.store.get("Gateway", NS, NAME)
     for kind in ("ServiceAccount", "Service", "Deployment"):
         obj = lab.store.get(kind, NS, NAME)
@@ -502,6 +639,7 @@ def test_controller_keeps_scaled_replicas_and_repairs_drift(lab):
 def test_controller_reports_a_refused_object_once(lab, monkeypatch):
     def lookup(image):
         raise images.UnknownImage(f'unknown image "{image}"')
+
     monkeypatch.setattr(images, "lookup", lookup)
     controller = WaypointController(lab, lab.state())
     lab.settle(controller)
@@ -513,7 +651,7 @@ def test_controller_reports_a_refused_object_once(lab, monkeypatch):
     lab.calls.clear()
     lab.sent = 0
     lab.reconcile(controller)
-    assert lab.calls == [] and lab.sent == 0   # the same refused object is not sent again
+    assert lab.calls == [] and lab.sent == 0  # the same refused object is not sent again
 
 
 def test_controller_leaves_objects_it_does_not_own(lab):
@@ -526,9 +664,11 @@ def test_controller_leaves_objects_it_does_not_own(lab):
 
 
 def test_non_waypoint_gateways_are_ignored(lab):
-    lab.api.apply("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: ingress\n"
-                  "  namespace: ambient-apps\nspec:\n  gatewayClassName: istio\n  listeners:\n"
-                  "  - {name: http, port: 80, protocol: HTTP}\n")
+    lab.api.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: ingress\n"
+        "  namespace: ambient-apps\nspec:\n  gatewayClassName: istio\n  listeners:\n"
+        "  - {name: http, port: 80, protocol: HTTP}\n"
+    )
     controller = WaypointController(lab, lab.state())
     lab.reconcile(controller)
     assert lab.store.get("Deployment", NS, "ingress") is None
@@ -542,7 +682,7 @@ def test_deleting_the_gateway_collects_its_objects(lab):
     workloads.reconcile_replicasets(lab.store, random.Random(1))
     assert lab.store.list("Pod", NS)
     lab.api.delete("Gateway", NAME, NS)
-    for _ in range(3):   # Deployment, then its ReplicaSet, then its pods
+    for _ in range(3):  # Deployment, then its ReplicaSet, then its pods
         workloads.collect_garbage(lab.store)
     for kind in ("ServiceAccount", "Service", "Deployment", "ReplicaSet"):
         assert lab.store.list(kind, NS) == [], kind
@@ -551,23 +691,34 @@ def test_deleting_the_gateway_collects_its_objects(lab):
 
 # ---- the garbage collector honours any owner -----------------------------------------------------------
 
+
 def test_garbage_collector_generic_owner_references():
     store = Store()
     owner = store.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner", "namespace": "a"}})
 
     def dependent(name: str, kind: str, ref: dict) -> dict:
-        return store.create({"apiVersion": "v1", "kind": kind,
-                             "metadata": {"name": name, "namespace": "a", "ownerReferences": [ref]}})
-    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"],
-           "controller": True}
+        return store.create(
+            {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "a", "ownerReferences": [ref]}}
+        )
+
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+    }
     dependent("kept", "Secret", ref)
     dependent("orphan", "Secret", {**ref, "uid": "gone"})
     dependent("not-controller", "Secret", {**ref, "uid": "gone", "controller": False})
     dependent("unknown-kind", "Secret", {**ref, "kind": "Mystery", "uid": "gone"})
     dependent("same-name-new-owner", "ServiceAccount", {**ref, "uid": "old-uid"})  # uid, not name, decides
     workloads.collect_garbage(store)
-    assert sorted(o["metadata"]["name"] for o in store.all(("Secret", "ServiceAccount"))) == \
-        ["kept", "not-controller", "unknown-kind"]
+    assert sorted(o["metadata"]["name"] for o in store.all(("Secret", "ServiceAccount"))) == [
+        "kept",
+        "not-controller",
+        "unknown-kind",
+    ]
     store.delete("ConfigMap", "a", "owner")
     workloads.collect_garbage(store)
     assert sorted(o["metadata"]["name"] for o in store.all(("Secret",))) == ["not-controller", "unknown-kind"]

@@ -1,5 +1,6 @@
 """The kind registry: every kind's names, versions, scope, checks, table and immutable fields in one
 record, and the places that used to keep their own lists now answer from it."""
+
 import subprocess
 import sys
 
@@ -54,7 +55,10 @@ def test_unknown_kinds():
 def test_immutable_fields_and_name_rules_live_in_the_registry():
     assert kinds.by_kind("Service").immutable == ("spec.clusterIP",)
     assert {k.kind for k in kinds.KINDS if k.immutable == ("spec.selector",)} == {
-        "Deployment", "ReplicaSet", "DaemonSet"}
+        "Deployment",
+        "ReplicaSet",
+        "DaemonSet",
+    }
     assert kinds.by_kind("Namespace").name_rule is names.dns1123_label
     assert kinds.by_kind("Service").name_rule is names.dns1035_label
     assert kinds.by_kind("Pod").name_rule is names.dns1123_subdomain
@@ -80,7 +84,10 @@ def test_the_server_side_table_is_a_meta_v1_table_and_wide_picks_priority_one():
     result = tables.to_table(kinds.by_kind("Pod").table, [running_pod("a")], NOW)
     assert result["kind"] == "Table" and result["apiVersion"] == "meta.k8s.io/v1"
     assert [(c["name"], c["priority"]) for c in result["columnDefinitions"]][3:6] == [
-        ("RESTARTS", 0), ("AGE", 0), ("IP", 1)]
+        ("RESTARTS", 0),
+        ("AGE", 0),
+        ("IP", 1),
+    ]
     assert result["rows"][0]["cells"][:3] == ["a", "1/1", "Running"]
     assert result["rows"][0]["object"]["metadata"]["namespace"] == "ambient-apps"
     narrow = printers.table("Pod", [running_pod("a")], now=NOW).splitlines()[0].split()
@@ -100,20 +107,36 @@ def test_the_store_keeps_a_status_only_for_kinds_that_have_one():
     assert pod["status"] == {} and pod["metadata"]["namespace"] == "default"
     assert "status" not in config
     assert {k.kind for k in kinds.KINDS if not k.has_status} == {
-        "ServiceAccount", "Endpoints", "Event", "ConfigMap", "Secret"}
+        "ServiceAccount",
+        "Endpoints",
+        "Event",
+        "ConfigMap",
+        "Secret",
+    }
 
 
 def test_apply_n_namespaces_only_namespaced_kinds():
-    text = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n"
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\n"
-            "apiVersion: v1\nkind: Sandwich\nmetadata: {name: s}\n")
+    text = (
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n---\n"
+        "apiVersion: v1\nkind: Sandwich\nmetadata: {name: s}\n"
+    )
     forced = _force_namespace(text, "apps")
     assert "namespace: apps" not in forced.split("---")[0]
     assert forced.count("namespace: apps") == 2
 
 
-@pytest.mark.parametrize("module", ["lab.apiserver.kinds", "lab.apiserver.validation", "lab.apiserver.selectors",
-                                    "lab.apiserver.tables", "lab.apiserver.store", "lab.cli.printers"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "lab.apiserver.kinds",
+        "lab.apiserver.validation",
+        "lab.apiserver.selectors",
+        "lab.apiserver.tables",
+        "lab.apiserver.store",
+        "lab.cli.printers",
+    ],
+)
 def test_each_module_can_be_imported_first(module):
     """kinds imports the checks and tables; validation looks kinds up: no order may break that."""
     code = f"import {module}; import lab.apiserver.validation as v; assert 'Pod (v1)' in v.known_kinds()"

@@ -1,5 +1,6 @@
 """The kubelet's pure helpers: who a container runs as (runAsUser/runAsGroup), the command lines
 of containers, hooks and `lab exec`, lifecycle hooks, and who may read the pod's token."""
+
 from __future__ import annotations
 
 import pytest
@@ -52,16 +53,32 @@ def test_run_as_non_root_and_bad_ids_are_refused():
 def test_the_uid_switch_comes_after_the_netns_switch():
     who = RunAs(1337, 1337)
     assert exec_argv("al-x-pod-a_b", who, ["sh", "-c", "id -u"]) == [
-        "ip", "netns", "exec", "al-x-pod-a_b",
-        "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "--", "sh", "-c", "id -u"]
+        "ip",
+        "netns",
+        "exec",
+        "al-x-pod-a_b",
+        "setpriv",
+        "--reuid=1337",
+        "--regid=1337",
+        "--clear-groups",
+        "--",
+        "sh",
+        "-c",
+        "id -u",
+    ]
     # `lab exec`'s prefix: the user's command goes after "--".
     assert exec_argv("n", who)[-1] == "--"
     assert user_argv(RunAs(0, 0, (10, 20)), ["x"])[:4] == ["setpriv", "--reuid=0", "--regid=0", "--groups=10,20"]
 
 
 def test_lifecycle_commands():
-    hooked = dict(APP, lifecycle={"postStart": {"exec": {"command": ["pilot-agent", "wait"]}},
-                                  "preStop": {"exec": {"command": ["sleep", 1]}}})
+    hooked = dict(
+        APP,
+        lifecycle={
+            "postStart": {"exec": {"command": ["pilot-agent", "wait"]}},
+            "preStop": {"exec": {"command": ["sleep", 1]}},
+        },
+    )
     assert lifecycle_command(hooked, "postStart") == ["pilot-agent", "wait"]
     assert lifecycle_command(hooked, "preStop") == ["sleep", "1"]
     assert lifecycle_command(APP, "postStart") is None

@@ -1,5 +1,6 @@
-"""lab.runtime.kubeproxy: Services + Endpoints -> nft script (pure; tests/e2e/test_network.py feeds the
+"""lab.runtime.kubeproxy: Services + Endpoints -> nft script (pure; tests/integration/test_network.py feeds the
 SCENARIOS below to `nft -c` and applies them to real nodes)."""
+
 from __future__ import annotations
 
 import random
@@ -13,17 +14,27 @@ VIP = "10.96.0.100"
 
 
 def service(name, ports, cluster_ip=VIP, namespace="default", **spec):
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"clusterIP": cluster_ip, "ports": ports, **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"clusterIP": cluster_ip, "ports": ports, **spec},
+    }
 
 
 def endpoints(name, ips, ports, namespace="default", not_ready=()):
-    return {"apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": name, "namespace": namespace},
-            "subsets": [{"addresses": [{"ip": ip} for ip in ips],
-                         "notReadyAddresses": [{"ip": ip} for ip in not_ready],
-                         "ports": ports}]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": namespace},
+        "subsets": [
+            {
+                "addresses": [{"ip": ip} for ip in ips],
+                "notReadyAddresses": [{"ip": ip} for ip in not_ready],
+                "ports": ports,
+            }
+        ],
+    }
 
 
 HTTP = {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}
@@ -32,19 +43,21 @@ DNS_UDP = {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}
 DNS_UDP_EP = {"name": "dns", "port": 5353, "protocol": "UDP"}
 
 SCENARIOS = {
-    "one-endpoint": ([service("web", [HTTP])],
-                     [endpoints("web", ["10.244.0.10"], [HTTP_EP])]),
-    "three-endpoints": ([service("web", [HTTP])],
-                        [endpoints("web", ["10.244.1.12", "10.244.0.11", "10.244.1.13"],
-                                   [HTTP_EP])]),
-    "no-endpoints": ([service("web", [HTTP])],
-                     [endpoints("web", [], [HTTP_EP], not_ready=["10.244.0.11"])]),
-    "named-target-port": ([service("web", [{"name": "http", "port": 80, "targetPort": "web"}])],
-                          [endpoints("web", ["10.244.0.11"], [{"name": "http", "port": 9090}])]),
-    "headless": ([service("db", [HTTP], cluster_ip="None")],
-                 [endpoints("db", ["10.244.0.11"], [HTTP_EP])]),
-    "udp": ([service("kube-dns", [DNS_UDP], cluster_ip="10.96.0.10", namespace="kube-system")],
-            [endpoints("kube-dns", ["10.244.1.12"], [DNS_UDP_EP], namespace="kube-system")]),
+    "one-endpoint": ([service("web", [HTTP])], [endpoints("web", ["10.244.0.10"], [HTTP_EP])]),
+    "three-endpoints": (
+        [service("web", [HTTP])],
+        [endpoints("web", ["10.244.1.12", "10.244.0.11", "10.244.1.13"], [HTTP_EP])],
+    ),
+    "no-endpoints": ([service("web", [HTTP])], [endpoints("web", [], [HTTP_EP], not_ready=["10.244.0.11"])]),
+    "named-target-port": (
+        [service("web", [{"name": "http", "port": 80, "targetPort": "web"}])],
+        [endpoints("web", ["10.244.0.11"], [{"name": "http", "port": 9090}])],
+    ),
+    "headless": ([service("db", [HTTP], cluster_ip="None")], [endpoints("db", ["10.244.0.11"], [HTTP_EP])]),
+    "udp": (
+        [service("kube-dns", [DNS_UDP], cluster_ip="10.96.0.10", namespace="kube-system")],
+        [endpoints("kube-dns", ["10.244.1.12"], [DNS_UDP_EP], namespace="kube-system")],
+    ),
     "empty": ([], []),
 }
 
@@ -56,8 +69,10 @@ def render(name: str) -> str:
 def chains(script: str) -> dict[str, list[str]]:
     """{chain name: [rule, ...]} of the final `table ip kube_proxy {...}` block."""
     body = script.split("table ip kube_proxy {\n", 1)[1]
-    return {name: [r.strip() for r in rules.strip().splitlines()]
-            for name, rules in re.findall(r"\tchain (\S+) \{\n(.*?)\t\}\n", body, re.S)}
+    return {
+        name: [r.strip() for r in rules.strip().splitlines()]
+        for name, rules in re.findall(r"\tchain (\S+) \{\n(.*?)\t\}\n", body, re.S)
+    }
 
 
 def goto_targets(rule: str) -> list[str]:
@@ -70,21 +85,20 @@ def dnat_targets(script: str) -> set[str]:
 
 def test_script_recreates_the_table_in_one_transaction():
     lines = render("one-endpoint").splitlines()
-    assert lines[:3] == ["table ip kube_proxy {}", "delete table ip kube_proxy",
-                         "table ip kube_proxy {"]
+    assert lines[:3] == ["table ip kube_proxy {}", "delete table ip kube_proxy", "table ip kube_proxy {"]
     assert lines[-1] == "}"
 
 
 def test_base_chains_hook_dnat_and_masquerade_marked_packets():
     c = chains(render("one-endpoint"))
-    assert c["prerouting"] == ["type nat hook prerouting priority dstnat; policy accept;",
-                               "jump services"]
-    assert c["output"] == ["type nat hook output priority -100; policy accept;",
-                           "jump services"]
-    assert c["postrouting"] == ["type nat hook postrouting priority srcnat; policy accept;",
-                                "meta mark & 0x4000 == 0 return",
-                                "meta mark set meta mark ^ 0x4000",
-                                "masquerade fully-random"]
+    assert c["prerouting"] == ["type nat hook prerouting priority dstnat; policy accept;", "jump services"]
+    assert c["output"] == ["type nat hook output priority -100; policy accept;", "jump services"]
+    assert c["postrouting"] == [
+        "type nat hook postrouting priority srcnat; policy accept;",
+        "meta mark & 0x4000 == 0 return",
+        "meta mark set meta mark ^ 0x4000",
+        "masquerade fully-random",
+    ]
 
 
 def test_one_endpoint():
@@ -97,8 +111,10 @@ def test_one_endpoint():
     (pick,) = c[svc_chain]
     assert pick.startswith("numgen random mod 1 vmap { 0 : goto sep-")
     (sep,) = goto_targets(pick)
-    assert c[sep] == ["ip saddr 10.244.0.10 meta mark set meta mark | 0x4000",
-                      "meta l4proto tcp dnat to 10.244.0.10:8080"]
+    assert c[sep] == [
+        "ip saddr 10.244.0.10 meta mark set meta mark | 0x4000",
+        "meta l4proto tcp dnat to 10.244.0.10:8080",
+    ]
 
 
 def test_three_endpoints_are_picked_uniformly_in_a_stable_order():
@@ -107,8 +123,7 @@ def test_three_endpoints_are_picked_uniformly_in_a_stable_order():
     (pick,) = c[svc_chain]
     assert pick.startswith("numgen random mod 3 vmap { 0 : goto ")
     seps = goto_targets(pick)
-    assert [c[s][1].rsplit(" ", 1)[1] for s in seps] == [
-        "10.244.0.11:8080", "10.244.1.12:8080", "10.244.1.13:8080"]
+    assert [c[s][1].rsplit(" ", 1)[1] for s in seps] == ["10.244.0.11:8080", "10.244.1.12:8080", "10.244.1.13:8080"]
     for sep in seps:
         ip = c[sep][1].rsplit(" ", 1)[1].split(":")[0]
         assert c[sep][0] == f"ip saddr {ip} meta mark set meta mark | 0x4000"
@@ -135,8 +150,7 @@ def test_named_target_port_resolves_through_endpoints_port_names():
 
 def test_named_target_port_matches_an_endpoints_port_named_like_the_container_port():
     svc = service("web", [{"port": 80, "targetPort": "web"}])
-    eps = endpoints("web", ["10.244.0.11"], [{"name": "metrics", "port": 9100},
-                                             {"name": "web", "port": 8000}])
+    eps = endpoints("web", ["10.244.0.11"], [{"name": "metrics", "port": 9100}, {"name": "web", "port": 8000}])
     assert dnat_targets(kubeproxy.render([svc], [eps])) == {"10.244.0.11:8000"}
 
 
@@ -194,10 +208,14 @@ def test_output_is_deterministic_and_independent_of_input_order():
 
 
 def test_chain_names_are_valid_unique_nft_identifiers():
-    svcs = [service("a-b", [HTTP], cluster_ip="10.96.0.1"),
-            service("a", [HTTP], cluster_ip="10.96.0.2", namespace="b-default")]
-    eps = [endpoints("a-b", ["10.244.0.1"], [HTTP_EP]),
-           endpoints("a", ["10.244.0.1"], [HTTP_EP], namespace="b-default")]
+    svcs = [
+        service("a-b", [HTTP], cluster_ip="10.96.0.1"),
+        service("a", [HTTP], cluster_ip="10.96.0.2", namespace="b-default"),
+    ]
+    eps = [
+        endpoints("a-b", ["10.244.0.1"], [HTTP_EP]),
+        endpoints("a", ["10.244.0.1"], [HTTP_EP], namespace="b-default"),
+    ]
     names = list(chains(kubeproxy.render(svcs, eps)))
     assert len(names) == len(set(names))
     for name in names:
@@ -207,9 +225,9 @@ def test_chain_names_are_valid_unique_nft_identifiers():
 def test_chain_names_stay_short_for_long_object_names():
     long = "x" * 63
     svc = service(long, [{"name": "p" * 15, "port": 80}], namespace=long)
-    names = chains(kubeproxy.render([svc], [endpoints(long, ["10.244.0.1"],
-                                                      [{"name": "p" * 15, "port": 80}],
-                                                      namespace=long)]))
+    names = chains(
+        kubeproxy.render([svc], [endpoints(long, ["10.244.0.1"], [{"name": "p" * 15, "port": 80}], namespace=long)])
+    )
     assert all(len(n) <= kubeproxy.MAX_CHAIN_NAME for n in names)
 
 
@@ -218,13 +236,16 @@ def test_other_ports_of_a_cluster_ip_are_rejected_after_the_service_ports():
     assert c["services"][-1] == "ip daddr { 10.96.0.10 } reject"
 
 
-@pytest.mark.parametrize("bad", [
-    {"cluster_ip": "10.96.0.300"},
-    {"cluster_ip": "10.96.0.1; flush ruleset"},
-    {"ports": [{"port": 0}]},
-    {"ports": [{"port": "80; drop"}]},
-    {"ports": [{"port": 80, "protocol": "ICMP"}]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"cluster_ip": "10.96.0.300"},
+        {"cluster_ip": "10.96.0.1; flush ruleset"},
+        {"ports": [{"port": 0}]},
+        {"ports": [{"port": "80; drop"}]},
+        {"ports": [{"port": 80, "protocol": "ICMP"}]},
+    ],
+)
 def test_invalid_objects_never_reach_the_script(bad):
     svc = service("web", bad.get("ports", [HTTP]), cluster_ip=bad.get("cluster_ip", VIP))
     with pytest.raises(ValueError):
@@ -233,8 +254,7 @@ def test_invalid_objects_never_reach_the_script(bad):
 
 def test_invalid_endpoint_address_is_refused():
     with pytest.raises(ValueError):
-        kubeproxy.render([service("web", [HTTP])],
-                         [endpoints("web", ["10.244.0.1 } ; flush ruleset"], [HTTP_EP])])
+        kubeproxy.render([service("web", [HTTP])], [endpoints("web", ["10.244.0.1 } ; flush ruleset"], [HTTP_EP])])
 
 
 def test_table_name_must_be_an_identifier():

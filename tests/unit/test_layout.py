@@ -1,5 +1,6 @@
 """The layout's rules (CONTRIBUTING.md), checked on the source: which package may import which,
 how long a module may grow, and that nothing points outside the repository."""
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,12 @@ def _imports(path: pathlib.Path) -> list[tuple[int, str]]:
 
 
 def _violations(package: str, allowed) -> list[str]:
-    return [f"{path.relative_to(REPO)}:{line}: imports {name}"
-            for path in _modules(package) for line, name in _imports(path) if not allowed(name)]
+    return [
+        f"{path.relative_to(REPO)}:{line}: imports {name}"
+        for path in _modules(package)
+        for line, name in _imports(path)
+        if not allowed(name)
+    ]
 
 
 def _top(name: str) -> str:
@@ -44,19 +49,26 @@ def test_the_lab_imports_nothing_of_the_mesh_or_the_scenarios():
 def test_the_mesh_imports_only_the_lab_client_package():
     def allowed(name: str) -> bool:
         return _top(name) != "lab" or name == "lab" or name == "lab.client" or name.startswith("lab.client.")
+
     assert _violations("mesh", allowed) == []
     assert _violations("mesh", lambda name: _top(name) != "scenarios") == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_module_is_longer_than_the_limit(package):
-    long = {str(p.relative_to(REPO)): n for p in _modules(package)
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(REPO)): n for p in _modules(package) if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert long == {}
 
 
 def test_nothing_points_outside_the_repository():
     needles = ("facts §", "DESIGN.md", "../shared", "shared/reference")
-    hits = [f"{p.relative_to(REPO)}:{i}" for p in _modules(*PACKAGES) if p.name != "test_layout.py"
-            for i, line in enumerate(p.read_text().splitlines(), 1) if any(n in line for n in needles)]
+    hits = [
+        f"{p.relative_to(REPO)}:{i}"
+        for p in _modules(*PACKAGES)
+        if p.name != "test_layout.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if any(n in line for n in needles)
+    ]
     assert hits == []

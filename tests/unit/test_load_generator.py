@@ -1,6 +1,7 @@
 """lab.load.generator's pure parts: bounds, URLs, requests, response parsing (over a socketpair),
 refusals before any packet, and the runner's checks. Runs against servers and the process:
 tests/integration/test_load_generator.py."""
+
 import socket
 import time
 
@@ -38,12 +39,22 @@ def test_unresolvable_name_is_refused():
         g.prepare()
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(qps=20001), "--qps"), (dict(qps=-1), "--qps"), (dict(duration=601), "--duration"),
-    (dict(duration=0), "--duration"), (dict(connections=0), "--connections"), (dict(timeout=0), "--timeout"),
-    (dict(method="G ET"), "-X"), (dict(allow=[]), "--allow"), (dict(qps=0.5, duration=1), "no request"),
-    (dict(url="https://127.0.0.1/"), "only http"), (dict(url="http:///x"), "no host"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(qps=20001), "--qps"),
+        (dict(qps=-1), "--qps"),
+        (dict(duration=601), "--duration"),
+        (dict(duration=0), "--duration"),
+        (dict(connections=0), "--connections"),
+        (dict(timeout=0), "--timeout"),
+        (dict(method="G ET"), "-X"),
+        (dict(allow=[]), "--allow"),
+        (dict(qps=0.5, duration=1), "no request"),
+        (dict(url="https://127.0.0.1/"), "only http"),
+        (dict(url="http:///x"), "no host"),
+    ],
+)
 def test_bounds(kw, message):
     args = dict(url="http://127.0.0.1:9/", qps=10, duration=1, allow=LOCAL)
     args.update(kw)
@@ -65,8 +76,12 @@ def test_parse_url_and_request():
 def test_read_response_pipelined():
     a, b = socket.socketpair()
     try:
-        b.sendall(ok(b"one") + b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"two", b"404 Not Found")
-                  + b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        b.sendall(
+            ok(b"one")
+            + b"HTTP/1.1 100 Continue\r\n\r\n"
+            + ok(b"two", b"404 Not Found")
+            + b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"
+        )
         buf = bytearray()
         deadline = time.perf_counter() + 1
         assert read_response(a, buf, deadline) == (200, True)
@@ -101,8 +116,10 @@ class FakeClient:
     def call(self, op, **kw):
         self.calls.append(op)
         if op == "status":
-            return {"topology": self.topology_file,
-                    "nodes": [{"podCIDR": "10.244.0.0/24"}, {"podCIDR": "10.244.1.0/24"}]}
+            return {
+                "topology": self.topology_file,
+                "nodes": [{"podCIDR": "10.244.0.0/24"}, {"podCIDR": "10.244.1.0/24"}],
+            }
         if op == "exec":
             return {"netns": "none", "env": {}, "argv": ["env", "--"]}
         raise AssertionError(op)
@@ -110,19 +127,27 @@ class FakeClient:
 
 def test_runner_networks_from_the_topology(tmp_path):
     from lab.load import lab_networks
+
     topo = tmp_path / "t.yaml"
-    topo.write_text("name: x\nnodes: [{name: cp, role: control-plane}, {name: w1}]\n"
-                    "network: {podCIDR: 10.244.0.0/16, serviceCIDR: 10.97.0.0/16}\n")
+    topo.write_text(
+        "name: x\nnodes: [{name: cp, role: control-plane}, {name: w1}]\n"
+        "network: {podCIDR: 10.244.0.0/16, serviceCIDR: 10.97.0.0/16}\n"
+    )
     assert lab_networks(FakeClient(str(topo))) == ["10.244.0.0/16", "10.97.0.0/16"]
     assert lab_networks(FakeClient(str(tmp_path / "gone.yaml"))) == ["10.244.0.0/24", "10.244.1.0/24", "10.96.0.0/16"]
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://8.8.8.8/", "8.8.8.8 is outside the lab"), ("ftp://10.244.1.2/", "only http"),
-    ("http://10.244.1.2/", "--qps"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://8.8.8.8/", "8.8.8.8 is outside the lab"),
+        ("ftp://10.244.1.2/", "only http"),
+        ("http://10.244.1.2/", "--qps"),
+    ],
+)
 def test_runner_refuses_before_entering_the_pod(tmp_path, url, message):
     from lab.load import LoadError, start
+
     client = FakeClient(str(tmp_path / "gone.yaml"))
     with pytest.raises(LoadError, match=message):
         start(client, "ns", "pod", url, qps=30000 if "qps" in message else 10, duration=1)

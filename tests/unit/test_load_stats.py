@@ -1,12 +1,23 @@
 """lab.load.stats: percentiles, error kinds, the per-second timeline, the report and its forms."""
+
 import errno
 import json
 import socket
 
 import pytest
 
-from lab.load.stats import (ConnectionClosed, LoadReport, Outcome, ProtocolError, classify_error, error_kind,
-                            is_success, percentile, summarize, timeline)
+from lab.load.stats import (
+    ConnectionClosed,
+    LoadReport,
+    Outcome,
+    ProtocolError,
+    classify_error,
+    error_kind,
+    is_success,
+    percentile,
+    summarize,
+    timeline,
+)
 
 
 def test_percentile_nearest_rank():
@@ -21,24 +32,27 @@ def test_percentile_nearest_rank():
     assert percentile([1.0, 2.0], 50) == 1.0
 
 
-@pytest.mark.parametrize("exc, kind", [
-    (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "reset"),
-    (BrokenPipeError(errno.EPIPE, "Broken pipe"), "reset"),
-    (OSError(errno.ECONNRESET, "reset"), "reset"),
-    (OSError(errno.EPIPE, "pipe"), "reset"),
-    (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "refused"),
-    (OSError(errno.ECONNREFUSED, "refused"), "refused"),
-    (socket.timeout("timed out"), "timeout"),
-    (TimeoutError(), "timeout"),
-    (OSError(errno.ETIMEDOUT, "timed out"), "timeout"),
-    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "dns"),
-    (OSError(errno.EHOSTUNREACH, "No route to host"), "unreachable"),
-    (OSError(errno.ENETUNREACH, "Network is unreachable"), "unreachable"),
-    (ConnectionClosed("eof"), "closed"),
-    (ProtocolError("junk"), "bad response"),
-    (OSError(errno.EADDRNOTAVAIL, "x"), "error EADDRNOTAVAIL"),
-    (ValueError("x"), "error ValueError"),
-])
+@pytest.mark.parametrize(
+    "exc, kind",
+    [
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "reset"),
+        (BrokenPipeError(errno.EPIPE, "Broken pipe"), "reset"),
+        (OSError(errno.ECONNRESET, "reset"), "reset"),
+        (OSError(errno.EPIPE, "pipe"), "reset"),
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "refused"),
+        (OSError(errno.ECONNREFUSED, "refused"), "refused"),
+        (socket.timeout("timed out"), "timeout"),
+        (TimeoutError(), "timeout"),
+        (OSError(errno.ETIMEDOUT, "timed out"), "timeout"),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "dns"),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "unreachable"),
+        (OSError(errno.ENETUNREACH, "Network is unreachable"), "unreachable"),
+        (ConnectionClosed("eof"), "closed"),
+        (ProtocolError("junk"), "bad response"),
+        (OSError(errno.EADDRNOTAVAIL, "x"), "error EADDRNOTAVAIL"),
+        (ValueError("x"), "error ValueError"),
+    ],
+)
 def test_classify_error(exc, kind):
     assert classify_error(exc) == kind
 
@@ -80,8 +94,17 @@ def test_timeline_buckets_by_scheduled_second():
 
 
 def test_summarize():
-    r = summarize(outcomes(), url="http://echo:8080/", qps=50, duration=2, connections=4, timeout=2,
-                  address="10.96.0.20", elapsed=2.01, error_samples={"reset": "ConnectionResetError: x"})
+    r = summarize(
+        outcomes(),
+        url="http://echo:8080/",
+        qps=50,
+        duration=2,
+        connections=4,
+        timeout=2,
+        address="10.96.0.20",
+        elapsed=2.01,
+        error_samples={"reset": "ConnectionResetError: x"},
+    )
     assert r.requests == 100
     assert r.successes == 89
     assert r.success_rate == 0.89
@@ -116,8 +139,16 @@ def test_json_round_trip():
 
 
 def test_table():
-    r = summarize(outcomes(), url="http://echo:8080/", qps=50, duration=2, connections=4, timeout=2,
-                  address="10.96.0.20", elapsed=2.0)
+    r = summarize(
+        outcomes(),
+        url="http://echo:8080/",
+        qps=50,
+        duration=2,
+        connections=4,
+        timeout=2,
+        address="10.96.0.20",
+        elapsed=2.0,
+    )
     text = r.table()
     assert "GET http://echo:8080/ (10.96.0.20): 50 qps for 2s over 4 connections" in text
     assert "success    89/100 (89.0%)" in text

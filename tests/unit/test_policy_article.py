@@ -42,20 +42,33 @@ def to_httpbin(identity):
 
 # --- l4-policy.yaml ----------------------------------------------------------------------------------
 
+
 def test_l4_policy_is_valid():
     assert model.validate(l4_policy()) == []
     assert model.warnings(l4_policy()) == []
 
 
 def test_l4_policy_translates_to_a_workload_policy():
-    assert ztunnel.to_ztunnel(l4_policy()) == ztunnel.ZtunnelTranslation({
-        "name": "require-sleep-identity", "namespace": "ambient-apps", "scope": "WORKLOAD_SELECTOR",
-        "action": "ALLOW",
-        "rules": [{"clauses": [{"matches": [{"principals": [{"exact": "cluster.local/ns/ambient-apps/sa/sleep-ambient"}]}]}]}],
-        "dryRun": False,
-    }, None)
+    assert ztunnel.to_ztunnel(l4_policy()) == ztunnel.ZtunnelTranslation(
+        {
+            "name": "require-sleep-identity",
+            "namespace": "ambient-apps",
+            "scope": "WORKLOAD_SELECTOR",
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "clauses": [
+                        {"matches": [{"principals": [{"exact": "cluster.local/ns/ambient-apps/sa/sleep-ambient"}]}]}
+                    ]
+                }
+            ],
+            "dryRun": False,
+        },
+        None,
+    )
     assert ztunnel.workload_policy_keys([l4_policy()], [], HTTPBIN_LABELS, "ambient-apps") == [
-        "ambient-apps/require-sleep-identity"]
+        "ambient-apps/require-sleep-identity"
+    ]
     assert ztunnel.workload_policy_keys([l4_policy()], [], {"app": "sleep-ambient"}, "ambient-apps") == []
 
 
@@ -63,9 +76,11 @@ def test_l4_policy_allows_sleep_and_denies_the_rogue_client_at_ztunnel():
     authorization = ztunnel.to_ztunnel(l4_policy()).authorization
     policies = rbac.policies_for("ambient-apps", ["ambient-apps/require-sleep-identity"], [authorization])
     assert rbac.evaluate(to_httpbin(SLEEP), policies) == rbac.Decision(
-        True, "ambient-apps/require-sleep-identity", "allowed by: ambient-apps/require-sleep-identity")
+        True, "ambient-apps/require-sleep-identity", "allowed by: ambient-apps/require-sleep-identity"
+    )
     assert rbac.evaluate(to_httpbin(ROGUE), policies) == rbac.Decision(
-        False, None, "allow policies exist, but none allowed")
+        False, None, "allow policies exist, but none allowed"
+    )
     assert not rbac.evaluate(to_httpbin(None), policies).allowed  # plaintext from outside the mesh
 
 
@@ -77,14 +92,18 @@ def test_l4_policy_does_not_touch_other_workloads():
 
 # --- jwt-policy.yaml + l7-authz-policy.yaml ---------------------------------------------------------
 
+
 def test_jwt_and_l7_policies_are_valid():
     for obj in jwt_and_l7_policies():
         assert model.validate(obj) == []
         assert model.warnings(obj) == []
     request_authn, policy = (model.parse(obj) for obj in jwt_and_l7_policies())
-    assert request_authn.jwt_rules == (model.JwtRule(
-        issuer=REAL_ISSUER,
-        jwks_uri="https://raw.githubusercontent.com/istio/istio/release-1.18/security/tools/jwt/samples/jwks.json"),)
+    assert request_authn.jwt_rules == (
+        model.JwtRule(
+            issuer=REAL_ISSUER,
+            jwks_uri="https://raw.githubusercontent.com/istio/istio/release-1.18/security/tools/jwt/samples/jwks.json",
+        ),
+    )
     assert policy.rules[0].when == (model.Condition("request.auth.claims[iss]", (REAL_ISSUER,)),)
 
 
@@ -95,16 +114,26 @@ def test_l7_policy_at_ztunnel_fails_closed_with_istiods_status():
     assert translation.status_message == (
         "ztunnel does not support HTTP attributes (found: paths, request.auth.claims[iss]). In ambient mode you "
         "must use a waypoint proxy to enforce HTTP rules. Within an ALLOW policy, rules matching HTTP attributes "
-        "are omitted. This will be more restrictive than requested.")
+        "are omitted. This will be more restrictive than requested."
+    )
     # Were ztunnel to enforce it (current Istio, selector policy), even sleep would be refused:
     # the article's flow relies on the waypoint, not ztunnel, enforcing this policy.
     assert rbac.evaluate(to_httpbin(SLEEP), [translation.authorization]) == rbac.Decision(
-        False, None, "allow policies exist, but none allowed")
+        False, None, "allow policies exist, but none allowed"
+    )
 
 
 def waypoint_request(path, identity=SLEEP, claims=None):
-    return http.Request(method="GET", path=path, host="httpbin-ambient.ambient-apps:8000", src_ip="10.244.0.9",
-                        dst_ip="10.244.1.4", dst_port=80, src_identity=identity, jwt_claims=claims)
+    return http.Request(
+        method="GET",
+        path=path,
+        host="httpbin-ambient.ambient-apps:8000",
+        src_ip="10.244.0.9",
+        dst_ip="10.244.1.4",
+        dst_port=80,
+        src_identity=identity,
+        jwt_claims=claims,
+    )
 
 
 def test_article_l7_calls_at_the_waypoint():

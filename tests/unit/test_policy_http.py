@@ -5,13 +5,27 @@ import pytest
 from mesh.policy.http import HttpDecision, Request, claim_path, evaluate, normalize_path
 
 SLEEP = "spiffe://cluster.local/ns/default/sa/sleep"
-CLAIMS = {"iss": "https://issuer.example/", "sub": "alice", "aud": ["api", "web"], "azp": "cli",
-          "groups": ["dev", "ops"], "nested": {"role": "admin"}, "level": 3}
+CLAIMS = {
+    "iss": "https://issuer.example/",
+    "sub": "alice",
+    "aud": ["api", "web"],
+    "azp": "cli",
+    "groups": ["dev", "ops"],
+    "nested": {"role": "admin"},
+    "level": 3,
+}
 
 
 def request(**overrides):
-    base = dict(method="GET", path="/ip", host="httpbin.default:8000", src_ip="10.244.0.5", dst_ip="10.244.1.7",
-                dst_port=80, src_identity=SLEEP)
+    base = dict(
+        method="GET",
+        path="/ip",
+        host="httpbin.default:8000",
+        src_ip="10.244.0.5",
+        dst_ip="10.244.1.7",
+        dst_port=80,
+        src_identity=SLEEP,
+    )
     return Request(**{**base, **overrides})
 
 
@@ -47,22 +61,31 @@ def when(key, values=None, not_values=None):
 
 # --- order and outcomes ------------------------------------------------------------------------------
 
+
 def test_no_policy_allows():
     assert evaluate(request(), []) == HttpDecision(True, None, "", None, "no ALLOW policy applies")
 
 
 def test_allow_and_its_default_deny():
     policy = allow(operation(paths=["/ip"]))
-    assert evaluate(request(), [policy]) == HttpDecision(True, None, "", "default/p", "allowed by ns[default]-policy[p]-rule[0]")
+    assert evaluate(request(), [policy]) == HttpDecision(
+        True, None, "", "default/p", "allowed by ns[default]-policy[p]-rule[0]"
+    )
     assert evaluate(request(path="/headers"), [policy]) == HttpDecision(
-        False, 403, "RBAC: access denied", None, "rbac_access_denied_matched_policy[none]")
+        False, 403, "RBAC: access denied", None, "rbac_access_denied_matched_policy[none]"
+    )
 
 
 def test_deny_before_allow_and_names_the_rule():
     deny = authz({"action": "DENY", "rules": [operation(paths=["/x"]), operation(methods=["GET"])]}, name="d")
     decision = evaluate(request(), [allow({}), deny])
-    assert decision == HttpDecision(False, 403, "RBAC: access denied", "default/d",
-                                    "rbac_access_denied_matched_policy[ns[default]-policy[d]-rule[1]]")
+    assert decision == HttpDecision(
+        False,
+        403,
+        "RBAC: access denied",
+        "default/d",
+        "rbac_access_denied_matched_policy[ns[default]-policy[d]-rule[1]]",
+    )
 
 
 def test_allow_without_rules_allows_nothing_and_empty_rule_allows_all():
@@ -79,7 +102,12 @@ def test_custom_comes_first_and_denies_without_a_provider():
     custom = authz({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [operation(paths=["/ip"])]}, name="c")
     deny = authz({"action": "DENY", "rules": [{}]}, name="d")
     assert evaluate(request(), [deny, custom]) == HttpDecision(
-        False, 403, "RBAC: access denied", "default/c", 'ext_authz provider "ext" is not defined: default/c denies what it matches')
+        False,
+        403,
+        "RBAC: access denied",
+        "default/c",
+        'ext_authz provider "ext" is not defined: default/c denies what it matches',
+    )
     assert evaluate(request(path="/other"), [custom]).allowed  # CUSTOM does not match: no say
     calls = []
     assert not evaluate(request(), [custom], ext_authz=lambda p, r: calls.append(p) or False).allowed
@@ -93,37 +121,63 @@ def test_dry_run_policies_report_but_never_decide():
     dry_deny = authz({"action": "DENY", "rules": [{}]}, name="dry-deny", annotations=dry)
     dry_allow = authz({"rules": [operation(paths=["/nope"])]}, name="dry-allow", annotations=dry)
     decision = evaluate(request(), [dry_deny, dry_allow])
-    assert (decision.allowed, decision.reason, decision.dry_run_matches) == (True, "no ALLOW policy applies", ("default/dry-deny",))
+    assert (decision.allowed, decision.reason, decision.dry_run_matches) == (
+        True,
+        "no ALLOW policy applies",
+        ("default/dry-deny",),
+    )
 
 
 # --- operation fields ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pattern, path, expected", [
-    ("/ip", "/ip", True), ("/ip", "/ip/", False), ("/ip", "/IP", False), ("/ip", "/ip?x=1", True),
-    ("/ip", "/a/../ip", True), ("/ip", "/./ip#frag", True), ("/api/*", "/api/v1/x", True), ("/api/*", "/apix", False),
-    ("*.json", "/a/b.json", True), ("*", "/anything", True), ("/foo/{*}", "/foo/bar", True),
-    ("/foo/{*}", "/foo/bar/baz", False), ("/foo/{**}", "/foo/bar/baz", True), ("/foo/{**}", "/foo/", True),
-    ("/foo/{*}/bar/{**}", "/foo/x/bar/y/z", True), ("/foo/{*}/bar/{**}", "/foo/x/y/bar/z", False),
-])
+
+@pytest.mark.parametrize(
+    "pattern, path, expected",
+    [
+        ("/ip", "/ip", True),
+        ("/ip", "/ip/", False),
+        ("/ip", "/IP", False),
+        ("/ip", "/ip?x=1", True),
+        ("/ip", "/a/../ip", True),
+        ("/ip", "/./ip#frag", True),
+        ("/api/*", "/api/v1/x", True),
+        ("/api/*", "/apix", False),
+        ("*.json", "/a/b.json", True),
+        ("*", "/anything", True),
+        ("/foo/{*}", "/foo/bar", True),
+        ("/foo/{*}", "/foo/bar/baz", False),
+        ("/foo/{**}", "/foo/bar/baz", True),
+        ("/foo/{**}", "/foo/", True),
+        ("/foo/{*}/bar/{**}", "/foo/x/bar/y/z", True),
+        ("/foo/{*}/bar/{**}", "/foo/x/y/bar/z", False),
+    ],
+)
 def test_paths(pattern, path, expected):
     assert allowed(operation(paths=[pattern]), request(path=path)) is expected
     assert allowed(operation(notPaths=[pattern]), request(path=path)) is not expected
 
 
-@pytest.mark.parametrize("pattern, method, expected", [
-    ("GET", "GET", True), ("GET", "get", False), ("POST", "GET", False), ("*", "GET", True), ("P*", "PUT", True),
-])
+@pytest.mark.parametrize(
+    "pattern, method, expected",
+    [("GET", "GET", True), ("GET", "get", False), ("POST", "GET", False), ("*", "GET", True), ("P*", "PUT", True)],
+)
 def test_methods(pattern, method, expected):
     assert allowed(operation(methods=[pattern]), request(method=method)) is expected
     assert allowed(operation(notMethods=[pattern]), request(method=method)) is not expected
 
 
-@pytest.mark.parametrize("pattern, host, expected", [
-    ("httpbin.default", "httpbin.default", True), ("httpbin.default", "HTTPBIN.Default", True),
-    ("httpbin.default", "httpbin.default:8000", False),  # Istio does not strip ports: use "host:*" too
-    ("httpbin.default:*", "httpbin.default:8000", True), ("*.default", "httpbin.default", True),
-    ("*.DEFAULT", "httpbin.default", True), ("*", "x", True),
-])
+@pytest.mark.parametrize(
+    "pattern, host, expected",
+    [
+        ("httpbin.default", "httpbin.default", True),
+        ("httpbin.default", "HTTPBIN.Default", True),
+        ("httpbin.default", "httpbin.default:8000", False),  # Istio does not strip ports: use "host:*" too
+        ("httpbin.default:*", "httpbin.default:8000", True),
+        ("*.default", "httpbin.default", True),
+        ("*.DEFAULT", "httpbin.default", True),
+        ("*", "x", True),
+    ],
+)
 def test_hosts(pattern, host, expected):
     assert allowed(operation(hosts=[pattern]), request(host=host)) is expected
     assert allowed(operation(notHosts=[pattern]), request(host=host)) is not expected
@@ -144,19 +198,30 @@ def test_operation_fields_are_anded_and_operations_ored():
 
 # --- source fields --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pattern, identity, expected", [
-    ("cluster.local/ns/default/sa/sleep", SLEEP, True), ("cluster.local/ns/default/sa/sleep", None, False),
-    ("spiffe://cluster.local/ns/default/sa/sleep", SLEEP, False), ("*", SLEEP, True), ("*", None, False),
-    ("cluster.local/ns/default/*", SLEEP, True), ("*/sa/sleep", SLEEP, True), ("*/sa/other", SLEEP, False),
-])
+
+@pytest.mark.parametrize(
+    "pattern, identity, expected",
+    [
+        ("cluster.local/ns/default/sa/sleep", SLEEP, True),
+        ("cluster.local/ns/default/sa/sleep", None, False),
+        ("spiffe://cluster.local/ns/default/sa/sleep", SLEEP, False),
+        ("*", SLEEP, True),
+        ("*", None, False),
+        ("cluster.local/ns/default/*", SLEEP, True),
+        ("*/sa/sleep", SLEEP, True),
+        ("*/sa/other", SLEEP, False),
+    ],
+)
 def test_principals(pattern, identity, expected):
     assert allowed(source(principals=[pattern]), request(src_identity=identity)) is expected
     assert allowed(when("source.principal", [pattern]), request(src_identity=identity)) is expected
     assert allowed(source(notPrincipals=[pattern]), request(src_identity=identity)) is not expected
 
 
-@pytest.mark.parametrize("pattern, expected", [("default", True), ("def*", True), ("*ult", True), ("other", False),
-                                               ("*", True), ("sa", False)])
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [("default", True), ("def*", True), ("*ult", True), ("other", False), ("*", True), ("sa", False)],
+)
 def test_namespaces(pattern, expected):
     assert allowed(source(namespaces=[pattern]), request()) is expected
     assert allowed(when("source.namespace", [pattern]), request()) is expected
@@ -164,19 +229,38 @@ def test_namespaces(pattern, expected):
     assert not allowed(source(namespaces=[pattern]), request(src_identity=None))
 
 
-@pytest.mark.parametrize("pattern, policy_namespace, expected", [
-    ("default/sleep", "x", True), ("sleep", "default", True), ("sleep", "other", False), ("default/slee", "x", False),
-    ("default/sleep-2", "x", False),
-])
+@pytest.mark.parametrize(
+    "pattern, policy_namespace, expected",
+    [
+        ("default/sleep", "x", True),
+        ("sleep", "default", True),
+        ("sleep", "other", False),
+        ("default/slee", "x", False),
+        ("default/sleep-2", "x", False),
+    ],
+)
 def test_service_accounts(pattern, policy_namespace, expected):
     req = request()
     assert evaluate(req, [allow(source(serviceAccounts=[pattern]), namespace=policy_namespace)]).allowed is expected
-    assert evaluate(req, [allow(when("source.serviceAccount", [pattern]), namespace=policy_namespace)]).allowed is expected
-    assert evaluate(req, [allow(source(notServiceAccounts=[pattern]), namespace=policy_namespace)]).allowed is not expected
+    assert (
+        evaluate(req, [allow(when("source.serviceAccount", [pattern]), namespace=policy_namespace)]).allowed is expected
+    )
+    assert (
+        evaluate(req, [allow(source(notServiceAccounts=[pattern]), namespace=policy_namespace)]).allowed is not expected
+    )
 
 
-@pytest.mark.parametrize("pattern, expected", [("cluster.local", True), ("cluster", False), ("*", True),
-                                               ("*.local", True), ("cluster.*", True), ("other.*", False)])
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("cluster.local", True),
+        ("cluster", False),
+        ("*", True),
+        ("*.local", True),
+        ("cluster.*", True),
+        ("other.*", False),
+    ],
+)
 def test_trust_domains(pattern, expected):
     assert allowed(source(trustDomains=[pattern]), request()) is expected
     assert allowed(when("source.trustDomain", [pattern]), request()) is expected
@@ -193,12 +277,21 @@ def test_ip_blocks_use_the_peer_and_remote_ip_blocks_the_original_client():
     assert allowed(when("source.ip", ["10.244.0.0/16"]), req) and allowed(when("remote.ip", ["203.0.113.9"]), req)
 
 
-@pytest.mark.parametrize("pattern, expected", [
-    ("*", True), ("https://issuer.example//alice", True), ("https://issuer.example/alice", False),
-    ("https://issuer.example//*", True), ("*/alice", True), ("*example//alice", True), ("*ice", True),
-    ("other/*", False), ("https://issuer.example/", False),
-    ("https://issuer*", False),  # as in istiod: split at the last "/", so iss must be "https:/"
-])
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("*", True),
+        ("https://issuer.example//alice", True),
+        ("https://issuer.example/alice", False),
+        ("https://issuer.example//*", True),
+        ("*/alice", True),
+        ("*example//alice", True),
+        ("*ice", True),
+        ("other/*", False),
+        ("https://issuer.example/", False),
+        ("https://issuer*", False),  # as in istiod: split at the last "/", so iss must be "https:/"
+    ],
+)
 def test_request_principals(pattern, expected):
     req = request(jwt_claims=CLAIMS)
     assert allowed(source(requestPrincipals=[pattern]), req) is expected
@@ -213,39 +306,50 @@ def test_request_principals_without_a_token():
 
 # --- when -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key, values, expected", [
-    ("request.auth.claims[sub]", ["alice"], True),
-    ("request.auth.claims[sub]", ["bob"], False),
-    ("request.auth.claims[groups]", ["ops"], True),
-    ("request.auth.claims[groups]", ["o*"], True),
-    ("request.auth.claims[groups]", ["admin"], False),
-    ("request.auth.claims[nested][role]", ["admin"], True),
-    ("request.auth.claims[level]", ["3"], False),  # not a string
-    ("request.auth.claims[missing]", ["*"], False),
-    ("request.auth.audiences", ["web"], True),
-    ("request.auth.audiences", ["other"], False),
-    ("request.auth.presenter", ["cli"], True),
-    ("request.headers[X-User]", ["bob"], True),
-    ("request.headers[x-user]", ["b*"], True),
-    ("request.headers[x-user]", ["*"], True),
-    ("request.headers[x-missing]", ["*"], False),
-    ("request.headers[x-multi]", ["a,b"], True),
-    ("destination.port", ["80"], True),
-    ("destination.port", ["8080"], False),
-    ("destination.ip", ["10.244.1.0/24"], True),
-    ("connection.sni", ["outbound_.80_._.httpbin*"], True),
-    ("experimental.envoy.filters.network.mysql_proxy[db.table]", ["[update]"], False),
-])
+
+@pytest.mark.parametrize(
+    "key, values, expected",
+    [
+        ("request.auth.claims[sub]", ["alice"], True),
+        ("request.auth.claims[sub]", ["bob"], False),
+        ("request.auth.claims[groups]", ["ops"], True),
+        ("request.auth.claims[groups]", ["o*"], True),
+        ("request.auth.claims[groups]", ["admin"], False),
+        ("request.auth.claims[nested][role]", ["admin"], True),
+        ("request.auth.claims[level]", ["3"], False),  # not a string
+        ("request.auth.claims[missing]", ["*"], False),
+        ("request.auth.audiences", ["web"], True),
+        ("request.auth.audiences", ["other"], False),
+        ("request.auth.presenter", ["cli"], True),
+        ("request.headers[X-User]", ["bob"], True),
+        ("request.headers[x-user]", ["b*"], True),
+        ("request.headers[x-user]", ["*"], True),
+        ("request.headers[x-missing]", ["*"], False),
+        ("request.headers[x-multi]", ["a,b"], True),
+        ("destination.port", ["80"], True),
+        ("destination.port", ["8080"], False),
+        ("destination.ip", ["10.244.1.0/24"], True),
+        ("connection.sni", ["outbound_.80_._.httpbin*"], True),
+        ("experimental.envoy.filters.network.mysql_proxy[db.table]", ["[update]"], False),
+    ],
+)
 def test_when_keys(key, values, expected):
-    req = request(jwt_claims=CLAIMS, headers=(("x-user", "bob"), ("x-multi", "a"), ("X-Multi", "b")),
-                  sni="outbound_.80_._.httpbin.default.svc.cluster.local")
+    req = request(
+        jwt_claims=CLAIMS,
+        headers=(("x-user", "bob"), ("x-multi", "a"), ("X-Multi", "b")),
+        sni="outbound_.80_._.httpbin.default.svc.cluster.local",
+    )
     assert allowed(when(key, values), req) is expected
     assert allowed(when(key, not_values=values), req) is not expected
 
 
 def test_when_conditions_are_anded():
-    rule = {"when": [{"key": "request.auth.claims[sub]", "values": ["alice"]},
-                     {"key": "request.headers[x-user]", "values": ["bob"]}]}
+    rule = {
+        "when": [
+            {"key": "request.auth.claims[sub]", "values": ["alice"]},
+            {"key": "request.headers[x-user]", "values": ["bob"]},
+        ]
+    }
     assert allowed(rule, request(jwt_claims=CLAIMS, headers=(("x-user", "bob"),)))
     assert not allowed(rule, request(jwt_claims=CLAIMS))
 
@@ -261,7 +365,9 @@ def test_claim_path():
     assert claim_path("request.auth.claims[a.b]") == ["a.b"]
 
 
-@pytest.mark.parametrize("target, path", [("/a/b?x=1", "/a/b"), ("/a/./b/../c", "/a/c"), ("/a/..", "/"),
-                                          ("/../a", "/a"), ("/a/b/.", "/a/b/"), ("/", "/")])
+@pytest.mark.parametrize(
+    "target, path",
+    [("/a/b?x=1", "/a/b"), ("/a/./b/../c", "/a/c"), ("/a/..", "/"), ("/../a", "/a"), ("/a/b/.", "/a/b/"), ("/", "/")],
+)
 def test_normalize_path(target, path):
     assert normalize_path(target) == path

@@ -2,9 +2,18 @@
 
 import pytest
 
-from mesh.identity.spiffe import Identity as SpiffeIdentity, InvalidIdentity
+from mesh.identity.spiffe import Identity as SpiffeIdentity
+from mesh.identity.spiffe import InvalidIdentity
 from mesh.policy.rbac import (
-    NO_ALLOW_POLICIES, NOT_ALLOWED, Connection, Decision, Identity, evaluate, matches, policies_for, string_matches,
+    NO_ALLOW_POLICIES,
+    NOT_ALLOWED,
+    Connection,
+    Decision,
+    Identity,
+    evaluate,
+    matches,
+    policies_for,
+    string_matches,
 )
 
 PLAINTEXT = Connection("127.0.0.1", None, "127.0.0.2", 8080)
@@ -22,6 +31,7 @@ def one_match(match, **kw):
 
 # --- identities -----------------------------------------------------------------------------------
 
+
 def test_identity_parse():
     assert Identity is SpiffeIdentity  # one Identity for the mesh
     assert Identity.parse("spiffe://cluster.local/ns/a/sa/b") == Identity("cluster.local", "a", "b")
@@ -34,8 +44,16 @@ def test_empty_identity_segments_are_accepted_as_ztunnel_accepts_them():
     assert not matches(one_match({"namespaces": [{"presence": {}}]}), conn)
 
 
-@pytest.mark.parametrize("uri", ["cluster.local/ns/a/sa/b", "spiffe://td/ns/a/sa", "spiffe://td/ns/a/sa/b/c",
-                                 "spiffe://td/namespace/a/sa/b", "spiffe://td/ns/a/serviceaccount/b"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "cluster.local/ns/a/sa/b",
+        "spiffe://td/ns/a/sa",
+        "spiffe://td/ns/a/sa/b/c",
+        "spiffe://td/namespace/a/sa/b",
+        "spiffe://td/ns/a/serviceaccount/b",
+    ],
+)
 def test_connection_refuses_non_workload_identities(uri):
     with pytest.raises(InvalidIdentity, match="invalid SPIFFE identity"):
         Connection("10.0.0.1", uri, "10.0.0.2", 80)
@@ -43,12 +61,23 @@ def test_connection_refuses_non_workload_identities(uri):
 
 # --- string matches ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("match, value, expected", [
-    ({"exact": "foo"}, "foo", True), ({"exact": "foo"}, "not", False), ({"exact": "foo"}, "", False),
-    ({"prefix": "foo"}, "foobar", True), ({"prefix": "foo"}, "notfoo", False), ({"prefix": "foo"}, "", False),
-    ({"suffix": "foo"}, "barfoo", True), ({"suffix": "foo"}, "foonot", False), ({"suffix": "foo"}, "", False),
-    ({"presence": {}}, "foo", True), ({"presence": {}}, "", False),
-])
+
+@pytest.mark.parametrize(
+    "match, value, expected",
+    [
+        ({"exact": "foo"}, "foo", True),
+        ({"exact": "foo"}, "not", False),
+        ({"exact": "foo"}, "", False),
+        ({"prefix": "foo"}, "foobar", True),
+        ({"prefix": "foo"}, "notfoo", False),
+        ({"prefix": "foo"}, "", False),
+        ({"suffix": "foo"}, "barfoo", True),
+        ({"suffix": "foo"}, "foonot", False),
+        ({"suffix": "foo"}, "", False),
+        ({"presence": {}}, "foo", True),
+        ({"presence": {}}, "", False),
+    ],
+)
 def test_string_matches(match, value, expected):
     assert string_matches(match, value) is expected
 
@@ -60,27 +89,31 @@ def test_malformed_string_match_is_an_error():
 
 # --- every field and its not form -------------------------------------------------------------------
 
-@pytest.mark.parametrize("match, plaintext, tls, tls_alt", [
-    ({"namespaces": [{"exact": "namespace"}]}, False, True, False),
-    ({"notNamespaces": [{"exact": "namespace"}]}, True, False, True),
-    ({"serviceAccounts": [{"namespace": "namespace", "serviceAccount": "account"}]}, False, True, False),
-    ({"notServiceAccounts": [{"namespace": "namespace", "serviceAccount": "account"}]}, True, False, True),
-    ({"principals": [{"exact": "td/ns/namespace/sa/account"}]}, False, True, False),
-    ({"notPrincipals": [{"exact": "td/ns/namespace/sa/account"}]}, True, False, True),
-    ({"principals": [{"presence": {}}]}, False, True, True),
-    ({"notPrincipals": [{"presence": {}}]}, True, False, False),
-    ({"principals": [{"suffix": "/sa/account"}]}, False, True, False),
-    ({"principals": [{"prefix": "td-alt/"}]}, False, False, True),
-    ({"namespaces": [{"presence": {}}]}, False, True, True),
-    ({"notNamespaces": [{"prefix": "ns-"}]}, True, True, False),
-    ({"sourceIps": ["127.0.0.1/32"]}, True, True, False),
-    ({"notSourceIps": ["127.0.0.1/32"]}, False, False, True),
-    ({"destinationIps": ["127.0.0.2/32"]}, True, True, False),
-    ({"notDestinationIps": ["127.0.0.2/32"]}, False, False, True),
-    ({"destinationIps": ["127.0.0.1/24"]}, True, True, True),
-    ({"destinationPorts": [8080]}, True, True, False),
-    ({"notDestinationPorts": [8080]}, False, False, True),
-])
+
+@pytest.mark.parametrize(
+    "match, plaintext, tls, tls_alt",
+    [
+        ({"namespaces": [{"exact": "namespace"}]}, False, True, False),
+        ({"notNamespaces": [{"exact": "namespace"}]}, True, False, True),
+        ({"serviceAccounts": [{"namespace": "namespace", "serviceAccount": "account"}]}, False, True, False),
+        ({"notServiceAccounts": [{"namespace": "namespace", "serviceAccount": "account"}]}, True, False, True),
+        ({"principals": [{"exact": "td/ns/namespace/sa/account"}]}, False, True, False),
+        ({"notPrincipals": [{"exact": "td/ns/namespace/sa/account"}]}, True, False, True),
+        ({"principals": [{"presence": {}}]}, False, True, True),
+        ({"notPrincipals": [{"presence": {}}]}, True, False, False),
+        ({"principals": [{"suffix": "/sa/account"}]}, False, True, False),
+        ({"principals": [{"prefix": "td-alt/"}]}, False, False, True),
+        ({"namespaces": [{"presence": {}}]}, False, True, True),
+        ({"notNamespaces": [{"prefix": "ns-"}]}, True, True, False),
+        ({"sourceIps": ["127.0.0.1/32"]}, True, True, False),
+        ({"notSourceIps": ["127.0.0.1/32"]}, False, False, True),
+        ({"destinationIps": ["127.0.0.2/32"]}, True, True, False),
+        ({"notDestinationIps": ["127.0.0.2/32"]}, False, False, True),
+        ({"destinationIps": ["127.0.0.1/24"]}, True, True, True),
+        ({"destinationPorts": [8080]}, True, True, False),
+        ({"notDestinationPorts": [8080]}, False, False, True),
+    ],
+)
 def test_each_field(match, plaintext, tls, tls_alt):
     pol = one_match(match)
     assert (matches(pol, PLAINTEXT), matches(pol, TLS), matches(pol, TLS_ALT)) == (plaintext, tls, tls_alt)
@@ -115,18 +148,29 @@ def test_fields_of_a_match_are_anded_and_values_ored():
 
 # --- structure: rules, clauses, matches -------------------------------------------------------------
 
+
 def test_nesting_matches_are_ored_clauses_anded():
-    pol = policy([{"clauses": [
-        {"matches": [{"namespaces": [{"exact": "a"}]}, {"namespaces": [{"exact": "b"}]}]},
-        {"matches": [{"destinationPorts": [80]}]},
-    ]}])
+    pol = policy(
+        [
+            {
+                "clauses": [
+                    {"matches": [{"namespaces": [{"exact": "a"}]}, {"namespaces": [{"exact": "b"}]}]},
+                    {"matches": [{"destinationPorts": [80]}]},
+                ]
+            }
+        ]
+    )
     for ns, port, expected in (("a", 80, True), ("b", 80, True), ("bad", 80, False), ("b", 12345, False)):
         assert matches(pol, Connection("127.0.0.1", f"spiffe://td/ns/{ns}/sa/x", "127.0.0.2", port)) is expected
 
 
 def test_rules_are_ored():
-    pol = policy([{"clauses": [{"matches": [{"namespaces": [{"exact": "a"}]}]}]},
-                  {"clauses": [{"matches": [{"namespaces": [{"exact": "b"}]}]}]}])
+    pol = policy(
+        [
+            {"clauses": [{"matches": [{"namespaces": [{"exact": "a"}]}]}]},
+            {"clauses": [{"matches": [{"namespaces": [{"exact": "b"}]}]}]},
+        ]
+    )
     for ns, expected in (("a", True), ("b", True), ("bad", False)):
         assert matches(pol, Connection("127.0.0.1", f"spiffe://td/ns/{ns}/sa/x", "127.0.0.2", 80)) is expected
 
@@ -152,7 +196,9 @@ def test_no_policies_allows():
 
 def test_no_allow_policy_allows_unless_denied():
     assert evaluate(TLS, [DENY_ALT]) == Decision(True, None, "no allow policies, allow")
-    assert evaluate(TLS_ALT, [DENY_ALT]) == Decision(False, "namespace/deny-alt", "explicitly denied by: namespace/deny-alt")
+    assert evaluate(TLS_ALT, [DENY_ALT]) == Decision(
+        False, "namespace/deny-alt", "explicitly denied by: namespace/deny-alt"
+    )
 
 
 def test_allow_policy_must_match():
@@ -162,7 +208,9 @@ def test_allow_policy_must_match():
 
 
 def test_deny_wins_over_allow_whatever_the_order():
-    assert evaluate(TLS, [ALLOW_TLS, DENY_ALL]) == Decision(False, "namespace/deny-all", "explicitly denied by: namespace/deny-all")
+    assert evaluate(TLS, [ALLOW_TLS, DENY_ALL]) == Decision(
+        False, "namespace/deny-all", "explicitly denied by: namespace/deny-all"
+    )
     assert evaluate(TLS, [DENY_ALL, ALLOW_TLS]).policy == "namespace/deny-all"
 
 
@@ -188,6 +236,7 @@ def test_dry_run_policies_never_decide_but_are_reported():
 
 # --- plaintext and identity ------------------------------------------------------------------------------
 
+
 def test_plaintext_only_matches_negative_identity_fields():
     for field in ("principals", "namespaces"):
         assert not matches(one_match({field: [{"presence": {}}]}), PLAINTEXT)
@@ -196,6 +245,7 @@ def test_plaintext_only_matches_negative_identity_fields():
 
 
 # --- which policies a workload gets ------------------------------------------------------------------------
+
 
 def test_policies_for():
     everything = [
@@ -210,7 +260,12 @@ def test_policies_for():
     ]
     picked = policies_for("app", ["app/mine", "istio-system/istio_converted_static_strict", "app/unknown"], everything)
     assert [f"{p['namespace']}/{p['name']}" for p in picked] == [
-        "app/a-ns", "app/z-ns", "istio-system/mesh", "app/mine", "istio-system/istio_converted_static_strict"]
+        "app/a-ns",
+        "app/z-ns",
+        "istio-system/mesh",
+        "app/mine",
+        "istio-system/istio_converted_static_strict",
+    ]
 
 
 def test_policies_for_has_no_duplicates():

@@ -1,30 +1,58 @@
 """`describe` to the character: pods, deployments, services, namespaces and other kinds, with
 their events, as kubectl's describe prints them."""
+
 from lab.cli.printers import describe
-from tests.unit.printer_samples import (DEPLOYMENT, HTTPBIN_SERVICE, NOW, POLICY, POLICY_SPEC_LINES, out,
-                                        running_pod, service)
+from tests.unit.printer_samples import (
+    DEPLOYMENT,
+    HTTPBIN_SERVICE,
+    NOW,
+    POLICY,
+    POLICY_SPEC_LINES,
+    out,
+    running_pod,
+    service,
+)
 
 
 def described_pod():
-    pod = running_pod("httpbin-ambient-5d7b9c8f4-abcde", restarts=2,
-                      last_finished="2024-05-01T11:59:55Z")
-    pod["metadata"].update({
-        "labels": {"app": "httpbin-ambient", "version": "v1", "pod-template-hash": "5d7b9c8f4"},
-        "annotations": {"lab.ambient/netns": "al-lab-pod-ambient-apps-httpbin"},
-        "ownerReferences": [{"kind": "ReplicaSet", "name": "httpbin-ambient-5d7b9c8f4",
-                             "controller": True}]})
-    pod["spec"].update({"serviceAccountName": "httpbin-ambient", "containers": [{
-        "name": "main", "image": "docker.io/kennethreitz/httpbin",
-        "ports": [{"containerPort": 80}],
-        "command": ["gunicorn"], "args": ["-b", "0.0.0.0:80"],
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "MODE", "value": "ambient"}]}]})
-    pod["status"].update({
-        "hostIP": "172.18.0.11", "startTime": "2024-05-01T11:55:01Z",
-        "conditions": [{"type": "PodScheduled", "status": "True"},
-                       {"type": "Initialized", "status": "True"},
-                       {"type": "ContainersReady", "status": "True"},
-                       {"type": "Ready", "status": "True"}]})
+    pod = running_pod("httpbin-ambient-5d7b9c8f4-abcde", restarts=2, last_finished="2024-05-01T11:59:55Z")
+    pod["metadata"].update(
+        {
+            "labels": {"app": "httpbin-ambient", "version": "v1", "pod-template-hash": "5d7b9c8f4"},
+            "annotations": {"lab.ambient/netns": "al-lab-pod-ambient-apps-httpbin"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "httpbin-ambient-5d7b9c8f4", "controller": True}],
+        }
+    )
+    pod["spec"].update(
+        {
+            "serviceAccountName": "httpbin-ambient",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "docker.io/kennethreitz/httpbin",
+                    "ports": [{"containerPort": 80}],
+                    "command": ["gunicorn"],
+                    "args": ["-b", "0.0.0.0:80"],
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "MODE", "value": "ambient"},
+                    ],
+                }
+            ],
+        }
+    )
+    pod["status"].update(
+        {
+            "hostIP": "172.18.0.11",
+            "startTime": "2024-05-01T11:55:01Z",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "Ready", "status": "True"},
+            ],
+        }
+    )
     status = pod["status"]["containerStatuses"][0]
     status["state"]["running"]["startedAt"] = "2024-05-01T11:58:00Z"
     status["lastState"]["terminated"].update({"startedAt": "2024-05-01T11:57:00Z"})
@@ -32,13 +60,24 @@ def described_pod():
 
 
 POD_EVENTS = [
-    {"type": "Warning", "reason": "BackOff", "message": "Back-off restarting failed container",
-     "source": {"component": "kubelet"}, "firstTimestamp": "2024-05-01T11:56:00Z",
-     "lastTimestamp": "2024-05-01T11:59:00Z", "count": 3},
-    {"type": "Normal", "reason": "Scheduled",
-     "message": "Successfully assigned ambient-apps/httpbin to worker",
-     "source": {"component": "default-scheduler"}, "firstTimestamp": "2024-05-01T11:55:00Z",
-     "lastTimestamp": "2024-05-01T11:55:00Z", "count": 1},
+    {
+        "type": "Warning",
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container",
+        "source": {"component": "kubelet"},
+        "firstTimestamp": "2024-05-01T11:56:00Z",
+        "lastTimestamp": "2024-05-01T11:59:00Z",
+        "count": 3,
+    },
+    {
+        "type": "Normal",
+        "reason": "Scheduled",
+        "message": "Successfully assigned ambient-apps/httpbin to worker",
+        "source": {"component": "default-scheduler"},
+        "firstTimestamp": "2024-05-01T11:55:00Z",
+        "lastTimestamp": "2024-05-01T11:55:00Z",
+        "count": 1,
+    },
 ]
 
 
@@ -60,7 +99,7 @@ def test_describe_pod():
         "Controlled By:  ReplicaSet/httpbin-ambient-5d7b9c8f4",
         "Containers:",
         "  main:",
-        "    Container ID:  ",             # `Command:` ends this alignment block
+        "    Container ID:  ",  # `Command:` ends this alignment block
         "    Image:         docker.io/kennethreitz/httpbin",
         "    Image ID:      ",
         "    Port:          80/TCP",
@@ -98,22 +137,33 @@ def test_describe_pod():
         "  ----     ------     ----              ----               -------",
         "  Normal   Scheduled  5m                default-scheduler  Successfully assigned "
         "ambient-apps/httpbin to worker",
-        "  Warning  BackOff    60s (x3 over 4m)  kubelet            Back-off restarting failed "
-        "container",
+        "  Warning  BackOff    60s (x3 over 4m)  kubelet            Back-off restarting failed container",
     )
 
 
 def test_describe_pending_pod_without_events():
-    pod = {"metadata": {"name": "p", "namespace": "default"},
-           "spec": {"containers": [{"name": "c", "image": "busybox",
-                                    "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}],
-                    "nodeSelector": {"disk": "ssd"},
-                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
-                                     "effect": "NoExecute", "tolerationSeconds": 300},
-                                    {"operator": "Exists"}]},
-           "status": {"phase": "Pending", "containerStatuses": [
-               {"name": "c", "ready": False, "restartCount": 0,
-                "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}],
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {"operator": "Exists"},
+            ],
+        },
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {"name": "c", "ready": False, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}
+            ],
+        },
+    }
     assert describe("Pod", pod, [], NOW) == out(
         "Name:         p",
         "Namespace:    default",
@@ -181,11 +231,11 @@ def test_describe_deployment():
 
 
 def test_describe_service_with_its_endpoints():
-    labelled = {**HTTPBIN_SERVICE, "metadata": {
-        **HTTPBIN_SERVICE["metadata"],
-        "labels": {"app": "httpbin-ambient", "service": "httpbin-ambient"}}}
-    endpoints = {"subsets": [{"addresses": [{"ip": "10.244.1.5"}],
-                              "ports": [{"name": "http", "port": 80}]}]}
+    labelled = {
+        **HTTPBIN_SERVICE,
+        "metadata": {**HTTPBIN_SERVICE["metadata"], "labels": {"app": "httpbin-ambient", "service": "httpbin-ambient"}},
+    }
+    endpoints = {"subsets": [{"addresses": [{"ip": "10.244.1.5"}], "ports": [{"name": "http", "port": 80}]}]}
     assert describe("Service", labelled, [], NOW, endpoints=endpoints) == out(
         "Name:              httpbin-ambient",
         "Namespace:         ambient-apps",
@@ -206,9 +256,9 @@ def test_describe_service_with_its_endpoints():
 
 
 def test_describe_headless_service_without_endpoints():
-    headless = service("db", {"clusterIP": "None", "ports": [{"port": 5432},
-                                                              {"name": "dns", "port": 53,
-                                                               "protocol": "UDP"}]})
+    headless = service(
+        "db", {"clusterIP": "None", "ports": [{"port": 5432}, {"name": "dns", "port": 53, "protocol": "UDP"}]}
+    )
     assert describe("Service", headless, None, NOW) == out(
         "Name:              db",
         "Namespace:         default",
@@ -230,9 +280,13 @@ def test_describe_headless_service_without_endpoints():
 
 
 def test_describe_namespace():
-    namespace = {"metadata": {"name": "ambient-apps", "labels": {
-        "istio.io/dataplane-mode": "ambient", "kubernetes.io/metadata.name": "ambient-apps"}},
-        "status": {"phase": "Active"}}
+    namespace = {
+        "metadata": {
+            "name": "ambient-apps",
+            "labels": {"istio.io/dataplane-mode": "ambient", "kubernetes.io/metadata.name": "ambient-apps"},
+        },
+        "status": {"phase": "Active"},
+    }
     assert describe("Namespace", namespace, [], NOW) == out(
         "Name:         ambient-apps",
         "Labels:       istio.io/dataplane-mode=ambient",
@@ -247,13 +301,24 @@ def test_describe_namespace():
 
 
 def test_describe_other_kinds_shows_metadata_then_yaml_sections():
-    policy = {**POLICY, "metadata": {
-        **POLICY["metadata"], "creationTimestamp": "2024-05-01T11:59:00Z",
-        "annotations": {"note": "line one\nline two",
-                        "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
-        "status": {"validationMessages": []}}
-    events = [{"type": "Normal", "reason": "Accepted", "message": "enforced by ztunnel",
-               "reportingController": "istiod", "eventTime": "2024-05-01T11:59:01Z"}]
+    policy = {
+        **POLICY,
+        "metadata": {
+            **POLICY["metadata"],
+            "creationTimestamp": "2024-05-01T11:59:00Z",
+            "annotations": {"note": "line one\nline two", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+        },
+        "status": {"validationMessages": []},
+    }
+    events = [
+        {
+            "type": "Normal",
+            "reason": "Accepted",
+            "message": "enforced by ztunnel",
+            "reportingController": "istiod",
+            "eventTime": "2024-05-01T11:59:01Z",
+        }
+    ]
     assert describe("AuthorizationPolicy", policy, events, NOW) == out(
         "Name:         require-sleep-identity",
         "Namespace:    ambient-apps",

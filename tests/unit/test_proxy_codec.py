@@ -1,4 +1,5 @@
 """Protocol sniffing: HTTP or not, and HTTP/1 versus h2c, as the proxy decides on accept."""
+
 from __future__ import annotations
 
 import h2.config
@@ -134,7 +135,9 @@ async def test_serve_http_picks_h2_when_the_preface_arrives_in_pieces() -> None:
     client, server = trio.testing.memory_stream_pair()
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     conn.initiate_connection()
-    conn.send_headers(1, [(":method", "GET"), (":authority", "a"), (":path", "/two"), (":scheme", "http")], end_stream=True)
+    conn.send_headers(
+        1, [(":method", "GET"), (":authority", "a"), (":path", "/two"), (":scheme", "http")], end_stream=True
+    )
     wire = conn.data_to_send()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:

@@ -4,6 +4,7 @@ istiod's real translation (`waypoint_resources`) builds the config from the arti
 endpoint is an HTTP server on 127.0.0.1 reached as a workload outside the mesh (plain TCP), so no
 netns or certificate is needed. The tunnel is a memory stream the test writes requests into.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,7 +20,8 @@ import trio.testing
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mesh.istiod.proxyconfig import CLUSTER, LISTENER, ROUTE, waypoint_resources
+from mesh.contract import CLUSTER, LISTENER, ROUTE_CONFIGURATION
+from mesh.istiod.proxyconfig import waypoint_resources
 from mesh.proxy.config import ProxyConfig
 from mesh.proxy.engine import Engine, Tunnel
 from mesh.proxy.upstream import Upstreams
@@ -40,12 +42,19 @@ def of_kind(docs: list[dict], kind: str) -> dict:
 
 
 def httpbin_pod(port: int) -> dict:
-    return {"kind": "Pod", "metadata": {"name": "httpbin-ambient-1", "namespace": "ambient-apps",
-                                        "labels": {"app": "httpbin-ambient", "version": "v1"}},
-            "spec": {"serviceAccountName": "httpbin-ambient",
-                     "containers": [{"name": "httpbin", "ports": [{"containerPort": port}]}]},
-            "status": {"podIP": "127.0.0.1", "phase": "Running",
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": "httpbin-ambient-1",
+            "namespace": "ambient-apps",
+            "labels": {"app": "httpbin-ambient", "version": "v1"},
+        },
+        "spec": {
+            "serviceAccountName": "httpbin-ambient",
+            "containers": [{"name": "httpbin", "ports": [{"containerPort": port}]}],
+        },
+        "status": {"podIP": "127.0.0.1", "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
 
 
 def service(port: int) -> dict:
@@ -58,11 +67,20 @@ def service(port: int) -> dict:
 def build(port: int, policies: list[dict], authns: list[dict]) -> ProxyConfig:
     gateway = manifest("waypoint.yaml")[0]
     pod = httpbin_pod(port)
-    jwks_text = (Path(__file__).resolve().parents[2] / "mesh" / "istiod" / "jwks_mirror"
-                 / "istio-samples-jwks.json").read_text()
-    res = waypoint_resources(gateway, [service(port)], [], [pod], policies, authns,
-                             jwks_for=lambda uri: jwks_text, enrolled=lambda pod: False)
-    return ProxyConfig.build(res[LISTENER], res[CLUSTER], res[ROUTE])
+    jwks_text = (
+        Path(__file__).resolve().parents[2] / "mesh" / "istiod" / "jwks_mirror" / "istio-samples-jwks.json"
+    ).read_text()
+    res = waypoint_resources(
+        gateway,
+        [service(port)],
+        [],
+        [pod],
+        policies,
+        authns,
+        jwks_for=lambda uri: jwks_text,
+        enrolled=lambda pod: False,
+    )
+    return ProxyConfig.build(res[LISTENER], res[CLUSTER], res[ROUTE_CONFIGURATION])
 
 
 class Static:
@@ -101,11 +119,18 @@ async def upstream_server(nursery) -> int:
         conn = h11.Connection(h11.SERVER)
         async with stream:
             while (request := await next_request(conn, stream)) is not None:
-                body = json.dumps({"path": request.target.decode(), "headers": {
-                    k.decode(): v.decode() for k, v in request.headers}}).encode()
-                await stream.send_all(conn.send(h11.Response(status_code=200, headers=[
-                    ("content-length", str(len(body))), ("server", "gunicorn")])) + conn.send(h11.Data(data=body))
-                    + conn.send(h11.EndOfMessage()))
+                body = json.dumps(
+                    {"path": request.target.decode(), "headers": {k.decode(): v.decode() for k, v in request.headers}}
+                ).encode()
+                await stream.send_all(
+                    conn.send(
+                        h11.Response(
+                            status_code=200, headers=[("content-length", str(len(body))), ("server", "gunicorn")]
+                        )
+                    )
+                    + conn.send(h11.Data(data=body))
+                    + conn.send(h11.EndOfMessage())
+                )
                 if conn.our_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
@@ -134,8 +159,10 @@ async def exchange(engine: Engine, identity: str | None, requests: list[tuple[li
             conn = h11.Connection(h11.CLIENT)
             for headers, target in requests:
                 try:
-                    await client.send_all(conn.send(h11.Request(method="GET", target=target, headers=headers))
-                                          + conn.send(h11.EndOfMessage()))
+                    await client.send_all(
+                        conn.send(h11.Request(method="GET", target=target, headers=headers))
+                        + conn.send(h11.EndOfMessage())
+                    )
                 except trio.BrokenResourceError:
                     break  # the tunnel was refused and closed
                 while True:
@@ -177,17 +204,23 @@ async def app(nursery):
 async def engine_for(nursery, port: int, policies: list[dict], authns: list[dict], lines: list[str]) -> Engine:
     async def no_certificate():
         raise AssertionError("an endpoint outside the mesh needs no certificate")
+
     upstreams = Upstreams(nursery, no_certificate, "127.0.0.1")
-    return Engine(Static(build(port, policies, authns)), upstreams, component="waypoint",
-                  own_identity="spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient-waypoint",
-                  log_line=lines.append)
+    return Engine(
+        Static(build(port, policies, authns)),
+        upstreams,
+        component="waypoint",
+        own_identity="spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient-waypoint",
+        log_line=lines.append,
+    )
 
 
 async def test_article_jwt_and_path_rules(nursery, app):
     lines: list[str] = []
     engine = await engine_for(nursery, app, manifest("l7-authz-policy.yaml"), manifest("jwt-policy.yaml"), lines)
-    statuses, responses = await exchange(engine, SLEEP, [get("/headers", TOKEN), get("/ip"), get("/ip", TOKEN),
-                                                         get("/ip", "deadbeef")])
+    statuses, responses = await exchange(
+        engine, SLEEP, [get("/headers", TOKEN), get("/ip"), get("/ip", TOKEN), get("/ip", "deadbeef")]
+    )
     assert statuses == [200]
     assert [r[0] for r in responses] == [403, 403, 200, 401]
     assert responses[0][2] == b"RBAC: access denied"
@@ -223,18 +256,33 @@ async def test_tokens_minted_by_the_test(nursery, app):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     jwk["kid"] = "test"
-    authn = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-             "metadata": {"name": "ra", "namespace": "ambient-apps"},
-             "spec": {"jwtRules": [{"issuer": "me", "jwks": json.dumps({"keys": [jwk]}), "audiences": ["billing"]}]}}
+    authn = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "ra", "namespace": "ambient-apps"},
+        "spec": {"jwtRules": [{"issuer": "me", "jwks": json.dumps({"keys": [jwk]}), "audiences": ["billing"]}]},
+    }
     engine = await engine_for(nursery, app, [], [authn], [])
     now = int(time.time())
 
     def token(**claims):
-        return pyjwt.encode({"iss": "me", "sub": "u", "aud": "billing", "exp": now + 60, **claims}, key,
-                            algorithm="RS256", headers={"kid": "test"})
+        return pyjwt.encode(
+            {"iss": "me", "sub": "u", "aud": "billing", "exp": now + 60, **claims},
+            key,
+            algorithm="RS256",
+            headers={"kid": "test"},
+        )
 
-    _, responses = await exchange(engine, SLEEP, [get("/a", token()), get("/b", token(exp=now - 3600)),
-                                                  get("/c", token(aud="other")), get(f"/d?access_token={token()}")])
+    _, responses = await exchange(
+        engine,
+        SLEEP,
+        [
+            get("/a", token()),
+            get("/b", token(exp=now - 3600)),
+            get("/c", token(aud="other")),
+            get(f"/d?access_token={token()}"),
+        ],
+    )
     assert [r[0] for r in responses] == [200, 401, 403, 200]
     assert responses[1][2] == b"Jwt is expired"
     assert json.loads(responses[3][2])["path"] == "/d"  # the token left the query once verified

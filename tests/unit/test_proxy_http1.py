@@ -3,6 +3,7 @@
 The client side is a real h11 client (or raw bytes where h11 would refuse to send them),
 so every test goes through the wire format.
 """
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -144,6 +145,7 @@ def parse_responses(wire: bytes, requests: list[h11.Request]) -> list[tuple[h11.
 
 # ---- server ------------------------------------------------------------------------------
 
+
 async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
     seen = []
 
@@ -166,9 +168,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection() -> None:
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
-    reqs = [
-        h11.Request(method="GET", target=f"/p{i}", headers=[("host", "a")]) for i in range(3)
-    ]
+    reqs = [h11.Request(method="GET", target=f"/p{i}", headers=[("host", "a")]) for i in range(3)]
     wire = b"".join(
         f"GET /p{i} HTTP/1.1\r\nHost: a\r\n{'Connection: close' if i == 2 else 'X: y'}\r\n\r\n".encode()
         for i in range(3)
@@ -218,9 +218,7 @@ async def test_expect_100_continue_is_answered_before_the_body() -> None:
         client = Client(stream)
         await client.send(
             h11.Request(
-                method="POST",
-                target="/",
-                headers=[("host", "a"), ("content-length", "4"), ("expect", "100-continue")],
+                method="POST", target="/", headers=[("host", "a"), ("content-length", "4"), ("expect", "100-continue")]
             )
         )
         event = await client.event()
@@ -307,7 +305,7 @@ async def test_client_half_close_after_request_still_gets_the_answer() -> None:
         await stream.send_all(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
         await stream.send_eof()
         out = await read_all(stream)
-    (head, body), = parse_responses(out, [h11.Request(method="POST", target="/x", headers=[("host", "a")])])
+    ((head, body),) = parse_responses(out, [h11.Request(method="POST", target="/x", headers=[("host", "a")])])
     assert head.status_code == 200 and body == b"hi"
 
 
@@ -352,6 +350,7 @@ async def test_initial_bytes_are_parsed_first() -> None:
 
 
 # ---- client ------------------------------------------------------------------------------
+
 
 async def test_client_reuses_the_connection() -> None:
     seen = []

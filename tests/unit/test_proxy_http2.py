@@ -1,4 +1,5 @@
 """The proxy's h2c server, driven by a real h2 client connection over memory streams."""
+
 from __future__ import annotations
 
 from contextlib import asynccontextmanager

@@ -14,14 +14,30 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from mesh.istiod.jwt import istio_requirement
 from mesh.proxy.jwt_authn import (
-    JwtAuthnFilter, Provider, authenticate, filter_from_config, istio_requirement, providers_from_filter_config,
+    JwtAuthnFilter,
+    Provider,
+    authenticate,
+    filter_from_config,
+    providers_from_filter_config,
 )
 from mesh.proxy.jwt_keys import parse_jwks
 from mesh.proxy.jwt_token import (
-    JWKS_FETCH_FAILED, JWKS_KID_ALG_MISMATCH, JWKS_NO_VALID_KEYS, JWT_AUDIENCE_NOT_ALLOWED, JWT_BAD_FORMAT,
-    JWT_EXPIRED, JWT_HEADER_BAD_BASE64, JWT_HEADER_BAD_JSON, JWT_HEADER_UNSUPPORTED_ALG, JWT_NOT_YET_VALID,
-    JWT_PAYLOAD_BAD_BASE64, JWT_PAYLOAD_BAD_JSON, JWT_UNKNOWN_ISSUER, JWT_VERIFICATION_FAILS,
+    JWKS_FETCH_FAILED,
+    JWKS_KID_ALG_MISMATCH,
+    JWKS_NO_VALID_KEYS,
+    JWT_AUDIENCE_NOT_ALLOWED,
+    JWT_BAD_FORMAT,
+    JWT_EXPIRED,
+    JWT_HEADER_BAD_BASE64,
+    JWT_HEADER_BAD_JSON,
+    JWT_HEADER_UNSUPPORTED_ALG,
+    JWT_NOT_YET_VALID,
+    JWT_PAYLOAD_BAD_BASE64,
+    JWT_PAYLOAD_BAD_JSON,
+    JWT_UNKNOWN_ISSUER,
+    JWT_VERIFICATION_FAILS,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,8 +90,9 @@ def provider(**overrides) -> Provider:
 
 def run(providers, token: str | None = None, *, path: str = "/get", headers=(), method: str = "GET"):
     sent = list(headers) + ([("authorization", f"Bearer {token}")] if token is not None else [])
-    return authenticate(providers, scheme="http", authority="httpbin:8000", path=path, headers=sent, now=NOW,
-                        method=method)
+    return authenticate(
+        providers, scheme="http", authority="httpbin:8000", path=path, headers=sent, now=NOW, method=method
+    )
 
 
 def assert_refused(outcome, message: str, status: int = 401) -> None:
@@ -86,11 +103,20 @@ def assert_refused(outcome, message: str, status: int = 401) -> None:
 
 # --- accepted tokens ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key, alg, kid", [
-    (RSA_KEY, "RS256", "rsa-1"), (RSA_KEY, "RS384", "rsa-1"), (RSA_KEY, "RS512", "rsa-1"),
-    (PSS_KEY, "PS256", "pss-1"), (PSS_KEY, "PS384", "pss-1"), (PSS_KEY, "PS512", "pss-1"),
-    (EC_KEY, "ES256", "ec-1"), (ED_KEY, "EdDSA", "ed-1"),
-])
+
+@pytest.mark.parametrize(
+    "key, alg, kid",
+    [
+        (RSA_KEY, "RS256", "rsa-1"),
+        (RSA_KEY, "RS384", "rsa-1"),
+        (RSA_KEY, "RS512", "rsa-1"),
+        (PSS_KEY, "PS256", "pss-1"),
+        (PSS_KEY, "PS384", "pss-1"),
+        (PSS_KEY, "PS512", "pss-1"),
+        (EC_KEY, "ES256", "ec-1"),
+        (ED_KEY, "EdDSA", "ed-1"),
+    ],
+)
 def test_valid_token_gives_claims_and_principal(key, alg, kid):
     outcome = run([provider()], mint(claims(aud="billing"), key=key, alg=alg, kid=kid))
     assert outcome.status is None
@@ -124,11 +150,13 @@ def test_clock_skew_of_60_seconds():
 
 # --- refused tokens ----------------------------------------------------------------------------
 
+
 def test_expired():
     outcome = run([provider()], mint(claims(exp=NOW - 61)))
     assert_refused(outcome, JWT_EXPIRED)
     assert outcome.response_headers == (
-        ("www-authenticate", 'Bearer realm="http://httpbin:8000/get", error="invalid_token"'),)
+        ("www-authenticate", 'Bearer realm="http://httpbin:8000/get", error="invalid_token"'),
+    )
 
 
 def test_not_yet_valid():
@@ -176,23 +204,31 @@ def test_tampered_payload():
     assert_refused(run([provider()], f"{header}.{forged}.{signature}"), JWT_VERIFICATION_FAILS)
 
 
-@pytest.mark.parametrize("token, message", [
-    ("deadbeef", JWT_BAD_FORMAT),
-    ("aaaa.bbbb", JWT_BAD_FORMAT),
-    ("a.b.c.d", JWT_BAD_FORMAT),
-    ("ab$d.e30.c2ln", JWT_HEADER_BAD_BASE64),
-    (f"{b64(b'not json')}.e30.c2ln", JWT_HEADER_BAD_JSON),
-    (f"{b64(b'[1]')}.e30.c2ln", JWT_HEADER_BAD_JSON),
-    (f"{b64(b'{}')}.e30.c2ln", "Jwt header [alg] field is required and must be a string"),
-    (f"{b64(json.dumps({'alg': 'RS256', 'kid': 7}).encode())}.e30.c2ln", "Jwt header [kid] field is not a string"),
-    (f"{b64(json.dumps({'alg': 'RS256'}).encode())}.!!!.c2ln", JWT_PAYLOAD_BAD_BASE64),
-    (f"{b64(json.dumps({'alg': 'RS256'}).encode())}.{b64(b'{nope')}.c2ln", JWT_PAYLOAD_BAD_JSON),
-    (hand_made({"alg": "RS256"}, {"iss": 5}), "Jwt payload [iss] field is not a string"),
-    (hand_made({"alg": "RS256"}, {"iss": ISSUER, "exp": "soon"}), "Jwt payload [exp] field is not an integer"),
-    (hand_made({"alg": "RS256"}, {"iss": ISSUER, "aud": [1]}),
-     "Jwt payload [aud] field is not a string or string list"),
-    (f"{b64(json.dumps({'alg': 'RS256'}).encode())}.{b64(b'{}')}.***", "Jwt signature is an invalid Base64url encoded"),
-])
+@pytest.mark.parametrize(
+    "token, message",
+    [
+        ("deadbeef", JWT_BAD_FORMAT),
+        ("aaaa.bbbb", JWT_BAD_FORMAT),
+        ("a.b.c.d", JWT_BAD_FORMAT),
+        ("ab$d.e30.c2ln", JWT_HEADER_BAD_BASE64),
+        (f"{b64(b'not json')}.e30.c2ln", JWT_HEADER_BAD_JSON),
+        (f"{b64(b'[1]')}.e30.c2ln", JWT_HEADER_BAD_JSON),
+        (f"{b64(b'{}')}.e30.c2ln", "Jwt header [alg] field is required and must be a string"),
+        (f"{b64(json.dumps({'alg': 'RS256', 'kid': 7}).encode())}.e30.c2ln", "Jwt header [kid] field is not a string"),
+        (f"{b64(json.dumps({'alg': 'RS256'}).encode())}.!!!.c2ln", JWT_PAYLOAD_BAD_BASE64),
+        (f"{b64(json.dumps({'alg': 'RS256'}).encode())}.{b64(b'{nope')}.c2ln", JWT_PAYLOAD_BAD_JSON),
+        (hand_made({"alg": "RS256"}, {"iss": 5}), "Jwt payload [iss] field is not a string"),
+        (hand_made({"alg": "RS256"}, {"iss": ISSUER, "exp": "soon"}), "Jwt payload [exp] field is not an integer"),
+        (
+            hand_made({"alg": "RS256"}, {"iss": ISSUER, "aud": [1]}),
+            "Jwt payload [aud] field is not a string or string list",
+        ),
+        (
+            f"{b64(json.dumps({'alg': 'RS256'}).encode())}.{b64(b'{}')}.***",
+            "Jwt signature is an invalid Base64url encoded",
+        ),
+    ],
+)
 def test_malformed_tokens(token, message):
     outcome = run([provider()], token)
     assert_refused(outcome, message)
@@ -233,6 +269,7 @@ def test_jwks_without_usable_keys():
 
 
 # --- where the token is, and what is forwarded -------------------------------------------------
+
 
 def test_access_token_query_parameter_is_accepted_and_removed():
     outcome = run([provider()], None, path=f"/get?a=1&access_token={mint()}&b=2")
@@ -290,11 +327,24 @@ def test_output_payload_to_header():
 
 def test_output_claim_to_headers():
     payload = claims(group="admins", level=3, ratio=0.5, active=True, org={"team": "blue"}, roles=["a"])
-    mapping = (("x-group", "group"), ("x-level", "level"), ("x-ratio", "ratio"), ("x-active", "active"),
-               ("x-team", "org.team"), ("x-org", "org"), ("x-roles", "roles"), ("x-missing", "missing"))
+    mapping = (
+        ("x-group", "group"),
+        ("x-level", "level"),
+        ("x-ratio", "ratio"),
+        ("x-active", "active"),
+        ("x-team", "org.team"),
+        ("x-org", "org"),
+        ("x-roles", "roles"),
+        ("x-missing", "missing"),
+    )
     outcome = run([provider(claim_to_headers=mapping)], mint(payload))
-    assert outcome.request_headers_to_add == (("x-group", "admins"), ("x-level", "3"), ("x-ratio", "0.500000"),
-                                              ("x-active", "true"), ("x-team", "blue"))
+    assert outcome.request_headers_to_add == (
+        ("x-group", "admins"),
+        ("x-level", "3"),
+        ("x-ratio", "0.500000"),
+        ("x-active", "true"),
+        ("x-team", "blue"),
+    )
 
 
 def test_header_changes_only_on_success():
@@ -304,10 +354,13 @@ def test_header_changes_only_on_success():
 
 # --- several providers, several tokens ---------------------------------------------------------
 
+
 def two_providers() -> list[Provider]:
     other_jwks = {"keys": [jwk(OTHER_RSA_KEY, "other-1")]}
-    return [provider(), provider(name="origins-1", issuer=OTHER_ISSUER, jwks=other_jwks,
-                                 payload_in_metadata=OTHER_ISSUER)]
+    return [
+        provider(),
+        provider(name="origins-1", issuer=OTHER_ISSUER, jwks=other_jwks, payload_in_metadata=OTHER_ISSUER),
+    ]
 
 
 def test_token_is_checked_by_the_provider_of_its_issuer():
@@ -328,9 +381,12 @@ def test_several_providers_unknown_issuer_and_bad_signature():
 
 
 def test_several_tokens_with_a_provider_requirement_must_all_be_valid():
-    strict = filter_from_config({
-        "providers": {"origins-0": {"issuer": ISSUER, "local_jwks": {"inline_string": json.dumps(JWKS)}}},
-        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "origins-0"}}]})
+    strict = filter_from_config(
+        {
+            "providers": {"origins-0": {"issuer": ISSUER, "local_jwks": {"inline_string": json.dumps(JWKS)}}},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "origins-0"}}],
+        }
+    )
     assert_refused(run(strict, mint(), path="/get?access_token=deadbeef"), JWT_BAD_FORMAT)
 
 
@@ -348,14 +404,21 @@ def test_cors_preflight_bypasses_authentication():
 
 # --- the filter config as istiod writes it -----------------------------------------------------
 
+
 def test_config_round_trip_and_remote_jwks_marker():
     config = {
         "providers": {
-            "origins-0": {"issuer": ISSUER, "audiences": ["billing"], "local_jwks": {"inline_string": json.dumps(JWKS)},
-                          "forward": True, "from_headers": [{"name": "x-token", "value_prefix": "Bearer "}],
-                          "from_params": ["t"], "forward_payload_header": "x-payload",
-                          "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"}],
-                          "payload_in_metadata": ISSUER},
+            "origins-0": {
+                "issuer": ISSUER,
+                "audiences": ["billing"],
+                "local_jwks": {"inline_string": json.dumps(JWKS)},
+                "forward": True,
+                "from_headers": [{"name": "x-token", "value_prefix": "Bearer "}],
+                "from_params": ["t"],
+                "forward_payload_header": "x-payload",
+                "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"}],
+                "payload_in_metadata": ISSUER,
+            },
             "origins-1": {"issuer": OTHER_ISSUER, "remote_jwks": {"http_uri": {"uri": "https://x/jwks"}}},
             "origins-2": {"issuer": "bad@lab", "local_jwks": {"inline_string": "{not json"}},
         },
@@ -364,10 +427,18 @@ def test_config_round_trip_and_remote_jwks_marker():
     }
     whole_filter = {"name": "envoy.filters.http.jwt_authn", "typed_config": config}
     first, second, third = providers_from_filter_config(whole_filter)
-    assert first == Provider(name="origins-0", issuer=ISSUER, audiences=("billing",), jwks=JWKS, forward=True,
-                             from_headers=(("x-token", "Bearer "),), from_params=("t",),
-                             forward_payload_header="x-payload", claim_to_headers=(("x-sub", "sub"),),
-                             payload_in_metadata=ISSUER)
+    assert first == Provider(
+        name="origins-0",
+        issuer=ISSUER,
+        audiences=("billing",),
+        jwks=JWKS,
+        forward=True,
+        from_headers=(("x-token", "Bearer "),),
+        from_params=("t",),
+        forward_payload_header="x-payload",
+        claim_to_headers=(("x-sub", "sub"),),
+        payload_in_metadata=ISSUER,
+    )
     assert second.jwks is None and second.keys is None
     assert third.jwks == {} and third.keys == ()
     jwt_filter = filter_from_config(config)
@@ -380,13 +451,16 @@ def test_config_round_trip_and_remote_jwks_marker():
 
 def test_config_naming_an_unknown_provider_is_refused():
     with pytest.raises(ValueError, match="not configured"):
-        filter_from_config({"providers": {}, "rules": [{"match": {"prefix": "/"},
-                                                        "requires": {"provider_name": "origins-0"}}]})
+        filter_from_config(
+            {"providers": {}, "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "origins-0"}}]}
+        )
 
 
 def test_rules_match_by_path_prefix():
-    config = {"providers": {"p": {"issuer": ISSUER, "local_jwks": {"inline_string": json.dumps(JWKS)}}},
-              "rules": [{"match": {"prefix": "/api"}, "requires": {"provider_name": "p"}}]}
+    config = {
+        "providers": {"p": {"issuer": ISSUER, "local_jwks": {"inline_string": json.dumps(JWKS)}}},
+        "rules": [{"match": {"prefix": "/api"}, "requires": {"provider_name": "p"}}],
+    }
     jwt_filter = filter_from_config(config)
     assert run(jwt_filter, None, path="/public").status is None
     missing = run(jwt_filter, None, path="/api/x")
@@ -395,6 +469,7 @@ def test_rules_match_by_path_prefix():
 
 
 # --- the article's token -----------------------------------------------------------------------
+
 
 def test_article_demo_jwt_verifies_against_istio_sample_jwks():
     jwks = json.loads((REPO / "mesh/istiod/jwks_mirror/istio-samples-jwks.json").read_text())

@@ -1,8 +1,10 @@
 """istiod's sidecar config (Envoy shapes) for the article's objects, read back by the engine."""
+
 from __future__ import annotations
 
-from mesh.istiod.proxyconfig import CLUSTER, LISTENER, ROUTE, sidecar_resources
-from mesh.istiod.translate import ADDRESS, translate
+from mesh.contract import ADDRESS, CLUSTER, LISTENER, ROUTE_CONFIGURATION
+from mesh.istiod.proxyconfig import sidecar_resources
+from mesh.istiod.translate import translate
 from mesh.proxy.config import ProxyConfig
 
 
@@ -11,31 +13,55 @@ def pod(name, ns, labels, ip, sa, *, injected=False, ready=True):
     if injected:
         meta["labels"]["networking.istio.io/tunnel"] = "http"
         meta["annotations"] = {"sidecar.istio.io/status": "{}"}
-    return {"kind": "Pod", "metadata": meta,
-            "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "ports": [{"containerPort": 80}]}]},
-            "status": {"podIP": ip, "phase": "Running",
-                       "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return {
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "ports": [{"containerPort": 80}]}]},
+        "status": {
+            "podIP": ip,
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
 
 
 def service(name, ns, app, vip):
-    return {"kind": "Service", "metadata": {"name": name, "namespace": ns},
-            "spec": {"clusterIP": vip, "selector": {"app": app}, "ports": [{"name": "http", "port": 8000, "targetPort": 80}]}}
+    return {
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "clusterIP": vip,
+            "selector": {"app": app},
+            "ports": [{"name": "http", "port": 8000, "targetPort": 80}],
+        },
+    }
 
 
-LEGACY = pod("httpbin-legacy-1", "legacy-apps", {"app": "httpbin-legacy"}, "10.244.1.5", "httpbin-legacy", injected=True)
+LEGACY = pod(
+    "httpbin-legacy-1", "legacy-apps", {"app": "httpbin-legacy"}, "10.244.1.5", "httpbin-legacy", injected=True
+)
 AMBIENT = pod("httpbin-ambient-1", "ambient-apps", {"app": "httpbin-ambient"}, "10.244.2.5", "httpbin-ambient")
 AMBIENT["metadata"]["annotations"] = {"ambient.istio.io/redirection": "enabled"}
 PLAIN = pod("plain-1", "default", {"app": "plain"}, "10.244.3.5", "default")
-SERVICES = [service("httpbin-legacy", "legacy-apps", "httpbin-legacy", "10.96.0.30"),
-            service("httpbin-ambient", "ambient-apps", "httpbin-ambient", "10.96.0.20"),
-            service("plain", "default", "plain", "10.96.0.40")]
-NAMESPACES = [{"kind": "Namespace", "metadata": {"name": "ambient-apps", "labels": {"istio.io/dataplane-mode": "ambient"}}},
-              {"kind": "Namespace", "metadata": {"name": "legacy-apps", "labels": {"istio-injection": "enabled"}}},
-              {"kind": "Namespace", "metadata": {"name": "default"}}]
-PATH_POLICY = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-               "metadata": {"name": "only-ip", "namespace": "legacy-apps"},
-               "spec": {"selector": {"matchLabels": {"app": "httpbin-legacy"}},
-                        "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]}}
+SERVICES = [
+    service("httpbin-legacy", "legacy-apps", "httpbin-legacy", "10.96.0.30"),
+    service("httpbin-ambient", "ambient-apps", "httpbin-ambient", "10.96.0.20"),
+    service("plain", "default", "plain", "10.96.0.40"),
+]
+NAMESPACES = [
+    {"kind": "Namespace", "metadata": {"name": "ambient-apps", "labels": {"istio.io/dataplane-mode": "ambient"}}},
+    {"kind": "Namespace", "metadata": {"name": "legacy-apps", "labels": {"istio-injection": "enabled"}}},
+    {"kind": "Namespace", "metadata": {"name": "default"}},
+]
+PATH_POLICY = {
+    "apiVersion": "security.istio.io/v1",
+    "kind": "AuthorizationPolicy",
+    "metadata": {"name": "only-ip", "namespace": "legacy-apps"},
+    "spec": {
+        "selector": {"matchLabels": {"app": "httpbin-legacy"}},
+        "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}],
+    },
+}
 
 
 def hbone(p):
@@ -43,9 +69,17 @@ def hbone(p):
 
 
 def config(mtls="PERMISSIVE", policies=()):
-    res = sidecar_resources(LEGACY, SERVICES, [LEGACY, AMBIENT, PLAIN], list(policies), [], mtls_mode=mtls,
-                            jwks_for=lambda uri: None, hbone=hbone)
-    return res, ProxyConfig.build(res[LISTENER], res[CLUSTER], res[ROUTE])
+    res = sidecar_resources(
+        LEGACY,
+        SERVICES,
+        [LEGACY, AMBIENT, PLAIN],
+        list(policies),
+        [],
+        mtls_mode=mtls,
+        jwks_for=lambda uri: None,
+        hbone=hbone,
+    )
+    return res, ProxyConfig.build(res[LISTENER], res[CLUSTER], res[ROUTE_CONFIGURATION])
 
 
 def test_inbound_chain_is_the_pod_with_its_policies_and_mode():
@@ -65,8 +99,12 @@ def test_outbound_chains_reach_services_and_hbone_pods():
     ambient = cfg.outbound_chain_for("10.96.0.20", 8000)
     assert ambient.cluster == "outbound|8000||httpbin-ambient.ambient-apps.svc.cluster.local"
     ep = cfg.clusters[ambient.cluster].endpoints[0]
-    assert (ep.ip, ep.port, ep.tunnel, ep.identity) == ("10.244.2.5", 80, "HBONE",
-                                                        "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient")
+    assert (ep.ip, ep.port, ep.tunnel, ep.identity) == (
+        "10.244.2.5",
+        80,
+        "HBONE",
+        "spiffe://cluster.local/ns/ambient-apps/sa/httpbin-ambient",
+    )
     plain = cfg.outbound_chain_for("10.96.0.40", 8000)
     assert cfg.clusters[plain.cluster].endpoints[0].tunnel == "TCP"  # outside the mesh: plaintext
     assert cfg.outbound_chain_for("10.244.2.5", 80).cluster == "outbound-pod|ambient-apps/httpbin-ambient-1"

@@ -1,5 +1,6 @@
 """The scenario framework's pure parts: verdict helpers, the load adapter's normalisation, the
 runner's always-restore contract (with a fake lab), the table, the plot and the CLI verb."""
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ def tl(*rows):
 
 
 # ---- verdict helpers ------------------------------------------------------------------------------
+
 
 def test_pct():
     assert fw.pct(1.0) == "100%"
@@ -86,8 +88,13 @@ def test_proxies_crossed_and_hop_arithmetic():
 
 
 def test_row_verdict_table_and_result_json():
-    r = fw.Row("a claim about ztunnel that is long enough to wrap inside its column of the table", "0% (20)",
-               True, "0% on worker3", "the article")
+    r = fw.Row(
+        "a claim about ztunnel that is long enough to wrap inside its column of the table",
+        "0% (20)",
+        True,
+        "0% on worker3",
+        "the article",
+    )
     assert r.verdict == "agrees (0% on worker3)"
     assert fw.Row("c", "o", False).verdict == "differs"
     text = fw.table([r], width=90)
@@ -103,9 +110,17 @@ def test_row_verdict_table_and_result_json():
 
 # ---- the load adapter -----------------------------------------------------------------------------
 
+
 def test_normalize_reads_lab_load_reports():
-    rep = summarize([Outcome(0.1, 2.0, 200), Outcome(0.5, None, "refused"), Outcome(1.2, 3.0, 200)],
-                    url="http://echo.x/", qps=2, duration=2, connections=1, timeout=2, elapsed=1.3)
+    rep = summarize(
+        [Outcome(0.1, 2.0, 200), Outcome(0.5, None, "refused"), Outcome(1.2, 3.0, 200)],
+        url="http://echo.x/",
+        qps=2,
+        duration=2,
+        connections=1,
+        timeout=2,
+        elapsed=1.3,
+    )
     for raw in (rep, rep.to_json(), rep.to_dict()):
         out = traffic.normalize(raw, 123.0)
         assert out["succeeded"] == 2 and out["requests"] == 3 and out["errors"] == {"refused": 1}
@@ -122,11 +137,14 @@ def test_first_request_time():
 
 # ---- scenario helpers -----------------------------------------------------------------------------
 
+
 def test_echo_peer_and_log_fields():
     assert echo_peer("ServiceVersion=v1\nIP=10.244.3.4\nHost=x") == "10.244.3.4"
     assert echo_peer("nothing") is None
-    line = ('2026-01-01T00:00:00Z info access connection complete src.addr=10.0.0.1:5 '
-            'src.identity="spiffe://cluster.local/ns/a/sa/b" direction="inbound" bytes_sent=3')
+    line = (
+        '2026-01-01T00:00:00Z info access connection complete src.addr=10.0.0.1:5 '
+        'src.identity="spiffe://cluster.local/ns/a/sa/b" direction="inbound" bytes_sent=3'
+    )
     f = log_fields(line)
     assert f["src.identity"] == "spiffe://cluster.local/ns/a/sa/b" and f["bytes_sent"] == "3"
     assert f["direction"] == "inbound" and f["src.addr"] == "10.0.0.1:5"
@@ -138,22 +156,34 @@ def test_policy_mistake_helpers():
     tr = json.loads(allow_ip("ns1", "client", target_service="echo"))
     assert tr["spec"]["targetRefs"] == [{"kind": "Service", "group": "", "name": "echo"}]
     assert "selector" not in tr["spec"]
-    text = ("Pod: p.ns1\n--------------------\nAuthorizationPolicy ns1/allow-ip-only (ALLOW, selector app=echo)\n"
-            "   Enforcement: destination ztunnel (L4)\n   Warning: ztunnel does not support HTTP attributes\n"
-            "--------------------\nEffective PeerAuthentication: x\n")
+    text = (
+        "Pod: p.ns1\n--------------------\nAuthorizationPolicy ns1/allow-ip-only (ALLOW, selector app=echo)\n"
+        "   Enforcement: destination ztunnel (L4)\n   Warning: ztunnel does not support HTTP attributes\n"
+        "--------------------\nEffective PeerAuthentication: x\n"
+    )
     assert describe_lines(text, "ns1/allow-ip-only") == [
         "AuthorizationPolicy ns1/allow-ip-only (ALLOW, selector app=echo)",
-        "Enforcement: destination ztunnel (L4)", "Warning: ztunnel does not support HTTP attributes"]
+        "Enforcement: destination ztunnel (L4)",
+        "Warning: ztunnel does not support HTTP attributes",
+    ]
     line = 'x error="connection closed due to policy rejection: allow policies exist, but none allowed" policy="a/b"'
-    assert _excerpt(line) == ('error="connection closed due to policy rejection: allow policies exist, but none '
-                              'allowed" policy="a/b"')
+    assert _excerpt(line) == (
+        'error="connection closed due to policy rejection: allow policies exist, but none allowed" policy="a/b"'
+    )
 
 
 # ---- the registry and the runner ------------------------------------------------------------------
 
+
 def test_registry():
-    assert scenarios.names()[:6] == ["ztunnel-down", "waypoint-down", "istiod-down", "policy-mistake", "headless",
-                                     "hops"]
+    assert scenarios.names()[:6] == [
+        "ztunnel-down",
+        "waypoint-down",
+        "istiod-down",
+        "policy-mistake",
+        "headless",
+        "hops",
+    ]
     assert all(s.summary and s.claims for s in scenarios.SCENARIOS)
     with pytest.raises(KeyError, match="known scenarios: ztunnel-down"):
         scenarios.get("nope")
@@ -178,11 +208,21 @@ class FakeLab:
     def call(self, op, **kw):
         self.calls.append((op, kw.get("kind"), kw.get("name")))
         if op == "get" and kw.get("kind") == "Pod":
-            return {"items": [{"metadata": {"name": n, "labels": {"app": a}},
-                               "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-                              for n, a in (("istiod-1", "istiod"), ("ztunnel-1", "ztunnel"))]
-                    + [{"metadata": {"name": "cni-1", "labels": {"k8s-app": "istio-cni-node"}},
-                        "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]}
+            return {
+                "items": [
+                    {
+                        "metadata": {"name": n, "labels": {"app": a}},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                    }
+                    for n, a in (("istiod-1", "istiod"), ("ztunnel-1", "ztunnel"))
+                ]
+                + [
+                    {
+                        "metadata": {"name": "cni-1", "labels": {"k8s-app": "istio-cni-node"}},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                    }
+                ]
+            }
         if op == "get" and kw.get("kind") == "Namespace":
             if kw.get("name"):
                 if kw["name"] in self.namespaces:
@@ -235,6 +275,7 @@ def test_runner_refuses_without_a_mesh():
             if op == "get" and kw.get("kind") == "Pod":
                 return {"items": []}
             return super().call(op, **kw)
+
     sc = Breaks(None)
     res = fw.run_scenario(NoMesh(), sc)
     assert "mesh is not ready" in res.error and not res.rows and sc.undone == []
@@ -242,10 +283,16 @@ def test_runner_refuses_without_a_mesh():
 
 # ---- plot and CLI ---------------------------------------------------------------------------------
 
+
 def test_plot_timeline_and_bars(tmp_path):
     from scenarios.plot import plot
-    res = fw.Result("x", "s", timelines={"a": tl((0.2, 10, 10), (1.2, 10, 0), (2.2, 10, 10))},
-                    events=[{"t": 1.0, "label": "break"}, {"t": 2.0, "label": "restore"}])
+
+    res = fw.Result(
+        "x",
+        "s",
+        timelines={"a": tl((0.2, 10, 10), (1.2, 10, 0), (2.2, 10, 10))},
+        events=[{"t": 1.0, "label": "break"}, {"t": 2.0, "label": "restore"}],
+    )
     p = plot(res, str(tmp_path / "t.png"))
     with open(p, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

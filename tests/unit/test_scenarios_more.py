@@ -1,5 +1,6 @@
 """The pure helpers of the later scenarios (noisy-neighbour, cert-expiry, overhead, the sidecar
 races, upgrade), the ztunnel template edits, and the --all report page."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,10 +10,9 @@ import pytest
 
 import scenarios
 from scenarios import cert_expiry as ce
-from scenarios import meshops
+from scenarios import meshops, report
 from scenarios import noisy_neighbour as nn
 from scenarios import overhead as oh
-from scenarios import report
 from scenarios import sidecar_shutdown as sd
 from scenarios import sidecar_startup as su
 from scenarios import upgrade as up
@@ -20,14 +20,21 @@ from scenarios.framework import Result, Row
 
 
 def test_registered_in_order():
-    assert scenarios.names()[-6:] == ["noisy-neighbour", "cert-expiry", "overhead", "sidecar-startup-race",
-                                      "sidecar-shutdown-race", "upgrade"]
+    assert scenarios.names()[-6:] == [
+        "noisy-neighbour",
+        "cert-expiry",
+        "overhead",
+        "sidecar-startup-race",
+        "sidecar-shutdown-race",
+        "upgrade",
+    ]
     for name in scenarios.names():
         s = scenarios.get(name)
         assert s.summary and s.claims
 
 
 # noisy-neighbour -------------------------------------------------------------------------------
+
 
 def test_starved_and_improved():
     assert nn.starved(4.0, 8.0) and nn.starved(4.0, 200.0)
@@ -55,6 +62,7 @@ def test_iperf_server_manifest():
 
 # the ztunnel template ---------------------------------------------------------------------------
 
+
 def test_set_cpu_limit_and_back():
     c = {"name": "istio-proxy", "resources": {"requests": {"cpu": "200m", "memory": "64Mi"}}}
     meshops.set_cpu_limit(c, "100m")
@@ -77,13 +85,27 @@ def test_set_env_replaces_and_removes():
 
 
 def test_applyable_drops_server_fields():
-    obj = {"apiVersion": "apps/v1", "kind": "DaemonSet", "status": {"numberReady": 4},
-           "metadata": {"name": "ztunnel", "namespace": "istio-system", "uid": "u", "resourceVersion": "9",
-                        "generation": 3, "labels": {"app": "ztunnel"}},
-           "spec": {"template": {"spec": {"containers": []}}}}
+    obj = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "status": {"numberReady": 4},
+        "metadata": {
+            "name": "ztunnel",
+            "namespace": "istio-system",
+            "uid": "u",
+            "resourceVersion": "9",
+            "generation": 3,
+            "labels": {"app": "ztunnel"},
+        },
+        "spec": {"template": {"spec": {"containers": []}}},
+    }
     a = meshops.applyable(obj)
-    assert a == {"apiVersion": "apps/v1", "kind": "DaemonSet", "spec": {"template": {"spec": {"containers": []}}},
-                 "metadata": {"name": "ztunnel", "namespace": "istio-system", "labels": {"app": "ztunnel"}}}
+    assert a == {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "spec": {"template": {"spec": {"containers": []}}},
+        "metadata": {"name": "ztunnel", "namespace": "istio-system", "labels": {"app": "ztunnel"}},
+    }
     a["spec"]["template"]["spec"]["containers"].append({})
     assert obj["spec"]["template"]["spec"]["containers"] == []  # a copy
     hook = {"apiVersion": "v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "w"}, "webhooks": [1]}
@@ -91,13 +113,20 @@ def test_applyable_drops_server_fields():
 
 
 def test_served_pods():
-    dump = {"workloadState": [{"name": "a", "namespace": "n", "state": "Up"},
-                              {"name": "b", "namespace": "n", "state": "Pending"}, {"uid": "x"}, "junk"]}
+    dump = {
+        "workloadState": [
+            {"name": "a", "namespace": "n", "state": "Up"},
+            {"name": "b", "namespace": "n", "state": "Pending"},
+            {"uid": "x"},
+            "junk",
+        ]
+    }
     assert meshops.served_pods(dump) == {("n", "a")}
     assert meshops.served_pods({}) == set()
 
 
 # cert-expiry -------------------------------------------------------------------------------------
+
 
 def test_expected_refresh_half_life_or_floor():
     # 24 h certificate backdated 2 min: renewal just under 12 h after issue.
@@ -122,8 +151,15 @@ def _p(t, ok):
 
 
 def test_fail_closed_window():
-    probes = [_p(9.0, True), _p(9.4, True), _p(10.1, False), _p(10.5, False), _p(12.5, False), _p(15.0, True),
-              _p(15.4, True)]
+    probes = [
+        _p(9.0, True),
+        _p(9.4, True),
+        _p(10.1, False),
+        _p(10.5, False),
+        _p(12.5, False),
+        _p(15.0, True),
+        _p(15.4, True),
+    ]
     f = ce.fail_closed(probes, expiry=10.0, back=12.0)
     assert f["first_fail"] == 10.1 and f["last_ok_before"] == 9.4 and f["recovered_at"] == 15.0
     assert f["fail_after_expiry_s"] == pytest.approx(0.1)
@@ -141,6 +177,7 @@ def test_fail_closed_never_fails_or_fails_early():
 
 
 # overhead ----------------------------------------------------------------------------------------
+
 
 def _top_pod(mem_app, mem_proxy=None, cpu_app=0.0, cpu_proxy=0.0):
     cs = [{"name": "app", "memory": mem_app, "cpu": cpu_app}]
@@ -166,6 +203,7 @@ def test_share_and_mib():
 
 # sidecar races -----------------------------------------------------------------------------------
 
+
 def test_startup_result_parsing():
     assert su.parse_result("status=200 exit=0\n") == (200, 0)
     assert su.parse_result("curl: (7) Failed to connect\nstatus=000 exit=7\n") == (0, 7)
@@ -178,8 +216,9 @@ def test_startup_app_command_and_hold_annotation():
     assert cmd[:2] == ["/bin/sh", "-c"] and "status=%{http_code}" in cmd[2] and "exec sleep" in cmd[2]
     dep = json.loads(su.app_deployment("ns", "http://echo.s/", 3, {"proxy.istio.io/config": su.HOLD}))
     assert dep["spec"]["replicas"] == 3
-    assert json.loads(dep["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]) == \
-        {"holdApplicationUntilProxyStarts": True}
+    assert json.loads(dep["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]) == {
+        "holdApplicationUntilProxyStarts": True
+    }
 
 
 def test_shutdown_server_and_failures():
@@ -188,8 +227,13 @@ def test_shutdown_server_and_failures():
     assert json.loads(tpl["metadata"]["annotations"]["proxy.istio.io/config"]) == {"terminationDrainDuration": "0s"}
     assert tpl["metadata"]["labels"] == {"app": "first", "svc": "echo"}
     assert tpl["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(sd.APP_GRACE)]
-    rep = {"timeline": [{"t": 0, "requests": 40, "ok": 40}, {"t": 1, "requests": 40, "ok": 36},
-                        {"t": 2, "requests": 40, "ok": 38}]}
+    rep = {
+        "timeline": [
+            {"t": 0, "requests": 40, "ok": 40},
+            {"t": 1, "requests": 40, "ok": 36},
+            {"t": 2, "requests": 40, "ok": 38},
+        ]
+    }
     assert sd.failed_after(rep, 1.5) == 6 and sd.failed_after(rep, 0.0) == 6 and sd.failed_after(rep, 3.0) == 0
 
 
@@ -209,22 +253,39 @@ def test_proxy_versions_and_skew():
 
 
 def test_image_tags():
-    pods = [{"metadata": {"name": "p"}, "spec": {"containers": [{"name": "echo", "image": "ambient-lab/echo"},
-                                                                {"name": "istio-proxy",
-                                                                 "image": "docker.io/istio/proxyv2:1.24.0"}]}}]
+    pods = [
+        {
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [
+                    {"name": "echo", "image": "ambient-lab/echo"},
+                    {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.0"},
+                ]
+            },
+        }
+    ]
     assert up.image_tags(pods, "istio-proxy") == {"p": "1.24.0"}
     assert up.image_tags(pods) == {"p": ""}
 
 
 # the report --------------------------------------------------------------------------------------
 
+
 def test_report_page():
-    ok = Result("hops", "four paths", rows=[Row("a | claim", "seen\nthere", True, "2 proxies", "the article")],
-                notes=["a note"], wall_s=12.34)
+    ok = Result(
+        "hops",
+        "four paths",
+        rows=[Row("a | claim", "seen\nthere", True, "2 proxies", "the article")],
+        notes=["a note"],
+        wall_s=12.34,
+    )
     bad = Result("cert-expiry", "certs", rows=[Row("c", "o", False, "x")], wall_s=3.0)
     err = Result("overhead", "o", error="the mesh is not ready", wall_s=0.5)
-    page = report.render([ok, bad, err], {"hops": "hops.png"},
-                         {"version": "git abc", "cores": 2, "lab": "l1", "started": "now", "total_s": 15.84})
+    page = report.render(
+        [ok, bad, err],
+        {"hops": "hops.png"},
+        {"version": "git abc", "cores": 2, "lab": "l1", "started": "now", "total_s": 15.84},
+    )
     assert "- lab version: git abc" in page and "- machine: 2 cores" in page
     assert "| [hops](#hops) | 1 agree | 12.3 |" in page
     assert "| [cert-expiry](#cert-expiry) | 0 agree, 1 differs | 3.0 |" in page
@@ -235,8 +296,10 @@ def test_report_page():
 
 def test_report_verdicts_and_version():
     assert report.verdicts(Result("x", "", interrupted=True)) == "interrupted"
-    assert report.verdicts(Result("x", "", rows=[Row("a", "b", True), Row("c", "d", False), Row("e", "f", False)])) \
+    assert (
+        report.verdicts(Result("x", "", rows=[Row("a", "b", True), Row("c", "d", False), Row("e", "f", False)]))
         == "1 agree, 2 differ"
+    )
     assert report.lab_version()  # git describe or the pyproject version, never empty
 
 
@@ -251,8 +314,11 @@ def test_run_all_writes_the_page(tmp_path, monkeypatch):
         def run(self, ctx):
             ctx.row("c", "o", True, "f", "s")
 
-    monkeypatch.setattr(report, "run_scenario", lambda client, sc, log=None: Result(sc.name, sc.summary,
-                        rows=[Row("c", "o", True, "f", "s")], wall_s=0.1))
+    monkeypatch.setattr(
+        report,
+        "run_scenario",
+        lambda client, sc, log=None: Result(sc.name, sc.summary, rows=[Row("c", "o", True, "f", "s")], wall_s=0.1),
+    )
     results, path = report.run_all(object(), str(tmp_path / "out"), scenarios=[Fake()])
     assert [r.scenario for r in results] == ["fake"]
     text = open(path).read()
@@ -260,8 +326,9 @@ def test_run_all_writes_the_page(tmp_path, monkeypatch):
 
 
 def test_cli_flags():
-    from scenarios.cli import add_run_arguments, cmd_scenario
     from lab.cli.common import CliError
+    from scenarios.cli import add_run_arguments, cmd_scenario
+
     p = argparse.ArgumentParser()
     add_run_arguments(p)
     a = p.parse_args(["--all", "--report", "/tmp/x"])

@@ -1,4 +1,5 @@
 """Label selectors: Kubernetes' string and object forms, matching, printing and label syntax."""
+
 import pytest
 
 from lab.apiserver import selectors
@@ -16,33 +17,36 @@ def refusal(convert, selector) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("app=httpbin", True),
-    ("app==httpbin", True),
-    ("app=sleep", False),
-    ("app!=sleep", True),
-    ("app!=httpbin", False),
-    ("missing!=x", True),                  # != also selects objects without the key
-    ("app in (sleep,httpbin)", True),
-    ("app in (sleep)", False),
-    ("missing in (x)", False),
-    ("app notin (sleep)", True),
-    ("app notin (httpbin,sleep)", False),
-    ("missing notin (x)", True),           # notin also selects objects without the key
-    ("app", True),
-    ("missing", False),
-    ("!missing", True),
-    ("!app", False),
-    ("tier>2", True),
-    ("tier>3", False),
-    ("tier<4", True),
-    ("app>1", False),                      # a non-integer label never satisfies > or <
-    ("missing<4", False),
-    ("app=httpbin,version=v1", True),      # comma is AND
-    ("app=httpbin,version=v2", False),
-    ("  app = httpbin ,  version in ( v1 , v2 )  ", True),
-    ("app in(httpbin)", True),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("app=httpbin", True),
+        ("app==httpbin", True),
+        ("app=sleep", False),
+        ("app!=sleep", True),
+        ("app!=httpbin", False),
+        ("missing!=x", True),  # != also selects objects without the key
+        ("app in (sleep,httpbin)", True),
+        ("app in (sleep)", False),
+        ("missing in (x)", False),
+        ("app notin (sleep)", True),
+        ("app notin (httpbin,sleep)", False),
+        ("missing notin (x)", True),  # notin also selects objects without the key
+        ("app", True),
+        ("missing", False),
+        ("!missing", True),
+        ("!app", False),
+        ("tier>2", True),
+        ("tier>3", False),
+        ("tier<4", True),
+        ("app>1", False),  # a non-integer label never satisfies > or <
+        ("missing<4", False),
+        ("app=httpbin,version=v1", True),  # comma is AND
+        ("app=httpbin,version=v2", False),
+        ("  app = httpbin ,  version in ( v1 , v2 )  ", True),
+        ("app in(httpbin)", True),
+    ],
+)
 def test_string_form_matches_like_kubernetes(text, expected):
     assert parse(text).matches(LABELS) is expected
 
@@ -70,31 +74,37 @@ def test_none_labels_are_treated_as_no_labels():
     assert not parse("app").matches(None)
 
 
-@pytest.mark.parametrize("text, canonical", [
-    ("version=v1,app=httpbin", "app=httpbin,version=v1"),    # sorted by key, as kubectl prints
-    ("app==httpbin", "app==httpbin"),
-    ("a in (z,y, x)", "a in (x,y,z)"),
-    ("a notin (b)", "a notin (b)"),
-    ("!a,b", "!a,b"),
-    ("a>1,b<-2", "a>1,b<-2"),
-    ("example.com/role in (db)", "example.com/role in (db)"),
-])
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("version=v1,app=httpbin", "app=httpbin,version=v1"),  # sorted by key, as kubectl prints
+        ("app==httpbin", "app==httpbin"),
+        ("a in (z,y, x)", "a in (x,y,z)"),
+        ("a notin (b)", "a notin (b)"),
+        ("!a,b", "!a,b"),
+        ("a>1,b<-2", "a>1,b<-2"),
+        ("example.com/role in (db)", "example.com/role in (db)"),
+    ],
+)
 def test_str_is_the_canonical_kubernetes_form(text, canonical):
     assert str(parse(text)) == canonical
     assert str(parse(canonical)) == canonical
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("app in (x", "found 'end of string', expected: ',' or ')'"),
-    ("=x", "found '=', expected: !, identifier"),
-    ("app x", "found 'x', expected: in, notin, =, ==, !=, >, <"),
-    ("app in x", "found 'x', expected: '('"),
-    ("!app=x", "found '=', expected: ',' or 'end of string' after '!key'"),
-    ("app=x y", "found 'y', expected: ',' or 'end of string'"),
-    ("app=x,", "found 'end of string', expected: !, identifier"),
-    ("a>x", 'for \'>\' operator, the value must be an integer, got "x"'),
-    ("a b/c/d=x", "found 'b/c/d', expected: in, notin, =, ==, !=, >, <"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("app in (x", "found 'end of string', expected: ',' or ')'"),
+        ("=x", "found '=', expected: !, identifier"),
+        ("app x", "found 'x', expected: in, notin, =, ==, !=, >, <"),
+        ("app in x", "found 'x', expected: '('"),
+        ("!app=x", "found '=', expected: ',' or 'end of string' after '!key'"),
+        ("app=x y", "found 'y', expected: ',' or 'end of string'"),
+        ("app=x,", "found 'end of string', expected: !, identifier"),
+        ("a>x", 'for \'>\' operator, the value must be an integer, got "x"'),
+        ("a b/c/d=x", "found 'b/c/d', expected: in, notin, =, ==, !=, >, <"),
+    ],
+)
 def test_bad_string_selectors_name_the_problem(text, problem):
     assert refusal(parse, text) == f'invalid label selector "{text}": {problem}'
 
@@ -109,15 +119,17 @@ def test_bad_keys_and_values_in_selectors_are_refused():
 
 
 def test_label_selector_object_match_labels_and_expressions():
-    selector = from_label_selector({
-        "matchLabels": {"version": "v1", "app": "httpbin"},
-        "matchExpressions": [
-            {"key": "tier", "operator": "In", "values": ["3", "4"]},
-            {"key": "track", "operator": "NotIn", "values": ["canary"]},
-            {"key": "app", "operator": "Exists"},
-            {"key": "legacy", "operator": "DoesNotExist"},
-        ],
-    })
+    selector = from_label_selector(
+        {
+            "matchLabels": {"version": "v1", "app": "httpbin"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["3", "4"]},
+                {"key": "track", "operator": "NotIn", "values": ["canary"]},
+                {"key": "app", "operator": "Exists"},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        }
+    )
     assert selector.matches(LABELS)
     assert not selector.matches({**LABELS, "legacy": "yes"})
     assert not selector.matches({**LABELS, "track": "canary"})
@@ -141,54 +153,72 @@ def test_label_selector_object_string_matches_parsing_it_back():
     assert parse(str(selector)) == selector
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["x"]}]},
-     'matchExpressions[0]: "Equals" is not a valid label selector operator '
-     "(supported: In, NotIn, Exists, DoesNotExist)"),
-    ({"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
-     "matchExpressions[0]: for 'in' operator, values set can't be empty"),
-    ({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
-     "matchExpressions[0]: values set must be empty for exists and does not exist"),
-    ({"matchLabels": {"app": 1}},
-     "matchLabels[app]: label values must be strings, got 1"),
-    ({"matchLabels": {"app": "bad value"}},
-     'invalid label value "bad value": a valid label must be an empty string or consist of '
-     "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
-     "character (e.g. 'MyValue', or 'my_value', or '12345')"),
-    ({"matchLabel": {"app": "x"}},
-     'unknown field "matchLabel" (expected matchLabels, matchExpressions)'),
-    (["app=x"], "a label selector must be a mapping, got list"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Equals", "values": ["x"]}]},
+            'matchExpressions[0]: "Equals" is not a valid label selector operator '
+            "(supported: In, NotIn, Exists, DoesNotExist)",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
+            "matchExpressions[0]: for 'in' operator, values set can't be empty",
+        ),
+        (
+            {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
+            "matchExpressions[0]: values set must be empty for exists and does not exist",
+        ),
+        ({"matchLabels": {"app": 1}}, "matchLabels[app]: label values must be strings, got 1"),
+        (
+            {"matchLabels": {"app": "bad value"}},
+            'invalid label value "bad value": a valid label must be an empty string or consist of '
+            "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric "
+            "character (e.g. 'MyValue', or 'my_value', or '12345')",
+        ),
+        ({"matchLabel": {"app": "x"}}, 'unknown field "matchLabel" (expected matchLabels, matchExpressions)'),
+        (["app=x"], "a label selector must be a mapping, got list"),
+    ],
+)
 def test_bad_label_selector_objects_name_the_problem(obj, message):
     assert refusal(from_label_selector, obj) == message
 
 
-@pytest.mark.parametrize("key, value", [
-    ("app", "httpbin"),
-    ("istio.io/dataplane-mode", "ambient"),
-    ("app.kubernetes.io/name", ""),
-    ("A_b.c-9", "Z_y.x-0"),
-    ("k" * 63, "v" * 63),
-    ("a." * 126 + "b/name", "v"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("app", "httpbin"),
+        ("istio.io/dataplane-mode", "ambient"),
+        ("app.kubernetes.io/name", ""),
+        ("A_b.c-9", "Z_y.x-0"),
+        ("k" * 63, "v" * 63),
+        ("a." * 126 + "b/name", "v"),
+    ],
+)
 def test_valid_labels(key, value):
     assert validate_label(key, value) is None
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("", "x", 'invalid label key "": name part must be non-empty'),
-    ("/app", "x", 'invalid label key "/app": prefix part must be non-empty'),
-    ("example.com/", "x", 'invalid label key "example.com/": name part must be non-empty'),
-    ("Example.com/app", "x", f'invalid label key "Example.com/app": prefix part {SUBDOMAIN_RULE}'),
-    ("k" * 64, "x", f'invalid label key "{"k" * 64}": name part must be no more than 63 characters'),
-    ("a/b/c", "x", f'invalid label key "a/b/c": a qualified name {NAME_PART_RULE} with an optional DNS '
-                   "subdomain prefix and '/' (e.g. 'example.com/MyName')"),
-    ("app_", "x", f'invalid label key "app_": name part {NAME_PART_RULE}'),
-    ("app", "v" * 64,
-     f'invalid label value "{"v" * 64}" for key "app": must be no more than 63 characters'),
-    ("app", "has space", f'invalid label value "has space" for key "app": {LABEL_VALUE_RULE}'),
-    ("app", 1, 'invalid label value 1 for key "app": label values must be strings'),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("", "x", 'invalid label key "": name part must be non-empty'),
+        ("/app", "x", 'invalid label key "/app": prefix part must be non-empty'),
+        ("example.com/", "x", 'invalid label key "example.com/": name part must be non-empty'),
+        ("Example.com/app", "x", f'invalid label key "Example.com/app": prefix part {SUBDOMAIN_RULE}'),
+        ("k" * 64, "x", f'invalid label key "{"k" * 64}": name part must be no more than 63 characters'),
+        (
+            "a/b/c",
+            "x",
+            f'invalid label key "a/b/c": a qualified name {NAME_PART_RULE} with an optional DNS '
+            "subdomain prefix and '/' (e.g. 'example.com/MyName')",
+        ),
+        ("app_", "x", f'invalid label key "app_": name part {NAME_PART_RULE}'),
+        ("app", "v" * 64, f'invalid label value "{"v" * 64}" for key "app": must be no more than 63 characters'),
+        ("app", "has space", f'invalid label value "has space" for key "app": {LABEL_VALUE_RULE}'),
+        ("app", 1, 'invalid label value 1 for key "app": label values must be strings'),
+    ],
+)
 def test_invalid_labels_are_explained(key, value, message):
     assert validate_label(key, value) == message
 
@@ -198,6 +228,6 @@ def test_selectors_are_immutable_values():
     assert selector == parse(" app = x ")
     assert hash(selector) == hash(parse("app=x"))
     with pytest.raises(AttributeError):
-        selector.requirements = ()          # frozen dataclass
+        selector.requirements = ()  # frozen dataclass
     assert isinstance(selector, Selector)
     assert selectors.parse("a,b").requirements[0].operator == selectors.EXISTS

@@ -1,5 +1,6 @@
 """mesh.sidecar.injection: who gets a sidecar (Istio's webhook selectors and injector policy) and
 the exact pod that comes out (Istio's injection template in the lab's terms)."""
+
 from __future__ import annotations
 
 import copy
@@ -9,39 +10,62 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.apiserver import selectors
-from lab.apiserver import validation
+from lab.apiserver import selectors, validation
 from mesh.sidecar import injection, iptables
 
-WEBHOOK = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-           "metadata": {"name": "istio-sidecar-injector", "labels": {"istio.io/rev": "default"},
-                        "annotations": {"lab.ambient/handler": "mesh.sidecar.injection:admit",
-                                        "lab.ambient/proxy-tag": "1.24.0"}}}
+WEBHOOK = {
+    "apiVersion": "admissionregistration.k8s.io/v1",
+    "kind": "MutatingWebhookConfiguration",
+    "metadata": {
+        "name": "istio-sidecar-injector",
+        "labels": {"istio.io/rev": "default"},
+        "annotations": {"lab.ambient/handler": "mesh.sidecar.injection:admit", "lab.ambient/proxy-tag": "1.24.0"},
+    },
+}
 
-STATUS = ('{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["workload-socket",'
-          '"credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token",'
-          '"istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}')
+STATUS = (
+    '{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["workload-socket",'
+    '"credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token",'
+    '"istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}'
+)
 
 
 def namespace(name: str = "legacy-apps", **labels: str) -> dict:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
-def pod(ns: str = "legacy-apps", labels: dict | None = None, annotations: dict | None = None,
-        containers: list[dict] | None = None, **spec) -> dict:
+def pod(
+    ns: str = "legacy-apps",
+    labels: dict | None = None,
+    annotations: dict | None = None,
+    containers: list[dict] | None = None,
+    **spec,
+) -> dict:
     """A pod as the lab's ReplicaSet controller makes it for the article's httpbin-legacy."""
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "httpbin-legacy-6d8f7c9b5-x2x7k", "namespace": ns,
-                     "labels": {"app": "httpbin-legacy", "version": "v1", "pod-template-hash": "6d8f7c9b5",
-                                **(labels or {})},
-                     "annotations": dict(annotations or {}),
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                          "name": "httpbin-legacy-6d8f7c9b5", "uid": "u1", "controller": True}]},
-        "spec": {"serviceAccountName": "httpbin-legacy",
-                 "containers": containers or [{"image": "docker.io/kennethreitz/httpbin", "name": "httpbin",
-                                               "ports": [{"containerPort": 80}]}],
-                 **spec},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "httpbin-legacy-6d8f7c9b5-x2x7k",
+            "namespace": ns,
+            "labels": {"app": "httpbin-legacy", "version": "v1", "pod-template-hash": "6d8f7c9b5", **(labels or {})},
+            "annotations": dict(annotations or {}),
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "httpbin-legacy-6d8f7c9b5",
+                    "uid": "u1",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "serviceAccountName": "httpbin-legacy",
+            "containers": containers
+            or [{"image": "docker.io/kennethreitz/httpbin", "name": "httpbin", "ports": [{"containerPort": 80}]}],
+            **spec,
+        },
     }
 
 
@@ -77,20 +101,25 @@ def test_selection_follows_the_webhook_selectors(ns_labels, pod_labels, wanted) 
 
 def test_the_opt_out_annotation_is_honoured_and_the_label_wins_over_it() -> None:
     for value in ("false", "no", "off", "n", "FALSE"):
-        assert injection.injection_wanted(pod(annotations={"sidecar.istio.io/inject": value}), ENABLED) == \
-            (False, "pod opts out with sidecar.istio.io/inject")
+        assert injection.injection_wanted(pod(annotations={"sidecar.istio.io/inject": value}), ENABLED) == (
+            False,
+            "pod opts out with sidecar.istio.io/inject",
+        )
     # label true beats annotation false; label false beats annotation true
-    assert injection.injection_wanted(pod(labels={"sidecar.istio.io/inject": "true"},
-                                          annotations={"sidecar.istio.io/inject": "false"}), ENABLED)[0]
-    assert not injection.injection_wanted(pod(labels={"sidecar.istio.io/inject": "false"},
-                                              annotations={"sidecar.istio.io/inject": "true"}), ENABLED)[0]
+    assert injection.injection_wanted(
+        pod(labels={"sidecar.istio.io/inject": "true"}, annotations={"sidecar.istio.io/inject": "false"}), ENABLED
+    )[0]
+    assert not injection.injection_wanted(
+        pod(labels={"sidecar.istio.io/inject": "false"}, annotations={"sidecar.istio.io/inject": "true"}), ENABLED
+    )[0]
 
 
 def test_host_network_system_namespaces_and_injected_pods_are_never_injected() -> None:
     assert injection.injection_wanted(pod(hostNetwork=True), ENABLED) == (False, "hostNetwork pod")
     for ns in ("kube-system", "istio-system", "kube-public"):
-        got, why = injection.injection_wanted(pod(ns=ns, labels={"sidecar.istio.io/inject": "true"}),
-                                              namespace(ns, **{"istio-injection": "enabled"}))
+        got, why = injection.injection_wanted(
+            pod(ns=ns, labels={"sidecar.istio.io/inject": "true"}), namespace(ns, **{"istio-injection": "enabled"})
+        )
         assert not got and why == f"system namespace {ns}"
     injected = injection.admit(pod(), ENABLED, WEBHOOK)
     assert injection.injection_wanted(injected, ENABLED)[1].startswith("already injected")
@@ -123,20 +152,44 @@ def test_helpers() -> None:
 # --- what ----------------------------------------------------------------------------------------
 
 EXPECTED_LABELS = {
-    "app": "httpbin-legacy", "version": "v1", "pod-template-hash": "6d8f7c9b5",
-    "security.istio.io/tlsMode": "istio", "networking.istio.io/tunnel": "http",
-    "service.istio.io/canonical-name": "httpbin-legacy", "service.istio.io/canonical-revision": "v1",
+    "app": "httpbin-legacy",
+    "version": "v1",
+    "pod-template-hash": "6d8f7c9b5",
+    "security.istio.io/tlsMode": "istio",
+    "networking.istio.io/tunnel": "http",
+    "service.istio.io/canonical-name": "httpbin-legacy",
+    "service.istio.io/canonical-revision": "v1",
     "istio.io/dataplane-mode": "none",
 }
 EXPECTED_ANNOTATIONS = {
     "istio.io/rev": "default",
     "kubectl.kubernetes.io/default-logs-container": "httpbin",
     "kubectl.kubernetes.io/default-container": "httpbin",
-    "prometheus.io/path": "/stats/prometheus", "prometheus.io/port": "15020", "prometheus.io/scrape": "true",
+    "prometheus.io/path": "/stats/prometheus",
+    "prometheus.io/port": "15020",
+    "prometheus.io/scrape": "true",
     "sidecar.istio.io/status": STATUS,
 }
-INIT_ARGS = ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*",
-             "-x", "", "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"]
+INIT_ARGS = [
+    "istio-iptables",
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+]
 
 
 def test_the_injected_pod_is_istios_template_in_the_labs_terms() -> None:
@@ -147,24 +200,50 @@ def test_the_injected_pod_is_istios_template_in_the_labs_terms() -> None:
     assert json.loads(md["annotations"]["sidecar.istio.io/status"])["revision"] == "default"
     assert [c["name"] for c in spec["containers"]] == ["httpbin", "istio-proxy"]
     assert spec["containers"][0] == pod()["spec"]["containers"][0]
-    assert spec["initContainers"] == [{
-        "name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.0", "args": INIT_ARGS,
-        "securityContext": {"allowPrivilegeEscalation": False, "privileged": False,
-                            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
-                            "readOnlyRootFilesystem": False, "runAsGroup": 0, "runAsNonRoot": False,
-                            "runAsUser": 0}}]
+    assert spec["initContainers"] == [
+        {
+            "name": "istio-init",
+            "image": "docker.io/istio/proxyv2:1.24.0",
+            "args": INIT_ARGS,
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "privileged": False,
+                "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+                "readOnlyRootFilesystem": False,
+                "runAsGroup": 0,
+                "runAsNonRoot": False,
+                "runAsUser": 0,
+            },
+        }
+    ]
     proxy = spec["containers"][1]
-    assert proxy["args"] == ["proxy", "sidecar", "--domain", "legacy-apps.svc.cluster.local",
-                             "--proxyLogLevel=warning", "--proxyComponentLogLevel=misc:error",
-                             "--log_output_level=default:info"]
+    assert proxy["args"] == [
+        "proxy",
+        "sidecar",
+        "--domain",
+        "legacy-apps.svc.cluster.local",
+        "--proxyLogLevel=warning",
+        "--proxyComponentLogLevel=misc:error",
+        "--log_output_level=default:info",
+    ]
     assert proxy["ports"] == [{"containerPort": 15090, "protocol": "TCP", "name": "http-envoy-prom"}]
     assert "lifecycle" not in proxy
-    assert proxy["readinessProbe"] == {"httpGet": {"path": "/healthz/ready", "port": 15021},
-                                       "initialDelaySeconds": 0, "periodSeconds": 1, "timeoutSeconds": 3,
-                                       "failureThreshold": 4}
-    assert proxy["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                        "privileged": False, "readOnlyRootFilesystem": True,
-                                        "runAsGroup": 1337, "runAsNonRoot": True, "runAsUser": 1337}
+    assert proxy["readinessProbe"] == {
+        "httpGet": {"path": "/healthz/ready", "port": 15021},
+        "initialDelaySeconds": 0,
+        "periodSeconds": 1,
+        "timeoutSeconds": 3,
+        "failureThreshold": 4,
+    }
+    assert proxy["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsGroup": 1337,
+        "runAsNonRoot": True,
+        "runAsUser": 1337,
+    }
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in proxy["env"]}
     assert env["ISTIOD_ADDRESS"] == "istiod.istio-system.svc:15012"
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -184,8 +263,9 @@ def test_the_injected_pod_is_istios_template_in_the_labs_terms() -> None:
 def test_the_injected_pod_passes_the_labs_validation() -> None:
     out = injection.admit(pod(), ENABLED, WEBHOOK)
     validation.validate([out], "test")
-    held = injection.admit(pod(annotations={"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}),
-                           ENABLED, WEBHOOK)
+    held = injection.admit(
+        pod(annotations={"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}), ENABLED, WEBHOOK
+    )
     validation.validate([held], "test")
 
 
@@ -204,32 +284,45 @@ def test_hold_application_puts_the_proxy_first_with_the_wait_hook() -> None:
         assert containers[0]["lifecycle"] == {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
         # exec and logs still default to the app
         assert out["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "httpbin"
-    mesh_wide = dict(WEBHOOK, metadata=dict(WEBHOOK["metadata"], annotations={
-        **WEBHOOK["metadata"]["annotations"], "lab.ambient/hold-application-until-proxy-starts": "true"}))
+    mesh_wide = dict(
+        WEBHOOK,
+        metadata=dict(
+            WEBHOOK["metadata"],
+            annotations={
+                **WEBHOOK["metadata"]["annotations"],
+                "lab.ambient/hold-application-until-proxy-starts": "true",
+            },
+        ),
+    )
     assert injection.admit(pod(), ENABLED, mesh_wide)["spec"]["containers"][0]["name"] == "istio-proxy"
     # the pod can turn the mesh-wide default off again
-    off = injection.admit(pod(annotations={"proxy.istio.io/config": "holdApplicationUntilProxyStarts: false"}),
-                          ENABLED, mesh_wide)
+    off = injection.admit(
+        pod(annotations={"proxy.istio.io/config": "holdApplicationUntilProxyStarts: false"}), ENABLED, mesh_wide
+    )
     assert off["spec"]["containers"][-1]["name"] == "istio-proxy"
 
 
 @pytest.mark.parametrize("duration, seconds", [("30s", "30"), ("1m30s", "90"), ("500ms", "0.5"), ("2.5s", "2.5")])
 def test_termination_drain_duration_from_proxy_config(duration: str, seconds: str) -> None:
-    out = injection.admit(pod(annotations={"proxy.istio.io/config": f"terminationDrainDuration: {duration}"}),
-                          ENABLED, WEBHOOK)
+    out = injection.admit(
+        pod(annotations={"proxy.istio.io/config": f"terminationDrainDuration: {duration}"}), ENABLED, WEBHOOK
+    )
     env = {e["name"]: e.get("value") for e in injection.proxy_container(out)["env"]}
     assert env["TERMINATION_DRAIN_DURATION_SECONDS"] == seconds
     assert json.loads(env["PROXY_CONFIG"])["terminationDrainDuration"] == duration
 
 
-@pytest.mark.parametrize("raw, message", [
-    ("holdApplicationUntilProxyStarts: [", "not YAML or JSON"),
-    ("just a string", "must be a ProxyConfig mapping"),
-    ("holdApplicationUntilProxyStarts: maybe", "must be true or false"),
-    ("terminationDrainDuration: soon", "invalid duration"),
-    ("noSuchField: 1", "unknown ProxyConfig field 'noSuchField'"),
-    ("proxyMetadata: {A: 1}", "proxyMetadata must map names to strings"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ("holdApplicationUntilProxyStarts: [", "not YAML or JSON"),
+        ("just a string", "must be a ProxyConfig mapping"),
+        ("holdApplicationUntilProxyStarts: maybe", "must be true or false"),
+        ("terminationDrainDuration: soon", "invalid duration"),
+        ("noSuchField: 1", "unknown ProxyConfig field 'noSuchField'"),
+        ("proxyMetadata: {A: 1}", "proxyMetadata must map names to strings"),
+    ],
+)
 def test_a_bad_proxy_config_refuses_the_pod(raw: str, message: str) -> None:
     with pytest.raises(ValueError, match="proxy.istio.io/config") as info:
         injection.admit(pod(annotations={"proxy.istio.io/config": raw}), ENABLED, WEBHOOK)
@@ -240,8 +333,7 @@ def test_other_settings_that_cannot_be_honoured_refuse_the_pod() -> None:
     with pytest.raises(ValueError, match="interception mode 'TPROXY'"):
         injection.admit(pod(annotations={"sidecar.istio.io/interceptionMode": "TPROXY"}), ENABLED, WEBHOOK)
     with pytest.raises(ValueError, match="not a port number"):
-        injection.admit(pod(annotations={"traffic.sidecar.istio.io/excludeInboundPorts": "http"}),
-                        ENABLED, WEBHOOK)
+        injection.admit(pod(annotations={"traffic.sidecar.istio.io/excludeInboundPorts": "http"}), ENABLED, WEBHOOK)
 
 
 def test_an_unknown_proxy_image_is_refused_by_the_api_not_the_injector() -> None:
@@ -262,17 +354,25 @@ def test_the_proxy_tag_comes_from_the_webhook_object() -> None:
     untagged = copy.deepcopy(WEBHOOK)
     del untagged["metadata"]["annotations"]["lab.ambient/proxy-tag"]
     assert injection.proxy_container(injection.admit(pod(), ENABLED, untagged))["image"].endswith(":1.24.0")
-    own = injection.admit(pod(annotations={"sidecar.istio.io/proxyImage": "docker.io/istio/proxyv2:1.23.2"}),
-                          ENABLED, WEBHOOK)
+    own = injection.admit(
+        pod(annotations={"sidecar.istio.io/proxyImage": "docker.io/istio/proxyv2:1.23.2"}), ENABLED, WEBHOOK
+    )
     assert injection.proxy_container(own)["image"] == "docker.io/istio/proxyv2:1.23.2"
 
 
 def test_traffic_annotations_shape_the_init_args() -> None:
-    out = injection.admit(pod(annotations={
-        "traffic.sidecar.istio.io/excludeInboundPorts": "9000,15020",
-        "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
-        "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.10/32",
-        "traffic.sidecar.istio.io/includeInboundPorts": "80"}), ENABLED, WEBHOOK)
+    out = injection.admit(
+        pod(
+            annotations={
+                "traffic.sidecar.istio.io/excludeInboundPorts": "9000,15020",
+                "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
+                "traffic.sidecar.istio.io/excludeOutboundIPRanges": "10.96.0.10/32",
+                "traffic.sidecar.istio.io/includeInboundPorts": "80",
+            }
+        ),
+        ENABLED,
+        WEBHOOK,
+    )
     args = out["spec"]["initContainers"][0]["args"]
     assert args[args.index("-d") + 1] == "15090,15021,15020,9000"
     assert args[args.index("-o") + 1] == "5432"
@@ -299,16 +399,20 @@ def test_canonical_labels_and_user_values_are_kept() -> None:
     assert out["metadata"]["labels"]["service.istio.io/canonical-name"] == "httpbin-legacy"  # the Deployment
     assert out["metadata"]["labels"]["service.istio.io/canonical-revision"] == "latest"
     own_labels = {"service.istio.io/canonical-name": "web", "security.istio.io/tlsMode": "disabled"}
-    mine = injection.admit(pod(labels=own_labels, annotations={"kubectl.kubernetes.io/default-container": "other"}),
-                           ENABLED, WEBHOOK)
+    mine = injection.admit(
+        pod(labels=own_labels, annotations={"kubectl.kubernetes.io/default-container": "other"}), ENABLED, WEBHOOK
+    )
     assert mine["metadata"]["labels"]["service.istio.io/canonical-name"] == "web"
     assert mine["metadata"]["labels"]["security.istio.io/tlsMode"] == "disabled"
     assert mine["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "other"
 
 
 def test_no_hbone_metadata_means_no_tunnel_label() -> None:
-    out = injection.admit(pod(annotations={
-        "proxy.istio.io/config": "proxyMetadata: {ISTIO_META_ENABLE_HBONE: 'false', FOO: bar}"}), ENABLED, WEBHOOK)
+    out = injection.admit(
+        pod(annotations={"proxy.istio.io/config": "proxyMetadata: {ISTIO_META_ENABLE_HBONE: 'false', FOO: bar}"}),
+        ENABLED,
+        WEBHOOK,
+    )
     assert "networking.istio.io/tunnel" not in out["metadata"]["labels"]
     env = {e["name"]: e.get("value") for e in injection.proxy_container(out)["env"]}
     assert env["FOO"] == "bar" and env["ISTIO_META_ENABLE_HBONE"] == "false"
@@ -318,8 +422,9 @@ def test_prometheus_merge() -> None:
     opted_out = injection.admit(pod(annotations={"prometheus.io/scrape": "false"}), ENABLED, WEBHOOK)
     assert opted_out["metadata"]["annotations"]["prometheus.io/scrape"] == "false"
     assert "prometheus.io/port" not in opted_out["metadata"]["annotations"]
-    own = injection.admit(pod(annotations={"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}),
-                          ENABLED, WEBHOOK)
+    own = injection.admit(
+        pod(annotations={"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}), ENABLED, WEBHOOK
+    )
     assert own["metadata"]["annotations"]["prometheus.io/port"] == "15020"
     env = {e["name"]: e.get("value") for e in injection.proxy_container(own)["env"]}
     assert json.loads(env["ISTIO_PROMETHEUS_ANNOTATIONS"]) == {"scrape": "true", "port": "9090"}
@@ -330,8 +435,9 @@ def test_workload_names() -> None:
     del bare["metadata"]["ownerReferences"]
     assert injection.workload_meta(bare) == injection.WorkloadMeta("httpbin-legacy-6d8f7c9b5-x2x7k", "Pod", "v1")
     ds = pod()
-    ds["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent",
-                                          "controller": True}]
+    ds["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "controller": True}
+    ]
     assert injection.workload_meta(ds) == injection.WorkloadMeta("agent", "DaemonSet", "apps/v1")
 
 
@@ -340,8 +446,11 @@ MANIFESTS = Path(__file__).resolve().parents[2] / "mesh" / "manifests"
 
 def installed_webhook() -> dict:
     """The MutatingWebhookConfiguration the installer applies (`lab istioctl install`)."""
-    found = [d for d in yaml.safe_load_all((MANIFESTS / "ambient.yaml").read_text())
-             if d and d.get("kind") == "MutatingWebhookConfiguration"]
+    found = [
+        d
+        for d in yaml.safe_load_all((MANIFESTS / "ambient.yaml").read_text())
+        if d and d.get("kind") == "MutatingWebhookConfiguration"
+    ]
     assert len(found) == 1, found
     return found[0]
 
@@ -355,13 +464,22 @@ def test_the_installer_manifest_declares_the_webhook_like_istio() -> None:
     assert (module, name) == ("mesh.sidecar.injection", "admit")
     assert webhook["metadata"]["annotations"]["lab.ambient/proxy-tag"] == "1.24.0"
     names = [w["name"] for w in webhook["webhooks"]]
-    assert names == ["rev.namespace.sidecar-injector.istio.io", "rev.object.sidecar-injector.istio.io",
-                     "namespace.sidecar-injector.istio.io", "object.sidecar-injector.istio.io"]
+    assert names == [
+        "rev.namespace.sidecar-injector.istio.io",
+        "rev.object.sidecar-injector.istio.io",
+        "namespace.sidecar-injector.istio.io",
+        "object.sidecar-injector.istio.io",
+    ]
     for w in webhook["webhooks"]:
-        assert w["clientConfig"]["service"] == {"name": "istiod", "namespace": "istio-system",
-                                                "path": "/inject", "port": 443}
-        assert w["rules"] == [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                               "resources": ["pods"]}]
+        assert w["clientConfig"]["service"] == {
+            "name": "istiod",
+            "namespace": "istio-system",
+            "path": "/inject",
+            "port": 443,
+        }
+        assert w["rules"] == [
+            {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}
+        ]
         assert w["failurePolicy"] == "Fail"
 
 
@@ -369,14 +487,17 @@ def test_the_installer_manifest_declares_the_webhook_like_istio() -> None:
 def test_the_manifests_selectors_agree_with_injection_wanted(ns_labels, pod_labels, wanted) -> None:
     webhook = installed_webhook()
     p = pod(labels=pod_labels)
-    called = any(selectors.from_label_selector(w.get("namespaceSelector") or {}).matches(ns_labels)
-                 and selectors.from_label_selector(w.get("objectSelector") or {}).matches(p["metadata"]["labels"])
-                 for w in webhook["webhooks"])
+    called = any(
+        selectors.from_label_selector(w.get("namespaceSelector") or {}).matches(ns_labels)
+        and selectors.from_label_selector(w.get("objectSelector") or {}).matches(p["metadata"]["labels"])
+        for w in webhook["webhooks"]
+    )
     assert (called and injection.admit(p, namespace(**ns_labels), webhook) is not None) is wanted
 
 
 def test_labds_admission_runs_the_installed_injector_once() -> None:
     from lab.apiserver import admission
+
     review = admission.Registry().review(pod(), ENABLED, [installed_webhook()])
     assert review.mutated_by == ["namespace.sidecar-injector.istio.io"]
     assert [c["name"] for c in review.pod["spec"]["containers"]] == ["httpbin", "istio-proxy"]
@@ -386,6 +507,7 @@ def test_labds_admission_runs_the_installed_injector_once() -> None:
 
 
 # --- pilot-agent wait (the postStart hook) --------------------------------------------------------
+
 
 def test_pilot_agent_wait_polls_until_ready_or_times_out() -> None:
     import http.server
@@ -420,6 +542,7 @@ def test_pilot_agent_wait_polls_until_ready_or_times_out() -> None:
 
 def socket_free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -1,19 +1,36 @@
 """istio-init's rules: istio-iptables' flags, the nft script rule by rule against Istio's iptables
 lines (istio-iptables 1.24 output for the injector's default flags), and `nft -c`."""
+
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
 
 import pytest
 
-from lab.client import netns
+from mesh.nft import MAX_COMMENT
 from mesh.sidecar import init, iptables
+from tests.unit.nft_helpers import assert_nft_accepts
 
-INJECTED_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "",
-                  "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"]
+INJECTED_FLAGS = [
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+]
 
 # What istio-iptables 1.24 writes for INJECTED_FLAGS (nat table, IPv4, no DNS capture), in order.
 ISTIO_NAT = """\
@@ -39,8 +56,13 @@ ISTIO_NAT = """\
 
 # The nft translation of each line above, per chain, in order.
 EXPECTED_CHAINS = {
-    "ISTIO_INBOUND": ["tcp dport 15008 return", "tcp dport 15090 return", "tcp dport 15021 return",
-                      "tcp dport 15020 return", "meta l4proto tcp jump ISTIO_IN_REDIRECT"],
+    "ISTIO_INBOUND": [
+        "tcp dport 15008 return",
+        "tcp dport 15090 return",
+        "tcp dport 15021 return",
+        "tcp dport 15020 return",
+        "meta l4proto tcp jump ISTIO_IN_REDIRECT",
+    ],
     "ISTIO_REDIRECT": ["meta l4proto tcp redirect to :15001"],
     "ISTIO_IN_REDIRECT": ["meta l4proto tcp redirect to :15006"],
     "ISTIO_OUTPUT": [
@@ -57,8 +79,10 @@ EXPECTED_CHAINS = {
     "PREROUTING": ["meta l4proto tcp jump ISTIO_INBOUND"],
     "OUTPUT": ["meta l4proto tcp jump ISTIO_OUTPUT"],
 }
-BASE_CHAINS = {"PREROUTING": "type nat hook prerouting priority dstnat; policy accept;",
-               "OUTPUT": "type nat hook output priority -100; policy accept;"}
+BASE_CHAINS = {
+    "PREROUTING": "type nat hook prerouting priority dstnat; policy accept;",
+    "OUTPUT": "type nat hook output priority -100; policy accept;",
+}
 
 
 def parse_script(script: str) -> tuple[list[str], dict[str, dict]]:
@@ -89,8 +113,14 @@ def test_the_script_replaces_the_table_and_translates_each_line_in_its_chain() -
     preamble, chains = parse_script(script)
     assert preamble == ["table ip istio_sidecar", "delete table ip istio_sidecar"]
     # Istio's chains are defined before the base chains that jump to them.
-    assert list(chains) == ["ISTIO_INBOUND", "ISTIO_REDIRECT", "ISTIO_IN_REDIRECT", "ISTIO_OUTPUT",
-                            "PREROUTING", "OUTPUT"]
+    assert list(chains) == [
+        "ISTIO_INBOUND",
+        "ISTIO_REDIRECT",
+        "ISTIO_IN_REDIRECT",
+        "ISTIO_OUTPUT",
+        "PREROUTING",
+        "OUTPUT",
+    ]
     for name, chain in chains.items():
         assert chain["hook"] == BASE_CHAINS.get(name)
         assert [nft for nft, _ in chain["rules"]] == EXPECTED_CHAINS[name]
@@ -101,17 +131,26 @@ def test_the_script_replaces_the_table_and_translates_each_line_in_its_chain() -
 
 
 def test_comments_fit_nft_and_need_no_escaping() -> None:
-    for flags in (INJECTED_FLAGS, ["-u", "1337,1338", "-g", "1339", "-i", "10.0.0.0/8", "-b", "80,8080",
-                                   "-x", "10.96.0.0/12", "-o", "5432"]):
+    for flags in (
+        INJECTED_FLAGS,
+        ["-u", "1337,1338", "-g", "1339", "-i", "10.0.0.0/8", "-b", "80,8080", "-x", "10.96.0.0/12", "-o", "5432"],
+    ):
         for rule in iptables.build_rules(iptables.parse_args(flags)):
-            assert len(rule.iptables.encode()) < iptables.MAX_COMMENT
+            assert len(rule.iptables.encode()) < MAX_COMMENT
             assert '"' not in rule.iptables and "\n" not in rule.iptables
 
 
 def test_the_log_shows_the_iptables_save_form() -> None:
     saved = iptables.iptables_save(iptables.parse_args(INJECTED_FLAGS))
-    assert saved.splitlines() == ["* nat", "-N ISTIO_INBOUND", "-N ISTIO_REDIRECT", "-N ISTIO_IN_REDIRECT",
-                                  "-N ISTIO_OUTPUT", *ISTIO_NAT, "COMMIT"]
+    assert saved.splitlines() == [
+        "* nat",
+        "-N ISTIO_INBOUND",
+        "-N ISTIO_REDIRECT",
+        "-N ISTIO_IN_REDIRECT",
+        "-N ISTIO_OUTPUT",
+        *ISTIO_NAT,
+        "COMMIT",
+    ]
 
 
 def test_remove_script() -> None:
@@ -120,6 +159,7 @@ def test_remove_script() -> None:
 
 # --- flags ---------------------------------------------------------------------------------------
 
+
 def test_flag_parsing() -> None:
     c = iptables.parse_args(INJECTED_FLAGS)
     assert (c.proxy_port, c.inbound_capture_port, c.inbound_tunnel_port) == ("15001", "15006", "15008")
@@ -127,29 +167,43 @@ def test_flag_parsing() -> None:
     assert (c.outbound_ip_ranges_include, c.outbound_ip_ranges_exclude) == ("*", "")
     assert (c.inbound_ports_include, c.inbound_ports_exclude) == ("*", "15090,15021,15020")
     assert c.log_output_level == "default:info" and not c.dry_run
-    long = iptables.parse_args(["--envoy-port=15101", "--proxy-uid", "1000", "--proxy-gid=2000", "-n",
-                                "--istio-local-outbound-ports-exclude", "5432,6379", "-e", "15009"])
+    long = iptables.parse_args(
+        [
+            "--envoy-port=15101",
+            "--proxy-uid",
+            "1000",
+            "--proxy-gid=2000",
+            "-n",
+            "--istio-local-outbound-ports-exclude",
+            "5432,6379",
+            "-e",
+            "15009",
+        ]
+    )
     assert (long.proxy_port, long.proxy_uid, long.gids, long.dry_run) == ("15101", "1000", ["2000"], True)
     assert (long.outbound_ports_exclude, long.inbound_tunnel_port) == ("5432,6379", "15009")
     assert iptables.parse_args([]) == iptables.Config()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--bogus"], "unknown flag '--bogus'"),
-    (["-Z", "1"], "unknown flag '-Z'"),
-    (["-p"], "-p needs a value"),
-    (["-m", "TPROXY"], "only REDIRECT"),
-    (["-p", "http"], "not a port number"),
-    (["-d", "15090,x"], "not a port number"),
-    (["-b", "70000"], "not a port number"),
-    (["-u", "istio-proxy"], "numeric ids"),
-    (["-i", "10.0.0.0/33"], "not a CIDR"),
-    (["-x", "*"], "invalid value"),
-    (["-i", "fd00::/8"], "IPv6"),
-    (["--redirect-dns"], "DNS capture is not supported"),
-    (["-q", "80"], "outbound port inclusion is not supported"),
-    (["-c", "eth1"], "interface exclusion is not supported"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--bogus"], "unknown flag '--bogus'"),
+        (["-Z", "1"], "unknown flag '-Z'"),
+        (["-p"], "-p needs a value"),
+        (["-m", "TPROXY"], "only REDIRECT"),
+        (["-p", "http"], "not a port number"),
+        (["-d", "15090,x"], "not a port number"),
+        (["-b", "70000"], "not a port number"),
+        (["-u", "istio-proxy"], "numeric ids"),
+        (["-i", "10.0.0.0/33"], "not a CIDR"),
+        (["-x", "*"], "invalid value"),
+        (["-i", "fd00::/8"], "IPv6"),
+        (["--redirect-dns"], "DNS capture is not supported"),
+        (["-q", "80"], "outbound port inclusion is not supported"),
+        (["-c", "eth1"], "interface exclusion is not supported"),
+    ],
+)
 def test_flags_that_cannot_be_honoured_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(iptables.FlagError, match=re.escape(message)):
         iptables.parse_args(argv)
@@ -157,17 +211,21 @@ def test_flags_that_cannot_be_honoured_are_refused(argv: list[str], message: str
 
 def test_narrower_captures() -> None:
     """Listed inbound ports, listed outbound ranges with exclusions, outbound port exclusions."""
-    rules = iptables.build_rules(iptables.parse_args(
-        ["-b", "80,8080", "-i", "10.96.0.0/12,10.244.0.0/16", "-x", "10.96.0.10/32", "-o", "5432"]))
+    rules = iptables.build_rules(
+        iptables.parse_args(["-b", "80,8080", "-i", "10.96.0.0/12,10.244.0.0/16", "-x", "10.96.0.10/32", "-o", "5432"])
+    )
     lines = [r.iptables.removeprefix("nat: ") for r in rules]
     assert "-A ISTIO_INBOUND -p tcp --dport 80 -j ISTIO_IN_REDIRECT" in lines
     assert "-A ISTIO_INBOUND -p tcp --dport 8080 -j ISTIO_IN_REDIRECT" in lines
     assert "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT" not in lines
-    assert lines.index("-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN") < \
-        lines.index("-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN")
-    assert lines[-3:] == ["-A ISTIO_OUTPUT -d 10.96.0.10/32 -j RETURN",
-                          "-A ISTIO_OUTPUT -d 10.96.0.0/12 -j ISTIO_REDIRECT",
-                          "-A ISTIO_OUTPUT -d 10.244.0.0/16 -j ISTIO_REDIRECT"]
+    assert lines.index("-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN") < lines.index(
+        "-A ISTIO_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN"
+    )
+    assert lines[-3:] == [
+        "-A ISTIO_OUTPUT -d 10.96.0.10/32 -j RETURN",
+        "-A ISTIO_OUTPUT -d 10.96.0.0/12 -j ISTIO_REDIRECT",
+        "-A ISTIO_OUTPUT -d 10.244.0.0/16 -j ISTIO_REDIRECT",
+    ]
     nothing = [r.iptables for r in iptables.build_rules(iptables.parse_args(["-b", "", "-i", ""]))]
     assert not any("PREROUTING" in line or "-j ISTIO_REDIRECT" in line for line in nothing)
     # Capturing loopback explicitly drops the "app to itself over lo" RETURNs.
@@ -187,35 +245,35 @@ def test_init_main_prints_the_rules_or_the_flag_error() -> None:
 
 # --- nft -----------------------------------------------------------------------------------------
 
-@pytest.fixture
-def scratch_netns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    name = f"al-c{os.getpid()}-sidecar-rules"
-    netns.create(name)
-    try:
-        yield name
-    finally:
-        netns.remove(name)
 
-
-def nft(ns: str, *args: str, script: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, "nft", *args], input=script, text=True,
-                          capture_output=True, timeout=10)
-
-
-def test_nft_accepts_the_scripts(scratch_netns: str) -> None:
-    for flags in (INJECTED_FLAGS, ["-b", "80,8080", "-i", "10.96.0.0/12", "-x", "10.96.0.10/32", "-o", "5432",
-                                   "-u", "1337,1338", "-g", "1339"], []):
-        result = nft(scratch_netns, "-c", "-f", "-", script=iptables.apply_script(iptables.parse_args(flags)))
-        assert result.returncode == 0, result.stderr
-    result = nft(scratch_netns, "-c", "-f", "-", script=iptables.remove_script())
-    assert result.returncode == 0, result.stderr
-    assert nft(scratch_netns, "list", "ruleset").stdout == ""  # -c changed nothing
+def test_nft_accepts_the_scripts() -> None:
+    scripts = [
+        iptables.apply_script(iptables.parse_args(flags))
+        for flags in (
+            INJECTED_FLAGS,
+            [
+                "-b",
+                "80,8080",
+                "-i",
+                "10.96.0.0/12",
+                "-x",
+                "10.96.0.10/32",
+                "-o",
+                "5432",
+                "-u",
+                "1337,1338",
+                "-g",
+                "1339",
+            ],
+            [],
+        )
+    ]
+    assert_nft_accepts([*scripts, iptables.remove_script()], "sidecar-rules")
 
 
 def test_the_proxyv2_entry_point_dispatches_istio_iptables(capsys) -> None:
     from mesh.proxy.__main__ import PLACEMENTS, main
+
     assert main(["istio-iptables", "--bogus"]) == 2
     assert "unknown flag '--bogus'" in capsys.readouterr().err
     assert main(["istio-iptables", *INJECTED_FLAGS, "-n"]) == 0

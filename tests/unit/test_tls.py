@@ -1,4 +1,5 @@
 """Real TLS 1.3 handshakes (OpenSSL through stdlib ssl) between trio streams over a socket pair."""
+
 import hashlib
 import os
 import re
@@ -106,6 +107,7 @@ def ssl_reason(error):
 
 # --- contexts -------------------------------------------------------------------------------------
 
+
 def test_contexts_are_tls13_only_with_h2(sleep, server_ctx):
     client = sleep.client()
     for ctx in (client, server_ctx):
@@ -133,6 +135,7 @@ def test_without_memfd_the_key_goes_through_a_private_temp_file_that_is_removed(
 
 
 # --- handshakes -----------------------------------------------------------------------------------
+
 
 async def test_mutual_tls13_handshake_negotiates_h2_and_both_identities(sleep, server_ctx):
     r = await handshake(sleep.client(), server_ctx)
@@ -210,9 +213,11 @@ async def test_check_peer_names_both_sides_on_mismatch(sleep, server_ctx):
     wanted = Identity("cluster.local", "default", "reviews")
     with pytest.raises(tls.IdentityMismatch) as e:
         tls.check_peer(r.client, {wanted})
-    assert str(e.value) == ("identity verification error: peer did not present the expected SAN "
-                            "(spiffe://cluster.local/ns/default/sa/reviews), "
-                            "got spiffe://cluster.local/ns/default/sa/httpbin")
+    assert str(e.value) == (
+        "identity verification error: peer did not present the expected SAN "
+        "(spiffe://cluster.local/ns/default/sa/reviews), "
+        "got spiffe://cluster.local/ns/default/sa/httpbin"
+    )
     assert e.value.expected == [wanted] and e.value.got == [HTTPBIN]
 
 
@@ -222,8 +227,11 @@ async def test_a_client_from_another_trust_domain_is_caught_after_the_handshake(
     r = await handshake(foreign.client(), server_ctx)
     assert r.errors == {}
     assert not tls.trust_domain_ok(r.server, "cluster.local")
-    with pytest.raises(tls.TrustDomainMismatch, match=r"expected trustdomain \(cluster.local\), "
-                                                      r"got spiffe://example.org/ns/default/sa/sleep"):
+    with pytest.raises(
+        tls.TrustDomainMismatch,
+        match=r"expected trustdomain \(cluster.local\), "
+        r"got spiffe://example.org/ns/default/sa/sleep",
+    ):
         tls.check_trust_domain(r.server, "cluster.local")
 
 
@@ -231,6 +239,7 @@ def test_no_peer_cert_means_no_identities():
     class NoCert:
         def getpeercert(self, binary_form=False):
             return None
+
     assert tls.peer_identities(NoCert()) == []
     with pytest.raises(tls.IdentityMismatch, match="got <no SPIFFE identity>"):
         tls.check_peer(NoCert(), {HTTPBIN})
@@ -238,11 +247,14 @@ def test_no_peer_cert_means_no_identities():
 
 # --- X-Forwarded-Client-Cert ----------------------------------------------------------------------
 
+
 def test_xfcc_element_as_envoy_writes_it(sleep):
     value = tls.xfcc(HTTPBIN, sleep.leaf_der)
     digest = hashlib.sha256(sleep.leaf_der).hexdigest()
-    assert value == (f"By=spiffe://cluster.local/ns/default/sa/httpbin;Hash={digest};"
-                     f'Subject="";URI=spiffe://cluster.local/ns/default/sa/sleep')
+    assert value == (
+        f"By=spiffe://cluster.local/ns/default/sa/httpbin;Hash={digest};"
+        f'Subject="";URI=spiffe://cluster.local/ns/default/sa/sleep'
+    )
     assert re.fullmatch(r'By=spiffe://[^;]+;Hash=[0-9a-f]{64};Subject="";URI=spiffe://[^;]+', value)
 
 
@@ -254,12 +266,18 @@ def test_xfcc_appends_to_an_existing_header(sleep):
 def test_xfcc_with_a_subject_and_dns_names(root):
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "acme")]))
-            .issuer_name(root.cert.subject).public_key(key.public_key()).serial_number(9)
-            .not_valid_before(now).not_valid_after(now + timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("a.example"), x509.DNSName("b.example")]),
-                           critical=False)
-            .sign(root.key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "acme")]))
+        .issuer_name(root.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(9)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("a.example"), x509.DNSName("b.example")]), critical=False
+        )
+        .sign(root.key, hashes.SHA256())
+    )
     value = tls.xfcc(HTTPBIN, cert.public_bytes(serialization.Encoding.DER))
     assert value.endswith(';Subject="O=acme";URI=;DNS=a.example;DNS=b.example')

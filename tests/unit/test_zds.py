@@ -41,7 +41,12 @@ UID = "4b2ad4c5-0a7a-4d4c-9c8e-6a1b6f2f1c11"
         (
             AddWorkload(UID, INFO),
             decode_request,
-            {"add": {"uid": UID, "workload_info": {"name": "httpbin-7d4f9", "namespace": "ns1", "service_account": "httpbin"}}},
+            {
+                "add": {
+                    "uid": UID,
+                    "workload_info": {"name": "httpbin-7d4f9", "namespace": "ns1", "service_account": "httpbin"},
+                }
+            },
         ),
         (AddWorkload(UID), decode_request, {"add": {"uid": UID}}),
         (KeepWorkload(UID), decode_request, {"keep": {"uid": UID}}),
@@ -195,7 +200,12 @@ async def test_the_whole_conversation_over_a_listening_socket(tmp_path):
     async with await open_zds_listener(path) as listener, trio.open_nursery() as nursery:
         nursery.start_soon(ztunnel)
         await cni_agent(listener, pods)
-    assert applied == [AddWorkload("uid-1", INFO), AddWorkload("uid-2", pods[1][1]), SnapshotSent(), DelWorkload("uid-1")]
+    assert applied == [
+        AddWorkload("uid-1", INFO),
+        AddWorkload("uid-2", pods[1][1]),
+        SnapshotSent(),
+        DelWorkload("uid-1"),
+    ]
     assert not os.path.exists(path)
 
 

@@ -1,4 +1,5 @@
 """The node-netns HTTP endpoints: readiness gating and the tiny h11 server."""
+
 from __future__ import annotations
 
 import trio
@@ -27,8 +28,7 @@ def test_readiness_waits_for_every_blocker():
 
 async def test_serve_http_routes():
     ready = Readiness(["config"])
-    routes = {"/healthz/ready": ready.route, "/config_dump": lambda: json_response({"a": 1}),
-              "/boom": lambda: 1 / 0}
+    routes = {"/healthz/ready": ready.route, "/config_dump": lambda: json_response({"a": 1}), "/boom": lambda: 1 / 0}
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_http, ("127.0.0.1", 0), routes)
         assert (await http_get(port, "/healthz/ready"))[0] == 503

@@ -1,4 +1,5 @@
 """The shortcuts the performance work took give exactly what the plain code gave."""
+
 import json
 import socket
 
@@ -6,8 +7,18 @@ import trio
 
 from mesh.ztunnel import metrics, sockets
 
-VALUES = ["plain", "spiffe://cluster.local/ns/a/sa/b", 'has "quotes"', "back\\slash", "tab\there", "nl\n",
-          "del\x7f", "ünïcode", "", "10.244.1.2:80"]
+VALUES = [
+    "plain",
+    "spiffe://cluster.local/ns/a/sa/b",
+    'has "quotes"',
+    "back\\slash",
+    "tab\there",
+    "nl\n",
+    "del\x7f",
+    "ünïcode",
+    "",
+    "10.244.1.2:80",
+]
 
 
 def test_access_log_values_are_quoted_as_json_would():

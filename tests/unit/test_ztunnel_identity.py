@@ -3,6 +3,7 @@
 Time is trio's MockClock (autojump), and the CA and the manager read the same fake wall clock, so a
 day of certificate life runs in milliseconds.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -13,8 +14,14 @@ import trio.testing
 
 from mesh.identity.ca import RootCA
 from mesh.identity.spiffe import Identity
-from mesh.ztunnel.identity import (AVAILABLE, MAX_BACKOFF, UNAVAILABLE, CertificateUnavailable, SecretManager,
-                                   next_backoff)
+from mesh.ztunnel.identity import (
+    AVAILABLE,
+    MAX_BACKOFF,
+    UNAVAILABLE,
+    CertificateUnavailable,
+    SecretManager,
+    next_backoff,
+)
 
 SLEEP = "spiffe://cluster.local/ns/default/sa/sleep"
 BASE = datetime.now(timezone.utc).replace(microsecond=0)

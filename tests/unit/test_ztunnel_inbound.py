@@ -1,4 +1,5 @@
 """Inbound checks: the CONNECT target, the status each failure gets, the service guess (pure)."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,10 +42,17 @@ def test_status_codes_follow_ztunnel():
 def test_guess_inbound_service():
     state = ProxyState()
     key = "default/httpbin.default.svc.cluster.local"
-    state.apply(address_push(
-        workload("httpbin-1", "10.244.1.7", services={key: {8000: 80}, "default/named.default.svc.cluster.local": {9000: 81}}),
-        service("httpbin", "10.96.0.20", {8000: 80}),
-        service("named", "10.96.0.21", {9000: 0})))
+    state.apply(
+        address_push(
+            workload(
+                "httpbin-1",
+                "10.244.1.7",
+                services={key: {8000: 80}, "default/named.default.svc.cluster.local": {9000: 81}},
+            ),
+            service("httpbin", "10.96.0.20", {8000: 80}),
+            service("named", "10.96.0.21", {9000: 0}),
+        )
+    )
     local = state.find_workload_by_ip("10.244.1.7")
     assert guess_inbound_service(state, local, 80, None).name == "httpbin"
     assert guess_inbound_service(state, local, 81, None).name == "named"  # via the endpoint's port map

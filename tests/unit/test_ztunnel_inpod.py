@@ -2,6 +2,7 @@
 
 Starting real proxies is the integration test's job; here `add`/`delete` only record.
 """
+
 from __future__ import annotations
 
 import os

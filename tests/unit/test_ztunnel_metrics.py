@@ -1,12 +1,20 @@
 """The access log lines and Istio TCP metrics ztunnel writes (pure)."""
+
 from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
 
 from mesh.ztunnel import metrics
-from mesh.ztunnel.metrics import (Bare, ConnectionResult, Metrics, Outcome, TrafficLabels, early_deny_line,
-                                  format_access_log)
+from mesh.ztunnel.metrics import (
+    Bare,
+    ConnectionResult,
+    Metrics,
+    Outcome,
+    TrafficLabels,
+    early_deny_line,
+    format_access_log,
+)
 from mesh.ztunnel.proxy import HttpStatus, PolicyRejection, outcome_of
 from mesh.ztunnel.resources import Service, Workload
 from mesh.ztunnel.testing import service, workload
@@ -27,16 +35,46 @@ class Clock:
 
 def result(m: Metrics, lines: list, clock: Clock, *, outbound: bool = True) -> ConnectionResult:
     if outbound:
-        labels = TrafficLabels.build(metrics.SOURCE, source=SLEEP, source_identity=SLEEP.identity,
-                                     destination=HTTPBIN, service=HTTPBIN_SVC, mtls=True)
-        return ConnectionResult(m, lines.append, labels=labels, src="10.244.1.5:40312", dst="10.244.1.7:15008",
-                                hbone_target="10.244.1.7:80", src_workload=SLEEP.name, dst_workload=HTTPBIN.name,
-                                clock=clock, wall=lambda: AT)
-    labels = TrafficLabels.build(metrics.DESTINATION, source=SLEEP, source_identity=SLEEP.identity,
-                                 destination=HTTPBIN, service=HTTPBIN_SVC, mtls=True)
-    return ConnectionResult(m, lines.append, labels=labels, src="10.244.1.5:40312", dst="10.244.1.7:15008",
-                            hbone_target="10.244.1.7:80", src_workload=SLEEP.name, dst_workload=HTTPBIN.name,
-                            clock=clock, wall=lambda: AT)
+        labels = TrafficLabels.build(
+            metrics.SOURCE,
+            source=SLEEP,
+            source_identity=SLEEP.identity,
+            destination=HTTPBIN,
+            service=HTTPBIN_SVC,
+            mtls=True,
+        )
+        return ConnectionResult(
+            m,
+            lines.append,
+            labels=labels,
+            src="10.244.1.5:40312",
+            dst="10.244.1.7:15008",
+            hbone_target="10.244.1.7:80",
+            src_workload=SLEEP.name,
+            dst_workload=HTTPBIN.name,
+            clock=clock,
+            wall=lambda: AT,
+        )
+    labels = TrafficLabels.build(
+        metrics.DESTINATION,
+        source=SLEEP,
+        source_identity=SLEEP.identity,
+        destination=HTTPBIN,
+        service=HTTPBIN_SVC,
+        mtls=True,
+    )
+    return ConnectionResult(
+        m,
+        lines.append,
+        labels=labels,
+        src="10.244.1.5:40312",
+        dst="10.244.1.7:15008",
+        hbone_target="10.244.1.7:80",
+        src_workload=SLEEP.name,
+        dst_workload=HTTPBIN.name,
+        clock=clock,
+        wall=lambda: AT,
+    )
 
 
 def test_outbound_line_matches_ztunnels_format():
@@ -52,7 +90,8 @@ def test_outbound_line_matches_ztunnels_format():
         'dst.addr=10.244.1.7:15008 dst.hbone_addr=10.244.1.7:80 dst.service="httpbin.default.svc.cluster.local" '
         'dst.workload="httpbin-7d4b" dst.namespace="default" '
         'dst.identity="spiffe://cluster.local/ns/default/sa/httpbin" direction="outbound" '
-        'bytes_sent=80 bytes_recv=175 duration="4ms"')
+        'bytes_sent=80 bytes_recv=175 duration="4ms"'
+    )
 
 
 def test_inbound_bytes_are_from_the_destinations_view():
@@ -75,7 +114,8 @@ def test_policy_denial_names_the_policy_and_who_decided():
     assert line.endswith(
         'bytes_sent=0 bytes_recv=0 duration="0ms" '
         'error="connection closed due to policy rejection: explicitly denied by: default/deny-sleep" '
-        'decided_by="ztunnel" policy="default/deny-sleep"')
+        'decided_by="ztunnel" policy="default/deny-sleep"'
+    )
     assert 'response_flags="DENY"' in m.render()
 
 
@@ -89,8 +129,15 @@ def test_source_side_of_a_refused_connect():
 def test_plaintext_connection_has_no_identities_and_no_hbone_addr():
     m, lines = Metrics(), []
     labels = TrafficLabels.build(metrics.DESTINATION, source=None, destination=HTTPBIN, mtls=False)
-    conn = ConnectionResult(m, lines.append, labels=labels, src="10.244.9.9:5555", dst="10.244.1.7:80",
-                            dst_workload=HTTPBIN.name, wall=lambda: AT)
+    conn = ConnectionResult(
+        m,
+        lines.append,
+        labels=labels,
+        src="10.244.9.9:5555",
+        dst="10.244.1.7:80",
+        dst_workload=HTTPBIN.name,
+        wall=lambda: AT,
+    )
     line = conn.record(Outcome())
     assert "identity" not in line and "hbone_addr" not in line and "src.workload" not in line
     assert 'dst.workload="httpbin-7d4b" dst.namespace="default" direction="inbound"' in line
@@ -99,7 +146,8 @@ def test_plaintext_connection_has_no_identities_and_no_hbone_addr():
 def test_early_deny_line():
     assert early_deny_line(AT, "10.244.1.5:1", "10.96.0.20:80", "outbound", "no healthy upstream: 10.96.0.20:80") == (
         '2024-05-04T09:23:49.123456Z warn access connection failed src.addr=10.244.1.5:1 dst.addr=10.96.0.20:80 '
-        'direction="outbound" error="no healthy upstream: 10.96.0.20:80"')
+        'direction="outbound" error="no healthy upstream: 10.96.0.20:80"'
+    )
 
 
 def test_values_are_quoted_and_escaped_unless_bare():
@@ -145,7 +193,8 @@ def test_labels_are_memoized_per_workload_and_service_objects():
     first = TrafficLabels.build(metrics.SOURCE, source=src, source_identity="spiffe://x", mtls=True)
     again = TrafficLabels.build(metrics.SOURCE, source=src, source_identity="spiffe://x", mtls=True)
     assert first is again
-    assert first == TrafficLabels._build(metrics.SOURCE, source=src, source_identity="spiffe://x",
-                                         destination=None, service=None, mtls=True)
+    assert first == TrafficLabels._build(
+        metrics.SOURCE, source=src, source_identity="spiffe://x", destination=None, service=None, mtls=True
+    )
     other = TrafficLabels.build(metrics.SOURCE, source=src, source_identity=None, mtls=False)
     assert other != first

@@ -1,4 +1,5 @@
 """Where an outbound connection goes: ztunnel's `build_request`, pure (docs/ambient-facts.md §4.3)."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,14 +21,17 @@ def first(options):
 
 def state_with(*resources) -> tuple[ProxyState, object]:
     state = ProxyState()
-    state.apply(address_push(
-        workload("sleep-1", "10.244.1.5"),
-        workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}}),
-        service("httpbin", "10.96.0.20", {8000: 80}),
-        workload("legacy-1", "10.244.2.9", protocol="TCP"),
-        workload("waypoint-1", "10.244.1.9", sa="waypoint", services={WAYPOINT_SVC: {15008: 15008}}),
-        service("waypoint", "10.96.0.30", {15008: 15008}),
-        *resources))
+    state.apply(
+        address_push(
+            workload("sleep-1", "10.244.1.5"),
+            workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}}),
+            service("httpbin", "10.96.0.20", {8000: 80}),
+            workload("legacy-1", "10.244.2.9", protocol="TCP"),
+            workload("waypoint-1", "10.244.1.9", sa="waypoint", services={WAYPOINT_SVC: {15008: 15008}}),
+            service("waypoint", "10.96.0.30", {15008: 15008}),
+            *resources,
+        )
+    )
     return state, state.find_workload_by_ip("10.244.1.5")
 
 
@@ -45,8 +49,7 @@ def test_service_vip_is_hbone_to_an_endpoint():
 def test_pod_ip_is_hbone_to_that_pod():
     state, sleep = state_with()
     req = build_request(state, sleep, ("10.244.1.7", 80))
-    assert (req.protocol, req.actual_destination, req.hbone_target) == ("HBONE", ("10.244.1.7", 15008),
-                                                                         "10.244.1.7:80")
+    assert (req.protocol, req.actual_destination, req.hbone_target) == ("HBONE", ("10.244.1.7", 15008), "10.244.1.7:80")
     assert req.destination_service is None
 
 
@@ -64,8 +67,7 @@ def test_unknown_destination_passes_through():
 
 
 def test_service_without_healthy_endpoint_fails():
-    state, sleep = state_with(workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}},
-                                       status="Unhealthy"))
+    state, sleep = state_with(workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}}, status="Unhealthy"))
     with pytest.raises(NoHealthyUpstream, match="no healthy upstream: 10.96.0.20:8000"):
         build_request(state, sleep, ("10.96.0.20", 8000))
 
@@ -100,8 +102,12 @@ def test_connect_headers_and_labels():
     headers = dict(connect_headers(req, ("10.244.1.5", 40312)))
     assert parse_forwarded(headers["forwarded"]) == ("10.244.1.5:40312", "httpbin.default.svc.cluster.local")
     assert parse_baggage([headers["baggage"]]) == {
-        "k8s.cluster.name": "Kubernetes", "k8s.namespace.name": "default", "k8s.deployment.name": "sleep",
-        "service.name": "sleep", "service.version": "v1"}
+        "k8s.cluster.name": "Kubernetes",
+        "k8s.namespace.name": "default",
+        "k8s.deployment.name": "sleep",
+        "service.name": "sleep",
+        "service.version": "v1",
+    }
     labels = request_labels(req)
     assert labels.reporter == "source" and labels.connection_security_policy == "mutual_tls"
     assert labels.source_principal == "spiffe://cluster.local/ns/default/sa/sleep"

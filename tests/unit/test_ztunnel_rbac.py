@@ -1,4 +1,5 @@
 """L4 policy at the destination: which policies apply, and what a denial names."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,8 +30,10 @@ def test_no_policy_allows_everyone_even_plaintext():
 
 
 def test_explicit_deny_names_the_policy():
-    state, wl = state_with(authorization("deny-rogue", "default", "DENY", ["cluster.local/ns/default/sa/rogue"]),
-                           attached=["default/deny-rogue"])
+    state, wl = state_with(
+        authorization("deny-rogue", "default", "DENY", ["cluster.local/ns/default/sa/rogue"]),
+        attached=["default/deny-rogue"],
+    )
     assert check(state, wl, SLEEP).allowed
     with pytest.raises(PolicyRejection) as err:
         check(state, wl, ROGUE)
@@ -42,7 +45,8 @@ def test_none_allowed_names_the_allow_policies_that_applied():
     state, wl = state_with(
         authorization("only-sleep", "default", "ALLOW", ["cluster.local/ns/default/sa/sleep"]),
         authorization("ns-allow", "default", "ALLOW", ["cluster.local/ns/default/sa/other"], scope="NAMESPACE"),
-        attached=["default/only-sleep"])
+        attached=["default/only-sleep"],
+    )
     assert check(state, wl, SLEEP).allowed
     with pytest.raises(PolicyRejection) as err:
         check(state, wl, ROGUE)

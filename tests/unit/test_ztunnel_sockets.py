@@ -1,4 +1,5 @@
 """SO_ORIGINAL_DST parsing and the fallback to the local address."""
+
 from __future__ import annotations
 
 import socket

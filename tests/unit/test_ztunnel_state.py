@@ -1,4 +1,5 @@
 """ztunnel's config state: applying istiod's pushes, lookups, endpoint choice, policies (pure)."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,12 +22,15 @@ def last(options):
 
 def mesh(*extra) -> ProxyState:
     state = ProxyState()
-    problems = state.apply(address_push(
-        workload("sleep-1", "10.244.1.5"),
-        workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}}),
-        workload("httpbin-2", "10.244.2.7", services={HTTPBIN: {8000: 8080}}),
-        service("httpbin", "10.96.0.20", {8000: 80}),
-        *extra))
+    problems = state.apply(
+        address_push(
+            workload("sleep-1", "10.244.1.5"),
+            workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}}),
+            workload("httpbin-2", "10.244.2.7", services={HTTPBIN: {8000: 8080}}),
+            service("httpbin", "10.96.0.20", {8000: 80}),
+            *extra,
+        )
+    )
     assert problems == []
     return state
 
@@ -66,8 +70,10 @@ def test_unhealthy_and_portless_endpoints_are_skipped():
 
 
 def test_no_healthy_endpoint_gives_none():
-    state = mesh(workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}}, status="Unhealthy"),
-                 workload("httpbin-2", "10.244.2.7", services={HTTPBIN: {8000: 8080}}, status="Unhealthy"))
+    state = mesh(
+        workload("httpbin-1", "10.244.1.7", services={HTTPBIN: {8000: 80}}, status="Unhealthy"),
+        workload("httpbin-2", "10.244.2.7", services={HTTPBIN: {8000: 8080}}, status="Unhealthy"),
+    )
     sleep = state.find_workload_by_ip("10.244.1.5")
     assert state.find_upstream(sleep, "10.96.0.20", 8000) is None
 
@@ -81,9 +87,12 @@ def test_pod_ip_goes_to_that_pod_and_unknown_ips_to_nobody():
 
 
 def test_shared_vip_prefers_the_clients_namespace():
-    state = mesh(service("httpbin", "10.96.0.20", {8000: 80}, namespace="other"),
-                 workload("httpbin-x", "10.244.3.3", namespace="other",
-                          services={"other/httpbin.other.svc.cluster.local": {8000: 80}}))
+    state = mesh(
+        service("httpbin", "10.96.0.20", {8000: 80}, namespace="other"),
+        workload(
+            "httpbin-x", "10.244.3.3", namespace="other", services={"other/httpbin.other.svc.cluster.local": {8000: 80}}
+        ),
+    )
     assert state.find_service_by_vip("10.96.0.20", "other").namespace == "other"
     assert state.find_service_by_vip("10.96.0.20", "default").namespace == "default"
 
@@ -101,8 +110,10 @@ def test_updates_and_removals_reindex():
     state.apply(address_push(removed=["Kubernetes//Pod/default/httpbin-2", HTTPBIN]))
     assert state.find_workload_by_ip("10.244.2.7") is None
     assert state.find_service_by_vip("10.96.0.20") is None
-    assert state.known()["Address"] == {"Kubernetes//Pod/default/sleep-1": "1",
-                                        "Kubernetes//Pod/default/httpbin-1": "2"}
+    assert state.known()["Address"] == {
+        "Kubernetes//Pod/default/sleep-1": "1",
+        "Kubernetes//Pod/default/httpbin-1": "2",
+    }
 
 
 def test_a_bad_resource_is_reported_and_the_rest_applies():
@@ -117,12 +128,15 @@ def test_a_bad_resource_is_reported_and_the_rest_applies():
 
 def test_policies_for_a_workload():
     state = mesh(workload("httpbin-1", "10.244.1.7", policies=["default/only-sleep"]))
-    state.apply(authorization_push(
-        authorization("only-sleep", "default", "ALLOW", ["cluster.local/ns/default/sa/sleep"]),
-        authorization("ns-wide", "default", "DENY", ["cluster.local/ns/x/sa/y"], scope="NAMESPACE"),
-        authorization("elsewhere", "other", "DENY", ["cluster.local/ns/x/sa/y"], scope="NAMESPACE"),
-        authorization("global", "istio-system", "DENY", ["cluster.local/ns/x/sa/z"], scope="GLOBAL"),
-        authorization("unattached", "default", "DENY", ["cluster.local/ns/x/sa/y"])))
+    state.apply(
+        authorization_push(
+            authorization("only-sleep", "default", "ALLOW", ["cluster.local/ns/default/sa/sleep"]),
+            authorization("ns-wide", "default", "DENY", ["cluster.local/ns/x/sa/y"], scope="NAMESPACE"),
+            authorization("elsewhere", "other", "DENY", ["cluster.local/ns/x/sa/y"], scope="NAMESPACE"),
+            authorization("global", "istio-system", "DENY", ["cluster.local/ns/x/sa/z"], scope="GLOBAL"),
+            authorization("unattached", "default", "DENY", ["cluster.local/ns/x/sa/y"]),
+        )
+    )
     names = [p.key for p in state.policies_for(state.find_workload_by_ip("10.244.1.7"))]
     assert names == ["default/ns-wide", "istio-system/global", "default/only-sleep"]
     state.apply(authorization_push(removed=["default/only-sleep"]))
@@ -130,9 +144,15 @@ def test_policies_for_a_workload():
 
 
 def test_waypoint_resolution_by_hostname_and_membership():
-    state = mesh(workload("waypoint-1", "10.244.1.9", sa="waypoint",
-                          services={"default/waypoint.default.svc.cluster.local": {15008: 15008}}),
-                 service("waypoint", "10.96.0.30", {15008: 15008}))
+    state = mesh(
+        workload(
+            "waypoint-1",
+            "10.244.1.9",
+            sa="waypoint",
+            services={"default/waypoint.default.svc.cluster.local": {15008: 15008}},
+        ),
+        service("waypoint", "10.96.0.30", {15008: 15008}),
+    )
     sleep = state.find_workload_by_ip("10.244.1.5")
     gw = GatewayAddress("default/waypoint.default.svc.cluster.local", None, 15008)
     up = state.resolve_waypoint(gw, sleep)
@@ -174,13 +194,16 @@ def test_gateway_address_parsing(raw):
         assert wl.waypoint.hbone_mtls_port == raw.get("hboneMtlsPort", 15008)
 
 
-@pytest.mark.parametrize("raw, named", [
-    ({"uid": "u", "namespace": "ns"}, "bad workload 'u': name is required"),
-    ({"uid": "u", "name": "n", "namespace": "ns", "addresses": "10.0.0.1"}, "bad workload 'u': addresses"),
-    ({"uid": "u", "name": "n", "namespace": "ns", "services": {"ns/h": {"x": 80}}}, "bad workload 'u': services"),
-    ({"uid": "u", "name": "n", "namespace": "ns", "waypoint": "ns/w"}, "bad workload 'u': waypoint"),
-    ({"uid": "u", "name": "n", "namespace": 7}, "bad workload 'u': namespace: must be a string"),
-])
+@pytest.mark.parametrize(
+    "raw, named",
+    [
+        ({"uid": "u", "namespace": "ns"}, "bad workload 'u': name is required"),
+        ({"uid": "u", "name": "n", "namespace": "ns", "addresses": "10.0.0.1"}, "bad workload 'u': addresses"),
+        ({"uid": "u", "name": "n", "namespace": "ns", "services": {"ns/h": {"x": 80}}}, "bad workload 'u': services"),
+        ({"uid": "u", "name": "n", "namespace": "ns", "waypoint": "ns/w"}, "bad workload 'u': waypoint"),
+        ({"uid": "u", "name": "n", "namespace": 7}, "bad workload 'u': namespace: must be a string"),
+    ],
+)
 def test_a_bad_workload_names_its_field(raw, named):
     with pytest.raises(InvalidResource) as e:
         Workload.from_xds(raw)
@@ -196,8 +219,13 @@ def test_a_bad_update_keeps_what_was_there():
     state = mesh()
     push = authorization_push(authorization("p", "default", "ALLOW", ["cluster.local/ns/default/sa/sleep"]))
     assert state.apply(push) == []
-    bad = authorization_push({**authorization("p", "default", "ALLOW"), "rules": [{"clauses": [
-        {"matches": [{"sourceIps": ["nonsense"]}]}]}]}, version="2")
+    bad = authorization_push(
+        {
+            **authorization("p", "default", "ALLOW"),
+            "rules": [{"clauses": [{"matches": [{"sourceIps": ["nonsense"]}]}]}],
+        },
+        version="2",
+    )
     (problem,) = state.apply(bad)
     assert problem.startswith("Authorization 'default/p': rules[0].clauses[0].matches[0].sourceIps[0]")
     assert state.known()["Authorization"] == {"default/p": "1"} and state.policies["default/p"].rules

@@ -1,4 +1,5 @@
 """The config stream: applying pushes, SYNCED, keeping the state through an istiod outage, resync."""
+
 from __future__ import annotations
 
 import pytest
@@ -50,8 +51,9 @@ async def test_sync_outage_and_resync(autojump_clock):
 
         # It comes back: the client tells what it knows; SYNCED does not re-fire readiness.
         down = False
-        cp.initial = [address_push(workload("httpbin-1", "10.244.1.7"),
-                                   removed=["Kubernetes//Pod/default/sleep-1"], version="2")]
+        cp.initial = [
+            address_push(workload("httpbin-1", "10.244.1.7"), removed=["Kubernetes//Pod/default/sleep-1"], version="2")
+        ]
         await trio.sleep(RECONNECT_MAX + 1)
         assert client.connected and len(synced) == 1
         assert cp.subscriptions[-1]["Address"] == {"Kubernetes//Pod/default/sleep-1": "1"}

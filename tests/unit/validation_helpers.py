@@ -1,6 +1,7 @@
 """What the validation tests share: the article's manifests (read from topologies/article, the one
 copy of them), helpers that load a manifest and return its error line, and kubectl's wording of the
 name rules, spelled out once."""
+
 import pathlib
 
 import pytest
@@ -25,15 +26,23 @@ MESH_POLICIES = article("waypoint", "jwt-policy", "l7-authz-policy")
 KNOWN_IMAGES = ", ".join(images.known_images())
 
 # The API server's messages for the name rules (k8s.io/apimachinery/pkg/util/validation).
-LABEL_RULE = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-              "and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')")
-SUBDOMAIN_RULE = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
-                  "or '.', and must start and end with an alphanumeric character (e.g. 'example.com')")
-LABEL_VALUE_RULE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
-                    "or '.', and must start and end with an alphanumeric character (e.g. 'MyValue', or "
-                    "'my_value', or '12345')")
-NAME_PART_RULE = ("must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-                  "alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')")
+LABEL_RULE = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')"
+)
+SUBDOMAIN_RULE = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'example.com')"
+)
+LABEL_VALUE_RULE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
+    "or '.', and must start and end with an alphanumeric character (e.g. 'MyValue', or "
+    "'my_value', or '12345')"
+)
+NAME_PART_RULE = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character (e.g. 'MyName', or 'my.name', or '123-abc')"
+)
 
 
 def refused(text: str, source: str = "test.yaml") -> ManifestError:
@@ -49,8 +58,9 @@ def one_line(text: str, source: str = "test.yaml") -> str:
     return str(error)
 
 
-def deployment(container: str = "", *, extra_spec: str = "", labels: str = "app: web",
-               selector: str = "matchLabels: {app: web}") -> str:
+def deployment(
+    container: str = "", *, extra_spec: str = "", labels: str = "app: web", selector: str = "matchLabels: {app: web}"
+) -> str:
     container = container or "{name: web, image: busybox}"
     return f"""\
 apiVersion: apps/v1

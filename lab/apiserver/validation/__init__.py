@@ -18,11 +18,27 @@ Split by concern: `manifests` (YAML parsing and the walk over objects, by the ki
 `workloads` (pods and their templates), `webhooks` (MutatingWebhookConfiguration). Name syntax
 lives in lab/apiserver/names.py.
 """
+
 from __future__ import annotations
 
 from lab.apiserver.validation.fields import ExtraCheck, ManifestError, Problem
-from lab.apiserver.validation.manifests import (kind_info, known_kinds, load, namespaces_needed, parse_manifests,
-                                                validate)
+from lab.apiserver.validation.manifests import (
+    kind_info,
+    known_kinds,
+    load,
+    namespaces_needed,
+    parse_manifests,
+    validate,
+)
 
-__all__ = ["ExtraCheck", "ManifestError", "Problem", "kind_info", "known_kinds", "load", "namespaces_needed",
-           "parse_manifests", "validate"]
+__all__ = [
+    "ExtraCheck",
+    "ManifestError",
+    "Problem",
+    "kind_info",
+    "known_kinds",
+    "load",
+    "namespaces_needed",
+    "parse_manifests",
+    "validate",
+]

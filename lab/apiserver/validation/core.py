@@ -1,13 +1,23 @@
 """Checks of the metadata every object has and of the core/v1 kinds other than pods
 (Service, Endpoints, ConfigMap, Secret): what the API server refuses before storing them."""
+
 from __future__ import annotations
 
 import ipaddress
 from typing import TYPE_CHECKING, Any, Mapping
 
 from lab.apiserver.names import config_key, dns1123_label, dns1123_subdomain, port_name
-from lab.apiserver.validation.fields import (Errors, as_list, as_mapping, check_annotations, check_entry,
-                                             check_labels, check_name, check_port_number, check_protocol)
+from lab.apiserver.validation.fields import (
+    Errors,
+    as_list,
+    as_mapping,
+    check_annotations,
+    check_entry,
+    check_labels,
+    check_name,
+    check_port_number,
+    check_protocol,
+)
 
 if TYPE_CHECKING:
     from lab.apiserver.kinds import Kind
@@ -35,12 +45,10 @@ def check_metadata(obj: Mapping[str, Any], kind: Kind, errs: Errors) -> None:
 # --- services, endpoints, config maps -------------------------------------------------------
 
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
-_SERVICE_PORT_FIELDS = frozenset({"name", "protocol", "appProtocol", "port", "targetPort",
-                                  "nodePort"})
+_SERVICE_PORT_FIELDS = frozenset({"name", "protocol", "appProtocol", "port", "targetPort", "nodePort"})
 
 
-def _check_service_port(port: Any, field: str, errs: Errors, *, several: bool,
-                        node_ports: bool) -> str | None:
+def _check_service_port(port: Any, field: str, errs: Errors, *, several: bool, node_ports: bool) -> str | None:
     if not check_entry(port, field, errs, shape="port", known=_SERVICE_PORT_FIELDS):
         return None
     check_port_number(port.get("port"), f"{field}.port", errs)
@@ -54,8 +62,7 @@ def _check_service_port(port: Any, field: str, errs: Errors, *, several: bool,
         check_port_number(target, f"{field}.targetPort", errs)
     if port.get("nodePort") is not None:
         if not node_ports:
-            errs.invalid(f"{field}.nodePort", port["nodePort"],
-                         "may not be used when `type` is 'ClusterIP'")
+            errs.invalid(f"{field}.nodePort", port["nodePort"], "may not be used when `type` is 'ClusterIP'")
         else:
             check_port_number(port["nodePort"], f"{field}.nodePort", errs)
     name = port.get("name")
@@ -84,15 +91,19 @@ def check_service(obj: Mapping[str, Any], errs: Errors) -> None:
         elif not isinstance(external, str) or dns1123_subdomain(external):
             errs.invalid("spec.externalName", external, "must be a DNS name")
         if cluster_ip not in (None, ""):
-            errs.invalid("spec.clusterIP", cluster_ip,
-                         "may not be set for ExternalName services")
+            errs.invalid("spec.clusterIP", cluster_ip, "may not be set for ExternalName services")
     ports = as_list(spec.get("ports"), "spec.ports", errs)
     if not ports and service_type != "ExternalName" and cluster_ip != "None":
         errs.required("spec.ports")
     names: set[str] = set()
     for i, port in enumerate(ports):
-        name = _check_service_port(port, f"spec.ports[{i}]", errs, several=len(ports) > 1,
-                                   node_ports=service_type in ("NodePort", "LoadBalancer"))
+        name = _check_service_port(
+            port,
+            f"spec.ports[{i}]",
+            errs,
+            several=len(ports) > 1,
+            node_ports=service_type in ("NodePort", "LoadBalancer"),
+        )
         if name in names:
             errs.duplicate(f"spec.ports[{i}].name", name)
         if name:

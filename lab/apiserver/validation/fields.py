@@ -4,6 +4,7 @@ Checks add (field, message) pairs to an `Errors`; its helpers word them as the A
 (`Required value`, `Invalid value: X: why`, `Unsupported value: ...`), and the small field checks
 here (ports, protocols, string lists, labels) are the ones several kinds need.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,9 @@ ExtraCheck = Callable[[dict[str, Any]], "list[tuple[str, str]]"]
 class Problem:
     """One thing wrong: where (document, object), which field, and what."""
 
-    document: str                 # "document 2" or "document 2, item 1"
-    subject: str                  # "Deployment ambient-apps/httpbin", "" when unknown
-    field: str                    # "spec.replicas", "" for the whole document
+    document: str  # "document 2" or "document 2, item 1"
+    subject: str  # "Deployment ambient-apps/httpbin", "" when unknown
+    field: str  # "spec.replicas", "" for the whole document
     message: str
 
     def line(self, source: str) -> str:
@@ -114,8 +115,9 @@ def check_entry(entry: Any, field: str, errs: Errors, *, shape: str, known: froz
     return True
 
 
-def check_name(value: Any, rule: Callable[[str], str | None], field: str, errs: Errors, *,
-               required: bool = False) -> bool:
+def check_name(
+    value: Any, rule: Callable[[str], str | None], field: str, errs: Errors, *, required: bool = False
+) -> bool:
     """A name checked by RULE (lab/apiserver/names.py); True when it passes."""
     if required and not value:
         errs.required(field)

@@ -3,6 +3,7 @@
 The YAML parsing (documents, `kind: List`, positions) and the walk over the objects: each one's
 kind is looked up in the kind registry (lab/apiserver/kinds.py), which names its checks.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,8 +71,14 @@ def _documents(text: str, source: str) -> list[tuple[str, dict[str, Any]]]:
         if document is None:
             continue
         if not isinstance(document, dict):
-            problems.append(Problem(where, "", "", "expected a Kubernetes object (a mapping "
-                                    f"with apiVersion and kind), got {_yaml_type(document)}"))
+            problems.append(
+                Problem(
+                    where,
+                    "",
+                    "",
+                    f"expected a Kubernetes object (a mapping with apiVersion and kind), got {_yaml_type(document)}",
+                )
+            )
             continue
         bad_key = _non_string_key(document)
         if bad_key:
@@ -86,9 +93,9 @@ def _documents(text: str, source: str) -> list[tuple[str, dict[str, Any]]]:
                 if isinstance(item, dict):
                     found.append((f"{where}, item {i}", item))
                 else:
-                    problems.append(Problem(f"{where}, item {i}", "", "",
-                                            f"expected a Kubernetes object, got "
-                                            f"{_yaml_type(item)}"))
+                    problems.append(
+                        Problem(f"{where}, item {i}", "", "", f"expected a Kubernetes object, got {_yaml_type(item)}")
+                    )
             continue
         found.append((where, document))
     if problems:
@@ -120,8 +127,9 @@ def kind_info(api_version: str, kind: str) -> kinds.Kind | None:
 
 def known_kinds() -> str:
     """`Kind (apiVersion, ...)` for every kind apply accepts, for error messages."""
-    return ", ".join(f"{k.kind} ({', '.join(k.api_versions)})"
-                     for k in sorted(kinds.KINDS, key=lambda k: k.kind) if k.appliable)
+    return ", ".join(
+        f"{k.kind} ({', '.join(k.api_versions)})" for k in sorted(kinds.KINDS, key=lambda k: k.kind) if k.appliable
+    )
 
 
 def _subject(obj: Mapping[str, Any], info: kinds.Kind | None) -> str:
@@ -141,7 +149,7 @@ def _normalized(obj: Mapping[str, Any], info: kinds.Kind) -> dict[str, Any]:
     if info.namespaced:
         meta["namespace"] = meta.get("namespace") or "default"
     else:
-        meta.pop("namespace", None)      # kubectl ignores a namespace on cluster-scoped kinds
+        meta.pop("namespace", None)  # kubectl ignores a namespace on cluster-scoped kinds
     return copied
 
 
@@ -155,8 +163,7 @@ def _check_object(obj: Mapping[str, Any], errs: Errors) -> kinds.Kind | None:
         return None
     info = kind_info(api_version, kind)
     if info is None:
-        errs.add("", f'no matches for kind "{kind}" in version "{api_version}"; '
-                     f"known kinds: {known_kinds()}")
+        errs.add("", f'no matches for kind "{kind}" in version "{api_version}"; known kinds: {known_kinds()}')
         return None
     check_metadata(obj, info, errs)
     if "spec" in obj and not isinstance(obj["spec"], Mapping):
@@ -166,8 +173,9 @@ def _check_object(obj: Mapping[str, Any], errs: Errors) -> kinds.Kind | None:
     return info
 
 
-def _validate(entries: Sequence[tuple[str, Mapping[str, Any]]], source: str,
-              extra: Mapping[str, ExtraCheck] | None) -> list[dict[str, Any]]:
+def _validate(
+    entries: Sequence[tuple[str, Mapping[str, Any]]], source: str, extra: Mapping[str, ExtraCheck] | None
+) -> list[dict[str, Any]]:
     problems: list[Problem] = []
     result: list[dict[str, Any]] = []
     seen: dict[tuple[str, str, str], str] = {}
@@ -183,7 +191,7 @@ def _validate(entries: Sequence[tuple[str, Mapping[str, Any]]], source: str,
                 errs.duplicate("metadata.name", meta["name"], f"also defined in {seen[key]}")
             seen.setdefault(key, where)
             check = (extra or {}).get(info.kind)
-            for field, message in (check(normalized) if check else []):
+            for field, message in check(normalized) if check else []:
                 errs.add(field, message)
             result.append(normalized)
         problems += [Problem(where, subject, field, message) for field, message in errs.items]
@@ -192,8 +200,9 @@ def _validate(entries: Sequence[tuple[str, Mapping[str, Any]]], source: str,
     return result
 
 
-def validate(objects: Sequence[Mapping[str, Any]], source: str, *,
-             extra: Mapping[str, ExtraCheck] | None = None) -> list[dict[str, Any]]:
+def validate(
+    objects: Sequence[Mapping[str, Any]], source: str, *, extra: Mapping[str, ExtraCheck] | None = None
+) -> list[dict[str, Any]]:
     """Normalized copies of OBJECTS (namespace defaulted to "default" for namespaced kinds,
     dropped for cluster-scoped ones), or ManifestError listing every problem. EXTRA maps a kind
     to a function returning (field, problem) pairs for deeper checks. Problems are placed by
@@ -201,8 +210,7 @@ def validate(objects: Sequence[Mapping[str, Any]], source: str, *,
     return _validate([(f"document {i}", obj) for i, obj in enumerate(objects, 1)], source, extra)
 
 
-def load(text: str, source: str, *,
-         extra: Mapping[str, ExtraCheck] | None = None) -> list[dict[str, Any]]:
+def load(text: str, source: str, *, extra: Mapping[str, ExtraCheck] | None = None) -> list[dict[str, Any]]:
     """parse_manifests + validate, with problems placed by document number in the file."""
     return _validate(_documents(text, source), source, extra)
 

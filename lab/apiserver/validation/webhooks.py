@@ -1,5 +1,6 @@
 """Checks of MutatingWebhookConfiguration: the lab calls webhooks in-process on Pod CREATE only,
 so everything else a configuration may say is refused with a reason, at apply."""
+
 from __future__ import annotations
 
 import re
@@ -7,16 +8,37 @@ from typing import Any, Mapping
 
 from lab.apiserver import selectors
 from lab.apiserver.names import dns1123_label, dns1123_subdomain
+from lab.apiserver.validation.fields import (
+    Errors,
+    as_list,
+    as_mapping,
+    check_entry,
+    check_name,
+    check_port_number,
+    check_string_list,
+    is_int,
+    show,
+    unknown_fields,
+)
 from lab.client.contract import HANDLER_ANNOTATION
-from lab.apiserver.validation.fields import (Errors, as_list, as_mapping, check_entry, check_name,
-                                             check_port_number, check_string_list, is_int, show, unknown_fields)
 
-_HANDLER_ANNOTATION = HANDLER_ANNOTATION   # the in-process handler
-_WEBHOOK_FIELDS = frozenset({
-    "name", "clientConfig", "rules", "failurePolicy", "matchPolicy", "namespaceSelector",
-    "objectSelector", "sideEffects", "timeoutSeconds", "admissionReviewVersions",
-    "reinvocationPolicy", "matchConditions",
-})
+_HANDLER_ANNOTATION = HANDLER_ANNOTATION  # the in-process handler
+_WEBHOOK_FIELDS = frozenset(
+    {
+        "name",
+        "clientConfig",
+        "rules",
+        "failurePolicy",
+        "matchPolicy",
+        "namespaceSelector",
+        "objectSelector",
+        "sideEffects",
+        "timeoutSeconds",
+        "admissionReviewVersions",
+        "reinvocationPolicy",
+        "matchConditions",
+    }
+)
 _RULE_FIELDS = frozenset({"operations", "apiGroups", "apiVersions", "resources", "scope"})
 _ONLY_POD_CREATE = "the lab calls mutating webhooks on CREATE of pods only"
 
@@ -25,8 +47,12 @@ def _check_rule(rule: Any, field: str, errs: Errors) -> None:
     """A rule must be CREATE of core/v1 pods: the one case the lab admits."""
     if not check_entry(rule, field, errs, shape="operations, apiGroups, apiVersions, resources", known=_RULE_FIELDS):
         return
-    for key, allowed in (("operations", ("CREATE",)), ("apiGroups", ("", "*")),
-                         ("apiVersions", ("v1", "*")), ("resources", ("pods",))):
+    for key, allowed in (
+        ("operations", ("CREATE",)),
+        ("apiGroups", ("", "*")),
+        ("apiVersions", ("v1", "*")),
+        ("resources", ("pods",)),
+    ):
         values = rule.get(key)
         if not values:
             errs.required(f"{field}.{key}")
@@ -35,8 +61,10 @@ def _check_rule(rule: Any, field: str, errs: Errors) -> None:
         for value in values if isinstance(values, list) else []:
             if value not in allowed:
                 listed = ", ".join(f'"{a}"' for a in allowed)
-                errs.add(f"{field}.{key}", f"Unsupported value: {show(value)}: {_ONLY_POD_CREATE} "
-                                           f"(supported values: {listed})")
+                errs.add(
+                    f"{field}.{key}",
+                    f"Unsupported value: {show(value)}: {_ONLY_POD_CREATE} (supported values: {listed})",
+                )
                 break
     scope = rule.get("scope")
     if scope is not None and scope not in ("*", "Namespaced"):
@@ -75,8 +103,11 @@ def _check_webhook(webhook: Any, field: str, errs: Errors) -> str | None:
     _check_client_config(webhook.get("clientConfig"), f"{field}.clientConfig", errs)
     for i, rule in enumerate(as_list(webhook.get("rules"), f"{field}.rules", errs)):
         _check_rule(rule, f"{field}.rules[{i}]", errs)
-    for key, allowed in (("failurePolicy", ("Fail", "Ignore")), ("matchPolicy", ("Exact", "Equivalent")),
-                         ("reinvocationPolicy", ("Never", "IfNeeded"))):
+    for key, allowed in (
+        ("failurePolicy", ("Fail", "Ignore")),
+        ("matchPolicy", ("Exact", "Equivalent")),
+        ("reinvocationPolicy", ("Never", "IfNeeded")),
+    ):
         if webhook.get(key) is not None and webhook[key] not in allowed:
             errs.unsupported(f"{field}.{key}", webhook[key], allowed)
     side_effects = webhook.get("sideEffects")

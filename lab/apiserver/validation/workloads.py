@@ -1,5 +1,6 @@
 """Checks of pods and of the workloads that template them (Deployment, ReplicaSet, DaemonSet):
 containers, images, ports, env, probes, resources, selectors, with the API server's wording."""
+
 from __future__ import annotations
 
 import re
@@ -7,20 +8,59 @@ from typing import Any, Mapping
 
 from lab.apiserver import selectors
 from lab.apiserver.names import dns1123_label, dns1123_subdomain, port_name
-from lab.apiserver.validation.fields import (Errors, as_list, as_mapping, check_entry, check_labels, check_name,
-                                             check_port_number, check_protocol, check_string_list, is_int,
-                                             unknown_fields)
+from lab.apiserver.validation.fields import (
+    Errors,
+    as_list,
+    as_mapping,
+    check_entry,
+    check_labels,
+    check_name,
+    check_port_number,
+    check_protocol,
+    check_string_list,
+    is_int,
+    unknown_fields,
+)
 from lab.runtime import cgroups, images
 
-_CONTAINER_FIELDS = frozenset({
-    "name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources",
-    "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe",
-    "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
-    "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty",
-})
+_CONTAINER_FIELDS = frozenset(
+    {
+        "name",
+        "image",
+        "command",
+        "args",
+        "workingDir",
+        "ports",
+        "envFrom",
+        "env",
+        "resources",
+        "resizePolicy",
+        "restartPolicy",
+        "volumeMounts",
+        "volumeDevices",
+        "livenessProbe",
+        "readinessProbe",
+        "startupProbe",
+        "lifecycle",
+        "terminationMessagePath",
+        "terminationMessagePolicy",
+        "imagePullPolicy",
+        "securityContext",
+        "stdin",
+        "stdinOnce",
+        "tty",
+    }
+)
 _CONTAINER_PORT_FIELDS = frozenset({"name", "hostPort", "containerPort", "protocol", "hostIP"})
-_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName",
-                "spec.serviceAccountName", "status.podIP", "status.hostIP")
+_FIELD_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.podIP",
+    "status.hostIP",
+)
 _RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
 
@@ -126,8 +166,9 @@ def _check_resources(resources: Any, field: str, errs: Errors) -> None:
         parsed[group] = {}
         for key, value in values.items():
             at = f"{field}.{group}.{key}"
-            if not isinstance(key, str) or (key not in _STANDARD_RESOURCES and "/" not in key
-                                            and not key.startswith("hugepages-")):
+            if not isinstance(key, str) or (
+                key not in _STANDARD_RESOURCES and "/" not in key and not key.startswith("hugepages-")
+            ):
                 errs.invalid(at, key, "must be a standard resource type or fully qualified")
                 continue
             try:
@@ -142,12 +183,14 @@ def _check_resources(resources: Any, field: str, errs: Errors) -> None:
     for key, request in parsed["requests"].items():
         limit = parsed["limits"].get(key)
         if limit is not None and request > limit:
-            errs.invalid(f"{field}.requests", resources["requests"][key],
-                         f"must be less than or equal to {key} limit of {resources['limits'][key]}")
+            errs.invalid(
+                f"{field}.requests",
+                resources["requests"][key],
+                f"must be less than or equal to {key} limit of {resources['limits'][key]}",
+            )
 
 
-_PROBE_NUMBERS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold",
-                  "successThreshold")
+_PROBE_NUMBERS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "failureThreshold", "successThreshold")
 
 
 def _check_probe(container: Mapping[str, Any], field: str, errs: Errors) -> None:
@@ -237,8 +280,7 @@ def check_workload(obj: Mapping[str, Any], errs: Errors) -> None:
             errs.invalid("spec.selector", spec["selector"], str(e))
         else:
             if selector.empty():
-                errs.invalid("spec.selector", spec["selector"],
-                             f"empty selector is invalid for {kind.lower()}")
+                errs.invalid("spec.selector", spec["selector"], f"empty selector is invalid for {kind.lower()}")
                 selector = None
     template = spec.get("template")
     if template is None:
@@ -247,8 +289,6 @@ def check_workload(obj: Mapping[str, Any], errs: Errors) -> None:
     template = as_mapping(template, "spec.template", errs)
     labels = as_mapping(template.get("metadata"), "spec.template.metadata", errs).get("labels")
     check_labels(labels, "spec.template.metadata.labels", errs)
-    if selector is not None and not selector.matches(labels if isinstance(labels, Mapping)
-                                                     else {}):
-        errs.invalid("spec.template.metadata.labels", labels or {},
-                     "`selector` does not match template `labels`")
+    if selector is not None and not selector.matches(labels if isinstance(labels, Mapping) else {}):
+        errs.invalid("spec.template.metadata.labels", labels or {}, "`selector` does not match template `labels`")
     _check_pod_spec(template.get("spec"), "spec.template.spec", errs, template=True)

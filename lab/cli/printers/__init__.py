@@ -7,6 +7,7 @@ out as kubectl does: picks the columns for `-o wide`, adds NAMESPACE for `-A`, a
 `formats` writes -o yaml/json/name, `describe` the describe layouts, `tabwriter` the alignment.
 Printers return their text with a trailing newline; `age` and `no_resources` return one phrase.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -18,12 +19,29 @@ from lab.cli.printers.describe import describe
 from lab.cli.printers.formats import names, resource_name, to_json, to_yaml
 from lab.cli.printers.tabwriter import cell, tabwrite
 
-__all__ = ["NONE", "UNKNOWN", "age", "describe", "format_endpoints", "format_labels", "human_duration", "names",
-           "no_resources", "parse_time", "resource_name", "table", "to_json", "to_yaml", "top_nodes", "top_pods"]
+__all__ = [
+    "NONE",
+    "UNKNOWN",
+    "age",
+    "describe",
+    "format_endpoints",
+    "format_labels",
+    "human_duration",
+    "names",
+    "no_resources",
+    "parse_time",
+    "resource_name",
+    "table",
+    "to_json",
+    "to_yaml",
+    "top_nodes",
+    "top_pods",
+]
 
 
-def table(kind: str, objects: Sequence[Mapping], *, wide: bool = False,
-          all_namespaces: bool = False, now: datetime) -> str:
+def table(
+    kind: str, objects: Sequence[Mapping], *, wide: bool = False, all_namespaces: bool = False, now: datetime
+) -> str:
     """`kubectl get KIND` for OBJECTS (all of KIND); empty string for no objects, print
     `no_resources()` then. With all_namespaces, namespaced kinds get a NAMESPACE column."""
     if not objects:
@@ -58,8 +76,9 @@ def _top_memory(nbytes: float) -> str:
     return f"{int(nbytes) // (1024 * 1024)}Mi"
 
 
-def top_pods(pods: Sequence[Mapping], *, all_namespaces: bool = False, containers: bool = False,
-             headers: bool = True) -> str:
+def top_pods(
+    pods: Sequence[Mapping], *, all_namespaces: bool = False, containers: bool = False, headers: bool = True
+) -> str:
     """`kubectl top pod`: NAME CPU(cores) MEMORY(bytes) from the `top` op's pods (NAMESPACE first
     with all_namespaces; POD NAME ... per container with containers)."""
     head = (["POD", "NAME"] if containers else ["NAME"]) + ["CPU(cores)", "MEMORY(bytes)"]
@@ -69,7 +88,7 @@ def top_pods(pods: Sequence[Mapping], *, all_namespaces: bool = False, container
     for pod in pods:
         entries = (pod.get("containers") or []) if containers else [pod]
         for entry in entries:
-            row = ([pod.get("name", ""), entry.get("name", "")] if containers else [pod.get("name", "")])
+            row = [pod.get("name", ""), entry.get("name", "")] if containers else [pod.get("name", "")]
             row += [_top_cpu(entry.get("cpu", 0)), _top_memory(entry.get("memory", 0))]
             if all_namespaces:
                 row.insert(0, pod.get("namespace", ""))
@@ -79,7 +98,15 @@ def top_pods(pods: Sequence[Mapping], *, all_namespaces: bool = False, container
 
 def top_nodes(nodes: Sequence[Mapping], *, headers: bool = True) -> str:
     """`kubectl top node`: NAME CPU(cores) CPU% MEMORY(bytes) MEMORY% (a node: the sum of its pods)."""
-    rows = [[n.get("name", ""), _top_cpu(n.get("cpu", 0)), f"{int(n.get('cpuPercent', 0))}%",
-             _top_memory(n.get("memory", 0)), f"{int(n.get('memoryPercent', 0))}%"] for n in nodes]
+    rows = [
+        [
+            n.get("name", ""),
+            _top_cpu(n.get("cpu", 0)),
+            f"{int(n.get('cpuPercent', 0))}%",
+            _top_memory(n.get("memory", 0)),
+            f"{int(n.get('memoryPercent', 0))}%",
+        ]
+        for n in nodes
+    ]
     head = ["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"]
     return tabwrite(([head] if headers else []) + rows, minwidth=6, padding=3)

@@ -4,14 +4,24 @@ Follows kubectl's describe package: a PrefixWriter over a tabwriter (padding 2),
 annotations printed multi-line, pods, deployments, services and namespaces in their own layouts and
 any other kind as metadata followed by its other fields as YAML.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
-from lab.apiserver.tables import (NONE, UNKNOWN, age, dig, event_times, format_endpoints, format_labels,
-                                  parse_time, selector_text)
+from lab.apiserver.tables import (
+    NONE,
+    UNKNOWN,
+    age,
+    dig,
+    event_times,
+    format_endpoints,
+    format_labels,
+    parse_time,
+    selector_text,
+)
 from lab.cli.printers.formats import to_yaml
 from lab.cli.printers.tabwriter import tabwrite
 
@@ -34,8 +44,9 @@ class _Describer:
         """A line kept whole even if it holds tabs (YAML text)."""
         self.blocks[-1].append([line])
 
-    def optional(self, level: int, title: str, source: Mapping[str, Any], key: str,
-                 show: Callable[[Any], str] = str) -> None:
+    def optional(
+        self, level: int, title: str, source: Mapping[str, Any], key: str, show: Callable[[Any], str] = str
+    ) -> None:
         """`Title:\tvalue` only when SOURCE has a non-empty KEY: describe skips unset fields."""
         if source.get(key):
             self.write(level, f"{title}:\t{show(source[key])}")
@@ -46,27 +57,28 @@ class _Describer:
     def text(self) -> str:
         return "".join(tabwrite(block, minwidth=0, padding=2) for block in self.blocks)
 
-    def multiline(self, title: str, values: Mapping[str, str] | None, separator: str = "=",
-                  skip: frozenset[str] = frozenset()) -> None:
+    def multiline(
+        self, title: str, values: Mapping[str, str] | None, separator: str = "=", skip: frozenset[str] = frozenset()
+    ) -> None:
         """printLabelsMultiline: `Title:\\tk=v` then `\\tk=v` lines, sorted, or <none>."""
-        keys = sorted(k for k in (values or {}) if k not in skip)
+        shown = values or {}
+        keys = sorted(k for k in shown if k not in skip)
         if not keys:
             self.write(0, f"{title}:\t{NONE}")
             return
         for i, key in enumerate(keys):
-            value = str(values[key]).rstrip("\n")
+            value = str(shown[key]).rstrip("\n")
             lead = f"{title}:\t" if i == 0 else "\t"
             if separator == ": " and (len(key) + len(value) + 2 > 140 or "\n" in value):
                 self.write(0, f"{lead}{key}:")
-                indent = title[:len(title) - len(title.lstrip())]
+                indent = title[: len(title) - len(title.lstrip())]
                 for part in value.split("\n"):
                     self.write(0, f"{indent}  {part[:138] + '...' if len(part) > 138 else part}")
             else:
                 self.write(0, f"{lead}{key}{separator}{value}")
 
     def annotations(self, title: str, values: Mapping[str, str] | None) -> None:
-        self.multiline(title, values, ": ",
-                       frozenset({"kubectl.kubernetes.io/last-applied-configuration"}))
+        self.multiline(title, values, ": ", frozenset({"kubectl.kubernetes.io/last-applied-configuration"}))
 
     def events(self, events: Sequence[Mapping] | None, now: datetime) -> None:
         """DescribeEvents: oldest first, with `(xN over AGE)` for repeated events."""
@@ -81,13 +93,20 @@ class _Describer:
             last_seen, first_seen, count = event_times(event, now)
             interval = f"{last_seen} (x{count} over {first_seen})" if count > 1 else first_seen
             source = dig(event, "source", "component") or event.get("reportingController", "")
-            self.write(1, f"{event.get('type', '')}\t{event.get('reason', '')}\t{interval}\t"
-                          f"{source}\t{(event.get('message') or '').strip()}")
+            self.write(
+                1,
+                f"{event.get('type', '')}\t{event.get('reason', '')}\t{interval}\t"
+                f"{source}\t{(event.get('message') or '').strip()}",
+            )
 
 
 def _event_sort_key(event: Mapping) -> datetime:
-    stamp = (event.get("lastTimestamp") or dig(event, "series", "lastObservedTime")
-             or event.get("eventTime") or event.get("firstTimestamp"))
+    stamp = (
+        event.get("lastTimestamp")
+        or dig(event, "series", "lastObservedTime")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+    )
     return parse_time(stamp) or datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -126,9 +145,14 @@ def _describe_state(d: _Describer, title: str, state: Mapping) -> None:
             d.write(3, f"Reason:\t{reason}")
 
 
-def _describe_containers(d: _Describer, title: str, containers: Sequence[Mapping],
-                         statuses: Sequence[Mapping] | None, pod: Mapping | None,
-                         indent: str = "") -> None:
+def _describe_containers(
+    d: _Describer,
+    title: str,
+    containers: Sequence[Mapping],
+    statuses: Sequence[Mapping] | None,
+    pod: Mapping | None,
+    indent: str = "",
+) -> None:
     """describeContainers; STATUSES and POD are None inside a pod template."""
     by_name = {s.get("name"): s for s in statuses or []}
     d.write(0, f"{indent}{title}:" if containers else f"{indent}{title}:\t{NONE}")
@@ -141,10 +165,8 @@ def _describe_containers(d: _Describer, title: str, containers: Sequence[Mapping
         if status is not None:
             d.write(2, f"Image ID:\t{status.get('imageID', '')}")
         ports = container.get("ports") or []
-        port_text = ", ".join(f"{p.get('containerPort')}/{p.get('protocol') or 'TCP'}"
-                              for p in ports)
-        host_text = ", ".join(f"{p.get('hostPort', 0)}/{p.get('protocol') or 'TCP'}"
-                              for p in ports)
+        port_text = ", ".join(f"{p.get('containerPort')}/{p.get('protocol') or 'TCP'}" for p in ports)
+        host_text = ", ".join(f"{p.get('hostPort', 0)}/{p.get('protocol') or 'TCP'}" for p in ports)
         d.write(2, f"{'Ports' if ',' in port_text else 'Port'}:\t{port_text or NONE}")
         d.write(2, f"{'Host Ports' if ',' in host_text else 'Host Port'}:\t{host_text or NONE}")
         for key, heading in (("command", "Command"), ("args", "Args")):
@@ -240,10 +262,8 @@ def _describe_pod(pod: Mapping, events: Sequence[Mapping] | None, now: datetime)
     if _controller(pod):
         d.write(0, f"Controlled By:\t{_controller(pod)}")
     if spec.get("initContainers"):
-        _describe_containers(d, "Init Containers", spec["initContainers"],
-                             status.get("initContainerStatuses"), pod)
-    _describe_containers(d, "Containers", spec.get("containers") or [],
-                         status.get("containerStatuses") or [], pod)
+        _describe_containers(d, "Init Containers", spec["initContainers"], status.get("initContainerStatuses"), pod)
+    _describe_containers(d, "Containers", spec.get("containers") or [], status.get("containerStatuses") or [], pod)
     if status.get("conditions"):
         d.write(0, "Conditions:")
         d.write(1, "Type\tStatus")
@@ -270,19 +290,25 @@ def _describe_deployment(obj: Mapping, events: Sequence[Mapping] | None, now: da
     d.multiline("Labels", meta.get("labels"))
     d.annotations("Annotations", meta.get("annotations"))
     d.write(0, f"Selector:\t{selector_text(spec.get('selector'))}")
-    counts = (spec.get("replicas", 1), status.get("updatedReplicas", 0),
-              status.get("replicas", 0), status.get("availableReplicas", 0),
-              status.get("unavailableReplicas", 0))
-    d.write(0, "Replicas:\t%d desired | %d updated | %d total | %d available | %d unavailable"
-            % counts)
+    counts = (
+        spec.get("replicas", 1),
+        status.get("updatedReplicas", 0),
+        status.get("replicas", 0),
+        status.get("availableReplicas", 0),
+        status.get("unavailableReplicas", 0),
+    )
+    d.write(0, "Replicas:\t%d desired | %d updated | %d total | %d available | %d unavailable" % counts)
     strategy = spec.get("strategy") or {}
     strategy_type = strategy.get("type", "RollingUpdate")
     d.write(0, f"StrategyType:\t{strategy_type}")
     d.write(0, f"MinReadySeconds:\t{spec.get('minReadySeconds', 0)}")
     if strategy_type == "RollingUpdate":
         rolling = strategy.get("rollingUpdate") or {}
-        d.write(0, f"RollingUpdateStrategy:\t{rolling.get('maxUnavailable', '25%')} max "
-                   f"unavailable, {rolling.get('maxSurge', '25%')} max surge")
+        d.write(
+            0,
+            f"RollingUpdateStrategy:\t{rolling.get('maxUnavailable', '25%')} max "
+            f"unavailable, {rolling.get('maxSurge', '25%')} max surge",
+        )
     template = spec.get("template") or {}
     template_meta, template_spec = template.get("metadata") or {}, template.get("spec") or {}
     d.write(0, "Pod Template:")
@@ -291,10 +317,8 @@ def _describe_deployment(obj: Mapping, events: Sequence[Mapping] | None, now: da
         d.annotations("  Annotations", template_meta["annotations"])
     d.optional(1, "Service Account", template_spec, "serviceAccountName")
     if template_spec.get("initContainers"):
-        _describe_containers(d, "Init Containers", template_spec["initContainers"], None, None,
-                             "  ")
-    _describe_containers(d, "Containers", template_spec.get("containers") or [], None, None,
-                         "  ")
+        _describe_containers(d, "Init Containers", template_spec["initContainers"], None, None, "  ")
+    _describe_containers(d, "Containers", template_spec.get("containers") or [], None, None, "  ")
     d.write(1, f"Volumes:\t{NONE}" if not template_spec.get("volumes") else "Volumes:")
     for volume in template_spec.get("volumes") or []:
         d.write(2, f"{volume.get('name')}:")
@@ -305,14 +329,12 @@ def _describe_deployment(obj: Mapping, events: Sequence[Mapping] | None, now: da
         d.write(1, "Type\tStatus\tReason")
         d.write(1, "----\t------\t------")
         for condition in status["conditions"]:
-            d.write(1, f"{condition.get('type')} \t{condition.get('status')}\t"
-                       f"{condition.get('reason', '')}")
+            d.write(1, f"{condition.get('type')} \t{condition.get('status')}\t{condition.get('reason', '')}")
     d.events(events, now)
     return d.text()
 
 
-def _describe_service(obj: Mapping, events: Sequence[Mapping] | None, now: datetime,
-                      endpoints: Mapping | None) -> str:
+def _describe_service(obj: Mapping, events: Sequence[Mapping] | None, now: datetime, endpoints: Mapping | None) -> str:
     d = _Describer()
     meta, spec = dig(obj, "metadata", default={}), dig(obj, "spec", default={})
     d.write(0, f"Name:\t{meta.get('name', '')}")
@@ -381,8 +403,9 @@ def _describe_generic(obj: Mapping, events: Sequence[Mapping] | None, now: datet
     return d.text()
 
 
-def describe(kind: str, obj: Mapping, events: Sequence[Mapping] | None, now: datetime, *,
-             endpoints: Mapping | None = None) -> str:
+def describe(
+    kind: str, obj: Mapping, events: Sequence[Mapping] | None, now: datetime, *, endpoints: Mapping | None = None
+) -> str:
     """`kubectl describe KIND NAME`: EVENTS are those whose involvedObject is OBJ;
     ENDPOINTS (the Service's Endpoints object) fills a Service's Endpoints lines."""
     key = kind.lower()

@@ -1,4 +1,5 @@
 """`get -o yaml`, `-o json` and `-o name`: objects as kubectl writes them out whole."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ _BlockDumper.add_representer(str, _represent_str)
 
 def to_yaml(obj: Any) -> str:
     """Block-style YAML, keys in insertion order, long strings never folded."""
-    return yaml.dump(obj, Dumper=_BlockDumper, default_flow_style=False, sort_keys=False,
-                     allow_unicode=True, width=2**31 - 1)
+    return yaml.dump(
+        obj, Dumper=_BlockDumper, default_flow_style=False, sort_keys=False, allow_unicode=True, width=2**31 - 1
+    )
 
 
 def to_json(obj: Any) -> str:
@@ -44,5 +46,7 @@ def resource_name(kind: str, api_version: str | None = None) -> str:
 
 def names(kind: str, objects: Sequence[Mapping]) -> str:
     """`-o name`: one `resource/name` line per object."""
-    return "".join(f"{resource_name(obj.get('kind') or kind, obj.get('apiVersion'))}/"
-                   f"{dig(obj, 'metadata', 'name', default='')}\n" for obj in objects)
+    return "".join(
+        f"{resource_name(obj.get('kind') or kind, obj.get('apiVersion'))}/{dig(obj, 'metadata', 'name', default='')}\n"
+        for obj in objects
+    )

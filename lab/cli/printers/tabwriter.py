@@ -3,6 +3,7 @@
 Tables pad every column but the last to max(6, widest cell + 3); describe pads to widest cell + 2
 within blocks of consecutive lines. Both printers lay text out through here.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
