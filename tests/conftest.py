@@ -73,6 +73,13 @@ async def lab_api(nursery: trio.Nursery, socket_dir: str) -> AsyncIterator[InPro
 
 ECHO_IMAGE = "ambient-lab/echo"
 CURL_IMAGE = "curlimages/curl"
+# What the DefaultTolerationSeconds admission plugin adds to every pod (and kubectl describe shows).
+NOT_READY_TOLERATION = {
+    "key": "node.kubernetes.io/not-ready",
+    "operator": "Exists",
+    "effect": "NoExecute",
+    "tolerationSeconds": 300,
+}
 
 
 def echo_container(*args: str, ports: tuple[int, ...] = (8080,), name: str = "echo") -> dict[str, Any]:

@@ -3,85 +3,32 @@
 The kube-apiserver's part of labd, without sockets (lab/api/server.py carries the bytes). `apply`
 is all-or-nothing: every document is parsed, validated and admitted before the first write; a new
 Pod goes through the mutating webhooks (lab/admission.py) while the apply is planned.
+
+Beside it: errors.py (ApiError, Invalid), defaulting.py (ClusterIPs, defaults, immutable fields)
+and containers.py (where exec runs and logs are: ApiServer's ContainerAccess mix-in).
 """
 
 from __future__ import annotations
 
 import copy
 import ipaddress
-import os
 import uuid
 from typing import Any, Callable, Mapping
 
 from lab.apiserver import admission, kinds, validation
+from lab.apiserver.containers import ContainerAccess
+from lab.apiserver.defaulting import ServiceIPs, immutable_changed, set_defaults
+from lab.apiserver.errors import ApiError, Invalid
 from lab.apiserver.names import validate_label
 from lab.apiserver.selectors import parse as parse_selector
 from lab.apiserver.store import Store, now_rfc3339
-from lab.client.contract import NETNS_ANNOTATION
-from lab.client.paths import container_log_path, pod_dir
 from lab.controllers.workloads import RESTARTED_AT
 from lab.topology import Topology
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 
 
-class ApiError(Exception):
-    """A refused request; the message is shown to the user as it is."""
-
-
-class Invalid(ApiError):
-    """An object refused field by field: KIND "NAME" is invalid, with (field, problem) pairs (the
-    REST endpoint answers 422 Invalid with them as causes)."""
-
-    def __init__(self, kind: str, name: str, problems: list[tuple[str, str]]):
-        self.kind, self.name, self.problems = kind, name, problems
-        text = "; ".join(f"{f}: {m}" if f else m for f, m in problems)
-        super().__init__(f'{kind} "{name}" is invalid: {text}')
-
-
-def _dig(obj: dict, path: str) -> Any:
-    cur: Any = obj
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
-def _immutable_changed(obj: dict, cur: dict) -> str | None:
-    """The first field of the kind's immutable ones that OBJ changes from CUR (an empty clusterIP
-    keeps the allocated one), or None."""
-    for path in kinds.by_kind(obj["kind"]).immutable:
-        new, old = _dig(obj, path), _dig(cur, path)
-        if path == "spec.clusterIP" and new in (None, ""):
-            continue
-        if new != old:
-            return path
-    return None
-
-
-class ServiceIPs:
-    """ClusterIP allocation from the service CIDR (.1 and .10 are kubernetes and kube-dns)."""
-
-    def __init__(self, cidr: ipaddress.IPv4Network, store: Store):
-        self.cidr = cidr
-        self.store = store
-
-    def used(self) -> set[str]:
-        return {s["spec"].get("clusterIP") for s in self.store.list("Service")}
-
-    def allocate(self, taken: set[str]) -> str:
-        used = self.used() | taken
-        for host in self.cidr.hosts():
-            ip = str(host)
-            if host.packed[-1] in (1, 10) and host.packed[-2] == 0:
-                continue
-            if ip not in used:
-                return ip
-        raise ApiError(f"service CIDR {self.cidr} is exhausted")
-
-
-class ApiServer:
+class ApiServer(ContainerAccess):
     def __init__(
         self,
         store: Store,
@@ -169,7 +116,7 @@ class ApiServer:
                 if ns is not None and ns["metadata"].get("deletionTimestamp"):
                     raise ApiError(f'error: {where}: namespace {md["namespace"]} is being terminated')
             return "created", self._default_new(obj, taken)
-        changed = _immutable_changed(obj, cur)
+        changed = immutable_changed(obj, cur)
         if changed:
             raise ApiError(f"error: {where}: {changed}: field is immutable")
         merged = copy.deepcopy(cur)
@@ -186,7 +133,7 @@ class ApiServer:
                 spec["replicas"] = live.get("replicas", 1)
             if obj["kind"] == "Pod" and live.get("nodeName"):
                 spec.setdefault("nodeName", live["nodeName"])
-            self._defaults(merged)
+            set_defaults(merged)
             applied = self._applied_pod_specs.get(cur["metadata"]["uid"]) if obj["kind"] == "Pod" else None
             if applied is not None and {**spec, "nodeName": None} == {**applied, "nodeName": None}:
                 merged["spec"] = copy.deepcopy(live)  # the same file: keep what the webhooks added
@@ -231,24 +178,8 @@ class ApiServer:
             spec["clusterIPs"] = [spec["clusterIP"]]
         elif obj["kind"] == "Pod":
             obj.setdefault("status", {"phase": "Pending"})
-        self._defaults(obj)
+        set_defaults(obj)
         return obj
-
-    @staticmethod
-    def _defaults(obj: dict) -> None:
-        """The API server's defaulting, the same on create and on apply to an existing object."""
-        kind, spec = obj["kind"], obj.get("spec")
-        if not isinstance(spec, dict):
-            return
-        if kind == "Service":
-            spec.setdefault("type", "ClusterIP")
-            for p in spec.get("ports", []) or []:
-                p.setdefault("protocol", "TCP")
-                p.setdefault("targetPort", p.get("port"))
-        elif kind == "Pod":
-            admission.default_pod(obj)
-        elif kind in ("Deployment", "ReplicaSet"):
-            spec.setdefault("replicas", 1)
 
     # one object at a time: the REST endpoint's POST, PUT and DELETE ----------------------------
     def _validated(self, obj: dict, source: str) -> dict:
@@ -323,7 +254,7 @@ class ApiServer:
             new["status"] = copy.deepcopy(obj.get("status") or {})
         else:
             new = self._validated(obj, source)
-            changed = _immutable_changed(new, cur)
+            changed = immutable_changed(new, cur)
             if changed:
                 raise Invalid(k.kind, name, [(changed, "field is immutable")])
             if k.has_status:
@@ -343,7 +274,7 @@ class ApiServer:
                 spec["clusterIP"], spec["clusterIPs"] = live.get("clusterIP"), live.get("clusterIPs")
             if isinstance(spec, dict) and k.kind == "Pod" and live.get("nodeName"):
                 spec.setdefault("nodeName", live["nodeName"])
-            self._defaults(new)
+            set_defaults(new)
             if k.kind == "Pod" and new.get("spec") != cur.get("spec"):
                 raise Invalid(
                     k.kind,
@@ -547,61 +478,3 @@ class ApiServer:
         tmd = upd["spec"]["template"].setdefault("metadata", {})
         tmd.setdefault("annotations", {})[RESTARTED_AT] = now_rfc3339()
         return self.store.update(upd)
-
-    # exec, logs -----------------------------------------------------------------------------
-    def _pod_container(self, namespace: str, pod: str, container: str | None) -> tuple[dict, dict]:
-        obj = self.store.get("Pod", namespace, pod)
-        if obj is None:
-            raise ApiError(f'Error from server (NotFound): pods "{pod}" not found')
-        specs = obj["spec"]["containers"]
-        if container is None:
-            return obj, specs[0]
-        for c in specs + (obj["spec"].get("initContainers") or []):
-            if c["name"] == container:
-                return obj, c
-        raise ApiError(f"error: container {container} is not valid for pod {pod}")
-
-    def exec_target(
-        self,
-        namespace: str,
-        pod: str,
-        container: str | None,
-        env_for: Callable[[dict, dict], dict],
-        argv_for: Callable[[dict, dict, str], list[str]] | None = None,
-    ) -> dict:
-        """Where `lab exec` runs a command: `argv` is the prefix to put before it (the netns and,
-        for a container with runAsUser/runAsGroup, the switch to its uid and gid)."""
-        obj, c = self._pod_container(namespace, pod, container)
-        netns = obj["metadata"].get("annotations", {}).get(NETNS_ANNOTATION)
-        running = any(
-            cs.get("name") == c["name"] and "running" in cs.get("state", {})
-            for cs in obj.get("status", {}).get("containerStatuses", []) or []
-        )
-        if not netns or not running:
-            raise ApiError(
-                f"error: unable to upgrade connection: container not found (\"{c['name']}\")"
-                if netns
-                else f"error: pod {pod} is not running yet"
-            )
-        try:
-            argv = argv_for(obj, c, netns) if argv_for else ["ip", "netns", "exec", netns]
-        except ValueError as e:
-            raise ApiError(f"error: container {c['name']}: {e}") from None
-        return {"netns": netns, "env": env_for(obj, c), "container": c["name"], "argv": argv}
-
-    def log_path(self, namespace: str, pod: str, container: str | None, previous: bool = False) -> str:
-        obj, c = self._pod_container(namespace, pod, container)
-        d = pod_dir(self.topo.name, namespace, pod, obj["metadata"]["uid"])
-        restarts = 0
-        for cs in (obj.get("status", {}).get("containerStatuses", []) or []) + (
-            obj.get("status", {}).get("initContainerStatuses", []) or []
-        ):
-            if cs["name"] == c["name"]:
-                restarts = cs.get("restartCount", 0)
-        n = restarts - 1 if previous else restarts
-        if n < 0:
-            raise ApiError(f'error: previous terminated container "{c["name"]}" in pod "{pod}" not found')
-        path = container_log_path(d, c["name"], n)
-        if not os.path.exists(path) and not previous and restarts:
-            path = container_log_path(d, c["name"], restarts - 1)
-        return path

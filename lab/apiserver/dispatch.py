@@ -15,8 +15,9 @@ from typing import Any, AsyncGenerator, Awaitable, Callable, Protocol
 import trio
 
 from lab.apiserver import kinds
-from lab.apiserver.api import ApiError, ApiServer
+from lab.apiserver.api import ApiServer
 from lab.apiserver.endpoint import STREAMING, Reply
+from lab.apiserver.errors import ApiError
 from lab.apiserver.tokens import CA_AUDIENCE, InvalidToken, TokenIssuer
 from lab.client.protocol import error, ok
 

@@ -56,6 +56,11 @@ def qualified(kind: str, group: str | None) -> str:
     return f"{kind.lower()}.{group}" if group else kind.lower()
 
 
+def _core(kind: str, plural: str, short: tuple[str, ...], **details: Any) -> Kind:
+    """A namespaced kind of the core group (v1)."""
+    return Kind(kind, plural, short, True, "", **details)
+
+
 def _workload(kind: str, plural: str, short: tuple[str, ...], table: tables.TableDef) -> Kind:
     """Deployment, ReplicaSet, DaemonSet: apps/v1, a pod template, a selector fixed at creation."""
     return Kind(
@@ -82,41 +87,21 @@ _ISTIO_NETWORKING = ("networking.istio.io", ("v1", "v1beta1", "v1alpha3"))
 KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "namespaces", ("ns",), False, "", name_rule=names.dns1123_label, table=tables.NAMESPACE),
     Kind("Node", "nodes", ("no",), False, "", table=tables.NODE, appliable=False),
-    Kind("ServiceAccount", "serviceaccounts", ("sa",), True, "", table=tables.SERVICEACCOUNT, has_status=False),
-    Kind(
+    _core("ServiceAccount", "serviceaccounts", ("sa",), table=tables.SERVICEACCOUNT, has_status=False),
+    _core(
         "Service",
         "services",
         ("svc",),
-        True,
-        "",
         validator=core.check_service,
         name_rule=names.dns1035_label,
         table=tables.SERVICE,
         immutable=("spec.clusterIP",),
     ),
-    Kind(
-        "Endpoints",
-        "endpoints",
-        ("ep",),
-        True,
-        "",
-        validator=core.check_endpoints,
-        table=tables.ENDPOINTS,
-        has_status=False,
-    ),
-    Kind("Pod", "pods", ("po",), True, "", validator=workloads.check_pod, table=tables.POD),
-    Kind(
-        "ConfigMap",
-        "configmaps",
-        ("cm",),
-        True,
-        "",
-        validator=core.check_configmap,
-        table=tables.CONFIGMAP,
-        has_status=False,
-    ),
-    Kind("Secret", "secrets", (), True, "", validator=core.check_configmap, has_status=False),
-    Kind("Event", "events", ("ev",), True, "", table=tables.EVENT, appliable=False, has_status=False),
+    _core("Endpoints", "endpoints", ("ep",), validator=core.check_endpoints, table=tables.ENDPOINTS, has_status=False),
+    _core("Pod", "pods", ("po",), validator=workloads.check_pod, table=tables.POD),
+    _core("ConfigMap", "configmaps", ("cm",), validator=core.check_configmap, table=tables.CONFIGMAP, has_status=False),
+    _core("Secret", "secrets", (), validator=core.check_configmap, has_status=False),
+    _core("Event", "events", ("ev",), table=tables.EVENT, appliable=False, has_status=False),
     _workload("Deployment", "deployments", ("deploy",), tables.DEPLOYMENT),
     _workload("ReplicaSet", "replicasets", ("rs",), tables.REPLICASET),
     _workload("DaemonSet", "daemonsets", ("ds",), tables.DAEMONSET),

@@ -241,48 +241,40 @@ def _template_cells(obj: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _deployment_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
+def _workload_row(obj: Mapping[str, Any], now: datetime, *cells: Any) -> list[str]:
+    """NAME, the kind's CELLS, AGE, then the wide template columns."""
     name, created = _name_and_age(obj, now)
+    return [name, *map(str, cells), created, *_template_cells(obj)]
+
+
+def _status_counts(obj: Mapping[str, Any], *fields: str) -> list[int]:
     status = dig(obj, "status", default={})
-    desired = dig(obj, "spec", "replicas", default=1)
-    return [
-        name,
-        f"{status.get('readyReplicas', 0)}/{desired}",
-        str(status.get("updatedReplicas", 0)),
-        str(status.get("availableReplicas", 0)),
-        created,
-        *_template_cells(obj),
-    ]
+    return [status.get(f, 0) for f in fields]
+
+
+def _deployment_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
+    ready, updated, available = _status_counts(obj, "readyReplicas", "updatedReplicas", "availableReplicas")
+    return _workload_row(obj, now, f"{ready}/{dig(obj, 'spec', 'replicas', default=1)}", updated, available)
 
 
 def _replicaset_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
-    name, created = _name_and_age(obj, now)
-    status = dig(obj, "status", default={})
-    return [
-        name,
-        str(dig(obj, "spec", "replicas", default=1)),
-        str(status.get("replicas", 0)),
-        str(status.get("readyReplicas", 0)),
-        created,
-        *_template_cells(obj),
-    ]
+    desired = dig(obj, "spec", "replicas", default=1)
+    return _workload_row(obj, now, desired, *_status_counts(obj, "replicas", "readyReplicas"))
+
+
+# DESIRED, CURRENT, READY, UP-TO-DATE, AVAILABLE
+_DAEMONSET_COUNTS = (
+    "desiredNumberScheduled",
+    "currentNumberScheduled",
+    "numberReady",
+    "updatedNumberScheduled",
+    "numberAvailable",
+)
 
 
 def _daemonset_row(obj: Mapping[str, Any], now: datetime) -> list[str]:
-    name, created = _name_and_age(obj, now)
-    status = dig(obj, "status", default={})
-    counts = [
-        status.get(k, 0)
-        for k in (
-            "desiredNumberScheduled",
-            "currentNumberScheduled",
-            "numberReady",
-            "updatedNumberScheduled",
-            "numberAvailable",
-        )
-    ]
     node_selector = format_labels(dig(obj, "spec", "template", "spec", "nodeSelector"))
-    return [name, *map(str, counts), node_selector, created, *_template_cells(obj)]
+    return _workload_row(obj, now, *_status_counts(obj, *_DAEMONSET_COUNTS), node_selector)
 
 
 def _service_external_ip(service: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ import sys
 from lab import addons
 from lab.apiserver import kinds
 from lab.cli.common import CliError
+from lab.cli.kube import cmd_kubectl, split_argv
 from lab.cli.kubectl import (
     cmd_apply,
     cmd_create,
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         if all_ns:
             sp.add_argument("-A", "--all-namespaces", action="store_true")
 
+    def list_flags(sp):  # `get` and `events`: which objects, and whether to keep watching them
+        sp.add_argument("-l", "--selector")
+        sp.add_argument("-w", "--watch", action="store_true")
+        ns_flags(sp)
+
     sp = _sub(sub, "up", "start a lab and wait until it is ready")
     sp.add_argument("topology", nargs="?")
     sp.add_argument("--name")
@@ -77,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = _sub(sub, "kubeconfig", "print the kubeconfig for kubectl and Kubernetes clients (--path: its file)")
     sp.add_argument("--path", action="store_true", help="print the file's path (export KUBECONFIG=$(...))")
     sp.set_defaults(fn=cmd_kubeconfig, needs_lab=False)
+    sp = _sub(sub, "kubectl", "run the venv's kubectl against the lab: lab kubectl ARGS... (passed on as they are)")
+    sp.add_argument("kubectl_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    sp.set_defaults(fn=cmd_kubectl)
 
     sp = _sub(sub, "apply", "apply Kubernetes/Istio YAML (all-or-nothing)")
     sp.add_argument("-f", "--filename", action="append", default=[])
@@ -108,10 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=(lambda f: lambda a, c: cmd_label(a, c, f))(field))
     sp = _sub(sub, "get", "list objects as kubectl's tables, or -o wide|yaml|json|name|jsonpath=...")
     sp.add_argument("args", nargs="*")
-    sp.add_argument("-l", "--selector")
     sp.add_argument("-o", "--output")
-    sp.add_argument("-w", "--watch", action="store_true")
-    ns_flags(sp)
+    list_flags(sp)
     sp.set_defaults(fn=cmd_get)
     sp = _sub(sub, "describe", "show an object in detail, with its events")
     sp.add_argument("args", nargs="+")
@@ -155,9 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     ns_flags(sp)
     sp.set_defaults(fn=cmd_wait)
     sp = _sub(sub, "events", "list events, as `get events`")
-    sp.add_argument("-l", "--selector")
-    sp.add_argument("-w", "--watch", action="store_true")
-    ns_flags(sp)
+    list_flags(sp)
     sp.set_defaults(fn=cmd_events)
 
     sp = _sub(sub, "top", "CPU and memory of pods or nodes, from the lab's cgroups: top pod|node [NAME]")
@@ -221,15 +226,21 @@ def verbs(parser: argparse.ArgumentParser) -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    # `kubectl ARGS...`: ARGS go to kubectl untouched (`--`, its flags, `exec ... -- CMD`).
+    kubectl = split_argv(argv)
+    if kubectl is not None:
+        argv, kubectl_args = kubectl
     # `exec POD [flags] -- CMD...`: everything after `--` is the command, flags included.
     # `capture POD [flags] -- FILTER...` likewise passes the tcpdump filter through.
     rest = None
     for verb in ("exec", "capture"):
-        if verb in argv and "--" in argv[argv.index(verb) :]:
+        if kubectl is None and verb in argv and "--" in argv[argv.index(verb) :]:
             cut = argv.index("--", argv.index(verb))
             argv, rest = argv[:cut], argv[cut + 1 :]
             break
     args = parser.parse_args(argv)
+    if kubectl is not None:
+        args.kubectl_args = kubectl_args
     if rest is not None:
         if args.verb == "exec":
             args.command = list(args.command) + rest

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Union
 
+from lab.apiserver import gojson
+
 
 class JSONPathError(ValueError):
     """A template that does not parse, or fails on the data; str() is kubectl's one-line error."""
@@ -518,20 +520,6 @@ def _go_float(value: float) -> str:
     return prefix + format(Decimal(mantissa).scaleb(exponent), "f")
 
 
-def _go_json(value: Any) -> str:
-    """encoding/json's compact form: sorted keys, HTML-safe escapes."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    for char, escape in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, escape)
-    return text
-
-
 def _text(value: Any) -> str:
     """One result as kubectl prints it."""
     if isinstance(value, str):
@@ -544,7 +532,7 @@ def _text(value: Any) -> str:
         return _go_float(value)
     if value is None:
         return "<nil>"
-    return _go_json(value)
+    return gojson.dumps(value)
 
 
 def render(template: str, data: Any, *, allow_missing_keys: bool = True) -> str:

@@ -24,39 +24,41 @@ def _sort(entries: list[dict], by: str | None) -> list[dict]:
     return sorted(entries, key=lambda e: e.get(by, 0), reverse=True)
 
 
+def _named(entries: list[dict], name: str | None, what: str) -> list[dict]:
+    """The entries called NAME (all of them without a NAME); NotFound for WHAT when none is."""
+    found = [e for e in entries if not name or e["name"] == name]
+    if name and not found:
+        raise CliError(f"Error from server (NotFound): {what} not found")
+    return found
+
+
 def cmd_top(args, client) -> int:
     what = args.resource
     if what not in POD_WORDS + NODE_WORDS:
         raise CliError(f'error: unknown command "{what}" for "lab top": use `lab top pod` or `lab top node`')
     if what in NODE_WORDS:
+        namespace = None
         data = client.call("top", namespace=None, interval=args.interval)
-        nodes = [n for n in data["nodes"] if not args.name or n["name"] == args.name]
-        if args.name and not nodes:
-            raise CliError(f'Error from server (NotFound): nodes "{args.name}" not found')
-        if args.output == "json":
-            print(json.dumps(nodes, indent=2))
-            return 0
-        sys.stdout.write(printers.top_nodes(_sort(nodes, args.sort_by), headers=not args.no_headers))
-        return 0
-    namespace = ns(args)
-    data = client.call("top", namespace=namespace, selector=args.selector, interval=args.interval)
-    if data.get("cgroupVersion") is None:
-        raise CliError("error: Metrics API not available (the machine has no usable cgroups)")
-    pods = [p for p in data["pods"] if not args.name or p["name"] == args.name]
-    if args.name and not pods:
-        raise CliError(f'Error from server (NotFound): podmetrics.metrics.k8s.io "{namespace}/{args.name}" not found')
+        entries = _named(data["nodes"], args.name, f'nodes "{args.name}"')
+    else:
+        namespace = ns(args)
+        data = client.call("top", namespace=namespace, selector=args.selector, interval=args.interval)
+        if data.get("cgroupVersion") is None:
+            raise CliError("error: Metrics API not available (the machine has no usable cgroups)")
+        entries = _named(data["pods"], args.name, f'podmetrics.metrics.k8s.io "{namespace}/{args.name}"')
     if args.output == "json":
-        print(json.dumps(pods, indent=2))
-        return 0
-    if not pods:
+        print(json.dumps(entries, indent=2))
+    elif what in NODE_WORDS:
+        sys.stdout.write(printers.top_nodes(_sort(entries, args.sort_by), headers=not args.no_headers))
+    elif not entries:
         print(printers.no_resources(namespace), file=sys.stderr)
-        return 0
-    sys.stdout.write(
-        printers.top_pods(
-            _sort(pods, args.sort_by),
-            all_namespaces=namespace is None,
-            containers=args.containers,
-            headers=not args.no_headers,
+    else:
+        sys.stdout.write(
+            printers.top_pods(
+                _sort(entries, args.sort_by),
+                all_namespaces=namespace is None,
+                containers=args.containers,
+                headers=not args.no_headers,
+            )
         )
-    )
     return 0

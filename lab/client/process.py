@@ -3,10 +3,12 @@
 SIGTERM (the kubelet stopping its container) or SIGINT ends its work by cancellation, so every
 task's cleanup runs, instead of Python's default handling, which would kill it (SIGTERM) or raise
 KeyboardInterrupt somewhere (SIGINT); a socket it cannot bind ends it with status 1, saying why.
+`serve_main` is the whole `main` of a server that needs nothing more.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -68,3 +70,15 @@ def run_main(
             on_os_error(error)  # type: ignore[arg-type]
         status = 1
     return status
+
+
+def serve_main(serve: Callable[[], Awaitable[object]], log: logging.Logger, address: str) -> int:
+    """A server process's whole life and exit status (run_main): SERVE runs until SIGTERM or SIGINT
+    (logged on LOG as `SIGTERM: exiting`); a socket it cannot bind is logged as `cannot serve on
+    ADDRESS: ...` and ends it with 1."""
+
+    async def until_signalled() -> None:
+        async with open_nursery_until_signalled(lambda sig: log.info("%s: exiting", sig.name)) as nursery:
+            nursery.start_soon(serve)
+
+    return run_main(until_signalled, on_os_error=lambda e: log.error("cannot serve on %s: %s", address, e))

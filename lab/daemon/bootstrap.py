@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from lab import addons
-from lab.apiserver.api import ApiError
+from lab.apiserver.errors import ApiError
 from lab.client.contract import NODE_INDEX_LABEL
 from lab.controllers.workloads import is_ready
 from lab.topology import CONTROL_PLANE_TAINT

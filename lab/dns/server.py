@@ -27,7 +27,7 @@ from dnslib import RCODE
 from lab.client import AsyncLabClient, LabError
 from lab.client.backoff import Backoff
 from lab.client.contract import ENV_API_SOCKET
-from lab.client.process import open_nursery_until_signalled, run_main
+from lab.client.process import serve_main
 from lab.client.protocol import ProtocolError
 from lab.dns.records import KINDS, ClusterZone, error_reply
 
@@ -188,11 +188,6 @@ async def serve(
         task_status.started(bound)
 
 
-async def _run(api_socket: str, host: str, port: int) -> None:
-    async with open_nursery_until_signalled(lambda sig: log.info("%s: exiting", sig.name)) as nursery:
-        nursery.start_soon(partial(serve, api_socket, host, port))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.dns.server", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=53)
@@ -206,13 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("no lab API socket: set %s or pass --api-socket", ENV_API_SOCKET)
         return 2
     # Only binding can fail with an OSError; the watcher retries its errors.
-    return run_main(
-        _run,
-        args.api_socket,
-        args.host,
-        args.port,
-        on_os_error=lambda e: log.error("cannot serve on %s:%d: %s", args.host, args.port, e),
-    )
+    return serve_main(partial(serve, args.api_socket, args.host, args.port), log, f"{args.host}:{args.port}")
 
 
 if __name__ == "__main__":

@@ -405,26 +405,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--timeout", type=float, default=2.0)
-    p.add_argument("-H", "--header", action="append", default=[])
-    p.add_argument("-X", "--method", default="GET")
+    p.add_argument("-H", "--header", dest="headers", action="append", default=[])
+    p.add_argument("-X", "--method", type=str.upper, default="GET")
     p.add_argument("--allow", action="append", default=[], help="a network the URL's host may resolve into")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(argv)  # the Config's fields, the headers still 'Name: value' text
     try:
-        config = Config(
-            url=args.url,
-            qps=args.qps,
-            duration=args.duration,
-            allow=args.allow,
-            connections=args.connections,
-            timeout=args.timeout,
-            headers=[parse_header(h) for h in args.header],
-            method=args.method.upper(),
-        )
-        report = run(config)
+        args.headers = [parse_header(h) for h in args.headers]
+        report = run(Config(**vars(args)))
     except Refused as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ import ipaddress
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from lab import topology
 from lab.load.generator import Config, Refused, parse_header, parse_url
@@ -195,36 +195,9 @@ def start(
     return LoadRun(namespace, pod, url, proc, float(duration), float(timeout), argv)
 
 
-def run(
-    client,
-    namespace: str,
-    pod: str,
-    url: str,
-    *,
-    qps: float,
-    duration: float,
-    connections: int = 4,
-    timeout: float = 2.0,
-    headers: Iterable[str] | Mapping[str, str] | None = None,
-    method: str = "GET",
-    container: str | None = None,
-    networks: list[str] | None = None,
-) -> LoadReport:
-    """`start(...)` and `wait()`: the report of a whole run."""
-    return start(
-        client,
-        namespace,
-        pod,
-        url,
-        qps=qps,
-        duration=duration,
-        connections=connections,
-        timeout=timeout,
-        headers=headers,
-        method=method,
-        container=container,
-        networks=networks,
-    ).wait()
+def run(client, namespace: str, pod: str, url: str, **options: Any) -> LoadReport:
+    """`start(...)` (OPTIONS are its keywords) and `wait()`: the report of a whole run."""
+    return start(client, namespace, pod, url, **options).wait()
 
 
 __all__ = ["LoadError", "LoadRun", "lab_networks", "run", "start"]

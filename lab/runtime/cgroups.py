@@ -36,18 +36,8 @@ _SUFFIX = {
     "n": Fraction(1, 10**9),
     "u": Fraction(1, 10**6),
     "m": Fraction(1, 1000),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
+    **{prefix: Fraction(1000**i) for i, prefix in enumerate("kMGTPE", 1)},  # decimal: k = 10^3 ... E = 10^18
+    **{prefix + "i": Fraction(1024**i) for i, prefix in enumerate("KMGTPE", 1)},  # binary: Ki = 2^10 ... Ei = 2^60
 }
 
 

@@ -91,20 +91,17 @@ class ClusterView:
     def apply(self, event_type: str, obj: Mapping[str, Any]) -> None:
         """Folds one watch event in; kinds other than Pod and Namespace are ignored."""
         kind, md = obj.get("kind"), obj.get("metadata") or {}
-        if kind == "Pod":
-            if event_type == "DELETED":
-                uid = md.get("uid")
-                if uid is not None:
-                    self._pods.pop(uid, None)
-            else:
-                self._pods[md["uid"]] = dict(obj)
+        store: dict[str, Any]
+        if kind == "Pod":  # pods by uid, namespaces' labels by name
+            store, key, value = self._pods, "uid", dict(obj)
         elif kind == "Namespace":
-            if event_type == "DELETED":
-                name = md.get("name")
-                if name is not None:
-                    self._namespace_labels.pop(name, None)
-            else:
-                self._namespace_labels[md["name"]] = dict(md.get("labels") or {})
+            store, key, value = self._namespace_labels, "name", dict(md.get("labels") or {})
+        else:
+            return
+        if event_type != "DELETED":
+            store[md[key]] = value
+        elif key in md:
+            store.pop(md[key], None)
 
     def pod(self, uid: str) -> dict[str, Any] | None:
         return self._pods.get(uid)

@@ -16,7 +16,6 @@ That throwaway mTLS (`self_signed`, `hbone_context`) is public: the TLS unit tes
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import pathlib
 import ssl
@@ -55,33 +54,18 @@ async def _bench_handler(request: ConnectRequest, respond: Respond, stream: Hbon
 
 
 def self_signed(directory: pathlib.Path, name: str) -> tuple[str, str]:
-    """A throwaway self-signed EC certificate with a SPIFFE URI SAN: (cert, key) PEM paths."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    """Throwaway mTLS material for one side, made as istiod makes it: a fresh self-signed root and a
+    leaf it signs for spiffe://cluster.local/ns/ns1/sa/NAME. Returns the (chain, key) PEM paths; the
+    chain file (leaf, then root) is also what the peer trusts."""
+    from mesh.identity.ca import RootCA, make_csr
+    from mesh.identity.spiffe import Identity
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    san = x509.UniformResourceIdentifier(f"spiffe://cluster.local/ns/ns1/sa/{name}")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    identity = Identity.parse(f"spiffe://cluster.local/ns/ns1/sa/{name}")
+    key_pem, csr_pem = make_csr(identity)
+    chain = RootCA.generate().sign_csr(csr_pem, [identity])
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert_path.write_text("".join(chain))
+    key_path.write_text(key_pem)
     return str(cert_path), str(key_path)
 
 
@@ -101,7 +85,7 @@ def hbone_context(side: str, own: tuple[str, str], trusted: str) -> ssl.SSLConte
 
 
 def _write_certificates(directory: pathlib.Path) -> None:
-    """A self-signed certificate per side, each trusting the other's."""
+    """A certificate chain per side, each trusting the other's."""
     for side in ("client", "server"):
         self_signed(directory, side)
 

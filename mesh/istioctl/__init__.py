@@ -5,6 +5,8 @@
 - `proxy_status.py`, `ztunnel_config.py`, `proxy_config.py`: what istiod, a ztunnel and an L7
   proxy report from their debug and admin ports.
 - `waypoint.py`: `waypoint list|status|generate|apply|delete`.
-- `describe_pod.py`: `x describe pod`: what the mesh does with a pod, and why.
+- `describe_pod.py`: `x describe pod`: what the mesh does with a pod, and why; from
+  `describe_mode.py` (how the pod is captured), `describe_waypoint.py` (the waypoint serving it)
+  and `describe_policies.py` (which policies apply, where they are enforced).
 - `common.py`: the error type, the admin-port GET, the table.
 """

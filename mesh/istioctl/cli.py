@@ -130,7 +130,7 @@ def _pod_and_namespace(args) -> tuple[str, str]:
 
 
 def _proxy_config(args, client) -> int:
-    from mesh.istioctl.describe_pod import AMBIENT, NONE, pod_mode
+    from mesh.istioctl.describe_mode import AMBIENT, NONE, pod_mode
 
     view = proxy_config.PROXY_CONFIG_VIEWS.get(args.view)
     if view is None and args.view != "all":
@@ -305,21 +305,29 @@ def add_cli_verbs(sub, _sub) -> None:
     )
     ip.add_argument("-y", "--skip-confirmation", dest="yes", action="store_true")
 
-    sp_ = _sub(
-        isub,
-        "proxy-status",
-        "istiod's sync status of every proxy: NAME CLUSTER CDS LDS EDS RDS ECDS ISTIOD VERSION",
-        aliases=["ps"],
+    sp_, zp, pp = (
+        _sub(isub, name, help_, aliases=[alias])
+        for name, alias, help_ in (
+            (
+                "proxy-status",
+                "ps",
+                "istiod's sync status of every proxy: NAME CLUSTER CDS LDS EDS RDS ECDS ISTIOD VERSION",
+            ),
+            (
+                "ztunnel-config",
+                "zc",
+                "what a ztunnel knows: workloads, services, policies, certificates, connections, all",
+            ),
+            (
+                "proxy-config",
+                "pc",
+                "what a pod's L7 proxy (a waypoint or sidecar) holds: listeners, clusters, routes, secret, all",
+            ),
+        )
     )
     sp_.epilog = textwrap.fill(proxy_status.PROXY_STATUS_HELP, 100)
     sp_.add_argument("-o", "--output", help="short (the table, the default) or json (each istiod's /debug/syncz)")
 
-    zp = _sub(
-        isub,
-        "ztunnel-config",
-        "what a ztunnel knows: workloads, services, policies, certificates, connections, all",
-        aliases=["zc"],
-    )
     zp.add_argument("view")
     zp.add_argument("pod", nargs="?", help="a ztunnel pod (default: the first)")
     zp.add_argument("--node", help="the ztunnel of this node")
@@ -327,12 +335,6 @@ def add_cli_verbs(sub, _sub) -> None:
     zp.add_argument("-n", "--namespace", dest="namespace_filter", help="only this namespace")
     zp.add_argument("-A", "--all-namespaces", action="store_true")
 
-    pp = _sub(
-        isub,
-        "proxy-config",
-        "what a pod's L7 proxy (a waypoint or sidecar) holds: listeners, clusters, routes, secret, all",
-        aliases=["pc"],
-    )
     pp.add_argument("view", metavar="TYPE", help="listeners, clusters, routes, secret or all")
     pp.add_argument("pod", metavar="POD", help="the pod (POD or POD.NAMESPACE)")
     pp.add_argument("-n", "--namespace", default=None)

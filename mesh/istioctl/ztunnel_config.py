@@ -104,28 +104,10 @@ def format_certificates(dump: dict) -> str:
 def format_connections(dump: dict) -> str:
     rows = [["WORKLOAD", "DIRECTION", "LOCAL", "REMOTE", "REMOTE TARGET", "PROTOCOL"]]
     for pod, conns in sorted((dump.get("connections") or {}).items()):
-        for c in conns.get("inbound", []):
-            rows.append(
-                [
-                    pod,
-                    "Inbound",
-                    c.get("actualDst", ""),
-                    c.get("src", ""),
-                    c.get("originalDst", ""),
-                    c.get("protocol", ""),
-                ]
-            )
-        for c in conns.get("outbound", []):
-            rows.append(
-                [
-                    pod,
-                    "Outbound",
-                    c.get("src", ""),
-                    c.get("actualDst", ""),
-                    c.get("originalDst", ""),
-                    c.get("protocol", ""),
-                ]
-            )
+        # LOCAL is this pod's end: the actual destination inbound, the source outbound.
+        for direction, local, remote in (("Inbound", "actualDst", "src"), ("Outbound", "src", "actualDst")):
+            columns = (local, remote, "originalDst", "protocol")
+            rows += [[pod, direction, *(c.get(k, "") for k in columns)] for c in conns.get(direction.lower(), [])]
     return table(rows)
 
 

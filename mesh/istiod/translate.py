@@ -378,77 +378,68 @@ def proxy_resources(
     def hbone(pod: Obj) -> bool:
         return is_enrolled(pod, namespace_labels.get(_namespace(pod), {})) or sidecar_takes_hbone(pod)
 
-    def add(namespace: str, name: str, resources: dict[str, dict[str, dict[str, Any]]]) -> None:
-        prefix = proxy_id(namespace, name)
+    # What every proxy's resources are made of: the cluster's policies and the mesh's settings.
+    policies = objects.get("AuthorizationPolicy", ())
+    authns = objects.get("RequestAuthentication", ())
+    shared: dict[str, Any] = {
+        "jwks_for": jwks_for,
+        "trust_domain": settings.trust_domain,
+        "domain_suffix": settings.domain_suffix,
+        "root_namespace": settings.root_namespace,
+    }
+
+    def add(what: str, owner: Obj, make: Callable[[], dict[str, dict[str, dict[str, Any]]]]) -> None:
+        """`make()`'s resources under the owner's proxy id; a broken owner is left out, with why."""
+        try:
+            resources = make()
+        except (ValueError, TypeError) as e:
+            problems.append(f"{what} {_namespace(owner)}/{_meta(owner).get('name')} left out: {e}")
+            return
+        prefix = proxy_id(_namespace(owner), _name(owner))
         for type_, items in resources.items():
             for envoy_name, resource in items.items():
                 out[type_][prefix + envoy_name] = versioned(resource)
 
     for gateway in objects.get("Gateway", ()):
-        if not is_waypoint(gateway):
-            continue
-        services, served_pods = attachments.served_by(gateway, objects)
-        try:
-            resources = waypoint_resources(
+        if is_waypoint(gateway):
+            services, served_pods = attachments.served_by(gateway, objects)
+            add(
+                "waypoint",
                 gateway,
-                services,
-                served_pods,
-                pods,
-                objects.get("AuthorizationPolicy", ()),
-                objects.get("RequestAuthentication", ()),
-                jwks_for=jwks_for,
-                enrolled=hbone,
-                trust_domain=settings.trust_domain,
-                domain_suffix=settings.domain_suffix,
-                root_namespace=settings.root_namespace,
+                lambda: waypoint_resources(
+                    gateway, services, served_pods, pods, policies, authns, enrolled=hbone, **shared
+                ),
             )
-        except (ValueError, TypeError) as e:
-            problems.append(f"waypoint {_namespace(gateway)}/{_meta(gateway).get('name')} left out: {e}")
-            continue
-        add(_namespace(gateway), _name(gateway), resources)
     services = [s for s in objects.get("Service", ()) if (s.get("spec") or {}).get("type") != "ExternalName"]
     peer_authns = objects.get("PeerAuthentication", ())
+
+    def sidecar(pod: Obj) -> dict[str, dict[str, dict[str, Any]]]:
+        mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode
+        # Every port a PeerAuthentication names, and the pod's own: a port-level mode applies
+        # whether or not the pod declares the port.
+        named = {
+            int(p)
+            for pa in peer_authns
+            for p in ((pa.get("spec") or {}).get("portLevelMtls") or {})
+            if str(p).isdigit()
+        }
+        ports = (
+            {
+                port: effective_mtls_mode(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace, port)
+                for port in sorted(named | set(container_ports_of(pod)))
+            }
+            if peer_authns
+            else {}
+        )
+        return sidecar_resources(
+            pod, services, pods, policies, authns, mtls_mode=mtls, mtls_ports=ports, hbone=hbone, **shared
+        )
+
     # Sidecars get config while they run, terminating included (they drain), but not once finished.
     for pod in objects.get("Pod", ()):
         status = pod.get("status") or {}
-        if not has_sidecar(pod) or not status.get("podIP") or status.get("phase") in TERMINAL_PHASES:
-            continue
-        try:
-            mtls = explain_mtls(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace).mode
-            # Every port a PeerAuthentication names, and the pod's own: a port-level mode applies
-            # whether or not the pod declares the port.
-            named = {
-                int(p)
-                for pa in peer_authns
-                for p in ((pa.get("spec") or {}).get("portLevelMtls") or {})
-                if str(p).isdigit()
-            }
-            ports = (
-                {
-                    port: effective_mtls_mode(peer_authns, _namespace(pod), _labels(pod), settings.root_namespace, port)
-                    for port in sorted(named | set(container_ports_of(pod)))
-                }
-                if peer_authns
-                else {}
-            )
-            resources = sidecar_resources(
-                pod,
-                services,
-                pods,
-                objects.get("AuthorizationPolicy", ()),
-                objects.get("RequestAuthentication", ()),
-                mtls_mode=mtls,
-                mtls_ports=ports,
-                jwks_for=jwks_for,
-                hbone=hbone,
-                trust_domain=settings.trust_domain,
-                domain_suffix=settings.domain_suffix,
-                root_namespace=settings.root_namespace,
-            )
-        except (ValueError, TypeError) as e:
-            problems.append(f"sidecar of {_namespace(pod)}/{_meta(pod).get('name')} left out: {e}")
-            continue
-        add(_namespace(pod), _name(pod), resources)
+        if has_sidecar(pod) and status.get("podIP") and status.get("phase") not in TERMINAL_PHASES:
+            add("sidecar of", pod, lambda: sidecar(pod))
     return {t: dict(sorted(items.items())) for t, items in out.items()}
 
 

@@ -225,6 +225,12 @@ def parse_bool(value: str) -> bool | None:
     return None
 
 
+def field_values(item: Source | Operation, field: str) -> tuple[str, ...]:
+    """A source's or operation's values for `field`, named as in the CRD (`notPaths`)."""
+    values: tuple[str, ...] = getattr(item, _snake(field))
+    return values
+
+
 def _parse_rule(rule: Mapping[str, Any]) -> Rule:
     return Rule(
         from_=tuple(

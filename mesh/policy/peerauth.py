@@ -51,7 +51,11 @@ class EffectiveMtls:
     note: str | None = None
 
 
-def _parsed(peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication]) -> list[PeerAuthentication]:
+#: PeerAuthentications as the API serves them, or parsed.
+PeerAuthns = Iterable[Mapping[str, Any] | PeerAuthentication]
+
+
+def _parsed(peer_authns: PeerAuthns) -> list[PeerAuthentication]:
     return [parse_as(PeerAuthentication, pa) for pa in peer_authns]
 
 
@@ -74,43 +78,30 @@ def _has_labels(pa: PeerAuthentication) -> bool:
     return pa.selector is not None and bool(pa.selector.match_labels)
 
 
-def applicable(
-    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
-    namespace: str,
-    pod_labels: Mapping[str, str],
-    root_namespace: str = "istio-system",
-) -> list[PeerAuthentication]:
-    """The PeerAuthentications that bear on a pod: its namespace's (selector-less or selecting
-    it) and the root namespace's selector-less ones."""
-    result = []
-    for pa in _parsed(peer_authns):
-        if pa.namespace == namespace:
-            if pa.selector is None or pa.selector.matches(pod_labels):
-                result.append(pa)
-        elif pa.namespace == root_namespace and pa.selector is None:
-            result.append(pa)
-    return result
-
-
 Levels = tuple[PeerAuthentication | None, PeerAuthentication | None, PeerAuthentication | None]
 
 
-def _levels(pas: list[PeerAuthentication], root_namespace: str) -> Levels:
-    """(mesh, namespace, workload) policy: the oldest of each level."""
+def _levels(peer_authns: PeerAuthns, namespace: str, pod_labels: Mapping[str, str], root_namespace: str) -> Levels:
+    """The (mesh, namespace, workload) PeerAuthentication of a pod, the oldest of each level, among
+    those bearing on it: its namespace's (selector-less or selecting it) and the root namespace's
+    selector-less ones."""
+    pas = [
+        pa
+        for pa in _parsed(peer_authns)
+        if (pa.namespace == namespace and (pa.selector is None or pa.selector.matches(pod_labels)))
+        or (pa.namespace == root_namespace and pa.selector is None)
+    ]
     mesh = [pa for pa in pas if not _has_labels(pa) and pa.namespace == root_namespace]
-    namespace = [pa for pa in pas if not _has_labels(pa) and pa.namespace != root_namespace]
+    ns = [pa for pa in pas if not _has_labels(pa) and pa.namespace != root_namespace]
     workload = [pa for pa in pas if _has_labels(pa) and pa.namespace != root_namespace]
-    return _oldest(mesh), _oldest(namespace), _oldest(workload)
+    return _oldest(mesh), _oldest(ns), _oldest(workload)
 
 
 def explain_mtls(
-    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
-    namespace: str,
-    pod_labels: Mapping[str, str],
-    root_namespace: str = "istio-system",
+    peer_authns: PeerAuthns, namespace: str, pod_labels: Mapping[str, str], root_namespace: str = "istio-system"
 ) -> EffectiveMtls:
     """The workload-level mode: workload beats namespace beats mesh; UNSET inherits."""
-    mesh, ns, workload = _levels(applicable(peer_authns, namespace, pod_labels, root_namespace), root_namespace)
+    mesh, ns, workload = _levels(peer_authns, namespace, pod_labels, root_namespace)
     decider = mesh
     if ns is not None and ns.mode != "UNSET":
         decider = ns
@@ -123,14 +114,11 @@ def explain_mtls(
 
 
 def workload_keys(
-    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
-    namespace: str,
-    pod_labels: Mapping[str, str],
-    root_namespace: str = "istio-system",
+    peer_authns: PeerAuthns, namespace: str, pod_labels: Mapping[str, str], root_namespace: str = "istio-system"
 ) -> list[str]:
     """The PeerAuthentication-derived names istiod puts in Workload.authorization_policies:
     the static STRICT policy and/or the workload's converted port-level policy."""
-    mesh, ns, workload = _levels(applicable(peer_authns, namespace, pod_labels, root_namespace), root_namespace)
+    mesh, ns, workload = _levels(peer_authns, namespace, pod_labels, root_namespace)
     strict = mesh is not None and mesh.mode == "STRICT"
     if ns is not None and ns.mode != "UNSET":
         strict = ns.mode == "STRICT"
@@ -161,9 +149,7 @@ def workload_keys(
 
 
 def convert(
-    pa: Mapping[str, Any] | PeerAuthentication,
-    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
-    root_namespace: str = "istio-system",
+    pa: Mapping[str, Any] | PeerAuthentication, peer_authns: PeerAuthns, root_namespace: str = "istio-system"
 ) -> dict[str, Any] | None:
     """The DENY policy istiod derives from a workload PeerAuthentication with port-level mTLS,
     or None when it derives none. `peer_authns` supplies the namespace and mesh policies."""
@@ -216,9 +202,7 @@ def convert(
     }
 
 
-def derived_authorizations(
-    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication], root_namespace: str = "istio-system"
-) -> list[dict[str, Any]]:
+def derived_authorizations(peer_authns: PeerAuthns, root_namespace: str = "istio-system") -> list[dict[str, Any]]:
     """Every PeerAuthentication-derived Authorization istiod pushes: the static STRICT policy
     (whenever any PeerAuthentication exists) and each converted port-level policy."""
     pas = _parsed(peer_authns)
@@ -228,7 +212,7 @@ def derived_authorizations(
 
 
 def effective_mtls_mode(
-    peer_authns: Iterable[Mapping[str, Any] | PeerAuthentication],
+    peer_authns: PeerAuthns,
     namespace: str,
     pod_labels: Mapping[str, str],
     root_namespace: str = "istio-system",

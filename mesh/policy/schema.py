@@ -22,23 +22,21 @@ KINDS = (AUTHORIZATION_POLICY, PEER_AUTHENTICATION, REQUEST_AUTHENTICATION)
 ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
 MTLS_MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 
-SOURCE_FIELDS = (
-    "principals",
-    "notPrincipals",
-    "requestPrincipals",
-    "notRequestPrincipals",
-    "namespaces",
-    "notNamespaces",
-    "serviceAccounts",
-    "notServiceAccounts",
-    "ipBlocks",
-    "notIpBlocks",
-    "remoteIpBlocks",
-    "notRemoteIpBlocks",
-    "trustDomains",
-    "notTrustDomains",
+
+def negated(field: str) -> str:
+    """A source or operation field's negation: `ports` → `notPorts`."""
+    return f"not{field[0].upper()}{field[1:]}"
+
+
+def with_negations(*fields: str) -> tuple[str, ...]:
+    """Each field followed by its negation."""
+    return tuple(f for field in fields for f in (field, negated(field)))
+
+
+SOURCE_FIELDS = with_negations(
+    "principals", "requestPrincipals", "namespaces", "serviceAccounts", "ipBlocks", "remoteIpBlocks", "trustDomains"
 )
-OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
+OPERATION_FIELDS = with_negations("hosts", "ports", "methods", "paths")
 
 Problem = tuple[str, str]
 

@@ -33,6 +33,7 @@ from mesh.policy.schema import (
     Problem,
     check_header,
     check_shape,
+    negated,
     port_number,
     type_name,
 )
@@ -259,37 +260,41 @@ def _check_values(
             out.append((f"{path}[{i}]", problem))
 
 
-def _check_source(source: dict[str, Any], path: str, out: list[Problem]) -> None:
-    if not any(source.get(field) for field in SOURCE_FIELDS):
+_Check = Callable[[str], str | None]  # a value's problem, or None
+
+
+def _with_negations(checks: dict[str, _Check]) -> dict[str, _Check]:
+    """`checks`, each also under its field's `not` form (`ports` → `notPorts`)."""
+    return {**checks, **{negated(field): check for field, check in checks.items()}}
+
+
+#: The check each field's values get, beyond not being empty.
+_SOURCE_CHECKS = _with_negations(
+    {
+        "ipBlocks": ip_problem,
+        "remoteIpBlocks": ip_problem,
+        "serviceAccounts": _service_account_problem,
+        "trustDomains": _trust_domain_problem,
+    }
+)
+_OPERATION_CHECKS = _with_negations({"ports": port_problem, "paths": _path_template_problem})
+
+
+def _check_fields(
+    item: dict[str, Any], fields: tuple[str, ...], checks: dict[str, _Check], path: str, out: list[Problem]
+) -> None:
+    """A source's or operation's fields: at least one set, and each one's values."""
+    if not any(item.get(field) for field in fields):
         out.append((path, "must not be empty"))
+    for field in fields:
+        _check_values(item.get(field) or [], f"{path}.{field}", out, checks.get(field))
+
+
+def _check_source(source: dict[str, Any], path: str, out: list[Problem]) -> None:
     identity = ("principals", "notPrincipals", "namespaces", "notNamespaces")
     if any(source.get(f) for f in identity) and any(source.get(f) for f in ("serviceAccounts", "notServiceAccounts")):
         out.append((path, "cannot set serviceAccounts with namespaces or principals"))
-    checks = {
-        "ipBlocks": ip_problem,
-        "notIpBlocks": ip_problem,
-        "remoteIpBlocks": ip_problem,
-        "notRemoteIpBlocks": ip_problem,
-        "serviceAccounts": _service_account_problem,
-        "notServiceAccounts": _service_account_problem,
-        "trustDomains": _trust_domain_problem,
-        "notTrustDomains": _trust_domain_problem,
-    }
-    for field in SOURCE_FIELDS:
-        _check_values(source.get(field) or [], f"{path}.{field}", out, checks.get(field))
-
-
-def _check_operation(operation: dict[str, Any], path: str, out: list[Problem]) -> None:
-    if not any(operation.get(field) for field in OPERATION_FIELDS):
-        out.append((path, "must not be empty"))
-    checks = {
-        "ports": port_problem,
-        "notPorts": port_problem,
-        "paths": _path_template_problem,
-        "notPaths": _path_template_problem,
-    }
-    for field in OPERATION_FIELDS:
-        _check_values(operation.get(field) or [], f"{path}.{field}", out, checks.get(field))
+    _check_fields(source, SOURCE_FIELDS, _SOURCE_CHECKS, path, out)
 
 
 def _check_condition(condition: dict[str, Any], path: str, out: list[Problem]) -> None:
@@ -319,7 +324,7 @@ def _check_rule(rule: dict[str, Any], path: str, out: list[Problem]) -> None:
             elif inner == "source":
                 _check_source(item[inner], sub, out)
             else:
-                _check_operation(item[inner], sub, out)
+                _check_fields(item[inner], OPERATION_FIELDS, _OPERATION_CHECKS, sub, out)
     for j, condition in enumerate(rule.get("when") or []):
         _check_condition(condition, f"{path}.when[{j}]", out)
 

@@ -16,8 +16,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from mesh.policy.authorization import GLOBAL, NAMESPACE, WORKLOAD_SELECTOR
-from mesh.policy.model import AuthorizationPolicy, Condition, Operation, PeerAuthentication, Rule, Source, parse_as
+from mesh.policy.model import (
+    AuthorizationPolicy,
+    Condition,
+    Operation,
+    PeerAuthentication,
+    Rule,
+    Source,
+    field_values,
+    parse_as,
+)
 from mesh.policy.peerauth import STATIC_STRICT, EffectiveMtls, effective_mtls_mode, explain_mtls, workload_keys
+from mesh.policy.schema import negated, with_negations
 
 __all__ = [
     "ZtunnelTranslation",
@@ -103,35 +113,14 @@ def _match(**fields: list[Any]) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value}
 
 
-def _http_operation_fields(op: Operation) -> set[str]:
-    return {
-        name
-        for name, values in (
-            ("hosts", op.hosts),
-            ("notHosts", op.not_hosts),
-            ("methods", op.methods),
-            ("notMethods", op.not_methods),
-            ("paths", op.paths),
-            ("notPaths", op.not_paths),
-        )
-        if values
-    }
+#: The source and operation fields only a waypoint can enforce (no Match field can say "trust
+#: domain" without widening).
+_HTTP_OPERATION_FIELDS = with_negations("hosts", "methods", "paths")
+_HTTP_SOURCE_FIELDS = with_negations("remoteIpBlocks", "requestPrincipals", "trustDomains")
 
 
-def _http_source_fields(src: Source) -> set[str]:
-    return {
-        name
-        for name, values in (
-            ("remoteIpBlocks", src.remote_ip_blocks),
-            ("notRemoteIpBlocks", src.not_remote_ip_blocks),
-            ("requestPrincipals", src.request_principals),
-            ("notRequestPrincipals", src.not_request_principals),
-            # no Match field can say "trust domain" without widening
-            ("trustDomains", src.trust_domains),
-            ("notTrustDomains", src.not_trust_domains),
-        )
-        if values
-    }
+def _http_fields(item: Source | Operation, fields: tuple[str, ...]) -> set[str]:
+    return {field for field in fields if field_values(item, field)}
 
 
 def _source_match(src: Source, policy_namespace: str) -> dict[str, Any]:
@@ -161,8 +150,7 @@ def _when_match(condition: Condition) -> dict[str, Any]:
     if condition.key not in _WHEN_FIELDS:
         return {}
     field, convert = _WHEN_FIELDS[condition.key]
-    negated = "not" + field[0].upper() + field[1:]
-    return _match(**{field: convert(condition.values), negated: convert(condition.not_values)})
+    return _match(**{field: convert(condition.values), negated(field): convert(condition.not_values)})
 
 
 def _translate_rule(action: str, rule: Rule, policy_namespace: str) -> tuple[list[dict[str, Any]] | None, set[str]]:
@@ -172,7 +160,7 @@ def _translate_rule(action: str, rule: Rule, policy_namespace: str) -> tuple[lis
     clauses = []
     if rule.to:
         for op in rule.to:
-            http |= _http_operation_fields(op)
+            http |= _http_fields(op, _HTTP_OPERATION_FIELDS)
         clauses.append(
             {
                 "matches": [
@@ -183,7 +171,7 @@ def _translate_rule(action: str, rule: Rule, policy_namespace: str) -> tuple[lis
         )
     if rule.from_:
         for src in rule.from_:
-            http |= _http_source_fields(src)
+            http |= _http_fields(src, _HTTP_SOURCE_FIELDS)
         clauses.append({"matches": [_source_match(src, policy_namespace) for src in rule.from_]})
     for condition in rule.when:
         if condition.key not in L4_WHEN_KEYS:

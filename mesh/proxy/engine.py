@@ -26,6 +26,7 @@ took it. Policy and JWT decisions are pure (`authz`, `jwt_authn`); this module i
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -176,15 +177,17 @@ class Engine:
         config = self.config.current
         tunnel = Tunnel(src[0], src[1], self.own_identity, None, target[0], target[1])
         chain = config.outbound_chain_for(*target)
+        # Outbound there is no policy to decide: every outcome is logged as allowed.
+        log = functools.partial(
+            self._connection_log, tunnel, chain, "allow", None, None, None, started, direction="outbound"
+        )
         endpoint: Endpoint | None
         if chain is None:
             endpoint = Endpoint(target[0], target[1], True, "", "", PROTOCOL_TCP, ())  # PassthroughCluster
         else:
             endpoint = self.pick(config.clusters.get(chain.cluster))
             if endpoint is None:
-                self._connection_log(
-                    tunnel, chain, "allow", None, None, None, started, error="no healthy upstream", direction="outbound"
-                )
+                log(error="no healthy upstream")
                 abort(stream)
                 return
         port = endpoint.port or target[1]
@@ -193,18 +196,7 @@ class Engine:
         try:
             upstream = await self.upstreams.open(endpoint, port, _tunnel_headers(tunnel))
         except UpstreamConnectError as exc:
-            self._connection_log(
-                tunnel,
-                chain,
-                "allow",
-                None,
-                None,
-                None,
-                started,
-                endpoint=endpoint,
-                error=exc.reason,
-                direction="outbound",
-            )
+            log(endpoint=endpoint, error=exc.reason)
             abort(stream)
             return
         try:
@@ -214,19 +206,7 @@ class Engine:
         finally:
             await trio.aclose_forcefully(upstream)
             await trio.aclose_forcefully(stream)
-        self._connection_log(
-            tunnel,
-            chain,
-            "allow",
-            None,
-            None,
-            None,
-            started,
-            endpoint=endpoint,
-            stats=stats,
-            error=error,
-            direction="outbound",
-        )
+        log(endpoint=endpoint, stats=stats, error=error)
 
     def _early(
         self, config: ProxyConfig, chain: Chain, cluster: Cluster | None, tunnel: Tunnel

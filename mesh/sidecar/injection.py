@@ -15,7 +15,8 @@ model is docs/sidecars.md; in short:
   running `proxy sidecar` as uid/gid 1337, the labels and annotations the template and the webhook
   add. Settings come from the pod's annotations (`proxy.istio.io/config`, `sidecar.istio.io/*`,
   `traffic.sidecar.istio.io/*`) over the mesh defaults of the ambient profile; the proxy image tag
-  comes from the webhook object (`lab.ambient/proxy-tag`, written by the installer).
+  comes from the webhook object (`lab.ambient/proxy-tag`, written by the installer). Resolving
+  them is `mesh.sidecar.injection_settings`.
 - **Refusal**: a setting that cannot be honoured raises ValueError; labd refuses the pod with
   that message (the webhook's failurePolicy is Fail), so no half-made pod exists.
 """
@@ -24,14 +25,10 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from lab.client.contract import HOLD_APPLICATION_ANNOTATION, PROXY_TAG_ANNOTATION
 from mesh.contract import (
     CANONICAL_NAME_LABEL,
     CANONICAL_REVISION_LABEL,
@@ -40,11 +37,9 @@ from mesh.contract import (
     ENV_ISTIOD_ADDRESS,
     ENV_TRUST_DOMAIN,
     ENVOY_PROMETHEUS_PORT,
-    INBOUND_CAPTURE_PORT,
     ISTIO_NAMESPACE,
     ISTIOD_ADDRESS,
     METRICS_PORT,
-    OUTBOUND_CAPTURE_PORT,
     PROXY_UID,
     READINESS_PORT,
     REVISION_LABEL,
@@ -53,20 +48,9 @@ from mesh.contract import (
     TUNNEL_LABEL,
 )
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN
-from mesh.sidecar import iptables
+from mesh.sidecar.injection_settings import DEFAULT_TAG, Settings, annotations_of, settings
 
 # Labels and annotations (Istio's names; those other processes read too are mesh.contract's).
-PROXY_CONFIG = "proxy.istio.io/config"
-PROXY_IMAGE = "sidecar.istio.io/proxyImage"
-INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
-LOG_LEVEL = "sidecar.istio.io/logLevel"
-COMPONENT_LOG_LEVEL = "sidecar.istio.io/componentLogLevel"
-AGENT_LOG_LEVEL = "sidecar.istio.io/agentLogLevel"
-INCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/includeOutboundIPRanges"
-EXCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
-INCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/includeInboundPorts"
-EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
-EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
 NAMESPACE_INJECTION = "istio-injection"
 TLS_MODE = "security.istio.io/tlsMode"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
@@ -75,9 +59,7 @@ PROMETHEUS_SCRAPE = "prometheus.io/scrape"
 PROMETHEUS_PORT = "prometheus.io/port"
 PROMETHEUS_PATH = "prometheus.io/path"
 
-DEFAULT_TAG = "1.24.0"
 DEFAULT_REVISION = "default"
-PROXY_REPOSITORY = "docker.io/istio/proxyv2"
 INIT_CONTAINER = "istio-init"
 PROXY_CONTAINER = "istio-proxy"
 CLUSTER_DOMAIN = "cluster.local"
@@ -99,64 +81,6 @@ TEMPLATE_VOLUMES = (
 IGNORED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage", ISTIO_NAMESPACE})
 _TRUE_VALUES = ("y", "yes", "true", "on")  # the injector's reading of sidecar.istio.io/inject
 
-# The ambient profile's mesh-wide proxy defaults (meshConfig.defaultConfig).
-MESH_DEFAULT_PROXY_CONFIG: dict[str, Any] = {
-    "discoveryAddress": ISTIOD_ADDRESS,
-    "drainDuration": "45s",
-    "terminationDrainDuration": "5s",
-    "statusPort": METRICS_PORT,
-    "interceptionMode": "REDIRECT",
-    "holdApplicationUntilProxyStarts": False,
-    "proxyMetadata": {"ISTIO_META_ENABLE_HBONE": "true"},
-}
-# ProxyConfig's fields (istio.io/api mesh/v1alpha1 ProxyConfig); anything else is refused, as the
-# injector refuses an annotation that does not parse into a ProxyConfig.
-PROXY_CONFIG_FIELDS = frozenset(
-    {
-        "configPath",
-        "binaryPath",
-        "serviceCluster",
-        "drainDuration",
-        "discoveryAddress",
-        "discoveryRefreshDelay",
-        "zipkinAddress",
-        "statsdUdpAddress",
-        "envoyMetricsServiceAddress",
-        "proxyAdminPort",
-        "availabilityZone",
-        "controlPlaneAuthPolicy",
-        "customConfigFile",
-        "statNameLength",
-        "concurrency",
-        "proxyBootstrapTemplatePath",
-        "interceptionMode",
-        "tracing",
-        "sds",
-        "envoyAccessLogService",
-        "envoyMetricsService",
-        "proxyMetadata",
-        "runtimeValues",
-        "statusPort",
-        "extraStatTags",
-        "gatewayTopology",
-        "terminationDrainDuration",
-        "meshId",
-        "readinessProbe",
-        "proxyStatsMatcher",
-        "holdApplicationUntilProxyStarts",
-        "caCertificatesPem",
-        "image",
-        "privateKeyProvider",
-        "proxyHeaders",
-        "fileFlushInterval",
-        "fileFlushMinSizeKb",
-        "parentShutdownDuration",
-    }
-)
-_DURATION_FIELDS = ("drainDuration", "terminationDrainDuration", "parentShutdownDuration", "fileFlushInterval")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
 
 # --- small accessors ------------------------------------------------------------------------------
 
@@ -169,17 +93,13 @@ def _labels(obj: Mapping | None) -> dict[str, str]:
     return dict(_meta(obj).get("labels") or {})
 
 
-def _annotations(obj: Mapping | None) -> dict[str, str]:
-    return dict(_meta(obj).get("annotations") or {})
-
-
 def _namespace_name(pod: Mapping, namespace: Mapping | None) -> str:
     return _meta(pod).get("namespace") or _meta(namespace).get("name") or "default"
 
 
 def is_injected(pod: Mapping) -> bool:
     """The pod went through the injector (the status annotation is the injector's own marker)."""
-    return SIDECAR_STATUS_ANNOTATION in _annotations(pod)
+    return SIDECAR_STATUS_ANNOTATION in annotations_of(pod)
 
 
 def proxy_container(pod: Mapping) -> dict | None:
@@ -196,7 +116,7 @@ def proxy_container(pod: Mapping) -> dict | None:
 def _object_choice(pod: Mapping) -> bool | None:
     """`sidecar.istio.io/inject` as the injector reads it: the label wins over the annotation;
     a true value forces, any other non-empty value refuses, absence leaves it to the namespace."""
-    value = _annotations(pod).get(SIDECAR_INJECT_LABEL, "")
+    value = annotations_of(pod).get(SIDECAR_INJECT_LABEL, "")
     labels = _labels(pod)
     if SIDECAR_INJECT_LABEL in labels:
         value = labels[SIDECAR_INJECT_LABEL]
@@ -245,132 +165,6 @@ def injection_wanted(pod: Mapping, namespace: Mapping | None, revision: str = DE
     return False, (
         f"neither the namespace ({NAMESPACE_INJECTION}, {REVISION_LABEL}) nor the pod "
         f"({SIDECAR_INJECT_LABEL} label) asks for it"
-    )
-
-
-# --- settings ------------------------------------------------------------------------------------
-
-
-def parse_duration(value: Any, what: str) -> float:
-    """A protobuf/Go duration ("5s", "1m30s", "500ms") in seconds."""
-    text = str(value).strip()
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        pos = m.end()
-    if not text or pos != len(text):
-        raise ValueError(f"{what}: invalid duration {value!r} (want e.g. 5s, 1m30s, 500ms)")
-    return total
-
-
-def _proxy_config(pod: Mapping, webhook: Mapping | None) -> dict[str, Any]:
-    """The pod's effective ProxyConfig: mesh defaults, then `proxy.istio.io/config` over them."""
-    config = copy.deepcopy(MESH_DEFAULT_PROXY_CONFIG)
-    if str(_annotations(webhook).get(HOLD_APPLICATION_ANNOTATION, "")).lower() == "true":
-        config["holdApplicationUntilProxyStarts"] = True
-    raw = _annotations(pod).get(PROXY_CONFIG)
-    if raw is None:
-        return config
-    where = f"annotation {PROXY_CONFIG}"
-    try:
-        override = yaml.safe_load(raw) if str(raw).strip() else {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{where}: not YAML or JSON: {str(e).splitlines()[0]}") from None
-    if override is None:
-        override = {}
-    if not isinstance(override, dict):
-        raise ValueError(f"{where}: must be a ProxyConfig mapping, got {type(override).__name__}")
-    unknown = sorted(set(override) - PROXY_CONFIG_FIELDS)
-    if unknown:
-        raise ValueError(f"{where}: unknown ProxyConfig field {unknown[0]!r}")
-    hold = override.get("holdApplicationUntilProxyStarts")
-    if hold is not None and not isinstance(hold, bool):
-        raise ValueError(f"{where}: holdApplicationUntilProxyStarts must be true or false, got {hold!r}")
-    for key in _DURATION_FIELDS:
-        if key in override:
-            parse_duration(override[key], f"{where}: {key}")
-    metadata = override.get("proxyMetadata")
-    if metadata is not None:
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            raise ValueError(f"{where}: proxyMetadata must map names to strings")
-        override = dict(override, proxyMetadata={**config["proxyMetadata"], **metadata})
-    config.update(override)
-    return config
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the template needs, resolved from the pod, the webhook and the mesh defaults."""
-
-    proxy_config: dict[str, Any]
-    image: str
-    hold: bool
-    drain_seconds: float
-    interception_mode: str
-    init_args: list[str] = field(default_factory=list)
-    log_level: str = "warning"
-    component_log_level: str = "misc:error"
-    agent_log_level: str = "default:info"
-
-
-def _exclude_inbound_ports(extra: str) -> str:
-    """Istio's `excludeInboundPort`: the status port, then the user's ports without it."""
-    ports = [str(METRICS_PORT)] + [p for p in iptables.split(extra) if p != str(METRICS_PORT)]
-    return ",".join(ports)
-
-
-def settings(pod: Mapping, webhook: Mapping | None = None) -> Settings:
-    """Resolve the injection settings; ValueError names the annotation that cannot be honoured."""
-    annotations = _annotations(pod)
-    config = _proxy_config(pod, webhook)
-    tag = str(_annotations(webhook).get(PROXY_TAG_ANNOTATION) or DEFAULT_TAG)
-    image = annotations.get(PROXY_IMAGE, "")
-    if "/" not in image:
-        image = f"{PROXY_REPOSITORY}:{tag}"
-    mode = annotations.get(INTERCEPTION_MODE) or str(config.get("interceptionMode") or "REDIRECT")
-    if mode not in ("REDIRECT", "NONE"):
-        raise ValueError(f"interception mode {mode!r} is not supported in the lab (REDIRECT or NONE)")
-    agent_level = annotations.get(AGENT_LOG_LEVEL, "default:info")
-    init_args = [
-        "istio-iptables",
-        "-p",
-        str(OUTBOUND_CAPTURE_PORT),
-        "-z",
-        str(INBOUND_CAPTURE_PORT),
-        "-u",
-        str(PROXY_UID),
-        "-m",
-        mode,
-        "-i",
-        annotations.get(INCLUDE_OUTBOUND_IP_RANGES, "*"),
-        "-x",
-        annotations.get(EXCLUDE_OUTBOUND_IP_RANGES, ""),
-        "-b",
-        annotations.get(INCLUDE_INBOUND_PORTS, "*"),
-        "-d",
-        f"{ENVOY_PROMETHEUS_PORT},{READINESS_PORT},"
-        + _exclude_inbound_ports(annotations.get(EXCLUDE_INBOUND_PORTS, "")),
-    ]
-    if annotations.get(EXCLUDE_OUTBOUND_PORTS):
-        init_args += ["-o", annotations[EXCLUDE_OUTBOUND_PORTS]]
-    init_args.append(f"--log_output_level={agent_level}")
-    if mode == "REDIRECT":
-        try:
-            iptables.parse_args(init_args[1:])
-        except iptables.FlagError as e:
-            raise ValueError(f"traffic.sidecar.istio.io annotations: {e}") from None
-    return Settings(
-        proxy_config=config,
-        image=image,
-        hold=bool(config["holdApplicationUntilProxyStarts"]),
-        drain_seconds=parse_duration(config["terminationDrainDuration"], "terminationDrainDuration"),
-        interception_mode=mode,
-        init_args=init_args,
-        log_level=annotations.get(LOG_LEVEL, "warning"),
-        component_log_level=annotations.get(COMPONENT_LOG_LEVEL, "misc:error"),
-        agent_log_level=agent_level,
     )
 
 

@@ -17,7 +17,6 @@ One access-log line per CONNECT; `dst.addr` is podIP:15008 and `dst.hbone_addr` 
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import dataclass
 
 import trio
@@ -32,7 +31,6 @@ from mesh.hbone import (
     HboneStream,
     serve_hbone,
     splice,
-    workload_baggage,
 )
 from mesh.hbone.tlsstream import TlsStream
 from mesh.ztunnel import metrics
@@ -42,8 +40,10 @@ from mesh.ztunnel.proxy import (
     PodListener,
     PolicyRejection,
     ProxyError,
+    ProxyInputs,
     SelfCall,
     TlsFailed,
+    baggage_of,
     closing_upstream,
     outcome_of,
 )
@@ -55,13 +55,14 @@ from mesh.ztunnel.state import ProxyState
 
 @dataclass(frozen=True)
 class InboundConnection:
-    """An accepted, authenticated HBONE connection: who dialled, where it landed, as whom."""
+    """An accepted connection into the pod: who dialled, where it landed, as whom (an HBONE
+    connection is authenticated; a plaintext one, on 15006, has no identity)."""
 
     src_ip: str
     src_port: int
     dst_ip: str  # the pod IP the TCP connection landed on
     dst_port: int
-    identity: str  # the peer's SPIFFE identity
+    identity: str | None  # the peer's SPIFFE identity
 
     @property
     def src(self) -> str:
@@ -96,32 +97,46 @@ def guess_inbound_service(state: ProxyState, local: Workload, port: int, for_hos
     return None
 
 
-def response_baggage(local: Workload) -> list[tuple[str, str]]:
+def inbound_result(
+    pi: ProxyInputs,
+    conn: InboundConnection,
+    local: Workload,
+    port: int,
+    *,
+    hbone_target: str | None = None,
+    forwarded_host: str | None = None,
+) -> metrics.ConnectionResult:
+    """The telemetry of a connection into the pod, either path: its source found by IP, the Service
+    it was for guessed from the target port, mTLS when the peer proved an identity."""
+    state = pi.state.state
+    source = state.find_workload_by_ip(conn.src_ip)
+    service = guess_inbound_service(state, local, port, forwarded_host)
+    mtls = conn.identity is not None
+    return metrics.ConnectionResult(
+        pi.metrics,
+        pi.log,
+        labels=metrics.TrafficLabels.build(
+            metrics.DESTINATION,
+            source=source,
+            source_identity=conn.identity,
+            destination=local,
+            service=service,
+            mtls=mtls,
+        ),
+        src=conn.src,
+        dst=conn.dst,
+        hbone_target=hbone_target,
+        original_dst=service.hostname if service else None,
+        src_workload=source.name if source else None,
+        dst_workload=local.name,
+        pod=pi.pod,
+        protocol="HBONE" if mtls else "TCP",
+    )
+
+
+def response_baggage(local: Workload) -> tuple[tuple[str, str], ...]:
     """The 200's `baggage`, describing the destination workload (ENABLE_RESPONSE_BAGGAGE)."""
-    return [
-        (
-            "baggage",
-            workload_baggage(
-                cluster=local.cluster_id,
-                namespace=local.namespace,
-                workload_type=local.workload_type,
-                workload_name=local.workload_name or local.name,
-                service_name=local.canonical_name,
-                service_version=local.canonical_revision,
-            ),
-        )
-    ]
-
-
-#: A Workload is immutable, so its response baggage is computed once (per Workload object).
-_BAGGAGE: weakref.WeakKeyDictionary[Workload, tuple[tuple[str, str], ...]] = weakref.WeakKeyDictionary()
-
-
-def _response_baggage(local: Workload) -> tuple[tuple[str, str], ...]:
-    headers = _BAGGAGE.get(local)
-    if headers is None:
-        headers = _BAGGAGE[local] = tuple(response_baggage(local))
-    return headers
+    return (("baggage", baggage_of(local)),)
 
 
 def _status_of(error: ProxyError) -> int:
@@ -137,15 +152,11 @@ class Inbound(PodListener):
 
     what = "inbound"
 
-    async def handle(self, tcp: trio.SocketStream) -> None:
+    async def handle(self, tcp: trio.SocketStream, client: tuple[str, int]) -> None:
         """mTLS, then HBONE until the peer closes the connection."""
         pi = self.pi
-        try:
-            src_ip, src_port = tcp.socket.getpeername()[:2]
-            dst_ip, dst_port = tcp.socket.getsockname()[:2]
-        except OSError:  # the peer already gave up
-            abort(tcp)
-            return
+        src_ip, src_port = client
+        dst_ip, dst_port = tcp.socket.getsockname()[:2]
         src, dst = format_addr((src_ip, src_port)), format_addr((dst_ip, dst_port))
         try:
             cert = await pi.local.fetch_certificate()  # ztunnel picks it per accepted connection, too
@@ -181,27 +192,8 @@ class Inbound(PodListener):
 
         state = pi.state.state
         target = (conn.dst_ip, request.authority.port)
-        source = state.find_workload_by_ip(conn.src_ip)
-        service = guess_inbound_service(state, local, target[1], request.forwarded_host)
-        result = metrics.ConnectionResult(
-            pi.metrics,
-            pi.log,
-            labels=metrics.TrafficLabels.build(
-                metrics.DESTINATION,
-                source=source,
-                source_identity=conn.identity,
-                destination=local,
-                service=service,
-                mtls=True,
-            ),
-            src=conn.src,
-            dst=conn.dst,
-            hbone_target=str(request.authority),
-            original_dst=service.hostname if service else None,
-            src_workload=source.name if source else None,
-            dst_workload=local.name,
-            pod=pi.pod,
-            protocol="HBONE",
+        result = inbound_result(
+            pi, conn, local, target[1], hbone_target=str(request.authority), forwarded_host=request.forwarded_host
         )
         outcome = DRAINED
         try:
@@ -216,7 +208,7 @@ class Inbound(PodListener):
                 return
             async with closing_upstream(upstream, upstream):  # the client broke off: reset the app too
                 # 200 only now that the app accepted the connection (docs/ambient-facts.md §1.4).
-                await respond(CONNECTED, _response_baggage(local))
+                await respond(CONNECTED, response_baggage(local))
                 await splice(stream, upstream, result.stats)
             outcome = metrics.Outcome()
         finally:

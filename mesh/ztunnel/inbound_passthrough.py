@@ -13,10 +13,10 @@ import trio
 
 from mesh.hbone import splice
 from mesh.ztunnel import metrics
-from mesh.ztunnel.inbound import guess_inbound_service
+from mesh.ztunnel.inbound import InboundConnection, inbound_result
 from mesh.ztunnel.proxy import DRAINED, PodListener, ProxyError, SelfCall, closing_upstream, outcome_of
 from mesh.ztunnel.rbac import assert_rbac
-from mesh.ztunnel.sockets import abort, format_addr, original_dst
+from mesh.ztunnel.sockets import abort, original_dst
 
 
 class InboundPassthrough(PodListener):
@@ -24,46 +24,26 @@ class InboundPassthrough(PodListener):
 
     what = "inbound plaintext"
 
-    async def handle(self, client: trio.SocketStream) -> None:
+    async def handle(self, client: trio.SocketStream, peer: tuple[str, int]) -> None:
         pi = self.pi
-        try:
-            src_ip, src_port = client.socket.getpeername()[:2]
-        except OSError:  # the client already gave up
-            abort(client)
-            return
-        src = format_addr((src_ip, src_port))
         target = original_dst(client.socket)
+        conn = InboundConnection(peer[0], peer[1], target[0], target[1], None)  # plaintext: no identity
         try:
             if target[1] in pi.config.illegal_ports:
                 raise SelfCall()
             local = await pi.local.get_workload()
         except ProxyError as exc:
-            pi.early_deny(src, format_addr(target), "inbound", exc)
+            pi.early_deny(conn.src, conn.dst, "inbound", exc)
             abort(client)
             return
 
         state = pi.state.state
-        source = state.find_workload_by_ip(src_ip)
-        service = guess_inbound_service(state, local, target[1], None)
-        result = metrics.ConnectionResult(
-            pi.metrics,
-            pi.log,
-            labels=metrics.TrafficLabels.build(
-                metrics.DESTINATION, source=source, destination=local, service=service, mtls=False
-            ),
-            src=src,
-            dst=format_addr(target),
-            original_dst=service.hostname if service else None,
-            src_workload=source.name if source else None,
-            dst_workload=local.name,
-            pod=pi.pod,
-            protocol="TCP",
-        )
+        result = inbound_result(pi, conn, local, target[1])
         outcome = DRAINED
         try:
             try:
-                assert_rbac(state, local, src_ip=src_ip, src_identity=None, dst_ip=target[0], dst_port=target[1])
-                upstream = await pi.connect_app(target, src_ip)
+                assert_rbac(state, local, src_ip=conn.src_ip, src_identity=None, dst_ip=target[0], dst_port=target[1])
+                upstream = await pi.connect_app(target, conn.src_ip)
             except ProxyError as exc:
                 outcome = outcome_of(exc)
                 abort(client)

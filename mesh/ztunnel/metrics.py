@@ -21,7 +21,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import KW_ONLY, asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 
 from mesh.hbone.splice import SpliceStats
@@ -47,6 +47,19 @@ IDENTITY_ERROR = "IDENTITY_ERROR"
 
 def _known(value: str | None) -> str:
     return value or UNKNOWN
+
+
+def _workload_labels(w: Workload) -> tuple[tuple[str, str], ...]:
+    """A workload's labels, named without their `source_`/`destination_` prefix."""
+    return (
+        ("workload", w.workload_name),
+        ("canonical_service", w.canonical_name),
+        ("canonical_revision", w.canonical_revision),
+        ("workload_namespace", w.namespace),
+        ("app", w.canonical_name),
+        ("version", w.canonical_revision),
+        ("cluster", w.cluster_id),
+    )
 
 
 @dataclass(frozen=True)
@@ -125,27 +138,11 @@ class TrafficLabels:
         labels: dict[str, str] = {"reporter": reporter, "connection_security_policy": MUTUAL_TLS if mtls else NO_TLS}
         if source_identity:
             labels["source_principal"] = source_identity
-        if source is not None:
-            labels.update(
-                source_workload=_known(source.workload_name),
-                source_canonical_service=_known(source.canonical_name),
-                source_canonical_revision=_known(source.canonical_revision),
-                source_workload_namespace=_known(source.namespace),
-                source_app=_known(source.canonical_name),
-                source_version=_known(source.canonical_revision),
-                source_cluster=_known(source.cluster_id),
-            )
+        for side, workload in (("source", source), ("destination", destination)):
+            if workload is not None:
+                labels.update({f"{side}_{name}": _known(value) for name, value in _workload_labels(workload)})
         if destination is not None:
-            labels.update(
-                destination_workload=_known(destination.workload_name),
-                destination_canonical_service=_known(destination.canonical_name),
-                destination_canonical_revision=_known(destination.canonical_revision),
-                destination_workload_namespace=_known(destination.namespace),
-                destination_principal=destination.identity,
-                destination_app=_known(destination.canonical_name),
-                destination_version=_known(destination.canonical_revision),
-                destination_cluster=_known(destination.cluster_id),
-            )
+            labels["destination_principal"] = destination.identity
         if service is not None:
             labels.update(
                 destination_service=service.hostname,
@@ -269,6 +266,11 @@ class Outcome:
     denied_by_policy: bool = False
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(eq=False)
 class ConnectionResult:
     """One connection's telemetry from open to close (ztunnel `ConnectionResult`).
 
@@ -276,43 +278,33 @@ class ConnectionResult:
     must be called once; it writes the access-log line through `log`.
     """
 
-    def __init__(
-        self,
-        metrics: Metrics,
-        log: Callable[[str], None],
-        *,
-        labels: TrafficLabels,
-        src: str,
-        dst: str,
-        hbone_target: str | None = None,
-        original_dst: str | None = None,
-        src_workload: str | None = None,
-        dst_workload: str | None = None,
-        pod: str = "",
-        protocol: str = "TCP",
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-    ) -> None:
-        self.id = metrics.next_id()
-        self.metrics = metrics
-        self.log = log
-        self.labels = labels
-        self.src = src
-        self.dst = dst
-        self.hbone_target = hbone_target
-        self.original_dst = original_dst
-        self.protocol = protocol
-        self.src_workload = src_workload
-        self.dst_workload = dst_workload
-        self.pod = pod
-        self.stats = SpliceStats()
-        self._clock = clock
-        self._wall = wall
-        self.started = clock()
-        self.started_at = wall()
-        self.recorded = False
-        metrics.opened[labels] += 1
-        metrics.live[self.id] = self
+    metrics: Metrics
+    log: Callable[[str], None]
+    _: KW_ONLY
+    labels: TrafficLabels
+    src: str
+    dst: str
+    hbone_target: str | None = None
+    original_dst: str | None = None
+    src_workload: str | None = None
+    dst_workload: str | None = None
+    pod: str = ""
+    protocol: str = "TCP"
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    wall: Callable[[], datetime] = field(default=_utc_now, repr=False)
+    # Set as the connection opens:
+    id: int = field(init=False)
+    stats: SpliceStats = field(init=False, default_factory=SpliceStats)
+    started: float = field(init=False)
+    started_at: datetime = field(init=False)
+    recorded: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.id = self.metrics.next_id()
+        self.started = self.clock()
+        self.started_at = self.wall()
+        self.metrics.opened[self.labels] += 1
+        self.metrics.live[self.id] = self
 
     @property
     def outbound(self) -> bool:
@@ -352,7 +344,7 @@ class ConnectionResult:
         mtls = labels.connection_security_policy == MUTUAL_TLS
         # The log shows bytes from this side's view: outbound sends the request, inbound the response.
         sent, recv = (self.stats_received, self.stats_sent) if self.outbound else (self.stats_sent, self.stats_received)
-        millis = int((self._clock() - self.started) * 1000)
+        millis = int((self.clock() - self.started) * 1000)
         entries: list[tuple[str, object]] = [
             ("src.addr", Bare(self.src)),
             ("src.workload", self.src_workload or _or_none(labels.source_canonical_service)),
@@ -375,7 +367,7 @@ class ConnectionResult:
                 entries.append(("decided_by", "ztunnel"))
                 entries.append(("policy", outcome.policy))
         level = "info" if outcome.error is None else "error"
-        return format_access_log(self._wall(), level, "connection complete", entries)
+        return format_access_log(self.wall(), level, "connection complete", entries)
 
     def dump(self) -> dict:
         """This connection as ztunnel's connection manager dumps it (plus its bytes so far).

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import logging
 import random
-import weakref
 from dataclasses import dataclass, field
 
 import trio
 
 from mesh import tls
 from mesh.contract import HBONE_PORT
-from mesh.hbone import HboneError, HbonePool, WorkloadKey, hbone_headers, splice, workload_baggage
+from mesh.hbone import HboneError, HbonePool, WorkloadKey, hbone_headers, splice
 from mesh.hbone.tlsstream import TlsStream
 from mesh.identity.spiffe import Identity
 from mesh.ztunnel import metrics
@@ -45,6 +44,7 @@ from mesh.ztunnel.proxy import (
     SelfCall,
     TlsFailed,
     UnknownWaypoint,
+    baggage_of,
     closing_upstream,
     outcome_of,
 )
@@ -144,26 +144,8 @@ def connect_headers(req: Request, client: Address) -> list[tuple[str, str]]:
     return hbone_headers(
         source=format_addr(client),
         service_host=req.destination_service.hostname if req.destination_service else None,
-        baggage=source_baggage(req.source),
+        baggage=baggage_of(req.source),
     )
-
-
-#: A Workload is immutable, so its baggage is computed once (per Workload object).
-_BAGGAGE: weakref.WeakKeyDictionary[Workload, str] = weakref.WeakKeyDictionary()
-
-
-def source_baggage(src: Workload) -> str:
-    baggage = _BAGGAGE.get(src)
-    if baggage is None:
-        baggage = _BAGGAGE[src] = workload_baggage(
-            cluster=src.cluster_id,
-            namespace=src.namespace,
-            workload_type=src.workload_type,
-            workload_name=src.workload_name or src.name,
-            service_name=src.canonical_name,
-            service_version=src.canonical_revision,
-        )
-    return baggage
 
 
 class Outbound(PodListener):
@@ -181,19 +163,14 @@ class Outbound(PodListener):
             self.pool = HbonePool(nursery, self._connect, connect_timeout=self.pi.config.connect_timeout)
             try:
                 task_status.started()
-                handler = guarded(self.handle, self.what, log)
+                handler = guarded(self.accept, self.what, log)
                 await trio.serve_listeners(handler, [self.listener], handler_nursery=nursery)
             finally:
                 with trio.CancelScope(shield=True):
                     await self.pool.aclose()
 
-    async def handle(self, app: trio.SocketStream) -> None:
+    async def handle(self, app: trio.SocketStream, client: Address) -> None:
         pi = self.pi
-        try:
-            client = app.socket.getpeername()[:2]
-        except OSError:  # the app already gave up
-            abort(app)
-            return
         target = original_dst(app.socket)
         try:
             if target[1] in pi.config.illegal_ports and target[0].startswith("127."):

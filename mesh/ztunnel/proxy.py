@@ -13,6 +13,7 @@ and the response flag their metrics get.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 import trio
 
 from mesh.contract import HBONE_PORT
-from mesh.hbone.headers import status_text
+from mesh.hbone.headers import status_text, workload_baggage
 from mesh.ztunnel import metrics
 from mesh.ztunnel.config import Config
 from mesh.ztunnel.identity import SecretManager, WorkloadCertificate
@@ -208,11 +209,40 @@ class PodListener:
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         await serve_guarded(
-            self.listener, self.handle, self.what, logging.getLogger(type(self).__module__), task_status=task_status
+            self.listener, self.accept, self.what, logging.getLogger(type(self).__module__), task_status=task_status
         )
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def accept(self, stream: trio.SocketStream) -> None:
+        """`handle` an accepted connection, told its peer's address; reset if the peer already left."""
+        try:
+            peer = stream.socket.getpeername()[:2]
+        except OSError:  # the client already gave up
+            abort(stream)
+            return
+        await self.handle(stream, peer)
+
+    async def handle(self, stream: trio.SocketStream, peer: tuple[str, int]) -> None:
         raise NotImplementedError
+
+
+#: A Workload is immutable, so its baggage is computed once (per Workload object).
+_BAGGAGE: weakref.WeakKeyDictionary[Workload, str] = weakref.WeakKeyDictionary()
+
+
+def baggage_of(workload: Workload) -> str:
+    """The `baggage` header describing `workload`: the source's on a CONNECT, the destination's
+    on the 200 (ztunnel's `baggage` from a workload's cluster, namespace, kind and canonical names)."""
+    baggage = _BAGGAGE.get(workload)
+    if baggage is None:
+        baggage = _BAGGAGE[workload] = workload_baggage(
+            cluster=workload.cluster_id,
+            namespace=workload.namespace,
+            workload_type=workload.workload_type,
+            workload_name=workload.workload_name or workload.name,
+            service_name=workload.canonical_name,
+            service_version=workload.canonical_revision,
+        )
+    return baggage
 
 
 #: How a reset, or a side already closed, shows while splicing.

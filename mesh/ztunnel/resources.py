@@ -9,7 +9,7 @@ ztunnel (docs/ambient-facts.md §2.1). Policies are `mesh.policy.authorization.A
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, TypeVar
 
 from mesh.contract import (
@@ -23,6 +23,7 @@ from mesh.contract import (
 from mesh.identity.spiffe import DEFAULT_TRUST_DOMAIN, SCHEME
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 HBONE = PROTOCOL_HBONE
 TCP = PROTOCOL_TCP
@@ -96,6 +97,26 @@ def _service_ports(value: Any, where: str) -> dict[int, int]:
     return ports
 
 
+def _from_fields(cls: type[D], f: _Fields, convert: Mapping[str, Callable[[Any, str], Any]]) -> D:
+    """`cls` (a dataclass) read field by field from the resource: each from its camelCase key, with
+    its converter in `convert` (a string if not named), required where the field has no default,
+    else its default when absent or empty. `raw`, where the class has it, is the resource itself."""
+    values: dict[str, Any] = {}
+    for spec in fields(cls):  # type: ignore[arg-type]
+        if spec.name == "raw":
+            values["raw"] = f.raw
+            continue
+        key = "".join(w.capitalize() if i else w for i, w in enumerate(spec.name.split("_")))
+        read = convert.get(spec.name, _string)
+        if spec.default is not MISSING:
+            values[spec.name] = f.optional(key, read, spec.default)
+        elif spec.default_factory is not MISSING:
+            values[spec.name] = f.optional(key, read, spec.default_factory())
+        else:
+            values[spec.name] = f.required(key, read)
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class GatewayAddress:
     """A waypoint reference: a Service hostname ("ns/hostname") and/or an IP, and its HBONE port."""
@@ -106,12 +127,7 @@ class GatewayAddress:
 
     @classmethod
     def from_xds(cls, raw: Any, where: str = "waypoint") -> GatewayAddress:
-        fields = _Fields(raw, where)
-        return cls(
-            fields.optional("destination", _string, None),
-            fields.optional("address", _string, None),
-            fields.optional("hboneMtlsPort", _int, HBONE_PORT),
-        )
+        return _from_fields(cls, _Fields(raw, where), {"hbone_mtls_port": _int})
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,8 +137,9 @@ class Workload:
     uid: str
     name: str
     namespace: str
-    addresses: tuple[str, ...]
+    addresses: tuple[str, ...] = ()
     protocol: str = TCP
+    # Empty trust domain / service account default as in ztunnel (docs/ambient-facts.md §2.1).
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     service_account: str = "default"
     node: str = ""
@@ -142,29 +159,13 @@ class Workload:
     @classmethod
     def from_xds(cls, raw: Any) -> Workload:
         """The typed Workload; InvalidResource naming the bad field otherwise."""
-        f = _Fields(raw, "workload", "uid")
-        return cls(
-            uid=f.required("uid", _string),
-            name=f.required("name", _string),
-            namespace=f.required("namespace", _string),
-            addresses=f.optional("addresses", _strings, ()),
-            protocol=f.optional("protocol", _string, TCP),
-            # Empty trust domain / service account default as in ztunnel (docs/ambient-facts.md §2.1).
-            trust_domain=f.optional("trustDomain", _string, DEFAULT_TRUST_DOMAIN),
-            service_account=f.optional("serviceAccount", _string, "default"),
-            node=f.optional("node", _string, ""),
-            canonical_name=f.optional("canonicalName", _string, ""),
-            canonical_revision=f.optional("canonicalRevision", _string, ""),
-            workload_type=f.optional("workloadType", _string, "pod"),
-            workload_name=f.optional("workloadName", _string, ""),
-            waypoint=f.optional("waypoint", GatewayAddress.from_xds, None),
-            services=f.optional("services", _services, {}),
-            authorization_policies=f.optional("authorizationPolicies", _strings, ()),
-            status=f.optional("status", _string, HEALTHY),
-            cluster_id=f.optional("clusterId", _string, "Kubernetes"),
-            network_mode=f.optional("networkMode", _string, NETWORK_MODE_STANDARD),
-            raw=f.raw,
-        )
+        convert: dict[str, Callable[[Any, str], Any]] = {
+            "addresses": _strings,
+            "waypoint": GatewayAddress.from_xds,
+            "services": _services,
+            "authorization_policies": _strings,
+        }
+        return _from_fields(cls, _Fields(raw, "workload", "uid"), convert)
 
     @property
     def identity(self) -> str:
@@ -198,17 +199,13 @@ class Service:
     @classmethod
     def from_xds(cls, raw: Any) -> Service:
         """The typed Service; InvalidResource naming the bad field otherwise."""
-        f = _Fields(raw, "service", "hostname")
-        return cls(
-            name=f.required("name", _string),
-            namespace=f.required("namespace", _string),
-            hostname=f.required("hostname", _string),
-            addresses=f.optional("addresses", _strings, ()),
-            ports=f.optional("ports", _service_ports, {}),
-            subject_alt_names=f.optional("subjectAltNames", _strings, ()),
-            waypoint=f.optional("waypoint", GatewayAddress.from_xds, None),
-            raw=f.raw,
-        )
+        convert: dict[str, Callable[[Any, str], Any]] = {
+            "addresses": _strings,
+            "ports": _service_ports,
+            "subject_alt_names": _strings,
+            "waypoint": GatewayAddress.from_xds,
+        }
+        return _from_fields(cls, _Fields(raw, "service", "hostname"), convert)
 
     @property
     def key(self) -> str:

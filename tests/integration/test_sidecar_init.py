@@ -19,29 +19,11 @@ from lab.client import netns
 from mesh.sidecar import init, iptables
 from mesh.sidecar.injection import PROXY_UID
 from tests.integration.conftest import connect_from, ip, join_with_veth, listener, nft_list, original_dst
+from tests.unit.test_sidecar_iptables import INJECTED_FLAGS
 
 POD_IP, PEER_IP = "10.98.0.2", "10.98.0.3"
 REMOTE = ("10.1.2.3", 80)  # somewhere outside the pod, reached through the peer
 REPO = Path(__file__).resolve().parents[2]
-INJECTED_FLAGS = [
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 

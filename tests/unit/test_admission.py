@@ -10,7 +10,8 @@ import types
 import pytest
 
 from lab.apiserver import admission
-from lab.apiserver.api import ApiError, ApiServer
+from lab.apiserver.api import ApiServer
+from lab.apiserver.errors import ApiError
 from lab.apiserver.store import Store
 from lab.apiserver.validation import ManifestError, load
 from lab.controllers import workloads
@@ -66,35 +67,24 @@ def fake_module(monkeypatch):
 
 
 def config(
-    name: str = "injector",
-    handler: str = "add_sidecar",
-    *,
-    policy: str | None = None,
-    namespace_selector: dict | None = None,
-    object_selector: dict | None = None,
-    webhook: str = "sidecar-injector.lab.test",
-    rules: list | None = None,
+    name: str = "injector", handler: str = "add_sidecar", *, webhook: str = "sidecar-injector.lab.test", **fields
 ) -> dict:
-    wh: dict = {
-        "name": webhook,
-        "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system", "path": "/inject"}},
-        "rules": rules
-        if rules is not None
-        else [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-        "sideEffects": "None",
-        "admissionReviewVersions": ["v1"],
-    }
-    if policy:
-        wh["failurePolicy"] = policy
-    if namespace_selector is not None:
-        wh["namespaceSelector"] = namespace_selector
-    if object_selector is not None:
-        wh["objectSelector"] = object_selector
+    """A MutatingWebhookConfiguration NAME whose one webhook, WEBHOOK, calls the fake module's HANDLER
+    on pod CREATE; FIELDS are more of the webhook's own (failurePolicy, namespaceSelector, rules...)."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name, "annotations": {admission.HANDLER_ANNOTATION: f"{FAKE}:{handler}"}},
-        "webhooks": [wh],
+        "webhooks": [
+            {
+                "name": webhook,
+                "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system", "path": "/inject"}},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                **fields,
+            }
+        ],
     }
 
 
@@ -150,15 +140,15 @@ def test_matching_webhook_mutates_and_sees_copies():
     ],
 )
 def test_namespace_selector(selector, labels, hit):
-    r = REVIEW.review(pod(), ns(labels=labels), [config(namespace_selector=selector)])
+    r = REVIEW.review(pod(), ns(labels=labels), [config(namespaceSelector=selector)])
     assert bool(r.mutated_by) is hit
 
 
 def test_object_selector_and_absent_selectors():
     sel = {"matchExpressions": [{"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}]}
-    assert REVIEW.review(pod(labels={"app": "x"}), ns(), [config(object_selector=sel)]).mutated_by
+    assert REVIEW.review(pod(labels={"app": "x"}), ns(), [config(objectSelector=sel)]).mutated_by
     assert not REVIEW.review(
-        pod(labels={"sidecar.istio.io/inject": "false"}), ns(), [config(object_selector=sel)]
+        pod(labels={"sidecar.istio.io/inject": "false"}), ns(), [config(objectSelector=sel)]
     ).mutated_by
     assert REVIEW.review(pod(), None, [config()]).mutated_by  # no selectors: every pod
 
@@ -169,7 +159,7 @@ def test_webhook_without_pod_create_rules_is_not_called():
 
 
 def test_webhooks_run_in_configuration_name_order_and_see_earlier_changes():
-    second = config("b-second", webhook="second.lab.test", object_selector={"matchLabels": {"injected": "true"}})
+    second = config("b-second", webhook="second.lab.test", objectSelector={"matchLabels": {"injected": "true"}})
     second["metadata"]["annotations"][admission.HANDLER_ANNOTATION] = f"{FAKE}:refuse"
     with pytest.raises(admission.AdmissionDenied, match='"second.lab.test"'):
         REVIEW.review(pod(), ns(), [second, config("a-first")])  # a-first labels, then b-second sees it
@@ -185,7 +175,7 @@ def test_refusal_fail_policy_names_the_webhook():
 
 
 def test_refusal_ignore_policy_passes_unmutated_and_says_why():
-    r = REVIEW.review(pod(), ns(), [config(handler="refuse", policy="Ignore")])
+    r = REVIEW.review(pod(), ns(), [config(handler="refuse", failurePolicy="Ignore")])
     assert r.pod == pod() and r.mutated_by == []
     assert r.ignored == ['admission webhook "sidecar-injector.lab.test" denied the request: no pods named web']
 
@@ -217,7 +207,7 @@ def test_handler_import_errors_name_the_module():
 
 
 def test_a_handler_that_fails_to_import_at_pod_time_obeys_the_policy():
-    broken = config(policy="Ignore")
+    broken = config(failurePolicy="Ignore")
     broken["metadata"]["annotations"][admission.HANDLER_ANNOTATION] = "no_such_mod_xyz:admit"
     r = REVIEW.review(pod(), ns(), [broken])
     assert r.ignored and "cannot import module" in r.ignored[0]
@@ -253,7 +243,7 @@ def test_configuration_validation_refuses_unsupported_rules_and_missing_handler(
     del no_handler["metadata"]["annotations"]
     with pytest.raises(ManifestError, match=r"metadata.annotations\[lab.ambient/handler\]: Required value"):
         load(_yaml_of(no_handler), "wh.yaml")
-    bad = config(policy="Sometimes", webhook="short.name")
+    bad = config(failurePolicy="Sometimes", webhook="short.name")
     with pytest.raises(ManifestError) as e:
         load(_yaml_of(bad), "wh.yaml")
     lines = e.value.lines()
@@ -303,7 +293,7 @@ def world(topo):
     return types.SimpleNamespace(store=store, api=api, events=events, retries=retries, clock=clock)
 
 
-INJECTOR = config(namespace_selector={"matchLabels": {"istio-injection": "enabled"}})
+INJECTOR = config(namespaceSelector={"matchLabels": {"istio-injection": "enabled"}})
 
 
 def _apply(api, *objs: dict, source: str = "x.yaml"):
@@ -333,7 +323,7 @@ def test_applied_pod_is_mutated_and_reapply_is_unchanged(world):
 
 
 def test_refused_pod_leaves_nothing_of_the_apply(world):
-    refuser = config(handler="refuse", namespace_selector={"matchLabels": {"istio-injection": "enabled"}})
+    refuser = config(handler="refuse", namespaceSelector={"matchLabels": {"istio-injection": "enabled"}})
     _apply(world.api, refuser)
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apps"}, "data": {}}
     before = world.store.resource_version
@@ -354,7 +344,7 @@ def test_namespace_created_by_the_same_apply_is_the_one_selected(world):
 
 
 def test_ignore_policy_creates_the_pod_and_records_an_event(world):
-    _apply(world.api, config(handler="refuse", policy="Ignore"))
+    _apply(world.api, config(handler="refuse", failurePolicy="Ignore"))
     _apply(world.api, pod("web", "plain"))
     assert world.store.get("Pod", "plain", "web") is not None
     assert world.events == [

@@ -5,6 +5,7 @@ import argparse
 import re
 
 from lab.cli import build_parser, verbs
+from lab.client.paths import kubeconfig_path, lab_dir
 
 
 def subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
@@ -75,3 +76,21 @@ def test_the_new_verbs_parse():
     assert (a.name, a.traffic_type, a.enroll_namespace, a.overwrite, a.wait) == ("waypoint", "all", True, True, True)
     a = p.parse_args(["istioctl", "waypoint", "delete", "a", "b"])
     assert a.names == ["a", "b"] and not a.all
+
+
+def test_lab_kubectl_passes_its_arguments_on_verbatim(monkeypatch):
+    from lab.cli import kube
+
+    assert "kubectl" in real_verbs(build_parser())
+    argv = ["--lab", "k1", "kubectl", "exec", "-it", "pod", "-n", "ns", "--", "sh", "-c", "exit 3"]
+    assert kube.split_argv(argv) == (["--lab", "k1", "kubectl"], argv[3:])
+    assert kube.split_argv(["--lab=k1", "kubectl", "--", "x"]) == (["--lab=k1", "kubectl"], ["--", "x"])
+    assert kube.split_argv(["kubectl"]) == (["kubectl"], [])
+    # another verb that has `kubectl` or `--` in its arguments is argparse's
+    assert kube.split_argv(["exec", "kubectl", "--", "sh"]) is None
+    assert kube.split_argv(["-h", "kubectl"]) is None
+    monkeypatch.setenv("LAB_KUBECTL", "/opt/kubectl.1.30")
+    cmd, env = kube.command("k1", ["get", "pods", "-A"], {"HOME": "/root"})
+    assert cmd == ["/opt/kubectl.1.30", "--cache-dir", kube.cache_dir("k1"), "get", "pods", "-A"]
+    assert env == {"HOME": "/root", "KUBECONFIG": kubeconfig_path("k1")}
+    assert kube.cache_dir("k1").startswith(lab_dir("k1") + "/")

@@ -3,13 +3,14 @@ exit status when a socket cannot be bound."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
 import pytest
 import trio
 
-from lab.client.process import open_nursery_until_signalled, run_main
+from lab.client.process import open_nursery_until_signalled, run_main, serve_main
 
 
 def _signal_self(sig: signal.Signals = signal.SIGTERM) -> None:
@@ -84,3 +85,18 @@ def test_run_main_exit_status_and_bind_errors():
     assert [str(e) for e in errors] == ["[Errno 98] Address already in use: 53"]
     with pytest.raises(ValueError):  # anything else is not a bind error: it propagates
         run_main(broken, on_os_error=errors.append)
+
+
+def test_serve_main_serves_until_a_signal_and_says_why_it_could_not(caplog):
+    async def served() -> None:
+        _signal_self()
+        await trio.sleep_forever()
+
+    async def cannot_bind() -> None:
+        raise OSError(98, "Address already in use")
+
+    log = logging.getLogger("test.serve_main")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        assert serve_main(served, log, "0.0.0.0:53") == 0
+        assert serve_main(cannot_bind, log, "0.0.0.0:53") == 1
+    assert caplog.messages == ["SIGTERM: exiting", "cannot serve on 0.0.0.0:53: [Errno 98] Address already in use"]

@@ -14,24 +14,13 @@ from mesh.cni.agent import NO_ZTUNNEL, Agent
 from mesh.cni.enrollment import REDIRECTION_ANNOTATION, ClusterView
 from mesh.cni.plugin_server import PluginRequest
 from mesh.zds import Ack, AddWorkload, DelWorkload, SnapshotSent
+from tests.unit.cni_helpers import AMBIENT, NODE
+from tests.unit.cni_helpers import pod as cni_pod
 
-NODE = "worker1"
-AMBIENT = {"istio.io/dataplane-mode": "ambient"}
 
-
-def pod(name: str, ns: str = "demo", *, ip: str | None = "10.244.1.5", **annotations) -> dict[str, Any]:
-    return {
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "uid": f"uid-{ns}-{name}",
-            "labels": {},
-            "annotations": {"lab.ambient/netns": f"al-x-pod-{ns}_{name}", **annotations},
-        },
-        "spec": {"nodeName": NODE, "serviceAccountName": "sa"},
-        "status": {"phase": "Pending", **({"podIP": ip} if ip else {})},
-    }
+def pod(name: str, ns: str = "demo") -> dict[str, Any]:
+    """A pod the kubelet is starting here: CNI ADD comes before it runs."""
+    return cni_pod(name, ns, phase="Pending")
 
 
 def request(command: str, p: dict) -> PluginRequest:
@@ -41,7 +30,7 @@ def request(command: str, p: dict) -> PluginRequest:
         md["uid"],
         md["name"],
         md["namespace"],
-        "sa",
+        p["spec"]["serviceAccountName"],
         md["annotations"]["lab.ambient/netns"],
         p["status"].get("podIP", ""),
     )
@@ -137,7 +126,7 @@ async def test_ambient_pod_is_captured_acked_and_annotated_before_ok(harness):
         harness.apply(p, "ADDED")
     assert answer == [None]
     uid = p["metadata"]["uid"]
-    assert harness.enrolls == ["al-x-pod-demo_web"]
+    assert harness.enrolls == ["al-x-pod-demo-web"]
     assert [m for m in link.sent if isinstance(m, AddWorkload)] == [AddWorkload(uid, link.sent[1].workload_info)]
     assert isinstance(link.sent[0], SnapshotSent)
     assert harness.agent.view.pod(uid)["metadata"]["annotations"][REDIRECTION_ANNOTATION] == "enabled"
@@ -150,7 +139,7 @@ async def test_ambient_pod_is_captured_acked_and_annotated_before_ok(harness):
     with trio.fail_after(1):
         assert await harness.agent.handle_plugin(request("ADD", p)) is None
     await trio.sleep(0.05)
-    assert harness.enrolls == ["al-x-pod-demo_web"]
+    assert harness.enrolls == ["al-x-pod-demo-web"]
     assert len([m for m in link.sent if isinstance(m, AddWorkload)]) == 1
 
 
@@ -164,7 +153,7 @@ async def test_no_ztunnel_is_an_error_until_it_connects(harness):
     with trio.fail_after(1):
         assert await harness.agent.handle_plugin(request("ADD", p)) is None
     assert [type(m) for m in link.sent] == [AddWorkload, SnapshotSent]  # it came with the snapshot
-    assert harness.enrolls == ["al-x-pod-demo_web"]
+    assert harness.enrolls == ["al-x-pod-demo-web"]
 
 
 async def test_del_releases_and_the_watch_does_not_capture_again(harness):
@@ -176,13 +165,13 @@ async def test_del_releases_and_the_watch_does_not_capture_again(harness):
         assert await harness.agent.handle_plugin(request("ADD", p)) is None
         assert await harness.agent.handle_plugin(request("DEL", p)) is None
     uid = p["metadata"]["uid"]
-    assert harness.unenrolls == ["al-x-pod-demo_web"] and uid not in harness.agent.enrolled
+    assert harness.unenrolls == ["al-x-pod-demo-web"] and uid not in harness.agent.enrolled
     assert DelWorkload(uid) in link.sent
     terminating = copy.deepcopy(harness.agent.view.pod(uid))
     terminating["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
     harness.apply(terminating)  # still in the view, still "wanted" by the watch's rules
     await trio.sleep(0.05)
-    assert harness.enrolls == ["al-x-pod-demo_web"]
+    assert harness.enrolls == ["al-x-pod-demo-web"]
     harness.apply(terminating, "DELETED")
     await trio.sleep(0.05)
     assert harness.agent._deleted == set()  # forgotten once the pod is gone

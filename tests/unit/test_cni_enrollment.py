@@ -7,39 +7,7 @@ from typing import Any
 import pytest
 
 from mesh.cni.enrollment import ClusterView, Plan, Workload, plan, should_capture, workload_of
-
-NODE = "worker1"
-AMBIENT = {"istio.io/dataplane-mode": "ambient"}
-
-
-def pod(
-    name: str = "web",
-    ns: str = "demo",
-    *,
-    node: str = NODE,
-    labels: dict | None = None,
-    annotations: dict | None = None,
-    host_network: bool = False,
-    ip: str | None = "10.244.1.5",
-    phase: str = "Running",
-    sa: str | None = "web-sa",
-) -> dict[str, Any]:
-    netns = {"lab.ambient/netns": f"al-x-pod-{ns}-{name}"}
-    spec: dict[str, Any] = {"nodeName": node, "hostNetwork": host_network}
-    if sa:
-        spec["serviceAccountName"] = sa
-    return {
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "uid": f"uid-{ns}-{name}",
-            "labels": labels or {},
-            "annotations": {**netns, **(annotations or {})},
-        },
-        "spec": spec,
-        "status": {"phase": phase, **({"podIP": ip} if ip else {})},
-    }
+from tests.unit.cni_helpers import AMBIENT, NODE, pod
 
 
 def namespace(name: str, labels: dict | None = None) -> dict[str, Any]:

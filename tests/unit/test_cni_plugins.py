@@ -14,32 +14,18 @@ from lab.client.protocol import encode
 from lab.runtime import cniplugins
 from mesh.cni.plugin_server import PluginServer, parse_request
 
-POD = {
-    "kind": "Pod",
-    "metadata": {
-        "name": "web-1",
-        "namespace": "demo",
-        "uid": "u-1",
-        "labels": {"app": "web"},
-        "annotations": {"lab.ambient/netns": "al-x-pod-demo_web-1"},
-    },
-    "spec": {"serviceAccountName": "web-sa", "nodeName": "worker1"},
-}
+NETNS = "al-x-pod-demo_web-1"
+ANNOTATIONS = {"lab.ambient/netns": NETNS}
+METADATA = {"name": "web-1", "namespace": "demo", "uid": "u-1", "labels": {"app": "web"}, "annotations": ANNOTATIONS}
+POD = {"kind": "Pod", "metadata": METADATA, "spec": {"serviceAccountName": "web-sa", "nodeName": "worker1"}}
 
 
 def test_request_shape():
-    msg = cniplugins.request("ADD", POD, "al-x-pod-demo_web-1", "10.244.1.5")
+    msg = cniplugins.request("ADD", POD, NETNS, "10.244.1.5")
     assert msg == {
         "command": "ADD",
-        "pod": {
-            "namespace": "demo",
-            "name": "web-1",
-            "uid": "u-1",
-            "labels": {"app": "web"},
-            "annotations": {"lab.ambient/netns": "al-x-pod-demo_web-1"},
-            "serviceAccount": "web-sa",
-        },
-        "netns": "al-x-pod-demo_web-1",
+        "pod": {**METADATA, "serviceAccount": "web-sa"},  # the pod's identity, labels and annotations as they are
+        "netns": NETNS,
         "podIP": "10.244.1.5",
     }
     assert json.loads(encode(msg)) == msg and encode(msg).endswith(b"\n") and encode(msg).count(b"\n") == 1
@@ -55,16 +41,15 @@ def test_request_defaults_and_unknown_command():
 
 
 def test_the_agent_reads_what_the_kubelet_writes():
-    req = parse_request(cniplugins.request("ADD", POD, "al-x-pod-demo_web-1", "10.244.1.5"))
-    assert (req.command, req.uid, req.namespace, req.name, req.service_account, req.netns, req.pod_ip) == (
+    req = parse_request(cniplugins.request("ADD", POD, NETNS, "10.244.1.5"))
+    assert (req.command, req.uid, req.namespace, req.name, req.service_account) == (
         "ADD",
         "u-1",
         "demo",
         "web-1",
         "web-sa",
-        "al-x-pod-demo_web-1",
-        "10.244.1.5",
     )
+    assert (req.netns, req.pod_ip) == (NETNS, "10.244.1.5")
     with pytest.raises(ValueError, match="pod.uid"):
         parse_request({"command": "ADD", "pod": {"name": "a", "namespace": "b"}, "netns": "n"})
     with pytest.raises(ValueError, match="command"):

@@ -4,7 +4,10 @@ decided from the objects alone (the article's manifests)."""
 import yaml
 
 from lab.testing import article_manifest
+from mesh.istioctl import describe_mode as dm
 from mesh.istioctl import describe_pod as d
+from mesh.istioctl import describe_policies as dp
+from mesh.istioctl import describe_waypoint as dw
 
 
 def article(name: str) -> dict:
@@ -111,18 +114,18 @@ def with_status(policy: dict, reason: str, message: str, status: str = "True") -
 
 
 def test_pod_modes():
-    assert d.pod_mode(pod(), AMBIENT_NS.get("metadata")["labels"]).kind == d.AMBIENT
-    assert "redirection enabled" in d.pod_mode(pod(), {"istio.io/dataplane-mode": "ambient"}).text
-    pending = d.pod_mode(pod(redirected=False), {"istio.io/dataplane-mode": "ambient"})
-    assert pending.kind == d.AMBIENT and "not captured yet" in pending.text
-    assert d.pod_mode(pod(containers=("httpbin", "istio-proxy")), {}).kind == d.SIDECAR
+    assert dm.pod_mode(pod(), AMBIENT_NS.get("metadata")["labels"]).kind == dm.AMBIENT
+    assert "redirection enabled" in dm.pod_mode(pod(), {"istio.io/dataplane-mode": "ambient"}).text
+    pending = dm.pod_mode(pod(redirected=False), {"istio.io/dataplane-mode": "ambient"})
+    assert pending.kind == dm.AMBIENT and "not captured yet" in pending.text
+    assert dm.pod_mode(pod(containers=("httpbin", "istio-proxy")), {}).kind == dm.SIDECAR
     waypoint_pod = pod(containers=("istio-proxy",), labels={"gateway.networking.k8s.io/gateway-name": "wp"})
-    assert d.pod_mode(waypoint_pod, {}).kind == d.WAYPOINT
-    outside = d.pod_mode(pod(ns="legacy-apps", redirected=False), {})
-    assert outside.kind == d.NONE and "istio.io/dataplane-mode=ambient" in outside.text
-    opted_out = d.pod_mode(pod(labels={"istio.io/dataplane-mode": "none"}), {"istio.io/dataplane-mode": "ambient"})
-    assert opted_out.kind == d.NONE and "opts out" in opted_out.text
-    assert "never captured" in d.pod_mode(pod(ns="kube-system"), {"istio.io/dataplane-mode": "ambient"}).text
+    assert dm.pod_mode(waypoint_pod, {}).kind == dm.WAYPOINT
+    outside = dm.pod_mode(pod(ns="legacy-apps", redirected=False), {})
+    assert outside.kind == dm.NONE and "istio.io/dataplane-mode=ambient" in outside.text
+    opted_out = dm.pod_mode(pod(labels={"istio.io/dataplane-mode": "none"}), {"istio.io/dataplane-mode": "ambient"})
+    assert opted_out.kind == dm.NONE and "opts out" in opted_out.text
+    assert "never captured" in dm.pod_mode(pod(ns="kube-system"), {"istio.io/dataplane-mode": "ambient"}).text
 
 
 def _where(objs, **kw):
@@ -130,18 +133,18 @@ def _where(objs, **kw):
     ns = kw.pop("namespace", AMBIENT_NS)
     gateways = kw.pop("gateways", [])
     services = kw.pop("services", [service()])
-    mode = d.pod_mode(target, ns["metadata"]["labels"])
-    att = d._attachments(ns, gateways, services, [target])
-    wl = d._explain_choice(target, "pod", att.for_pod(target), att, ns["metadata"]["labels"], "workload")
+    mode = dm.pod_mode(target, ns["metadata"]["labels"])
+    att = dw.waypoint_attachments(ns, gateways, services, [target])
+    wl = dw.explain_choice(target, "pod", att.for_pod(target), att, ns["metadata"]["labels"], "workload")
     svc_wps = {
-        s["metadata"]["name"]: d._explain_choice(
+        s["metadata"]["name"]: dw.explain_choice(
             s, "Service", att.for_service(s), att, ns["metadata"]["labels"], "service"
         )
         for s in services
     }
     return {
         e.key: e
-        for e in d.enforcement(
+        for e in dp.enforcement(
             target,
             mode,
             wl,
@@ -166,7 +169,7 @@ def test_without_a_waypoint_policies_are_ztunnels_and_jwt_is_not_enforced():
     assert found["ambient-apps/require-sleep-identity"].attached == "selector app=httpbin-ambient"
     assert found["ambient-apps/allow-ip-path-with-jwt"].where == "destination ztunnel (L4)"
     assert "HTTP attributes" in found["ambient-apps/allow-ip-path-with-jwt"].warning
-    assert found["ambient-apps/require-jwt-for-billing"].where == d.NO_L7_PROXY
+    assert found["ambient-apps/require-jwt-for-billing"].where == dp.NO_L7_PROXY
 
 
 def test_the_warning_is_computed_when_istiod_has_not_written_the_status_yet():
@@ -177,7 +180,7 @@ def test_the_warning_is_computed_when_istiod_has_not_written_the_status_yet():
 def test_with_the_articles_waypoint_selector_policies_go_to_the_waypoint():
     found = _where([L4, L7, JWT], gateways=[WAYPOINT])
     l4 = found["ambient-apps/require-sleep-identity"]
-    assert l4.where == d.WAYPOINT_L7.format(name="httpbin-ambient-waypoint")
+    assert l4.where == dp.WAYPOINT_L7.format(name="httpbin-ambient-waypoint")
     assert "original client's identity" in l4.where and "L4" in l4.where
     assert found["ambient-apps/require-jwt-for-billing"].where == "waypoint httpbin-ambient-waypoint (jwt_authn)"
 
@@ -227,8 +230,8 @@ def test_namespace_and_root_policies_and_outside_the_mesh():
     assert found["istio-system/mesh"].attached == "mesh-wide (root namespace istio-system)"
     assert "legacy-apps/x" not in found
     outside = _where([ns_wide, JWT], target=pod(redirected=False), namespace=namespace())
-    assert outside["ambient-apps/ns-wide"].where == d.NOT_IN_MESH
-    assert outside["ambient-apps/require-jwt-for-billing"].where == d.NOT_IN_MESH
+    assert outside["ambient-apps/ns-wide"].where == dp.NOT_IN_MESH
+    assert outside["ambient-apps/require-jwt-for-billing"].where == dp.NOT_IN_MESH
     sidecar = _where([ns_wide, JWT], target=pod(containers=("httpbin", "istio-proxy")), namespace=namespace())
     assert sidecar["ambient-apps/ns-wide"].where == "sidecar (L7, with the client's identity)"
     assert sidecar["ambient-apps/require-jwt-for-billing"].where == "sidecar (jwt_authn)"
@@ -261,15 +264,15 @@ def test_waypoint_choice_by_label_and_by_the_articles_implicit_model():
             },
         }
     )
-    wl = d.workload_waypoint(pod(), labelled_ns, [svc_only], [service()])
+    wl = dw.workload_waypoint(pod(), labelled_ns, [svc_only], [service()])
     assert wl.gateway is None and "serves service traffic, not workload traffic" in wl.how
-    sv = d.service_waypoint(service(), labelled_ns, [svc_only], [service()], [pod()])
+    sv = dw.service_waypoint(service(), labelled_ns, [svc_only], [service()], [pod()])
     assert sv.name == "waypoint" and sv.how == "namespace ambient-apps label istio.io/use-waypoint=waypoint"
-    implicit = d.workload_waypoint(pod(), AMBIENT_NS, [WAYPOINT])
+    implicit = dw.workload_waypoint(pod(), AMBIENT_NS, [WAYPOINT])
     assert implicit.name == "httpbin-ambient-waypoint" and "article's model" in implicit.how
-    missing = d.workload_waypoint(pod(labels={"istio.io/use-waypoint": "nope"}), AMBIENT_NS, [])
+    missing = dw.workload_waypoint(pod(labels={"istio.io/use-waypoint": "nope"}), AMBIENT_NS, [])
     assert missing.missing and "does not exist" in missing.how
-    none = d.workload_waypoint(pod(labels={"istio.io/use-waypoint": "#none"}), labelled_ns, [svc_only])
+    none = dw.workload_waypoint(pod(labels={"istio.io/use-waypoint": "#none"}), labelled_ns, [svc_only])
     assert none.gateway is None and "opts out" in none.how
 
 
@@ -300,7 +303,7 @@ def test_describe_text_without_a_waypoint():
         "AuthorizationPolicy ambient-apps/require-sleep-identity (ALLOW, selector app=httpbin-ambient)\n"
         "   Enforcement: destination ztunnel (L4)"
     ) in text
-    assert "Enforcement: " + d.NO_L7_PROXY in text
+    assert "Enforcement: " + dp.NO_L7_PROXY in text
     assert out[-1].startswith("   In ambient, traffic between ztunnels is always mutual TLS")
     assert "Effective PeerAuthentication: mTLS PERMISSIVE (the default: no PeerAuthentication applies)" in text
 
@@ -390,7 +393,7 @@ def test_describe_a_sidecar_pod():
 
 
 def test_a_sidecar_in_the_pod_spec_and_target_refs_policies():
-    assert d.pod_mode(sidecar_pod(injected=False), {}).text == (
+    assert dm.pod_mode(sidecar_pod(injected=False), {}).text == (
         "sidecar (istio-proxy 1.24.0, not injected: the pod's own spec has the container)"
     )
     gateway_policy = {

@@ -6,38 +6,28 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from lab.cli import build_parser
 from lab.cli.common import CliError
+from mesh.identity.ca import RootCA, make_csr
+from mesh.identity.spiffe import Identity
 from mesh.istioctl import proxy_config
 from mesh.istioctl.cli import cmd_istioctl
+from mesh.istiod.proxyconfig import connect_terminate_listener, sidecar_resources
 
 T = "type.googleapis.com/"
 HCM = T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+WAYPOINT = Identity.parse("spiffe://cluster.local/ns/ambient-apps/sa/waypoint")
 
-
-def cert(serial: int, cn: str, start: dt.datetime, days: int) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, cn)])
-    c = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=days))
-        .sign(key, hashes.SHA256())
-    )
-    return c.public_bytes(serialization.Encoding.PEM).decode()
-
-
-LEAF = cert(0xDBAB7E7B43, "leaf", dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.timezone.utc), 1)
-ROOT = cert(0x91A4, "root", dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone.utc), 3650)
+# A waypoint's chain as istiod's CA signs it: a day's leaf, then the root.
+CA = RootCA.generate(now=dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone.utc))
+LEAF, ROOT = CA.sign_csr(
+    make_csr(WAYPOINT)[1],
+    [WAYPOINT],
+    ttl=dt.timedelta(days=1),
+    now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=dt.timezone.utc),
+)
 VIP_CLUSTER = "inbound-vip|8000|http|httpbin-ambient.ambient-apps.svc.cluster.local"
 
 
@@ -50,43 +40,7 @@ DUMP = {
         {
             "@type": T + "envoy.admin.v3.ListenersConfigDump",
             "dynamic_listeners": [
-                {
-                    "name": "connect_terminate",
-                    "active_state": {
-                        "listener": {
-                            "name": "connect_terminate",
-                            "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15008}},
-                            "filter_chains": [
-                                {
-                                    "name": "default",
-                                    "filters": [
-                                        {
-                                            "name": "envoy.filters.network.http_connection_manager",
-                                            "typed_config": {
-                                                "@type": HCM,
-                                                "route_config": {
-                                                    "name": "default",
-                                                    "virtual_hosts": [
-                                                        {
-                                                            "name": "default",
-                                                            "domains": ["*"],
-                                                            "routes": [
-                                                                {
-                                                                    "match": {"connect_matcher": {}},
-                                                                    "route": {"cluster": "main_internal"},
-                                                                }
-                                                            ],
-                                                        }
-                                                    ],
-                                                },
-                                            },
-                                        }
-                                    ],
-                                }
-                            ],
-                        }
-                    },
-                },
+                {"name": "connect_terminate", "active_state": {"listener": connect_terminate_listener()}},
                 {
                     "name": "main_internal",
                     "active_state": {
@@ -286,16 +240,17 @@ def test_routes():
 def test_secrets_decode_the_pem():
     out = strip(rows(proxy_config.format_proxy_secrets(DUMP, NOW)))
     assert out[0] == ["RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE"]
+    leaf, root = (x509.load_pem_x509_certificate(pem.encode()) for pem in (LEAF, ROOT))
     assert out[1] == [
         "default",
         "Cert Chain",
         "ACTIVE",
         "true",
-        "dbab7e7b43",
+        format(leaf.serial_number, "x"),
         "2026-11-28T10:00:00Z",
-        "2026-11-27T10:00:00Z",
+        "2026-11-27T09:58:00Z",  # istiod backdates NotBefore by two minutes
     ]
-    assert out[2][:5] == ["ROOTCA", "CA", "ACTIVE", "true", "91a4"]
+    assert out[2][:5] == ["ROOTCA", "CA", "ACTIVE", "true", format(root.serial_number, "x")]
     later = strip(rows(proxy_config.format_proxy_secrets(DUMP, NOW + dt.timedelta(days=2))))
     assert later[1][3] == "false"
 
@@ -397,7 +352,6 @@ def test_a_waypoint_pod_is_read_from_its_own_network_namespace(monkeypatch, caps
 
 def _sidecar_dump() -> dict:
     """What a sidecar's admin port serves: istiod's sidecar resources in the config_dump shape."""
-    from mesh.istiod.proxyconfig import sidecar_resources
 
     def workload(name, ns, ip, app, sa):
         return {

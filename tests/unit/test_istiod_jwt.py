@@ -103,32 +103,35 @@ def test_no_jwt_rules_no_filter():
     assert jwt_authn_filter([request_authn("empty", [])], lambda url: None) is None
 
 
+#: Each field of a RequestAuthentication rule, and what it becomes in the jwt_authn provider.
+RULE_FIELDS = [
+    ("issuer", "iss@lab", "issuer", "iss@lab"),
+    ("jwks", SAMPLE_JWKS, "local_jwks", {"inline_string": SAMPLE_JWKS}),
+    ("audiences", ["a", "b"], "audiences", ["a", "b"]),
+    ("forwardOriginalToken", True, "forward", True),
+    ("fromParams", ["t"], "from_params", ["t"]),
+    ("fromCookies", ["session"], "from_cookies", ["session"]),
+    ("outputPayloadToHeader", "x-payload", "forward_payload_header", "x-payload"),
+    (
+        "fromHeaders",
+        [{"name": "x-jwt", "prefix": "Token "}, {"name": "x-raw"}],
+        "from_headers",
+        [{"name": "x-jwt", "value_prefix": "Token "}, {"name": "x-raw"}],
+    ),
+    (
+        "outputClaimToHeaders",
+        [{"header": "x-sub", "claim": "sub"}],
+        "claim_to_headers",
+        [{"header_name": "x-sub", "claim_name": "sub"}],
+    ),
+]
+
+
 def test_every_field_of_a_rule():
-    rule = {
-        "issuer": "iss@lab",
-        "jwks": SAMPLE_JWKS,
-        "audiences": ["a", "b"],
-        "forwardOriginalToken": True,
-        "fromHeaders": [{"name": "x-jwt", "prefix": "Token "}, {"name": "x-raw"}],
-        "fromParams": ["t"],
-        "fromCookies": ["session"],
-        "outputPayloadToHeader": "x-payload",
-        "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}],
-    }
+    rule = {field: value for field, value, _, _ in RULE_FIELDS}
     typed = jwt_authn_filter([request_authn("all", [rule])], lambda url: None)["typed_config"]
     provider = typed["providers"]["origins-0"]
-    assert provider == {
-        "issuer": "iss@lab",
-        "audiences": ["a", "b"],
-        "local_jwks": {"inline_string": SAMPLE_JWKS},
-        "forward": True,
-        "from_headers": [{"name": "x-jwt", "value_prefix": "Token "}, {"name": "x-raw"}],
-        "from_params": ["t"],
-        "from_cookies": ["session"],
-        "forward_payload_header": "x-payload",
-        "claim_to_headers": [{"header_name": "x-sub", "claim_name": "sub"}],
-        "payload_in_metadata": "iss@lab",
-    }
+    assert provider == {**{name: value for _, _, name, value in RULE_FIELDS}, "payload_in_metadata": "iss@lab"}
 
 
 def test_provider_order_is_stable():

@@ -52,25 +52,28 @@ class Clock:
         return self.now
 
 
+#: The subscribers `registry_with_two` connects: (namespace, service account, pod, node, version, proxy);
+#: a proxy (a waypoint) subscribes to the Envoy types under its own prefix, ztunnel to its own types.
+SUBSCRIBERS = (
+    ("istio-system", "ztunnel", "ztunnel-abcde", "worker1", "1.24.0", None),
+    ("demo", "waypoint", "waypoint-7d9f-xk2lp", "worker2", "1.23.2", "demo/waypoint"),
+)
+
+
 def registry_with_two() -> tuple[SubscriberRegistry, object, object]:
     reg = SubscriberRegistry("cluster.local", clock=Clock())
-    zt = reg.connect(
-        namespace="istio-system",
-        service_account="ztunnel",
-        pod_name="ztunnel-abcde",
-        node="worker1",
-        types=TYPES,
-        version="1.24.0",
-    )
-    wp = reg.connect(
-        namespace="demo",
-        service_account="waypoint",
-        pod_name="waypoint-7d9f-xk2lp",
-        node="worker2",
-        types=PROXY_TYPES,
-        proxy="demo/waypoint",
-        prefix=proxy_id("demo", "waypoint"),
-        version="1.23.2",
+    zt, wp = (
+        reg.connect(
+            namespace=ns,
+            service_account=sa,
+            pod_name=pod,
+            node=node,
+            types=PROXY_TYPES if proxy else TYPES,
+            proxy=proxy,
+            prefix=proxy_id(ns, sa) if proxy else None,
+            version=version,
+        )
+        for ns, sa, pod, node, version, proxy in SUBSCRIBERS
     )
     return reg, zt, wp
 

@@ -72,3 +72,16 @@ def test_nothing_points_outside_the_repository():
         if any(n in line for n in needles)
     ]
     assert hits == []
+
+
+def test_the_portable_suites_import_nothing_of_the_lab_or_the_mesh():
+    """tests/portable runs on any cluster (`pytest --kubeconfig FILE`): kubectl, the `kubernetes`
+    client and the plugin's fixtures, never the lab's or the mesh's code (nor tests that import it)."""
+
+    def allowed(name: str) -> bool:
+        top = _top(name)
+        return top not in ("lab", "mesh", "scenarios", "bench") and (
+            top != "tests" or name == "tests" or name.startswith("tests.portable")
+        )
+
+    assert _modules("tests/portable") and _violations("tests/portable", allowed) == []

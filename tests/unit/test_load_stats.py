@@ -93,18 +93,15 @@ def test_timeline_buckets_by_scheduled_second():
     assert [s.second for s in late] == [0, 1, 2]
 
 
-def test_summarize():
-    r = summarize(
-        outcomes(),
-        url="http://echo:8080/",
-        qps=50,
-        duration=2,
-        connections=4,
-        timeout=2,
-        address="10.96.0.20",
-        elapsed=2.01,
-        error_samples={"reset": "ConnectionResetError: x"},
+def report(**extra) -> LoadReport:
+    """The report of outcomes(): 50 qps for 2 s over 4 connections to echo (10.96.0.20)."""
+    return summarize(
+        outcomes(), url="http://echo:8080/", qps=50, duration=2, connections=4, timeout=2, address="10.96.0.20", **extra
     )
+
+
+def test_summarize():
+    r = report(elapsed=2.01, error_samples={"reset": "ConnectionResetError: x"})
     assert r.requests == 100
     assert r.successes == 89
     assert r.success_rate == 0.89
@@ -127,7 +124,7 @@ def test_summarize_nothing():
 
 
 def test_json_round_trip():
-    r = summarize(outcomes(), url="http://echo:8080/", qps=50, duration=2, connections=4, timeout=2)
+    r = report()
     d = json.loads(r.to_json())
     for key in ("requests", "successes", "success_rate", "errors", "codes", "latency_ms", "timeline"):
         assert key in d
@@ -139,16 +136,7 @@ def test_json_round_trip():
 
 
 def test_table():
-    r = summarize(
-        outcomes(),
-        url="http://echo:8080/",
-        qps=50,
-        duration=2,
-        connections=4,
-        timeout=2,
-        address="10.96.0.20",
-        elapsed=2.0,
-    )
+    r = report(elapsed=2.0)
     text = r.table()
     assert "GET http://echo:8080/ (10.96.0.20): 50 qps for 2s over 4 connections" in text
     assert "success    89/100 (89.0%)" in text

@@ -14,6 +14,7 @@ from mesh.policy.ztunnel import (
     to_ztunnel,
     workload_policy_keys,
 )
+from tests.unit.policy_helpers import authz, peer
 
 HTTP_ALLOW = (
     "ztunnel does not support HTTP attributes (found: {}). In ambient mode you must use a waypoint "
@@ -33,13 +34,6 @@ HTTP_DENY_NO_EFFECT = (
 )
 
 SLEEP = "spiffe://cluster.local/ns/default/sa/sleep"
-
-
-def authz(spec, namespace="ns", name="p", annotations=None):
-    metadata = {"name": name, "namespace": namespace}
-    if annotations:
-        metadata["annotations"] = annotations
-    return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": metadata, "spec": spec}
 
 
 def rules_of(spec, **kw):
@@ -243,23 +237,26 @@ def test_dry_run_is_off_unless_enabled():
 
 # --- HTTP attributes -------------------------------------------------------------------------------
 
+
+def _with_negations(fields: dict) -> list[tuple[str, list[str]]]:
+    """Each field with its values, then its `not` form (`hosts`, `notHosts`)."""
+    return [(f, values) for field, values in fields.items() for f in (field, f"not{field[0].upper()}{field[1:]}")]
+
+
+# Every attribute only a waypoint can see: each operation and source field (and its negation), and when keys.
 HTTP_RULES = [
-    ({"to": [{"operation": {"hosts": ["h"]}}]}, "hosts"),
-    ({"to": [{"operation": {"notHosts": ["h"]}}]}, "notHosts"),
-    ({"to": [{"operation": {"methods": ["GET"]}}]}, "methods"),
-    ({"to": [{"operation": {"notMethods": ["GET"]}}]}, "notMethods"),
-    ({"to": [{"operation": {"paths": ["/ip"]}}]}, "paths"),
-    ({"to": [{"operation": {"notPaths": ["/ip"]}}]}, "notPaths"),
-    ({"from": [{"source": {"requestPrincipals": ["*"]}}]}, "requestPrincipals"),
-    ({"from": [{"source": {"notRequestPrincipals": ["*"]}}]}, "notRequestPrincipals"),
-    ({"from": [{"source": {"remoteIpBlocks": ["1.2.3.4"]}}]}, "remoteIpBlocks"),
-    ({"from": [{"source": {"notRemoteIpBlocks": ["1.2.3.4"]}}]}, "notRemoteIpBlocks"),
-    ({"from": [{"source": {"trustDomains": ["td"]}}]}, "trustDomains"),
-    ({"from": [{"source": {"notTrustDomains": ["td"]}}]}, "notTrustDomains"),
-    ({"when": [{"key": "request.auth.claims[iss]", "values": ["x"]}]}, "request.auth.claims[iss]"),
-    ({"when": [{"key": "request.headers[x-user]", "values": ["x"]}]}, "request.headers[x-user]"),
-    ({"when": [{"key": "source.serviceAccount", "values": ["sa"]}]}, "source.serviceAccount"),
-    ({"when": [{"key": "connection.sni", "values": ["x"]}]}, "connection.sni"),
+    *(
+        ({"to": [{"operation": {f: v}}]}, f)
+        for f, v in _with_negations({"hosts": ["h"], "methods": ["GET"], "paths": ["/ip"]})
+    ),
+    *(
+        ({"from": [{"source": {f: v}}]}, f)
+        for f, v in _with_negations({"requestPrincipals": ["*"], "remoteIpBlocks": ["1.2.3.4"], "trustDomains": ["td"]})
+    ),
+    *(
+        ({"when": [{"key": key, "values": ["x"]}]}, key)
+        for key in ("request.auth.claims[iss]", "request.headers[x-user]", "source.serviceAccount", "connection.sni")
+    ),
 ]
 
 
@@ -390,13 +387,6 @@ def test_workload_policy_keys():
 
 
 # --- PeerAuthentication ----------------------------------------------------------------------------
-
-
-def peer(spec, namespace="ns", name="pa", created=None):
-    metadata = {"name": name, "namespace": namespace}
-    if created:
-        metadata["creationTimestamp"] = created
-    return {"apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication", "metadata": metadata, "spec": spec}
 
 
 def mode(m):

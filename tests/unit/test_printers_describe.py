@@ -2,6 +2,7 @@
 their events, as kubectl's describe prints them."""
 
 from lab.cli.printers import describe
+from tests.conftest import NOT_READY_TOLERATION
 from tests.unit.printer_samples import (
     DEPLOYMENT,
     HTTPBIN_SERVICE,
@@ -147,15 +148,7 @@ def test_describe_pending_pod_without_events():
         "spec": {
             "containers": [{"name": "c", "image": "busybox", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}],
             "nodeSelector": {"disk": "ssd"},
-            "tolerations": [
-                {
-                    "key": "node.kubernetes.io/not-ready",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                },
-                {"operator": "Exists"},
-            ],
+            "tolerations": [NOT_READY_TOLERATION, {"operator": "Exists"}],
         },
         "status": {
             "phase": "Pending",
@@ -280,13 +273,8 @@ def test_describe_headless_service_without_endpoints():
 
 
 def test_describe_namespace():
-    namespace = {
-        "metadata": {
-            "name": "ambient-apps",
-            "labels": {"istio.io/dataplane-mode": "ambient", "kubernetes.io/metadata.name": "ambient-apps"},
-        },
-        "status": {"phase": "Active"},
-    }
+    labels = {"istio.io/dataplane-mode": "ambient", "kubernetes.io/metadata.name": "ambient-apps"}
+    namespace = {"metadata": {"name": "ambient-apps", "labels": labels}, "status": {"phase": "Active"}}
     assert describe("Namespace", namespace, [], NOW) == out(
         "Name:         ambient-apps",
         "Labels:       istio.io/dataplane-mode=ambient",

@@ -95,38 +95,22 @@ def test_a_completed_sidecar_with_a_running_container_shows_running_or_not_ready
     assert status_column(pod) == ["1/2", "Running", "0"]
 
 
+def initializing(state: dict, restarts: int = 0) -> dict:
+    """A Pending pod whose init container istio-init is in STATE."""
+    return pod_with(
+        [],
+        phase="Pending",
+        containers=["app"],
+        spec={"initContainers": [{"name": "istio-init", "image": "busybox"}]},
+        status={"initContainerStatuses": [{"name": "istio-init", "restartCount": restarts, "state": state}]},
+    )
+
+
 def test_init_containers():
-    init = {"initContainers": [{"name": "istio-init", "image": "busybox"}]}
-    waiting = pod_with(
-        [],
-        phase="Pending",
-        containers=["app"],
-        spec=init,
-        status={"initContainerStatuses": [{"name": "istio-init", "state": {"waiting": {"reason": "PodInitializing"}}}]},
-    )
-    assert status_column(waiting) == ["0/1", "Init:0/1", "0"]
-    failed = pod_with(
-        [],
-        phase="Pending",
-        containers=["app"],
-        spec=init,
-        status={
-            "initContainerStatuses": [
-                {"name": "istio-init", "restartCount": 3, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
-            ]
-        },
-    )
+    assert status_column(initializing({"waiting": {"reason": "PodInitializing"}})) == ["0/1", "Init:0/1", "0"]
+    failed = initializing({"terminated": {"exitCode": 1, "reason": "Error"}}, restarts=3)
     assert status_column(failed) == ["0/1", "Init:Error", "3"]
-    crashing = pod_with(
-        [],
-        phase="Pending",
-        containers=["app"],
-        spec=init,
-        status={
-            "initContainerStatuses": [{"name": "istio-init", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
-        },
-    )
-    assert status_column(crashing)[1] == "Init:CrashLoopBackOff"
+    assert status_column(initializing({"waiting": {"reason": "CrashLoopBackOff"}}))[1] == "Init:CrashLoopBackOff"
 
 
 def test_a_started_native_sidecar_counts_as_a_container():

@@ -107,12 +107,8 @@ def assert_refused(outcome, message: str, status: int = 401) -> None:
 @pytest.mark.parametrize(
     "key, alg, kid",
     [
-        (RSA_KEY, "RS256", "rsa-1"),
-        (RSA_KEY, "RS384", "rsa-1"),
-        (RSA_KEY, "RS512", "rsa-1"),
-        (PSS_KEY, "PS256", "pss-1"),
-        (PSS_KEY, "PS384", "pss-1"),
-        (PSS_KEY, "PS512", "pss-1"),
+        *((RSA_KEY, alg, "rsa-1") for alg in ("RS256", "RS384", "RS512")),
+        *((PSS_KEY, alg, "pss-1") for alg in ("PS256", "PS384", "PS512")),
         (EC_KEY, "ES256", "ec-1"),
         (ED_KEY, "EdDSA", "ed-1"),
     ],

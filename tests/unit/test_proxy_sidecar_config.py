@@ -6,6 +6,7 @@ from mesh.contract import ADDRESS, CLUSTER, LISTENER, ROUTE_CONFIGURATION
 from mesh.istiod.proxyconfig import sidecar_resources
 from mesh.istiod.translate import translate
 from mesh.proxy.config import ProxyConfig
+from tests.unit.policy_helpers import authz
 
 
 def pod(name, ns, labels, ip, sa, *, injected=False, ready=True):
@@ -53,15 +54,11 @@ NAMESPACES = [
     {"kind": "Namespace", "metadata": {"name": "legacy-apps", "labels": {"istio-injection": "enabled"}}},
     {"kind": "Namespace", "metadata": {"name": "default"}},
 ]
-PATH_POLICY = {
-    "apiVersion": "security.istio.io/v1",
-    "kind": "AuthorizationPolicy",
-    "metadata": {"name": "only-ip", "namespace": "legacy-apps"},
-    "spec": {
-        "selector": {"matchLabels": {"app": "httpbin-legacy"}},
-        "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}],
-    },
-}
+PATH_POLICY = authz(
+    {"selector": {"matchLabels": {"app": "httpbin-legacy"}}, "rules": [{"to": [{"operation": {"paths": ["/ip"]}}]}]},
+    name="only-ip",
+    namespace="legacy-apps",
+)
 
 
 def hbone(p):

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import trio
 
-from lab.apiserver.api import ApiError
 from lab.apiserver.dispatch import Dispatcher
+from lab.apiserver.errors import ApiError
 from lab.apiserver.rest import logs
 from lab.client import paths
 from lab.testing import InProcessLabApi

@@ -7,6 +7,7 @@ every non-pointer field, zero or not, in field order; pointers only when set.
 import pytest
 
 from lab.apiserver.rest.protobuf import MAGIC, ProtobufError, decode, fields, unwrap
+from tests.conftest import NOT_READY_TOLERATION
 
 # ---- a tiny test-side encoder ---------------------------------------------------------------------
 
@@ -312,14 +313,7 @@ def test_deployment_with_probes_env_resources_and_rolling_update():
     assert {k: v_ for k, v_ in pod["spec"].items() if k != "containers"} == {
         "terminationGracePeriodSeconds": 30,
         "nodeSelector": {"disk": "ssd"},
-        "tolerations": [
-            {
-                "key": "node.kubernetes.io/not-ready",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": 300,
-            }
-        ],
+        "tolerations": [NOT_READY_TOLERATION],
         "priority": -5,
     }
     assert pod["spec"]["containers"] == [

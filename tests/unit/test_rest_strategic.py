@@ -51,6 +51,15 @@ def with_patch(modified, spec_patch):
     return {**annotation(modified), "spec": spec_patch}
 
 
+def with_containers_patch(modified, *container_patches):
+    """What kubectl sends for container edits of the article's Deployment: its one container's
+    place in the order, then CONTAINER_PATCHES."""
+    order = [{"name": "httpbin"}]
+    return with_patch(
+        modified, {"template": {"spec": {"$setElementOrder/containers": order, "containers": list(container_patches)}}}
+    )
+
+
 def containers(obj):
     return obj["spec"]["template"]["spec"]["containers"]
 
@@ -66,21 +75,12 @@ def test_kubectl_apply_changing_the_container_port():
     live = served(DEPLOYMENT)
     modified = copy.deepcopy(DEPLOYMENT)
     containers(modified)[0]["ports"] = [{"containerPort": 8080}]
-    sent = with_patch(
+    sent = with_containers_patch(
         modified,
         {
-            "template": {
-                "spec": {
-                    "$setElementOrder/containers": [{"name": "httpbin"}],
-                    "containers": [
-                        {
-                            "$setElementOrder/ports": [{"containerPort": 8080}],
-                            "name": "httpbin",
-                            "ports": [{"containerPort": 8080}, {"$patch": "delete", "containerPort": 80}],
-                        }
-                    ],
-                }
-            }
+            "$setElementOrder/ports": [{"containerPort": 8080}],
+            "name": "httpbin",
+            "ports": [{"containerPort": 8080}, {"$patch": "delete", "containerPort": 80}],
         },
     )
     out = strategic_merge_patch(live, sent, "Deployment")
@@ -104,36 +104,19 @@ def test_kubectl_apply_adding_env_vars():
     live = served(DEPLOYMENT)
     first = copy.deepcopy(DEPLOYMENT)
     containers(first)[0]["env"] = [{"name": "GUNICORN_CMD_ARGS", "value": "--workers 2"}]
-    sent = with_patch(
-        first,
-        {
-            "template": {
-                "spec": {
-                    "$setElementOrder/containers": [{"name": "httpbin"}],
-                    "containers": [{"env": [{"name": "GUNICORN_CMD_ARGS", "value": "--workers 2"}], "name": "httpbin"}],
-                }
-            }
-        },
+    sent = with_containers_patch(
+        first, {"env": [{"name": "GUNICORN_CMD_ARGS", "value": "--workers 2"}], "name": "httpbin"}
     )
     live = strategic_merge_patch(live, sent, "Deployment")
     assert containers(live)[0]["env"] == [{"name": "GUNICORN_CMD_ARGS", "value": "--workers 2"}]
     second = copy.deepcopy(first)
     containers(second)[0]["env"].append({"name": "LOG_LEVEL", "value": "debug"})
-    sent = with_patch(
+    sent = with_containers_patch(
         second,
         {
-            "template": {
-                "spec": {
-                    "$setElementOrder/containers": [{"name": "httpbin"}],
-                    "containers": [
-                        {
-                            "$setElementOrder/env": [{"name": "GUNICORN_CMD_ARGS"}, {"name": "LOG_LEVEL"}],
-                            "env": [{"name": "LOG_LEVEL", "value": "debug"}],
-                            "name": "httpbin",
-                        }
-                    ],
-                }
-            }
+            "$setElementOrder/env": [{"name": "GUNICORN_CMD_ARGS"}, {"name": "LOG_LEVEL"}],
+            "env": [{"name": "LOG_LEVEL", "value": "debug"}],
+            "name": "httpbin",
         },
     )
     live = strategic_merge_patch(live, sent, "Deployment")
@@ -145,17 +128,7 @@ def test_kubectl_apply_removing_a_container():
     two = copy.deepcopy(DEPLOYMENT)
     containers(two).append({"name": "sleep", "image": "curlimages/curl", "command": ["/bin/sleep", "infinity"]})
     live = served(two)
-    sent = with_patch(
-        DEPLOYMENT,
-        {
-            "template": {
-                "spec": {
-                    "$setElementOrder/containers": [{"name": "httpbin"}],
-                    "containers": [{"$patch": "delete", "name": "sleep"}],
-                }
-            }
-        },
-    )
+    sent = with_containers_patch(DEPLOYMENT, {"$patch": "delete", "name": "sleep"})
     out = strategic_merge_patch(live, sent, "Deployment")
     assert [c["name"] for c in containers(out)] == ["httpbin"]
     assert containers(out)[0] == containers(live)[0]

@@ -12,6 +12,7 @@ import yaml
 
 from lab.apiserver import selectors, validation
 from mesh.sidecar import injection, iptables
+from tests.unit.test_sidecar_iptables import INJECTED_FLAGS
 
 WEBHOOK = {
     "apiVersion": "admissionregistration.k8s.io/v1",
@@ -170,26 +171,7 @@ EXPECTED_ANNOTATIONS = {
     "prometheus.io/scrape": "true",
     "sidecar.istio.io/status": STATUS,
 }
-INIT_ARGS = [
-    "istio-iptables",
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-]
+INIT_ARGS = ["istio-iptables", *INJECTED_FLAGS]
 
 
 def test_the_injected_pod_is_istios_template_in_the_labs_terms() -> None:

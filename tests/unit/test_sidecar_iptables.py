@@ -12,6 +12,7 @@ from mesh.nft import MAX_COMMENT
 from mesh.sidecar import init, iptables
 from tests.unit.nft_helpers import assert_nft_accepts
 
+# The flags the injector gives istio-init (mesh.sidecar.injection; test_sidecar_injection checks them).
 INJECTED_FLAGS = [
     "-p",
     "15001",

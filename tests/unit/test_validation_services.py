@@ -5,32 +5,27 @@ import pytest
 from lab.apiserver.validation import load
 from tests.unit.validation_helpers import LABEL_RULE, LABEL_VALUE_RULE, one_line, refused, service_doc
 
+PORT_RANGE = "must be between 1 and 65535, inclusive"
+TARGET = "spec.ports[0].targetPort"
+
 # --- services and endpoints ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "spec, field, message",
     [
-        ("{ports: [{port: 0}]}", "spec.ports[0].port", "Invalid value: 0: must be between 1 and 65535, inclusive"),
-        (
-            "{ports: [{port: 65536}]}",
-            "spec.ports[0].port",
-            "Invalid value: 65536: must be between 1 and 65535, inclusive",
-        ),
+        ("{ports: [{port: 0}]}", "spec.ports[0].port", f"Invalid value: 0: {PORT_RANGE}"),
+        ("{ports: [{port: 65536}]}", "spec.ports[0].port", f"Invalid value: 65536: {PORT_RANGE}"),
         ("{ports: [{targetPort: 80}]}", "spec.ports[0].port", "Required value"),
-        (
-            "{ports: [{port: 80, targetPort: 99999}]}",
-            "spec.ports[0].targetPort",
-            "Invalid value: 99999: must be between 1 and 65535, inclusive",
-        ),
+        ("{ports: [{port: 80, targetPort: 99999}]}", TARGET, f"Invalid value: 99999: {PORT_RANGE}"),
         (
             "{ports: [{port: 80, targetPort: http--web}]}",
-            "spec.ports[0].targetPort",
+            TARGET,
             'Invalid value: "http--web": must not contain consecutive hyphens',
         ),
         (
             "{ports: [{port: 80, targetPort: '8080'}]}",
-            "spec.ports[0].targetPort",
+            TARGET,
             'Invalid value: "8080": must contain at least one letter (a-z)',
         ),
         (

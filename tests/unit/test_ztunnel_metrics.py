@@ -34,39 +34,13 @@ class Clock:
 
 
 def result(m: Metrics, lines: list, clock: Clock, *, outbound: bool = True) -> ConnectionResult:
-    if outbound:
-        labels = TrafficLabels.build(
-            metrics.SOURCE,
-            source=SLEEP,
-            source_identity=SLEEP.identity,
-            destination=HTTPBIN,
-            service=HTTPBIN_SVC,
-            mtls=True,
-        )
-        return ConnectionResult(
-            m,
-            lines.append,
-            labels=labels,
-            src="10.244.1.5:40312",
-            dst="10.244.1.7:15008",
-            hbone_target="10.244.1.7:80",
-            src_workload=SLEEP.name,
-            dst_workload=HTTPBIN.name,
-            clock=clock,
-            wall=lambda: AT,
-        )
-    labels = TrafficLabels.build(
-        metrics.DESTINATION,
-        source=SLEEP,
-        source_identity=SLEEP.identity,
-        destination=HTTPBIN,
-        service=HTTPBIN_SVC,
-        mtls=True,
-    )
+    """sleep → httpbin over HBONE, as the outbound (source) or inbound (destination) ztunnel records it."""
+    reporter = metrics.SOURCE if outbound else metrics.DESTINATION
+    pair = {"source": SLEEP, "destination": HTTPBIN, "service": HTTPBIN_SVC}
     return ConnectionResult(
         m,
         lines.append,
-        labels=labels,
+        labels=TrafficLabels.build(reporter, source_identity=SLEEP.identity, mtls=True, **pair),
         src="10.244.1.5:40312",
         dst="10.244.1.7:15008",
         hbone_target="10.244.1.7:80",

@@ -26,4 +26,5 @@ Streams and engines the core calls:
 - `patch.py`: PATCH bodies: JSON merge patch, JSON patch, the dispatcher by content type (415 for the rest).
 - `strategic.py`: strategic merge patch for the built-in kinds, with Kubernetes' merge keys as data.
 - `ssa.py`: server-side apply and `managedFields` (field ownership, conflicts, `record_update`).
+- `ssa_schema.py`: server-side apply's per-kind list types and the field-set, compare and merge walks.
 """

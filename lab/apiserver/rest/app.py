@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from lab.apiserver.api import ApiError
+from lab.apiserver.errors import ApiError
 from lab.apiserver.rest import certs, discovery, negotiate, openapi, reads, routes, status, writes
 from lab.apiserver.rest.messages import Request, Response, Result, Upgrade, json_response
 from lab.apiserver.rest.target import Context, Target, api_error

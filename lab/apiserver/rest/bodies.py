@@ -20,6 +20,7 @@ import yaml
 
 from lab.apiserver.rest import negotiate
 from lab.apiserver.rest.status import StatusError, bad_request, unsupported_media_type
+from lab.apiserver.validation.workloads import CONTAINER_FIELDS, CONTAINER_PORT_FIELDS
 
 # A schema: None (anything), a dict of known fields, or a 1-tuple: a list of that schema.
 Schema = Union[None, dict[str, Any], tuple[Any]]
@@ -50,29 +51,9 @@ META = _known(
     ownerReferences=(OWNER_REF,),
 )
 CONTAINER = _known(
-    "name",
-    "image",
-    "command",
-    "args",
-    "workingDir",
-    "envFrom",
-    "resizePolicy",
-    "restartPolicy",
-    "restartPolicyRules",
-    "volumeMounts",
-    "volumeDevices",
-    "livenessProbe",
-    "readinessProbe",
-    "startupProbe",
-    "lifecycle",
-    "terminationMessagePath",
-    "terminationMessagePolicy",
-    "imagePullPolicy",
-    "securityContext",
-    "stdin",
-    "stdinOnce",
-    "tty",
-    ports=(_known("name", "hostPort", "containerPort", "protocol", "hostIP"),),
+    *sorted(CONTAINER_FIELDS),
+    "restartPolicyRules",  # the API knows it (decoding keeps it); the lab's validation refuses it
+    ports=(_known(*sorted(CONTAINER_PORT_FIELDS)),),
     env=(_known("name", "value", "valueFrom"),),
     resources=_known("limits", "requests", "claims"),
 )

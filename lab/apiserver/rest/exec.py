@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 
 import trio
 
-from lab.apiserver.rest import wschannel
+from lab.apiserver.rest import status, wschannel
 
 READ_SIZE = 65536
 DRAIN_AFTER_EXIT = 1.0  # seconds to read output still buffered after the command exits
@@ -86,17 +86,7 @@ def _switching(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 async def _refuse(stream: trio.abc.Stream, e: wschannel.HandshakeRefused) -> None:
     """The refusal as a Status the client prints, then the connection is closed."""
-    body = json.dumps(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": e.message,
-            "reason": "BadRequest",
-            "code": e.status,
-        }
-    ).encode()
+    body = json.dumps(status.failure(e.status, "BadRequest", e.message)).encode()
     try:
         phrase = HTTPStatus(e.status).phrase
     except ValueError:

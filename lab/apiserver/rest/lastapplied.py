@@ -23,6 +23,8 @@ import copy
 import json
 from typing import Any, Mapping
 
+from lab.apiserver import gojson
+
 ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 MANAGER = "kubectl"
 _TOTAL_ANNOTATIONS_BYTES = 256 * 1024  # apimachinery validation: TotalAnnotationSizeLimitB
@@ -72,13 +74,4 @@ def encode(applied: Mapping[str, Any]) -> str:
             md["annotations"].pop(ANNOTATION, None)
         else:
             del md["annotations"]
-    text = json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    for char, escape in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, escape)
-    return text + "\n"
+    return gojson.dumps(out) + "\n"

@@ -17,8 +17,10 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import AsyncGenerator, Mapping
 
-from lab.apiserver.api import ApiError, ApiServer
+from lab.apiserver.api import ApiServer
 from lab.apiserver.dispatch import Dispatcher, log_chunks
+from lab.apiserver.errors import ApiError
+from lab.apiserver.rest.status import failure
 
 _TRUE = ("1", "t", "T", "true", "TRUE", "True")
 _FALSE = ("", "0", "f", "F", "false", "FALSE", "False")
@@ -32,15 +34,7 @@ class LogOptionsError(Exception):
         self.code, self.reason = code, reason
 
     def status(self) -> dict:
-        return {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": str(self),
-            "reason": self.reason,
-            "code": self.code,
-        }
+        return failure(self.code, self.reason, str(self))
 
 
 @dataclass(frozen=True)

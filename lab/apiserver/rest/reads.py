@@ -19,7 +19,7 @@ from typing import Any, AsyncGenerator, Callable, cast
 import trio
 
 from lab.apiserver import selectors, tables
-from lab.apiserver.api import ApiError
+from lab.apiserver.errors import ApiError
 from lab.apiserver.rest import fieldselector, negotiate, status
 from lab.apiserver.rest.messages import Request, Response, Streaming, Write, dumps, json_response
 from lab.apiserver.rest.target import Context, Target, api_error

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from lab.apiserver import kinds
-from lab.apiserver.api import ApiError, ApiServer, Invalid
+from lab.apiserver.api import ApiServer
+from lab.apiserver.errors import ApiError, Invalid
 from lab.apiserver.rest import status
 
 if TYPE_CHECKING:

@@ -23,6 +23,7 @@ import trio
 from lab.apiserver import kinds
 from lab.apiserver import selectors as label_selectors
 from lab.apiserver.rest import fieldselector
+from lab.apiserver.rest.status import failure
 from lab.apiserver.store import Change, Store
 
 BOOKMARK_INTERVAL = 60.0  # seconds between bookmarks (the cacher's bookmarkFrequency)
@@ -37,15 +38,7 @@ class WatchError(Exception):
     reason = "BadRequest"
 
     def status(self) -> dict:
-        return {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": str(self),
-            "reason": self.reason,
-            "code": self.code,
-        }
+        return failure(self.code, self.reason, str(self))
 
 
 class BadRequest(WatchError):

@@ -17,7 +17,7 @@ import random
 import string
 from typing import Any
 
-from lab.apiserver.api import ApiError
+from lab.apiserver.errors import ApiError
 from lab.apiserver.rest import bodies, status
 from lab.apiserver.rest.messages import Request, Response, json_response
 from lab.apiserver.rest.reads import list_objects
@@ -142,11 +142,18 @@ def replace(ctx: Context, target: Target, request: Request) -> Response:
     if target.subresource == "scale":
         return _replace_scale(ctx, target, request)
     obj, warnings = _decoded(target, request)
-    cur = _current(ctx, target)
-    obj = _record(target.out(cur), obj, field_manager(request), target.subresource or "")
+    return _replace(ctx, target, request, target.out(_current(ctx, target)), obj, warnings)
+
+
+def _replace(
+    ctx: Context, target: Target, request: Request, old: dict[str, Any], new: dict[str, Any], warnings: list[str]
+) -> Response:
+    """NEW, recorded for the request's field manager against OLD, replaces TARGET's object (only
+    its status, for `/status`); the answer is the object written."""
+    new = _record(old, new, field_manager(request), target.subresource or "")
     try:
         result = ctx.api.replace(
-            obj, dry_run=dry_run(request.query.get("dryRun", [])), status_only=target.subresource == "status"
+            new, dry_run=dry_run(request.query.get("dryRun", [])), status_only=target.subresource == "status"
         )
     except ApiError as e:
         raise api_error(e, target) from None
@@ -195,14 +202,7 @@ def patch(ctx: Context, target: Target, request: Request) -> Response:
             raise status.bad_request("strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in new_unknown))
         patched = bodies.prune(patched, target.kind.kind)
         warnings = [f'unknown field "{p}"' for p in new_unknown] if mode == "Warn" else []
-    patched = _record(base, patched, field_manager(request), target.subresource or "")
-    try:
-        result = ctx.api.replace(
-            patched, dry_run=dry_run(request.query.get("dryRun", [])), status_only=target.subresource == "status"
-        )
-    except ApiError as e:
-        raise api_error(e, target) from None
-    return _answer(ctx, target, 200, result, warnings)
+    return _replace(ctx, target, request, base, patched, warnings)
 
 
 def _apply(ctx: Context, target: Target, request: Request) -> Response:

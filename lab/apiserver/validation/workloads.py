@@ -23,7 +23,8 @@ from lab.apiserver.validation.fields import (
 )
 from lab.runtime import cgroups, images
 
-_CONTAINER_FIELDS = frozenset(
+# A container's and a container port's fields (core/v1); bodies.py's schema is built from these.
+CONTAINER_FIELDS = frozenset(
     {
         "name",
         "image",
@@ -51,7 +52,7 @@ _CONTAINER_FIELDS = frozenset(
         "tty",
     }
 )
-_CONTAINER_PORT_FIELDS = frozenset({"name", "hostPort", "containerPort", "protocol", "hostIP"})
+CONTAINER_PORT_FIELDS = frozenset({"name", "hostPort", "containerPort", "protocol", "hostIP"})
 _FIELD_PATHS = (
     "metadata.name",
     "metadata.namespace",
@@ -97,7 +98,7 @@ def _check_container_ports(ports: Any, field: str, errs: Errors) -> None:
     names: set[str] = set()
     for i, port in enumerate(as_list(ports, field, errs)):
         at = f"{field}[{i}]"
-        if not check_entry(port, at, errs, shape="containerPort", known=_CONTAINER_PORT_FIELDS):
+        if not check_entry(port, at, errs, shape="containerPort", known=CONTAINER_PORT_FIELDS):
             continue
         check_port_number(port.get("containerPort"), f"{at}.containerPort", errs)
         if port.get("hostPort") not in (None, 0):
@@ -115,7 +116,7 @@ def _check_container_ports(ports: Any, field: str, errs: Errors) -> None:
 
 def _check_container(container: Any, field: str, errs: Errors) -> str | None:
     """Checks one container; returns its name for the uniqueness check."""
-    if not check_entry(container, field, errs, shape="name and image", known=_CONTAINER_FIELDS):
+    if not check_entry(container, field, errs, shape="name and image", known=CONTAINER_FIELDS):
         return None
     name = container.get("name")
     check_name(name, dns1123_label, f"{field}.name", errs, required=True)
