@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(config, items):
         for tier in ("e2e", "integration"):
             if f"{os.sep}{tier}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, tier))
-        if "cluster" in getattr(item, "fixturenames", ()):
+        if _uses_engine(item):
             item.add_marker(pytest.mark.portable)
         elif other_engine:
             item.add_marker(
@@ -58,6 +58,13 @@ def pytest_collection_modifyitems(config, items):
                     "(tests using the `cluster` fixture) run"
                 )
             )
+
+
+def _uses_engine(item) -> bool:
+    """ITEM uses this plugin's `cluster` fixture (not a test module's own fixture of that name)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = list(info.name2fixturedefs.get("cluster", [])) if info is not None else []
+    return bool(defs) and getattr(defs[-1].func, "__module__", None) == __name__
 
 
 @pytest.hookimpl(hookwrapper=True)

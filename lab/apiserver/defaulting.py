@@ -68,3 +68,11 @@ def set_defaults(obj: dict) -> None:
         admission.default_pod(obj)
     elif kind in ("Deployment", "ReplicaSet"):
         spec.setdefault("replicas", 1)
+        if kind == "Deployment":  # what `kubectl rollout status` and `describe` read
+            spec.setdefault(
+                "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+            )
+    elif kind == "DaemonSet":
+        spec.setdefault(
+            "updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+        )

@@ -212,7 +212,7 @@ def is_owned_by(obj: Obj, gateway: Obj) -> bool:
 def drift(current: Obj | None, desired: Obj) -> dict[str, Any] | None:
     """What to apply so that `current` carries what istiod owns of `desired`, or None when it does.
 
-    Owned: the labels and annotations istiod sets, and `spec`, except the Deployment's `replicas`
+    Owned: the labels and annotations istiod sets, and the `spec` fields it sets, except the Deployment's `replicas`
     (left out of what is applied, so the live value stays) and a `rollout restart` stamp in its
     template (carried over). A Service's allocated clusterIP is the API server's.
     """
@@ -238,7 +238,9 @@ def drift(current: Obj | None, desired: Obj) -> dict[str, Any] | None:
     elif desired["kind"] == "Service":
         live_spec.pop("clusterIP", None)
         live_spec.pop("clusterIPs", None)
-    spec_ok = "spec" not in wanted or live_spec == wanted["spec"]
+    # Only the spec fields istiod sets are its own: what the API server defaults (a Deployment's
+    # strategy) is not drift.
+    spec_ok = "spec" not in wanted or all(live_spec.get(k) == v for k, v in wanted["spec"].items())
     return None if labels_ok and annotations_ok and spec_ok else wanted
 
 

@@ -91,7 +91,7 @@ def ready(cluster: Any, ns: str, *deployments: str) -> None:
 
 def pods(cluster: Any, ns: str, selector: str | None = None) -> list[Any]:
     """NS's pods (V1Pod, from the official Python client), not those being deleted."""
-    items = client.CoreV1Api(cluster.api).list_namespaced_pod(ns, label_selector=selector or "").items
+    items: list[Any] = client.CoreV1Api(cluster.api).list_namespaced_pod(ns, label_selector=selector or "").items
     return [p for p in items if p.metadata.deletion_timestamp is None]
 
 
