@@ -8,20 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.portable.kube import (
-    AMBIENT,
-    INJECTION,
-    all_enrolled,
-    article,
-    curl,
-    eventually,
-    namespaces,
-    node_of,
-    ok,
-    pods,
-    ready,
-    ztunnel_log,
-)
+from tests.portable import kube
+from tests.portable.kube import article, curl, eventually, ok, pods, ready
 
 LEGACY, AMB = "portable-legacy", "portable-ambient"
 RENAME = {"legacy-apps": LEGACY, "ambient-apps": AMB}
@@ -31,13 +19,13 @@ AMBIENT_URL = f"http://httpbin-ambient.{AMB}:8000"
 
 @pytest.fixture(scope="module")
 def worlds(mesh):
-    with namespaces(mesh, {LEGACY: INJECTION, AMB: AMBIENT}):
+    with kube.namespaces(mesh, {LEGACY: kube.INJECTION, AMB: kube.AMBIENT}):
         manifests = [article(f, RENAME) for f in ("httpbin-legacy.yaml", "httpbin-ambient.yaml", "sleep-ambient.yaml")]
         manifests.append(article("sleep-ambient.yaml", {"sleep-ambient": "sleep-legacy", "ambient-apps": LEGACY}))
         ok(mesh, "apply", "-f", "-", input="---\n".join(manifests))
         ready(mesh, LEGACY, "httpbin-legacy", "sleep-legacy")
         ready(mesh, AMB, "httpbin-ambient", "sleep-ambient")
-        eventually(lambda: all_enrolled(mesh, AMB), what=f"every pod of {AMB} enrolled")
+        eventually(lambda: kube.all_enrolled(mesh, AMB), what=f"every pod of {AMB} enrolled")
         eventually(
             lambda: curl(mesh, AMB, "sleep-ambient", f"{LEGACY_URL}/get").status == 200, what="ambient → sidecar"
         )
@@ -75,7 +63,7 @@ def test_sidecar_client_reaches_the_ambient_server_over_the_mesh(worlds):
     # The server's ztunnel took the connection in, with the sidecar client's identity.
     identity = f'src.identity="spiffe://cluster.local/ns/{LEGACY}/sa/sleep-legacy"'
     eventually(
-        lambda: [ln for ln in ztunnel_log(worlds, node_of(worlds, AMB, "httpbin-ambient")) if identity in ln],
+        lambda: [ln for ln in kube.ztunnel_log(worlds, kube.node_of(worlds, AMB, "httpbin-ambient")) if identity in ln],
         timeout=30,
         what="the sidecar client's connection in the server ztunnel's log",
     )
