@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lab.cli import launcher  # noqa: E402
 from lab.testing import DEFAULT_TOPOLOGY, REPO, TestLab, eventually, unique_lab_name  # noqa: E402
+from tests.conftest import deployment, pause_container  # noqa: E402
 
 BENCH_TOPOLOGY = os.path.join(REPO, "bench", "two-workers.yaml")
 MESH_TOPOLOGY = os.path.join(REPO, "bench", "two-workers-ambient.yaml")
@@ -62,28 +63,13 @@ def bench_up_down(runs: int) -> None:
         )
 
 
-PODS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: many, namespace: default}}
-spec:
-  replicas: {n}
-  selector: {{matchLabels: {{app: many}}}}
-  template:
-    metadata: {{labels: {{app: many}}}}
-    spec:
-      containers:
-      - {{name: pause, image: registry.k8s.io/pause}}
-"""
-
-
 def bench_pods(counts: list[int]) -> None:
     for n in counts:
         t = TestLab(unique_lab_name("p"), BENCH_TOPOLOGY).up()
         try:
             mem0 = mem_available_kib()
             t0 = time.monotonic()
-            t.apply(PODS.format(n=n))
+            t.apply(deployment("many", "default", pause_container(), replicas=n))
             eventually(
                 lambda: t.get("Deployment", "many")["status"].get("readyReplicas", 0) == n, timeout=300, interval=0.05
             )

@@ -28,6 +28,7 @@ from lab.client.contract import ENV_API_SOCKET
 from lab.load import generator
 from lab.runtime import network
 from lab.testing import DEFAULT_TOPOLOGY, InProcessLabApi, TestLab, eventually, unique_lab_name
+from tests.conftest import curl_client, deployment, echo_container
 
 Row = Callable[[str, str, str], None]
 LOCAL = ["127.0.0.0/8"]
@@ -154,28 +155,6 @@ def run(row: Row) -> None:
     sigterm_exits(row)
 
 
-def _apps(ns: str) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo}}}}
-    spec: {{containers: [{{name: echo, image: ambient-lab/echo, ports: [{{containerPort: 8080}}]}}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec: {{containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]}}
-"""
-
-
 def run_in_lab(row: Row) -> None:
     """tests/e2e: test_ambient_l4 (a denial is a reset, at once), test_lab_load (the generator's
     ceiling) and test_scenarios_more (cert-expiry under a minute, every scenario under 3)."""
@@ -185,7 +164,7 @@ def run_in_lab(row: Row) -> None:
     try:
         ns = "bench-checks"
         t.create_namespace(ns, {"istio.io/dataplane-mode": "ambient"})
-        t.apply(_apps(ns))
+        t.apply([deployment("echo", ns, echo_container()), curl_client(ns)])
         echo_ip = t.wait_ready(ns, "app=echo")[0]["status"]["podIP"]
         client = t.wait_ready(ns, "app=client")[0]["metadata"]["name"]
         eventually(lambda: t.all_enrolled(ns), timeout=30)

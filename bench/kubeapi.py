@@ -36,7 +36,7 @@ import yaml
 from lab.client.paths import kubeconfig_path
 from lab.cluster import kubectl_binary
 from lab.testing import ARTICLE, DEFAULT_TOPOLOGY, TestLab, eventually, unique_lab_name
-from tests.conftest import deployment
+from tests.conftest import deployment, pause_container
 
 Row = Callable[[str, str, str], None]
 WATCH_NS = "bench-watch"
@@ -44,7 +44,6 @@ ARTICLE_NAMESPACES = {
     "ambient-apps": {"istio.io/dataplane-mode": "ambient"},
     "legacy-apps": {"istio-injection": "enabled"},
 }
-PAUSE = {"name": "pause", "image": "registry.k8s.io/pause"}
 TYPE = re.compile(rb'"type"\s*:\s*"(\w+)"')
 
 
@@ -202,7 +201,7 @@ def _ready_time(t: TestLab, kubectl: list[str], n: int) -> float:
     t0 = time.monotonic()
     subprocess.run(
         [*kubectl, "apply", "-f", "-"],
-        input=json.dumps(deployment("many", WATCH_NS, PAUSE, replicas=n)),
+        input=json.dumps(deployment("many", WATCH_NS, pause_container(), replicas=n)),
         text=True,
         check=True,
         capture_output=True,

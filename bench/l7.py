@@ -22,6 +22,7 @@ from bench.mesh import q, read_response, request_rtts, rss_mib
 from lab.client import netns
 from lab.client.contract import NETNS_ANNOTATION
 from lab.testing import TestLab, eventually, unique_lab_name
+from tests.conftest import curl_client, deployment, echo_app, pause_container
 
 NAMESPACES = {
     "direct": "wpb-direct",
@@ -35,36 +36,6 @@ LABELS = {
     "sidecar -> sidecar": {"istio-injection": "enabled"},
     "ambient + waypoint": {"istio.io/dataplane-mode": "ambient"},
 }
-APPS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo}}}}
-    spec:
-      nodeSelector: {{kubernetes.io/hostname: worker1}}
-      containers: [{{name: echo, image: ambient-lab/echo, ports: [{{containerPort: 8080}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{app: echo}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      nodeSelector: {{kubernetes.io/hostname: worker2}}
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
-"""
 WAYPOINT = """
 apiVersion: gateway.networking.k8s.io/v1beta1
 kind: Gateway
@@ -119,7 +90,7 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
         paths = {}
         for label, ns in NAMESPACES.items():
             t.create_namespace(ns, LABELS[label])
-            t.apply(APPS.format(ns=ns))
+            t.apply([*echo_app(ns, node="worker1"), curl_client(ns, node="worker2")])
         t.apply(WAYPOINT.format(ns=NAMESPACES["ambient + waypoint"]))
         for label, ns in NAMESPACES.items():
             server = t.wait_ready(ns, "app=echo")[0]
@@ -199,21 +170,6 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
         t.down()
 
 
-PAUSE = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: many, namespace: {ns}}}
-spec:
-  replicas: {n}
-  selector: {{matchLabels: {{app: many}}}}
-  template:
-    metadata: {{labels: {{app: many}}}}
-    spec:
-      nodeSelector: {{kubernetes.io/hostname: worker1}}
-      containers: [{{name: pause, image: registry.k8s.io/pause}}]
-"""
-
-
 def overhead(t: TestLab, row: Callable[[str, str, str], None], n: int = 20) -> None:
     """The article's claim: the mesh's memory for N pods, ambient (the node's ztunnel grows) against
     sidecars (one istio-proxy per pod)."""
@@ -221,12 +177,12 @@ def overhead(t: TestLab, row: Callable[[str, str, str], None], n: int = 20) -> N
     zt_pid = zt["status"]["containerStatuses"][0]["pid"]
     idle = rss_mib(zt_pid)
     t.create_namespace("ovh-ambient", {"istio.io/dataplane-mode": "ambient"})
-    t.apply(PAUSE.format(ns="ovh-ambient", n=n))
+    t.apply(deployment("many", "ovh-ambient", pause_container(), replicas=n, node="worker1"))
     eventually(lambda: len(t.enrolled("ovh-ambient", "app=many")) == n, timeout=300, interval=0.2)
     time.sleep(2)  # certificates fetched
     ambient_total = rss_mib(zt_pid) - idle
     t.create_namespace("ovh-sidecar", {"istio-injection": "enabled"})
-    t.apply(PAUSE.format(ns="ovh-sidecar", n=n))
+    t.apply(deployment("many", "ovh-sidecar", pause_container(), replicas=n, node="worker1"))
     pods = t.wait_ready("ovh-sidecar", "app=many", count=n, timeout=300)
     proxies = [
         rss_mib(next(c["pid"] for c in p["status"]["containerStatuses"] if c["name"] == "istio-proxy")) for p in pods

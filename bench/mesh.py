@@ -24,34 +24,11 @@ from typing import Callable
 
 from lab.client import netns
 from lab.client.contract import NETNS_ANNOTATION
-from lab.testing import TestLab, eventually
+from lab.testing import TestLab, eventually, unique_lab_name
+from tests.conftest import curl_client, deployment, echo_container, pause_container
 
 NS_DIRECT, NS_AMBIENT = "bench-direct", "bench-ambient"
-APPS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo}}}}
-    spec:
-      nodeSelector: {{kubernetes.io/hostname: worker1}}
-      containers:
-      - {{name: echo, image: ambient-lab/echo, ports: [{{containerPort: 8080}}]}}
-      - {{name: iperf, image: networkstatic/iperf3, args: ["-s"], ports: [{{containerPort: 5201}}]}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: client, namespace: {ns}}}
-spec:
-  selector: {{matchLabels: {{app: client}}}}
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      nodeSelector: {{kubernetes.io/hostname: worker2}}
-      containers: [{{name: curl, image: curlimages/curl, command: [/bin/sleep, infinity]}}]
-"""
+IPERF = {"name": "iperf", "image": "networkstatic/iperf3", "args": ["-s"], "ports": [{"containerPort": 5201}]}
 REQUEST = b"GET / HTTP/1.1\r\nHost: echo\r\nUser-Agent: bench\r\n\r\n"
 
 
@@ -162,15 +139,13 @@ def reference_relays(client_netns: str, server_netns: str, server_ip: str) -> It
 
 
 def run(topology: str, row: Callable[[str, str, str], None], requests: int = 2000) -> None:
-    from lab.testing import unique_lab_name
-
     t = TestLab(unique_lab_name("m"), topology).up()
     try:
         t.create_namespace(NS_DIRECT)
         t.create_namespace(NS_AMBIENT, {"istio.io/dataplane-mode": "ambient"})
         paths = {}
         for ns in (NS_DIRECT, NS_AMBIENT):
-            t.apply(APPS.format(ns=ns))
+            t.apply([deployment("echo", ns, echo_container(), IPERF, node="worker1"), curl_client(ns, node="worker2")])
             server = t.wait_ready(ns, "app=echo")[0]
             client = t.wait_ready(ns, "app=client")[0]
             paths[ns] = (
@@ -264,19 +239,7 @@ def run(topology: str, row: Callable[[str, str, str], None], requests: int = 200
         zt = [p for p in t.pods("istio-system", "app=ztunnel") if p["spec"]["nodeName"] == "worker1"][0]
         pid = zt["status"]["containerStatuses"][0]["pid"]
         idle = rss_mib(pid)
-        t.apply("""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: many, namespace: bench-ambient}
-spec:
-  replicas: 100
-  selector: {matchLabels: {app: many}}
-  template:
-    metadata: {labels: {app: many}}
-    spec:
-      nodeSelector: {kubernetes.io/hostname: worker1}
-      containers: [{name: pause, image: registry.k8s.io/pause}]
-""")
+        t.apply(deployment("many", NS_AMBIENT, pause_container(), replicas=100, node="worker1"))
         t0 = time.monotonic()
         eventually(lambda: len(t.enrolled(NS_AMBIENT, "app=many")) == 100, timeout=300, interval=0.2)
         enrolled_in = time.monotonic() - t0

@@ -286,8 +286,8 @@ class CertExpiry(Scenario):
             for p in probes
         ]
 
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"{TTL_ENV}={self.ttl}: NOT AFTER {na - issued:.1f}s after issue, NOT BEFORE {issued - nb:.0f}s before "
             f"it (istiod backdates 2 min), so the half-life is {(nb + (na - nb) / 2) - issued:.0f}s from issue and "
             f"ztunnel renews at its {MIN_REFRESH:g}s floor: {len(certs)} serials in {self.watch:g}s, every "
@@ -296,11 +296,10 @@ class CertExpiry(Scenario):
             else f"{len(certs)} serial(s) in {self.watch:g}s",
             interval is not None and abs(na - issued - self.ttl) <= 2 and abs(interval - expect) <= 0.6,
             f"every {interval:.1f}s, expected {expect:.1f}s" if interval is not None else "no renewal seen",
-            self.claims[0][1],
         )
         ff = fc["fail_after_expiry_s"]
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"istiod scaled to 0 at {t_down:.1f}s; new connections succeeded until NOT AFTER ({expiry:.1f}s) and "
             + (
                 f"failed from {ff:+.1f}s after it (curl exit {', '.join(map(str, kinds))})"
@@ -310,10 +309,9 @@ class CertExpiry(Scenario):
             + f"; a kept-alive connection opened before: {kept_after[0]}/{kept_after[1]} ok after the expiry",
             ff is not None and fc["ok_until_expiry"] and fc["all_failed_while_expired"] and -0.5 <= ff <= 3.0,
             f"fails {ff:+.1f}s after NOT AFTER" if ff is not None else "no failure",
-            self.claims[1][1],
         )
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"istiod Ready at {t_back:.1f}s; new connections work again "
             + (
                 f"{rec:.1f}s later (ztunnel's renewal backoff: 1 s doubling while istiod was away)"
@@ -322,7 +320,6 @@ class CertExpiry(Scenario):
             ),
             rec is not None,
             f"recovery {rec:.1f}s" if rec is not None else "no recovery",
-            self.claims[2][1],
         )
         ctx.note(
             "ztunnel pools HBONE connections per source and destination pod, and TLS checks a certificate "

@@ -19,8 +19,8 @@ What a scenario uses (`Run`):
 - `event(label)`: marks now on the time axis; `outage(ns, selector, hold)`: deletes the pods a
   selector matches and keeps the replacements away for `hold` seconds, then waits for one to be
   Ready (the break and the restore are marked);
-- `row(claim, observed, agrees, figure)`, `figure(key, value)`, `bars(metric, {label: value})`,
-  `note(text)`.
+- `verdict(claim, observed, agrees, figure)` (CLAIM one of the `claims` pairs), `figure(key, value)`,
+  `bars(metric, {label: value})`, `note(text)`.
 
 Pure helpers for verdicts (`window_rate`, `recovery_time`, `pct`, `merge_timelines`,
 `untouched`, `proxies_crossed`, `table`) have unit tests in tests/unit/test_scenarios.py.
@@ -264,8 +264,10 @@ class Run:
     def now(self) -> float:
         return time.time() - self.t0
 
-    def row(self, claim: str, observed: str, agrees: bool, figure: str = "", source: str = "") -> Row:
-        r = Row(claim, observed, bool(agrees), figure, source)
+    def verdict(self, claim: tuple[str, str], observed: str, agrees: bool, figure: str = "") -> Row:
+        """One row of the report: CLAIM (its text and where it is made), what was OBSERVED, whether
+        that AGREES, and the FIGURE it rests on."""
+        r = Row(claim[0], observed, bool(agrees), figure, claim[1])
         self.result.rows.append(r)
         return r
 

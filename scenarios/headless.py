@@ -67,12 +67,11 @@ class Headless(Scenario):
         ctx.figure("cluster_ip", svc["spec"].get("clusterIP"))
         ctx.figure("pod_ips", pod_ips)
         ctx.figure("dns_answer", answer)
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"clusterIP {svc['spec'].get('clusterIP')}; {host} -> {', '.join(answer)} (the pods: {', '.join(pod_ips)})",
             svc["spec"].get("clusterIP") in ("None", None) and answer == pod_ips,
             f"{len(answer)} A records",
-            self.claims[0][1],
         )
 
         url = f"http://echo.{ns}:8080/"
@@ -103,14 +102,13 @@ class Headless(Scenario):
             if f.get("dst.hbone_addr", "").split(":")[0] in pod_ips or f.get("dst.addr", "").split(":")[0] in pod_ips
         ]
         ctx.figure("inbound_log", lines[-1])
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"destination ztunnel logs inbound HBONE from {lines[-1].get('src.identity')} to "
             f"{lines[-1].get('dst.hbone_addr') or lines[-1].get('dst.addr')} ({len(hbone)} connections "
             f"to pod IPs)",
             bool(hbone),
             f"{len(hbone)} HBONE connections",
-            self.claims[1][1],
         )
 
         ctx.say("an ALLOW policy for the friend's principal on the echo pods")
@@ -122,11 +120,10 @@ class Headless(Scenario):
         ctx.figure("policy", {"friend": friend_codes, "stranger_curl_exit": blocked[2]})
         if not friend_codes:
             raise ScenarioError("no answer from the friend")
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"friend (sa friend): HTTP {', '.join(str(c) for c in friend_codes)}; stranger (sa stranger): "
             f"curl exit {blocked[2]}",
             all(c == 200 for c in friend_codes) and blocked[2] in (7, 52, 56),
             f"allowed {friend_codes.count(200)}/{len(friend_codes)}, denied",
-            self.claims[2][1],
         )

@@ -101,35 +101,31 @@ class Hops(Scenario):
         def show(path):
             return ", ".join(crossed[path]) or "none"
 
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"{counts['ambient L4']} proxies: {show('ambient L4')} ({legs(counts['ambient L4'])} legs instead of 1)",
             counts["ambient L4"] == 2,
             f"{counts['ambient L4']} proxies",
-            self.claims[0][1],
         )
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"{counts['ambient + waypoint']} proxies: {show('ambient + waypoint')} "
             f"({legs(counts['ambient + waypoint'])} legs instead of 1)",
             counts["ambient + waypoint"] == 3,
             f"{counts['ambient + waypoint']} proxies, {legs(counts['ambient + waypoint'])} legs",
-            self.claims[1][1],
         )
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"{counts['sidecar']} proxies: {show('sidecar')}; direct: {counts['direct']}",
             counts["sidecar"] == 2 and counts["direct"] == 0,
             f"{counts['sidecar']} proxies",
-            self.claims[2][1],
         )
         order = ["direct", "ambient L4", "ambient + waypoint"]
-        ctx.row(
-            self.claims[3][0],
+        ctx.verdict(
+            self.claims[3],
             "p50/p99 ms: " + "; ".join(f"{p} {lat[p]['p50']:.2f}/{lat[p]['p99']:.2f}" for p in PATHS),
             ordered({p: lat[p]["p50"] for p in order}, order),
             " < ".join(f"{lat[p]['p50']:.2f}" for p in order) + " ms p50",
-            self.claims[3][1],
         )
         ctx.note(
             "the article counts extra hops differently on its two paths: 2 for L4 is the number of proxies "

@@ -124,37 +124,33 @@ class IstiodDown(Scenario):
             },
         )
 
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"the existing client: {pct(rate)} of {n} requests while istiod was at 0",
             rate is not None and rate >= 0.99,
             pct(rate),
-            self.claims[0][1],
         )
         late_failed = late_down[0] is None and late_again[0] is None
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"new pod Ready and enrolled without istiod; its requests failed (curl exit {late_down[2]}, "
             f"{late_again[2]}); answered {t_late_ok - t_ready:.1f}s after istiod was Ready",
             late_failed,
             f"curl exit {late_down[2]}",
-            self.claims[1][1],
         )
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"DENY for the probe applied with istiod down: probe still got HTTP {probe_down[0]}, "
             f"{probe_again[0]}; denied {t_policy_on - t_ready:.1f}s after istiod was Ready",
             probe_down[0] == 200 and probe_again[0] == 200,
             "late by design",
-            self.claims[2][1],
         )
-        ctx.row(
-            self.claims[3][0],
+        ctx.verdict(
+            self.claims[3],
             f"istiod Ready {t_ready - t_up:.1f}s after scaling back; new pod and policy in force "
             f"{max(t_late_ok, t_policy_on) - t_up:.1f}s after",
             max(t_late_ok, t_policy_on) - t_up <= 30,
             f"{max(t_late_ok, t_policy_on) - t_up:.1f}s",
-            self.claims[3][1],
         )
         ctx.note(
             "the new pod's ztunnel has no workload entry and cannot get a certificate for it while istiod "

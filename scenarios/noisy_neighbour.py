@@ -135,23 +135,21 @@ class NoisyNeighbour(Scenario):
         def bw(r):
             return f"{r['bulk_bps'] / 1e6:.0f} Mbit/s" if r.get("bulk_bps") else "bulk rate n/a"
 
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"ztunnel at {self.limited}: latency client p50/p99 {alone['p50']:.1f}/{alone['p99']:.1f} ms alone, "
             f"{noisy['p50']:.1f}/{noisy['p99']:.1f} ms beside the bulk flow ({bw(noisy)}); "
             f"{noisy['requests']} requests, {noisy['success_rate'] * 100:.0f}% ok{kinds(noisy)}",
             starved(alone["p99"], noisy["p99"]),
             f"p99 x{slow:.1f}" if slow else "n/a",
-            self.claims[0][1],
         )
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"ztunnel at {self.generous} CPU: p50/p99 {fed['p50']:.1f}/{fed['p99']:.1f} ms beside the bulk flow "
             f"({bw(fed)}), against {noisy['p99']:.1f} ms p99 at {self.limited}; "
             f"{fed['requests']} requests, {fed['success_rate'] * 100:.0f}% ok{kinds(fed)}",
             improved(noisy["p99"], fed["p99"]),
             f"p99 /{gain:.1f}" if gain else "n/a",
-            self.claims[1][1],
         )
         ctx.note(
             f"the limit is the ztunnel DaemonSet's resources.limits.cpu, enforced by the kubelet with CFS quota "

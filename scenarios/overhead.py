@@ -120,31 +120,28 @@ class Overhead(Scenario):
         ctx.bars("proxy memory, total (MiB)", ctx.result.figures["overhead_total_mib"])
 
         n = self.pods
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"ambient pod {mib(a['memory_per_pod']):.1f} MiB (the app only); the ztunnels grew "
             f"{mib(zt_after['memory'] - zt_before['memory']):.1f} MiB for {n} pods = {mib(overhead_amb):.2f} MiB "
             f"per pod; a sidecar pod {mib(side_pod):.1f} MiB, of which its proxy {mib(overhead_side):.1f} MiB",
             overhead_amb < 0.1 * overhead_side,
             f"{mib(overhead_amb):.2f} vs {mib(overhead_side):.1f} MiB per pod",
-            self.claims[0][1],
         )
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"{n} sidecar proxies: {mib(s['proxy_memory']):.0f} MiB in total; all "
             f"{zt_after['pods']} ztunnels (one per node, whatever the pods): {mib(zt_after['memory']):.0f} MiB",
             s["proxy_memory"] > zt_after["memory"] - zt_before["memory"] and s["proxy_memory"] > 0,
             f"{mib(s['proxy_memory']):.0f} vs {mib(zt_after['memory'] - zt_before['memory']):.1f} MiB added",
-            self.claims[1][1],
         )
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"over {self.interval:g}s at idle: {n} sidecar proxies {s['proxy_cpu']:.1f}m in total "
             f"({s['proxy_cpu_per_pod']:.2f}m each); the {zt_after['pods']} ztunnels {zt_after['cpu']:.1f}m "
             f"(before the pods: {zt_before['cpu']:.1f}m); the ambient pods {a['cpu']:.1f}m",
             s["proxy_cpu"] > zt_after["cpu"] - zt_before["cpu"],
             f"{s['proxy_cpu']:.1f}m vs {max(zt_after['cpu'] - zt_before['cpu'], 0):.1f}m added",
-            self.claims[2][1],
         )
         ctx.note(
             f"memory is the kubelet's working set (cgroup usage minus inactive file cache) of each container, "

@@ -95,12 +95,11 @@ class PolicyMistake(Scenario):
         )
         other = ctx.curl(client, ns, f"{url}/headers?mistake=1")
         ctx.figure("mistake_curl_exit", {"/ip": denied[2], "/headers": other[2]})
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"GET /ip (what the policy meant to allow): curl exit {denied[2]}; GET /headers: curl exit {other[2]}",
             denied[2] in (7, 52, 56) and other[2] in (7, 52, 56),
             f"curl exit {denied[2]}",
-            self.claims[0][1],
         )
 
         cond = ctx.wait_until(
@@ -110,12 +109,11 @@ class PolicyMistake(Scenario):
             0.1,
         )
         ctx.figure("status", cond)
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"ZtunnelAccepted {cond.get('status')} ({cond.get('reason')}): {cond.get('message', '')[:90]}...",
             HTTP_MESSAGE in cond.get("message", ""),
             cond.get("reason", ""),
-            self.claims[1][1],
         )
 
         described = subprocess.run(
@@ -156,14 +154,13 @@ class PolicyMistake(Scenario):
         ctx.figure("describe", lines)
         ctx.figure("ztunnel_log", logged[-1])
         warned = any(HTTP_MESSAGE in ln for ln in lines)
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"describe: \"{next((ln for ln in lines if ln.startswith('Enforcement')), '?')}\" and a Warning "
             f"({'present' if warned else 'absent'}); ztunnel log: "
             f"\"{_excerpt(logged[-1])}\"",
             warned and bool(logged),
             "both point at it",
-            self.claims[2][1],
         )
 
         ctx.say("the fix: a waypoint for the echo Service, and the policy attached to it with targetRefs")
@@ -185,12 +182,11 @@ class PolicyMistake(Scenario):
             0.2,
         )
         ctx.figure("fixed", {"/ip": fixed[0], "/headers": headers[0], "/headers body": headers[1][:60]})
-        ctx.row(
-            self.claims[3][0],
+        ctx.verdict(
+            self.claims[3],
             f"GET /ip: HTTP {fixed[0]}; GET /headers: HTTP {headers[0]} \"{headers[1][:40]}\" from the waypoint",
             fixed[0] == 200 and headers[0] == 403,
             f"{fixed[0]} / {headers[0]}",
-            self.claims[3][1],
         )
         ctx.note(
             "the article's model (Istio 1.18-1.21) is the other fix: with a waypoint for the namespace, the "

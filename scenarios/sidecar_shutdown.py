@@ -118,21 +118,19 @@ class SidecarShutdownRace(Scenario):
             return ", ".join(f"{k} {v}" for k, v in sorted(e.items(), key=lambda kv: -kv[1])) or "none"
 
         z, d = out["drain 0s"], out["drain 3s"]
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"terminationDrainDuration 0s: {z['failed']} of {z['requests']} requests failed "
             f"(errors: {errs('drain 0s')})",
             z["failed"] >= 1,
             f"{z['failed']} failed",
-            self.claims[0][1],
         )
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"terminationDrainDuration 3s: {d['failed']} of {d['requests']} requests failed "
             f"(errors: {errs('drain 3s')})",
             d["failed"] == 0 and z["failed"] > d["failed"],
             f"{d['failed']} failed",
-            self.claims[1][1],
         )
         ctx.note(
             f"the client is outside the mesh (kube-proxy picks a replica per new connection) and keeps "

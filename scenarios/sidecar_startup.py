@@ -111,24 +111,22 @@ class SidecarStartupRace(Scenario):
                 exits[r[1]] = exits.get(r[1], 0) + 1
             return ", ".join(f"curl exit {e}: {n}" for e, n in sorted(exits.items()))
 
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"{counts['sidecar']} of {k} pods' calls failed ({how('sidecar')}): the app "
             f"container starts first and its traffic is already redirected to a proxy "
             f"that is not listening yet",
             counts["sidecar"] >= 1,
             f"{counts['sidecar']}/{k} failed",
-            self.claims[0][1],
         )
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"{counts['sidecar + hold']} of {k} failed ({how('sidecar + hold')}) with proxy.istio.io/config {HOLD}",
             counts["sidecar + hold"] == 0,
             f"{counts['sidecar + hold']}/{k} failed",
-            self.claims[1][1],
         )
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"{counts['ambient']} of {k} failed ({how('ambient')}); {seen} of {k} calls "
             f"went through their node's ztunnel (its access log shows them)"
             + (
@@ -140,7 +138,6 @@ class SidecarStartupRace(Scenario):
             ),
             counts["ambient"] == 0 and seen == k,
             f"{counts['ambient']}/{k} failed, {seen}/{k} via ztunnel",
-            self.claims[2][1],
         )
         ctx.note(
             "the app writes `status=<HTTP status> exit=<curl exit>` to its log (`lab logs POD -c app`); curl "

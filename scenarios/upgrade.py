@@ -169,17 +169,16 @@ class Upgrade(Scenario):
         ctx.figure("proxy_status_skew", skew_note(ps_skew))
 
         upgraded = all(v == [TARGET] for v in mesh_tags.values())
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"{took:.1f}s to install {TARGET} and have every ztunnel Ready with the pods re-enrolled: istiod "
             f"{'/'.join(mesh_tags['istiod'])}, ztunnels {'/'.join(mesh_tags['ztunnel'])}, istio-cni "
             f"{'/'.join(mesh_tags['istio-cni'])}; ambient app pods: {how}",
             upgraded and same,
             f"{'upgraded' if upgraded else 'not upgraded'}, {how.split(',')[0]}",
-            self.claims[0][1],
         )
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"the sidecar pod (same uid: {same_sidecar}) still runs proxyv2:{','.join(side_tag_after.values())}; "
             f"proxy-status VERSION {versions.get(sidecar_name, '?')} for it"
             + (f" — {skew_note(ps_skew)[:120]}..." if skew_note(ps_skew) else " (no skew note)"),
@@ -188,15 +187,13 @@ class Upgrade(Scenario):
             and versions.get(sidecar_name) == old
             and bool(skew_note(ps_skew)),
             f"{versions.get(sidecar_name, '?')} beside istiod {TARGET}",
-            self.claims[1][1],
         )
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"new pod {new['metadata']['name']}: proxyv2:{new_tag}; proxy-status VERSION "
             f"{proxy_versions(ps_after).get(new_name, '?')}",
             new_tag == TARGET and proxy_versions(ps_after).get(new_name) == TARGET,
             new_tag,
-            self.claims[2][1],
         )
         ctx.note(
             f"the scenario puts Istio {old} back (`lab istioctl install --set profile=ambient -y`), which "

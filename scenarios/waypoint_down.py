@@ -82,22 +82,20 @@ class WaypointDown(Scenario):
         ctx.figure("served_recovery_s", rec)
         errs = reports["served (waypoint, 1 replica)"][0].get("errors", {})
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(errs.items(), key=lambda kv: -kv[1])) or "none"
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"service with the waypoint: {pct(sr)} success with no waypoint pod ({sn} requests, after its "
             f"{self.drain:g}s drain); errors: {kinds}; back {rec if rec is None else f'{rec:.1f}s'} after "
             f"a new pod could start",
             sr is not None and sr <= 0.05,
             f"{pct(sr)} served",
-            self.claims[0][1],
         )
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             f"service without a waypoint, same client and nodes: {pct(pr)} during the outage ({pn} requests), "
             f"{pct(plain_all.get('success_rate'))} over the run",
             pr is not None and pr >= 0.99 and plain_all.get("success_rate", 0) >= 0.99,
             f"{pct(pr)} plain",
-            self.claims[1][1],
         )
 
         # Phase 2: two replicas, one deleted.
@@ -128,14 +126,13 @@ class WaypointDown(Scenario):
         ctx.figure("two_replicas_requests", rep2.get("requests"))
         ctx.figure("two_replicas_errors", rep2.get("errors", {}))
         errs2 = ", ".join(f"{k} {v}" for k, v in sorted(rep2.get("errors", {}).items(), key=lambda kv: -kv[1]))
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"2 replicas, one deleted: {pct(rep2.get('success_rate'))} of {rep2.get('requests')} requests "
             f"succeeded{f' (errors: {errs2})' if errs2 else ''}; istiod drops the terminating pod, which "
             f"drains {self.drain:g}s",
             rep2.get("success_rate", 0) >= 0.99,
             f"{pct(rep2.get('success_rate'))} with 2",
-            self.claims[2][1],
         )
         ctx.note(
             f"the deleted waypoint drains for {self.drain:g}s (TERMINATION_DRAIN_DURATION_SECONDS): kept-alive "

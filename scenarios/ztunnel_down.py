@@ -69,31 +69,28 @@ class ZtunnelDown(Scenario):
         vr, vn = during[victim]
         errs = reports[victim][0].get("errors", {})
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(errs.items(), key=lambda kv: -kv[1])) or "none"
-        ctx.row(
-            self.claims[0][0],
+        ctx.verdict(
+            self.claims[0],
             f"clients on {victim} (no server there): {pct(vr)} success while its ztunnel was down "
             f"({vn} requests); errors: {kinds}",
             vr is not None and vr <= 0.05,
             f"{pct(vr)} on {victim}",
-            self.claims[0][1],
         )
         others = {w: during[w] for w in workers if w != victim}
         worst = min((r for r, _ in others.values() if r is not None), default=None)
-        ctx.row(
-            self.claims[1][0],
+        ctx.verdict(
+            self.claims[1],
             "; ".join(f"{w}: {pct(r)} ({n} requests)" for w, (r, n) in others.items()) + " during the outage",
             worst is not None and worst >= 0.99,
             f"min {pct(worst)}",
-            self.claims[1][1],
         )
         same, how = untouched(before, after)
-        ctx.row(
-            self.claims[2][0],
+        ctx.verdict(
+            self.claims[2],
             f"new ztunnel Ready {ready_after:.1f}s after the DaemonSet could recreate it; first second back at "
             f"100% {f'{rec:.1f}s' if rec is not None else 'never'} after that; app pods: {how}",
             rec is not None and rec <= 10 and same,
             f"recovery {rec:.1f}s" if rec is not None else "no recovery",
-            self.claims[2][1],
         )
 
         # The server side, as notes: the server's own node loses its ztunnel.

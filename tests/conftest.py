@@ -99,6 +99,11 @@ def curl_container(name: str = "curl", command: tuple[str, ...] = ("/bin/sleep",
     return {"name": name, "image": CURL_IMAGE, "command": list(command)}
 
 
+def pause_container() -> dict[str, Any]:
+    """A container that only sleeps (Kubernetes' pause image): pods that cost nothing but exist."""
+    return {"name": "pause", "image": "registry.k8s.io/pause"}
+
+
 def httpbin_container() -> dict[str, Any]:
     """The real httpbin on port 80, as the article runs it."""
     return {"name": "httpbin", "image": "docker.io/kennethreitz/httpbin", "ports": [{"containerPort": 80}]}

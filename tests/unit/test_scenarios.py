@@ -248,7 +248,7 @@ class Breaks(fw.Scenario):
         ctx.namespace("a")
         ctx.undo("first", lambda: self.undone.append("first"))
         ctx.undo("second", lambda: self.undone.append("second"))
-        ctx.row("c", "o", True)
+        ctx.verdict(("c", ""), "o", True)
         if self.exc:
             raise self.exc
 
